@@ -1,0 +1,123 @@
+"""The expanded jobs a manifest describes: what is sent, and the identity that decides reuse.
+
+These are plain values. ``batchvid.manifest`` builds them; plans, providers, the runner and the
+reports read them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchvid.errors import Location
+
+# Generation parameters in the order they are shown; what each model accepts is in the schema.
+GENERATION_PARAMETERS = (
+    "model",
+    "prompt",
+    "size",
+    "quality",
+    "with_audio",
+    "fps",
+    "duration",
+    "watermark",
+)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Image:
+    """A first-frame image, resolved and checked.
+
+    Either ``url`` is set (an https URL passed through to the provider), or the image is inline:
+    ``data`` holds its bytes, ``media_type`` is ``image/png`` or ``image/jpeg`` and ``sha256``
+    is the hash of ``data``. ``source`` is how the manifest wrote it (a path, a URL, or
+    ``data:`` for a data URI).
+    """
+
+    source: str
+    url: str | None = None
+    data: bytes | None = None
+    media_type: str | None = None
+    sha256: str | None = None
+
+    def data_uri(self) -> str:
+        """The value sent to the provider: the URL, or a base64 data URI of the bytes."""
+        if self.url is not None:
+            return self.url
+        assert self.data is not None and self.media_type is not None
+        return f"data:{self.media_type};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+    def describe(self) -> dict[str, Any]:
+        """How the image appears in keys and in ``request.json``: never the bytes."""
+        if self.url is not None:
+            return {"url": self.url}
+        assert self.data is not None
+        return {"sha256": self.sha256, "bytes": len(self.data), "media_type": self.media_type}
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One generation to perform: one expanded request and one sample index."""
+
+    id: str
+    """Deterministic, readable, filesystem-safe and unique within the manifest."""
+    key: str
+    """sha256 (hex) of the canonical request plus the sample index: decides reuse."""
+    index: int
+    """Position in the expanded manifest: reports list jobs in this order."""
+    provider: str
+    params: Mapping[str, Any]
+    """Generation parameters other than the image (model, prompt, size, fps, …), as written."""
+    image: Image | None = None
+    sample: int = 0
+    location: Location | None = field(default=None, compare=False)
+    """Where the job is defined, for messages."""
+
+    @property
+    def short_key(self) -> str:
+        return self.key[:12]
+
+    @property
+    def model(self) -> str:
+        return str(self.params["model"])
+
+    def canonical_params(self) -> dict[str, Any]:
+        """The parameters with the image described by hash: what ``metadata.jsonl`` shows."""
+        out = dict(self.params)
+        if self.image is not None:
+            out["image"] = self.image.describe()
+        return out
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON spelling used for hashing: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def job_key(provider: str, params: Mapping[str, Any], image: Image | None, sample: int) -> str:
+    """The key of a job: sha256 of the canonical request (image by its hash) and the sample."""
+    request = dict(params)
+    if image is not None:
+        request["image"] = image.describe()
+    payload = canonical_json({"provider": provider, "request": request, "sample": sample})
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A validated manifest with its jobs expanded, in manifest order."""
+
+    path: Path
+    name: str
+    provider: str
+    jobs: tuple[Job, ...]
+    limits: Mapping[str, Any] = field(default_factory=dict)
+    """``limits:`` as written: max_in_flight, requests_per_minute, retries, timeout,
+    poll_interval, max_cost."""
+    pricing: Mapping[str, float] = field(default_factory=dict)
+    """``pricing:`` as written: model name -> price per video (overrides the built-in table)."""
