@@ -1,7 +1,385 @@
-"""The command line: the only module that prints or exits."""
+"""The command line: the only module that prints or exits.
+
+Parse the arguments into one ``Settings``, build what the command needs, run it, and map the
+outcome to an exit code here and nowhere else (see CONTRACT.md, "Exit codes").
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-def main(argv: list[str] | None = None) -> int:
-    return 0
+import anyio
+import httpx
+
+from batchvid import __version__
+from batchvid.errors import (
+    BatchvidError,
+    ConfigError,
+    ManifestError,
+    ManifestErrors,
+    OutputDirError,
+    UsageError,
+)
+from batchvid.events import Subscriber
+from batchvid.jobs import Manifest
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3
+
+KEY_ENV = {"geekai": ("GEEKAI_API_KEY",), "bigmodel": ("ZHIPUAI_API_KEY", "BIGMODEL_API_KEY")}
+SIMULATOR_KEY = "simulator-key"
+SIMULATED_POLL = (0.2, 1.0)
+
+
+# -- argument parsing -------------------------------------------------------------------------
+
+
+def _run_options(p: argparse.ArgumentParser, *, full: bool) -> None:
+    p.add_argument("manifest", help="manifest file (YAML)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: runs/<name>)")
+    p.add_argument("--provider", choices=("geekai", "bigmodel"), help="override the manifest's provider")
+    p.add_argument("--max-in-flight", type=int, metavar="N", help="tasks submitted and not yet finished")
+    p.add_argument("--rpm", type=float, metavar="N", help="create requests per minute")
+    p.add_argument("--only", action="append", default=[], metavar="PATTERN", help="job ids (glob); repeatable")
+    p.add_argument("--shard", metavar="I/N", help="run only shard I of N (by job key)")
+    p.add_argument("--retry-failed", action="store_true", help="try failed jobs again")
+    p.add_argument("--force", action="store_true", help="regenerate even what is done (pays again)")
+    if not full:
+        return
+    p.add_argument("--base-url", metavar="URL", help="provider API root (env BATCHVID_BASE_URL)")
+    p.add_argument("--simulate", action="store_true", help="use the built-in simulator: no key, no network")
+    p.add_argument("--sim-latency", type=float, default=1.0, metavar="S", help="simulated task time (with --simulate)")
+    p.add_argument("--sim-fault-rate", type=float, default=0.0, metavar="P", help="simulated fault rate (with --simulate)")
+    p.add_argument("--sim-seed", type=int, default=0, metavar="N", help="simulator seed (with --simulate)")
+    p.add_argument("--retries", type=int, metavar="N", help="retries of a failed create request")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="per job, submit to downloaded")
+    p.add_argument("--poll-interval", metavar="MIN[:MAX]", help="poll interval in seconds")
+    p.add_argument("--max-cost", type=float, metavar="AMOUNT", help="stop submitting past this cost")
+    p.add_argument("--strict-media", action="store_true", help="fail jobs whose video does not match the request")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit (same as `plan`)")
+    p.add_argument("--no-progress", action="store_true", help="no live progress display")
+    p.add_argument("--log-format", choices=("text", "json"), default="text", help="stderr log format")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchvid", description="Declarative batch runner for CogVideoX video generation."
+    )
+    parser.add_argument("--version", action="version", version=f"batchvid {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check manifests; print every error; nothing is sent")
+    p.add_argument("manifests", nargs="+", metavar="MANIFEST")
+    p.add_argument("--provider", choices=("geekai", "bigmodel"))
+
+    p = sub.add_parser("plan", help="what a run would do, job by job, and why; cost and time")
+    _run_options(p, full=False)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("run", help="execute; resumable; writes the output directory")
+    _run_options(p, full=True)
+
+    p = sub.add_parser("status", help="summarise an output directory")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("verify", help="re-hash every output against the report and lock")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+
+    p = sub.add_parser("simulate", help="serve the built-in API simulator on loopback")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--latency", type=float, default=2.0, metavar="SECONDS", help="mean task duration")
+    p.add_argument("--rpm", type=int, metavar="N", help="server create-request limit per minute")
+    p.add_argument("--max-concurrent", type=int, metavar="N", help="server limit of unfinished tasks")
+    p.add_argument("--fault-rate", type=float, default=0.0, metavar="P", help="probability of an injected fault")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("schema", help="print a JSON Schema")
+    p.add_argument("which", nargs="?", choices=("manifest", "report"), default="manifest")
+    return parser
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _load(path: str, provider: str | None) -> Manifest:
+    from batchvid.manifest import load_manifest
+
+    return load_manifest(path, provider_override=provider)
+
+
+def _poll_interval(value: Any, where: str) -> tuple[float, float]:
+    text = str(value)
+    try:
+        parts = [float(x) for x in text.split(":")]
+    except ValueError:
+        raise UsageError(f"{where} {text!r}: expected MIN or MIN:MAX seconds") from None
+    if len(parts) not in (1, 2) or parts[0] <= 0 or parts[-1] < parts[0]:
+        raise UsageError(f"{where} {text!r}: expected MIN or MIN:MAX seconds with 0 < MIN <= MAX")
+    low = parts[0]
+    high = parts[1] if len(parts) == 2 else max(low, low * 6)
+    return low, high
+
+
+def _setting(args: argparse.Namespace, flag: str, limits: dict[str, Any], key: str, default: Any) -> Any:
+    value = getattr(args, flag, None)
+    if value is not None:
+        return value
+    return limits.get(key, default)
+
+
+def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
+    from batchvid.plan import parse_shard
+    from batchvid.runner import Settings
+
+    limits = dict(manifest.limits)
+    provider = manifest.provider
+    out = Path(args.out) if args.out else Path("runs") / manifest.name
+    simulate = bool(getattr(args, "simulate", False))
+    poll_raw = getattr(args, "poll_interval", None) or limits.get("poll_interval")
+    if poll_raw is not None:
+        poll = _poll_interval(poll_raw, "--poll-interval" if args.poll_interval else "limits.poll_interval")
+    else:
+        poll = SIMULATED_POLL if simulate else (5.0, 30.0)
+    max_in_flight = int(_setting(args, "max_in_flight", limits, "max_in_flight", 4))
+    if max_in_flight < 1:
+        raise UsageError("--max-in-flight must be at least 1")
+    rpm = _setting(args, "rpm", limits, "requests_per_minute", 30.0)
+    if rpm is not None and float(rpm) <= 0:
+        raise UsageError("--rpm must be greater than 0")
+    retries = int(_setting(args, "retries", limits, "retries", 5))
+    if retries < 0:
+        raise UsageError("--retries must be 0 or more")
+    timeout = float(_setting(args, "timeout", limits, "timeout", 1800.0))
+    if timeout <= 0:
+        raise UsageError("--timeout must be greater than 0")
+    max_cost = _setting(args, "max_cost", limits, "max_cost", None)
+    return Settings(
+        out_dir=out,
+        provider=provider,
+        base_url=getattr(args, "base_url", None) or os.environ.get("BATCHVID_BASE_URL") or None,
+        max_in_flight=max_in_flight,
+        rpm=float(rpm) if rpm is not None else None,
+        retries=retries,
+        timeout=timeout,
+        poll_min=poll[0],
+        poll_max=poll[1],
+        only=tuple(args.only),
+        shard=parse_shard(args.shard) if args.shard else None,
+        retry_failed=args.retry_failed,
+        force=args.force,
+        max_cost=float(max_cost) if max_cost is not None else None,
+        strict_media=bool(getattr(args, "strict_media", False)),
+        handle_signals=True,
+        manifest_label=args.manifest,
+    )
+
+
+def api_key(provider: str) -> str:
+    for name in KEY_ENV[provider]:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    names = " or ".join(KEY_ENV[provider])
+    raise ConfigError(
+        f"no API key for provider {provider!r}: set {names} in the environment "
+        "(or try the simulator with --simulate)"
+    )
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    errors: list[ManifestError] = []
+    jobs = 0
+    for path in args.manifests:
+        try:
+            jobs += len(_load(path, args.provider).jobs)
+        except ManifestErrors as exc:
+            errors.extend(exc.errors)
+        except ManifestError as exc:
+            errors.append(exc)
+    for error in errors:
+        print(ManifestError.__str__(error), file=sys.stderr)
+    if errors:
+        print(f"{len(errors)} error(s) in {len(args.manifests)} manifest(s)", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"ok: {len(args.manifests)} manifest(s), {jobs} jobs")
+    return EXIT_OK
+
+
+def _plan(args: argparse.Namespace, manifest: Manifest) -> int:
+    from batchvid.display import plan_table
+    from batchvid.plan import make_plan, plan_to_json, select
+    from batchvid.store import read_records
+
+    settings = build_settings(args, manifest)
+    records = read_records(settings.out_dir) if settings.out_dir.exists() else {}
+    plan = make_plan(
+        select(manifest.jobs, settings.only, settings.shard),
+        records,
+        settings.out_dir,
+        provider=settings.provider,
+        pricing=manifest.pricing,
+        force=settings.force,
+        retry_failed=settings.retry_failed,
+    )
+    if getattr(args, "json", False):
+        data = plan_to_json(plan, settings.max_in_flight, settings.rpm)
+        data["out_dir"] = str(settings.out_dir)
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        print(plan_table(plan, settings.max_in_flight, settings.rpm))
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    return _plan(args, _load(args.manifest, args.provider))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from batchvid.display import JsonLog, ProgressDisplay, TextLog, run_summary
+    from batchvid.runner import Runner
+
+    manifest = _load(args.manifest, args.provider)
+    if args.dry_run:
+        return _plan(args, manifest)
+    settings = build_settings(args, manifest)
+    transport: httpx.AsyncBaseTransport | None = None
+    if args.simulate:
+        from batchvid.simulator import BIGMODEL_PREFIX, GEEKAI_PREFIX, Simulator, SimulatorConfig
+
+        sim = Simulator(
+            SimulatorConfig(latency=args.sim_latency, fault_rate=args.sim_fault_rate, seed=args.sim_seed)
+        )
+        transport = httpx.ASGITransport(app=sim.app)
+        prefix = GEEKAI_PREFIX if settings.provider == "geekai" else BIGMODEL_PREFIX
+        key = os.environ.get(KEY_ENV[settings.provider][0], "") or SIMULATOR_KEY
+        settings = _replace(settings, base_url=f"http://simulator{prefix}", api_key=key)
+    else:
+        settings = _replace(settings, api_key=api_key(settings.provider))
+    subscribers: list[Subscriber] = []
+    if args.log_format == "json":
+        subscribers.append(JsonLog())
+    elif not args.no_progress and sys.stderr.isatty():
+        subscribers.append(ProgressDisplay())
+    else:
+        subscribers.append(TextLog())
+    runner = Runner(manifest, settings, transport=transport, subscribers=subscribers)
+    result = anyio.run(runner.run)
+    print(run_summary(result.report, str(settings.out_dir)))
+    return result.exit_code
+
+
+def _replace(settings: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(settings, **changes)
+
+
+def _read_report(out_dir: str) -> dict[str, Any]:
+    path = Path(out_dir) / "report.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OutputDirError(f"{path} not found: is {out_dir} a batchvid output directory?") from None
+    except (OSError, ValueError) as exc:
+        raise OutputDirError(f"{path} cannot be read: {exc}") from exc
+    if not isinstance(data, dict) or "jobs" not in data:
+        raise OutputDirError(f"{path} is not a batchvid report")
+    return data
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from batchvid.display import status_text
+
+    report = _read_report(args.out_dir)
+    reattach = [
+        j["id"] for j in report["jobs"] if j["status"] == "pending" and j.get("task_id")
+    ]
+    if args.json:
+        print(json.dumps({"summary": report["summary"], "stopped": report["stopped"],
+                          "reattach": reattach,
+                          "problems": [{"id": j["id"], "status": j["status"], "error": j["error"]}
+                                       for j in report["jobs"] if j["status"] in ("failed", "pending")]},
+                         indent=2, ensure_ascii=False))
+    else:
+        print(status_text(report, reattach))
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from batchvid.verify import verify_dir
+
+    problems, checked = verify_dir(Path(args.out_dir))
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) in {checked} file(s)", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"ok: {checked} file(s) match report.json and batchvid.lock")
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from batchvid.simulator import SimulatorConfig, serve
+
+    config = SimulatorConfig(
+        latency=args.latency,
+        rpm=args.rpm,
+        max_concurrent=args.max_concurrent,
+        fault_rate=args.fault_rate,
+        seed=args.seed,
+    )
+    print(
+        f"batchvid simulator on http://{args.host}:{args.port} "
+        f"(GeekAI at /api/v1, BigModel at /api/paas/v4, stats at /_simulator/stats)",
+        flush=True,
+    )
+    serve(config, host=args.host, port=args.port)
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from batchvid.schemas import load_schema
+
+    print(json.dumps(load_schema(args.which), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+COMMANDS = {
+    "validate": cmd_validate,
+    "plan": cmd_plan,
+    "run": cmd_run,
+    "status": cmd_status,
+    "verify": cmd_verify,
+    "simulate": cmd_simulate,
+    "schema": cmd_schema,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ManifestErrors as exc:
+        for error in exc.errors:
+            print(ManifestError.__str__(error), file=sys.stderr)
+        return EXIT_INVALID
+    except (ManifestError, UsageError, ConfigError, OutputDirError) as exc:
+        print(f"batchvid: error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except BatchvidError as exc:
+        print(f"batchvid: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("batchvid: interrupted", file=sys.stderr)
+        return EXIT_STOPPED

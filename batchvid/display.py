@@ -1,0 +1,210 @@
+"""Turning plans, events and reports into text for a person; cli.py prints what this returns."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from batchvid.events import (
+    Event,
+    JobFinished,
+    JobRetrying,
+    JobSubmitted,
+    RunFinished,
+    RunStarted,
+    RunStopping,
+)
+from batchvid.plan import Plan
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def plan_table(plan: Plan, max_in_flight: int, rpm: float | None) -> str:
+    rows = [("JOB", "KEY", "MODEL", "SIZE", "ACTION", "REASON")]
+    for s in plan.steps:
+        rows.append(
+            (
+                s.job.id,
+                s.job.short_key,
+                s.job.model,
+                str(s.job.params.get("size", "-")),
+                s.action,
+                s.reason,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5]
+        for row in rows
+    ]
+    counts = ", ".join(
+        f"{plan.count(a)} {a}"
+        for a in ("submit", "reattach", "download", "skip", "keep-failed")
+        if plan.count(a)
+    )
+    cost = f"{plan.cost:g} {plan.currency}"
+    if plan.unpriced:
+        cost += f" + unknown price for {', '.join(plan.unpriced)} (set pricing: in the manifest)"
+    lines += [
+        "",
+        f"{len(plan.steps)} jobs: {counts or 'nothing to do'}",
+        f"estimated cost: {cost}",
+        f"estimated time: about {format_seconds(plan.estimated_seconds(max_in_flight, rpm))} "
+        f"at {max_in_flight} in flight"
+        + (f" and {rpm:g} creates/min" if rpm else ""),
+    ]
+    return "\n".join(lines)
+
+
+def run_summary(report: Mapping[str, Any], out_dir: str) -> str:
+    s = report["summary"]
+    lines = [
+        f"{s['total']} jobs: {s['succeeded']} generated, {s['skipped']} already done, "
+        f"{s['failed']} failed, {s['pending']} pending  ->  {out_dir}",
+    ]
+    for job in report["jobs"]:
+        if job["status"] == "failed":
+            err = job["error"] or {}
+            lines.append(f"  failed  {job['id']}: {err.get('kind')}: {err.get('message')}")
+    if report["stopped"]:
+        lines.append(
+            f"stopped early ({report['stopped']['reason']}): {report['stopped']['message']}. "
+            "Run the same command again to resume."
+        )
+    elif s["failed"]:
+        lines.append("Rerun with --retry-failed to try the failed jobs again.")
+    return "\n".join(lines)
+
+
+class TextLog:
+    """Subscriber: one line on stderr for what a person should notice."""
+
+    def __init__(self, stream: IO[str] | None = None, verbose: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.verbose = verbose
+
+    def __call__(self, event: Event) -> None:
+        line = None
+        if isinstance(event, JobFinished) and event.status == "failed":
+            line = f"failed: {event.job_id}: {event.error_kind}: {event.message}"
+        elif isinstance(event, JobRetrying):
+            line = f"retry {event.step} {event.job_id} in {event.delay:.1f}s (attempt {event.attempt}): {event.error}"
+        elif isinstance(event, RunStopping):
+            line = f"stopping ({event.reason}): {event.message}"
+        elif self.verbose and isinstance(event, JobFinished | JobSubmitted):
+            line = json.dumps(event.to_dict(), ensure_ascii=False)
+        if line:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+class JsonLog:
+    """Subscriber: every event as one JSON object per line on stderr."""
+
+    def __init__(self, stream: IO[str] | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.stream = stream or sys.stderr
+        self.clock = clock
+
+    def __call__(self, event: Event) -> None:
+        record = {"ts": round(self.clock(), 3), **event.to_dict()}
+        self.stream.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+        self.stream.flush()
+
+
+class ProgressDisplay:
+    """Subscriber: a live bar with done, failed, in flight and queued, elapsed and ETA."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.task: Any = None
+        self.done = self.failed = self.in_flight = 0
+        self.total = 0
+
+    def _detail(self) -> str:
+        queued = self.total - self.done - self.failed - self.in_flight
+        return f"failed {self.failed} · in flight {self.in_flight} · queued {max(queued, 0)}"
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.total = event.total
+            settled = event.actions.get("skip", 0) + event.actions.get("keep-failed", 0)
+            self.done = event.actions.get("skip", 0)
+            self.failed = event.actions.get("keep-failed", 0)
+            self.progress.start()
+            self.task = self.progress.add_task("batchvid", total=event.total, detail="")
+            self.progress.update(self.task, completed=settled, detail=self._detail())
+            return
+        if self.task is None:
+            return
+        if isinstance(event, JobSubmitted):
+            self.in_flight += 1
+        elif isinstance(event, JobFinished):
+            self.in_flight = max(0, self.in_flight - 1)
+            if event.status == "failed":
+                self.failed += 1
+            elif event.status in ("succeeded", "skipped"):
+                self.done += 1
+            self.progress.update(self.task, advance=1)
+        elif isinstance(event, RunStopping):
+            self.console.log(f"stopping ({event.reason}): {event.message}")
+        elif isinstance(event, RunFinished):
+            self.progress.update(self.task, detail=self._detail())
+            self.progress.stop()
+            return
+        self.progress.update(self.task, detail=self._detail())
+
+
+def status_text(report: Mapping[str, Any], pending_tasks: Sequence[str]) -> str:
+    s = report["summary"]
+    lines = [
+        f"{report['manifest']['name']} ({report['manifest']['provider']}): "
+        + ", ".join(f"{s[k]} {k}" for k in ("succeeded", "skipped", "failed", "pending"))
+        + f" of {s['total']}",
+    ]
+    for job in report["jobs"]:
+        if job["status"] in ("failed", "pending"):
+            err = job["error"] or {}
+            lines.append(f"  {job['status']:8} {job['id']}: {err.get('kind')}: {err.get('message')}")
+    lines.append("a rerun would:")
+    failed = s["failed"]
+    lines.append(f"  skip {s['succeeded'] + s['skipped']} done jobs after verifying their videos")
+    if pending_tasks:
+        lines.append(f"  re-attach to {len(pending_tasks)} submitted tasks (no new charge)")
+    other_pending = s["pending"] - len(pending_tasks)
+    if other_pending > 0:
+        lines.append(f"  submit {other_pending} jobs that were never submitted")
+    if failed:
+        lines.append(f"  keep {failed} failed jobs as failed (add --retry-failed to try them again)")
+    return "\n".join(lines)

@@ -1,0 +1,198 @@
+"""Decide, job by job, what a run would do with an output directory, and why; estimate cost."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from batchvid.errors import UsageError
+from batchvid.jobs import Job
+from batchvid.store import JobRecord, verify_file
+
+Action = Literal["submit", "reattach", "download", "skip", "keep-failed"]
+
+# Price per video in CNY (api-notes 7.3). GeekAI publishes its prices only in its console; its
+# English page marks cogvideox-flash free. A manifest's ``pricing:`` sets or overrides these.
+PRICES: Mapping[str, Mapping[str, float]] = {
+    "bigmodel": {"cogvideox-3": 1.0, "cogvideox-2": 0.5, "cogvideox-flash": 0.0},
+    "geekai": {"cogvideox-flash": 0.0},
+}
+CURRENCY = "CNY"
+# Generation time is undocumented; the SDK examples wait up to 300 s. Used only for the estimate.
+ASSUMED_TASK_SECONDS = 90.0
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What a run does with one job."""
+
+    job: Job
+    action: Action
+    reason: str
+    record: JobRecord | None = None
+
+    @property
+    def pays(self) -> bool:
+        return self.action == "submit"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    steps: tuple[Step, ...]
+    prices: Mapping[str, float]
+    currency: str = CURRENCY
+
+    def count(self, action: Action) -> int:
+        return sum(1 for s in self.steps if s.action == action)
+
+    def price(self, job: Job) -> float | None:
+        return self.prices.get(job.model)
+
+    @property
+    def cost(self) -> float:
+        """Known cost of the submits (unknown prices count as zero; see ``unpriced``)."""
+        return sum(self.price(s.job) or 0.0 for s in self.steps if s.pays)
+
+    @property
+    def unpriced(self) -> list[str]:
+        return sorted({s.job.model for s in self.steps if s.pays and self.price(s.job) is None})
+
+    def estimated_seconds(self, max_in_flight: int, rpm: float | None) -> float:
+        """Wall time if the provider's limits bind: tasks in waves of ``max_in_flight``, creates
+        paced by ``rpm``; whichever is slower."""
+        active = sum(1 for s in self.steps if s.action in ("submit", "reattach", "download"))
+        if not active:
+            return 0.0
+        waves = math.ceil(active / max(1, max_in_flight)) * ASSUMED_TASK_SECONDS
+        paced = (self.count("submit") / rpm * 60.0) if rpm else 0.0
+        return max(waves, paced)
+
+
+def prices_for(provider: str, overrides: Mapping[str, float]) -> dict[str, float]:
+    prices = dict(PRICES.get(provider, {}))
+    prices.update({k: float(v) for k, v in overrides.items()})
+    return prices
+
+
+def shard_of(job: Job, count: int) -> int:
+    """The shard (0-based) a job belongs to: by its key, so adding a job moves no other job."""
+    return int.from_bytes(hashlib.sha256(job.key.encode("ascii")).digest()[:8], "big") % count
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``I/N`` with 1 <= I <= N, as on the command line; returns (I, N)."""
+    try:
+        index_text, count_text = text.split("/")
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        raise UsageError(f"--shard {text!r}: expected I/N, for example 1/4") from None
+    if count < 1 or not 1 <= index <= count:
+        raise UsageError(f"--shard {text!r}: I must be between 1 and N")
+    return index, count
+
+
+def select(
+    jobs: Sequence[Job], only: Sequence[str] = (), shard: tuple[int, int] | None = None
+) -> list[Job]:
+    """The jobs a run works on: those matching any ``--only`` glob, in the chosen shard."""
+    chosen = [j for j in jobs if not only or any(fnmatch.fnmatchcase(j.id, p) for p in only)]
+    if shard is not None:
+        index, count = shard
+        chosen = [j for j in chosen if shard_of(j, count) == index - 1]
+    return chosen
+
+
+def decide(
+    job: Job,
+    record: JobRecord | None,
+    out_dir: Path,
+    *,
+    force: bool = False,
+    retry_failed: bool = False,
+    verify: bool = True,
+) -> Step:
+    """The action for one job given what the journal says about its key."""
+    if record is None:
+        return Step(job, "submit", "new job")
+    if record.state == "submitted" and record.task_id:
+        # In flight on the server: re-attaching never pays, even under --force.
+        return Step(job, "reattach", f"submitted earlier as task {record.task_id}", record)
+    if force:
+        return Step(job, "submit", "--force: regenerate", record)
+    if record.state == "submitting":
+        return Step(
+            job,
+            "submit",
+            "an earlier create request got no recorded answer; submitting again",
+            record,
+        )
+    if record.state == "failed":
+        error = record.error or {}
+        why = f"{error.get('kind', 'error')}: {error.get('message', '')}".strip()
+        if not retry_failed:
+            return Step(job, "keep-failed", f"failed earlier ({why}); use --retry-failed", record)
+        if error.get("kind") in ("timeout", "download_failed") and record.task_id:
+            return Step(
+                job, "reattach", f"--retry-failed: task {record.task_id} is polled again", record
+            )
+        return Step(job, "submit", f"--retry-failed: failed earlier ({why})", record)
+    # succeeded
+    assert record.video is not None
+    video = out_dir / "jobs" / job.id / "video.mp4"
+    problem = verify_file(video, record.video) if verify else None
+    if problem is None and record.id == job.id:
+        return Step(job, "skip", f"done; video verified ({record.video['sha256'][:12]})", record)
+    if record.id != job.id:
+        return Step(job, "download", f"done as {record.id!r}; fetched again under the new id", record)
+    return Step(job, "download", f"done, but video.mp4 is {problem}; fetched again", record)
+
+
+def make_plan(
+    jobs: Sequence[Job],
+    records: Mapping[str, JobRecord],
+    out_dir: Path,
+    *,
+    provider: str,
+    pricing: Mapping[str, float] | None = None,
+    force: bool = False,
+    retry_failed: bool = False,
+    verify: bool = True,
+) -> Plan:
+    steps = tuple(
+        decide(j, records.get(j.key), out_dir, force=force, retry_failed=retry_failed, verify=verify)
+        for j in jobs
+    )
+    return Plan(steps, prices_for(provider, pricing or {}))
+
+
+def plan_to_json(plan: Plan, max_in_flight: int, rpm: float | None) -> dict[str, Any]:
+    actions: dict[str, int] = {}
+    for step in plan.steps:
+        actions[step.action] = actions.get(step.action, 0) + 1
+    return {
+        "jobs": [
+            {
+                "id": s.job.id,
+                "key": s.job.key,
+                "model": s.job.model,
+                "size": s.job.params.get("size"),
+                "action": s.action,
+                "reason": s.reason,
+                "price": plan.price(s.job),
+            }
+            for s in plan.steps
+        ],
+        "totals": {
+            "jobs": len(plan.steps),
+            "actions": dict(sorted(actions.items())),
+            "cost": round(plan.cost, 4),
+            "currency": plan.currency,
+            "unpriced_models": plan.unpriced,
+            "estimated_seconds": round(plan.estimated_seconds(max_in_flight, rpm), 1),
+        },
+    }

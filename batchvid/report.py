@@ -1,0 +1,228 @@
+"""The run's record: report.json, report.md, junit.xml, metadata.jsonl and batchvid.lock.
+
+Everything here is a pure function of the outcomes, except the ``timing`` section of
+report.json, so the same manifest and the same results give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from xml.etree import ElementTree as ET
+
+from batchvid import __version__
+from batchvid.jobs import Job
+from batchvid.store import dumps, write_atomic
+
+REPORT_VERSION = 1
+LOCK_VERSION = 1
+Status = Literal["succeeded", "skipped", "failed", "pending"]
+STATUSES: tuple[Status, ...] = ("succeeded", "skipped", "failed", "pending")
+
+
+@dataclass
+class Outcome:
+    """How one job ended in this run."""
+
+    job: Job
+    status: Status
+    action: str
+    task_id: str | None = None
+    video: dict[str, Any] | None = None
+    """{path, sha256, bytes}, path relative to the output directory."""
+    cover: dict[str, Any] | None = None
+    media: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    """{kind, message} for failed and pending jobs."""
+    warnings: list[str] = field(default_factory=list)
+    attempts: int = 0
+    seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    manifest: str
+    name: str
+    provider: str
+    exit_code: int
+    stopped: dict[str, str] | None
+    started_at: str
+    finished_at: str
+    seconds: float
+    cost: float
+    currency: str
+
+
+def summary(outcomes: Sequence[Outcome]) -> dict[str, int]:
+    counts = {s: 0 for s in STATUSES}
+    for o in outcomes:
+        counts[o.status] += 1
+    counts["total"] = len(outcomes)
+    return counts
+
+
+def _job_entry(o: Outcome) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "id": o.job.id,
+        "key": o.job.key,
+        "status": o.status,
+        "sample": o.job.sample,
+        "parameters": o.job.canonical_params(),
+        "task_id": o.task_id,
+        "video": o.video,
+        "cover": o.cover,
+        "media": o.media,
+        "error": o.error,
+        "warnings": sorted(o.warnings),
+    }
+    return entry
+
+
+def build_report(outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
+    return {
+        "report_version": REPORT_VERSION,
+        "batchvid_version": __version__,
+        "manifest": {"path": info.manifest, "name": info.name, "provider": info.provider},
+        "exit_code": info.exit_code,
+        "stopped": info.stopped,
+        "summary": summary(outcomes),
+        "cost": {"amount": round(info.cost, 4), "currency": info.currency},
+        "jobs": [_job_entry(o) for o in outcomes],
+        "timing": {
+            "started_at": info.started_at,
+            "finished_at": info.finished_at,
+            "seconds": round(info.seconds, 3),
+            "jobs": {
+                o.job.id: {"attempts": o.attempts, "seconds": o.seconds}
+                for o in outcomes
+                if o.seconds is not None or o.attempts
+            },
+        },
+    }
+
+
+def lock_data(outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
+    """job id -> key, task id, video sha256: the pin to commit beside the manifest."""
+    return {
+        "lock_version": LOCK_VERSION,
+        "manifest": info.name,
+        "provider": info.provider,
+        "jobs": {
+            o.job.id: {
+                "key": o.job.key,
+                "task_id": o.task_id,
+                "sha256": o.video["sha256"] if o.video else None,
+            }
+            for o in outcomes
+            if o.status in ("succeeded", "skipped")
+        },
+    }
+
+
+def metadata_rows(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
+    """One row per finished video, as a Hugging Face ``videofolder`` reads ``metadata.jsonl``."""
+    rows = []
+    for o in outcomes:
+        if o.status not in ("succeeded", "skipped") or o.video is None:
+            continue
+        media = o.media or {}
+        params = o.job.canonical_params()
+        rows.append(
+            {
+                "file_name": o.video["path"],
+                "id": o.job.id,
+                "key": o.job.key,
+                "prompt": params.get("prompt"),
+                "parameters": params,
+                "sha256": o.video["sha256"],
+                "width": media.get("width"),
+                "height": media.get("height"),
+                "fps": media.get("fps"),
+                "duration": media.get("duration"),
+            }
+        )
+    return rows
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    s = report["summary"]
+    manifest = report["manifest"]
+    icon = {0: "✅", 1: "❌", 3: "⏸️"}.get(report["exit_code"], "❌")
+    lines = [
+        f"## {icon} batchvid: {manifest['name']}",
+        "",
+        f"{s['total']} jobs: **{s['succeeded']} generated**, {s['skipped']} already done, "
+        f"**{s['failed']} failed**, {s['pending']} pending · provider `{manifest['provider']}` · "
+        f"cost {report['cost']['amount']:g} {report['cost']['currency']}",
+        "",
+    ]
+    if report["stopped"]:
+        lines += [f"> Stopped early ({report['stopped']['reason']}): "
+                  f"{report['stopped']['message']} — run again to resume.", ""]
+    failed = [j for j in report["jobs"] if j["status"] in ("failed", "pending")]
+    if failed:
+        lines += ["| job | status | kind | message |", "|---|---|---|---|"]
+        for j in failed:
+            err = j["error"] or {}
+            message = str(err.get("message", "")).replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| `{j['id']}` | {j['status']} | {err.get('kind', '')} | {message} |")
+        lines.append("")
+    warned = [j for j in report["jobs"] if j["warnings"]]
+    if warned:
+        lines += ["Warnings:", ""]
+        lines += [f"- `{j['id']}`: {w}" for j in warned for w in j["warnings"]]
+        lines.append("")
+    lines += ["<details><summary>All jobs</summary>", "",
+              "| job | status | model | size | sha256 |", "|---|---|---|---|---|"]
+    for j in report["jobs"]:
+        sha = j["video"]["sha256"][:12] if j["video"] else ""
+        p = j["parameters"]
+        lines.append(f"| `{j['id']}` | {j['status']} | {p.get('model')} | {p.get('size', '')} | {sha} |")
+    lines += ["", "</details>", ""]
+    return "\n".join(lines)
+
+
+def render_junit(report: Mapping[str, Any]) -> str:
+    """One testcase per job; failed jobs are failures, pending jobs are skipped."""
+    s = report["summary"]
+    suite = ET.Element(
+        "testsuite",
+        {
+            "name": f"batchvid.{report['manifest']['name']}",
+            "tests": str(s["total"]),
+            "failures": str(s["failed"]),
+            "errors": "0",
+            "skipped": str(s["pending"]),
+        },
+    )
+    for j in report["jobs"]:
+        case = ET.SubElement(
+            suite, "testcase", {"classname": report["manifest"]["name"], "name": j["id"]}
+        )
+        err = j["error"] or {}
+        if j["status"] == "failed":
+            node = ET.SubElement(case, "failure", {"type": str(err.get("kind", "error")),
+                                                   "message": str(err.get("message", ""))})
+            node.text = f"{err.get('kind')}: {err.get('message')}"
+        elif j["status"] == "pending":
+            ET.SubElement(case, "skipped", {"message": str(err.get("message", "not finished"))})
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+
+
+def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
+    """Write every report file atomically; returns the report."""
+    report = build_report(outcomes, info)
+    write_atomic(root / "report.json", dumps(report))
+    write_atomic(root / "report.md", render_markdown(report))
+    write_atomic(root / "junit.xml", render_junit(report))
+    rows = metadata_rows(outcomes)
+    write_atomic(
+        root / "metadata.jsonl",
+        "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows),
+    )
+    write_atomic(root / "batchvid.lock", dumps(lock_data(outcomes, info)))
+    return report

@@ -1,0 +1,31 @@
+"""Small builders shared by tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from batchvid.jobs import Job, Manifest, job_key
+
+
+def make_job(job_id: str = "j1", index: int = 0, provider: str = "geekai", **params: Any) -> Job:
+    params.setdefault("model", "cogvideox-flash")
+    params.setdefault("prompt", f"prompt of {job_id}")
+    return Job(
+        id=job_id,
+        key=job_key(provider, params, None, 0),
+        index=index,
+        provider=provider,
+        params=params,
+    )
+
+
+def make_manifest(jobs: list[Job], path: Path | None = None, **kw: Any) -> Manifest:
+    provider = jobs[0].provider if jobs else "geekai"
+    return Manifest(
+        path=path or Path("manifest.yaml"),
+        name=kw.pop("name", "test"),
+        provider=provider,
+        jobs=tuple(jobs),
+        **kw,
+    )

@@ -1,0 +1,115 @@
+"""Planning: what a run does with each job, given the journal, and what it costs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batchvid.errors import UsageError
+from batchvid.plan import decide, make_plan, parse_shard, select, shard_of
+from batchvid.store import JobRecord, sha256_file
+from tests.helpers import make_job
+
+
+def _done(tmp_path: Path, job_id: str, key: str, content: bytes = b"video") -> JobRecord:
+    video = tmp_path / "jobs" / job_id / "video.mp4"
+    video.parent.mkdir(parents=True, exist_ok=True)
+    video.write_bytes(content)
+    digest, size = sha256_file(video)
+    return JobRecord(key, job_id, "succeeded", "t1",
+                     video={"path": f"jobs/{job_id}/video.mp4", "sha256": digest, "bytes": size})
+
+
+def test_new_job_is_submitted(tmp_path: Path) -> None:
+    """A job the journal has never seen is submitted."""
+    assert decide(make_job(), None, tmp_path).action == "submit"
+
+
+def test_done_job_with_verified_video_is_skipped(tmp_path: Path) -> None:
+    """A done job whose video matches its recorded hash is skipped."""
+    job = make_job()
+    step = decide(job, _done(tmp_path, job.id, job.key), tmp_path)
+    assert step.action == "skip"
+
+
+def test_done_job_with_damaged_video_is_downloaded_not_regenerated(tmp_path: Path) -> None:
+    """A damaged video is fetched again from its task; it is never paid for twice."""
+    job = make_job()
+    record = _done(tmp_path, job.id, job.key)
+    (tmp_path / "jobs" / job.id / "video.mp4").write_bytes(b"vid")
+    step = decide(job, record, tmp_path)
+    assert step.action == "download"
+    assert "size 3 differs" in step.reason
+
+
+def test_submitted_job_is_reattached_even_with_force(tmp_path: Path) -> None:
+    """A task in flight is polled again, never resubmitted, even under --force."""
+    job = make_job()
+    record = JobRecord(job.key, job.id, "submitted", "task-9")
+    assert decide(job, record, tmp_path).action == "reattach"
+    assert decide(job, record, tmp_path, force=True).action == "reattach"
+
+
+def test_failed_job_is_kept_unless_retry_failed(tmp_path: Path) -> None:
+    """Failed jobs stay failed; --retry-failed submits them again."""
+    job = make_job()
+    record = JobRecord(job.key, job.id, "failed", None,
+                       error={"kind": "content_filter", "message": "unsafe"})
+    assert decide(job, record, tmp_path).action == "keep-failed"
+    assert decide(job, record, tmp_path, retry_failed=True).action == "submit"
+
+
+def test_timed_out_job_is_reattached_by_retry_failed(tmp_path: Path) -> None:
+    """A job that timed out has a task on the server: --retry-failed polls it, not resubmits."""
+    job = make_job()
+    record = JobRecord(job.key, job.id, "failed", "task-3", error={"kind": "timeout", "message": "slow"})
+    assert decide(job, record, tmp_path, retry_failed=True).action == "reattach"
+
+
+def test_force_resubmits_done_jobs(tmp_path: Path) -> None:
+    """--force regenerates a done job."""
+    job = make_job()
+    assert decide(job, _done(tmp_path, job.id, job.key), tmp_path, force=True).action == "submit"
+
+
+def test_shard_assignment_does_not_move_when_jobs_are_added() -> None:
+    """Adding jobs to a manifest moves no existing job to another shard."""
+    jobs = [make_job(f"j{i}", i) for i in range(50)]
+    before = {j.id: shard_of(j, 4) for j in jobs}
+    more = jobs + [make_job(f"new{i}", 50 + i) for i in range(20)]
+    after = {j.id: shard_of(j, 4) for j in more}
+    assert all(after[k] == v for k, v in before.items())
+    shards = [select(more, shard=(i, 4)) for i in range(1, 5)]
+    assert sorted(j.id for s in shards for j in s) == sorted(j.id for j in more)
+
+
+def test_only_selects_by_glob() -> None:
+    """--only keeps the jobs whose id matches any pattern."""
+    jobs = [make_job("city-1"), make_job("city-2", 1), make_job("forest", 2)]
+    assert [j.id for j in select(jobs, only=["city-*"])] == ["city-1", "city-2"]
+
+
+@pytest.mark.parametrize("text", ["0/2", "3/2", "a/b", "1", "1/0"])
+def test_bad_shard_is_a_usage_error(text: str) -> None:
+    """A malformed --shard is refused with the expected form."""
+    with pytest.raises(UsageError, match="--shard"):
+        parse_shard(text)
+
+
+def test_cost_counts_only_submits_and_honours_pricing(tmp_path: Path) -> None:
+    """The cost is price x submits, with manifest pricing overriding the table."""
+    jobs = [make_job("a", 0, "bigmodel", model="cogvideox-3"),
+            make_job("b", 1, "bigmodel", model="cogvideox-2"),
+            make_job("c", 2, "bigmodel", model="cogvideox-2")]
+    records = {jobs[2].key: _done(tmp_path, "c", jobs[2].key)}
+    plan = make_plan(jobs, records, tmp_path, provider="bigmodel")
+    assert plan.cost == pytest.approx(1.5)
+    plan = make_plan(jobs, records, tmp_path, provider="bigmodel", pricing={"cogvideox-3": 2})
+    assert plan.cost == pytest.approx(2.5)
+
+
+def test_unknown_prices_are_listed() -> None:
+    """Models without a known price are named so the estimate is not silently low."""
+    plan = make_plan([make_job(model="cogvideox-2")], {}, Path("nowhere"), provider="geekai")
+    assert plan.unpriced == ["cogvideox-2"]
