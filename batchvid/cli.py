@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="re-hash every output against the report and lock")
     p.add_argument("out_dir", metavar="OUT_DIR")
 
+    p = sub.add_parser("merge", help="combine shard output directories into one")
+    p.add_argument("sources", nargs="+", metavar="DIR")
+    p.add_argument("--into", required=True, metavar="OUT")
+
     p = sub.add_parser("simulate", help="serve the built-in API simulator on loopback")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -275,7 +279,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner = Runner(manifest, settings, transport=transport, subscribers=subscribers)
     result = anyio.run(runner.run)
     print(run_summary(result.report, str(settings.out_dir)))
+    _append_step_summary(settings.out_dir / "report.md")
     return result.exit_code
+
+
+def _append_step_summary(report_md: Path) -> None:
+    """In GitHub Actions, add report.md to the job's step summary."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target or not report_md.exists():
+        return
+    try:
+        with open(target, "a", encoding="utf-8") as fh:
+            fh.write(report_md.read_text(encoding="utf-8"))
+    except OSError as exc:
+        print(f"batchvid: warning: cannot append to GITHUB_STEP_SUMMARY: {exc}", file=sys.stderr)
 
 
 def _replace(settings: Any, **changes: Any) -> Any:
@@ -328,6 +345,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from batchvid.merge import merge_dirs
+
+    into = Path(args.into)
+    if any(Path(src).resolve() == into.resolve() for src in args.sources):
+        raise UsageError("--into must be a new directory, not one of the shards")
+    report = merge_dirs([Path(src) for src in args.sources], into)
+    s = report["summary"]
+    print(f"merged {len(args.sources)} shard(s) into {into}: {s['total']} jobs, "
+          f"{s['succeeded'] + s['skipped']} done, {s['failed']} failed, {s['pending']} pending")
+    return EXIT_OK
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from batchvid.simulator import SimulatorConfig, serve
 
@@ -360,6 +390,7 @@ COMMANDS = {
     "run": cmd_run,
     "status": cmd_status,
     "verify": cmd_verify,
+    "merge": cmd_merge,
     "simulate": cmd_simulate,
     "schema": cmd_schema,
 }

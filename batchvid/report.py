@@ -56,17 +56,10 @@ class RunInfo:
     currency: str
 
 
-def summary(outcomes: Sequence[Outcome]) -> dict[str, int]:
-    counts = {s: 0 for s in STATUSES}
-    for o in outcomes:
-        counts[o.status] += 1
-    counts["total"] = len(outcomes)
-    return counts
-
-
 def _job_entry(o: Outcome) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "id": o.job.id,
+        "index": o.job.index,
         "key": o.job.key,
         "status": o.status,
         "sample": o.job.sample,
@@ -82,24 +75,36 @@ def _job_entry(o: Outcome) -> dict[str, Any]:
 
 
 def build_report(outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
+    return assemble_report(
+        [_job_entry(o) for o in outcomes],
+        info,
+        {o.job.id: {"attempts": o.attempts, "seconds": o.seconds}
+         for o in outcomes if o.seconds is not None or o.attempts},
+    )
+
+
+def assemble_report(
+    jobs: Sequence[dict[str, Any]], info: RunInfo, job_timing: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The report from its job entries (in manifest order) and the run's facts."""
+    counts: dict[str, int] = {s: 0 for s in STATUSES}
+    for j in jobs:
+        counts[j["status"]] += 1
+    counts["total"] = len(jobs)
     return {
         "report_version": REPORT_VERSION,
         "batchvid_version": __version__,
         "manifest": {"path": info.manifest, "name": info.name, "provider": info.provider},
         "exit_code": info.exit_code,
         "stopped": info.stopped,
-        "summary": summary(outcomes),
+        "summary": counts,
         "cost": {"amount": round(info.cost, 4), "currency": info.currency},
-        "jobs": [_job_entry(o) for o in outcomes],
+        "jobs": list(jobs),
         "timing": {
             "started_at": info.started_at,
             "finished_at": info.finished_at,
             "seconds": round(info.seconds, 3),
-            "jobs": {
-                o.job.id: {"attempts": o.attempts, "seconds": o.seconds}
-                for o in outcomes
-                if o.seconds is not None or o.attempts
-            },
+            "jobs": dict(sorted(job_timing.items())),
         },
     }
 
@@ -216,13 +221,18 @@ def render_junit(report: Mapping[str, Any]) -> str:
 def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
     """Write every report file atomically; returns the report."""
     report = build_report(outcomes, info)
+    write_report_files(root, report, metadata_rows(outcomes), lock_data(outcomes, info))
+    return report
+
+
+def write_report_files(
+    root: Path, report: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], lock: Mapping[str, Any]
+) -> None:
     write_atomic(root / "report.json", dumps(report))
     write_atomic(root / "report.md", render_markdown(report))
     write_atomic(root / "junit.xml", render_junit(report))
-    rows = metadata_rows(outcomes)
     write_atomic(
         root / "metadata.jsonl",
         "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows),
     )
-    write_atomic(root / "batchvid.lock", dumps(lock_data(outcomes, info)))
-    return report
+    write_atomic(root / "batchvid.lock", dumps(lock))

@@ -139,7 +139,7 @@ class Runner:
         self.scrub = scrubber(settings.api_key)
         self.out = OutputDir(settings.out_dir)
         self.limiter = RateLimiter(settings.rpm or 0, 60.0, clock=clock, sleep=sleep)
-        self.in_flight = AdaptiveLimit(settings.max_in_flight, clock=clock)
+        self.in_flight = AdaptiveLimit(settings.max_in_flight, clock=clock, sleep=sleep)
         self.create_policy = RetryPolicy(settings.retries, rng=self.rng)
         # Polls and downloads never pay: they are bounded by the job timeout, not by --retries.
         self.patient_policy = RetryPolicy(max(settings.retries, 1000), cap=30.0, rng=self.rng)
@@ -155,12 +155,15 @@ class Runner:
         for subscriber in self.subscribers:
             subscriber(event)
 
-    def stop(self, reason: str, message: str) -> None:
-        """Stop submitting; the first reason given is the one reported."""
+    def stop(self, reason: str, message: str, *, halt: bool = True) -> None:
+        """Record why the run stops early (the first reason is the one reported) and, with
+        ``halt``, stop every create not yet sent. A budget stop does not halt: jobs already
+        admitted within the budget go on."""
         if self.stopped is None:
             self.stopped = {"reason": reason, "message": self.scrub(message)}
             self.emit(RunStopping(reason, self.scrub(message)))
-        self._stop_submitting.set()
+        if halt:
+            self._stop_submitting.set()
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -287,6 +290,7 @@ class Runner:
                 "budget",
                 f"--max-cost {limit:g} {plan.currency} reached "
                 f"({self._spent:g} {plan.currency} committed)",
+                halt=False,
             )
             return False
         self._spent += price
@@ -394,12 +398,11 @@ class Runner:
         return f"bv-{job.key[:32]}" + (f"-{generation}" if generation else "")
 
     async def _create(self, job: Job, outcome: Outcome, record: JobRecord | None) -> TaskResult:
-        write_atomic(
-            self.out.job_dir(job.id) / "request.json",
-            dumps(self.provider.recorded_body(job)),
-            durable=False,
-        )
         request_id = self._request_id(job, record)
+        recorded = self.provider.recorded_body(job)
+        if "request_id" in recorded:
+            recorded["request_id"] = request_id
+        write_atomic(self.out.job_dir(job.id) / "request.json", dumps(recorded), durable=False)
         attempt = 0
         while True:
             if self._stop_submitting.is_set():

@@ -1,0 +1,160 @@
+"""Zhipu BigModel's video API (``https://open.bigmodel.cn/api/paas/v4``), asynchronous only.
+
+Create: ``POST videos/generations`` with ``image_url`` for the image, ``watermark_enabled`` for
+``watermark`` and a ``request_id`` derived from the job key, so that a second submission of the
+same job is refused by the platform (business code 1231) instead of paying twice. Poll:
+``GET async-result/{id}``; that answer carries no ``id``, so the polled id is kept.
+
+Errors carry a business code (a string) beside the HTTP status, and the code decides: HTTP 429
+means "slow down" for 1302/1303/1305 but "stop, the account is out of money" for 1113 (api-notes
+§6.2, §6.3, §10 #19). The table is ``CODES``; an unknown code falls back to the HTTP status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from batchvid.errors import JobFatalError, ProviderError, RunFatalError, TransientError
+from batchvid.jobs import Job
+from batchvid.providers.base import (
+    ErrorClass,
+    Provider,
+    RawResponse,
+    TaskResult,
+    classify,
+    created_but_unreadable,
+    error_fields,
+    failure_message,
+    quote_id,
+    read_object,
+    send,
+    set_params,
+    task_id_of,
+    task_result,
+    unreadable_poll,
+)
+
+LABEL = "BigModel"
+
+DUPLICATE_REQUEST = "1231"
+
+
+def _codes() -> dict[str, tuple[ErrorClass, str]]:
+    table: dict[str, tuple[ErrorClass, str]] = {}
+
+    def put(cls: ErrorClass, kind: str, *codes: int) -> None:
+        for code in codes:
+            table[str(code)] = (cls, kind)
+
+    put(RunFatalError, "auth", 1000, 1001, 1002, 1003, 1004)
+    put(RunFatalError, "account", 1110, 1111, 1112, 1121)
+    put(RunFatalError, "insufficient_balance", 1113)
+    put(TransientError, "server_error", 1120, 1230, 1234)
+    put(JobFatalError, "invalid_request", 1210, 1212, 1213, 1214, 1215)
+    put(JobFatalError, "unknown_model", 1211)
+    put(RunFatalError, "forbidden", 1220, 1221, 1222)
+    put(JobFatalError, "duplicate_request", 1231)
+    put(JobFatalError, "prompt_too_long", 1261)
+    put(JobFatalError, "content_filter", 1300, 1301)
+    put(TransientError, "concurrency_limited", 1302)
+    put(TransientError, "rate_limited", 1303)
+    put(RunFatalError, "daily_quota", 1304)
+    put(TransientError, "overloaded", 1305)
+    put(RunFatalError, "quota", 1308)
+    return table
+
+
+CODES: Mapping[str, tuple[ErrorClass, str]] = _codes()
+"""BigModel business code → (error class, kind). Codes not listed fall back to the HTTP status
+(an unknown code on a 429 is therefore a transient ``rate_limited``)."""
+
+
+class BigModelProvider(Provider):
+    """The BigModel protocol: request building, response parsing, error classification."""
+
+    name = "bigmodel"
+    default_base_url = "https://open.bigmodel.cn/api/paas/v4"
+    key_env_vars = ("ZHIPUAI_API_KEY", "BIGMODEL_API_KEY")
+    idempotent = True
+
+    @staticmethod
+    def request_id(job: Job, generation: int = 0) -> str:
+        """The default ``request_id`` of a job: ``bv-`` and 32 hex digits of its key.
+
+        ``generation`` > 0 (a deliberate new submission, such as ``--retry-failed`` or
+        ``--force`` after an earlier accepted one) appends ``-<n>``, since BigModel refuses a
+        request_id it has already seen (code 1231).
+        """
+        base = "bv-" + job.key[:32]
+        return base if generation == 0 else f"{base}-{generation}"
+
+    def build_body(self, job: Job, *, request_id: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        for name, value in set_params(job).items():
+            body["watermark_enabled" if name == "watermark" else name] = value
+        if job.image is not None:
+            body["image_url"] = job.image.data_uri()
+        body["request_id"] = request_id if request_id is not None else self.request_id(job)
+        return body
+
+    async def create(
+        self, client: httpx.AsyncClient, job: Job, *, request_id: str | None = None
+    ) -> TaskResult:
+        """Submit the job under ``request_id`` (default: ``request_id(job)``)."""
+        body = self.build_body(job, request_id=request_id)
+        raw = await send(client, "POST", "videos/generations", json_body=body)
+        payload = read_object(raw)
+        if not raw.ok:
+            raise self._error(raw, request_id=body["request_id"])
+        task_id = task_id_of(payload.get("id")) if payload is not None else None
+        if payload is None or task_id is None:
+            code, _ = error_fields(payload)
+            if code is not None and code in CODES:
+                # An error dressed as a 2xx answer: the code says what it is.
+                raise self._error(raw, request_id=body["request_id"])
+            raise created_but_unreadable(LABEL, raw)
+        return self._result(payload, task_id)
+
+    async def poll(self, client: httpx.AsyncClient, task_id: str) -> TaskResult:
+        path = f"async-result/{quote_id(task_id)}"
+        raw = await send(client, "GET", path)
+        if raw.status == 404:
+            raise JobFatalError(
+                "invalid_request",
+                f"{LABEL} knows no task {task_id} (HTTP 404 from {path}); run again with "
+                "--retry-failed to submit the job anew",
+                status=404,
+            )
+        if not raw.ok:
+            raise self._error(raw)
+        payload = read_object(raw)
+        if payload is None or "task_status" not in payload:
+            code, _ = error_fields(payload)
+            if code is not None and code in CODES:
+                raise self._error(raw)
+            raise unreadable_poll(LABEL, task_id, raw)
+        return self._result(payload, task_id)
+
+    def _error(self, raw: RawResponse, *, request_id: str | None = None) -> ProviderError:
+        error = classify(raw, label=LABEL, env=self.key_env_vars[0], codes=CODES)
+        if error.code == DUPLICATE_REQUEST:
+            return JobFatalError(
+                "duplicate_request",
+                f"{LABEL} already has a request with request_id {request_id}: an earlier "
+                "submission of this job was accepted but its answer, and so its task id, was "
+                "lost. The job is not resubmitted automatically (that could pay twice); find "
+                "the task in the BigModel console, or run again with --retry-failed to submit "
+                f"a new one ({error.message})",
+                status=error.status,
+                code=error.code,
+            )
+        return error
+
+    @staticmethod
+    def _result(payload: dict[str, Any], task_id: str) -> TaskResult:
+        return task_result(
+            payload, task_id, label=LABEL, failure_message=failure_message(payload, LABEL)
+        )

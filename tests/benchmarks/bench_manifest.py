@@ -1,0 +1,84 @@
+"""Validate and expand a 10,000-job manifest, in matrix form and in prompts-file form.
+
+Run: .venv/bin/python tests/benchmarks/bench_manifest.py
+Target: each under 2 s of wall time on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from batchvid.manifest import load_manifest
+
+TARGET_SECONDS = 2.0
+PNG = Path(__file__).resolve().parents[2] / "manifests" / "images" / "photo.png"
+
+
+def write_matrix(directory: Path) -> Path:
+    """50 animals x 50 places x 2 fps x 2 samples = 10,000 jobs, all sharing one image."""
+    (directory / "photo.png").write_bytes(PNG.read_bytes())
+    animals = ", ".join(f"animal{i}" for i in range(50))
+    places = ", ".join(f"place{i}" for i in range(50))
+    path = directory / "matrix.yaml"
+    path.write_text(
+        "version: 1\n"
+        "defaults:\n  model: cogvideox-flash\n  size: 1280x960\n  image: photo.png\n"
+        "jobs:\n"
+        "  - id: sweep\n"
+        '    prompt: "A ${animal} drives a small car through ${place}"\n'
+        "    matrix:\n"
+        f"      animal: [{animals}]\n"
+        f"      place: [{places}]\n"
+        "      fps: [30, 60]\n"
+        "    samples: 2\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def write_prompts_file(directory: Path) -> Path:
+    """10,000 JSONL rows, half with explicit ids, some with their own parameters."""
+    lines = []
+    for i in range(10_000):
+        row: dict[str, object] = {"prompt": f"Scene {i}: a lighthouse in weather number {i}"}
+        if i % 2:
+            row["id"] = f"row{i}"
+        if i % 3 == 0:
+            row["fps"] = 60
+        lines.append(json.dumps(row))
+    (directory / "rows.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path = directory / "rows.yaml"
+    path.write_text(
+        "version: 1\njobs:\n  - id: rows\n    prompts_file: rows.jsonl\n    size: 1024x1024\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def measure(path: Path) -> tuple[float, int]:
+    start = time.perf_counter()
+    manifest = load_manifest(path)
+    return time.perf_counter() - start, len(manifest.jobs)
+
+
+def main() -> int:
+    worst = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        for form, path in (("matrix", write_matrix(directory)), ("prompts-file", write_prompts_file(directory))):
+            seconds, count = measure(path)
+            worst = max(worst, seconds)
+            print(f"{form:13} {count:6,} jobs validated and expanded in {seconds:.3f} s")
+    verdict = "ok" if worst < TARGET_SECONDS else "TOO SLOW"
+    print(f"worst {worst:.3f} s (target < {TARGET_SECONDS:.0f} s): {verdict}")
+    return 0 if worst < TARGET_SECONDS else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

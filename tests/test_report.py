@@ -1,0 +1,85 @@
+"""Report files: deterministic bytes, schema-valid report.json, JUnit and dataset rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import jsonschema
+
+from batchvid.report import Outcome, RunInfo, build_report, render_junit, write_outputs
+from tests.helpers import make_job
+
+SCHEMA = json.loads((Path(__file__).parent.parent / "schemas" / "report.schema.json").read_text())
+
+
+def _outcomes() -> list[Outcome]:
+    ok = Outcome(make_job("ok", 0, fps=30), "succeeded", "submit", task_id="t1",
+                 video={"path": "jobs/ok/video.mp4", "sha256": "a" * 64, "bytes": 10},
+                 media={"width": 64, "height": 48, "fps": 30.0, "duration": 1.0,
+                        "has_audio": False, "codec": "h264", "frame_count": 30},
+                 attempts=2, seconds=1.5)
+    bad = Outcome(make_job("bad", 1), "failed", "submit", task_id=None,
+                  error={"kind": "content_filter", "message": "unsafe <prompt> & more"})
+    wait = Outcome(make_job("wait", 2), "pending", "submit", task_id="t3",
+                   error={"kind": "not_started", "message": "stopped"})
+    return [ok, bad, wait]
+
+
+def _info(seconds: float = 1.0, started: str = "2026-01-01T00:00:00+00:00") -> RunInfo:
+    return RunInfo("m.yaml", "demo", "geekai", 3, {"reason": "interrupted", "message": "SIGINT"},
+                   started, started, seconds, 0.0, "CNY")
+
+
+def test_report_validates_against_the_shipped_schema() -> None:
+    """report.json conforms to schemas/report.schema.json."""
+    jsonschema.Draft202012Validator(SCHEMA).validate(build_report(_outcomes(), _info()))
+
+
+def test_outputs_are_byte_identical_outside_timing(tmp_path: Path) -> None:
+    """The same results give the same lock, metadata and report outside its timing section."""
+    write_outputs(tmp_path / "a", _outcomes(), _info(1.0, "2026-01-01T00:00:00+00:00"))
+    write_outputs(tmp_path / "b", _outcomes(), _info(9.0, "2026-02-02T00:00:00+00:00"))
+    for name in ("batchvid.lock", "metadata.jsonl", "junit.xml", "report.md"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    a = json.loads((tmp_path / "a" / "report.json").read_text())
+    b = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert a.pop("timing") != b.pop("timing")
+    assert a == b
+
+
+def test_metadata_lists_only_finished_videos_with_file_name(tmp_path: Path) -> None:
+    """metadata.jsonl has one row per finished video with a relative file_name."""
+    write_outputs(tmp_path, _outcomes(), _info())
+    rows = [json.loads(line) for line in (tmp_path / "metadata.jsonl").read_text().splitlines()]
+    assert [r["file_name"] for r in rows] == ["jobs/ok/video.mp4"]
+    assert rows[0]["fps"] == 30.0 and rows[0]["prompt"] == "prompt of ok"
+
+
+def test_junit_has_a_testcase_per_job_and_failures_with_kind() -> None:
+    """junit.xml: one testcase per job; failed jobs are failures typed by error kind."""
+    root = ET.fromstring(render_junit(build_report(_outcomes(), _info())))
+    cases = root.findall("testcase")
+    assert [c.get("name") for c in cases] == ["ok", "bad", "wait"]
+    failure = cases[1].find("failure")
+    assert failure is not None and failure.get("type") == "content_filter"
+    assert failure.get("message") == "unsafe <prompt> & more"
+    assert cases[2].find("skipped") is not None
+    assert root.get("failures") == "1" and root.get("tests") == "3"
+
+
+def test_markdown_names_failed_jobs_and_the_stop_reason(tmp_path: Path) -> None:
+    """report.md shows the failures table and why the run stopped."""
+    write_outputs(tmp_path, _outcomes(), _info())
+    text = (tmp_path / "report.md").read_text()
+    assert "| `bad` | failed | content_filter |" in text
+    assert "Stopped early (interrupted)" in text
+
+
+def test_lock_pins_only_done_jobs(tmp_path: Path) -> None:
+    """batchvid.lock pins id -> key, task id and video sha256 for done jobs."""
+    write_outputs(tmp_path, _outcomes(), _info())
+    lock = json.loads((tmp_path / "batchvid.lock").read_text())
+    assert list(lock["jobs"]) == ["ok"]
+    assert lock["jobs"]["ok"]["sha256"] == "a" * 64 and lock["jobs"]["ok"]["task_id"] == "t1"

@@ -1,0 +1,231 @@
+"""The runner end to end against the in-process simulator: outputs, resume, never paying twice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import jsonschema
+import pytest
+
+from batchvid.events import JobSubmitted
+from batchvid.runner import Collector, Runner, Settings
+from batchvid.simulator import (
+    BIGMODEL_PREFIX,
+    GEEKAI_PREFIX,
+    KEY_ARREARS,
+    Simulator,
+    SimulatorConfig,
+)
+from batchvid.store import sha256_file
+from tests.helpers import make_job, make_manifest
+
+KEY = "test-secret-key-1234567890"
+REPORT_SCHEMA = json.loads((Path(__file__).parent.parent / "schemas" / "report.schema.json").read_text())
+
+
+class Counting(httpx.AsyncBaseTransport):
+    """Counts requests on their way to another transport."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.requests: list[httpx.Request] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return await self.inner.handle_async_request(request)
+
+
+def _settings(out: Path, provider: str = "geekai", **kw: Any) -> Settings:
+    prefix = GEEKAI_PREFIX if provider == "geekai" else BIGMODEL_PREFIX
+    base = dict(
+        out_dir=out, provider=provider, base_url=f"http://sim{prefix}", api_key=KEY,
+        max_in_flight=4, rpm=None, retries=3, timeout=60.0, poll_min=0.01, poll_max=0.05,
+    )
+    base.update(kw)
+    return Settings(**base)  # type: ignore[arg-type]
+
+
+def _run(sim: Simulator, jobs: list[Any], out: Path, provider: str = "geekai", **kw: Any):  # type: ignore[no-untyped-def]
+    transport = Counting(httpx.ASGITransport(app=sim.app))
+    collector = Collector()
+    runner = Runner(make_manifest(jobs), _settings(out, provider, **kw), transport=transport,
+                    subscribers=[collector])
+    result = anyio.run(runner.run)
+    return result, transport, collector
+
+
+def _jobs(n: int = 4, provider: str = "geekai", **params: Any) -> list[Any]:
+    return [make_job(f"job-{i}", i, provider, **params) for i in range(n)]
+
+
+def test_run_writes_the_contract_layout(tmp_path: Path) -> None:
+    """A run leaves request, response and video per job and every report file, all consistent."""
+    sim = Simulator(SimulatorConfig())
+    result, _, _ = _run(sim, _jobs(3, fps=30), tmp_path / "out")
+    out = tmp_path / "out"
+    assert result.exit_code == 0
+    report = json.loads((out / "report.json").read_text())
+    jsonschema.Draft202012Validator(REPORT_SCHEMA).validate(report)
+    assert [j["status"] for j in report["jobs"]] == ["succeeded"] * 3
+    for job in report["jobs"]:
+        job_dir = out / "jobs" / job["id"]
+        assert json.loads((job_dir / "request.json").read_text())["async"] is True
+        assert json.loads((job_dir / "response.json").read_text())["task_status"] == "succeed"
+        assert sha256_file(job_dir / "video.mp4") == (job["video"]["sha256"], job["video"]["bytes"])
+        assert job["media"]["fps"] == 30.0
+    for name in ("report.md", "junit.xml", "metadata.jsonl", "batchvid.lock"):
+        assert (out / name).is_file(), name
+
+
+def test_rerun_makes_zero_requests(tmp_path: Path) -> None:
+    """Running a finished directory again verifies, skips every job and sends nothing."""
+    sim = Simulator(SimulatorConfig())
+    jobs = _jobs(3)
+    _run(sim, jobs, tmp_path / "out")
+    result, transport, _ = _run(sim, jobs, tmp_path / "out")
+    assert result.exit_code == 0
+    assert transport.requests == []
+    assert {o.status for o in result.outcomes} == {"skipped"}
+
+
+def test_editing_one_job_reruns_only_that_job(tmp_path: Path) -> None:
+    """A changed prompt changes one key: only that job is created again."""
+    sim = Simulator(SimulatorConfig())
+    jobs = _jobs(3)
+    _run(sim, jobs, tmp_path / "out")
+    jobs[1] = make_job("job-1", 1, prompt="a different prompt")
+    result, transport, _ = _run(sim, jobs, tmp_path / "out")
+    creates = [r for r in transport.requests if r.method == "POST"]
+    assert len(creates) == 1
+    assert [o.status for o in result.outcomes] == ["skipped", "succeeded", "skipped"]
+
+
+def test_bigmodel_run_succeeds_and_sends_request_id(tmp_path: Path) -> None:
+    """BigModel jobs carry a request_id derived from the key and end succeeded with a cover."""
+    sim = Simulator(SimulatorConfig())
+    jobs = _jobs(2, "bigmodel", model="cogvideox-3", duration=5)
+    result, transport, _ = _run(sim, jobs, tmp_path / "out", "bigmodel")
+    assert result.exit_code == 0
+    bodies = [json.loads(r.content) for r in transport.requests if r.method == "POST"]
+    assert sorted(b["request_id"] for b in bodies) == sorted(f"bv-{j.key[:32]}" for j in jobs)
+    assert all(o.cover is not None for o in result.outcomes)
+
+
+def test_content_filter_fails_the_job_without_retry(tmp_path: Path) -> None:
+    """A 1301 rejection fails that job with kind content_filter; the others succeed; exit 1."""
+    sim = Simulator(SimulatorConfig())
+    jobs = [make_job("ok", 0, "bigmodel"), make_job("bad", 1, "bigmodel", prompt="x [unsafe]")]
+    result, transport, _ = _run(sim, jobs, tmp_path / "out", "bigmodel")
+    assert result.exit_code == 1
+    bad = result.outcomes[1]
+    assert bad.status == "failed" and bad.error is not None
+    assert bad.error["kind"] == "content_filter"
+    assert sim.stats()["create_requests"] == 2
+
+
+def test_failed_jobs_stay_failed_until_retry_failed(tmp_path: Path) -> None:
+    """A failed task is kept on rerun (no request) and resubmitted only with --retry-failed."""
+    sim = Simulator(SimulatorConfig())
+    jobs = [make_job("doomed", 0, prompt="this will [fail]")]
+    first, _, _ = _run(sim, jobs, tmp_path / "out")
+    assert first.outcomes[0].error == {"kind": "task_failed", "message": first.outcomes[0].error["message"]}  # type: ignore[index]
+    again, transport, _ = _run(sim, jobs, tmp_path / "out")
+    assert transport.requests == [] and again.exit_code == 1
+    retried, transport, _ = _run(sim, jobs, tmp_path / "out", retry_failed=True)
+    assert [r.method for r in transport.requests].count("POST") == 1
+
+
+def test_out_of_balance_stops_the_run_with_exit_3(tmp_path: Path) -> None:
+    """Arrears (1113) stops submitting at once; jobs stay pending; exit code 3."""
+    sim = Simulator(SimulatorConfig())
+    result, _, _ = _run(sim, _jobs(5, "bigmodel"), tmp_path / "out", "bigmodel",
+                        api_key=KEY_ARREARS, max_in_flight=1)
+    assert result.exit_code == 3
+    assert result.stopped is not None and result.stopped["reason"] == "insufficient_balance"
+    assert {o.status for o in result.outcomes} == {"pending"}
+    assert sim.stats()["create_requests"] == 1
+
+
+def test_interrupted_run_reattaches_without_creating_again(tmp_path: Path) -> None:
+    """Tasks submitted before a stop are polled on the next run, never created twice."""
+    sim = Simulator(SimulatorConfig(latency=0.5))
+    jobs = _jobs(4, "bigmodel")
+    transport = httpx.ASGITransport(app=sim.app)
+    runner = Runner(make_manifest(jobs), _settings(tmp_path / "out", "bigmodel"), transport=transport)
+
+    async def run_briefly() -> None:
+        with anyio.move_on_after(0.2):
+            await runner.run()
+
+    anyio.run(run_briefly)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert {j["status"] for j in report["jobs"]} == {"pending"}
+    assert sim.stats()["tasks_created"] == 4
+    result, _, _ = _run(sim, jobs, tmp_path / "out", "bigmodel")
+    assert result.exit_code == 0
+    assert {o.action for o in result.outcomes} == {"reattach"}
+    assert set(sim.stats()["create_requests_by_body"].values()) == {1}
+
+
+def test_budget_stops_submitting(tmp_path: Path) -> None:
+    """--max-cost submits only what fits and leaves the rest pending; exit code 3."""
+    sim = Simulator(SimulatorConfig())
+    jobs = _jobs(4, "bigmodel", model="cogvideox-2")
+    result, _, _ = _run(sim, jobs, tmp_path / "out", "bigmodel", max_cost=1.0)
+    assert result.exit_code == 3
+    assert [o.status for o in result.outcomes].count("succeeded") == 2
+    assert result.stopped is not None and result.stopped["reason"] == "budget"
+    assert result.report["cost"]["amount"] == 1.0
+
+
+def test_expired_and_truncated_downloads_recover_without_regenerating(tmp_path: Path) -> None:
+    """Expired URLs are refreshed by polling, truncated bodies retried; each task created once."""
+    sim = Simulator(SimulatorConfig(fault_rate=0.5, faults=frozenset({"expired_url", "truncated"}), seed=3))
+    result, _, _ = _run(sim, _jobs(6), tmp_path / "out")
+    assert result.exit_code == 0, [o.error for o in result.outcomes]
+    stats = sim.stats()
+    assert stats["faults"], "the simulator injected no fault"
+    assert set(stats["create_requests_by_body"].values()) == {1}
+    for o in result.outcomes:
+        assert o.video is not None
+        assert sha256_file(tmp_path / "out" / o.video["path"])[0] == o.video["sha256"]
+
+
+def test_api_key_echoed_by_the_server_is_redacted(tmp_path: Path) -> None:
+    """A server that echoes the key in an error body never gets it written anywhere."""
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"error": {"code": "1214",
+                                                  "message": f"bad header {request.headers['authorization']}"}})
+
+    runner = Runner(make_manifest(_jobs(1, "bigmodel")), _settings(tmp_path / "out", "bigmodel"),
+                    transport=httpx.MockTransport(echo), subscribers=[collector := Collector()])
+    result = anyio.run(runner.run)
+    assert result.exit_code == 1
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            assert KEY not in path.read_text(errors="replace"), path
+    assert KEY not in repr([e.to_dict() for e in collector.events])
+    assert "[REDACTED]" in (result.outcomes[0].error or {})["message"]
+
+
+def test_submitted_events_precede_completion(tmp_path: Path) -> None:
+    """Each job emits JobSubmitted with the task id the report records."""
+    sim = Simulator(SimulatorConfig())
+    result, _, collector = _run(sim, _jobs(2), tmp_path / "out")
+    submitted = {e.job_id: e.task_id for e in collector.events if isinstance(e, JobSubmitted)}
+    assert submitted == {o.job.id: o.task_id for o in result.outcomes}
+
+
+@pytest.mark.parametrize("provider", ["geekai", "bigmodel"])
+def test_same_results_give_identical_files(tmp_path: Path, provider: str) -> None:
+    """Two runs with identical results write byte-identical request, lock and metadata files."""
+    jobs = _jobs(3, provider)
+    for name in ("a", "b"):
+        _run(Simulator(SimulatorConfig(seed=7)), jobs, tmp_path / name, provider, max_in_flight=1)
+    for rel in ("batchvid.lock", "metadata.jsonl", "jobs/job-0/request.json"):
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
