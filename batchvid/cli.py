@@ -97,12 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="serve the built-in API simulator on loopback")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     p.add_argument("--latency", type=float, default=2.0, metavar="SECONDS", help="mean task duration")
     p.add_argument("--rpm", type=int, metavar="N", help="server create-request limit per minute")
     p.add_argument("--max-concurrent", type=int, metavar="N", help="server limit of unfinished tasks")
     p.add_argument("--fault-rate", type=float, default=0.0, metavar="P", help="probability of an injected fault")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lost-create-rate", type=float, metavar="P",
+                   help="probability that a created task's response is dropped")
+    p.add_argument("--video-seconds", type=float, metavar="S", help="length of returned videos")
+    p.add_argument("--download-bytes", type=int, metavar="N", help="pad every video to N bytes")
 
     p = sub.add_parser("schema", help="print a JSON Schema")
     p.add_argument("which", nargs="?", choices=("manifest", "report"), default="manifest")
@@ -359,21 +363,19 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from batchvid.simulator import SimulatorConfig, serve
+    from batchvid.simulator import config_from_args, serve
 
-    config = SimulatorConfig(
-        latency=args.latency,
-        rpm=args.rpm,
-        max_concurrent=args.max_concurrent,
-        fault_rate=args.fault_rate,
-        seed=args.seed,
-    )
-    print(
-        f"batchvid simulator on http://{args.host}:{args.port} "
-        f"(GeekAI at /api/v1, BigModel at /api/paas/v4, stats at /_simulator/stats)",
-        flush=True,
-    )
-    serve(config, host=args.host, port=args.port)
+    def ready(base_url: str) -> None:
+        print(
+            f"batchvid simulator on {base_url} (GeekAI at {base_url}/api/v1, BigModel at "
+            f"{base_url}/api/paas/v4, stats at {base_url}/_simulator/stats); Ctrl-C stops it",
+            flush=True,
+        )
+
+    try:
+        serve(config_from_args(args), host=args.host, port=args.port, on_ready=ready)
+    except KeyboardInterrupt:
+        pass
     return EXIT_OK
 
 

@@ -109,8 +109,10 @@ class ProviderError(BatchvidError):
         self.retry_after = retry_after
         super().__init__(message)
 
-    def __str__(self) -> str:
-        where = " ".join(
+    @property
+    def detail(self) -> str:
+        """The message with the HTTP status and provider code, without the kind."""
+        where = ", ".join(
             part
             for part in (
                 f"HTTP {self.status}" if self.status is not None else "",
@@ -118,7 +120,10 @@ class ProviderError(BatchvidError):
             )
             if part
         )
-        return f"{self.kind}: {self.message}" + (f" ({where})" if where else "")
+        return self.message + (f" ({where})" if where else "")
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"
 
 
 class TransientError(ProviderError):

@@ -149,7 +149,13 @@ def decide(
         return Step(job, "skip", f"done; video verified ({record.video['sha256'][:12]})", record)
     if record.id != job.id:
         return Step(job, "download", f"done as {record.id!r}; fetched again under the new id", record)
-    return Step(job, "download", f"done, but video.mp4 is {problem}; fetched again", record)
+    return Step(
+        job,
+        "download",
+        f"done, but video.mp4 does not match its record ({problem}); "
+        f"fetched again from task {record.task_id}",
+        record,
+    )
 
 
 def make_plan(

@@ -340,7 +340,7 @@ class Runner:
             pass
         except RunFatalError as exc:
             self.stop(exc.kind, str(exc))
-            outcome.error = {"kind": exc.kind, "message": self.scrub(str(exc))}
+            outcome.error = {"kind": exc.kind, "message": self.scrub(exc.detail)}
         except ProviderError as exc:  # job-fatal, or transient with retries exhausted
             self._fail(outcome, exc)
         finally:
@@ -357,7 +357,7 @@ class Runner:
                 )
 
     def _fail(self, outcome: Outcome, exc: ProviderError) -> None:
-        message = self.scrub(exc.message if exc.kind == "timeout" else str(exc))
+        message = self.scrub(exc.detail)
         outcome.status = "failed"
         outcome.error = {"kind": exc.kind, "message": message}
         self.out.journal.append(

@@ -40,7 +40,7 @@ def test_done_job_with_damaged_video_is_downloaded_not_regenerated(tmp_path: Pat
     (tmp_path / "jobs" / job.id / "video.mp4").write_bytes(b"vid")
     step = decide(job, record, tmp_path)
     assert step.action == "download"
-    assert "size 3 differs" in step.reason
+    assert "size 3 differs" in step.reason and "does not match its record" in step.reason
 
 
 def test_submitted_job_is_reattached_even_with_force(tmp_path: Path) -> None:

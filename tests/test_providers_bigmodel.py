@@ -363,14 +363,14 @@ async def test_integer_codes_are_normalised(
 async def test_error_str_names_status_and_code(
     httpx_mock: HTTPXMock, client: httpx.AsyncClient
 ) -> None:
-    """str(error) reads "<kind>: BigModel: <provider message> (HTTP 429 code 1302)"."""
+    """str(error) reads "<kind>: BigModel: <provider message> (HTTP 429, code 1302)"."""
     httpx_mock.add_response(
         url=CREATE_URL, status_code=429, json=error_body("1302", "当前API请求过多，请稍后再试")
     )
     with pytest.raises(TransientError) as info:
         await provider.create(client, make_job())
     assert str(info.value) == (
-        "concurrency_limited: BigModel: 当前API请求过多，请稍后再试 (HTTP 429 code 1302)"
+        "concurrency_limited: BigModel: 当前API请求过多，请稍后再试 (HTTP 429, code 1302)"
     )
 
 

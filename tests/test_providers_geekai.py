@@ -430,7 +430,7 @@ async def test_error_message_quotes_provider_and_names_key_variable(
     text = str(info.value)
     assert text.startswith("auth: GeekAI: invalid token")
     assert "GEEKAI_API_KEY" in text
-    assert text.endswith("(HTTP 401 code 401)")
+    assert text.endswith("(HTTP 401, code 401)")
 
 
 @pytest.mark.anyio
