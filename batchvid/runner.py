@@ -14,13 +14,14 @@ again.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import random
 import shutil
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,8 @@ class Settings:
     max_download_bytes: int = 4 << 30
     http_timeout: float = 60.0
     grace: float = 10.0
-    """Seconds in-flight work gets to finish after the first SIGINT/SIGTERM."""
+    """Seconds that downloads under way get to finish after the first SIGINT/SIGTERM. Waiting
+    on tasks stops at once: their ids are journaled and the next run re-attaches."""
     handle_signals: bool = False
     manifest_label: str | None = None
     """How report.json names the manifest (the path as the user typed it)."""
@@ -145,6 +147,8 @@ class Runner:
         self.patient_policy = RetryPolicy(max(settings.retries, 1000), cap=30.0, rng=self.rng)
         self.stopped: dict[str, str] | None = None
         self._stop_submitting = anyio.Event()
+        self._interrupted = False
+        self._waits: set[anyio.CancelScope] = set()
         self._records: dict[str, JobRecord] = {}
         self._outcomes: dict[str, Outcome] = {}
         self._spent = 0.0
@@ -303,13 +307,37 @@ class Runner:
                 count += 1
                 name = signal.Signals(signum).name
                 if count == 1:
-                    self.stop("interrupted", f"{name} received; finishing what is in flight")
-                    self._jobs_scope.deadline = min(
-                        self._jobs_scope.deadline, anyio.current_time() + self.settings.grace
-                    )
+                    self.interrupt(f"{name} received; finishing downloads under way")
                 else:
                     self._jobs_scope.cancel()
                     return
+
+    def interrupt(self, message: str) -> None:
+        """Stop submitting and stop waiting on tasks (they are journaled and resume next run);
+        downloads under way get ``grace`` seconds to finish."""
+        self._interrupted = True
+        self.stop("interrupted", message)
+        for scope in list(self._waits):
+            scope.cancel()
+        self._jobs_scope.deadline = min(
+            self._jobs_scope.deadline, anyio.current_time() + self.settings.grace
+        )
+
+    @contextlib.contextmanager
+    def _interruptible(self) -> Iterator[None]:
+        """A stretch of waiting that an interrupt ends at once, as ``_Stopped``. Never wrap a
+        create request in it: cancelling one mid-flight could lose a paid task's id."""
+        scope = anyio.CancelScope()
+        if self._interrupted:
+            scope.cancel()
+        self._waits.add(scope)
+        try:
+            with scope:
+                yield
+        finally:
+            self._waits.discard(scope)
+        if scope.cancelled_caught:
+            raise _Stopped
 
     # -- one job ----------------------------------------------------------------------------
 
@@ -378,9 +406,11 @@ class Runner:
             task = await self._create(job, outcome, step.record)
         else:
             assert outcome.task_id is not None
-            task = await self._poll_once(job, outcome.task_id, outcome)
+            with self._interruptible():
+                task = await self._poll_once(job, outcome.task_id, outcome)
         if task.status == "running":
-            task = await self._wait(job, task, outcome)
+            with self._interruptible():
+                task = await self._wait(job, task, outcome)
         release()
         self._write_response(job, task)
         if task.status == "failed":
@@ -433,7 +463,8 @@ class Runner:
                 if delay is None:
                     raise
                 self.emit(JobRetrying(job.id, "create", attempt, delay, self.scrub(str(exc))))
-                await self.sleep(delay)
+                with self._interruptible():
+                    await self.sleep(delay)
                 continue
             outcome.task_id = task.task_id
             self.out.journal.append(
