@@ -339,6 +339,7 @@ class _Loader:
         self.defaults: dict[str, Any] = {}
         self.jobs: list[Job] = []
         self.ids: dict[str, tuple[Location, int]] = {}
+        self.keys: dict[str, str] = {}
         self.request_issues: dict[str, list[_Issue]] = {}
         self.total = 0
 
@@ -554,10 +555,23 @@ class _Loader:
             final_id = f"{expanded_id}-s{sample}" if samples > 1 else expanded_id
             if not self.claim_id(final_id, location, index):
                 continue
+            key = job_key(self.provider, params, image, sample)
+            twin = self.keys.setdefault(key, final_id)
+            # Only on an otherwise clean manifest: a job with a dropped bad key would look like
+            # a twin of its neighbour, and that echo is noise.
+            if twin != final_id and not self.errors:
+                self.error(
+                    location,
+                    ("jobs", index),
+                    f"job {final_id!r} sends exactly the same request as job {twin!r}, so they "
+                    "would be one video; change one of them, or use 'samples:' for several "
+                    "videos of one request",
+                )
+                continue
             self.jobs.append(
                 Job(
                     id=final_id,
-                    key=job_key(self.provider, params, image, sample),
+                    key=key,
                     index=len(self.jobs),
                     provider=self.provider,
                     params=params,

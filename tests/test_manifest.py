@@ -367,13 +367,26 @@ def test_prompts_csv_coerces_values(tmp_path: Path) -> None:
 
 def test_prompts_rows_combine_with_matrix(tmp_path: Path) -> None:
     """A job with prompts_file may also have a matrix: every row times every combination."""
-    write(tmp_path, '{"id": "x", "prompt": "a ${style} cat"}\n{"id": "y", "prompt": "dog"}\n', "p.jsonl")
+    write(tmp_path, '{"id": "x", "prompt": "a ${style} cat"}\n{"id": "y", "prompt": "${style} dog"}\n', "p.jsonl")
     manifest = load(
         tmp_path,
         "version: 1\njobs:\n  - id: r\n    prompts_file: p.jsonl\n    matrix:\n      style: [oil, ink]\n",
     )
     assert [j.id for j in manifest.jobs] == ["r-x-oil", "r-x-ink", "r-y-oil", "r-y-ink"]
     assert manifest.jobs[1].params["prompt"] == "a ink cat"
+
+
+def test_identical_requests_under_two_ids_are_reported(tmp_path: Path) -> None:
+    """A matrix variable a row does not use would make two ids of one request: an error."""
+    write(tmp_path, '{"id": "y", "prompt": "dog"}\n', "p.jsonl")
+    errors = errors_of(
+        tmp_path,
+        "version: 1\njobs:\n  - id: r\n    prompts_file: p.jsonl\n    matrix:\n      style: [oil, ink]\n",
+    )
+    assert [e.message for e in errors] == [
+        "job 'r-y-ink' sends exactly the same request as job 'r-y-oil', so they would be one "
+        "video; change one of them, or use 'samples:' for several videos of one request"
+    ]
 
 
 def test_inserting_a_row_moves_no_other_id(tmp_path: Path) -> None:
