@@ -416,3 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("batchvid: interrupted", file=sys.stderr)
         return EXIT_STOPPED
+    except BrokenPipeError:
+        # The reader went away (`batchvid schema | head`): not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
