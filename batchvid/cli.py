@@ -143,7 +143,7 @@ def _setting(args: argparse.Namespace, flag: str, limits: dict[str, Any], key: s
 
 
 def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
-    from batchvid.plan import parse_shard
+    from batchvid.plan import parse_shard, select
     from batchvid.runner import Settings
 
     limits = dict(manifest.limits)
@@ -168,6 +168,8 @@ def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
     if timeout <= 0:
         raise UsageError("--timeout must be greater than 0")
     max_cost = _setting(args, "max_cost", limits, "max_cost", None)
+    if args.only and not select(manifest.jobs, args.only):
+        raise UsageError(f"--only {' '.join(args.only)}: no job id matches (see `batchvid plan`)")
     return Settings(
         out_dir=out,
         provider=provider,
@@ -356,6 +358,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     if any(Path(src).resolve() == into.resolve() for src in args.sources):
         raise UsageError("--into must be a new directory, not one of the shards")
     report = merge_dirs([Path(src) for src in args.sources], into)
+    _append_step_summary(into / "report.md")
     s = report["summary"]
     print(f"merged {len(args.sources)} shard(s) into {into}: {s['total']} jobs, "
           f"{s['succeeded'] + s['skipped']} done, {s['failed']} failed, {s['pending']} pending")

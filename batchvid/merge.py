@@ -10,7 +10,7 @@ from typing import Any
 
 from batchvid.errors import OutputDirError
 from batchvid.report import RunInfo, assemble_report, write_report_files
-from batchvid.store import STATE_DIR, OutputDir, verify_file
+from batchvid.store import JOURNAL, STATE_DIR, OutputDir, verify_file
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -25,14 +25,51 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file; a torn last line (a crash mid-write) is dropped."""
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise OutputDirError(f"{path} not found: is {path.parent} a batchvid output directory?") from None
+    except (OSError, ValueError) as exc:
+        raise OutputDirError(f"{path} cannot be read: {exc}") from exc
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            entry = json.loads(line)
+        except ValueError as exc:
+            if number == len(lines) and path.name == JOURNAL:
+                break
+            raise OutputDirError(f"{path}:{number}: not a JSON object ({exc})") from exc
+        if not isinstance(entry, dict):
+            raise OutputDirError(f"{path}:{number}: not a JSON object")
+        entries.append(entry)
+    return entries
+
+
+def _read_report(src: Path) -> dict[str, Any]:
+    report = _read_json(src / "report.json")
+    if not {"manifest", "jobs", "timing", "cost", "stopped"} <= report.keys():
+        raise OutputDirError(f"{src / 'report.json'} is not a batchvid report")
+    return report
+
+
 def merge_dirs(sources: Sequence[Path], into: Path) -> dict[str, Any]:
     """Copy every shard's job files into ``into`` and write one report, lock and index.
 
     Shards must come from the same manifest and provider; a job present in two shards must have
-    the same key and the same video hash there. The merged directory is resumable like any other:
-    its journal is the concatenation of the shards'.
+    the same key and the same video hash there. ``into`` must be new (or empty). The merged
+    directory is resumable like any other: its journal joins the shards' journals, each job's
+    history taken from the shard whose result is kept.
     """
-    reports = [(src, _read_json(src / "report.json")) for src in sources]
+    seen: set[Path] = set()
+    for src in sources:
+        if src.resolve() in seen:
+            raise OutputDirError(f"{src} is given twice: name each shard once")
+        seen.add(src.resolve())
+    if into.exists() and (not into.is_dir() or any(into.iterdir())):
+        raise OutputDirError(f"{into} already exists and is not empty: merge into a new directory")
+    reports = [(src, _read_report(src)) for src in sources]
     first = reports[0][1]
     for src, report in reports[1:]:
         if report["manifest"] != first["manifest"]:
@@ -56,33 +93,34 @@ def merge_dirs(sources: Sequence[Path], into: Path) -> dict[str, Any]:
             jobs[job["id"]] = job
             owners[job["id"]] = src
     ordered = sorted(jobs.values(), key=lambda j: j["index"])
+    # Read and check everything before writing anything, so a refused merge leaves no directory.
+    for job in ordered:
+        src = owners[job["id"]]
+        for entry in (job.get("video"), job.get("cover")):
+            if entry and verify_file(src / entry["path"], entry) is not None:
+                raise OutputDirError(f"{src / entry['path']} does not match its report; run verify")
+    # A key reported by two shards keeps the history of the shard whose result is kept, so the
+    # merged journal never contradicts the merged report.
+    owner_of_key = {j["key"]: owners[j["id"]] for j in ordered}
+    journal: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    lock_jobs: dict[str, Any] = {}
+    for src, _ in reports:
+        if (src / STATE_DIR / JOURNAL).exists():
+            journal += [e for e in _read_lines(src / STATE_DIR / JOURNAL)
+                        if owner_of_key.get(e.get("key"), src) == src]
+        rows += [r for r in _read_lines(src / "metadata.jsonl") if owners.get(r.get("id", "")) == src]
+        lock = _read_json(src / "batchvid.lock")
+        lock_jobs.update({k: v for k, v in lock.get("jobs", {}).items() if owners.get(k) == src})
     out = OutputDir(into)
     out.open()
     try:
         for job in ordered:
-            src = owners[job["id"]]
-            for entry in (job.get("video"), job.get("cover")):
-                if entry and verify_file(src / entry["path"], entry) is not None:
-                    raise OutputDirError(f"{src / entry['path']} does not match its report; run verify")
-            job_dir = src / "jobs" / job["id"]
+            job_dir = owners[job["id"]] / "jobs" / job["id"]
             if job_dir.is_dir():
                 shutil.copytree(job_dir, into / "jobs" / job["id"], dirs_exist_ok=True)
-        for src, _ in reports:
-            journal = src / STATE_DIR / "journal.jsonl"
-            if journal.exists():
-                for line in journal.read_text(encoding="utf-8").splitlines():
-                    if line.strip():
-                        out.journal.append(json.loads(line))
-        rows: list[dict[str, Any]] = []
-        lock_jobs: dict[str, Any] = {}
-        for src, _ in reports:
-            for line in (src / "metadata.jsonl").read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    if owners.get(row["id"]) == src:
-                        rows.append(row)
-            lock = _read_json(src / "batchvid.lock")
-            lock_jobs.update({k: v for k, v in lock["jobs"].items() if owners.get(k) == src})
+        for entry in journal:
+            out.journal.append(entry)
         index = {j["id"]: j["index"] for j in ordered}
         rows.sort(key=lambda r: index[r["id"]])
         statuses = {j["status"] for j in ordered}

@@ -6,7 +6,9 @@ report.json, so the same manifest and the same results give the same bytes.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,9 @@ from xml.etree import ElementTree as ET
 from batchvid import __version__
 from batchvid.jobs import Job
 from batchvid.store import dumps, write_atomic
+
+# Characters XML 1.0 forbids even escaped; a provider's error body may carry them.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
 REPORT_VERSION = 1
 LOCK_VERSION = 1
@@ -172,7 +177,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += ["| job | status | kind | message |", "|---|---|---|---|"]
         for j in failed:
             err = j["error"] or {}
-            message = str(err.get("message", "")).replace("|", "\\|").replace("\n", " ")
+            message = _cell(str(err.get("message", "")))
             lines.append(f"| `{j['id']}` | {j['status']} | {err.get('kind', '')} | {message} |")
         lines.append("")
     warned = [j for j in report["jobs"] if j["warnings"]]
@@ -188,6 +193,16 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines.append(f"| `{j['id']}` | {j['status']} | {p.get('model')} | {p.get('size', '')} | {sha} |")
     lines += ["", "</details>", ""]
     return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """``text`` as literal text in one Markdown table cell: a provider's HTML error page must
+    not become markup in a CI step summary."""
+    return html.escape(" ".join(text.split()), quote=False).replace("|", "\\|")
+
+
+def _xml_text(value: object) -> str:
+    return _NOT_XML.sub("\ufffd", str(value))
 
 
 def render_junit(report: Mapping[str, Any]) -> str:
@@ -209,11 +224,11 @@ def render_junit(report: Mapping[str, Any]) -> str:
         )
         err = j["error"] or {}
         if j["status"] == "failed":
-            node = ET.SubElement(case, "failure", {"type": str(err.get("kind", "error")),
-                                                   "message": str(err.get("message", ""))})
-            node.text = f"{err.get('kind')}: {err.get('message')}"
+            node = ET.SubElement(case, "failure", {"type": _xml_text(err.get("kind", "error")),
+                                                   "message": _xml_text(err.get("message", ""))})
+            node.text = _xml_text(f"{err.get('kind')}: {err.get('message')}")
         elif j["status"] == "pending":
-            ET.SubElement(case, "skipped", {"message": str(err.get("message", "not finished"))})
+            ET.SubElement(case, "skipped", {"message": _xml_text(err.get("message", "not finished"))})
     ET.indent(suite)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
 

@@ -1,4 +1,4 @@
-"""`batchvid verify`: re-hash every output against report.json and batchvid.lock."""
+"""`batchvid verify`: re-hash every output against report.json, batchvid.lock and metadata.jsonl."""
 
 from __future__ import annotations
 
@@ -22,11 +22,46 @@ def _load(path: Path) -> dict[str, Any]:
     return data
 
 
+def _metadata(path: Path, problems: list[str]) -> dict[str, dict[str, Any]] | None:
+    """metadata.jsonl rows by job id, or None (with the problem noted) when it is unusable."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        problems.append(f"{path.name}: missing")
+        return None
+    except (OSError, ValueError) as exc:
+        problems.append(f"{path.name}: unreadable ({exc})")
+        return None
+    rows: dict[str, dict[str, Any]] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+            problems.append(f"{path.name}:{number}: not a metadata row")
+            continue
+        rows[row["id"]] = row
+    return rows
+
+
 def verify_dir(root: Path) -> tuple[list[str], int]:
-    """Every problem found (one line each, naming the file) and how many files were checked."""
+    """Every problem found (one line each, naming the file) and how many files were checked.
+
+    Raises ``OutputDirError`` only when ``root`` has no readable report.json; a missing or
+    altered video, cover, lock or metadata file is a problem in the list.
+    """
     report = _load(root / "report.json")
-    lock = _load(root / "batchvid.lock").get("jobs", {})
     problems: list[str] = []
+    lock: dict[str, Any] | None
+    if (root / "batchvid.lock").is_file():
+        lock = _load(root / "batchvid.lock").get("jobs", {})
+    else:
+        problems.append("batchvid.lock: missing")
+        lock = None
+    metadata = _metadata(root / "metadata.jsonl", problems)
     checked = 0
     seen_ids = set()
     for job in report.get("jobs", []):
@@ -41,12 +76,22 @@ def verify_dir(root: Path) -> tuple[list[str], int]:
             problem = verify_file(root / entry["path"], entry)
             if problem:
                 problems.append(f"{entry['path']}: {problem}")
-        pinned = lock.get(job["id"])
         video = job.get("video") or {}
+        if metadata is not None:
+            row = metadata.get(job["id"])
+            if row is None:
+                problems.append(f"metadata.jsonl: job {job['id']!r} is done in report.json but has no row")
+            elif row.get("sha256") != video.get("sha256") or row.get("file_name") != video.get("path"):
+                problems.append(f"metadata.jsonl: job {job['id']!r} differs from report.json")
+        if lock is None:
+            continue
+        pinned = lock.get(job["id"])
         if pinned is None:
             problems.append(f"batchvid.lock: job {job['id']!r} is done in report.json but not pinned")
         elif pinned.get("sha256") != video.get("sha256") or pinned.get("key") != job.get("key"):
             problems.append(f"batchvid.lock: job {job['id']!r} differs from report.json")
-    for job_id in sorted(set(lock) - seen_ids):
+    for job_id in sorted(set(lock or {}) - seen_ids):
         problems.append(f"batchvid.lock: job {job_id!r} is pinned but not done in report.json")
+    for job_id in sorted(set(metadata or {}) - seen_ids):
+        problems.append(f"metadata.jsonl: job {job_id!r} has a row but is not done in report.json")
     return problems, checked

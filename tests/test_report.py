@@ -83,3 +83,24 @@ def test_lock_pins_only_done_jobs(tmp_path: Path) -> None:
     lock = json.loads((tmp_path / "batchvid.lock").read_text())
     assert list(lock["jobs"]) == ["ok"]
     assert lock["jobs"]["ok"]["sha256"] == "a" * 64 and lock["jobs"]["ok"]["task_id"] == "t1"
+
+
+def _failed_with(message: str) -> list[Outcome]:
+    return [Outcome(make_job("bad", 0), "failed", "submit",
+                    error={"kind": "server_error", "message": message})]
+
+
+def test_junit_stays_well_formed_with_control_characters_in_a_message() -> None:
+    """A provider message with bytes XML forbids still gives parseable junit.xml."""
+    xml = render_junit(build_report(_failed_with("bad\x00gateway\x1b[0m"), _info()))
+    failure = ET.fromstring(xml).find("testcase/failure")
+    assert failure is not None
+    assert failure.get("message") == "bad\ufffdgateway\ufffd[0m"
+
+
+def test_markdown_shows_an_html_error_page_as_text(tmp_path: Path) -> None:
+    """An HTML error body in a message is escaped in report.md, not rendered as markup."""
+    write_outputs(tmp_path, _failed_with("HTTP 504: <html><title>Gateway</title> a|b"), _info())
+    text = (tmp_path / "report.md").read_text()
+    assert "| HTTP 504: &lt;html&gt;&lt;title&gt;Gateway&lt;/title&gt; a\\|b |" in text
+    assert "<html>" not in text

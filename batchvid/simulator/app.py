@@ -16,6 +16,11 @@ the docs are silent: GeekAI HTTP errors are ``{"error": {"code": <HTTP status as
 upstream code as str>, "message": ...}}``; a duplicate BigModel ``request_id`` is HTTP 400 code
 ``1231``; an unknown task id is HTTP 404 (BigModel code ``1214``); a 504 carries an HTML body as
 a gateway would; 429 for ``rpm`` carries ``Retry-After``, 429 for concurrency does not.
+
+Task ids (and file tokens) are a function of the seed, the provider, the ``body_hash``, the
+BigModel ``request_id`` and how many tasks that body already has, so the same requests give the
+same ids in any order, in any run: a sharded run, merged, and an unsharded run write the same
+``batchvid.lock``.
 """
 
 from __future__ import annotations
@@ -166,6 +171,7 @@ class Simulator:
         self._faults = random.Random(f"faults:{seed}")
         self._tasks: dict[tuple[str, str], _Task] = {}
         self._request_ids: dict[tuple[str, str], str] = {}
+        self._created: Counter[tuple[str, str, str]] = Counter()
         self._active: dict[str, list[float]] = {}
         self._active_all: list[float] = []
         self._admitted: dict[str, deque[float]] = {}
@@ -470,7 +476,13 @@ class Simulator:
         self, provider: str, key: str, request: Request, digest: str, now: float
     ) -> _Task:
         config = self.config
-        ids = self._ids
+        # Identical requests get identical ids in every run and every simulator with this seed:
+        # ids derive from the seed, the body (with BigModel's request_id) and how many tasks that
+        # body already has here, not from creation order (which concurrency and --shard change).
+        identity = (provider, digest, request.request_id or "")
+        nth = self._created[identity]
+        self._created[identity] += 1
+        ids = random.Random(f"ids:{config.seed}:{':'.join(identity)}:{nth}")
         if provider == "bigmodel":
             task_id = f"{ids.randrange(10**15, 10**16)}-{ids.randrange(10**18, 10**19)}"
             request_id = request.request_id or str(uuid.UUID(int=ids.getrandbits(128), version=4))

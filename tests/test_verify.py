@@ -1,0 +1,78 @@
+"""`verify_dir`: the lock and the dataset index are checked as well as the videos."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from batchvid.errors import OutputDirError
+from batchvid.runner import Runner, Settings
+from batchvid.simulator import GEEKAI_PREFIX, Simulator, SimulatorConfig
+from batchvid.verify import verify_dir
+from tests.helpers import make_job, make_manifest
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished output directory of two jobs; do not modify."""
+    out = tmp_path_factory.mktemp("verify") / "out"
+    sim = Simulator(SimulatorConfig(latency=0.02))
+    settings = Settings(out_dir=out, base_url=f"http://sim{GEEKAI_PREFIX}", api_key="k",
+                        rpm=None, poll_min=0.01, poll_max=0.02)
+    manifest = make_manifest([make_job("one", 0), make_job("two", 1)])
+    runner = Runner(manifest, settings, transport=httpx.ASGITransport(app=sim.app))
+    assert anyio.run(runner.run).exit_code == 0
+    return out
+
+
+@pytest.fixture
+def copy(finished: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(finished, tmp_path / "out"))
+
+
+def test_untouched_directory_has_no_problems(finished: Path) -> None:
+    """A fresh output directory verifies clean, every video counted."""
+    assert verify_dir(finished) == ([], 2)
+
+
+def test_missing_lock_is_a_problem_not_an_error(copy: Path) -> None:
+    """A deleted batchvid.lock is reported by name like any other missing file."""
+    (copy / "batchvid.lock").unlink()
+    problems, _ = verify_dir(copy)
+    assert problems == ["batchvid.lock: missing"]
+
+
+def test_missing_metadata_is_a_problem(copy: Path) -> None:
+    """A deleted metadata.jsonl is reported by name."""
+    (copy / "metadata.jsonl").unlink()
+    problems, _ = verify_dir(copy)
+    assert problems == ["metadata.jsonl: missing"]
+
+
+def test_metadata_row_with_a_wrong_hash_is_a_problem(copy: Path) -> None:
+    """A metadata.jsonl row whose sha256 disagrees with report.json is reported for its job."""
+    path = copy / "metadata.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[1]["sha256"] = "0" * 64
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    problems, _ = verify_dir(copy)
+    assert problems == ["metadata.jsonl: job 'two' differs from report.json"]
+
+
+def test_metadata_without_a_done_job_is_a_problem(copy: Path) -> None:
+    """A done job missing from metadata.jsonl is reported for its job."""
+    path = copy / "metadata.jsonl"
+    path.write_text(path.read_text().splitlines(keepends=True)[0])
+    problems, _ = verify_dir(copy)
+    assert problems == ["metadata.jsonl: job 'two' is done in report.json but has no row"]
+
+
+def test_missing_report_is_an_output_dir_error(tmp_path: Path) -> None:
+    """Without report.json there is nothing to verify against: OutputDirError."""
+    with pytest.raises(OutputDirError, match="report.json not found"):
+        verify_dir(tmp_path)
