@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from batchvid.errors import UsageError
 from batchvid.jobs import Job
+from batchvid.providers import get_provider
 from batchvid.store import JobRecord, verify_file
 
 Action = Literal["submit", "reattach", "download", "skip", "keep-failed"]
@@ -23,6 +24,17 @@ PRICES: Mapping[str, Mapping[str, float]] = {
     "geekai": {"cogvideox-flash": 0.0},
 }
 CURRENCY = "CNY"
+UNANSWERED_CREATE = {
+    "kind": "create_unconfirmed",
+    "message": (
+        "a create request was in flight when an earlier run stopped and its answer was never "
+        "recorded; the provider has no idempotency key, so it was not sent again so as not to "
+        "pay twice. --retry-failed submits it again"
+    ),
+}
+"""The error of a job whose create was cut off by a crash, on a provider that cannot refuse a
+duplicate (GeekAI): the same policy as for a create whose connection failed mid-request."""
+
 # Generation time is undocumented; the SDK examples wait up to 300 s. Used only for the estimate.
 ASSUMED_TASK_SECONDS = 90.0
 
@@ -115,8 +127,15 @@ def decide(
     force: bool = False,
     retry_failed: bool = False,
     verify: bool = True,
+    resend_unanswered: bool = False,
 ) -> Step:
-    """The action for one job given what the journal says about its key."""
+    """The action for one job given what the journal says about its key.
+
+    ``resend_unanswered``: whether a create that got no recorded answer (the run was killed
+    while it was in flight) may be sent again. Only where the provider refuses a duplicate by
+    its idempotency key (BigModel's ``request_id``); elsewhere the job is kept failed
+    (``UNANSWERED_CREATE``) until ``--retry-failed``.
+    """
     if record is None:
         return Step(job, "submit", "new job")
     if record.state == "submitted" and record.task_id:
@@ -125,10 +144,23 @@ def decide(
     if force:
         return Step(job, "submit", "--force: regenerate", record)
     if record.state == "submitting":
+        if resend_unanswered:
+            return Step(
+                job,
+                "submit",
+                "an earlier create request got no recorded answer; sent again under the same "
+                "request_id (the provider refuses a duplicate)",
+                record,
+            )
+        if retry_failed:
+            return Step(
+                job, "submit", "--retry-failed: an earlier create request got no recorded answer", record
+            )
         return Step(
             job,
-            "submit",
-            "an earlier create request got no recorded answer; submitting again",
+            "keep-failed",
+            "an earlier create request got no recorded answer and may have created a task; "
+            "not sent again (no idempotency key); use --retry-failed",
             record,
         )
     if record.state == "failed":
@@ -169,8 +201,17 @@ def make_plan(
     retry_failed: bool = False,
     verify: bool = True,
 ) -> Plan:
+    resend = get_provider(provider).idempotent
     steps = tuple(
-        decide(j, records.get(j.key), out_dir, force=force, retry_failed=retry_failed, verify=verify)
+        decide(
+            j,
+            records.get(j.key),
+            out_dir,
+            force=force,
+            retry_failed=retry_failed,
+            verify=verify,
+            resend_unanswered=resend,
+        )
         for j in jobs
     )
     return Plan(steps, prices_for(provider, pricing or {}))

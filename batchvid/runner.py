@@ -49,7 +49,7 @@ from batchvid.events import (
     Subscriber,
 )
 from batchvid.jobs import Job, Manifest
-from batchvid.plan import Plan, Step, make_plan, select
+from batchvid.plan import UNANSWERED_CREATE, Plan, Step, make_plan, select
 from batchvid.providers import get_provider
 from batchvid.providers.base import Provider, TaskResult
 from batchvid.ratelimit import AdaptiveLimit, RateLimiter
@@ -238,7 +238,10 @@ class Runner:
                 media=record.media,
             )
         if step.action == "keep-failed" and record is not None:
-            return Outcome(step.job, "failed", step.action, task_id=task_id, error=record.error)
+            error = record.error
+            if error is None and record.state == "submitting":
+                error = dict(UNANSWERED_CREATE)
+            return Outcome(step.job, "failed", step.action, task_id=task_id, error=error)
         return Outcome(
             step.job,
             "pending",
@@ -466,6 +469,14 @@ class Runner:
                 with self._interruptible():
                     await self.sleep(delay)
                 continue
+            if self.scrub(task.task_id) != task.task_id:
+                # A server echoing the key back as the task id: recording it would write the
+                # key into the journal, the report and the log.
+                raise JobFatalError(
+                    "bad_response",
+                    f"{self.provider.name} answered with a task id that contains the API key; "
+                    "it is not recorded. Check the base URL; --retry-failed submits the job again",
+                )
             outcome.task_id = task.task_id
             self.out.journal.append(
                 {"event": "submitted", "key": job.key, "id": job.id, "task_id": task.task_id}
@@ -488,7 +499,7 @@ class Runner:
                 self.emit(JobRetrying(job.id, "poll", failures, delay, self.scrub(str(exc))))
                 await self.sleep(delay)
                 continue
-            self.emit(JobPolled(job.id, task_id, task.provider_status or task.status))
+            self.emit(JobPolled(job.id, task_id, self.scrub(task.provider_status or task.status)))
             return task
 
     async def _wait(self, job: Job, task: TaskResult, outcome: Outcome) -> TaskResult:

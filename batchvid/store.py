@@ -240,9 +240,19 @@ class OutputDir:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
+        self._sweep()
         records = self.journal.replay()
         self.journal.open()
         return records
+
+    def _sweep(self) -> None:
+        """Delete the temporary files a killed run left (half-written downloads and reports).
+        Only a run holding the lock writes here, so every such file is an orphan."""
+        for pattern in (".*.tmp", "jobs/*/.*.part", "jobs/*/.*.tmp"):
+            for orphan in self.root.glob(pattern):
+                with contextlib.suppress(OSError):
+                    if orphan.is_file() and not orphan.is_symlink():
+                        orphan.unlink()
 
     def close(self) -> None:
         self.journal.close()

@@ -67,6 +67,31 @@ def test_timed_out_job_is_reattached_by_retry_failed(tmp_path: Path) -> None:
     assert decide(job, record, tmp_path, retry_failed=True).action == "reattach"
 
 
+def test_unanswered_create_is_resent_where_the_provider_refuses_duplicates(tmp_path: Path) -> None:
+    """A create cut off by a crash is sent again when the idempotency key makes that safe."""
+    job = make_job(provider="bigmodel")
+    record = JobRecord(job.key, job.id, "submitting", creates=1, extra={"request_id": "bv-1"})
+    assert decide(job, record, tmp_path, resend_unanswered=True).action == "submit"
+
+
+def test_unanswered_create_is_kept_failed_without_an_idempotency_key(tmp_path: Path) -> None:
+    """Without an idempotency key a cut-off create is not resent; --retry-failed sends it."""
+    job = make_job()
+    record = JobRecord(job.key, job.id, "submitting", creates=1)
+    step = decide(job, record, tmp_path)
+    assert step.action == "keep-failed" and "--retry-failed" in step.reason
+    assert decide(job, record, tmp_path, retry_failed=True).action == "submit"
+
+
+def test_make_plan_resends_unanswered_creates_on_bigmodel_only(tmp_path: Path) -> None:
+    """make_plan takes the resend decision from the provider: BigModel yes, GeekAI no."""
+    for provider, action in (("bigmodel", "submit"), ("geekai", "keep-failed")):
+        job = make_job(provider=provider)
+        records = {job.key: JobRecord(job.key, job.id, "submitting", creates=1)}
+        plan = make_plan([job], records, tmp_path, provider=provider)
+        assert plan.steps[0].action == action, provider
+
+
 def test_force_resubmits_done_jobs(tmp_path: Path) -> None:
     """--force regenerates a done job."""
     job = make_job()

@@ -109,3 +109,17 @@ def test_verify_file_reports_missing_truncated_and_altered(tmp_path: Path) -> No
     assert verify_file(path, expected) == "sha256 differs from the recorded one"
     path.unlink()
     assert verify_file(path, expected) == "missing"
+
+
+def test_opening_sweeps_temporary_files_of_a_killed_run(tmp_path: Path) -> None:
+    """Half-written downloads and reports left by a SIGKILL are deleted when the lock is taken."""
+    job_dir = tmp_path / "jobs" / "a"
+    job_dir.mkdir(parents=True)
+    orphans = [job_dir / ".video.mp4.x1.part", job_dir / ".response.json.x2.tmp", tmp_path / ".report.json.x3.tmp"]
+    for orphan in orphans:
+        orphan.write_bytes(b"half")
+    (job_dir / "video.mp4").write_bytes(b"kept")
+    with OutputDir(tmp_path) as out:
+        out.open()
+    assert [p for p in orphans if p.exists()] == []
+    assert (job_dir / "video.mp4").read_bytes() == b"kept"

@@ -1,0 +1,126 @@
+"""Throughput against the ideal: 1,000 jobs at the providers' limits.
+
+Run: ``.venv/bin/python tests/benchmarks/bench_throughput.py [--jobs N] [--latency S]
+[--poll-interval MIN:MAX] [--scenario inflight|rpm|both]``
+
+The simulator runs in its own process (``batchvid simulate``) with a mean task time of
+``--latency`` (each task draws 0.5x-1.5x of it) and the same limits as the client, so any 429 is
+the client's own fault. ``batchvid run`` runs as a subprocess. Two scenarios:
+
+- ``inflight`` (BigModel): server ``--max-concurrent C``, client ``--max-in-flight C``, rpm not
+  binding. Ideal wall time = N x latency / C: every slot busy all the time.
+- ``rpm`` (GeekAI): server ``--rpm R``, client ``--rpm R``, in-flight not binding. Ideal wall
+  time = N x 60 / R: creates back to back at the allowed spacing.
+
+The runner's wall time is ``timing.seconds`` from report.json (manifest loaded to report
+written); the process wall time (interpreter start included) is shown beside it.
+Target: >= 90 % of the ideal throughput (ideal / measured wall), and no 429 at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import (
+    BIGMODEL,
+    GEEKAI,
+    api_requests,
+    batchvid,
+    check,
+    count,
+    run_child,
+    run_env,
+    write_manifest,
+)
+from _harness import simulator as start_simulator
+
+TARGET = 0.90
+
+
+def scenario(
+    name: str, jobs: int, latency: float, poll: str, cap: int, rpm: int, root: str | None
+) -> bool:
+    if name == "inflight":
+        provider, prefix = "bigmodel", BIGMODEL
+        server = ["--max-concurrent", str(cap)]
+        client = ["--max-in-flight", str(cap), "--rpm", "1000000"]
+        ideal = jobs * latency / cap
+        bound = f"in-flight cap {cap}: {jobs} x {latency:g} s / {cap}"
+    else:
+        provider, prefix = "geekai", GEEKAI
+        server = ["--rpm", str(rpm)]
+        client = ["--max-in-flight", "64", "--rpm", str(rpm)]
+        ideal = jobs * 60 / rpm
+        bound = f"rpm {rpm}: {jobs} x 60 s / {rpm}"
+    with (
+        start_simulator("--latency", str(latency), *server) as sim,
+        tempfile.TemporaryDirectory(prefix="bench-throughput-", dir=root) as tmp,
+    ):
+        manifest = write_manifest(Path(tmp), jobs, provider=provider, name=name)
+        out = Path(tmp) / "out"
+        sim_cpu = sim.cpu_seconds()
+        run = run_child(
+            batchvid(
+                "run", str(manifest), "--out", str(out), "--base-url", sim.url + prefix,
+                "--poll-interval", poll, "--no-progress", *client,
+            ),
+            env=run_env(provider),
+        )
+        stats = sim.stats()
+        sim_cpu = sim.cpu_seconds() - sim_cpu
+        if run.returncode != 0:
+            print(run.stdout, run.stderr, file=sys.stderr)
+            raise SystemExit(f"batchvid run exited {run.returncode}")
+        report = json.loads((out / "report.json").read_text())
+    runner_wall = report["timing"]["seconds"]
+    efficiency = ideal / runner_wall
+    throttled = count(stats, "429")
+    requests = count(stats)
+    polls = sum(
+        n for r, c in api_requests(stats).items() if r.endswith((".result", ".task")) for n in c.values()
+    )
+    ok = efficiency >= TARGET and throttled == 0 and report["summary"]["succeeded"] == jobs
+    print(f"[{name}] {jobs} jobs, latency {latency:g} s, poll {poll}, bound by {bound}")
+    print(f"  ideal wall time:       {ideal:7.2f} s ({jobs / ideal:.1f} jobs/s)")
+    print(f"  runner wall time:      {runner_wall:7.2f} s ({jobs / runner_wall:.1f} jobs/s); "
+          f"process {run.wall:.2f} s")
+    print(f"  of ideal throughput:   {100 * efficiency:6.1f} %  (target >= {100 * TARGET:.0f} %)")
+    print(f"  429 answers:           {throttled:7d}  (target 0)")
+    print(f"  requests:              {requests:7d}  ({requests / jobs:.2f} per job, "
+          f"{polls / jobs:.2f} polls per job)")
+    print(f"  peak tasks at once:    {stats['peak_concurrent_tasks']:7d}; "
+          f"busiest 60 s of creates: {stats['peak_create_requests_per_60s']}")
+    print(f"  CPU:                   {run.cpu:7.2f} s client, {sim_cpu:.2f} s simulator "
+          f"(output on {root or tempfile.gettempdir()})  -> {check(ok)}")
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--latency", type=float, default=0.5)
+    parser.add_argument("--poll-interval", default="0.05:0.2")
+    parser.add_argument("--max-in-flight", type=int, default=20, help="the cap of scenario inflight")
+    parser.add_argument("--rpm", type=int, default=2400, help="the limit of scenario rpm")
+    parser.add_argument("--out-root", help="where the output directory goes (default: $TMPDIR)")
+    parser.add_argument("--scenario", choices=("inflight", "rpm", "both"), default="both")
+    args = parser.parse_args()
+    names = ("inflight", "rpm") if args.scenario == "both" else (args.scenario,)
+    results = [
+        scenario(
+            n, args.jobs, args.latency, args.poll_interval, args.max_in_flight, args.rpm,
+            args.out_root,
+        )
+        for n in names
+    ]
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
