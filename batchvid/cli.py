@@ -34,6 +34,9 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3
 KEY_ENV = {"geekai": ("GEEKAI_API_KEY",), "bigmodel": ("ZHIPUAI_API_KEY", "BIGMODEL_API_KEY")}
 SIMULATOR_KEY = "simulator-key"
 SIMULATED_POLL = (0.2, 1.0)
+# api-notes 5 and 11: poll every 5-15 s with jitter. A finished task holds its in-flight slot
+# until the next poll, so a longer maximum costs throughput when the cap binds.
+DEFAULT_POLL = (5.0, 15.0)
 
 
 # -- argument parsing -------------------------------------------------------------------------
@@ -58,7 +61,8 @@ def _run_options(p: argparse.ArgumentParser, *, full: bool) -> None:
     p.add_argument("--sim-seed", type=int, default=0, metavar="N", help="simulator seed (with --simulate)")
     p.add_argument("--retries", type=int, metavar="N", help="retries of a failed create request")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="per job, submit to downloaded")
-    p.add_argument("--poll-interval", metavar="MIN[:MAX]", help="poll interval in seconds")
+    p.add_argument("--poll-interval", metavar="MIN[:MAX]",
+                   help="seconds between polls: start at MIN, back off to MAX (default 5:15)")
     p.add_argument("--max-cost", type=float, metavar="AMOUNT", help="stop submitting past this cost")
     p.add_argument("--strict-media", action="store_true", help="fail jobs whose video does not match the request")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit (same as `plan`)")
@@ -131,7 +135,7 @@ def _poll_interval(value: Any, where: str) -> tuple[float, float]:
     if len(parts) not in (1, 2) or parts[0] <= 0 or parts[-1] < parts[0]:
         raise UsageError(f"{where} {text!r}: expected MIN or MIN:MAX seconds with 0 < MIN <= MAX")
     low = parts[0]
-    high = parts[1] if len(parts) == 2 else max(low, low * 6)
+    high = parts[1] if len(parts) == 2 else low
     return low, high
 
 
@@ -154,7 +158,7 @@ def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
     if poll_raw is not None:
         poll = _poll_interval(poll_raw, "--poll-interval" if args.poll_interval else "limits.poll_interval")
     else:
-        poll = SIMULATED_POLL if simulate else (5.0, 30.0)
+        poll = SIMULATED_POLL if simulate else DEFAULT_POLL
     max_in_flight = int(_setting(args, "max_in_flight", limits, "max_in_flight", 4))
     if max_in_flight < 1:
         raise UsageError("--max-in-flight must be at least 1")

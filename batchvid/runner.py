@@ -22,6 +22,7 @@ import shutil
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,15 @@ from batchvid.providers.base import Provider, TaskResult
 from batchvid.ratelimit import AdaptiveLimit, RateLimiter
 from batchvid.report import Outcome, RunInfo, write_outputs
 from batchvid.retry import RetryPolicy
-from batchvid.store import JobRecord, OutputDir, dumps, hashing_writer, verify_file, write_atomic
+from batchvid.store import (
+    HashingWriter,
+    JobRecord,
+    OutputDir,
+    dumps,
+    hashing_writer,
+    verify_file,
+    write_atomic,
+)
 
 # Exceptions after which a create request may have reached the server: retrying could pay twice
 # on a provider without idempotency keys.
@@ -77,7 +86,7 @@ class Settings:
     retries: int = 5
     timeout: float = 1800.0
     poll_min: float = 5.0
-    poll_max: float = 30.0
+    poll_max: float = 15.0
     only: tuple[str, ...] = ()
     shard: tuple[int, int] | None = None
     retry_failed: bool = False
@@ -415,8 +424,8 @@ class Runner:
             with self._interruptible():
                 task = await self._wait(job, task, outcome)
         release()
-        self._write_response(job, task)
         if task.status == "failed":
+            self._write_response(job, task)
             raise JobFatalError("task_failed", task.message or "the provider reported FAIL")
         await self._finish(job, task, outcome)
 
@@ -514,34 +523,7 @@ class Runner:
 
     async def _finish(self, job: Job, task: TaskResult, outcome: Outcome) -> None:
         job_dir = self.out.job_dir(job.id)
-        refreshes = 0
-        failures = 0
-        while True:
-            try:
-                if not task.video_url:
-                    raise JobFatalError("bad_response", "the task succeeded without a video URL")
-                video = await self._fetch(task.video_url, job_dir / "video.mp4")
-                break
-            except _Expired as exc:
-                if refreshes >= REFRESHES:
-                    raise JobFatalError(
-                        "download_failed", f"result URL keeps failing ({exc}); --retry-failed tries again"
-                    ) from exc
-                refreshes += 1
-                task = await self._poll_once(job, task.task_id, outcome)
-                if task.status != "succeeded":
-                    raise JobFatalError(
-                        "download_failed", f"task is {task.status} when refreshing its URL"
-                    ) from exc
-            except TransientError as exc:
-                failures += 1
-                delay = self.patient_policy.delay(failures, exc)
-                if delay is None or failures > max(self.settings.retries, 3):
-                    raise JobFatalError(
-                        "download_failed", f"{exc}; --retry-failed downloads it again without regenerating"
-                    ) from exc
-                self.emit(JobRetrying(job.id, "download", failures, delay, self.scrub(str(exc))))
-                await self.sleep(delay)
+        task, video = await self._download_video(job, task, outcome, job_dir / "video.mp4")
         cover = None
         if task.cover_url:
             cover = await self._fetch_cover(job, task.cover_url, outcome)
@@ -563,6 +545,45 @@ class Runner:
         )
         self.emit(JobDownloaded(job.id, video["bytes"]))
 
+    async def _download_video(
+        self, job: Job, task: TaskResult, outcome: Outcome, final: Path
+    ) -> tuple[TaskResult, dict[str, Any]]:
+        """Fetch the video, refreshing an expired URL by polling the task again. The latest
+        task response is recorded in response.json if the download gives up."""
+        refreshes = 0
+        failures = 0
+        try:
+            while True:
+                try:
+                    if not task.video_url:
+                        raise JobFatalError("bad_response", "the task succeeded without a video URL")
+                    return task, await self._fetch(task.video_url, final)
+                except _Expired as exc:
+                    if refreshes >= REFRESHES:
+                        raise JobFatalError(
+                            "download_failed",
+                            f"result URL keeps failing ({exc}); --retry-failed tries again",
+                        ) from exc
+                    refreshes += 1
+                    task = await self._poll_once(job, task.task_id, outcome)
+                    if task.status != "succeeded":
+                        raise JobFatalError(
+                            "download_failed", f"task is {task.status} when refreshing its URL"
+                        ) from exc
+                except TransientError as exc:
+                    failures += 1
+                    delay = self.patient_policy.delay(failures, exc)
+                    if delay is None or failures > max(self.settings.retries, 3):
+                        raise JobFatalError(
+                            "download_failed",
+                            f"{exc}; --retry-failed downloads it again without regenerating",
+                        ) from exc
+                    self.emit(JobRetrying(job.id, "download", failures, delay, self.scrub(str(exc))))
+                    await self.sleep(delay)
+        except ProviderError:
+            self._write_response(job, task)
+            raise
+
     async def _fetch(self, url: str, final: Path) -> dict[str, Any]:
         """Stream ``url`` to ``final`` through a temporary file, hashing as it goes."""
         scheme = httpx.URL(url).scheme
@@ -583,10 +604,7 @@ class Runner:
                 if expected is not None and expected > cap:
                     raise JobFatalError("download_too_large", f"video is {expected} bytes; the cap is {cap}")
                 with hashing_writer(final) as writer:
-                    async for chunk in response.aiter_bytes(1 << 20):
-                        writer.write(chunk)
-                        if writer.size > cap:
-                            raise JobFatalError("download_too_large", f"video exceeds the cap of {cap} bytes")
+                    await _stream_into(response, writer, cap)
                     if expected is not None and writer.size != expected:
                         raise TransientError(
                             "truncated_download",
@@ -687,6 +705,40 @@ class Runner:
             }
         )
         return True
+
+
+WRITE_BATCH = 4 << 20
+
+
+async def _stream_into(response: httpx.Response, writer: HashingWriter, cap: int) -> None:
+    """Copy the body into ``writer``. Past the first 4 MiB, a worker thread hashes and writes
+    each batch while the event loop reads the next one (hashlib and file writes release the
+    GIL); small videos are written inline. At most two batches are in memory."""
+    batch: list[bytes] = []
+    size = received = 0
+    executor: ThreadPoolExecutor | None = None
+    pending: Future[None] | None = None
+    try:
+        async for chunk in response.aiter_bytes():
+            received += len(chunk)
+            if received > cap:
+                raise JobFatalError("download_too_large", f"video exceeds the cap of {cap} bytes")
+            batch.append(chunk)
+            size += len(chunk)
+            if size >= WRITE_BATCH:
+                if executor is None:
+                    executor = ThreadPoolExecutor(1, thread_name_prefix="batchvid-write")
+                if pending is not None:
+                    await anyio.to_thread.run_sync(pending.result)
+                pending = executor.submit(writer.write, b"".join(batch))
+                batch, size = [], 0
+        if pending is not None:
+            await anyio.to_thread.run_sync(pending.result)
+        if batch:
+            writer.write(b"".join(batch))
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True)
 
 
 class _Expired(BatchvidError):

@@ -51,7 +51,8 @@ def write_atomic(path: Path, data: bytes | str, *, durable: bool = True) -> None
     """Write ``data`` to a temporary file beside ``path``, flush, fsync, then rename over it."""
     if isinstance(data, str):
         data = data.encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -82,7 +83,8 @@ class HashingWriter:
 
     def __init__(self, final: Path) -> None:
         self.final = final
-        final.parent.mkdir(parents=True, exist_ok=True)
+        if not final.parent.is_dir():
+            final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
         self.tmp = Path(tmp)
         self._fh: BinaryIO = os.fdopen(fd, "wb")

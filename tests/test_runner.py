@@ -229,3 +229,13 @@ def test_same_results_give_identical_files(tmp_path: Path, provider: str) -> Non
         _run(Simulator(SimulatorConfig(seed=7)), jobs, tmp_path / name, provider, max_in_flight=1)
     for rel in ("batchvid.lock", "metadata.jsonl", "jobs/job-0/request.json"):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+def test_large_download_is_written_whole_through_the_writer_thread(tmp_path: Path) -> None:
+    """A video larger than one write batch arrives complete, with the hash of its bytes."""
+    size = (9 << 20) + 123
+    sim = Simulator(SimulatorConfig(download_bytes=size))
+    result, _, _ = _run(sim, _jobs(1), tmp_path / "out")
+    video = result.outcomes[0].video
+    assert result.exit_code == 0 and video is not None
+    assert sha256_file(tmp_path / "out" / video["path"]) == (video["sha256"], size)
