@@ -162,7 +162,8 @@ def _show(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return repr(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "…"
 
 
 def _suggest(word: str, candidates: Iterable[str]) -> str:

@@ -123,6 +123,13 @@ def load_yaml(text: str, display: str) -> YamlDocument:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         raise ManifestErrors([_syntax_error(exc, text, display)]) from exc
+    except yaml.reader.ReaderError as exc:
+        # A character YAML forbids (NUL, most control characters): point at it.
+        before = text[: exc.position]
+        line = before.count("\n") + 1
+        column = exc.position - (before.rfind("\n") + 1) + 1
+        message = f"character U+{exc.character:04X} is not allowed in YAML ({exc.reason}); remove it"
+        raise ManifestErrors([ManifestError(Location(display, line, column), "$", message)]) from exc
     except yaml.YAMLError as exc:
         raise ManifestErrors([ManifestError(Location(display, 1, 1), "$", f"YAML error: {exc}")]) from exc
     except RecursionError as exc:
@@ -249,5 +256,7 @@ class _Builder:
         try:
             return construct(self._constructor, node)
         except (ConstructorError, ValueError) as exc:
-            self._error(node, path, f"cannot read {node.value!r}: {exc}")
+            shown = node.value if len(node.value) <= 40 else node.value[:37] + "…"
+            reason = str(exc) if len(str(exc)) <= 120 else str(exc)[:117] + "…"
+            self._error(node, path, f"cannot read {shown!r}: {reason}")
             return None
