@@ -36,6 +36,7 @@ from batchvid.errors import (
     ProviderError,
     RunFatalError,
     TransientError,
+    UsageError,
 )
 from batchvid.events import (
     Event,
@@ -197,6 +198,11 @@ class Runner:
         self._records = self.out.open()
         try:
             plan = self.plan(self._records)
+            if self.settings.max_cost is not None and plan.unpriced:
+                raise UsageError(
+                    f"--max-cost needs a price for {', '.join(plan.unpriced)} on "
+                    f"{self.settings.provider}: add them under 'pricing:' in the manifest"
+                )
             self._outcomes = {s.job.key: self._initial_outcome(s) for s in plan.steps}
             actions: dict[str, int] = {}
             for s in plan.steps:

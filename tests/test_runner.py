@@ -239,3 +239,13 @@ def test_large_download_is_written_whole_through_the_writer_thread(tmp_path: Pat
     video = result.outcomes[0].video
     assert result.exit_code == 0 and video is not None
     assert sha256_file(tmp_path / "out" / video["path"]) == (video["sha256"], size)
+
+
+def test_budget_with_unknown_prices_is_refused_before_sending(tmp_path: Path) -> None:
+    """--max-cost with a model of unknown price is a usage error and nothing is sent."""
+    from batchvid.errors import UsageError
+
+    sim = Simulator(SimulatorConfig())
+    with pytest.raises(UsageError, match="needs a price for cogvideox-2"):
+        _run(sim, _jobs(2, model="cogvideox-2"), tmp_path / "out", max_cost=1.0)
+    assert sim.stats()["create_requests"] == 0

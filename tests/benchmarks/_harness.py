@@ -28,29 +28,6 @@ BIGMODEL = "/api/paas/v4"
 KEY = "bench-key-0123456789"
 _URL = re.compile(r"http://127\.0\.0\.1:\d+")
 
-STOCK = os.environ.get("BENCH_STOCK_SIMULATOR") == "1"
-"""Serve with plain ``python -m batchvid simulate``. By default the benchmarks start the same
-command through ``_LAUNCHER``, which only sets TCP_NODELAY on the listening socket: the stock
-server answers in two writes without it, so Nagle's algorithm and the client's delayed ACK add
-~44 ms to every request on a kept-alive connection (the first request on a connection is not
-delayed). Real provider front ends do not do that; the proposed fix belongs in
-``batchvid/simulator/serve.py`` (see README.md)."""
-
-_LAUNCHER = """
-import socket, sys
-import batchvid.simulator
-serve = sys.modules["batchvid.simulator.serve"]
-bind = serve._bind
-def nodelay_bind(host, port):
-    sock = bind(host, port)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-serve._bind = nodelay_bind
-from batchvid.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 @dataclass
 class SimulatorProcess:
     """``batchvid simulate`` served by a child process: its CPU is not the client's."""
@@ -74,9 +51,8 @@ class SimulatorProcess:
 @contextlib.contextmanager
 def simulator(*options: str) -> Iterator[SimulatorProcess]:
     """Start ``python -m batchvid simulate --port 0 OPTIONS`` and yield it once it listens."""
-    command = [PYTHON, "-m", "batchvid"] if STOCK else [PYTHON, "-c", _LAUNCHER]
     proc = subprocess.Popen(
-        [*command, "simulate", "--host", "127.0.0.1", "--port", "0", *options],
+        [PYTHON, "-m", "batchvid", "simulate", "--host", "127.0.0.1", "--port", "0", *options],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
