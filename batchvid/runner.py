@@ -52,6 +52,7 @@ from batchvid.events import (
 )
 from batchvid.jobs import Job, Manifest
 from batchvid.plan import UNANSWERED_CREATE, Plan, Step, make_plan, select
+from batchvid.polling import PollSchedule
 from batchvid.providers import get_provider
 from batchvid.providers.base import Provider, TaskResult
 from batchvid.ratelimit import AdaptiveLimit, RateLimiter
@@ -153,6 +154,7 @@ class Runner:
         self.limiter = RateLimiter(settings.rpm or 0, 60.0, clock=clock, sleep=sleep)
         self.in_flight = AdaptiveLimit(settings.max_in_flight, clock=clock, sleep=sleep)
         self.create_policy = RetryPolicy(settings.retries, rng=self.rng)
+        self.poll_schedule = PollSchedule(settings.poll_min, settings.poll_max)
         # Polls and downloads never pay: they are bounded by the job timeout, not by --retries.
         self.patient_policy = RetryPolicy(max(settings.retries, 1000), cap=30.0, rng=self.rng)
         self.stopped: dict[str, str] | None = None
@@ -420,15 +422,17 @@ class Runner:
         job = step.job
         if step.action == "download" and step.record is not None and self._relocate(step, outcome):
             return
+        created_at: float | None = None
         if step.action == "submit":
             task = await self._create(job, outcome, step.record)
+            created_at = self.clock()
         else:
             assert outcome.task_id is not None
             with self._interruptible():
                 task = await self._poll_once(job, outcome.task_id, outcome)
         if task.status == "running":
             with self._interruptible():
-                task = await self._wait(job, task, outcome)
+                task = await self._wait(job, task, outcome, created_at)
         release()
         if task.status == "failed":
             self._write_response(job, task)
@@ -517,12 +521,18 @@ class Runner:
             self.emit(JobPolled(job.id, task_id, self.scrub(task.provider_status or task.status)))
             return task
 
-    async def _wait(self, job: Job, task: TaskResult, outcome: Outcome) -> TaskResult:
-        interval = self.settings.poll_min
+    async def _wait(
+        self, job: Job, task: TaskResult, outcome: Outcome, created_at: float | None
+    ) -> TaskResult:
+        """Poll until the task ends. ``created_at`` is None for a task created by an earlier
+        run: its age is unknown, so it is polled on the plain backoff and teaches nothing."""
+        delays = self.poll_schedule.delays()
         while task.status == "running":
-            await self.sleep(interval * self.rng.uniform(0.8, 1.2))
+            elapsed = math.inf if created_at is None else self.clock() - created_at
+            await self.sleep(delays.next(elapsed) * self.rng.uniform(0.9, 1.1))
             task = await self._poll_once(job, task.task_id, outcome)
-            interval = min(self.settings.poll_max, interval * 1.5)
+        if created_at is not None:
+            self.poll_schedule.observe(self.clock() - created_at)
         return task
 
     # -- download ---------------------------------------------------------------------------
