@@ -11,7 +11,7 @@ contenders so each one's request counts are its own:
   every 5 s until ``SUCCESS``, then the video downloaded with httpx in the same thread; one
   ``ThreadPoolExecutor`` worker per concurrent job.
 - **batchvid run** (subprocess) with ``--max-in-flight`` equal to the pool size, ``--rpm`` out of
-  the way (the SDK has no rate limit) and its default poll schedule (5 s, growing x1.5 to 30 s)
+  the way (the SDK has no rate limit) and its default poll schedule (5 s, growing x1.5 to 15 s, then learned from finished tasks)
   unless ``--poll-interval`` is given. batchvid also downloads the cover image BigModel returns
   and probes the video; the SDK loop does neither.
 
@@ -96,7 +96,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--latency", type=float, default=2.5)
-    parser.add_argument("--poll-interval", help="batchvid's; default: its own (5:30)")
+    parser.add_argument("--poll-interval", help="batchvid's; default: its own (5:15)")
     args = parser.parse_args()
     with (
         start_simulator("--latency", str(args.latency)) as sim,
