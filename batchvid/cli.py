@@ -312,14 +312,11 @@ def _replace(settings: Any, **changes: Any) -> Any:
 
 
 def _read_report(out_dir: str) -> dict[str, Any]:
+    from batchvid.store import read_json_object
+
     path = Path(out_dir) / "report.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OutputDirError(f"{path} not found: is {out_dir} a batchvid output directory?") from None
-    except (OSError, ValueError) as exc:
-        raise OutputDirError(f"{path} cannot be read: {exc}") from exc
-    if not isinstance(data, dict) or "jobs" not in data:
+    data = read_json_object(path)
+    if "jobs" not in data:
         raise OutputDirError(f"{path} is not a batchvid report")
     return data
 

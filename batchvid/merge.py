@@ -10,19 +10,7 @@ from typing import Any
 
 from batchvid.errors import OutputDirError
 from batchvid.report import RunInfo, assemble_report, write_report_files
-from batchvid.store import JOURNAL, STATE_DIR, OutputDir, verify_file
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OutputDirError(f"{path} not found: is {path.parent} a batchvid output directory?") from None
-    except (OSError, ValueError) as exc:
-        raise OutputDirError(f"{path} cannot be read: {exc}") from exc
-    if not isinstance(data, dict):
-        raise OutputDirError(f"{path} is not a JSON object")
-    return data
+from batchvid.store import JOURNAL, STATE_DIR, OutputDir, read_json_object, verify_file
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:
@@ -48,7 +36,7 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
 
 
 def _read_report(src: Path) -> dict[str, Any]:
-    report = _read_json(src / "report.json")
+    report = read_json_object(src / "report.json")
     if not {"manifest", "jobs", "timing", "cost", "stopped"} <= report.keys():
         raise OutputDirError(f"{src / 'report.json'} is not a batchvid report")
     return report
@@ -110,7 +98,7 @@ def merge_dirs(sources: Sequence[Path], into: Path) -> dict[str, Any]:
             journal += [e for e in _read_lines(src / STATE_DIR / JOURNAL)
                         if owner_of_key.get(e.get("key"), src) == src]
         rows += [r for r in _read_lines(src / "metadata.jsonl") if owners.get(r.get("id", "")) == src]
-        lock = _read_json(src / "batchvid.lock")
+        lock = read_json_object(src / "batchvid.lock")
         lock_jobs.update({k: v for k, v in lock.get("jobs", {}).items() if owners.get(k) == src})
     out = OutputDir(into)
     out.open()

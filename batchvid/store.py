@@ -67,6 +67,22 @@ def write_atomic(path: Path, data: bytes | str, *, durable: bool = True) -> None
         raise
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object file of an output directory (report.json, batchvid.lock), or a clear
+    ``OutputDirError`` saying what is wrong with it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OutputDirError(
+            f"{path} not found: is {path.parent} a batchvid output directory?"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise OutputDirError(f"{path} cannot be read: {exc}") from exc
+    if not isinstance(data, dict):
+        raise OutputDirError(f"{path} is not a JSON object")
+    return data
+
+
 def sha256_file(path: Path) -> tuple[str, int]:
     """(sha256 hex, size in bytes) of a file, read in chunks."""
     digest = hashlib.sha256()

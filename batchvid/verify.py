@@ -6,20 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from batchvid.errors import OutputDirError
-from batchvid.store import verify_file
-
-
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OutputDirError(f"{path} not found: is this a batchvid output directory?") from None
-    except (OSError, ValueError) as exc:
-        raise OutputDirError(f"{path} cannot be read: {exc}") from exc
-    if not isinstance(data, dict):
-        raise OutputDirError(f"{path} is not a JSON object")
-    return data
+from batchvid.store import read_json_object, verify_file
 
 
 def _metadata(path: Path, problems: list[str]) -> dict[str, dict[str, Any]] | None:
@@ -53,11 +40,11 @@ def verify_dir(root: Path) -> tuple[list[str], int]:
     Raises ``OutputDirError`` only when ``root`` has no readable report.json; a missing or
     altered video, cover, lock or metadata file is a problem in the list.
     """
-    report = _load(root / "report.json")
+    report = read_json_object(root / "report.json")
     problems: list[str] = []
     lock: dict[str, Any] | None
     if (root / "batchvid.lock").is_file():
-        lock = _load(root / "batchvid.lock").get("jobs", {})
+        lock = read_json_object(root / "batchvid.lock").get("jobs", {})
     else:
         problems.append("batchvid.lock: missing")
         lock = None
