@@ -468,7 +468,11 @@ class Runner:
                 {"event": "submitting", "key": job.key, "id": job.id, "request_id": request_id}
             )
             try:
-                task = await self.provider.create(self._api, job, request_id=request_id)
+                # Shielded: a create that reached the server must get its answer recorded, so
+                # neither the job timeout nor a second signal cuts it off; httpx's own timeout
+                # bounds it.
+                with anyio.CancelScope(shield=True):
+                    task = await self.provider.create(self._api, job, request_id=request_id)
             except TransientError as exc:
                 if isinstance(exc.__cause__, AMBIGUOUS_SEND) and not self.provider.idempotent:
                     raise JobFatalError(

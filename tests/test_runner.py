@@ -249,3 +249,24 @@ def test_budget_with_unknown_prices_is_refused_before_sending(tmp_path: Path) ->
     with pytest.raises(UsageError, match="needs a price for cogvideox-2"):
         _run(sim, _jobs(2, model="cogvideox-2"), tmp_path / "out", max_cost=1.0)
     assert sim.stats()["create_requests"] == 0
+
+
+def test_a_create_in_flight_outlives_the_job_timeout(tmp_path: Path) -> None:
+    """A job timeout never cuts off a create request: the task id it returns is recorded."""
+
+    async def slow_create(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            await anyio.sleep(0.5)
+            return httpx.Response(200, json={"id": "task-42", "request_id": "r",
+                                             "model": "cogvideox-flash", "task_status": "PROCESSING"})
+        return httpx.Response(200, json={"task_status": "PROCESSING", "model": "cogvideox-flash"})
+
+    runner = Runner(make_manifest(_jobs(1, "bigmodel")),
+                    _settings(tmp_path / "out", "bigmodel", timeout=0.1),
+                    transport=httpx.MockTransport(slow_create))
+    result = anyio.run(runner.run)
+    outcome = result.outcomes[0]
+    assert outcome.error is not None and outcome.error["kind"] == "timeout"
+    assert outcome.task_id == "task-42"
+    journal = (tmp_path / "out" / ".batchvid" / "journal.jsonl").read_text()
+    assert '"task_id":"task-42"' in journal and '"event":"submitted"' in journal
