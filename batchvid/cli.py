@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -132,18 +133,62 @@ def _poll_interval(value: Any, where: str) -> tuple[float, float]:
         parts = [float(x) for x in text.split(":")]
     except ValueError:
         raise UsageError(f"{where} {text!r}: expected MIN or MIN:MAX seconds") from None
-    if len(parts) not in (1, 2) or parts[0] <= 0 or parts[-1] < parts[0]:
+    if (
+        len(parts) not in (1, 2)
+        or not all(math.isfinite(p) for p in parts)
+        or parts[0] <= 0
+        or parts[-1] < parts[0]
+    ):
         raise UsageError(f"{where} {text!r}: expected MIN or MIN:MAX seconds with 0 < MIN <= MAX")
     low = parts[0]
     high = parts[1] if len(parts) == 2 else low
     return low, high
 
 
-def _setting(args: argparse.Namespace, flag: str, limits: dict[str, Any], key: str, default: Any) -> Any:
+def _number(
+    args: argparse.Namespace,
+    flag: str,
+    limits: dict[str, Any],
+    key: str,
+    default: float | None,
+    *,
+    minimum: float,
+    inclusive: bool,
+) -> float | None:
+    """A run setting from its flag, else from ``limits:``, else the default; finite and in
+    range wherever it came from (NaN would silently switch a check off)."""
     value = getattr(args, flag, None)
-    if value is not None:
-        return value
-    return limits.get(key, default)
+    where = "--" + flag.replace("_", "-")
+    if value is None:
+        value = limits.get(key, default)
+        where = f"limits.{key}"
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number < minimum or (number == minimum and not inclusive):
+        bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+        raise UsageError(f"{where} {value!r}: expected a finite number {bound}")
+    return number
+
+
+def _base_url(args: argparse.Namespace) -> str | None:
+    value = getattr(args, "base_url", None)
+    where = "--base-url"
+    if not value:
+        value = os.environ.get("BATCHVID_BASE_URL") or None
+        where = "BATCHVID_BASE_URL"
+    if value is None:
+        return None
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise UsageError(f"{where} {value!r}: expected an http(s) URL such as https://geekai.co/api/v1")
+    return str(value)
 
 
 def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
@@ -151,36 +196,32 @@ def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
     from batchvid.runner import Settings
 
     limits = dict(manifest.limits)
-    provider = manifest.provider
     out = Path(args.out) if args.out else Path("runs") / manifest.name
     simulate = bool(getattr(args, "simulate", False))
-    poll_raw = getattr(args, "poll_interval", None) or limits.get("poll_interval")
-    if poll_raw is not None:
-        poll = _poll_interval(poll_raw, "--poll-interval" if args.poll_interval else "limits.poll_interval")
+    poll_flag = getattr(args, "poll_interval", None)
+    if poll_flag is not None:
+        poll = _poll_interval(poll_flag, "--poll-interval")
+    elif limits.get("poll_interval") is not None:
+        poll = _poll_interval(limits["poll_interval"], "limits.poll_interval")
     else:
         poll = SIMULATED_POLL if simulate else DEFAULT_POLL
-    max_in_flight = int(_setting(args, "max_in_flight", limits, "max_in_flight", 4))
-    if max_in_flight < 1:
-        raise UsageError("--max-in-flight must be at least 1")
-    rpm = _setting(args, "rpm", limits, "requests_per_minute", 30.0)
-    if rpm is not None and float(rpm) <= 0:
-        raise UsageError("--rpm must be greater than 0")
-    retries = int(_setting(args, "retries", limits, "retries", 5))
-    if retries < 0:
-        raise UsageError("--retries must be 0 or more")
-    timeout = float(_setting(args, "timeout", limits, "timeout", 1800.0))
-    if timeout <= 0:
-        raise UsageError("--timeout must be greater than 0")
-    max_cost = _setting(args, "max_cost", limits, "max_cost", None)
+    max_in_flight = _number(args, "max_in_flight", limits, "max_in_flight", 4, minimum=1, inclusive=True)
+    retries = _number(args, "retries", limits, "retries", 5, minimum=0, inclusive=True)
+    if not float(max_in_flight or 0).is_integer() or not float(retries or 0).is_integer():
+        raise UsageError("--max-in-flight and --retries take whole numbers")
+    rpm = _number(args, "rpm", limits, "requests_per_minute", 30.0, minimum=0, inclusive=False)
+    timeout = _number(args, "timeout", limits, "timeout", 1800.0, minimum=0, inclusive=False)
+    max_cost = _number(args, "max_cost", limits, "max_cost", None, minimum=0, inclusive=True)
     if args.only and not select(manifest.jobs, args.only):
         raise UsageError(f"--only {' '.join(args.only)}: no job id matches (see `batchvid plan`)")
+    assert max_in_flight is not None and retries is not None and timeout is not None
     return Settings(
         out_dir=out,
-        provider=provider,
-        base_url=getattr(args, "base_url", None) or os.environ.get("BATCHVID_BASE_URL") or None,
-        max_in_flight=max_in_flight,
-        rpm=float(rpm) if rpm is not None else None,
-        retries=retries,
+        provider=manifest.provider,
+        base_url=_base_url(args),
+        max_in_flight=int(max_in_flight),
+        rpm=rpm,
+        retries=int(retries),
         timeout=timeout,
         poll_min=poll[0],
         poll_max=poll[1],
@@ -188,7 +229,7 @@ def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
         shard=parse_shard(args.shard) if args.shard else None,
         retry_failed=args.retry_failed,
         force=args.force,
-        max_cost=float(max_cost) if max_cost is not None else None,
+        max_cost=max_cost,
         strict_media=bool(getattr(args, "strict_media", False)),
         handle_signals=True,
         manifest_label=args.manifest,

@@ -394,3 +394,36 @@ def test_bad_poll_interval_is_a_usage_error(text: str) -> None:
 
     with pytest.raises(UsageError, match="--poll-interval"):
         _poll_interval(text, "--poll-interval")
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+def test_plan_works_on_every_shipped_manifest(
+    manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`batchvid plan` prints a plan for every example, whatever its limits: section."""
+    assert main(["plan", str(manifest), "--out", str(tmp_path / "out")]) == 0
+    assert "estimated cost:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--max-cost", "nan"], ["--max-cost", "-1"], ["--rpm", "inf"], ["--timeout", "nan"],
+     ["--poll-interval", "nan"], ["--max-in-flight", "0"], ["--base-url", "ftp://host/x"],
+     ["--base-url", "not a url"]],
+    ids=lambda f: " ".join(f),
+)
+def test_unusable_numbers_and_urls_are_refused_before_sending(
+    flags: list[str], quickstart: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """NaN, infinite, negative or zero limits and non-http base URLs exit 2 naming the flag."""
+    assert main(["run", str(quickstart), "--out", str(tmp_path / "out"), "--simulate", *flags]) == 2
+    assert flags[0] in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_nan_limit_in_the_manifest_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`max_cost: .nan` under limits: cannot switch the budget off: exit 2 naming limits.max_cost."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("version: 1\nlimits:\n  max_cost: .nan\njobs:\n  - id: a\n    prompt: hi\n")
+    assert main(["run", str(manifest), "--out", str(tmp_path / "out"), "--simulate"]) == 2
+    assert "limits.max_cost" in capsys.readouterr().err
