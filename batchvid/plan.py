@@ -143,6 +143,8 @@ def decide(
         return Step(job, "reattach", f"submitted earlier as task {record.task_id}", record)
     if force:
         return Step(job, "submit", "--force: regenerate", record)
+    if record.state == "refused":
+        return Step(job, "submit", "an earlier create was refused; no task was created", record)
     if record.state == "submitting":
         if resend_unanswered:
             return Step(

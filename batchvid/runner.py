@@ -71,6 +71,8 @@ from batchvid.store import (
 # Exceptions after which a create request may have reached the server: retrying could pay twice
 # on a provider without idempotency keys.
 AMBIGUOUS_SEND = (httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.WriteError)
+AMBIGUOUS_STATUSES = (502, 504)
+"""Gateway errors: the request may have reached the provider behind the gateway."""
 EXPIRED_URL_STATUSES = (403, 404, 410)
 REFRESHES = 3
 
@@ -163,7 +165,12 @@ class Runner:
         self._waits: set[anyio.CancelScope] = set()
         self._records: dict[str, JobRecord] = {}
         self._outcomes: dict[str, Outcome] = {}
-        self._spent = 0.0
+        self._committed = 0.0
+        """Price of the creates admitted under --max-cost (a job stopped before it is sent
+        gives its share back)."""
+        self._cost = 0.0
+        """Price of the tasks this run created: report.json's cost."""
+        self._prices: dict[str, float] = {}
 
     # -- events -----------------------------------------------------------------------------
 
@@ -206,6 +213,7 @@ class Runner:
                     f"{self.settings.provider}: add them under 'pricing:' in the manifest"
                 )
             self._outcomes = {s.job.key: self._initial_outcome(s) for s in plan.steps}
+            self._prices = dict(plan.prices)
             actions: dict[str, int] = {}
             for s in plan.steps:
                 actions[s.action] = actions.get(s.action, 0) + 1
@@ -225,7 +233,7 @@ class Runner:
                         started_at=started_wall,
                         finished_at=_now(),
                         seconds=self.clock() - started,
-                        cost=self._spent,
+                        cost=self._cost,
                         currency=plan.currency,
                     )
                     report = write_outputs(self.settings.out_dir, outcomes, info)
@@ -263,7 +271,7 @@ class Runner:
             step.job,
             "pending",
             step.action,
-            task_id=task_id,
+            task_id=None if step.pays else task_id,
             error={"kind": "not_started", "message": "the run stopped before this job finished"},
         )
 
@@ -309,15 +317,15 @@ class Runner:
         if limit is None:
             return True
         price = plan.price(step.job) or 0.0
-        if self._spent + price > limit + 1e-9:
+        if self._committed + price > limit + 1e-9:
             self.stop(
                 "budget",
                 f"--max-cost {limit:g} {plan.currency} reached "
-                f"({self._spent:g} {plan.currency} committed)",
+                f"({self._committed:g} {plan.currency} committed)",
                 halt=False,
             )
             return False
-        self._spent += price
+        self._committed += price
         return True
 
     async def _watch_signals(self, outer: anyio.CancelScope) -> None:
@@ -393,6 +401,9 @@ class Runner:
             self._fail(outcome, exc)
         finally:
             release()
+            if step.pays and outcome.task_id is None:
+                # Nothing was created: the budget share goes back for the jobs still queued.
+                self._committed -= self._prices.get(job.model, 0.0)
             outcome.seconds = round(self.clock() - started, 3)
             if outcome.status != "pending" or self.stopped is None:
                 self.emit(
@@ -459,7 +470,8 @@ class Runner:
         while True:
             if self._stop_submitting.is_set():
                 raise _Stopped
-            await self.limiter.acquire()
+            with self._interruptible():
+                await self.limiter.acquire()
             if self._stop_submitting.is_set():
                 raise _Stopped
             attempt += 1
@@ -473,14 +485,10 @@ class Runner:
                 # bounds it.
                 with anyio.CancelScope(shield=True):
                     task = await self.provider.create(self._api, job, request_id=request_id)
-            except TransientError as exc:
-                if isinstance(exc.__cause__, AMBIGUOUS_SEND) and not self.provider.idempotent:
-                    raise JobFatalError(
-                        "create_unconfirmed",
-                        f"the create request may have reached {self.provider.name} before the "
-                        f"connection failed ({exc.message}); it was not sent again so as not to "
-                        "pay twice. --retry-failed submits it again",
-                    ) from exc
+            except ProviderError as exc:
+                self._after_refused_create(job, exc)
+                if not isinstance(exc, TransientError):
+                    raise
                 if exc.kind == "concurrency_limited":
                     self.in_flight.reduce()
                 if exc.retry_after:
@@ -504,8 +512,31 @@ class Runner:
             self.out.journal.append(
                 {"event": "submitted", "key": job.key, "id": job.id, "task_id": task.task_id}
             )
+            self._cost += self._prices.get(job.model, 0.0)
             self.emit(JobSubmitted(job.id, task.task_id))
             return task
+
+    def _after_refused_create(self, job: Job, exc: ProviderError) -> None:
+        """Record what a failed create means for the money.
+
+        An answer that says the request was refused (4xx, 429, 500, 503) created no task: the
+        journal says so, and a later run may submit again. A connection that broke after the
+        request left, or a gateway error (502, 504), may hide a created task: a provider with
+        an idempotency key (BigModel's request_id) is asked again under the same key; on one
+        without (GeekAI), the job fails as ``create_unconfirmed`` rather than risk paying twice.
+        """
+        ambiguous = isinstance(exc.__cause__, AMBIGUOUS_SEND) or exc.status in AMBIGUOUS_STATUSES
+        if not ambiguous:
+            if exc.status is not None and exc.kind != "duplicate_request":
+                self.out.journal.append({"event": "refused", "key": job.key, "id": job.id})
+            return
+        if not self.provider.idempotent:
+            raise JobFatalError(
+                "create_unconfirmed",
+                f"the create request may have reached {self.provider.name} before it failed "
+                f"({exc.detail}); it was not sent again so as not to pay twice. "
+                "--retry-failed submits it again",
+            ) from exc
 
     # -- poll -------------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ STATE_DIR = ".batchvid"
 JOURNAL = "journal.jsonl"
 CHUNK = 1 << 16
 
-RecordState = Literal["submitting", "submitted", "succeeded", "failed"]
+RecordState = Literal["submitting", "refused", "submitted", "succeeded", "failed"]
 
 
 def dumps(value: Any) -> str:
@@ -207,6 +207,8 @@ def _fold(records: dict[str, JobRecord], entry: dict[str, Any]) -> None:
             creates=creates + 1,
             extra={"request_id": entry.get("request_id")},
         )
+    elif event == "refused":  # the create was answered with an error: no task exists
+        records[key] = JobRecord(key, entry["id"], "refused", creates=creates)
     elif event == "submitted":
         records[key] = JobRecord(key, entry["id"], "submitted", entry["task_id"], creates=creates)
     elif event == "succeeded":

@@ -270,3 +270,90 @@ def test_a_create_in_flight_outlives_the_job_timeout(tmp_path: Path) -> None:
     assert outcome.task_id == "task-42"
     journal = (tmp_path / "out" / ".batchvid" / "journal.jsonl").read_text()
     assert '"task_id":"task-42"' in journal and '"event":"submitted"' in journal
+
+
+@pytest.mark.parametrize("provider", ["geekai", "bigmodel"])
+def test_after_an_account_stop_the_rerun_submits_the_refused_jobs(tmp_path: Path, provider: str) -> None:
+    """Creates refused for arrears created nothing: once topped up, the rerun submits them."""
+    sim = Simulator(SimulatorConfig())
+    jobs = _jobs(3, provider)
+    stopped, _, _ = _run(sim, jobs, tmp_path / "out", provider, api_key=KEY_ARREARS, max_in_flight=1)
+    assert stopped.exit_code == 3
+    resumed, _, _ = _run(sim, jobs, tmp_path / "out", provider)
+    assert resumed.exit_code == 0, [o.error for o in resumed.outcomes]
+    assert {o.status for o in resumed.outcomes} == {"succeeded"}
+
+
+def test_a_gateway_timeout_on_a_geekai_create_is_not_resent(tmp_path: Path) -> None:
+    """A 504 may hide a created task: on GeekAI (no idempotency key) the job is create_unconfirmed."""
+    calls: list[str] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        return httpx.Response(504, text="<html>504 Gateway Time-out</html>")
+
+    runner = Runner(make_manifest(_jobs(1)), _settings(tmp_path / "out"), transport=httpx.MockTransport(gateway))
+    result = anyio.run(runner.run)
+    assert calls == ["POST"]
+    assert (result.outcomes[0].error or {})["kind"] == "create_unconfirmed"
+
+
+def test_a_refused_create_is_retried_but_a_gateway_timeout_on_bigmodel_keeps_its_request_id(
+    tmp_path: Path,
+) -> None:
+    """On BigModel a 504 is asked again under the same request_id, which makes it safe."""
+    bodies: list[dict[str, Any]] = []
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            bodies.append(json.loads(request.content))
+            if len(bodies) == 1:
+                return httpx.Response(504, text="gateway")
+            return httpx.Response(200, json={"id": "t1", "request_id": bodies[-1]["request_id"],
+                                             "model": "cogvideox-flash", "task_status": "PROCESSING"})
+        return httpx.Response(200, json={"task_status": "FAIL", "model": "cogvideox-flash"})
+
+    runner = Runner(make_manifest(_jobs(1, "bigmodel")), _settings(tmp_path / "out", "bigmodel"),
+                    transport=httpx.MockTransport(flaky), sleep=_no_sleep)
+    result = anyio.run(runner.run)
+    assert len(bodies) == 2 and bodies[0]["request_id"] == bodies[1]["request_id"]
+    assert (result.outcomes[0].error or {})["kind"] == "task_failed"
+
+
+async def _no_sleep(seconds: float) -> None:
+    await anyio.lowlevel.checkpoint()
+
+
+def test_an_interrupt_does_not_wait_on_the_rate_limiter(tmp_path: Path) -> None:
+    """Jobs queued behind the create-rate limit stop at once on interrupt, not after the grace."""
+    import time
+
+    sim = Simulator(SimulatorConfig(latency=30.0))
+    collector = Collector()
+    runner = Runner(make_manifest(_jobs(3)), _settings(tmp_path / "out", rpm=1, grace=30.0),
+                    transport=httpx.ASGITransport(app=sim.app), subscribers=[collector])
+
+    async def main() -> float:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run)
+            while not any(isinstance(e, JobSubmitted) for e in collector.events):
+                await anyio.sleep(0.01)
+            started = time.monotonic()
+            runner.interrupt("test")
+        return time.monotonic() - started
+
+    assert anyio.run(main) < 5.0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["summary"]["pending"] == 3
+
+
+def test_report_cost_counts_the_tasks_created(tmp_path: Path) -> None:
+    """report.json's cost is the price of the tasks this run created, with or without a budget."""
+    sim = Simulator(SimulatorConfig())
+    jobs = [make_job("a", 0, "bigmodel", model="cogvideox-3"),
+            make_job("b", 1, "bigmodel", model="cogvideox-2"),
+            make_job("c", 2, "bigmodel", model="cogvideox-2", prompt="no [unsafe]")]
+    result, _, _ = _run(sim, jobs, tmp_path / "out", "bigmodel")
+    assert result.report["cost"] == {"amount": 1.5, "currency": "CNY"}
+    again, _, _ = _run(sim, jobs, tmp_path / "out", "bigmodel")
+    assert again.report["cost"]["amount"] == 0.0
