@@ -182,7 +182,12 @@ def decide(
     if problem is None and record.id == job.id:
         return Step(job, "skip", f"done; video verified ({record.video['sha256'][:12]})", record)
     if record.id != job.id:
-        return Step(job, "download", f"done as {record.id!r}; fetched again under the new id", record)
+        return Step(
+            job,
+            "download",
+            f"done as {record.id!r}; its files move to the new id (fetched again if damaged)",
+            record,
+        )
     return Step(
         job,
         "download",

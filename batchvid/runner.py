@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import math
+import os
 import random
 import shutil
 import signal
@@ -171,6 +172,8 @@ class Runner:
         self._cost = 0.0
         """Price of the tasks this run created: report.json's cost."""
         self._prices: dict[str, float] = {}
+        self._relocations = self.out.state_dir / "relocate"
+        self._staged: dict[str, Path] = {}
 
     # -- events -----------------------------------------------------------------------------
 
@@ -214,12 +217,15 @@ class Runner:
                 )
             self._outcomes = {s.job.key: self._initial_outcome(s) for s in plan.steps}
             self._prices = dict(plan.prices)
+            self._stage_relocations(plan)
             actions: dict[str, int] = {}
             for s in plan.steps:
                 actions[s.action] = actions.get(s.action, 0) + 1
             self.emit(RunStarted(len(plan.steps), actions))
             try:
                 await self._execute(plan)
+                if not self._staged:
+                    shutil.rmtree(self._relocations, ignore_errors=True)
             finally:
                 with anyio.CancelScope(shield=True):
                     outcomes = [self._outcomes[s.job.key] for s in plan.steps]
@@ -580,20 +586,7 @@ class Runner:
             cover = await self._fetch_cover(job, task.cover_url, outcome)
         media = await self._probe(job, job_dir / "video.mp4", outcome)
         self._write_response(job, task)
-        outcome.status = "succeeded"
-        outcome.error = None
-        outcome.video, outcome.cover, outcome.media = video, cover, media
-        self.out.journal.append(
-            {
-                "event": "succeeded",
-                "key": job.key,
-                "id": job.id,
-                "task_id": task.task_id,
-                "video": video,
-                "cover": cover,
-                "media": media,
-            }
-        )
+        self._succeeded(job, outcome, task.task_id, video, cover, media)
         self.emit(JobDownloaded(job.id, video["bytes"]))
 
     async def _download_video(
@@ -723,39 +716,72 @@ class Runner:
         text = self.scrub(dumps(task.raw))
         write_atomic(self.out.job_dir(job.id) / "response.json", text, durable=False)
 
+    def _stage_relocations(self, plan: Plan) -> None:
+        """Copy aside the verified files of every done job whose id changed, before any job
+        writes: ids can swap (a <-> b), and a new job may take a renamed job's old id."""
+        for step in plan.steps:
+            record = step.record
+            if step.action != "download" or record is None or record.video is None:
+                continue
+            if record.id == step.job.id:
+                continue
+            staged = self._relocations / step.job.key
+            if verify_file(staged / "video.mp4", record.video) is None:
+                self._staged[step.job.key] = staged  # copied by an interrupted earlier run
+                continue
+            old = self.out.job_dir(record.id)
+            if verify_file(old / "video.mp4", record.video) is not None:
+                continue  # gone or damaged: fetched again from the task
+            partial = staged.with_name(staged.name + ".tmp")
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(old, partial)
+            shutil.rmtree(staged, ignore_errors=True)
+            os.replace(partial, staged)
+            self._staged[step.job.key] = staged
+
     def _relocate(self, step: Step, outcome: Outcome) -> bool:
-        """A done job whose id changed: move its verified files instead of downloading again."""
+        """A done job whose id changed: move its staged files instead of downloading again."""
         record = step.record
         assert record is not None and record.video is not None
-        if record.id == step.job.id:
-            return False
-        old = self.out.job_dir(record.id)
-        if verify_file(old / "video.mp4", record.video) is not None:
+        staged = self._staged.pop(step.job.key, None)
+        if staged is None:
             return False
         new = self.out.job_dir(step.job.id)
-        if new.exists():
-            shutil.rmtree(new)
-        shutil.copytree(old, new)
+        shutil.rmtree(new, ignore_errors=True)
+        new.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, new)
         video = dict(record.video, path=f"jobs/{step.job.id}/video.mp4")
         cover = (
             dict(record.cover, path=f"jobs/{step.job.id}/{Path(record.cover['path']).name}")
             if record.cover
             else None
         )
+        self._succeeded(step.job, outcome, record.task_id, video, cover, record.media)
+        return True
+
+    def _succeeded(
+        self,
+        job: Job,
+        outcome: Outcome,
+        task_id: str | None,
+        video: dict[str, Any],
+        cover: dict[str, Any] | None,
+        media: dict[str, Any] | None,
+    ) -> None:
+        """The job is done: its files are in place; say so in the outcome and the journal."""
         outcome.status, outcome.error = "succeeded", None
-        outcome.video, outcome.cover, outcome.media = video, cover, record.media
+        outcome.video, outcome.cover, outcome.media = video, cover, media
         self.out.journal.append(
             {
                 "event": "succeeded",
-                "key": step.job.key,
-                "id": step.job.id,
-                "task_id": record.task_id,
+                "key": job.key,
+                "id": job.id,
+                "task_id": task_id,
                 "video": video,
                 "cover": cover,
-                "media": record.media,
+                "media": media,
             }
         )
-        return True
 
 
 WRITE_BATCH = 4 << 20

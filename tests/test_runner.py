@@ -357,3 +357,18 @@ def test_report_cost_counts_the_tasks_created(tmp_path: Path) -> None:
     assert result.report["cost"] == {"amount": 1.5, "currency": "CNY"}
     again, _, _ = _run(sim, jobs, tmp_path / "out", "bigmodel")
     assert again.report["cost"]["amount"] == 0.0
+
+
+def test_swapping_two_job_ids_keeps_both_videos_without_requests(tmp_path: Path) -> None:
+    """Renaming a <-> b moves each done video to its new id locally; nothing is lost or fetched."""
+    sim = Simulator(SimulatorConfig())
+    fox, whale = make_job("a", 0, prompt="a red fox"), make_job("b", 1, prompt="a blue whale")
+    first, _, _ = _run(sim, [fox, whale], tmp_path / "out")
+    sha = {o.job.key: o.video["sha256"] for o in first.outcomes if o.video}
+    swapped = [make_job("b", 0, prompt="a red fox"), make_job("a", 1, prompt="a blue whale")]
+    result, transport, _ = _run(sim, swapped, tmp_path / "out")
+    assert result.exit_code == 0 and transport.requests == []
+    for o in result.outcomes:
+        assert sha256_file(tmp_path / "out" / "jobs" / o.job.id / "video.mp4")[0] == sha[o.job.key]
+    assert not (tmp_path / "out" / ".batchvid" / "relocate").exists()
+    assert _run(sim, swapped, tmp_path / "out")[0].exit_code == 0
