@@ -52,7 +52,7 @@ from batchvid.events import (
     Subscriber,
 )
 from batchvid.jobs import Job, Manifest
-from batchvid.plan import UNANSWERED_CREATE, Plan, Step, make_plan, select
+from batchvid.plan import UNANSWERED_CREATE, Plan, Step, decide, make_plan, select
 from batchvid.polling import PollSchedule
 from batchvid.providers import get_provider
 from batchvid.providers.base import Provider, TaskResult
@@ -194,8 +194,11 @@ class Runner:
     # -- the run ----------------------------------------------------------------------------
 
     def plan(self, records: dict[str, JobRecord]) -> Plan:
+        """The selected jobs' steps, plus a ``skip`` for every other job of the manifest that is
+        done and verified in this directory: ``--only`` and ``--shard`` choose what to work on,
+        not what the lock, the dataset index and the report keep."""
         jobs = select(self.manifest.jobs, self.settings.only, self.settings.shard)
-        return make_plan(
+        plan = make_plan(
             jobs,
             records,
             self.settings.out_dir,
@@ -204,6 +207,18 @@ class Runner:
             force=self.settings.force,
             retry_failed=self.settings.retry_failed,
         )
+        chosen = {job.key for job in jobs}
+        done = [
+            step
+            for job in self.manifest.jobs
+            if job.key not in chosen and (record := records.get(job.key)) is not None
+            and record.state == "succeeded"
+            and (step := decide(job, record, self.settings.out_dir)).action == "skip"
+        ]
+        if not done:
+            return plan
+        steps = sorted((*plan.steps, *done), key=lambda step: step.job.index)
+        return Plan(tuple(steps), plan.prices, plan.currency)
 
     async def run(self) -> RunResult:
         started_wall, started = _now(), self.clock()

@@ -372,3 +372,20 @@ def test_swapping_two_job_ids_keeps_both_videos_without_requests(tmp_path: Path)
         assert sha256_file(tmp_path / "out" / "jobs" / o.job.id / "video.mp4")[0] == sha[o.job.key]
     assert not (tmp_path / "out" / ".batchvid" / "relocate").exists()
     assert _run(sim, swapped, tmp_path / "out")[0].exit_code == 0
+
+
+def test_only_keeps_other_done_jobs_in_lock_and_index(tmp_path: Path) -> None:
+    """A run with --only still pins and indexes the manifest's other done videos."""
+    sim = Simulator(SimulatorConfig())
+    jobs = _jobs(4)
+    _run(sim, jobs, tmp_path / "out")
+    result, transport, _ = _run(sim, jobs, tmp_path / "out", only=("job-1",), force=True)
+    assert [r.method for r in transport.requests].count("POST") == 1
+    assert [o.status for o in result.outcomes] == ["skipped", "succeeded", "skipped", "skipped"]
+    lock = json.loads((tmp_path / "out" / "batchvid.lock").read_text())
+    assert sorted(lock["jobs"]) == [j.id for j in jobs]
+    rows = (tmp_path / "out" / "metadata.jsonl").read_text().splitlines()
+    assert len(rows) == 4
+    from batchvid.verify import verify_dir
+
+    assert verify_dir(tmp_path / "out")[0] == []
