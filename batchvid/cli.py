@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 import httpx
@@ -364,19 +364,38 @@ def _read_report(out_dir: str) -> dict[str, Any]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from batchvid.display import status_text
+    from batchvid.jobs import Job
+    from batchvid.plan import Action, make_plan
+    from batchvid.store import read_records
 
+    root = Path(args.out_dir)
+    if root.is_file():
+        raise OutputDirError(f"{root} is a file; give the output directory of a run")
+    records = read_records(root)
+    if not (root / "report.json").exists() and records:
+        in_flight = sum(1 for r in records.values() if r.state in ("submitting", "submitted"))
+        raise OutputDirError(
+            f"{root} has no report yet: the run writing it was killed or is still running. "
+            f"Its journal records {len(records)} jobs, {in_flight} of them submitted and not "
+            "finished; run the same command again to resume (or `batchvid plan MANIFEST "
+            f"--out {root}` to see what it would do)"
+        )
     report = _read_report(args.out_dir)
-    reattach = [
-        j["id"] for j in report["jobs"] if j["status"] == "pending" and j.get("task_id")
+    provider = report["manifest"]["provider"]
+    jobs = [
+        Job(id=j["id"], key=j["key"], index=j["index"], provider=provider, params=j["parameters"])
+        for j in report["jobs"]
     ]
+    plan = make_plan(jobs, records, root, provider=provider)
+    actions = {action: n for action in get_args(Action) if (n := plan.count(action))}
     if args.json:
         print(json.dumps({"summary": report["summary"], "stopped": report["stopped"],
-                          "reattach": reattach,
+                          "rerun": actions,
                           "problems": [{"id": j["id"], "status": j["status"], "error": j["error"]}
                                        for j in report["jobs"] if j["status"] in ("failed", "pending")]},
                          indent=2, ensure_ascii=False))
     else:
-        print(status_text(report, reattach))
+        print(status_text(report, actions))
     return EXIT_OK
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 from rich.console import Console
@@ -186,7 +186,16 @@ class ProgressDisplay:
         self.progress.update(self.task, detail=self._detail())
 
 
-def status_text(report: Mapping[str, Any], pending_tasks: Sequence[str]) -> str:
+RERUN = {
+    "skip": "skip {n} done jobs (videos verified just now)",
+    "reattach": "re-attach to {n} submitted tasks (no new charge)",
+    "download": "fetch {n} done videos again from their tasks (no new charge)",
+    "submit": "submit {n} jobs (each one generation)",
+    "keep-failed": "keep {n} failed jobs as failed (add --retry-failed to try them again)",
+}
+
+
+def status_text(report: Mapping[str, Any], actions: Mapping[str, int]) -> str:
     s = report["summary"]
     lines = [
         f"{report['manifest']['name']} ({report['manifest']['provider']}): "
@@ -198,13 +207,5 @@ def status_text(report: Mapping[str, Any], pending_tasks: Sequence[str]) -> str:
             err = job["error"] or {}
             lines.append(f"  {job['status']:8} {job['id']}: {err.get('kind')}: {err.get('message')}")
     lines.append("a rerun would:")
-    failed = s["failed"]
-    lines.append(f"  skip {s['succeeded'] + s['skipped']} done jobs after verifying their videos")
-    if pending_tasks:
-        lines.append(f"  re-attach to {len(pending_tasks)} submitted tasks (no new charge)")
-    other_pending = s["pending"] - len(pending_tasks)
-    if other_pending > 0:
-        lines.append(f"  submit {other_pending} jobs that were never submitted")
-    if failed:
-        lines.append(f"  keep {failed} failed jobs as failed (add --retry-failed to try them again)")
+    lines += [f"  {RERUN[action].format(n=n)}" for action, n in actions.items()]
     return "\n".join(lines)

@@ -427,3 +427,33 @@ def test_a_nan_limit_in_the_manifest_is_refused(tmp_path: Path, capsys: pytest.C
     manifest.write_text("version: 1\nlimits:\n  max_cost: .nan\njobs:\n  - id: a\n    prompt: hi\n")
     assert main(["run", str(manifest), "--out", str(tmp_path / "out"), "--simulate"]) == 2
     assert "limits.max_cost" in capsys.readouterr().err
+
+
+def test_status_predicts_what_plan_would_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status` reads the journal: a job stopped mid-create on GeekAI is kept failed, as plan says."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("version: 1\njobs:\n  - id: a\n    prompt: one\n  - id: b\n    prompt: two\n")
+    out = tmp_path / "out"
+    assert main(["run", str(manifest), "--out", str(out), *FAST]) == 0
+    journal = out / ".batchvid" / "journal.jsonl"
+    lines = journal.read_text().splitlines()
+    key_b = json.loads((out / "report.json").read_text())["jobs"][1]["key"]
+    journal.write_text("\n".join(lines) + "\n" + json.dumps(
+        {"event": "submitting", "key": key_b, "id": "b", "request_id": "x"}) + "\n")
+    capsys.readouterr()
+    assert main(["status", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rerun"] == {"skip": 1, "keep-failed": 1}
+
+
+def test_status_of_a_killed_run_without_report_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a crash before the first report, status explains instead of 'not found'."""
+    out = tmp_path / "out"
+    (out / ".batchvid").mkdir(parents=True)
+    (out / ".batchvid" / "journal.jsonl").write_text(
+        '{"event":"submitted","id":"a","key":"k","task_id":"t"}\n')
+    assert main(["status", str(out)]) == 2
+    assert "no report yet" in capsys.readouterr().err
