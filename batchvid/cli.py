@@ -7,6 +7,7 @@ outcome to an exit code here and nowhere else (see CONTRACT.md, "Exit codes").
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -32,7 +33,6 @@ from batchvid.jobs import Manifest
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3
 
-KEY_ENV = {"geekai": ("GEEKAI_API_KEY",), "bigmodel": ("ZHIPUAI_API_KEY", "BIGMODEL_API_KEY")}
 SIMULATOR_KEY = "simulator-key"
 SIMULATED_POLL = (0.2, 1.0)
 # api-notes 5 and 11: poll every 5-15 s with jitter. A finished task holds its in-flight slot
@@ -236,16 +236,28 @@ def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
     )
 
 
-def api_key(provider: str) -> str:
-    for name in KEY_ENV[provider]:
+def api_key(provider: str) -> str | None:
+    """The provider's key from the first of its environment variables that is set."""
+    from batchvid.providers import get_provider
+
+    for name in get_provider(provider).key_env_vars:
         value = os.environ.get(name, "").strip()
         if value:
             return value
-    names = " or ".join(KEY_ENV[provider])
-    raise ConfigError(
-        f"no API key for provider {provider!r}: set {names} in the environment "
-        "(or try the simulator with --simulate)"
-    )
+    return None
+
+
+def require_api_key(provider: str) -> str:
+    from batchvid.providers import get_provider
+
+    key = api_key(provider)
+    if key is None:
+        names = " or ".join(get_provider(provider).key_env_vars)
+        raise ConfigError(
+            f"no API key for provider {provider!r}: set {names} in the environment "
+            "(or try the simulator with --simulate)"
+        )
+    return key
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -316,10 +328,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         transport = httpx.ASGITransport(app=sim.app)
         prefix = GEEKAI_PREFIX if settings.provider == "geekai" else BIGMODEL_PREFIX
-        key = os.environ.get(KEY_ENV[settings.provider][0], "") or SIMULATOR_KEY
-        settings = _replace(settings, base_url=f"http://simulator{prefix}", api_key=key)
+        key = api_key(settings.provider) or SIMULATOR_KEY
+        settings = dataclasses.replace(settings, base_url=f"http://simulator{prefix}", api_key=key)
     else:
-        settings = _replace(settings, api_key=api_key(settings.provider))
+        settings = dataclasses.replace(settings, api_key=require_api_key(settings.provider))
     subscribers: list[Subscriber] = []
     if args.log_format == "json":
         subscribers.append(JsonLog())
@@ -344,12 +356,6 @@ def _append_step_summary(report_md: Path) -> None:
             fh.write(report_md.read_text(encoding="utf-8"))
     except OSError as exc:
         print(f"batchvid: warning: cannot append to GITHUB_STEP_SUMMARY: {exc}", file=sys.stderr)
-
-
-def _replace(settings: Any, **changes: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(settings, **changes)
 
 
 def _read_report(out_dir: str) -> dict[str, Any]:

@@ -101,9 +101,8 @@ def run_summary(report: Mapping[str, Any], out_dir: str) -> str:
 class TextLog:
     """Subscriber: one line on stderr for what a person should notice."""
 
-    def __init__(self, stream: IO[str] | None = None, verbose: bool = False) -> None:
+    def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stderr
-        self.verbose = verbose
 
     def __call__(self, event: Event) -> None:
         line = None
@@ -113,8 +112,6 @@ class TextLog:
             line = f"retry {event.step} {event.job_id} in {event.delay:.1f}s (attempt {event.attempt}): {event.error}"
         elif isinstance(event, RunStopping):
             line = f"stopping ({event.reason}): {event.message}"
-        elif self.verbose and isinstance(event, JobFinished | JobSubmitted):
-            line = json.dumps(event.to_dict(), ensure_ascii=False)
         if line:
             self.stream.write(line + "\n")
             self.stream.flush()

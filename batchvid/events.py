@@ -4,7 +4,7 @@ the tests subscribe; the runner knows nothing of them."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -69,3 +69,13 @@ class RunFinished(Event):
 
 
 Subscriber = Callable[[Event], None]
+
+
+@dataclass
+class Collector:
+    """A subscriber that keeps every event, in order (for tests and embedding programs)."""
+
+    events: list[Event] = field(default_factory=list)
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)

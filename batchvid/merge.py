@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from batchvid.errors import OutputDirError
-from batchvid.report import RunInfo, assemble_report, write_report_files
+from batchvid.report import (
+    RunInfo,
+    assemble_report,
+    exit_code,
+    lock_document,
+    write_report_files,
+)
 from batchvid.store import JOURNAL, STATE_DIR, OutputDir, read_json_object, verify_file
 
 
@@ -111,15 +117,13 @@ def merge_dirs(sources: Sequence[Path], into: Path) -> dict[str, Any]:
             out.journal.append(entry)
         index = {j["id"]: j["index"] for j in ordered}
         rows.sort(key=lambda r: index[r["id"]])
-        statuses = {j["status"] for j in ordered}
         stopped = next((r["stopped"] for _, r in reports if r["stopped"]), None)
-        exit_code = 3 if stopped or "pending" in statuses else 1 if "failed" in statuses else 0
         timings = [r["timing"] for _, r in reports]
         info = RunInfo(
             manifest=first["manifest"]["path"],
             name=first["manifest"]["name"],
             provider=first["manifest"]["provider"],
-            exit_code=exit_code,
+            exit_code=exit_code((j["status"] for j in ordered), stopped),
             stopped=stopped,
             started_at=min(t["started_at"] for t in timings),
             finished_at=max(t["finished_at"] for t in timings),
@@ -132,13 +136,7 @@ def merge_dirs(sources: Sequence[Path], into: Path) -> dict[str, Any]:
             job_timing.update(t["jobs"])
         report = assemble_report(ordered, info, job_timing)
         report["batchvid_version"] = first["batchvid_version"]
-        lock_data = {
-            "lock_version": 1,
-            "manifest": info.name,
-            "provider": info.provider,
-            "jobs": lock_jobs,
-        }
-        write_report_files(into, report, rows, lock_data)
+        write_report_files(into, report, rows, lock_document(info.name, info.provider, lock_jobs))
     finally:
         out.close()
     return report

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -114,13 +114,25 @@ def assemble_report(
     }
 
 
+def exit_code(statuses: Iterable[str], stopped: object) -> int:
+    """CONTRACT.md's exit code of a run: 3 stopped early or jobs pending, 1 some failed, 0."""
+    seen = set(statuses)
+    if stopped or "pending" in seen:
+        return 3
+    return 1 if "failed" in seen else 0
+
+
+def lock_document(name: str, provider: str, jobs: Mapping[str, Any]) -> dict[str, Any]:
+    """batchvid.lock around its ``jobs`` pins."""
+    return {"lock_version": LOCK_VERSION, "manifest": name, "provider": provider, "jobs": dict(jobs)}
+
+
 def lock_data(outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
     """job id -> key, task id, video sha256: the pin to commit beside the manifest."""
-    return {
-        "lock_version": LOCK_VERSION,
-        "manifest": info.name,
-        "provider": info.provider,
-        "jobs": {
+    return lock_document(
+        info.name,
+        info.provider,
+        {
             o.job.id: {
                 "key": o.job.key,
                 "task_id": o.task_id,
@@ -129,7 +141,7 @@ def lock_data(outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
             for o in outcomes
             if o.status in ("succeeded", "skipped")
         },
-    }
+    )
 
 
 def metadata_rows(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ from batchvid.polling import PollSchedule
 from batchvid.providers import get_provider
 from batchvid.providers.base import Provider, TaskResult
 from batchvid.ratelimit import AdaptiveLimit, RateLimiter
-from batchvid.report import Outcome, RunInfo, write_outputs
+from batchvid.report import Outcome, RunInfo, exit_code, write_outputs
 from batchvid.retry import RetryPolicy
 from batchvid.store import (
     HashingWriter,
@@ -244,12 +244,12 @@ class Runner:
             finally:
                 with anyio.CancelScope(shield=True):
                     outcomes = [self._outcomes[s.job.key] for s in plan.steps]
-                    exit_code = self._exit_code(outcomes)
+                    code = exit_code((o.status for o in outcomes), self.stopped)
                     info = RunInfo(
                         manifest=self.settings.manifest_label or str(self.manifest.path),
                         name=self.manifest.name,
                         provider=self.settings.provider,
-                        exit_code=exit_code,
+                        exit_code=code,
                         stopped=self.stopped,
                         started_at=started_wall,
                         finished_at=_now(),
@@ -258,17 +258,10 @@ class Runner:
                         currency=plan.currency,
                     )
                     report = write_outputs(self.settings.out_dir, outcomes, info)
-                    self.emit(RunFinished(exit_code, report["summary"]))
+                    self.emit(RunFinished(code, report["summary"]))
         finally:
             self.out.close()
-        return RunResult(exit_code, outcomes, report, self.stopped)
-
-    def _exit_code(self, outcomes: Sequence[Outcome]) -> int:
-        if self.stopped is not None or any(o.status == "pending" for o in outcomes):
-            return 3
-        if any(o.status == "failed" for o in outcomes):
-            return 1
-        return 0
+        return RunResult(code, outcomes, report, self.stopped)
 
     def _initial_outcome(self, step: Step) -> Outcome:
         record = step.record
@@ -478,8 +471,7 @@ class Runner:
         server refuses a duplicate (1231); any deliberate new submission gets a new one."""
         if record is not None and record.state == "submitting" and record.extra.get("request_id"):
             return str(record.extra["request_id"])
-        generation = record.creates if record is not None else 0
-        return f"bv-{job.key[:32]}" + (f"-{generation}" if generation else "")
+        return self.provider.request_id(job, record.creates if record is not None else 0)
 
     async def _create(self, job: Job, outcome: Outcome, record: JobRecord | None) -> TaskResult:
         request_id = self._request_id(job, record)
@@ -835,13 +827,3 @@ async def _stream_into(response: httpx.Response, writer: HashingWriter, cap: int
 
 class _Expired(BatchvidError):
     """The result URL answered 403/404/410: poll the task again for a fresh one."""
-
-
-@dataclass
-class Collector:
-    """A subscriber that keeps every event (for tests and the JSON log)."""
-
-    events: list[Event] = field(default_factory=list)
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)

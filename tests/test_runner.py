@@ -11,8 +11,8 @@ import httpx
 import jsonschema
 import pytest
 
-from batchvid.events import JobSubmitted
-from batchvid.runner import Collector, Runner, Settings
+from batchvid.events import Collector, JobSubmitted
+from batchvid.runner import Runner, Settings
 from batchvid.simulator import (
     BIGMODEL_PREFIX,
     GEEKAI_PREFIX,

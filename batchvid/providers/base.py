@@ -53,6 +53,18 @@ class Provider(abc.ABC):
     """Whether re-sending a create whose answer was lost is safe: the provider recognises the
     repeat by its ``request_id`` and refuses it (BigModel, code 1231) instead of paying twice."""
 
+    @staticmethod
+    def request_id(job: Job, generation: int = 0) -> str:
+        """The client's idempotency key for a job (sent where the provider takes one): ``bv-``
+        and 32 hex digits of its key.
+
+        ``generation`` > 0 (a deliberate new submission, such as ``--retry-failed`` or
+        ``--force`` after an earlier accepted one) appends ``-<n>``, since BigModel refuses a
+        request_id it has already seen (code 1231).
+        """
+        base = "bv-" + job.key[:32]
+        return base if generation == 0 else f"{base}-{generation}"
+
     @abc.abstractmethod
     def build_body(self, job: Job) -> dict[str, Any]:
         """The JSON body of the create request, images inline as data URIs."""

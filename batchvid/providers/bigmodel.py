@@ -80,17 +80,6 @@ class BigModelProvider(Provider):
     key_env_vars = ("ZHIPUAI_API_KEY", "BIGMODEL_API_KEY")
     idempotent = True
 
-    @staticmethod
-    def request_id(job: Job, generation: int = 0) -> str:
-        """The default ``request_id`` of a job: ``bv-`` and 32 hex digits of its key.
-
-        ``generation`` > 0 (a deliberate new submission, such as ``--retry-failed`` or
-        ``--force`` after an earlier accepted one) appends ``-<n>``, since BigModel refuses a
-        request_id it has already seen (code 1231).
-        """
-        base = "bv-" + job.key[:32]
-        return base if generation == 0 else f"{base}-{generation}"
-
     def build_body(self, job: Job, *, request_id: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {}
         for name, value in set_params(job).items():
