@@ -358,26 +358,14 @@ def _append_step_summary(report_md: Path) -> None:
         print(f"batchvid: warning: cannot append to GITHUB_STEP_SUMMARY: {exc}", file=sys.stderr)
 
 
-def _read_report(out_dir: str) -> dict[str, Any]:
-    from batchvid.store import read_json_object
-
-    path = Path(out_dir) / "report.json"
-    data = read_json_object(path)
-    if "jobs" not in data:
-        raise OutputDirError(f"{path} is not a batchvid report")
-    return data
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     from batchvid.display import status_text
     from batchvid.jobs import Job
     from batchvid.plan import Action, make_plan
-    from batchvid.store import read_records
+    from batchvid.store import read_records, read_report
 
     root = Path(args.out_dir)
-    if root.is_file():
-        raise OutputDirError(f"{root} is a file; give the output directory of a run")
-    records = read_records(root)
+    records = read_records(root) if root.is_dir() else {}
     if not (root / "report.json").exists() and records:
         in_flight = sum(1 for r in records.values() if r.state in ("submitting", "submitted"))
         raise OutputDirError(
@@ -386,7 +374,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "finished; run the same command again to resume (or `batchvid plan MANIFEST "
             f"--out {root}` to see what it would do)"
         )
-    report = _read_report(args.out_dir)
+    report = read_report(root)
     provider = report["manifest"]["provider"]
     jobs = [
         Job(id=j["id"], key=j["key"], index=j["index"], provider=provider, params=j["parameters"])

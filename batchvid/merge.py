@@ -16,7 +16,7 @@ from batchvid.report import (
     lock_document,
     write_report_files,
 )
-from batchvid.store import JOURNAL, STATE_DIR, OutputDir, read_json_object, verify_file
+from batchvid.store import JOURNAL, STATE_DIR, OutputDir, read_json_object, read_report, verify_file
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:
@@ -41,13 +41,6 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def _read_report(src: Path) -> dict[str, Any]:
-    report = read_json_object(src / "report.json")
-    if not {"manifest", "jobs", "timing", "cost", "stopped"} <= report.keys():
-        raise OutputDirError(f"{src / 'report.json'} is not a batchvid report")
-    return report
-
-
 def merge_dirs(sources: Sequence[Path], into: Path) -> dict[str, Any]:
     """Copy every shard's job files into ``into`` and write one report, lock and index.
 
@@ -63,7 +56,7 @@ def merge_dirs(sources: Sequence[Path], into: Path) -> dict[str, Any]:
         seen.add(src.resolve())
     if into.exists() and (not into.is_dir() or any(into.iterdir())):
         raise OutputDirError(f"{into} already exists and is not empty: merge into a new directory")
-    reports = [(src, _read_report(src)) for src in sources]
+    reports = [(src, read_report(src)) for src in sources]
     first = reports[0][1]
     for src, report in reports[1:]:
         if report["manifest"] != first["manifest"]:

@@ -83,6 +83,19 @@ def read_json_object(path: Path) -> dict[str, Any]:
     return data
 
 
+REPORT_KEYS = frozenset({"manifest", "summary", "jobs", "timing", "cost", "stopped"})
+
+
+def read_report(root: Path) -> dict[str, Any]:
+    """An output directory's report.json, checked to be one."""
+    if root.is_file():
+        raise OutputDirError(f"{root} is a file; give the output directory of a run")
+    report = read_json_object(root / "report.json")
+    if not report.keys() >= REPORT_KEYS or not isinstance(report["jobs"], list):
+        raise OutputDirError(f"{root / 'report.json'} is not a batchvid report")
+    return report
+
+
 def sha256_file(path: Path) -> tuple[str, int]:
     """(sha256 hex, size in bytes) of a file, read in chunks."""
     digest = hashlib.sha256()

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from batchvid.store import read_json_object, verify_file
+from batchvid.store import read_json_object, read_report, verify_file
 
 
 def _metadata(path: Path, problems: list[str]) -> dict[str, dict[str, Any]] | None:
@@ -40,7 +40,7 @@ def verify_dir(root: Path) -> tuple[list[str], int]:
     Raises ``OutputDirError`` only when ``root`` has no readable report.json; a missing or
     altered video, cover, lock or metadata file is a problem in the list.
     """
-    report = read_json_object(root / "report.json")
+    report = read_report(root)
     problems: list[str] = []
     lock: dict[str, Any] | None
     if (root / "batchvid.lock").is_file():
