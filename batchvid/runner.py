@@ -577,7 +577,9 @@ class Runner:
         delays = self.poll_schedule.delays()
         while task.status == "running":
             elapsed = math.inf if created_at is None else self.clock() - created_at
-            await self.sleep(delays.next(elapsed) * self.rng.uniform(0.9, 1.1))
+            # Jitter spreads the polls of tasks created together, and only ever makes a poll
+            # earlier: a finished task holds its in-flight slot until a poll sees it.
+            await self.sleep(delays.next(elapsed) * self.rng.uniform(0.8, 1.0))
             task = await self._poll_once(job, task.task_id, outcome)
         if created_at is not None:
             self.poll_schedule.observe(self.clock() - created_at)
