@@ -116,7 +116,7 @@ def merge_dirs(sources: Sequence[Path], into: Path) -> dict[str, Any]:
             manifest=first["manifest"]["path"],
             name=first["manifest"]["name"],
             provider=first["manifest"]["provider"],
-            exit_code=exit_code((j["status"] for j in ordered), stopped),
+            exit_code=exit_code(j["status"] for j in ordered),
             stopped=stopped,
             started_at=min(t["started_at"] for t in timings),
             finished_at=max(t["finished_at"] for t in timings),

@@ -72,6 +72,10 @@ from batchvid.store import (
 # Exceptions after which a create request may have reached the server: retrying could pay twice
 # on a provider without idempotency keys.
 AMBIGUOUS_SEND = (httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.WriteError)
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+"""Exceptions raised before a request left: nothing can have been created."""
+MAYBE_CREATED = ("create_unconfirmed", "bad_response", "duplicate_request")
+"""Error kinds of a create that may have made (and billed) a task whose id is unknown."""
 AMBIGUOUS_STATUSES = (502, 504)
 """Gateway errors: the request may have reached the provider behind the gateway."""
 EXPIRED_URL_STATUSES = (403, 404, 410)
@@ -164,6 +168,8 @@ class Runner:
         self._stop_submitting = anyio.Event()
         self._interrupted = False
         self._waits: set[anyio.CancelScope] = set()
+        self._jobs_scope: anyio.CancelScope | None = None
+        """The scope of the job tasks, once the run is executing (a CancelScope needs a loop)."""
         self._records: dict[str, JobRecord] = {}
         self._outcomes: dict[str, Outcome] = {}
         self._committed = 0.0
@@ -232,7 +238,7 @@ class Runner:
                 )
             self._outcomes = {s.job.key: self._initial_outcome(s) for s in plan.steps}
             self._prices = dict(plan.prices)
-            self._stage_relocations(plan)
+            self._stage_relocations()
             actions: dict[str, int] = {}
             for s in plan.steps:
                 actions[s.action] = actions.get(s.action, 0) + 1
@@ -244,7 +250,7 @@ class Runner:
             finally:
                 with anyio.CancelScope(shield=True):
                     outcomes = [self._outcomes[s.job.key] for s in plan.steps]
-                    code = exit_code((o.status for o in outcomes), self.stopped)
+                    code = exit_code(o.status for o in outcomes)
                     info = RunInfo(
                         manifest=self.settings.manifest_label or str(self.manifest.path),
                         name=self.manifest.name,
@@ -351,8 +357,10 @@ class Runner:
                 if count == 1:
                     self.interrupt(f"{name} received; finishing downloads under way")
                 else:
-                    self._jobs_scope.cancel()
-                    return
+                    # Stop at once, and keep receiving: a later signal must not turn into a
+                    # KeyboardInterrupt inside a shielded create and lose its task id.
+                    if self._jobs_scope is not None:
+                        self._jobs_scope.cancel()
 
     def interrupt(self, message: str) -> None:
         """Stop submitting and stop waiting on tasks (they are journaled and resume next run);
@@ -361,9 +369,10 @@ class Runner:
         self.stop("interrupted", message)
         for scope in list(self._waits):
             scope.cancel()
-        self._jobs_scope.deadline = min(
-            self._jobs_scope.deadline, anyio.current_time() + self.settings.grace
-        )
+        if self._jobs_scope is not None:
+            self._jobs_scope.deadline = min(
+                self._jobs_scope.deadline, anyio.current_time() + self.settings.grace
+            )
 
     @contextlib.contextmanager
     def _interruptible(self) -> Iterator[None]:
@@ -403,7 +412,11 @@ class Runner:
                     JobFatalError(
                         "timeout",
                         f"not finished within --timeout {self.settings.timeout:g} s; "
-                        "--retry-failed polls the same task again",
+                        + (
+                            "--retry-failed polls the same task again"
+                            if outcome.task_id
+                            else "no task was created; --retry-failed submits it"
+                        ),
                     ),
                 )
         except _Stopped:
@@ -415,7 +428,11 @@ class Runner:
             self._fail(outcome, exc)
         finally:
             release()
-            if step.pays and outcome.task_id is None:
+            if (
+                step.pays
+                and outcome.task_id is None
+                and (outcome.error or {}).get("kind") not in MAYBE_CREATED
+            ):
                 # Nothing was created: the budget share goes back for the jobs still queued.
                 self._committed -= self._prices.get(job.model, 0.0)
             outcome.seconds = round(self.clock() - started, 3)
@@ -480,6 +497,7 @@ class Runner:
             recorded["request_id"] = request_id
         write_atomic(self.out.job_dir(job.id) / "request.json", dumps(recorded), durable=False)
         attempt = 0
+        maybe_created = False
         while True:
             if self._stop_submitting.is_set():
                 raise _Stopped
@@ -499,7 +517,7 @@ class Runner:
                 with anyio.CancelScope(shield=True):
                     task = await self.provider.create(self._api, job, request_id=request_id)
             except ProviderError as exc:
-                self._after_refused_create(job, exc)
+                maybe_created = self._after_failed_create(job, exc, maybe_created)
                 if not isinstance(exc, TransientError):
                     raise
                 if exc.kind == "concurrency_limited":
@@ -529,20 +547,24 @@ class Runner:
             self.emit(JobSubmitted(job.id, task.task_id))
             return task
 
-    def _after_refused_create(self, job: Job, exc: ProviderError) -> None:
-        """Record what a failed create means for the money.
+    def _after_failed_create(self, job: Job, exc: ProviderError, maybe_created: bool) -> bool:
+        """Record what a failed create attempt means for the money; returns whether some
+        attempt of this create may have made a task.
 
-        An answer that says the request was refused (4xx, 429, 500, 503) created no task: the
-        journal says so, and a later run may submit again. A connection that broke after the
-        request left, or a gateway error (502, 504), may hide a created task: a provider with
-        an idempotency key (BigModel's request_id) is asked again under the same key; on one
-        without (GeekAI), the job fails as ``create_unconfirmed`` rather than risk paying twice.
+        An answer that refuses the request (4xx, 429, 500, 503), or a connection that never
+        opened, created no task: unless an earlier attempt may have, the journal says so and a
+        later run may submit again. A connection that broke after the request left, or a gateway
+        error (502, 504), may hide a created task: a provider with an idempotency key (BigModel's
+        request_id) is asked again under the same key; on one without (GeekAI), the job fails as
+        ``create_unconfirmed`` rather than risk paying twice.
         """
         ambiguous = isinstance(exc.__cause__, AMBIGUOUS_SEND) or exc.status in AMBIGUOUS_STATUSES
         if not ambiguous:
-            if exc.status is not None and exc.kind != "duplicate_request":
+            answered = exc.status is not None and not 200 <= exc.status < 300
+            refused = answered or isinstance(exc.__cause__, NOT_SENT)
+            if refused and not maybe_created and exc.kind != "duplicate_request":
                 self.out.journal.append({"event": "refused", "key": job.key, "id": job.id})
-            return
+            return maybe_created
         if not self.provider.idempotent:
             raise JobFatalError(
                 "create_unconfirmed",
@@ -550,6 +572,7 @@ class Runner:
                 f"({exc.detail}); it was not sent again so as not to pay twice. "
                 "--retry-failed submits it again",
             ) from exc
+        return True
 
     # -- poll -------------------------------------------------------------------------------
 
@@ -725,18 +748,18 @@ class Runner:
         text = self.scrub(dumps(task.raw))
         write_atomic(self.out.job_dir(job.id) / "response.json", text, durable=False)
 
-    def _stage_relocations(self, plan: Plan) -> None:
+    def _stage_relocations(self) -> None:
         """Copy aside the verified files of every done job whose id changed, before any job
         writes: ids can swap (a <-> b), and a new job may take a renamed job's old id."""
-        for step in plan.steps:
-            record = step.record
-            if step.action != "download" or record is None or record.video is None:
+        for job in self.manifest.jobs:  # all of them: --only may write where another job was
+            record = self._records.get(job.key)
+            if record is None or record.state != "succeeded" or record.video is None:
                 continue
-            if record.id == step.job.id:
+            if record.id == job.id:
                 continue
-            staged = self._relocations / step.job.key
+            staged = self._relocations / job.key
             if verify_file(staged / "video.mp4", record.video) is None:
-                self._staged[step.job.key] = staged  # copied by an interrupted earlier run
+                self._staged[job.key] = staged  # copied by an interrupted earlier run
                 continue
             old = self.out.job_dir(record.id)
             if verify_file(old / "video.mp4", record.video) is not None:
@@ -746,7 +769,7 @@ class Runner:
             shutil.copytree(old, partial)
             shutil.rmtree(staged, ignore_errors=True)
             os.replace(partial, staged)
-            self._staged[step.job.key] = staged
+            self._staged[job.key] = staged
 
     def _relocate(self, step: Step, outcome: Outcome) -> bool:
         """A done job whose id changed: move its staged files instead of downloading again."""

@@ -169,6 +169,14 @@ class Journal:
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = self.path.open("ab")
+        size = self._fh.tell()
+        if size:
+            end = self.path.read_bytes().rfind(b"\n") + 1
+            if end != size:
+                # The torn tail of a crash, which replay() ignored: drop it, or the next entry
+                # would be glued onto it and lost.
+                os.truncate(self.path, end)
+                os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         if self._fh is not None:

@@ -104,3 +104,12 @@ def test_markdown_shows_an_html_error_page_as_text(tmp_path: Path) -> None:
     text = (tmp_path / "report.md").read_text()
     assert "| HTTP 504: &lt;html&gt;&lt;title&gt;Gateway&lt;/title&gt; a\\|b |" in text
     assert "<html>" not in text
+
+
+def test_exit_code_follows_the_job_statuses() -> None:
+    """3 while any job is pending, else 1 if any failed, else 0 (even if a stop came late)."""
+    from batchvid.report import exit_code
+
+    assert exit_code(["succeeded", "skipped"]) == 0
+    assert exit_code(["succeeded", "failed"]) == 1
+    assert exit_code(["failed", "pending"]) == 3

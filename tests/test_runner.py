@@ -389,3 +389,71 @@ def test_only_keeps_other_done_jobs_in_lock_and_index(tmp_path: Path) -> None:
     from batchvid.verify import verify_dir
 
     assert verify_dir(tmp_path / "out")[0] == []
+
+
+def _journal_states(out: Path) -> dict[str, str]:
+    from batchvid.store import read_records
+
+    return {r.id: r.state for r in read_records(out).values()}
+
+
+def test_a_maybe_created_bigmodel_task_is_never_marked_refused(tmp_path: Path) -> None:
+    """After a 504 (maybe created), a later clear refusal does not let the next run pay again."""
+    answers = iter([httpx.Response(504, text="gateway"),
+                    httpx.Response(429, json={"error": {"code": "1113", "message": "arrears"}})])
+
+    def server(request: httpx.Request) -> httpx.Response:
+        return next(answers)
+
+    runner = Runner(make_manifest(_jobs(1, "bigmodel")), _settings(tmp_path / "out", "bigmodel"),
+                    transport=httpx.MockTransport(server), sleep=_no_sleep)
+    assert anyio.run(runner.run).exit_code == 3
+    assert _journal_states(tmp_path / "out") == {"job-0": "submitting"}
+
+
+def test_a_connection_that_never_opened_created_nothing(tmp_path: Path) -> None:
+    """A connect error is journaled as refused, so after a stop the job is submitted again."""
+
+    async def server(request: httpx.Request) -> httpx.Response:
+        if json.loads(request.content)["prompt"] == "prompt of job-0":
+            raise httpx.ConnectError("connection refused")
+        await anyio.sleep(0.05)
+        return httpx.Response(402, json={"error": {"code": 402, "message": "top up"}})
+
+    async def short_sleep(seconds: float) -> None:
+        await anyio.sleep(0.2)
+
+    runner = Runner(make_manifest(_jobs(2)), _settings(tmp_path / "out"),
+                    transport=httpx.MockTransport(server), sleep=short_sleep)
+    assert anyio.run(runner.run).exit_code == 3
+    assert _journal_states(tmp_path / "out")["job-0"] == "refused"
+
+
+def test_the_budget_counts_a_create_that_may_have_been_billed(tmp_path: Path) -> None:
+    """A create_unconfirmed job keeps its share of --max-cost: no extra creates are sent."""
+    posts: list[str] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            posts.append(request.url.path)
+            if len(posts) == 1:
+                return httpx.Response(504, text="gateway")
+            return httpx.Response(200, json={"task_id": f"t{len(posts)}", "task_status": "failed"})
+        return httpx.Response(200, json={"task_id": "x", "task_status": "failed"})
+
+    manifest = make_manifest(_jobs(4), pricing={"cogvideox-flash": 1.0})
+    runner = Runner(manifest, _settings(tmp_path / "out", max_cost=2.0, max_in_flight=1),
+                    transport=httpx.MockTransport(server))
+    anyio.run(runner.run)
+    assert len(posts) == 2
+
+
+def test_only_never_overwrites_a_renamed_jobs_video(tmp_path: Path) -> None:
+    """A new job taking a renamed job's old id under --only leaves the old video to be moved."""
+    sim = Simulator(SimulatorConfig())
+    _run(sim, [make_job("intro", 0, prompt="a fox")], tmp_path / "out")
+    renamed = [make_job("intro-fox", 0, prompt="a fox"), make_job("intro", 1, prompt="a whale")]
+    _run(sim, renamed, tmp_path / "out", only=("intro",))
+    result, transport, _ = _run(sim, renamed, tmp_path / "out")
+    assert result.exit_code == 0 and transport.requests == []
+    assert [o.status for o in result.outcomes] == ["succeeded", "skipped"]

@@ -123,3 +123,16 @@ def test_opening_sweeps_temporary_files_of_a_killed_run(tmp_path: Path) -> None:
         out.open()
     assert [p for p in orphans if p.exists()] == []
     assert (job_dir / "video.mp4").read_bytes() == b"kept"
+
+
+def test_appending_after_a_torn_tail_drops_the_tail_first(tmp_path: Path) -> None:
+    """The next entry is not glued onto a crash's half line, so later runs still read the journal."""
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(b'{"event":"submitting","id":"a","key":"k1","request_id":"r"}\n{"event":"subm')
+    journal = Journal(path)
+    journal.open()
+    journal.append({"event": "submitted", "key": "k1", "id": "a", "task_id": "t1"})
+    journal.append({"event": "submitting", "key": "k2", "id": "b", "request_id": "r2"})
+    journal.close()
+    records = Journal(path).replay()
+    assert records["k1"].task_id == "t1" and records["k2"].state == "submitting"
