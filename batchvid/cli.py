@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import anyio
 import httpx
@@ -361,7 +361,7 @@ def _append_step_summary(report_md: Path) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     from batchvid.display import status_text
     from batchvid.jobs import Job
-    from batchvid.plan import Action, make_plan
+    from batchvid.plan import make_plan
     from batchvid.store import read_records, read_report
 
     root = Path(args.out_dir)
@@ -381,7 +381,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         for j in report["jobs"]
     ]
     plan = make_plan(jobs, records, root, provider=provider)
-    actions = {action: n for action in get_args(Action) if (n := plan.count(action))}
+    actions = plan.counts()
     if args.json:
         print(json.dumps({"summary": report["summary"], "stopped": report["stopped"],
                           "rerun": actions,

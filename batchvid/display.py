@@ -59,11 +59,7 @@ def plan_table(plan: Plan, max_in_flight: int, rpm: float | None) -> str:
         "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5]
         for row in rows
     ]
-    counts = ", ".join(
-        f"{plan.count(a)} {a}"
-        for a in ("submit", "reattach", "download", "skip", "keep-failed")
-        if plan.count(a)
-    )
+    counts = ", ".join(f"{n} {action}" for action, n in plan.counts().items())
     cost = f"{plan.cost:g} {plan.currency}"
     if plan.unpriced:
         cost += f" + unknown price for {', '.join(plan.unpriced)} (set pricing: in the manifest)"

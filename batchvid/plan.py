@@ -5,10 +5,11 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from batchvid.errors import UsageError
 from batchvid.jobs import Job
@@ -61,6 +62,11 @@ class Plan:
 
     def count(self, action: Action) -> int:
         return sum(1 for s in self.steps if s.action == action)
+
+    def counts(self) -> dict[str, int]:
+        """How many steps take each action, in ``Action`` order, leaving out the zeros."""
+        tally = Counter(s.action for s in self.steps)
+        return {action: tally[action] for action in get_args(Action) if tally[action]}
 
     def price(self, job: Job) -> float | None:
         return self.prices.get(job.model)
@@ -126,7 +132,6 @@ def decide(
     *,
     force: bool = False,
     retry_failed: bool = False,
-    verify: bool = True,
     resend_unanswered: bool = False,
 ) -> Step:
     """The action for one job given what the journal says about its key.
@@ -178,7 +183,7 @@ def decide(
     # succeeded
     assert record.video is not None
     video = out_dir / "jobs" / job.id / "video.mp4"
-    problem = verify_file(video, record.video) if verify else None
+    problem = verify_file(video, record.video)
     if problem is None and record.id == job.id:
         return Step(job, "skip", f"done; video verified ({record.video['sha256'][:12]})", record)
     if record.id != job.id:
@@ -206,7 +211,6 @@ def make_plan(
     pricing: Mapping[str, float] | None = None,
     force: bool = False,
     retry_failed: bool = False,
-    verify: bool = True,
 ) -> Plan:
     resend = get_provider(provider).idempotent
     steps = tuple(
@@ -216,7 +220,6 @@ def make_plan(
             out_dir,
             force=force,
             retry_failed=retry_failed,
-            verify=verify,
             resend_unanswered=resend,
         )
         for j in jobs
@@ -225,9 +228,6 @@ def make_plan(
 
 
 def plan_to_json(plan: Plan, max_in_flight: int, rpm: float | None) -> dict[str, Any]:
-    actions: dict[str, int] = {}
-    for step in plan.steps:
-        actions[step.action] = actions.get(step.action, 0) + 1
     return {
         "jobs": [
             {
@@ -243,7 +243,7 @@ def plan_to_json(plan: Plan, max_in_flight: int, rpm: float | None) -> dict[str,
         ],
         "totals": {
             "jobs": len(plan.steps),
-            "actions": dict(sorted(actions.items())),
+            "actions": dict(sorted(plan.counts().items())),
             "cost": round(plan.cost, 4),
             "currency": plan.currency,
             "unpriced_models": plan.unpriced,

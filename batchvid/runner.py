@@ -239,10 +239,7 @@ class Runner:
             self._outcomes = {s.job.key: self._initial_outcome(s) for s in plan.steps}
             self._prices = dict(plan.prices)
             self._stage_relocations()
-            actions: dict[str, int] = {}
-            for s in plan.steps:
-                actions[s.action] = actions.get(s.action, 0) + 1
-            self.emit(RunStarted(len(plan.steps), actions))
+            self.emit(RunStarted(len(plan.steps), plan.counts()))
             try:
                 await self._execute(plan)
                 if not self._staged:
