@@ -494,7 +494,10 @@ class Runner:
             recorded["request_id"] = request_id
         write_atomic(self.out.job_dir(job.id) / "request.json", dumps(recorded), durable=False)
         attempt = 0
-        maybe_created = False
+        # A create of an earlier run that got no answer may have made a task: until a create is
+        # answered, no refusal may mark this job "no task exists" (that would change its
+        # request id and let BigModel create it twice).
+        maybe_created = record is not None and record.state == "submitting"
         while True:
             if self._stop_submitting.is_set():
                 raise _Stopped

@@ -457,3 +457,24 @@ def test_only_never_overwrites_a_renamed_jobs_video(tmp_path: Path) -> None:
     result, transport, _ = _run(sim, renamed, tmp_path / "out")
     assert result.exit_code == 0 and transport.requests == []
     assert [o.status for o in result.outcomes] == ["succeeded", "skipped"]
+
+
+def test_an_unanswered_create_from_an_earlier_run_is_never_marked_refused(tmp_path: Path) -> None:
+    """A refusal after a crash mid-create keeps the old request id, so BigModel cannot bill twice."""
+    job = _jobs(1, "bigmodel")[0]
+    journal = tmp_path / "out" / ".batchvid" / "journal.jsonl"
+    journal.parent.mkdir(parents=True)
+    journal.write_text(json.dumps({"event": "submitting", "key": job.key, "id": job.id,
+                                   "request_id": f"bv-{job.key[:32]}"}) + "\n")
+    sent: list[str] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content)["request_id"])
+        return httpx.Response(429, json={"error": {"code": "1113", "message": "arrears"}})
+
+    for _ in range(2):
+        runner = Runner(make_manifest([job]), _settings(tmp_path / "out", "bigmodel"),
+                        transport=httpx.MockTransport(server))
+        assert anyio.run(runner.run).exit_code == 3
+    assert sent == [f"bv-{job.key[:32]}"] * 2
+    assert _journal_states(tmp_path / "out") == {"job-0": "submitting"}
