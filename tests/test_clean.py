@@ -1,0 +1,110 @@
+"""Leftovers in an output directory and `batchvid clean`: what no job of the manifest owns goes,
+what the journal may still need stays."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from batchvid.clean import clean, find_leftovers
+from batchvid.cli import main
+from batchvid.errors import OutputDirError
+from batchvid.store import STATE_DIR
+
+FAST = ["--simulate", "--no-progress", "--sim-latency", "0.05",
+        "--poll-interval", "0.01:0.05", "--rpm", "6000"]
+
+THREE = """\
+version: 1
+name: three
+defaults:
+  model: cogvideox-flash
+jobs:
+  - id: keep
+    prompt: a calm lake at dawn
+  - id: drop
+    prompt: a red kite over the dunes
+  - id: rename-me
+    prompt: a lantern in the fog
+"""
+
+
+def _run(tmp_path: Path, text: str) -> Path:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(text, encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["run", str(manifest), "--out", str(out), *FAST]) == 0
+    return out
+
+
+def _journal(out: Path, *entries: dict[str, object]) -> None:
+    with (out / STATE_DIR / "journal.jsonl").open("a", encoding="utf-8") as fh:
+        for entry in entries:
+            fh.write(json.dumps(entry) + "\n")
+
+
+def test_a_removed_job_and_a_stray_file_are_leftovers(tmp_path: Path) -> None:
+    """After a job leaves the manifest and is rerun, its folder and stray files are leftovers."""
+    out = _run(tmp_path, THREE)
+    _run(tmp_path, THREE.replace("  - id: drop\n    prompt: a red kite over the dunes\n", ""))
+    (out / "jobs" / "notes.txt").write_text("mine", encoding="utf-8")
+    found = [leftover.path.name for leftover in find_leftovers(out)]
+    assert found == ["drop", "notes.txt"]
+    drop = next(leftover for leftover in find_leftovers(out) if leftover.path.name == "drop")
+    assert drop.files == 3 and drop.bytes > 0  # request.json, response.json, video.mp4
+
+
+def test_clean_dry_run_lists_and_keeps(tmp_path: Path) -> None:
+    """--dry-run lists what it would remove and removes nothing."""
+    out = _run(tmp_path, THREE)
+    _run(tmp_path, THREE.replace("  - id: drop\n    prompt: a red kite over the dunes\n", ""))
+    assert [leftover.path.name for leftover in clean(out, dry_run=True)] == ["drop"]
+    assert (out / "jobs" / "drop" / "video.mp4").exists()
+
+
+def test_clean_removes_only_leftovers_and_the_rest_still_verifies(tmp_path: Path) -> None:
+    """clean removes the removed job's folder; every owned file stays and verify passes."""
+    out = _run(tmp_path, THREE)
+    _run(tmp_path, THREE.replace("  - id: drop\n    prompt: a red kite over the dunes\n", ""))
+    journal_before = (out / STATE_DIR / "journal.jsonl").read_bytes()
+    assert [leftover.path.name for leftover in clean(out, dry_run=False)] == ["drop"]
+    assert not (out / "jobs" / "drop").exists()
+    assert sorted(p.name for p in (out / "jobs").iterdir()) == ["keep", "rename-me"]
+    assert (out / STATE_DIR / "journal.jsonl").read_bytes() == journal_before
+    assert main(["verify", str(out)]) == 0
+
+
+def test_a_submitted_unfinished_task_keeps_its_folder(tmp_path: Path) -> None:
+    """A folder whose job has a journaled task that never finished is never a leftover."""
+    out = _run(tmp_path, THREE)
+    (out / "jobs" / "in-flight").mkdir()
+    (out / "jobs" / "in-flight" / "request.json").write_text("{}", encoding="utf-8")
+    _journal(out,
+             {"event": "submitting", "id": "in-flight", "key": "f" * 64, "request_id": "bv-x"},
+             {"event": "submitted", "id": "in-flight", "key": "f" * 64, "task_id": "t-1"})
+    assert find_leftovers(out) == []
+    clean(out, dry_run=False)
+    assert (out / "jobs" / "in-flight" / "request.json").exists()
+
+
+def test_a_renamed_jobs_old_folder_is_kept_until_the_rerun_moves_it(tmp_path: Path) -> None:
+    """A job renamed in the manifest keeps its old folder (its key is still wanted); after the
+    rerun has moved the files, the old folder is a leftover."""
+    out = _run(tmp_path, THREE)
+    renamed = THREE.replace("id: rename-me", "id: renamed")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(renamed, encoding="utf-8")
+    # the report still lists the old id until the rerun, and the journal maps its key to it
+    assert find_leftovers(out) == []
+    assert main(["run", str(manifest), "--out", str(out), *FAST]) == 0
+    assert (out / "jobs" / "renamed" / "video.mp4").exists()
+    assert [leftover.path.name for leftover in find_leftovers(out)] == ["rename-me"]
+
+
+def test_clean_refuses_a_directory_without_a_report(tmp_path: Path) -> None:
+    """An empty or foreign directory is refused, naming it, and nothing is created in it."""
+    with pytest.raises(OutputDirError, match="report.json"):
+        clean(tmp_path, dry_run=False)
+    assert list(tmp_path.iterdir()) == []
