@@ -458,6 +458,18 @@ def test_instructions_file_beside_the_manifest(tmp_path: Path) -> None:
     assert settings == EnhanceSettings("glm-4-plus", "Be cinematic.", "prompts/enhance.txt", 0.3)
 
 
+def test_instructions_line_ends_do_not_change_the_fingerprint(tmp_path: Path) -> None:
+    """The same instructions saved with CRLF line ends give the same fingerprint as with LF."""
+    (tmp_path / "lf.txt").write_bytes(b"Be vivid.\nNo preamble.\n")
+    (tmp_path / "crlf.txt").write_bytes(b"Be vivid.\r\nNo preamble.\r\n")
+    lf, crlf = (
+        enhance_settings({"instructions": name}, tmp_path, location=HERE, path="$.enhance")
+        for name in ("lf.txt", "crlf.txt")
+    )
+    assert lf is not None and crlf is not None
+    assert enhance_fingerprint(lf) == enhance_fingerprint(crlf)
+
+
 def test_inline_instructions() -> None:
     """Text that does not end in .txt/.md, or spans lines, is the instructions themselves."""
     for text in ("Describe the scene in detail.", "Read notes.md\nthen describe."):
@@ -543,9 +555,12 @@ def test_schema_fragment_rejects(value: Any) -> None:
 
 
 def test_result_record_round_trips() -> None:
-    """A journaled result reads back as the same result; a damaged entry reads as None."""
+    """A journal entry reads back as the same result; a damaged entry reads as None."""
     result = EnhanceResult("A fox.", "fox", "truncated", "cut", "glm-4-flash", 2, 99)
     assert EnhanceResult.from_record(json.loads(json.dumps(result.record()))) == result
+    entry = result.journal_entry("fox", "ab" * 32)
+    assert (entry["event"], entry["id"], entry["key"]) == ("enhanced", "fox", "ab" * 32)
+    assert EnhanceResult.from_record(entry) == result
     assert EnhanceResult.from_record({**result.record(), "prompt": ""}) is None
     assert EnhanceResult.from_record({**result.record(), "status": "maybe"}) is None
 

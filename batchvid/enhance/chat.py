@@ -125,6 +125,11 @@ class EnhanceResult:
             "tokens": self.tokens,
         }
 
+    def journal_entry(self, job_id: str, key: str) -> dict[str, Any]:
+        """The journal line recording this rewrite for a job key, appended (fsynced) before the
+        create request that sends it; ``from_record`` reads it back on a later run."""
+        return {"event": "enhanced", "key": key, "id": job_id, **self.record()}
+
     @classmethod
     def from_record(cls, data: Mapping[str, Any]) -> EnhanceResult | None:
         """The result a journal entry holds, or None when it is not a usable one."""

@@ -60,7 +60,7 @@ class EnhanceSettings:
 def default_instructions() -> str:
     """batchvid's own instructions, shipped in the package as ``enhance/instructions.txt``."""
     text = resources.files("batchvid.enhance").joinpath("instructions.txt").read_text("utf-8")
-    return text.strip()
+    return _normalised(text)
 
 
 def enhance_fingerprint(settings: EnhanceSettings) -> dict[str, Any]:
@@ -156,7 +156,7 @@ def _instructions(
     if not isinstance(value, str) or not value.strip():
         raise ManifestError(location, path, "instructions are a file name or non-empty text")
     if not names_file(value):
-        return value.strip(), "inline"
+        return _normalised(value), "inline"
     reference = value.strip()
     shown = str(Path(display_dir) / reference) if display_dir else reference
     try:
@@ -173,4 +173,10 @@ def _instructions(
     text = read_text(target, shown, max_bytes=MAX_INSTRUCTIONS_BYTES, what="instructions file")
     if not text.strip():
         raise ManifestError(location, path, f"instructions file {shown!r} is empty")
-    return text.strip(), reference
+    return _normalised(text), reference
+
+
+def _normalised(text: str) -> str:
+    """``text`` stripped, with CRLF and CR line ends as LF: a checkout with Windows line ends
+    hashes the same, so it gives the same job keys."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").strip()
