@@ -582,3 +582,49 @@ def test_wheel_ships_the_default_instructions(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert loaded.stdout.strip() == default_instructions()
+
+
+@pytest.mark.anyio
+async def test_bigmodel_error_code_in_a_2xx_answer_is_classified(httpx_mock: HTTPXMock) -> None:
+    """A BigModel 200 carrying business code 1301 (unsafe) is a content_filter failure."""
+    httpx_mock.add_response(
+        url=chat_url("bigmodel"), json={"error": {"code": "1301", "message": "unsafe input"}}
+    )
+    async with make_client("bigmodel") as client:
+        result = await enhance_prompt(client, "bigmodel", SETTINGS, "a fox", api_key=SECRET)
+    assert result.status == "fallback"
+    assert result.warning is not None and "content_filter" in result.warning
+
+
+@pytest.mark.anyio
+async def test_retries_exhausted_falls_back(
+    httpx_mock: HTTPXMock, geekai: httpx.AsyncClient
+) -> None:
+    """A chat API that keeps failing is tried 1 + retries times, then the original is used."""
+    httpx_mock.add_response(url=chat_url(), status_code=503, is_reusable=True)
+
+    async def sleep(seconds: float) -> None:
+        pass
+
+    result = await enhance(geekai, guard=retrying(RetryPolicy(retries=2), sleep=sleep))
+    assert result.status == "fallback" and result.requests == 3
+    assert len(httpx_mock.get_requests()) == 3
+
+
+def test_schema_fragment_pastes_into_the_manifest_schema() -> None:
+    """Pasted as the report says, the fragment validates enhance under defaults and a job."""
+    schema = json.loads((ROOT / "schemas" / "manifest.schema.json").read_text(encoding="utf-8"))
+    fragment = json.loads((ROOT / "schemas" / "enhance.fragment.json").read_text(encoding="utf-8"))
+    schema["$defs"].update(fragment["$defs"])
+    for where in ("params", "job"):
+        schema["$defs"][where]["properties"]["enhance"] = {"$ref": "#/$defs/enhance"}
+    validator = Draft202012Validator(schema)
+    manifest: dict[str, Any] = {
+        "version": 1,
+        "defaults": {"enhance": {"model": "glm-4-flash", "instructions": "prompts/e.txt"}},
+        "jobs": [{"id": "a", "prompt": "a fox", "enhance": False}, {"id": "b", "prompt": "x"}],
+    }
+    assert list(validator.iter_errors(manifest)) == []
+    manifest["jobs"][1]["enhance"] = {"temperature": 2}
+    (error,) = validator.iter_errors(manifest)
+    assert list(error.absolute_path) == ["jobs", 1, "enhance", "temperature"]
