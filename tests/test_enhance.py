@@ -130,6 +130,19 @@ async def test_only_text_is_sent(httpx_mock: HTTPXMock, geekai: httpx.AsyncClien
     assert all(isinstance(m["content"], str) for m in body["messages"])
 
 
+@pytest.mark.anyio
+async def test_first_frame_job_says_the_image_is_unseen(
+    httpx_mock: HTTPXMock, geekai: httpx.AsyncClient
+) -> None:
+    """An image job's system message says a first frame exists; a text job's does not."""
+    httpx_mock.add_response(url=chat_url(), json=chat_answer("A fox."), is_reusable=True)
+    await enhance(geekai, first_frame=True)
+    await enhance(geekai)
+    with_image, without = (body_of(r)["messages"][0]["content"] for r in httpx_mock.get_requests())
+    assert "first-frame image that you cannot see" in with_image
+    assert "first-frame" not in without
+
+
 # --- cleaning ---------------------------------------------------------------------------------
 
 

@@ -41,6 +41,13 @@ CHAT_PATH = "chat/completions"
 PROMPT_LIMIT = 512
 """The longest prompt CogVideoX takes on both providers, in characters."""
 
+FIRST_FRAME_NOTE = (
+    "The video starts from a first-frame image that you cannot see. Describe the motion, the "
+    "change over time and the camera; do not invent the subject's look, colours or setting "
+    "beyond what the idea states, since the image already fixes them."
+)
+"""Added to the system message for a job with an image (the chat model never sees it)."""
+
 Status = Literal["enhanced", "truncated", "fallback"]
 
 
@@ -169,20 +176,24 @@ async def enhance_prompt(
     *,
     api_key: str,
     limit: int = PROMPT_LIMIT,
+    first_frame: bool = False,
     guard: Guard = once,
 ) -> EnhanceResult:
     """Rewrite ``prompt`` with the chat model ``settings`` name, to at most ``limit`` characters.
 
     ``client`` is the video API's client: ``base_url`` the provider's API root, carrying the
     ``Authorization`` header. ``api_key`` is only used to blank the key out of answers and
-    errors. Raises ``EnhanceError`` (required and failed) or ``RunFatalError``; any other
-    failure falls back to ``prompt`` with a warning.
+    errors. ``first_frame``: the job has an image, which the chat model is told it cannot see
+    (so it does not invent a look the image contradicts); the image itself is never sent.
+    Raises ``EnhanceError`` (required and failed) or ``RunFatalError``; any other failure
+    falls back to ``prompt`` with a warning.
     """
     if not prompt.strip():
         raise ValueError("there is no prompt to enhance")
     chat = _Chat(client, provider, settings, api_key)
     try:
-        text, status, warning = await _rewrite(chat, guard, prompt, limit)
+        system = system_message(settings.instructions, limit, first_frame=first_frame)
+        text, status, warning = await _rewrite(chat, guard, system, prompt, limit)
     except (_Unusable, ProviderError) as exc:
         if isinstance(exc, RunFatalError):
             raise
@@ -202,11 +213,11 @@ async def enhance_prompt(
 
 
 async def _rewrite(
-    chat: _Chat, guard: Guard, prompt: str, limit: int
+    chat: _Chat, guard: Guard, system: str, prompt: str, limit: int
 ) -> tuple[str, Status, str | None]:
     """The cleaned rewrite, asking a second time when the first is too long."""
     messages = [
-        {"role": "system", "content": system_message(chat.settings.instructions, limit)},
+        {"role": "system", "content": system},
         {"role": "user", "content": prompt},
     ]
     text = chat.usable(await guard(lambda: chat.ask(messages)))
@@ -234,13 +245,17 @@ async def _rewrite(
     return cut, "truncated", warning
 
 
-def system_message(instructions: str, limit: int) -> str:
-    """The instructions plus the length limit (batchvid states the limit; instructions need not)."""
-    return (
-        f"{instructions.strip()}\n\nThe description must be at most {limit} characters long, "
-        "counting every letter, space and punctuation mark; aim for about "
-        f"{limit * 4 // 5} characters."
-    )
+def system_message(instructions: str, limit: int, *, first_frame: bool = False) -> str:
+    """The instructions, then the length limit (batchvid states it; instructions need not),
+    then, for a job with a first-frame image, what that means for the description."""
+    parts = [
+        instructions.strip(),
+        f"The description must be at most {limit} characters long, counting every letter, "
+        f"space and punctuation mark; aim for about {limit * 4 // 5} characters.",
+    ]
+    if first_frame:
+        parts.append(FIRST_FRAME_NOTE)
+    return "\n\n".join(parts)
 
 
 def stricter_request(length: int, limit: int) -> str:
