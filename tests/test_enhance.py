@@ -238,7 +238,23 @@ async def test_over_long_answer_asks_again_then_cuts(
     assert "the limit is 512" in messages[3]["content"] and "at most 384" in messages[3]["content"]
     assert result.status == "truncated" and result.requests == 2
     assert len(result.prompt) <= 512 and result.prompt.endswith("pale sky.")
-    assert result.warning is not None and "cut to" in result.warning
+    assert result.warning == (
+        "the rewritten prompt was 699 characters, over the 512-character limit; then 599 when "
+        "asked for a shorter one; it was cut at a sentence end to 499 characters"
+    )
+
+
+@pytest.mark.anyio
+async def test_failed_second_request_cuts_the_first_answer(
+    httpx_mock: HTTPXMock, geekai: httpx.AsyncClient
+) -> None:
+    """When the stricter request fails, the first answer is cut and the warning says why."""
+    httpx_mock.add_response(url=chat_url(), json=chat_answer("Snow falls on the fox. " * 30))
+    httpx_mock.add_response(url=chat_url(), status_code=400, json={"error": {"message": "no"}})
+    result = await enhance(geekai)
+    assert result.status == "truncated" and len(result.prompt) <= 512
+    assert result.prompt.endswith("fox.") and result.warning is not None
+    assert "asking for a shorter one failed (invalid_request: GeekAI chat: no" in result.warning
 
 
 @pytest.mark.anyio

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import anyio
 import httpx
 
-from batchvid.enhance.clean import clean_answer, cut_to_limit, looks_like_refusal
+from batchvid.enhance.clean import clean_answer, cut_to_limit, ends_sentence, looks_like_refusal
 from batchvid.enhance.settings import EnhanceSettings
 from batchvid.errors import JobFatalError, ProviderError, RunFatalError, UsageError
 from batchvid.providers import get_provider
@@ -224,23 +224,27 @@ async def _rewrite(
     if len(text) <= limit:
         return text, "enhanced", None
     first_length = len(text)
-    messages += [
+    retry_messages = [
+        *messages,
         {"role": "assistant", "content": text},
         {"role": "user", "content": stricter_request(first_length, limit)},
     ]
     try:
-        shorter = chat.usable(await guard(lambda: chat.ask(messages)))
+        shorter = chat.usable(await guard(lambda: chat.ask(retry_messages)))
     except (_Unusable, ProviderError) as exc:  # keep the first answer and cut it below
         if isinstance(exc, RunFatalError):
             raise
+        second = f"asking for a shorter one failed ({exc})"
         shorter = text
-    if len(shorter) <= limit:
-        return shorter, "enhanced", None
+    else:
+        if len(shorter) <= limit:
+            return shorter, "enhanced", None
+        second = f"then {len(shorter)} when asked for a shorter one"
     cut = cut_to_limit(shorter, limit)
+    where = "a sentence end" if ends_sentence(cut) else "a word boundary"
     warning = (
-        f"the rewritten prompt was {first_length} characters, then {len(shorter)} when asked "
-        f"for a shorter one, over the {limit}-character limit; it was cut to {len(cut)} "
-        "characters at the last sentence end"
+        f"the rewritten prompt was {first_length} characters, over the {limit}-character "
+        f"limit; {second}; it was cut at {where} to {len(cut)} characters"
     )
     return cut, "truncated", warning
 

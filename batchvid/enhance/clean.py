@@ -111,6 +111,11 @@ def cut_to_limit(text: str, limit: int) -> str:
     return cut if cut else text[:limit]
 
 
+def ends_sentence(text: str) -> bool:
+    """Whether ``text`` ends with a sentence end (closing quotes after it allowed)."""
+    return text.rstrip(_CLOSERS)[-1:] in tuple(SENTENCE_ENDS)
+
+
 def _last_sentence_end(text: str, limit: int) -> int | None:
     """The index just past the last sentence end (with any closing quotes) in ``text[:limit]``."""
     for index in range(min(limit, len(text)) - 1, -1, -1):
