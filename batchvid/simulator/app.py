@@ -41,6 +41,7 @@ from batchvid.simulator.config import (
     SimulatorConfig,
 )
 from batchvid.simulator.core import Core
+from batchvid.simulator.files import FileRoutes
 from batchvid.simulator.replies import (
     Receive,
     Reply,
@@ -100,6 +101,7 @@ class Simulator:
         self._core = Core(config or SimulatorConfig(), clock, sleep, state_dir, wall_clock)
         self.media = self._core.media
         self._videos = VideoRoutes(self._core)
+        self._files = FileRoutes(self._core)
         self._chat = ChatRoutes(self._core)
 
     @property
@@ -191,7 +193,7 @@ class Simulator:
                 if method not in ("GET", "HEAD"):
                     return route, method_not_allowed()
                 token, task_id, ext = match.groups()
-                return f"files.{ext}", self._videos.file(scope, token, task_id, ext)
+                return f"files.{ext}", self._files.file(scope, token, task_id, ext)
             if method != "GET":
                 return route, method_not_allowed()
             provider = route.split(".")[0]

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from batchvid.simulator.config import FILES_PREFIX, SimulatorConfig
+from batchvid.simulator.config import FILES_PREFIX
 from batchvid.simulator.contract import Rejected, Request, check_bigmodel, check_geekai
 from batchvid.simulator.core import Core
 from batchvid.simulator.replies import (
@@ -25,21 +25,15 @@ from batchvid.simulator.replies import (
     Reply,
     Scope,
     error,
-    expired,
     header,
     json_reply,
-    not_found,
-    parse_range,
     rejection,
 )
 from batchvid.simulator.state import Task, account
 from batchvid.simulator.video import (
     PATTERNS,
     VideoSpec,
-    iter_padded,
-    padded_size,
     scaled_size,
-    tagged,
 )
 
 HASH_EXCLUDED = frozenset({"async", "request_id", "user_id"})
@@ -58,10 +52,6 @@ class VideoRoutes:
 
     def __init__(self, core: Core) -> None:
         self.core = core
-
-    @property
-    def config(self) -> SimulatorConfig:
-        return self.core.config
 
     # ------------------------------------------------------------------ create
 
@@ -90,7 +80,7 @@ class VideoRoutes:
             request = check_geekai(body) if provider == "geekai" else check_bigmodel(body)
         except Rejected as rejected:
             return rejection(provider, rejected)
-        if self.config.unsafe_marker and self.config.unsafe_marker in request.prompt:
+        if self.core.config.unsafe_marker and self.core.config.unsafe_marker in request.prompt:
             return error(
                 provider, 400, "1301", "the input contains unsafe or sensitive content (simulated)"
             )
@@ -105,7 +95,8 @@ class VideoRoutes:
         request: Request,
         now: float,
     ) -> Reply:
-        core, config = self.core, self.config
+        core = self.core
+        config = core.config
         digest = body_hash(body)
         owner = account(key)
         with core.lock:
@@ -153,7 +144,8 @@ class VideoRoutes:
     def _new_task(
         self, provider: str, owner: str, request: Request, digest: str, now: float
     ) -> Task:
-        core, config = self.core, self.config
+        core = self.core
+        config = core.config
         # Identical requests get identical ids in every run and every simulator with this seed:
         # ids derive from the seed, the body (with BigModel's request_id) and how many tasks that
         # body already has here, not from creation order (which concurrency and --shard change).
@@ -198,7 +190,7 @@ class VideoRoutes:
     def _spec(self, request: Request, content: int) -> VideoSpec:
         """What the video looks like: sized per the settings, coloured and patterned by
         ``content``, black or frozen when the prompt carries that marker."""
-        config = self.config
+        config = self.core.config
         if config.full_size:
             width, height = request.width - request.width % 2, request.height - request.height % 2
         else:
@@ -252,7 +244,7 @@ class VideoRoutes:
             )
         elif task.done(now):
             result = {"id": task.video_id, "url": _url(scope, task, "mp4")}
-            if self.config.geekai_cover:
+            if self.core.config.geekai_cover:
                 result["cover_image_url"] = _url(scope, task, "png")
             body.update(task_status="succeed", progress=100, video_result=[result])
         else:
@@ -261,58 +253,6 @@ class VideoRoutes:
             started = elapsed > 0 and elapsed >= min(1.0, 0.2 * total)
             body.update(task_status="running" if started else "pending", progress=progress)
         return body
-
-    # ------------------------------------------------------------------ files
-
-    def file(self, scope: Scope, token: str, task_id: str, ext: str) -> Reply:
-        core = self.core
-        task = core.tasks.get(("geekai", task_id)) or core.tasks.get(("bigmodel", task_id))
-        if task is None or not task.done(core.clock()) or task.fails:
-            return not_found()
-        if token in task.expired:
-            return expired(task.expired[token])
-        if token != task.token:
-            return not_found()
-        kind = core.fault(
-            ("status_500", "status_503", "status_504", "reset", "truncated", "expired_url")
-        )
-        if kind == "expired_url":
-            if task.expired:
-                kind = None  # a task's URL expires at most once
-            else:
-                with core.lock:
-                    status = core.faults.choice((403, 404, 410))
-                    task.expired[task.token] = status
-                    task.token = f"{core.ids.getrandbits(64):016x}"
-                    core.save(task)
-                return expired(status)
-        if kind in ("status_500", "status_503", "status_504", "reset"):
-            return core.fault_reply("files", kind)
-        return self._content(scope, task, ext, kind)
-
-    def _content(self, scope: Scope, task: Task, ext: str, drop: str | None) -> Reply:
-        spec = task.spec
-        if ext == "png":
-            colour = -1 if spec.look == "black" else spec.colour
-            data = self.core.media.cover(spec.width, spec.height, colour)
-            total = len(data)
-            content_type = b"image/png"
-        else:
-            data = tagged(self.core.media.video(spec), task.tag)
-            total = padded_size(data, self.config.download_bytes)
-            content_type = b"video/mp4"
-        headers = [(b"content-type", content_type), (b"accept-ranges", b"bytes")]
-        status, start, stop = 200, 0, total
-        range_header = header(scope, b"range")
-        if range_header is not None:
-            parsed = parse_range(range_header, total)
-            if parsed is None:
-                return Reply(416, b"", [(b"content-range", f"bytes */{total}".encode())])
-            start, stop = parsed
-            status = 206
-            headers.append((b"content-range", f"bytes {start}-{stop - 1}/{total}".encode()))
-        stream = iter_padded(data, total, start, stop)
-        return Reply(status, headers=headers, stream=stream, length=stop - start, drop=drop)
 
 
 def _url(scope: Scope, task: Task, ext: str) -> str:
