@@ -2,8 +2,8 @@
 
 Every video is H.264 (``libx264``, preset ``ultrafast``, one thread, so the bytes are
 deterministic) at the requested frame rate, with an AAC track when audio is asked for. Frames
-are a solid colour from a 16-colour palette with a bright bar sweeping across from one of 4
-starting points, speeds and directions (``pattern``), or a still frame (``look="frozen"``), or black
+are a solid colour from a 16-colour palette with a bright bar sweeping across one of two ways
+(``pattern``), or a still frame (``look="frozen"``), or black
 (``look="black"``). The cache key is the whole ``VideoSpec``, so only distinct looks are
 encoded; what makes every task's file unique is a small tag box appended after encoding
 (``tagged``), which costs no encoding.
@@ -58,13 +58,13 @@ class VideoSpec:
     with_audio: bool
     colour: int
     pattern: int = 0
-    """Where the bar starts, its speed and direction, 0..3 (0: the original sweep)."""
+    """How the bar moves: 0 (the original sweep) or 1 (see ``_bar``)."""
     look: str = "moving"
     """``moving`` (the bar sweeps), ``frozen`` (every frame the same) or ``black``."""
 
 
 LOOKS = ("moving", "frozen", "black")
-PATTERNS = 4
+PATTERNS = 2
 
 
 def scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
@@ -84,14 +84,14 @@ def _yuv(colour: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def _bar(spec: VideoSpec, index: int) -> tuple[int, int]:
-    """Where the bar is in frame ``index``: (first column, width). ``pattern`` sets where it
-    starts, its speed (bit 1) and its direction (bit 0); pattern 0 is the original sweep."""
+    """Where the bar is in frame ``index``: (first column, width). Pattern 0 is the original
+    sweep, left to right; pattern 1 starts mid-picture and sweeps right to left, twice as fast."""
     pattern = spec.pattern % PATTERNS
     width = max(2, spec.width // 8)
-    speed = max(1, spec.width // 16) * (1 + pattern // 2 % 2)
+    speed = max(1, spec.width // 16) * (1 + pattern)
     step = 0 if spec.look == "frozen" else index
-    x = (step * speed + pattern * spec.width // PATTERNS) % spec.width
-    if pattern % 2:
+    x = (step * speed + pattern * spec.width // 2) % spec.width
+    if pattern:
         x = spec.width - 1 - x
     return x, width
 
