@@ -177,9 +177,11 @@ class Simulator:
             route = f"{provider}.{kind}"
             if method != "POST":
                 return route, method_not_allowed()
-            if kind == "chat":
-                return route, await self._chat.complete(provider, scope, receive)
-            return route, await self._videos.create(provider, scope, receive)
+            body, too_large, now = await self._core.read_json(provider, receive, kind)
+            if too_large is not None:
+                return route, too_large
+            answer = self._chat.complete if kind == "chat" else self._videos.create
+            return route, await answer(provider, scope, body, now)
         if path == f"{CONTROL_PREFIX}/stats":
             return "simulator.stats", json_reply(200, self.stats())
         if path == f"{CONTROL_PREFIX}/reset" and method == "POST":

@@ -27,8 +27,8 @@ from batchvid.simulator.config import (
     CHAT_MARKERS,
     CHAT_PREAMBLE_MARKER,
 )
-from batchvid.simulator.core import Core
-from batchvid.simulator.replies import Receive, Reply, Scope, error, json_reply
+from batchvid.simulator.core import Routes
+from batchvid.simulator.replies import Reply, Scope, error, json_reply
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 
@@ -169,21 +169,13 @@ def _user_text(messages: Any) -> str | None:
     return text
 
 
-class ChatRoutes:
+class ChatRoutes(Routes):
     """The chat completion route of either provider; counts ``chat_requests``."""
 
-    def __init__(self, core: Core) -> None:
-        self.core = core
-
-    async def complete(self, provider: str, scope: Scope, receive: Receive) -> Reply:
+    async def complete(self, provider: str, scope: Scope, body: Any, now: float) -> Reply:
+        """Answer a chat completion request whose ``body`` (parsed JSON, or None) arrived at
+        ``now``."""
         core = self.core
-
-        def count(now: float) -> None:
-            core.stats.chat_requests += 1
-
-        body, too_large, now = await core.read_json(provider, receive, count)
-        if too_large is not None:
-            return too_large
         _, refusal = core.admission(provider, scope, now)
         if refusal is not None:
             return refusal

@@ -96,15 +96,19 @@ class Core:
     # ------------------------------------------------------------------ admission
 
     async def read_json(
-        self, provider: str, receive: Receive, count: Callable[[float], None]
+        self, provider: str, receive: Receive, kind: str
     ) -> tuple[Any, Reply | None, float]:
-        """Read a request body, call ``count(now)`` under ``lock``, and parse the JSON
+        """Read a request body, count it (``kind``: ``create`` or ``chat``) and parse it as JSON
         (None when it is not JSON). Returns the body, a 413 refusal if it is too large, and
         the time it arrived."""
         raw = await read_body(receive, self.config.max_body_bytes)
         now = self.clock()
         with self.lock:
-            count(now)
+            if kind == "chat":
+                self.stats.chat_requests += 1
+            else:
+                self.stats.create_requests += 1
+                self.count_request(now)
         if raw is None:
             code: str | int = 413 if provider == "geekai" else "1210"
             return None, error(provider, 413, code, "request body too large"), now
@@ -189,3 +193,10 @@ class Core:
         status = int(kind.removeprefix("status_"))
         code = {500: "1234", 503: "1230"}[status] if provider == "bigmodel" else status
         return error(provider, status, code, "simulated server error")
+
+
+class Routes:
+    """A group of routes sharing the simulator's ``core``."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core

@@ -3,17 +3,14 @@ faults (``truncated``, ``expired_url``)."""
 
 from __future__ import annotations
 
-from batchvid.simulator.core import Core
+from batchvid.simulator.core import Routes
 from batchvid.simulator.replies import Reply, Scope, expired, header, not_found, parse_range
 from batchvid.simulator.state import Task
 from batchvid.simulator.video import iter_padded, padded_size, tagged
 
 
-class FileRoutes:
+class FileRoutes(Routes):
     """``GET /files/{token}/{task_id}.mp4 | .png``; all state lives in ``core``."""
-
-    def __init__(self, core: Core) -> None:
-        self.core = core
 
     def file(self, scope: Scope, token: str, task_id: str, ext: str) -> Reply:
         core = self.core

@@ -19,9 +19,8 @@ from typing import Any
 
 from batchvid.simulator.config import FILES_PREFIX
 from batchvid.simulator.contract import Rejected, Request, check_bigmodel, check_geekai
-from batchvid.simulator.core import Core
+from batchvid.simulator.core import Routes
 from batchvid.simulator.replies import (
-    Receive,
     Reply,
     Scope,
     error,
@@ -47,24 +46,14 @@ def body_hash(body: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-class VideoRoutes:
-    """Creates, polls and files; all state lives in ``core``."""
-
-    def __init__(self, core: Core) -> None:
-        self.core = core
+class VideoRoutes(Routes):
+    """Creates and polls; all state lives in ``core``."""
 
     # ------------------------------------------------------------------ create
 
-    async def create(self, provider: str, scope: Scope, receive: Receive) -> Reply:
+    async def create(self, provider: str, scope: Scope, body: Any, now: float) -> Reply:
+        """Answer a create request whose ``body`` (parsed JSON, or None) arrived at ``now``."""
         core = self.core
-
-        def count(now: float) -> None:
-            core.stats.create_requests += 1
-            core.count_request(now)
-
-        body, too_large, now = await core.read_json(provider, receive, count)
-        if too_large is not None:
-            return too_large
         if isinstance(body, dict):
             with core.lock:
                 core.stats.by_body[body_hash(body)] += 1
