@@ -324,7 +324,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from batchvid.simulator import BIGMODEL_PREFIX, GEEKAI_PREFIX, Simulator, SimulatorConfig
 
         sim = Simulator(
-            SimulatorConfig(latency=args.sim_latency, fault_rate=args.sim_fault_rate, seed=args.sim_seed)
+            SimulatorConfig(latency=args.sim_latency, fault_rate=args.sim_fault_rate, seed=args.sim_seed),
+            state_dir=settings.out_dir / ".batchvid" / "simulator",  # tasks survive a rerun
         )
         transport = httpx.ASGITransport(app=sim.app)
         prefix = GEEKAI_PREFIX if settings.provider == "geekai" else BIGMODEL_PREFIX

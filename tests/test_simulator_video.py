@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import itertools
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import av
 import httpx
+import numpy
 import pytest
 
 from batchvid.media import probe
@@ -102,21 +107,82 @@ async def test_video_seconds_sets_the_length(tmp_path: Path) -> None:
 
 
 async def test_same_request_gives_the_same_bytes() -> None:
-    """A request and seed always give the same video bytes."""
+    """A request (with its request_id) and seed give the same video bytes in any simulator."""
     async with client_for(Simulator(SimulatorConfig(seed=1))) as client:
         first, _ = await bigmodel_video(client, request_id="a")
     async with client_for(Simulator(SimulatorConfig(seed=1))) as client:
-        second, _ = await bigmodel_video(client, request_id="b")
+        second, _ = await bigmodel_video(client, request_id="a")
     assert first == second
 
 
+async def test_different_prompts_give_different_videos() -> None:
+    """Three prompts give three different files (sha256), however alike their parameters."""
+    async with client_for(Simulator()) as client:
+        videos = [
+            (await bigmodel_video(client, prompt=prompt))[0]
+            for prompt in ("a cat", "a dog", "a red fox at dawn")
+        ]
+    assert len({hashlib.sha256(video).hexdigest() for video in videos}) == 3
+
+
+async def test_samples_of_one_request_give_different_videos() -> None:
+    """The same body created three times (a job's samples) gives three different files."""
+    async with client_for(Simulator()) as client:
+        videos = [(await bigmodel_video(client))[0] for _ in range(3)]
+    assert len(set(videos)) == 3
+
+
 async def test_videos_are_cached() -> None:
-    """Ten tasks with the same parameters render one video."""
+    """Downloading one task's video ten times renders it once."""
     sim = Simulator()
     async with client_for(sim) as client:
-        for _ in range(10):
-            await bigmodel_video(client)
+        task_id = (
+            await client.post(
+                f"{BIGMODEL_PREFIX}/videos/generations",
+                json={"model": "cogvideox-2", "prompt": "a cat", "size": "720x480"},
+                headers=AUTH,
+            )
+        ).json()["id"]
+        result = await client.get(f"{BIGMODEL_PREFIX}/async-result/{task_id}", headers=AUTH)
+        url = result.json()["video_result"][0]["url"]
+        bodies = {(await client.get(url)).content for _ in range(10)}
+    assert len(bodies) == 1
     assert sim.stats()["videos_rendered"] == 1
+
+
+def grey_frames(data: bytes) -> list[numpy.ndarray[Any, Any]]:
+    """Every frame of an MP4 as a signed-integer luma array (0-255)."""
+    with av.open(io.BytesIO(data)) as container:
+        return [frame.to_ndarray(format="gray").astype(int) for frame in container.decode(video=0)]
+
+
+async def test_black_marker_gives_an_all_black_video() -> None:
+    """A prompt with [black] gives a video whose every frame is black."""
+    async with client_for(Simulator()) as client:
+        video, _ = await bigmodel_video(client, prompt="night [black]")
+    frames = grey_frames(video)
+    assert len(frames) == 30
+    assert all(frame.max() <= 20 for frame in frames)
+
+
+async def test_frozen_marker_gives_identical_frames_that_are_not_black() -> None:
+    """A prompt with [frozen] gives a video whose frames are all the same, and not black."""
+    async with client_for(Simulator()) as client:
+        video, _ = await bigmodel_video(client, prompt="a statue [frozen]")
+    frames = grey_frames(video)
+    assert len(frames) == 30
+    assert all((frame == frames[0]).all() for frame in frames)
+    assert frames[0].max() > 200
+
+
+@pytest.mark.parametrize("prompt", ["a cat", "a dog", "a red fox at dawn", "rain"])
+async def test_unmarked_videos_move_between_frames(prompt: str) -> None:
+    """Without a marker, consecutive frames differ visibly (the bar moves)."""
+    async with client_for(Simulator()) as client:
+        video, _ = await bigmodel_video(client, prompt=prompt)
+    frames = grey_frames(video)
+    diffs = [float(abs(x - y).mean()) for x, y in itertools.pairwise(frames)]
+    assert min(diffs) > 1.0
 
 
 async def test_cover_is_a_png_of_the_video_size() -> None:

@@ -3,11 +3,21 @@
 Mount it in-process with ``httpx.ASGITransport(app=Simulator(config).app)``, or serve it over
 TCP with ``serve()`` (blocking) or ``running_simulator()`` (a background thread, for tests).
 
-Prompt markers (``SimulatorConfig.unsafe_marker`` / ``fail_marker``):
+Prompt markers (``SimulatorConfig.unsafe_marker``, ``fail_marker``, …):
 
 - ``[unsafe]``: the create is refused, HTTP 400, code ``"1301"`` (content safety).
 - ``[fail]``: the create is accepted and the task ends in ``FAIL`` (BigModel) or ``failed``
   (GeekAI, with ``error: {code, message}``).
+- ``[black]`` / ``[frozen]`` (``black_marker`` / ``frozen_marker``): the video is all black /
+  every frame is the same. Otherwise a bar moves: consecutive frames differ. Each task's video
+  bytes are its own (derived from the seed, the request and its count), the same in every run.
+
+Chat completions (``POST {prefix}/chat/completions`` for both providers) answer a deterministic
+rewrite of the last user message; markers ``[long]``, ``[empty]``, ``[chat-error]`` and
+``[preamble]`` (``CHAT_*_MARKER`` in ``batchvid.simulator.config``) shape the answer.
+
+``Simulator(config, state_dir=DIR)`` keeps its tasks in ``DIR`` so that a new simulator on the
+same directory knows them (``run --simulate`` uses ``OUT/.batchvid/simulator``).
 
 Special API keys: ``sim-invalid`` and ``sim-expired`` (401), ``sim-arrears`` (BigModel 429
 ``1113``, GeekAI 402) and ``sim-quota-exhausted`` (BigModel 429 ``1304``, GeekAI 429). Any other

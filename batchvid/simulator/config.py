@@ -24,6 +24,17 @@ OPTIONAL_FAULTS = frozenset({"overloaded"})
 """Opt-in: a create answered 429 code ``1305`` (BigModel) or 503 (GeekAI), with no task."""
 ALL_FAULTS = DEFAULT_FAULTS | OPTIONAL_FAULTS
 
+# Markers in the last user message of a chat completion request.
+CHAT_LONG_MARKER = "[long]"
+"""The answer is longer than a video prompt may be (over 512 characters)."""
+CHAT_EMPTY_MARKER = "[empty]"
+"""The answer's content is the empty string."""
+CHAT_ERROR_MARKER = "[chat-error]"
+"""The request is refused: HTTP 400, BigModel code ``1301`` (content safety), GeekAI 400."""
+CHAT_PREAMBLE_MARKER = "[preamble]"
+"""The answer is wrapped as ``Here is the enhanced prompt: "..."``."""
+CHAT_MARKERS = (CHAT_LONG_MARKER, CHAT_EMPTY_MARKER, CHAT_ERROR_MARKER, CHAT_PREAMBLE_MARKER)
+
 # API keys with a fixed meaning. Any other non-empty key is a healthy account.
 KEY_INVALID = "sim-invalid"
 """401: BigModel code ``1002`` (invalid token); GeekAI 401."""
@@ -66,6 +77,10 @@ class SimulatorConfig:
     """A prompt containing this is accepted, and its task ends in FAIL / failed."""
     unsafe_marker: str = "[unsafe]"
     """A prompt containing this is refused at create with content-safety code 1301."""
+    black_marker: str = "[black]"
+    """A prompt containing this gets an all-black video."""
+    frozen_marker: str = "[frozen]"
+    """A prompt containing this gets a video whose frames are all the same (not black)."""
     download_bytes: int | None = None
     """Serve every video padded to this many bytes with a trailing MP4 ``free`` box, so the file
     stays valid; streamed in 1 MiB chunks, never held in memory by the server. (Through

@@ -2,8 +2,11 @@
 
 Every video is H.264 (``libx264``, preset ``ultrafast``, one thread, so the bytes are
 deterministic) at the requested frame rate, with an AAC track when audio is asked for. Frames
-are a solid colour from a 16-colour palette with a bright bar sweeping across, so most requests
-reuse an already encoded file: the cache key is (width, height, fps, seconds, audio, colour).
+are a solid colour from a 16-colour palette with a bright bar sweeping across one of two ways
+(``pattern``), or a still frame (``look="frozen"``), or black
+(``look="black"``). The cache key is the whole ``VideoSpec``, so only distinct looks are
+encoded; what makes every task's file unique is a small tag box appended after encoding
+(``tagged``), which costs no encoding.
 """
 
 from __future__ import annotations
@@ -54,6 +57,14 @@ class VideoSpec:
     seconds: float
     with_audio: bool
     colour: int
+    pattern: int = 0
+    """How the bar moves: 0 (the original sweep) or 1 (see ``_bar``)."""
+    look: str = "moving"
+    """``moving`` (the bar sweeps), ``frozen`` (every frame the same) or ``black``."""
+
+
+LOOKS = ("moving", "frozen", "black")
+PATTERNS = 2
 
 
 def scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
@@ -72,9 +83,22 @@ def _yuv(colour: tuple[int, int, int]) -> tuple[int, int, int]:
     return round(y), round(u), round(v)
 
 
+def _bar(spec: VideoSpec, index: int) -> tuple[int, int]:
+    """Where the bar is in frame ``index``: (first column, width). Pattern 0 is the original
+    sweep, left to right; pattern 1 starts mid-picture and sweeps right to left, twice as fast."""
+    pattern = spec.pattern % PATTERNS
+    width = max(2, spec.width // 8)
+    speed = max(1, spec.width // 16) * (1 + pattern)
+    step = 0 if spec.look == "frozen" else index
+    x = (step * speed + pattern * spec.width // 2) % spec.width
+    if pattern:
+        x = spec.width - 1 - x
+    return x, width
+
+
 def _video_frames(spec: VideoSpec, count: int) -> Iterator[av.VideoFrame]:
-    y, u, v = _yuv(PALETTE[spec.colour % len(PALETTE)])
-    bar = max(2, spec.width // 8)
+    black = spec.look == "black"
+    y, u, v = (16, 128, 128) if black else _yuv(PALETTE[spec.colour % len(PALETTE)])
     planes: list[bytes] = []
     template = av.VideoFrame(spec.width, spec.height, "yuv420p")
     chroma_rows = (spec.height + 1) // 2
@@ -82,9 +106,10 @@ def _video_frames(spec: VideoSpec, count: int) -> Iterator[av.VideoFrame]:
     v_plane = bytes([v]) * (template.planes[2].line_size * chroma_rows)
     luma_stride = template.planes[0].line_size
     for index in range(count):
-        x = (index * max(1, spec.width // 16)) % spec.width
         row = bytearray([y]) * luma_stride
-        row[x : min(spec.width, x + bar)] = bytes([235]) * (min(spec.width, x + bar) - x)
+        if not black:
+            x, bar = _bar(spec, index)
+            row[x : min(spec.width, x + bar)] = bytes([235]) * (min(spec.width, x + bar) - x)
         planes = [bytes(row) * spec.height, u_plane, v_plane]
         frame = av.VideoFrame(spec.width, spec.height, "yuv420p")
         for plane, data in zip(frame.planes, planes, strict=True):
@@ -117,8 +142,33 @@ def _audio_frames(seconds: float, colour: int) -> Iterator[av.AudioFrame]:
         yield frame
 
 
+@functools.lru_cache(maxsize=64)
+def _audio_track(seconds: float, colour: int) -> bytes:
+    """An audio-only MP4 of ``seconds`` of tone, encoded once and remuxed into every video
+    that needs it (AAC encoding costs more than encoding a small video)."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        audio = container.add_stream("aac", rate=AUDIO_RATE, layout="mono")
+        audio.codec_context.thread_count = 1
+        for aframe in _audio_frames(seconds, colour):
+            container.mux(audio.encode(aframe))
+        container.mux(audio.encode(None))
+    return buffer.getvalue()
+
+
+def _mux_audio(container: av.container.OutputContainer, track: bytes) -> None:
+    with av.open(io.BytesIO(track), mode="r") as source:
+        template = source.streams.audio[0]
+        audio = container.add_stream_from_template(template)
+        for packet in source.demux(template):
+            if packet.dts is None:
+                continue
+            packet.stream = audio
+            container.mux(packet)
+
+
 def render_video(spec: VideoSpec) -> bytes:
-    """Encode ``spec`` as an MP4 file and return its bytes (no caching)."""
+    """Encode ``spec`` as an MP4 file and return its bytes (no caching of the video)."""
     buffer = io.BytesIO()
     count = max(1, round(spec.seconds * spec.fps))
     with av.open(buffer, mode="w", format="mp4") as container:
@@ -127,24 +177,22 @@ def render_video(spec: VideoSpec) -> bytes:
         video.height = spec.height
         video.pix_fmt = "yuv420p"
         video.codec_context.thread_count = 1
-        video.options = {"preset": "ultrafast", "crf": "35"}
-        audio = None
+        # A still picture is encoded losslessly: lossy P-frames would keep refining it, and its
+        # decoded frames would not be identical.
+        quality = ("crf", "35") if spec.look == "moving" else ("qp", "0")
+        video.options = {"preset": "ultrafast", quality[0]: quality[1]}
         if spec.with_audio:
-            audio = container.add_stream("aac", rate=AUDIO_RATE, layout="mono")
-            audio.codec_context.thread_count = 1
+            _mux_audio(container, _audio_track(count / spec.fps, spec.colour % len(PALETTE)))
         for frame in _video_frames(spec, count):
             container.mux(video.encode(frame))
         container.mux(video.encode(None))
-        if audio is not None:
-            for aframe in _audio_frames(count / spec.fps, spec.colour):
-                container.mux(audio.encode(aframe))
-            container.mux(audio.encode(None))
     return buffer.getvalue()
 
 
 def render_png(width: int, height: int, colour: int) -> bytes:
-    """A solid-colour RGB PNG, written by hand (zlib), for cover images."""
-    r, g, b = PALETTE[colour % len(PALETTE)]
+    """A solid-colour RGB PNG, written by hand (zlib), for cover images; black when
+    ``colour`` is negative."""
+    r, g, b = (0, 0, 0) if colour < 0 else PALETTE[colour % len(PALETTE)]
     row = b"\0" + bytes([r, g, b]) * width
     raw = zlib.compress(row * height, 9)
 
@@ -175,12 +223,19 @@ class MediaCache:
             return data
 
     def cover(self, width: int, height: int, colour: int) -> bytes:
-        key = (width, height, colour % len(PALETTE))
+        key = (width, height, -1 if colour < 0 else colour % len(PALETTE))
         with self._lock:
             data = self._covers.get(key)
             if data is None:
                 data = self._covers[key] = render_png(*key)
             return data
+
+
+def tagged(video: bytes, tag: str) -> bytes:
+    """``video`` followed by a top-level MP4 ``free`` box holding ``tag``: every reader skips
+    it, so the file plays the same, but its bytes (and sha256) are the task's own."""
+    payload = b"batchvid-simulator " + tag.encode("ascii")
+    return video + struct.pack(">I4s", 8 + len(payload), b"free") + payload
 
 
 def padded_size(video: bytes, total: int | None) -> int:
