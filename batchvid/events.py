@@ -3,8 +3,8 @@ the tests subscribe; the runner knows nothing of them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 
@@ -69,6 +69,32 @@ class RunFinished(Event):
 
 
 Subscriber = Callable[[Event], None]
+
+
+def scrubber(secret: str) -> Callable[[str], str]:
+    """A function that blanks ``secret`` out of any text."""
+    if len(secret) < 4:
+        return lambda text: text
+    return lambda text: text.replace(secret, "[REDACTED]")
+
+
+class Broadcaster:
+    """Hands each event to every subscriber, with ``scrub`` applied to its text fields first:
+    no subscriber (log, display, report) ever sees the API key."""
+
+    def __init__(self, subscribers: Sequence[Subscriber], scrub: Callable[[str], str]) -> None:
+        self.subscribers = list(subscribers)
+        self.scrub = scrub
+
+    def __call__(self, event: Event) -> None:
+        changes = {
+            f.name: self.scrub(value)
+            for f in fields(event)
+            if isinstance(value := getattr(event, f.name), str)
+        }
+        event = replace(event, **changes)
+        for subscriber in self.subscribers:
+            subscriber(event)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from batchvid.errors import OutputDirError
+from batchvid.journal import Entry, read_entries
 from batchvid.report import (
     RunInfo,
     assemble_report,
@@ -20,7 +21,7 @@ from batchvid.store import JOURNAL, STATE_DIR, OutputDir, read_json_object, read
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a JSON-lines file; a torn last line (a crash mid-write) is dropped."""
+    """The JSON objects of a JSON-lines file (metadata.jsonl)."""
     try:
         lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except FileNotFoundError:
@@ -32,8 +33,6 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
         try:
             entry = json.loads(line)
         except ValueError as exc:
-            if number == len(lines) and path.name == JOURNAL:
-                break
             raise OutputDirError(f"{path}:{number}: not a JSON object ({exc})") from exc
         if not isinstance(entry, dict):
             raise OutputDirError(f"{path}:{number}: not a JSON object")
@@ -89,13 +88,13 @@ def merge_dirs(sources: Sequence[Path], into: Path) -> dict[str, Any]:
     # A key reported by two shards keeps the history of the shard whose result is kept, so the
     # merged journal never contradicts the merged report.
     owner_of_key = {j["key"]: owners[j["id"]] for j in ordered}
-    journal: list[dict[str, Any]] = []
+    journal: list[Entry] = []
     rows: list[dict[str, Any]] = []
     lock_jobs: dict[str, Any] = {}
     for src, _ in reports:
         if (src / STATE_DIR / JOURNAL).exists():
-            journal += [e for e in _read_lines(src / STATE_DIR / JOURNAL)
-                        if owner_of_key.get(e.get("key"), src) == src]
+            journal += [e for e in read_entries(src / STATE_DIR / JOURNAL)
+                        if owner_of_key.get(e.key, src) == src]
         rows += [r for r in _read_lines(src / "metadata.jsonl") if owners.get(r.get("id", "")) == src]
         lock = read_json_object(src / "batchvid.lock")
         lock_jobs.update({k: v for k, v in lock.get("jobs", {}).items() if owners.get(k) == src})

@@ -34,6 +34,7 @@ import httpx
 import pytest
 
 from batchvid.jobs import Job
+from batchvid.journal import Submitting
 from batchvid.manifest import load_manifest
 from batchvid.providers import get_provider
 from batchvid.runner import Runner, Settings
@@ -381,9 +382,7 @@ def _cut_off_create(out: Path, job: Job, request_id: str | None = None) -> None:
     """Leave the journal as a SIGKILL between sending a create and journaling its answer does."""
     with OutputDir(out) as directory:
         directory.open()
-        directory.journal.append(
-            {"event": "submitting", "key": job.key, "id": job.id, "request_id": request_id}
-        )
+        directory.journal.append(Submitting(job.key, job.id, request_id))
 
 
 def _run_in_process(out: Path, job: Job, simulator: Simulator, **kw: Any) -> Any:

@@ -38,7 +38,13 @@ class TaskResult:
 
 
 class Provider(abc.ABC):
-    """One provider's HTTP contract: building requests, parsing responses, classifying errors.
+    """One provider's HTTP contract, as data plus the shared create and poll flow.
+
+    A provider declares its ``label`` (named in messages), its create path, the paths a task
+    is polled at (``{id}`` is the quoted task id; on a 404 the next one is tried), the field
+    its create answer names the task id in, its business-code table (``codes``) and its body
+    builder. The base class sends, reads and classifies; ``error`` is the hook for a code
+    that needs its own message (BigModel's duplicate ``request_id``).
 
     Methods that talk HTTP take an ``httpx.AsyncClient`` whose ``base_url`` is the provider's API
     root (for example ``https://geekai.co/api/v1``) and which already carries the
@@ -47,8 +53,14 @@ class Provider(abc.ABC):
     """
 
     name: str
+    label: str
     default_base_url: str
     key_env_vars: tuple[str, ...]
+    create_path: str = "videos/generations"
+    poll_paths: tuple[str, ...]
+    task_id_field: str
+    codes: Mapping[str, tuple[ErrorClass, str]] = {}
+    """Business code -> (error class, kind); codes not listed fall back to the HTTP status."""
     idempotent: bool = False
     """Whether re-sending a create whose answer was lost is safe: the provider recognises the
     repeat by its ``request_id`` and refuses it (BigModel, code 1231) instead of paying twice."""
@@ -66,31 +78,76 @@ class Provider(abc.ABC):
         return base if generation == 0 else f"{base}-{generation}"
 
     @abc.abstractmethod
-    def build_body(self, job: Job) -> dict[str, Any]:
-        """The JSON body of the create request, images inline as data URIs."""
+    def build_body(self, job: Job, *, request_id: str | None = None) -> dict[str, Any]:
+        """The JSON body of the create request, images inline as data URIs. ``request_id`` is
+        the idempotency key where the provider takes one (None: ``request_id(job)``);
+        providers without one ignore it."""
 
-    def recorded_body(self, job: Job) -> dict[str, Any]:
-        """The body as written to ``request.json``: inline images replaced by their description."""
-        body = self.build_body(job)
+    def recorded_body(self, job: Job, *, request_id: str | None = None) -> dict[str, Any]:
+        """The body as written to ``request.json`` (the one sent under ``request_id``), inline
+        images replaced by their description."""
+        body = self.build_body(job, request_id=request_id)
         if job.image is not None:
             for name in ("image", "image_url"):
                 if name in body:
                     body[name] = job.image.describe()
         return body
 
-    @abc.abstractmethod
     async def create(
         self, client: httpx.AsyncClient, job: Job, *, request_id: str | None = None
     ) -> TaskResult:
-        """Submit the job; returns the task (usually ``running``).
+        """Submit the job under ``request_id`` (see ``build_body``); returns the task (usually
+        ``running``)."""
+        body = self.build_body(job, request_id=request_id)
+        sent_id = body.get("request_id")
+        raw = await send(client, "POST", self.create_path, json_body=body)
+        if not raw.ok:
+            raise self.error(raw, request_id=sent_id)
+        payload = read_object(raw)
+        task_id = task_id_of(payload.get(self.task_id_field)) if payload is not None else None
+        if payload is None or task_id is None:
+            if self._known_code(payload):
+                # An error dressed as a 2xx answer: the code says what it is.
+                raise self.error(raw, request_id=sent_id)
+            raise created_but_unreadable(self.label, raw)
+        return self.result(payload, task_id)
 
-        ``request_id`` is the client's idempotency key where the provider has one (BigModel);
-        None means the provider's default for the job. Providers without one ignore it.
-        """
-
-    @abc.abstractmethod
     async def poll(self, client: httpx.AsyncClient, task_id: str) -> TaskResult:
         """Fetch the task's current state."""
+        paths = [path.format(id=quote_id(task_id)) for path in self.poll_paths]
+        for path in paths:
+            raw = await send(client, "GET", path)
+            if raw.status != 404:
+                break
+        else:
+            where = paths[0] if len(paths) == 1 else "both " + " and ".join(paths)
+            raise JobFatalError(
+                "invalid_request",
+                f"{self.label} knows no task {task_id} (HTTP 404 from {where}); run again with "
+                "--retry-failed to submit the job anew",
+                status=404,
+            )
+        if not raw.ok:
+            raise self.error(raw)
+        payload = read_object(raw)
+        if payload is None or "task_status" not in payload:
+            if self._known_code(payload):
+                raise self.error(raw)
+            raise unreadable_poll(self.label, task_id, raw)
+        return self.result(payload, task_id)
+
+    def error(self, raw: RawResponse, *, request_id: str | None = None) -> ProviderError:
+        """The error an answer means (``classify`` with this provider's codes)."""
+        return classify(raw, label=self.label, env=self.key_env_vars[0], codes=self.codes)
+
+    def result(self, payload: dict[str, Any], task_id: str) -> TaskResult:
+        return task_result(
+            payload, task_id, label=self.label, failure_message=failure_message(payload, self.label)
+        )
+
+    def _known_code(self, payload: dict[str, Any] | None) -> bool:
+        code, _ = error_fields(payload)
+        return code is not None and code in self.codes
 
 
 # --- Shared HTTP plumbing for the provider protocols -----------------------------------------
@@ -209,7 +266,8 @@ async def send(
     """Send one request and read at most ``MAX_RESPONSE_BYTES`` of the answer.
 
     Transport failures (connection refused or reset, timeouts, protocol errors) become
-    ``TransientError("network")``, chained from a copy of the httpx exception (same type and
+    ``TransientError("network")`` whose ``reach`` says whether the request may have left (the
+    one place httpx errors are read for that), chained from a copy of the httpx exception (same type and
     message, so a caller can still tell a refused connection from a lost answer) that does not
     hold the request: the original carries the headers, ``Authorization`` included.
     """
@@ -237,8 +295,23 @@ async def send(
             )
     except httpx.TransportError as exc:
         detail = excerpt(str(exc)) or "no detail"
-        error = TransientError("network", f"{method} {path} failed: {type(exc).__name__}: {detail}")
+        error = TransientError(
+            "network",
+            f"{method} {path} failed: {type(exc).__name__}: {detail}",
+            reach="not_sent" if isinstance(exc, NOT_SENT) else "maybe_delivered",
+        )
         raise error from _without_request(exc)
+
+
+NOT_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+    httpx.LocalProtocolError,
+)
+"""Transport failures raised before a request left: the provider saw nothing. Every other one
+(a read or write that broke, a timeout waiting for the answer) may have delivered it."""
 
 
 def _without_request(exc: httpx.TransportError) -> BaseException | None:
