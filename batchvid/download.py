@@ -9,10 +9,8 @@ written to ``response.json`` whether the download succeeds or gives up.
 from __future__ import annotations
 
 import math
-import random
-from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ import httpx
 
 from batchvid.durable import HashingWriter, dumps, hashing_writer, write_atomic
 from batchvid.errors import BatchvidError, JobFatalError, ProviderError, TransientError
-from batchvid.events import Event, JobRetrying
+from batchvid.events import Effects, JobRetrying
 from batchvid.jobs import Job
 from batchvid.polling import Poller
 from batchvid.providers.base import TaskResult
@@ -42,40 +40,24 @@ class Files:
     media: dict[str, Any] | None
 
 
+@dataclass
 class Downloader:
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        root: Path,
-        poller: Poller,
-        policy: RetryPolicy,
-        *,
-        max_bytes: int,
-        retries: int,
-        strict_media: bool,
-        emit: Callable[[Event], None],
-        scrub: Callable[[str], str],
-        sleep: Callable[[float], Awaitable[None]],
-        rng: random.Random,
-    ) -> None:
-        self.client = client
-        self.root = root
-        self.poller = poller
-        self.policy = policy
-        self.max_bytes = max_bytes
-        self.retries = retries
-        self.strict_media = strict_media
-        self._emit = emit
-        self._scrub = scrub
-        self._sleep = sleep
-        self._rng = rng
+    client: httpx.AsyncClient
+    root: Path
+    poller: Poller
+    policy: RetryPolicy
+    fx: Effects
+    _: KW_ONLY
+    max_bytes: int
+    retries: int
+    strict_media: bool
 
     def job_dir(self, job: Job) -> Path:
         return self.root / "jobs" / job.id
 
     def write_response(self, job: Job, task: TaskResult) -> None:
         """The task's latest answer as ``response.json``, secrets scrubbed."""
-        write_atomic(self.job_dir(job) / "response.json", self._scrub(dumps(task.raw)), durable=False)
+        write_atomic(self.job_dir(job) / "response.json", self.fx.scrub(dumps(task.raw)), durable=False)
 
     async def fetch_all(self, job: Job, task: TaskResult, warnings: list[str]) -> Files:
         """The video, the cover (a failure is a warning) and the media check."""
@@ -114,8 +96,8 @@ class Downloader:
                             "download_failed",
                             f"{exc}; --retry-failed downloads it again without regenerating",
                         ) from exc
-                    self._emit(JobRetrying(job.id, "download", failures, delay, str(exc)))
-                    await self._sleep(delay)
+                    self.fx.emit(JobRetrying(job.id, "download", failures, delay, str(exc)))
+                    await self.fx.sleep(delay)
         except ProviderError:
             self.write_response(job, task)
             raise
@@ -155,11 +137,11 @@ class Downloader:
                 return await self.fetch(url, self.job_dir(job) / f"cover{ext}")
             except (TransientError, Expired) as exc:
                 if attempt == 3:
-                    warnings.append(f"cover image not downloaded: {self._scrub(str(exc))}")
+                    warnings.append(f"cover image not downloaded: {self.fx.scrub(str(exc))}")
                     return None
-                await self._sleep(min(2.0**attempt, 10.0) * self._rng.uniform(0.5, 1.0))
+                await self.fx.sleep(min(2.0**attempt, 10.0) * self.fx.rng.uniform(0.5, 1.0))
             except JobFatalError as exc:
-                warnings.append(f"cover image not downloaded: {self._scrub(str(exc))}")
+                warnings.append(f"cover image not downloaded: {self.fx.scrub(str(exc))}")
                 return None
         return None
 

@@ -8,14 +8,14 @@ until the task ends, and the whole job is bounded by ``--timeout``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import anyio
 
 from batchvid.budget import Budget
 from batchvid.download import Downloader
 from batchvid.errors import JobFatalError, ProviderError, RunFatalError
-from batchvid.events import Event, JobFinished
+from batchvid.events import Effects, JobFinished
 from batchvid.lifecycle import JobLife
 from batchvid.plan import Step
 from batchvid.polling import Poller
@@ -38,34 +38,21 @@ class Slot:
             self._limit.release()
 
 
+@dataclass
 class JobDriver:
-    def __init__(
-        self,
-        submitter: Submitter,
-        poller: Poller,
-        downloader: Downloader,
-        relocations: Relocations,
-        budget: Budget,
-        stopper: Stopper,
-        *,
-        timeout: float,
-        emit: Callable[[Event], None],
-        clock: Callable[[], float],
-    ) -> None:
-        self.submitter = submitter
-        self.poller = poller
-        self.downloader = downloader
-        self.relocations = relocations
-        self.budget = budget
-        self.stopper = stopper
-        self.timeout = timeout
-        self._emit = emit
-        self._clock = clock
+    submitter: Submitter
+    poller: Poller
+    downloader: Downloader
+    relocations: Relocations
+    budget: Budget
+    stopper: Stopper
+    fx: Effects
+    timeout: float
 
     async def run(self, step: Step, life: JobLife, slot: Slot) -> None:
         """Drive the job to its end; every way it can end is recorded through ``life``."""
         outcome = life.outcome
-        started = self._clock()
+        started = self.fx.clock()
         try:
             with anyio.move_on_after(self.timeout) as deadline:
                 await self._drive(step, life, slot)
@@ -87,10 +74,10 @@ class JobDriver:
             slot.release()
             if step.pays:
                 self.budget.settle(step.job, outcome.task_id, (outcome.error or {}).get("kind"))
-            outcome.seconds = round(self._clock() - started, 3)
+            outcome.seconds = round(self.fx.clock() - started, 3)
             if outcome.status != "pending" or self.stopper.reason is None:
                 error = outcome.error or {}
-                self._emit(JobFinished(step.job.id, outcome.status, error.get("kind"), error.get("message")))
+                self.fx.emit(JobFinished(step.job.id, outcome.status, error.get("kind"), error.get("message")))
 
     async def _drive(self, step: Step, life: JobLife, slot: Slot) -> None:
         job, record = step.job, step.record
@@ -103,7 +90,7 @@ class JobDriver:
         if step.action == "submit":
             task = await self.submitter.create(life, record)
             self.budget.created(job)
-            created_at = self._clock()
+            created_at = self.fx.clock()
         else:
             assert life.outcome.task_id is not None
             life.attached()

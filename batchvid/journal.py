@@ -148,11 +148,14 @@ class JobRecord:
     key: str
     id: str
     state: RecordState
+    """The event of the key's latest entry."""
     task_id: str | None = None
     video: dict[str, Any] | None = None
+    """``succeeded`` only: the video's {path, sha256, bytes}, as are ``cover`` and ``media``."""
     cover: dict[str, Any] | None = None
     media: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    """``failed`` only: {kind, message}."""
     creates: int = 0
     """How many create requests the journal shows for this key (a duplicate shows 2)."""
     request_id: str | None = None

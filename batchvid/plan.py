@@ -63,7 +63,9 @@ class Step:
     job: Job
     action: Action
     reason: str
+    """Why, for a person (shown by ``plan``)."""
     record: JobRecord | None = None
+    """What the journal says about the job's key, if anything."""
 
     @property
     def pays(self) -> bool:

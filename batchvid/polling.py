@@ -10,14 +10,13 @@ percentile), polls every ``poll_min`` until the late part (the 90th), and only t
 from __future__ import annotations
 
 import math
-import random
 from collections import deque
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import httpx
 
 from batchvid.errors import TransientError
-from batchvid.events import Event, JobPolled, JobRetrying
+from batchvid.events import Effects, JobPolled, JobRetrying
 from batchvid.providers.base import Provider, TaskResult
 from batchvid.retry import RetryPolicy
 
@@ -69,30 +68,16 @@ class _Delays:
 
 
 
+@dataclass
 class Poller:
     """Asks the provider how a task is doing, retrying failed polls (they never pay: bounded
     by the job's timeout, not by ``--retries``), and waits for a task to end."""
 
-    def __init__(
-        self,
-        provider: Provider,
-        api: httpx.AsyncClient,
-        schedule: PollSchedule,
-        policy: RetryPolicy,
-        *,
-        emit: Callable[[Event], None],
-        clock: Callable[[], float],
-        sleep: Callable[[float], Awaitable[None]],
-        rng: random.Random,
-    ) -> None:
-        self.provider = provider
-        self.api = api
-        self.schedule = schedule
-        self.policy = policy
-        self._emit = emit
-        self._clock = clock
-        self._sleep = sleep
-        self._rng = rng
+    provider: Provider
+    api: httpx.AsyncClient
+    schedule: PollSchedule
+    policy: RetryPolicy
+    fx: Effects
 
     async def poll(self, job_id: str, task_id: str) -> TaskResult:
         failures = 0
@@ -104,10 +89,10 @@ class Poller:
                 delay = self.policy.delay(failures, exc)
                 if delay is None:
                     raise
-                self._emit(JobRetrying(job_id, "poll", failures, delay, str(exc)))
-                await self._sleep(delay)
+                self.fx.emit(JobRetrying(job_id, "poll", failures, delay, str(exc)))
+                await self.fx.sleep(delay)
                 continue
-            self._emit(JobPolled(job_id, task_id, task.provider_status or task.status))
+            self.fx.emit(JobPolled(job_id, task_id, task.provider_status or task.status))
             return task
 
     async def wait(self, job_id: str, task: TaskResult, created_at: float | None) -> TaskResult:
@@ -115,11 +100,11 @@ class Poller:
         run: its age is unknown, so it is polled on the plain backoff and teaches nothing."""
         delays = self.schedule.delays()
         while task.status == "running":
-            elapsed = math.inf if created_at is None else self._clock() - created_at
+            elapsed = math.inf if created_at is None else self.fx.clock() - created_at
             # Jitter spreads the polls of tasks created together, and only ever makes a poll
             # earlier: a finished task holds its in-flight slot until a poll sees it.
-            await self._sleep(delays.next(elapsed) * self._rng.uniform(0.8, 1.0))
+            await self.fx.sleep(delays.next(elapsed) * self.fx.rng.uniform(0.8, 1.0))
             task = await self.poll(job_id, task.task_id)
         if created_at is not None:
-            self.schedule.observe(self._clock() - created_at)
+            self.schedule.observe(self.fx.clock() - created_at)
         return task

@@ -31,7 +31,7 @@ from batchvid.budget import Budget
 from batchvid.download import Downloader
 from batchvid.drive import JobDriver, Slot
 from batchvid.errors import UsageError
-from batchvid.events import Broadcaster, RunFinished, RunStarted, Subscriber, scrubber
+from batchvid.events import Broadcaster, Effects, RunFinished, RunStarted, Subscriber, scrubber
 from batchvid.jobs import Manifest
 from batchvid.journal import JobRecord
 from batchvid.lifecycle import JobLife
@@ -274,20 +274,15 @@ class Runner:
         budget: Budget,
         relocations: Relocations,
     ) -> JobDriver:
-        s, emit = self.settings, self.emit
+        s = self.settings
+        fx = Effects(self.emit, self.scrub, self.clock, self.sleep, self.rng)
         # Polls and downloads never pay: they are bounded by the job timeout, not by --retries.
         patient = RetryPolicy(max(s.retries, 1000), cap=30.0, rng=self.rng)
-        poller = Poller(self.provider, api, self.poll_schedule, patient,
-                        emit=emit, clock=self.clock, sleep=self.sleep, rng=self.rng)
-        submitter = Submitter(
-            self.provider, api, s.out_dir, self.limiter, self.in_flight,
-            RetryPolicy(s.retries, rng=self.rng), self.stopper,
-            emit=emit, scrub=self.scrub, sleep=self.sleep,
-        )
-        downloader = Downloader(
-            downloads, s.out_dir, poller, patient, max_bytes=s.max_download_bytes,
-            retries=s.retries, strict_media=s.strict_media,
-            emit=emit, scrub=self.scrub, sleep=self.sleep, rng=self.rng,
-        )
-        return JobDriver(submitter, poller, downloader, relocations, budget, self.stopper,
-                         timeout=s.timeout, emit=emit, clock=self.clock)
+        poller = Poller(self.provider, api, self.poll_schedule, patient, fx)
+        submitter = Submitter(self.provider, api, s.out_dir, self.limiter, self.in_flight,
+                              RetryPolicy(s.retries, rng=self.rng), self.stopper, fx)
+        downloader = Downloader(downloads, s.out_dir, poller, patient, fx,
+                                max_bytes=s.max_download_bytes, retries=s.retries,
+                                strict_media=s.strict_media)
+        return JobDriver(submitter, poller, downloader, relocations, budget, self.stopper, fx,
+                         timeout=s.timeout)

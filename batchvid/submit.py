@@ -9,7 +9,7 @@ it off (httpx's own timeout bounds it).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -18,7 +18,7 @@ import httpx
 from batchvid.billing import UNCONFIRMED_KIND, Verdict, create_verdict
 from batchvid.durable import dumps, write_atomic
 from batchvid.errors import JobFatalError, ProviderError, TransientError
-from batchvid.events import Event, JobRetrying
+from batchvid.events import Effects, JobRetrying
 from batchvid.jobs import Job
 from batchvid.journal import JobRecord
 from batchvid.lifecycle import JobLife
@@ -28,31 +28,16 @@ from batchvid.retry import RetryPolicy
 from batchvid.stopping import Stopper
 
 
+@dataclass
 class Submitter:
-    def __init__(
-        self,
-        provider: Provider,
-        api: httpx.AsyncClient,
-        root: Path,
-        limiter: RateLimiter,
-        in_flight: AdaptiveLimit,
-        policy: RetryPolicy,
-        stopper: Stopper,
-        *,
-        emit: Callable[[Event], None],
-        scrub: Callable[[str], str],
-        sleep: Callable[[float], Awaitable[None]],
-    ) -> None:
-        self.provider = provider
-        self.api = api
-        self.root = root
-        self.limiter = limiter
-        self.in_flight = in_flight
-        self.policy = policy
-        self.stopper = stopper
-        self._emit = emit
-        self._scrub = scrub
-        self._sleep = sleep
+    provider: Provider
+    api: httpx.AsyncClient
+    root: Path
+    limiter: RateLimiter
+    in_flight: AdaptiveLimit
+    policy: RetryPolicy
+    stopper: Stopper
+    fx: Effects
 
     def request_id(self, job: Job, record: JobRecord | None) -> str:
         """The idempotency key. An unanswered create is retried under the same one, so the
@@ -85,11 +70,11 @@ class Submitter:
             except ProviderError as exc:
                 maybe_created = self._judge(life, exc, maybe_created)
                 delay = self._retry_delay(attempt, exc)
-                self._emit(JobRetrying(job.id, "create", attempt, delay, str(exc)))
+                self.fx.emit(JobRetrying(job.id, "create", attempt, delay, str(exc)))
                 with self.stopper.interruptible():
-                    await self._sleep(delay)
+                    await self.fx.sleep(delay)
                 continue
-            if self._scrub(task.task_id) != task.task_id:
+            if self.fx.scrub(task.task_id) != task.task_id:
                 # A server echoing the key back as the task id: recording it would write the
                 # key into the journal, the report and the log.
                 raise JobFatalError(
