@@ -48,37 +48,8 @@ def merge_dirs(sources: Sequence[Path], into: Path) -> dict[str, Any]:
     directory is resumable like any other: its journal joins the shards' journals, each job's
     history taken from the shard whose result is kept.
     """
-    seen: set[Path] = set()
-    for src in sources:
-        if src.resolve() in seen:
-            raise OutputDirError(f"{src} is given twice: name each shard once")
-        seen.add(src.resolve())
-    if into.exists() and (not into.is_dir() or any(into.iterdir())):
-        raise OutputDirError(f"{into} already exists and is not empty: merge into a new directory")
-    reports = [(src, read_report(src)) for src in sources]
-    first = reports[0][1]
-    for src, report in reports[1:]:
-        if report["manifest"] != first["manifest"]:
-            raise OutputDirError(
-                f"{src} was written for {report['manifest']}, not {first['manifest']}: "
-                "merge only shards of one manifest"
-            )
-    jobs: dict[str, dict[str, Any]] = {}
-    owners: dict[str, Path] = {}
-    for src, report in reports:
-        for job in report["jobs"]:
-            other = jobs.get(job["id"])
-            if other is not None and other["status"] in ("succeeded", "skipped"):
-                if job["status"] in ("succeeded", "skipped") and (
-                    job["key"] != other["key"] or job["video"]["sha256"] != other["video"]["sha256"]
-                ):
-                    raise OutputDirError(
-                        f"job {job['id']!r} differs between {owners[job['id']]} and {src}"
-                    )
-                continue
-            jobs[job["id"]] = job
-            owners[job["id"]] = src
-    ordered = sorted(jobs.values(), key=lambda j: j["index"])
+    reports = _read_shards(sources, into)
+    ordered, owners = _choose_jobs(reports)
     # Read and check everything before writing anything, so a refused merge leaves no directory.
     for job in ordered:
         src = owners[job["id"]]
@@ -109,26 +80,78 @@ def merge_dirs(sources: Sequence[Path], into: Path) -> dict[str, Any]:
             out.journal.append(entry)
         index = {j["id"]: j["index"] for j in ordered}
         rows.sort(key=lambda r: index[r["id"]])
-        stopped = next((r["stopped"] for _, r in reports if r["stopped"]), None)
-        timings = [r["timing"] for _, r in reports]
-        info = RunInfo(
-            manifest=first["manifest"]["path"],
-            name=first["manifest"]["name"],
-            provider=first["manifest"]["provider"],
-            exit_code=exit_code(j["status"] for j in ordered),
-            stopped=stopped,
-            started_at=min(t["started_at"] for t in timings),
-            finished_at=max(t["finished_at"] for t in timings),
-            seconds=max(t["seconds"] for t in timings),
-            cost=sum(r["cost"]["amount"] for _, r in reports),
-            currency=first["cost"]["currency"],
-        )
-        job_timing: dict[str, Any] = {}
-        for t in timings:
-            job_timing.update(t["jobs"])
-        report = assemble_report(ordered, info, job_timing)
-        report["batchvid_version"] = first["batchvid_version"]
-        write_report_files(into, report, rows, lock_document(info.name, info.provider, lock_jobs))
+        report = _merged_report(reports, ordered)
+        info = report["manifest"]
+        write_report_files(into, report, rows, lock_document(info["name"], info["provider"], lock_jobs))
     finally:
         out.close()
+    return report
+
+
+def _read_shards(sources: Sequence[Path], into: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Each shard's report, after checking the shards are distinct, of one manifest, and
+    that ``into`` is new."""
+    seen: set[Path] = set()
+    for src in sources:
+        if src.resolve() in seen:
+            raise OutputDirError(f"{src} is given twice: name each shard once")
+        seen.add(src.resolve())
+    if into.exists() and (not into.is_dir() or any(into.iterdir())):
+        raise OutputDirError(f"{into} already exists and is not empty: merge into a new directory")
+    reports = [(src, read_report(src)) for src in sources]
+    first = reports[0][1]
+    for src, report in reports[1:]:
+        if report["manifest"] != first["manifest"]:
+            raise OutputDirError(
+                f"{src} was written for {report['manifest']}, not {first['manifest']}: "
+                "merge only shards of one manifest"
+            )
+    return reports
+
+
+def _choose_jobs(
+    reports: list[tuple[Path, dict[str, Any]]],
+) -> tuple[list[dict[str, Any]], dict[str, Path]]:
+    """The merged job entries in manifest order, and the shard each is taken from: a done
+    result wins over any other; two done results must agree."""
+    jobs: dict[str, dict[str, Any]] = {}
+    owners: dict[str, Path] = {}
+    for src, report in reports:
+        for job in report["jobs"]:
+            other = jobs.get(job["id"])
+            if other is not None and other["status"] in ("succeeded", "skipped"):
+                if job["status"] in ("succeeded", "skipped") and (
+                    job["key"] != other["key"] or job["video"]["sha256"] != other["video"]["sha256"]
+                ):
+                    raise OutputDirError(
+                        f"job {job['id']!r} differs between {owners[job['id']]} and {src}"
+                    )
+                continue
+            jobs[job["id"]] = job
+            owners[job["id"]] = src
+    return sorted(jobs.values(), key=lambda j: j["index"]), owners
+
+
+def _merged_report(
+    reports: list[tuple[Path, dict[str, Any]]], ordered: list[dict[str, Any]]
+) -> dict[str, Any]:
+    first = reports[0][1]
+    timings = [r["timing"] for _, r in reports]
+    info = RunInfo(
+        manifest=first["manifest"]["path"],
+        name=first["manifest"]["name"],
+        provider=first["manifest"]["provider"],
+        exit_code=exit_code(j["status"] for j in ordered),
+        stopped=next((r["stopped"] for _, r in reports if r["stopped"]), None),
+        started_at=min(t["started_at"] for t in timings),
+        finished_at=max(t["finished_at"] for t in timings),
+        seconds=max(t["seconds"] for t in timings),
+        cost=sum(r["cost"]["amount"] for _, r in reports),
+        currency=first["cost"]["currency"],
+    )
+    job_timing: dict[str, Any] = {}
+    for t in timings:
+        job_timing.update(t["jobs"])
+    report = assemble_report(ordered, info, job_timing)
+    report["batchvid_version"] = first["batchvid_version"]
     return report

@@ -169,36 +169,49 @@ def decide(
     if record.state == "refused":
         return Step(job, "submit", "an earlier create was refused; no task was created", record)
     if record.state == "submitting":
-        if unanswered_create(idempotent) is Verdict.RESEND:
-            return Step(
-                job,
-                "submit",
-                "an earlier create request got no recorded answer; sent again under the same "
-                "request_id (the provider refuses a duplicate)",
-                record,
-            )
-        if retry_failed:
-            return Step(
-                job, "submit", "--retry-failed: an earlier create request got no recorded answer", record
-            )
+        return _unanswered(job, record, retry_failed=retry_failed, idempotent=idempotent)
+    if record.state == "failed":
+        return _failed(job, record, retry_failed=retry_failed)
+    return _done(job, record, out_dir)
+
+
+def _unanswered(job: Job, record: JobRecord, *, retry_failed: bool, idempotent: bool) -> Step:
+    """A create a killed run sent and never recorded an answer for: the billing verdict."""
+    if unanswered_create(idempotent) is Verdict.RESEND:
         return Step(
             job,
-            "keep-failed",
-            "an earlier create request got no recorded answer and may have created a task; "
-            "not sent again (no idempotency key); use --retry-failed",
+            "submit",
+            "an earlier create request got no recorded answer; sent again under the same "
+            "request_id (the provider refuses a duplicate)",
             record,
         )
-    if record.state == "failed":
-        error = record.error or {}
-        why = f"{error.get('kind', 'error')}: {error.get('message', '')}".strip()
-        if not retry_failed:
-            return Step(job, "keep-failed", f"failed earlier ({why}); use --retry-failed", record)
-        if error.get("kind") in ("timeout", "download_failed") and record.task_id:
-            return Step(
-                job, "reattach", f"--retry-failed: task {record.task_id} is polled again", record
-            )
-        return Step(job, "submit", f"--retry-failed: failed earlier ({why})", record)
-    # succeeded
+    if retry_failed:
+        return Step(
+            job, "submit", "--retry-failed: an earlier create request got no recorded answer", record
+        )
+    return Step(
+        job,
+        "keep-failed",
+        "an earlier create request got no recorded answer and may have created a task; "
+        "not sent again (no idempotency key); use --retry-failed",
+        record,
+    )
+
+
+def _failed(job: Job, record: JobRecord, *, retry_failed: bool) -> Step:
+    error = record.error or {}
+    why = f"{error.get('kind', 'error')}: {error.get('message', '')}".strip()
+    if not retry_failed:
+        return Step(job, "keep-failed", f"failed earlier ({why}); use --retry-failed", record)
+    if error.get("kind") in ("timeout", "download_failed") and record.task_id:
+        return Step(
+            job, "reattach", f"--retry-failed: task {record.task_id} is polled again", record
+        )
+    return Step(job, "submit", f"--retry-failed: failed earlier ({why})", record)
+
+
+def _done(job: Job, record: JobRecord, out_dir: Path) -> Step:
+    """A succeeded job: skipped when its video verifies under its id, else fetched again."""
     assert record.video is not None
     video = out_dir / "jobs" / job.id / "video.mp4"
     problem = verify_file(video, record.video)
