@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from batchvid.durable import fsync_dir, make_dir
 from batchvid.jobs import Job
 from batchvid.journal import JobRecord
 from batchvid.store import verify_file
@@ -46,6 +47,7 @@ class Relocations:
             shutil.copytree(old, partial)
             shutil.rmtree(staged, ignore_errors=True)
             os.replace(partial, staged)
+            fsync_dir(staged.parent)
             self._staged[job.key] = staged
 
     def take(
@@ -59,8 +61,9 @@ class Relocations:
             return None
         new = self.root / "jobs" / job.id
         shutil.rmtree(new, ignore_errors=True)
-        new.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(new.parent)
         os.replace(staged, new)
+        fsync_dir(new.parent)  # the journal is about to call the files done under the new id
         video = dict(record.video, path=f"jobs/{job.id}/video.mp4")
         cover = (
             dict(record.cover, path=f"jobs/{job.id}/{Path(record.cover['path']).name}")
