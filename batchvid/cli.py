@@ -1,7 +1,7 @@
 """The command line: the only module that prints or exits.
 
 Parse the arguments into one ``Settings``, build what the command needs, run it, and map the
-outcome to an exit code here and nowhere else (see CONTRACT.md, "Exit codes").
+outcome to an exit code here and nowhere else (see README.md, "Exit codes").
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3
 
 SIMULATOR_KEY = "simulator-key"
 SIMULATED_POLL = (0.2, 1.0)
-# api-notes 5 and 11: poll every 5-15 s with jitter. A finished task holds its in-flight slot
+# docs/providers.md: poll every 5-15 s with jitter. A finished task holds its in-flight slot
 # until the next poll, so a longer maximum costs throughput when the cap binds.
 DEFAULT_POLL = (5.0, 15.0)
 
@@ -284,20 +284,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace, manifest: Manifest) -> int:
     from batchvid.display import plan_table
-    from batchvid.plan import make_plan, plan_to_json, select
+    from batchvid.plan import plan_to_json
+    from batchvid.runner import plan_for
     from batchvid.store import read_records
 
     settings = build_settings(args, manifest)
     records = read_records(settings.out_dir) if settings.out_dir.exists() else {}
-    plan = make_plan(
-        select(manifest.jobs, settings.only, settings.shard),
-        records,
-        settings.out_dir,
-        provider=settings.provider,
-        pricing=manifest.pricing,
-        force=settings.force,
-        retry_failed=settings.retry_failed,
-    )
+    plan = plan_for(manifest, settings, records)
     if getattr(args, "json", False):
         data = plan_to_json(plan, settings.max_in_flight, settings.rpm)
         data["out_dir"] = str(settings.out_dir)

@@ -21,6 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
+
+Reach = Literal["not_sent", "maybe_delivered", "answered"]
+"""How far a request got before it failed (see ``batchvid.billing``)."""
 
 
 class BatchvidError(Exception):
@@ -91,6 +95,9 @@ class ProviderError(BatchvidError):
 
     ``kind`` is a short, stable word that lands in ``report.json`` as ``error.kind``
     (for example ``rate_limited``, ``content_filter``, ``invalid_request``, ``task_failed``).
+    ``reach`` says how far the request got: the provider layer sets ``not_sent`` or
+    ``maybe_delivered`` where it translates a transport failure; an error built from an answer
+    is ``answered``.
     """
 
     def __init__(
@@ -101,8 +108,10 @@ class ProviderError(BatchvidError):
         status: int | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        reach: Reach = "answered",
     ) -> None:
         self.kind = kind
+        self.reach: Reach = reach
         self.message = message
         self.status = status
         self.code = code

@@ -3,8 +3,9 @@ the tests subscribe; the runner knows nothing of them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 
@@ -16,18 +17,24 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class RunStarted(Event):
+    """The run begins: how many jobs it reports on, and how many take each action."""
+
     total: int
     actions: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)
 class JobSubmitted(Event):
+    """A create was accepted: the job has a task id (journaled before this is emitted)."""
+
     job_id: str
     task_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class JobPolled(Event):
+    """A task was polled; ``status`` is the word the provider used."""
+
     job_id: str
     task_id: str
     status: str
@@ -35,6 +42,8 @@ class JobPolled(Event):
 
 @dataclass(frozen=True, slots=True)
 class JobRetrying(Event):
+    """A step (create, poll, download) failed and is tried again after ``delay`` seconds."""
+
     job_id: str
     step: str
     attempt: int
@@ -44,12 +53,16 @@ class JobRetrying(Event):
 
 @dataclass(frozen=True, slots=True)
 class JobDownloaded(Event):
+    """The video is in place, hashed and journaled."""
+
     job_id: str
     bytes: int
 
 
 @dataclass(frozen=True, slots=True)
 class JobFinished(Event):
+    """A job ended in this run (``succeeded``, ``failed``, or ``pending`` when stopped)."""
+
     job_id: str
     status: str
     error_kind: str | None = None
@@ -58,17 +71,47 @@ class JobFinished(Event):
 
 @dataclass(frozen=True, slots=True)
 class RunStopping(Event):
+    """The run stops early (budget, interrupt or a run-fatal error); the first reason."""
+
     reason: str
     message: str
 
 
 @dataclass(frozen=True, slots=True)
 class RunFinished(Event):
+    """The report is written; ``exit_code`` is the run's."""
+
     exit_code: int
     summary: dict[str, int]
 
 
 Subscriber = Callable[[Event], None]
+
+
+def scrubber(secret: str) -> Callable[[str], str]:
+    """A function that blanks ``secret`` out of any text."""
+    if len(secret) < 4:
+        return lambda text: text
+    return lambda text: text.replace(secret, "[REDACTED]")
+
+
+class Broadcaster:
+    """Hands each event to every subscriber, with ``scrub`` applied to its text fields first:
+    no subscriber (log, display, report) ever sees the API key."""
+
+    def __init__(self, subscribers: Sequence[Subscriber], scrub: Callable[[str], str]) -> None:
+        self.subscribers = list(subscribers)
+        self.scrub = scrub
+
+    def __call__(self, event: Event) -> None:
+        changes = {
+            f.name: self.scrub(value)
+            for f in fields(event)
+            if isinstance(value := getattr(event, f.name), str)
+        }
+        event = replace(event, **changes)
+        for subscriber in self.subscribers:
+            subscriber(event)
 
 
 @dataclass
@@ -79,3 +122,15 @@ class Collector:
 
     def __call__(self, event: Event) -> None:
         self.events.append(event)
+
+
+@dataclass(frozen=True)
+class Effects:
+    """What the run's components do to the world besides HTTP, injected so tests control it:
+    events out (scrubbed), secret scrubbing, the clock, sleeping and randomness."""
+
+    emit: Callable[[Event], None]
+    scrub: Callable[[str], str]
+    clock: Callable[[], float]
+    sleep: Callable[[float], Awaitable[None]]
+    rng: random.Random

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from batchvid.errors import OutputDirError
+from batchvid.journal import Entry, read_entries
 from batchvid.report import (
     RunInfo,
     assemble_report,
@@ -20,7 +21,7 @@ from batchvid.store import JOURNAL, STATE_DIR, OutputDir, read_json_object, read
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a JSON-lines file; a torn last line (a crash mid-write) is dropped."""
+    """The JSON objects of a JSON-lines file (metadata.jsonl)."""
     try:
         lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except FileNotFoundError:
@@ -32,8 +33,6 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
         try:
             entry = json.loads(line)
         except ValueError as exc:
-            if number == len(lines) and path.name == JOURNAL:
-                break
             raise OutputDirError(f"{path}:{number}: not a JSON object ({exc})") from exc
         if not isinstance(entry, dict):
             raise OutputDirError(f"{path}:{number}: not a JSON object")
@@ -49,6 +48,49 @@ def merge_dirs(sources: Sequence[Path], into: Path) -> dict[str, Any]:
     directory is resumable like any other: its journal joins the shards' journals, each job's
     history taken from the shard whose result is kept.
     """
+    reports = _read_shards(sources, into)
+    ordered, owners = _choose_jobs(reports)
+    # Read and check everything before writing anything, so a refused merge leaves no directory.
+    for job in ordered:
+        src = owners[job["id"]]
+        for entry in (job.get("video"), job.get("cover")):
+            if entry and verify_file(src / entry["path"], entry) is not None:
+                raise OutputDirError(f"{src / entry['path']} does not match its report; run verify")
+    # A key reported by two shards keeps the history of the shard whose result is kept, so the
+    # merged journal never contradicts the merged report.
+    owner_of_key = {j["key"]: owners[j["id"]] for j in ordered}
+    journal: list[Entry] = []
+    rows: list[dict[str, Any]] = []
+    lock_jobs: dict[str, Any] = {}
+    for src, _ in reports:
+        if (src / STATE_DIR / JOURNAL).exists():
+            journal += [e for e in read_entries(src / STATE_DIR / JOURNAL)
+                        if owner_of_key.get(e.key, src) == src]
+        rows += [r for r in _read_lines(src / "metadata.jsonl") if owners.get(r.get("id", "")) == src]
+        lock = read_json_object(src / "batchvid.lock")
+        lock_jobs.update({k: v for k, v in lock.get("jobs", {}).items() if owners.get(k) == src})
+    out = OutputDir(into)
+    out.open()
+    try:
+        for job in ordered:
+            job_dir = owners[job["id"]] / "jobs" / job["id"]
+            if job_dir.is_dir():
+                shutil.copytree(job_dir, into / "jobs" / job["id"], dirs_exist_ok=True)
+        for entry in journal:
+            out.journal.append(entry)
+        index = {j["id"]: j["index"] for j in ordered}
+        rows.sort(key=lambda r: index[r["id"]])
+        report = _merged_report(reports, ordered)
+        info = report["manifest"]
+        write_report_files(into, report, rows, lock_document(info["name"], info["provider"], lock_jobs))
+    finally:
+        out.close()
+    return report
+
+
+def _read_shards(sources: Sequence[Path], into: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Each shard's report, after checking the shards are distinct, of one manifest, and
+    that ``into`` is new."""
     seen: set[Path] = set()
     for src in sources:
         if src.resolve() in seen:
@@ -64,6 +106,14 @@ def merge_dirs(sources: Sequence[Path], into: Path) -> dict[str, Any]:
                 f"{src} was written for {report['manifest']}, not {first['manifest']}: "
                 "merge only shards of one manifest"
             )
+    return reports
+
+
+def _choose_jobs(
+    reports: list[tuple[Path, dict[str, Any]]],
+) -> tuple[list[dict[str, Any]], dict[str, Path]]:
+    """The merged job entries in manifest order, and the shard each is taken from: a done
+    result wins over any other; two done results must agree."""
     jobs: dict[str, dict[str, Any]] = {}
     owners: dict[str, Path] = {}
     for src, report in reports:
@@ -79,57 +129,29 @@ def merge_dirs(sources: Sequence[Path], into: Path) -> dict[str, Any]:
                 continue
             jobs[job["id"]] = job
             owners[job["id"]] = src
-    ordered = sorted(jobs.values(), key=lambda j: j["index"])
-    # Read and check everything before writing anything, so a refused merge leaves no directory.
-    for job in ordered:
-        src = owners[job["id"]]
-        for entry in (job.get("video"), job.get("cover")):
-            if entry and verify_file(src / entry["path"], entry) is not None:
-                raise OutputDirError(f"{src / entry['path']} does not match its report; run verify")
-    # A key reported by two shards keeps the history of the shard whose result is kept, so the
-    # merged journal never contradicts the merged report.
-    owner_of_key = {j["key"]: owners[j["id"]] for j in ordered}
-    journal: list[dict[str, Any]] = []
-    rows: list[dict[str, Any]] = []
-    lock_jobs: dict[str, Any] = {}
-    for src, _ in reports:
-        if (src / STATE_DIR / JOURNAL).exists():
-            journal += [e for e in _read_lines(src / STATE_DIR / JOURNAL)
-                        if owner_of_key.get(e.get("key"), src) == src]
-        rows += [r for r in _read_lines(src / "metadata.jsonl") if owners.get(r.get("id", "")) == src]
-        lock = read_json_object(src / "batchvid.lock")
-        lock_jobs.update({k: v for k, v in lock.get("jobs", {}).items() if owners.get(k) == src})
-    out = OutputDir(into)
-    out.open()
-    try:
-        for job in ordered:
-            job_dir = owners[job["id"]] / "jobs" / job["id"]
-            if job_dir.is_dir():
-                shutil.copytree(job_dir, into / "jobs" / job["id"], dirs_exist_ok=True)
-        for entry in journal:
-            out.journal.append(entry)
-        index = {j["id"]: j["index"] for j in ordered}
-        rows.sort(key=lambda r: index[r["id"]])
-        stopped = next((r["stopped"] for _, r in reports if r["stopped"]), None)
-        timings = [r["timing"] for _, r in reports]
-        info = RunInfo(
-            manifest=first["manifest"]["path"],
-            name=first["manifest"]["name"],
-            provider=first["manifest"]["provider"],
-            exit_code=exit_code(j["status"] for j in ordered),
-            stopped=stopped,
-            started_at=min(t["started_at"] for t in timings),
-            finished_at=max(t["finished_at"] for t in timings),
-            seconds=max(t["seconds"] for t in timings),
-            cost=sum(r["cost"]["amount"] for _, r in reports),
-            currency=first["cost"]["currency"],
-        )
-        job_timing: dict[str, Any] = {}
-        for t in timings:
-            job_timing.update(t["jobs"])
-        report = assemble_report(ordered, info, job_timing)
-        report["batchvid_version"] = first["batchvid_version"]
-        write_report_files(into, report, rows, lock_document(info.name, info.provider, lock_jobs))
-    finally:
-        out.close()
+    return sorted(jobs.values(), key=lambda j: j["index"]), owners
+
+
+def _merged_report(
+    reports: list[tuple[Path, dict[str, Any]]], ordered: list[dict[str, Any]]
+) -> dict[str, Any]:
+    first = reports[0][1]
+    timings = [r["timing"] for _, r in reports]
+    info = RunInfo(
+        manifest=first["manifest"]["path"],
+        name=first["manifest"]["name"],
+        provider=first["manifest"]["provider"],
+        exit_code=exit_code(j["status"] for j in ordered),
+        stopped=next((r["stopped"] for _, r in reports if r["stopped"]), None),
+        started_at=min(t["started_at"] for t in timings),
+        finished_at=max(t["finished_at"] for t in timings),
+        seconds=max(t["seconds"] for t in timings),
+        cost=sum(r["cost"]["amount"] for _, r in reports),
+        currency=first["cost"]["currency"],
+    )
+    job_timing: dict[str, Any] = {}
+    for t in timings:
+        job_timing.update(t["jobs"])
+    report = assemble_report(ordered, info, job_timing)
+    report["batchvid_version"] = first["batchvid_version"]
     return report

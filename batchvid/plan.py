@@ -11,14 +11,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from batchvid.billing import UNCONFIRMED_KIND, Verdict, unanswered_create
 from batchvid.errors import UsageError
 from batchvid.jobs import Job
+from batchvid.journal import JobRecord
 from batchvid.providers import get_provider
-from batchvid.store import JobRecord, verify_file
+from batchvid.report import Status
+from batchvid.store import verify_file
 
 Action = Literal["submit", "reattach", "download", "skip", "keep-failed"]
 
-# Price per video in CNY (api-notes 7.3). GeekAI publishes its prices only in its console; its
+STATUS_OF_ACTION: Mapping[Action, Status] = {
+    "submit": "pending",
+    "reattach": "pending",
+    "download": "pending",
+    "skip": "skipped",
+    "keep-failed": "failed",
+}
+"""A job's status in the report before the run works on it (and after, if it never gets to):
+what it is given ``skip`` or ``keep-failed`` is final; the others are pending until done."""
+
+ACTIVE: tuple[Action, ...] = ("submit", "reattach", "download")
+"""The actions a run executes (the others only report)."""
+
+# Price per video in CNY (docs/providers.md, "Prices"). GeekAI publishes its prices only in its console; its
 # English page marks cogvideox-flash free. A manifest's ``pricing:`` sets or overrides these.
 PRICES: Mapping[str, Mapping[str, float]] = {
     "bigmodel": {"cogvideox-3": 1.0, "cogvideox-2": 0.5, "cogvideox-flash": 0.0},
@@ -26,7 +42,7 @@ PRICES: Mapping[str, Mapping[str, float]] = {
 }
 CURRENCY = "CNY"
 UNANSWERED_CREATE = {
-    "kind": "create_unconfirmed",
+    "kind": UNCONFIRMED_KIND,
     "message": (
         "a create request was in flight when an earlier run stopped and its answer was never "
         "recorded; the provider has no idempotency key, so it was not sent again so as not to "
@@ -47,7 +63,9 @@ class Step:
     job: Job
     action: Action
     reason: str
+    """Why, for a person (shown by ``plan``)."""
     record: JobRecord | None = None
+    """What the journal says about the job's key, if anything."""
 
     @property
     def pays(self) -> bool:
@@ -83,7 +101,7 @@ class Plan:
     def estimated_seconds(self, max_in_flight: int, rpm: float | None) -> float:
         """Wall time if the provider's limits bind: tasks in waves of ``max_in_flight``, creates
         paced by ``rpm``; whichever is slower."""
-        active = sum(1 for s in self.steps if s.action in ("submit", "reattach", "download"))
+        active = sum(1 for s in self.steps if s.action in ACTIVE)
         if not active:
             return 0.0
         waves = math.ceil(active / max(1, max_in_flight)) * ASSUMED_TASK_SECONDS
@@ -132,14 +150,14 @@ def decide(
     *,
     force: bool = False,
     retry_failed: bool = False,
-    resend_unanswered: bool = False,
+    idempotent: bool = False,
 ) -> Step:
     """The action for one job given what the journal says about its key.
 
-    ``resend_unanswered``: whether a create that got no recorded answer (the run was killed
-    while it was in flight) may be sent again. Only where the provider refuses a duplicate by
-    its idempotency key (BigModel's ``request_id``); elsewhere the job is kept failed
-    (``UNANSWERED_CREATE``) until ``--retry-failed``.
+    A create that got no recorded answer (the run was killed while it was in flight) is judged
+    by ``billing.unanswered_create``: sent again under the same key where the provider refuses
+    a duplicate by it (``idempotent``, BigModel's ``request_id``); elsewhere the job is kept
+    failed (``UNANSWERED_CREATE``) until ``--retry-failed``.
     """
     if record is None:
         return Step(job, "submit", "new job")
@@ -151,36 +169,49 @@ def decide(
     if record.state == "refused":
         return Step(job, "submit", "an earlier create was refused; no task was created", record)
     if record.state == "submitting":
-        if resend_unanswered:
-            return Step(
-                job,
-                "submit",
-                "an earlier create request got no recorded answer; sent again under the same "
-                "request_id (the provider refuses a duplicate)",
-                record,
-            )
-        if retry_failed:
-            return Step(
-                job, "submit", "--retry-failed: an earlier create request got no recorded answer", record
-            )
+        return _unanswered(job, record, retry_failed=retry_failed, idempotent=idempotent)
+    if record.state == "failed":
+        return _failed(job, record, retry_failed=retry_failed)
+    return _done(job, record, out_dir)
+
+
+def _unanswered(job: Job, record: JobRecord, *, retry_failed: bool, idempotent: bool) -> Step:
+    """A create a killed run sent and never recorded an answer for: the billing verdict."""
+    if unanswered_create(idempotent) is Verdict.RESEND:
         return Step(
             job,
-            "keep-failed",
-            "an earlier create request got no recorded answer and may have created a task; "
-            "not sent again (no idempotency key); use --retry-failed",
+            "submit",
+            "an earlier create request got no recorded answer; sent again under the same "
+            "request_id (the provider refuses a duplicate)",
             record,
         )
-    if record.state == "failed":
-        error = record.error or {}
-        why = f"{error.get('kind', 'error')}: {error.get('message', '')}".strip()
-        if not retry_failed:
-            return Step(job, "keep-failed", f"failed earlier ({why}); use --retry-failed", record)
-        if error.get("kind") in ("timeout", "download_failed") and record.task_id:
-            return Step(
-                job, "reattach", f"--retry-failed: task {record.task_id} is polled again", record
-            )
-        return Step(job, "submit", f"--retry-failed: failed earlier ({why})", record)
-    # succeeded
+    if retry_failed:
+        return Step(
+            job, "submit", "--retry-failed: an earlier create request got no recorded answer", record
+        )
+    return Step(
+        job,
+        "keep-failed",
+        "an earlier create request got no recorded answer and may have created a task; "
+        "not sent again (no idempotency key); use --retry-failed",
+        record,
+    )
+
+
+def _failed(job: Job, record: JobRecord, *, retry_failed: bool) -> Step:
+    error = record.error or {}
+    why = f"{error.get('kind', 'error')}: {error.get('message', '')}".strip()
+    if not retry_failed:
+        return Step(job, "keep-failed", f"failed earlier ({why}); use --retry-failed", record)
+    if error.get("kind") in ("timeout", "download_failed") and record.task_id:
+        return Step(
+            job, "reattach", f"--retry-failed: task {record.task_id} is polled again", record
+        )
+    return Step(job, "submit", f"--retry-failed: failed earlier ({why})", record)
+
+
+def _done(job: Job, record: JobRecord, out_dir: Path) -> Step:
+    """A succeeded job: skipped when its video verifies under its id, else fetched again."""
     assert record.video is not None
     video = out_dir / "jobs" / job.id / "video.mp4"
     problem = verify_file(video, record.video)
@@ -211,20 +242,38 @@ def make_plan(
     pricing: Mapping[str, float] | None = None,
     force: bool = False,
     retry_failed: bool = False,
+    only: Sequence[str] = (),
+    shard: tuple[int, int] | None = None,
 ) -> Plan:
-    resend = get_provider(provider).idempotent
-    steps = tuple(
-        decide(
-            j,
-            records.get(j.key),
-            out_dir,
-            force=force,
-            retry_failed=retry_failed,
-            resend_unanswered=resend,
-        )
-        for j in jobs
-    )
-    return Plan(steps, prices_for(provider, pricing or {}))
+    """The plan: what a run would do with each job of ``jobs`` (all of a manifest's, in order)
+    in ``out_dir`` given its journal ``records``. The one planner behind ``run``, ``plan``,
+    ``run --dry-run`` and ``status``.
+
+    ``only`` and ``shard`` choose the jobs to work on (``select``); every other job that is
+    done and verified here is still listed, as ``skip``: the lock, the dataset index and the
+    report keep it.
+    """
+    idempotent = get_provider(provider).idempotent
+    chosen = {job.key for job in select(jobs, only, shard)}
+    steps: list[Step] = []
+    for job in jobs:
+        record = records.get(job.key)
+        if job.key in chosen:
+            steps.append(
+                decide(
+                    job,
+                    record,
+                    out_dir,
+                    force=force,
+                    retry_failed=retry_failed,
+                    idempotent=idempotent,
+                )
+            )
+        elif record is not None and record.state == "succeeded":
+            step = decide(job, record, out_dir)
+            if step.action == "skip":
+                steps.append(step)
+    return Plan(tuple(steps), prices_for(provider, pricing or {}))
 
 
 def plan_to_json(plan: Plan, max_in_flight: int, rpm: float | None) -> dict[str, Any]:

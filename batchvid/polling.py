@@ -9,7 +9,16 @@ percentile), polls every ``poll_min`` until the late part (the 90th), and only t
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from dataclasses import dataclass
+
+import httpx
+
+from batchvid.errors import TransientError
+from batchvid.events import Effects, JobPolled, JobRetrying
+from batchvid.providers.base import Provider, TaskResult
+from batchvid.retry import RetryPolicy
 
 SAMPLES = 64
 """Durations remembered: recent tasks say the most about the next ones."""
@@ -57,3 +66,45 @@ class _Delays:
         return delay
 
 
+
+
+@dataclass
+class Poller:
+    """Asks the provider how a task is doing, retrying failed polls (they never pay: bounded
+    by the job's timeout, not by ``--retries``), and waits for a task to end."""
+
+    provider: Provider
+    api: httpx.AsyncClient
+    schedule: PollSchedule
+    policy: RetryPolicy
+    fx: Effects
+
+    async def poll(self, job_id: str, task_id: str) -> TaskResult:
+        failures = 0
+        while True:
+            try:
+                task = await self.provider.poll(self.api, task_id)
+            except TransientError as exc:
+                failures += 1
+                delay = self.policy.delay(failures, exc)
+                if delay is None:
+                    raise
+                self.fx.emit(JobRetrying(job_id, "poll", failures, delay, str(exc)))
+                await self.fx.sleep(delay)
+                continue
+            self.fx.emit(JobPolled(job_id, task_id, task.provider_status or task.status))
+            return task
+
+    async def wait(self, job_id: str, task: TaskResult, created_at: float | None) -> TaskResult:
+        """Poll until the task ends. ``created_at`` is None for a task created by an earlier
+        run: its age is unknown, so it is polled on the plain backoff and teaches nothing."""
+        delays = self.schedule.delays()
+        while task.status == "running":
+            elapsed = math.inf if created_at is None else self.fx.clock() - created_at
+            # Jitter spreads the polls of tasks created together, and only ever makes a poll
+            # earlier: a finished task holds its in-flight slot until a poll sees it.
+            await self.fx.sleep(delays.next(elapsed) * self.fx.rng.uniform(0.8, 1.0))
+            task = await self.poll(job_id, task.task_id)
+        if created_at is not None:
+            self.schedule.observe(self.fx.clock() - created_at)
+        return task

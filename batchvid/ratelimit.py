@@ -36,7 +36,28 @@ _EPSILON = 1e-9
 """Float slack when comparing a computed grant time with the clock."""
 
 
-class RateLimiter:
+class _Held:
+    """``async with limiter:`` acquires, and releases on the way out."""
+
+    async def acquire(self) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class RateLimiter(_Held):
     """At most ``rate`` acquisitions per ``period`` seconds, evenly spaced; FIFO.
 
     ``rate`` None or 0 means unlimited (``pause_until``/``penalize`` still apply).
@@ -117,19 +138,11 @@ class RateLimiter:
             if not self.unlimited:
                 self._grants.append(max(due, self._clock()))
 
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
+    def release(self) -> None:
+        """Nothing to give back: a grant is spent once taken."""
 
 
-class AdaptiveLimit:
+class AdaptiveLimit(_Held):
     """A capacity limiter for tasks in flight whose cap shrinks on a concurrency refusal.
 
     ``acquire()`` waits (FIFO) until fewer than ``limit`` slots are held; ``release()`` gives
@@ -219,16 +232,6 @@ class AdaptiveLimit:
         self._in_flight -= 1
         self._dispatch()
 
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
     def _dispatch(self) -> None:
         cap = self.limit

@@ -115,7 +115,7 @@ def assemble_report(
 
 
 def exit_code(statuses: Iterable[str]) -> int:
-    """CONTRACT.md's exit code of a run: 3 jobs left pending (resumable), 1 some failed, 0."""
+    """The exit code of a run (README, "Exit codes"): 3 jobs left pending (resumable), 1 some failed, 0."""
     seen = set(statuses)
     if "pending" in seen:  # every early stop leaves its unfinished jobs pending
         return 3

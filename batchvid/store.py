@@ -1,6 +1,6 @@
 """The output directory: an exclusive lock, a write-ahead journal, and atomic, hashed files.
 
-Layout (see CONTRACT.md section 3)::
+Layout (see docs/output-directory.md)::
 
     OUT/
       .batchvid/lock           held (flock) by the one run writing here
@@ -16,55 +16,45 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any
 
+from batchvid.durable import (
+    HashingWriter,
+    dumps,
+    fsync_dir,
+    hashing_writer,
+    make_dir,
+    sha256_file,
+    write_atomic,
+)
 from batchvid.errors import OutputDirError, OutputDirLocked
+from batchvid.journal import JobRecord, Journal, RecordState
 
 STATE_DIR = ".batchvid"
 JOURNAL = "journal.jsonl"
-CHUNK = 1 << 16
 
-RecordState = Literal["submitting", "refused", "submitted", "succeeded", "failed"]
-
-
-def dumps(value: Any) -> str:
-    """JSON as batchvid writes it: sorted keys, two-space indent, UTF-8 kept, trailing newline."""
-    return json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes | str, *, durable: bool = True) -> None:
-    """Write ``data`` to a temporary file beside ``path``, flush, fsync, then rename over it."""
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    if not path.parent.is_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            if durable:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+__all__ = [
+    "JOURNAL",
+    "STATE_DIR",
+    "HashingWriter",
+    "JobRecord",
+    "Journal",
+    "OutputDir",
+    "RecordState",
+    "dumps",
+    "fsync_dir",
+    "hashing_writer",
+    "make_dir",
+    "read_json_object",
+    "read_records",
+    "read_report",
+    "sha256_file",
+    "verify_file",
+    "write_atomic",
+]
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
@@ -94,161 +84,6 @@ def read_report(root: Path) -> dict[str, Any]:
     if not report.keys() >= REPORT_KEYS or not isinstance(report["jobs"], list):
         raise OutputDirError(f"{root / 'report.json'} is not a batchvid report")
     return report
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    """(sha256 hex, size in bytes) of a file, read in chunks."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
-class HashingWriter:
-    """A temporary file beside its final name that hashes what is written; ``commit`` renames it."""
-
-    def __init__(self, final: Path) -> None:
-        self.final = final
-        if not final.parent.is_dir():
-            final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
-        self.tmp = Path(tmp)
-        self._fh: BinaryIO = os.fdopen(fd, "wb")
-        self._digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, chunk: bytes) -> None:
-        self._fh.write(chunk)
-        self._digest.update(chunk)
-        self.size += len(chunk)
-
-    @property
-    def sha256(self) -> str:
-        return self._digest.hexdigest()
-
-    def commit(self) -> None:
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        os.replace(self.tmp, self.final)
-
-    def discard(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
-        with contextlib.suppress(OSError):
-            self.tmp.unlink()
-
-
-@dataclass
-class JobRecord:
-    """What the journal says about one job key, folded from its entries."""
-
-    key: str
-    id: str
-    state: RecordState
-    task_id: str | None = None
-    video: dict[str, Any] | None = None
-    cover: dict[str, Any] | None = None
-    media: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    creates: int = 0
-    """How many create requests the journal shows for this key (a duplicate shows 2)."""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class Journal:
-    """Append-only JSON lines, each fsynced before ``append`` returns."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fh: BinaryIO | None = None
-
-    def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = self.path.open("ab")
-        size = self._fh.tell()
-        if size:
-            end = self.path.read_bytes().rfind(b"\n") + 1
-            if end != size:
-                # The torn tail of a crash, which replay() ignored: drop it, or the next entry
-                # would be glued onto it and lost.
-                os.truncate(self.path, end)
-                os.fsync(self._fh.fileno())
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-    def append(self, entry: dict[str, Any]) -> None:
-        assert self._fh is not None, "journal is not open"
-        line = json.dumps(entry, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        self._fh.write(line.encode("utf-8") + b"\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-
-    def replay(self) -> dict[str, JobRecord]:
-        """Fold the journal into the latest record per key. A torn last line (crash mid-write)
-        is ignored; a corrupt line elsewhere is an error naming its line number."""
-        records: dict[str, JobRecord] = {}
-        if not self.path.exists():
-            return records
-        lines = self.path.read_bytes().split(b"\n")
-        for number, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                continue
-            try:
-                entry = json.loads(raw)
-                if not isinstance(entry, dict):
-                    raise ValueError("not an object")
-                _fold(records, entry)
-            except (ValueError, KeyError, TypeError) as exc:
-                if number >= len(lines) - 1:  # the torn tail of a crash: the write never finished
-                    break
-                raise OutputDirError(
-                    f"{self.path}:{number}: the journal is corrupt ({exc}); "
-                    "move the output directory aside or repair that line"
-                ) from exc
-        return records
-
-
-def _fold(records: dict[str, JobRecord], entry: dict[str, Any]) -> None:
-    key = entry["key"]
-    event = entry["event"]
-    previous = records.get(key)
-    creates = previous.creates if previous else 0
-    if event == "submitting":
-        records[key] = JobRecord(
-            key,
-            entry["id"],
-            "submitting",
-            creates=creates + 1,
-            extra={"request_id": entry.get("request_id")},
-        )
-    elif event == "refused":  # the create was answered with an error: no task exists
-        records[key] = JobRecord(key, entry["id"], "refused", creates=creates)
-    elif event == "submitted":
-        records[key] = JobRecord(key, entry["id"], "submitted", entry["task_id"], creates=creates)
-    elif event == "succeeded":
-        records[key] = JobRecord(
-            key,
-            entry["id"],
-            "succeeded",
-            entry.get("task_id"),
-            video=entry["video"],
-            cover=entry.get("cover"),
-            media=entry.get("media"),
-            creates=creates,
-        )
-    elif event == "failed":
-        records[key] = JobRecord(
-            key, entry["id"], "failed", entry.get("task_id"), error=entry["error"], creates=creates
-        )
-    else:
-        raise ValueError(f"unknown journal event {event!r}")
 
 
 class OutputDir:
@@ -336,11 +171,3 @@ def verify_file(path: Path, expected: dict[str, Any]) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def hashing_writer(final: Path) -> Iterator[HashingWriter]:
-    """A ``HashingWriter`` that is discarded unless the block commits it."""
-    writer = HashingWriter(final)
-    try:
-        yield writer
-    finally:
-        writer.discard()

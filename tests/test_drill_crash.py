@@ -34,6 +34,7 @@ import httpx
 import pytest
 
 from batchvid.jobs import Job
+from batchvid.journal import Entry, Submitted, Submitting, read_entries
 from batchvid.manifest import load_manifest
 from batchvid.providers import get_provider
 from batchvid.runner import Runner, Settings
@@ -89,17 +90,9 @@ def run_command(manifest: Path, out: Path, base_url: str, provider: str) -> list
     ]  # fmt: skip
 
 
-def journal_lines(out: Path) -> list[dict[str, Any]]:
-    path = out / STATE_DIR / "journal.jsonl"
-    if not path.exists():
-        return []
-    entries = []
-    for raw in path.read_bytes().splitlines():
-        try:
-            entries.append(json.loads(raw))
-        except ValueError:
-            pass  # a torn tail
-    return entries
+def journal_lines(out: Path) -> list[Entry]:
+    """The journal's entries as the next run will read them (a torn tail left out)."""
+    return list(read_entries(out / STATE_DIR / "journal.jsonl"))
 
 
 def temp_files(out: Path) -> list[Path]:
@@ -110,7 +103,7 @@ def unanswered_creates(out: Path) -> set[str]:
     """Keys whose last journal entry is ``submitting``: a create cut off before its answer."""
     last: dict[str, str] = {}
     for entry in journal_lines(out):
-        last[entry["key"]] = entry["event"]
+        last[entry.key] = entry.EVENT
     return {key for key, event in last.items() if event == "submitting"}
 
 
@@ -120,8 +113,8 @@ def _trigger(moment: str, out: Path, rng: random.Random, started: float) -> Call
         when = started + rng.uniform(0.6, 1.6)
         return lambda: time.monotonic() >= when
     if moment == "after-create":
-        before = sum(e["event"] == "submitted" for e in journal_lines(out))
-        return lambda: sum(e["event"] == "submitted" for e in journal_lines(out)) > before
+        before = sum(isinstance(e, Submitted) for e in journal_lines(out))
+        return lambda: sum(isinstance(e, Submitted) for e in journal_lines(out)) > before
     if moment == "mid-download":
         stale = set(temp_files(out))  # the next run sweeps these; wait for a new one
         return lambda: any(p.suffix == ".part" and p not in stale for p in temp_files(out))
@@ -381,9 +374,7 @@ def _cut_off_create(out: Path, job: Job, request_id: str | None = None) -> None:
     """Leave the journal as a SIGKILL between sending a create and journaling its answer does."""
     with OutputDir(out) as directory:
         directory.open()
-        directory.journal.append(
-            {"event": "submitting", "key": job.key, "id": job.id, "request_id": request_id}
-        )
+        directory.journal.append(Submitting(job.key, job.id, request_id))
 
 
 def _run_in_process(out: Path, job: Job, simulator: Simulator, **kw: Any) -> Any:

@@ -70,8 +70,8 @@ def test_timed_out_job_is_reattached_by_retry_failed(tmp_path: Path) -> None:
 def test_unanswered_create_is_resent_where_the_provider_refuses_duplicates(tmp_path: Path) -> None:
     """A create cut off by a crash is sent again when the idempotency key makes that safe."""
     job = make_job(provider="bigmodel")
-    record = JobRecord(job.key, job.id, "submitting", creates=1, extra={"request_id": "bv-1"})
-    assert decide(job, record, tmp_path, resend_unanswered=True).action == "submit"
+    record = JobRecord(job.key, job.id, "submitting", creates=1, request_id="bv-1")
+    assert decide(job, record, tmp_path, idempotent=True).action == "submit"
 
 
 def test_unanswered_create_is_kept_failed_without_an_idempotency_key(tmp_path: Path) -> None:
@@ -138,3 +138,33 @@ def test_unknown_prices_are_listed() -> None:
     """Models without a known price are named so the estimate is not silently low."""
     plan = make_plan([make_job(model="cogvideox-2")], {}, Path("nowhere"), provider="geekai")
     assert plan.unpriced == ["cogvideox-2"]
+
+
+def test_plan_only_and_run_only_list_the_same_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`plan --only X` lists exactly the jobs and actions `run --only X` then works through."""
+    import json
+    import shutil
+
+    from batchvid.cli import main
+
+    for name in ("GEEKAI_API_KEY", "ZHIPUAI_API_KEY", "BIGMODEL_API_KEY", "BATCHVID_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    manifest = tmp_path / "quickstart.yaml"
+    shutil.copy(Path(__file__).parent.parent / "manifests" / "quickstart.yaml", manifest)
+    out = tmp_path / "out"
+    fast = ["--simulate", "--no-progress", "--sim-latency", "0.05", "--poll-interval",
+            "0.01:0.05", "--rpm", "6000", "--out", str(out)]
+    assert main(["run", str(manifest), "--only", "paper-boat", *fast]) == 0
+    capsys.readouterr()
+    assert main(["plan", str(manifest), "--json", "--only", "c*", *fast[-2:]]) == 0
+    planned = json.loads(capsys.readouterr().out)
+    assert main(["run", str(manifest), "--only", "c*", "--log-format", "json", *fast]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    started = next(e for e in events if e["event"] == "RunStarted")
+    report = json.loads((out / "report.json").read_text())
+    assert planned["totals"]["actions"] == {"skip": 1, "submit": 2}
+    assert started["actions"] == planned["totals"]["actions"]
+    assert started["total"] == planned["totals"]["jobs"]
+    assert [j["id"] for j in report["jobs"]] == [j["id"] for j in planned["jobs"]]

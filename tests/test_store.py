@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from batchvid.errors import OutputDirError, OutputDirLocked
+from batchvid.journal import Failed, Submitted, Submitting
 from batchvid.store import (
     Journal,
     OutputDir,
@@ -64,11 +65,10 @@ def test_journal_replay_folds_latest_state_per_key(tmp_path: Path) -> None:
     """Replay gives the last state of each key and counts its create requests."""
     journal = Journal(tmp_path / "journal.jsonl")
     journal.open()
-    journal.append({"event": "submitting", "key": "k1", "id": "a", "request_id": "r1"})
-    journal.append({"event": "submitted", "key": "k1", "id": "a", "task_id": "t1"})
-    journal.append({"event": "submitting", "key": "k2", "id": "b", "request_id": "r2"})
-    journal.append({"event": "failed", "key": "k2", "id": "b", "task_id": None,
-                    "error": {"kind": "content_filter", "message": "no"}})
+    journal.append(Submitting("k1", "a", "r1"))
+    journal.append(Submitted("k1", "a", "t1"))
+    journal.append(Submitting("k2", "b", "r2"))
+    journal.append(Failed("k2", "b", None, {"kind": "content_filter", "message": "no"}))
     journal.close()
     records = journal.replay()
     assert records["k1"].state == "submitted" and records["k1"].task_id == "t1"
@@ -131,8 +131,87 @@ def test_appending_after_a_torn_tail_drops_the_tail_first(tmp_path: Path) -> Non
     path.write_bytes(b'{"event":"submitting","id":"a","key":"k1","request_id":"r"}\n{"event":"subm')
     journal = Journal(path)
     journal.open()
-    journal.append({"event": "submitted", "key": "k1", "id": "a", "task_id": "t1"})
-    journal.append({"event": "submitting", "key": "k2", "id": "b", "request_id": "r2"})
+    journal.append(Submitted("k1", "a", "t1"))
+    journal.append(Submitting("k2", "b", "r2"))
     journal.close()
     records = Journal(path).replay()
     assert records["k1"].task_id == "t1" and records["k2"].state == "submitting"
+
+
+def _trace_syscalls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Record fsync (of a file or a directory) and rename calls, in order, by path name."""
+    calls: list[tuple[str, str]] = []
+    fds: dict[int, str] = {}
+    real_open, real_fsync, real_replace = os.open, os.fsync, os.replace
+
+    def traced_open(path: os.PathLike[str] | str, flags: int, mode: int = 0o777) -> int:
+        fd = real_open(path, flags, mode)
+        fds[fd] = str(path)
+        return fd
+
+    def traced_fsync(fd: int) -> None:
+        target = fds.get(fd, "?")
+        kind = "dir" if os.path.isdir(target) else "file"
+        calls.append((f"fsync-{kind}", os.path.basename(target)))
+        real_fsync(fd)
+
+    def traced_replace(src: os.PathLike[str] | str, dst: os.PathLike[str] | str) -> None:
+        calls.append(("rename", os.path.basename(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "open", traced_open)
+    monkeypatch.setattr(os, "fsync", traced_fsync)
+    monkeypatch.setattr(os, "replace", traced_replace)
+    return calls
+
+
+def test_durable_write_fsyncs_file_then_renames_then_fsyncs_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A durable atomic write syncs the data, renames, then syncs the directory holding it."""
+    (tmp_path / "out").mkdir()
+    calls = _trace_syscalls(monkeypatch)
+    write_atomic(tmp_path / "out" / "report.json", "{}\n")
+    assert calls[-3:] == [("fsync-file", calls[-3][1]), ("rename", "report.json"), ("fsync-dir", "out")]
+    assert calls[-3][1].startswith(".report.json.")
+
+
+def test_committed_video_is_renamed_then_its_directory_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A downloaded video's rename is made durable before the journal can call it done."""
+    job_dir = tmp_path / "jobs" / "a"
+    job_dir.mkdir(parents=True)
+    calls = _trace_syscalls(monkeypatch)
+    with hashing_writer(job_dir / "video.mp4") as writer:
+        writer.write(b"frames")
+        writer.commit()
+    kinds = [kind for kind, _ in calls]
+    assert kinds == ["fsync-file", "rename", "fsync-dir"]
+    assert calls[1:] == [("rename", "video.mp4"), ("fsync-dir", "a")]
+
+
+def test_new_directories_are_fsynced_into_their_parents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating jobs/<id>/ for a durable file syncs each parent that gained an entry."""
+    calls = _trace_syscalls(monkeypatch)
+    write_atomic(tmp_path / "jobs" / "a" / "x.json", "{}\n")
+    dirs = [name for kind, name in calls if kind == "fsync-dir"]
+    assert dirs == [tmp_path.name, "jobs", "a"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_output_files_get_the_mode_the_umask_gives(tmp_path: Path, umask: int) -> None:
+    """Reports and videos are created 0666 minus the umask (0644 under 022), not 0600."""
+    old = os.umask(umask)
+    try:
+        write_atomic(tmp_path / "report.json", "{}\n")
+        write_atomic(tmp_path / "response.json", "{}\n", durable=False)
+        with hashing_writer(tmp_path / "video.mp4") as writer:
+            writer.write(b"frames")
+            writer.commit()
+    finally:
+        os.umask(old)
+    for name in ("report.json", "response.json", "video.mp4"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name

@@ -6,8 +6,8 @@ same job is refused by the platform (business code 1231) instead of paying twice
 ``GET async-result/{id}``; that answer carries no ``id``, so the polled id is kept.
 
 Errors carry a business code (a string) beside the HTTP status, and the code decides: HTTP 429
-means "slow down" for 1302/1303/1305 but "stop, the account is out of money" for 1113 (api-notes
-§6.2, §6.3, §10 #19). The table is ``CODES``; an unknown code falls back to the HTTP status.
+means "slow down" for 1302/1303/1305 but "stop, the account is out of money" for 1113 (see
+docs/providers.md). The table is ``CODES``; an unknown code falls back to the HTTP status.
 """
 
 from __future__ import annotations
@@ -15,27 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
 from batchvid.errors import JobFatalError, ProviderError, RunFatalError, TransientError
 from batchvid.jobs import Job
-from batchvid.providers.base import (
-    ErrorClass,
-    Provider,
-    RawResponse,
-    TaskResult,
-    classify,
-    created_but_unreadable,
-    error_fields,
-    failure_message,
-    quote_id,
-    read_object,
-    send,
-    set_params,
-    task_id_of,
-    task_result,
-    unreadable_poll,
-)
+from batchvid.providers.base import ErrorClass, Provider, RawResponse, set_params
 
 LABEL = "BigModel"
 
@@ -73,11 +55,15 @@ CODES: Mapping[str, tuple[ErrorClass, str]] = _codes()
 
 
 class BigModelProvider(Provider):
-    """The BigModel protocol: request building, response parsing, error classification."""
+    """The BigModel protocol, as data for the shared flow of ``Provider``."""
 
     name = "bigmodel"
+    label = LABEL
     default_base_url = "https://open.bigmodel.cn/api/paas/v4"
     key_env_vars = ("ZHIPUAI_API_KEY", "BIGMODEL_API_KEY")
+    poll_paths = ("async-result/{id}",)
+    task_id_field = "id"
+    codes = CODES
     idempotent = True
 
     def build_body(self, job: Job, *, request_id: str | None = None) -> dict[str, Any]:
@@ -89,46 +75,8 @@ class BigModelProvider(Provider):
         body["request_id"] = request_id if request_id is not None else self.request_id(job)
         return body
 
-    async def create(
-        self, client: httpx.AsyncClient, job: Job, *, request_id: str | None = None
-    ) -> TaskResult:
-        """Submit the job under ``request_id`` (default: ``request_id(job)``)."""
-        body = self.build_body(job, request_id=request_id)
-        raw = await send(client, "POST", "videos/generations", json_body=body)
-        payload = read_object(raw)
-        if not raw.ok:
-            raise self._error(raw, request_id=body["request_id"])
-        task_id = task_id_of(payload.get("id")) if payload is not None else None
-        if payload is None or task_id is None:
-            code, _ = error_fields(payload)
-            if code is not None and code in CODES:
-                # An error dressed as a 2xx answer: the code says what it is.
-                raise self._error(raw, request_id=body["request_id"])
-            raise created_but_unreadable(LABEL, raw)
-        return self._result(payload, task_id)
-
-    async def poll(self, client: httpx.AsyncClient, task_id: str) -> TaskResult:
-        path = f"async-result/{quote_id(task_id)}"
-        raw = await send(client, "GET", path)
-        if raw.status == 404:
-            raise JobFatalError(
-                "invalid_request",
-                f"{LABEL} knows no task {task_id} (HTTP 404 from {path}); run again with "
-                "--retry-failed to submit the job anew",
-                status=404,
-            )
-        if not raw.ok:
-            raise self._error(raw)
-        payload = read_object(raw)
-        if payload is None or "task_status" not in payload:
-            code, _ = error_fields(payload)
-            if code is not None and code in CODES:
-                raise self._error(raw)
-            raise unreadable_poll(LABEL, task_id, raw)
-        return self._result(payload, task_id)
-
-    def _error(self, raw: RawResponse, *, request_id: str | None = None) -> ProviderError:
-        error = classify(raw, label=LABEL, env=self.key_env_vars[0], codes=CODES)
+    def error(self, raw: RawResponse, *, request_id: str | None = None) -> ProviderError:
+        error = super().error(raw)
         if error.code == DUPLICATE_REQUEST:
             return JobFatalError(
                 "duplicate_request",
@@ -141,9 +89,3 @@ class BigModelProvider(Provider):
                 code=error.code,
             )
         return error
-
-    @staticmethod
-    def _result(payload: dict[str, Any], task_id: str) -> TaskResult:
-        return task_result(
-            payload, task_id, label=LABEL, failure_message=failure_message(payload, LABEL)
-        )

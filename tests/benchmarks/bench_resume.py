@@ -60,6 +60,7 @@ def sample_video(tmp: Path) -> bytes:
 
 def synthesize(manifest_path: Path, out: Path, tmp: Path) -> None:
     """Write a completed output directory with the store API, as the runner does per job."""
+    from batchvid.journal import Submitted, Submitting, Succeeded
     from batchvid.manifest import load_manifest
     from batchvid.media import probe
     from batchvid.providers import get_provider
@@ -76,17 +77,11 @@ def synthesize(manifest_path: Path, out: Path, tmp: Path) -> None:
             for index, job in enumerate(manifest.jobs):
                 job_dir = store.job_dir(job.id)
                 request_id = f"bv-{job.key[:32]}"
-                recorded = provider.recorded_body(job)
-                if "request_id" in recorded:
-                    recorded["request_id"] = request_id
+                recorded = provider.recorded_body(job, request_id=request_id)
                 write_atomic(job_dir / "request.json", dumps(recorded), durable=False)
-                store.journal.append(
-                    {"event": "submitting", "key": job.key, "id": job.id, "request_id": request_id}
-                )
+                store.journal.append(Submitting(job.key, job.id, request_id))
                 task_id = f"00000000-0000-4000-8000-{index:012d}"
-                store.journal.append(
-                    {"event": "submitted", "key": job.key, "id": job.id, "task_id": task_id}
-                )
+                store.journal.append(Submitted(job.key, job.id, task_id))
                 raw = {
                     "model": job.model, "progress": 100, "task_id": task_id,
                     "task_status": "succeed",
@@ -98,11 +93,8 @@ def synthesize(manifest_path: Path, out: Path, tmp: Path) -> None:
                     writer.write(video + (16).to_bytes(4, "big") + b"free" + index.to_bytes(8, "big"))
                     writer.commit()
                     digest, size = writer.sha256, writer.size
-                store.journal.append({
-                    "event": "succeeded", "key": job.key, "id": job.id, "task_id": task_id,
-                    "video": {"path": f"jobs/{job.id}/video.mp4", "sha256": digest, "bytes": size},
-                    "cover": None, "media": media,
-                })
+                video_entry = {"path": f"jobs/{job.id}/video.mp4", "sha256": digest, "bytes": size}
+                store.journal.append(Succeeded(job.key, job.id, task_id, video_entry, None, media))
         finally:
             store.close()
     os.sync()

@@ -1,0 +1,50 @@
+"""``--max-cost``: admit a create only while its price fits, and count what the run created.
+
+A create's price is committed when the job is admitted; it goes back when the job ends without
+having created a task and without a create that may have billed (``billing.keeps_budget_share``),
+so the jobs still queued can use it. ``cost`` is report.json's cost: the price of the tasks
+this run created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from batchvid.billing import keeps_budget_share
+from batchvid.jobs import Job
+
+
+class Budget:
+    def __init__(self, limit: float | None, prices: Mapping[str, float], currency: str) -> None:
+        self.limit = limit
+        self.prices = dict(prices)
+        self.currency = currency
+        self.committed = 0.0
+        """Price of the creates admitted (a job that created nothing gives its share back)."""
+        self.cost = 0.0
+        """Price of the tasks this run created."""
+
+    def price(self, job: Job) -> float:
+        return self.prices.get(job.model, 0.0)
+
+    def admit(self, job: Job) -> str | None:
+        """Commit the job's price, or say why it does not fit (None: admitted)."""
+        if self.limit is None:
+            return None
+        price = self.price(job)
+        if self.committed + price > self.limit + 1e-9:
+            return (
+                f"--max-cost {self.limit:g} {self.currency} reached "
+                f"({self.committed:g} {self.currency} committed)"
+            )
+        self.committed += price
+        return None
+
+    def created(self, job: Job) -> None:
+        """A task was created for ``job``: it costs its price."""
+        self.cost += self.price(job)
+
+    def settle(self, job: Job, task_id: str | None, error_kind: str | None) -> None:
+        """A paying job ended: give its share back unless it created (or may have) a task."""
+        if not keeps_budget_share(task_id, error_kind):
+            self.committed -= self.price(job)

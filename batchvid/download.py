@@ -1,0 +1,229 @@
+"""Downloading a finished task's files: the video (streamed, hashed, capped), the cover, and a
+check that the video decodes and matches the request.
+
+An expired result URL (403, 404, 410) is refreshed by polling the task again, up to
+``REFRESHES`` times; a transient failure is retried with backoff. The latest task answer is
+written to ``response.json`` whether the download succeeds or gives up.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import KW_ONLY, dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from batchvid.durable import HashingWriter, dumps, hashing_writer, write_atomic
+from batchvid.errors import BatchvidError, JobFatalError, ProviderError, TransientError
+from batchvid.events import Effects, JobRetrying
+from batchvid.jobs import Job
+from batchvid.polling import Poller
+from batchvid.providers.base import TaskResult
+from batchvid.retry import RetryPolicy
+
+EXPIRED_URL_STATUSES = (403, 404, 410)
+REFRESHES = 3
+WRITE_BATCH = 4 << 20
+
+
+@dataclass
+class Files:
+    """What a finished job has in its directory (paths relative to the output directory)."""
+
+    task: TaskResult
+    video: dict[str, Any]
+    cover: dict[str, Any] | None
+    media: dict[str, Any] | None
+
+
+@dataclass
+class Downloader:
+    client: httpx.AsyncClient
+    root: Path
+    poller: Poller
+    policy: RetryPolicy
+    fx: Effects
+    _: KW_ONLY
+    max_bytes: int
+    retries: int
+    strict_media: bool
+
+    def job_dir(self, job: Job) -> Path:
+        return self.root / "jobs" / job.id
+
+    def write_response(self, job: Job, task: TaskResult) -> None:
+        """The task's latest answer as ``response.json``, secrets scrubbed."""
+        write_atomic(self.job_dir(job) / "response.json", self.fx.scrub(dumps(task.raw)), durable=False)
+
+    async def fetch_all(self, job: Job, task: TaskResult, warnings: list[str]) -> Files:
+        """The video, the cover (a failure is a warning) and the media check."""
+        task, video = await self._video(job, task)
+        cover = await self._cover(job, task.cover_url, warnings) if task.cover_url else None
+        media = await check_media(job, self.job_dir(job) / "video.mp4", self.strict_media, warnings)
+        self.write_response(job, task)
+        return Files(task, video, cover, media)
+
+    async def _video(self, job: Job, task: TaskResult) -> tuple[TaskResult, dict[str, Any]]:
+        """Fetch the video, refreshing an expired URL by polling the task again."""
+        refreshes = failures = 0
+        try:
+            while True:
+                try:
+                    if not task.video_url:
+                        raise JobFatalError("bad_response", "the task succeeded without a video URL")
+                    return task, await self.fetch(task.video_url, self.job_dir(job) / "video.mp4")
+                except Expired as exc:
+                    if refreshes >= REFRESHES:
+                        raise JobFatalError(
+                            "download_failed",
+                            f"result URL keeps failing ({exc}); --retry-failed tries again",
+                        ) from exc
+                    refreshes += 1
+                    task = await self.poller.poll(job.id, task.task_id)
+                    if task.status != "succeeded":
+                        raise JobFatalError(
+                            "download_failed", f"task is {task.status} when refreshing its URL"
+                        ) from exc
+                except TransientError as exc:
+                    failures += 1
+                    delay = self.policy.delay(failures, exc)
+                    if delay is None or failures > max(self.retries, 3):
+                        raise JobFatalError(
+                            "download_failed",
+                            f"{exc}; --retry-failed downloads it again without regenerating",
+                        ) from exc
+                    self.fx.emit(JobRetrying(job.id, "download", failures, delay, str(exc)))
+                    await self.fx.sleep(delay)
+        except ProviderError:
+            self.write_response(job, task)
+            raise
+
+    async def fetch(self, url: str, final: Path) -> dict[str, Any]:
+        """Stream ``url`` to ``final`` through a temporary file, hashing as it goes."""
+        scheme = httpx.URL(url).scheme
+        if scheme not in ("http", "https"):
+            raise JobFatalError("bad_response", f"result URL has scheme {scheme!r}; only http(s) is fetched")
+        cap = self.max_bytes
+        try:
+            async with self.client.stream("GET", url) as response:
+                expected = _expected_size(response, cap)
+                with hashing_writer(final) as writer:
+                    await _stream_into(response, writer, cap)
+                    if expected is not None and writer.size != expected:
+                        raise TransientError(
+                            "truncated_download", f"received {writer.size} of {expected} bytes"
+                        )
+                    if writer.size == 0:
+                        raise TransientError("truncated_download", "received an empty body")
+                    writer.commit()
+                    digest, size = writer.sha256, writer.size
+        except httpx.TooManyRedirects as exc:
+            raise JobFatalError("download_failed", f"too many redirects: {exc}") from exc
+        except httpx.UnsupportedProtocol as exc:
+            raise JobFatalError("bad_response", f"redirected to an unsupported URL: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise TransientError("network", f"download interrupted: {type(exc).__name__}: {exc}") from exc
+        return {"path": final.relative_to(self.root).as_posix(), "sha256": digest, "bytes": size}
+
+    async def _cover(self, job: Job, url: str, warnings: list[str]) -> dict[str, Any] | None:
+        suffix = Path(httpx.URL(url).path).suffix.lower()
+        ext = suffix if suffix in (".jpg", ".jpeg", ".png", ".webp") else ".jpg"
+        for attempt in range(1, 4):
+            try:
+                return await self.fetch(url, self.job_dir(job) / f"cover{ext}")
+            except (TransientError, Expired) as exc:
+                if attempt == 3:
+                    warnings.append(f"cover image not downloaded: {self.fx.scrub(str(exc))}")
+                    return None
+                await self.fx.sleep(min(2.0**attempt, 10.0) * self.fx.rng.uniform(0.5, 1.0))
+            except JobFatalError as exc:
+                warnings.append(f"cover image not downloaded: {self.fx.scrub(str(exc))}")
+                return None
+        return None
+
+
+def _expected_size(response: httpx.Response, cap: int) -> int | None:
+    """The declared size of a download answer, after refusing the statuses that carry no video."""
+    status = response.status_code
+    if status in EXPIRED_URL_STATUSES:
+        raise Expired(f"HTTP {status}")
+    if status == 429 or status >= 500:
+        raise TransientError("download_error", f"download answered HTTP {status}", status=status)
+    if not 200 <= status < 300:
+        raise JobFatalError("download_failed", f"download answered HTTP {status}", status=status)
+    declared = response.headers.get("content-length")
+    expected = int(declared) if declared and declared.isdigit() else None
+    if expected is not None and expected > cap:
+        raise JobFatalError("download_too_large", f"video is {expected} bytes; the cap is {cap}")
+    return expected
+
+
+async def check_media(
+    job: Job, path: Path, strict: bool, warnings: list[str]
+) -> dict[str, Any] | None:
+    """Probe the video: a video that does not decode, or whose fps or audio differ from the
+    request, is a warning (with ``strict``, the job fails). Returns the probe's facts."""
+    from batchvid.media import MediaError, probe
+
+    try:
+        info = await anyio.to_thread.run_sync(probe, path)
+    except MediaError as exc:
+        problem = f"video does not decode: {exc}"
+        if strict:
+            raise JobFatalError("bad_media", problem) from exc
+        warnings.append(problem)
+        return None
+    problems = []
+    want_fps = job.params.get("fps")
+    if want_fps is not None and not math.isclose(info.fps, float(want_fps), rel_tol=0.02):
+        problems.append(f"fps is {info.fps:g}, {want_fps} was requested")
+    if info.has_audio != bool(job.params.get("with_audio", False)):
+        problems.append(
+            "has an audio track, none was requested"
+            if info.has_audio
+            else "has no audio track, with_audio was requested"
+        )
+    for problem in problems:
+        if strict:
+            raise JobFatalError("media_mismatch", f"video {problem}")
+        warnings.append(f"video {problem}")
+    return info.to_dict()
+
+
+async def _stream_into(response: httpx.Response, writer: HashingWriter, cap: int) -> None:
+    """Copy the body into ``writer``. Past the first 4 MiB, a worker thread hashes and writes
+    each batch while the event loop reads the next one (hashlib and file writes release the
+    GIL); small videos are written inline. At most two batches are in memory."""
+    batch: list[bytes] = []
+    size = received = 0
+    executor: ThreadPoolExecutor | None = None
+    pending: Future[None] | None = None
+    try:
+        async for chunk in response.aiter_bytes():
+            received += len(chunk)
+            if received > cap:
+                raise JobFatalError("download_too_large", f"video exceeds the cap of {cap} bytes")
+            batch.append(chunk)
+            size += len(chunk)
+            if size >= WRITE_BATCH:
+                if executor is None:
+                    executor = ThreadPoolExecutor(1, thread_name_prefix="batchvid-write")
+                if pending is not None:
+                    await anyio.to_thread.run_sync(pending.result)
+                pending = executor.submit(writer.write, b"".join(batch))
+                batch, size = [], 0
+        if pending is not None:
+            await anyio.to_thread.run_sync(pending.result)
+        if batch:
+            writer.write(b"".join(batch))
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+
+class Expired(BatchvidError):
+    """The result URL answered 403/404/410: poll the task again for a fresh one."""

@@ -1,0 +1,108 @@
+"""One job, from its planned step to its end: create or re-attach, wait, download.
+
+``JobDriver`` composes the components (submitting, polling, downloading, relocating, the
+budget, stopping) and moves the job's ``JobLife`` through its states; it holds no reference to
+the runner. The job's in-flight slot (providers count running tasks) is held from the create
+until the task ends, and the whole job is bounded by ``--timeout``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anyio
+
+from batchvid.budget import Budget
+from batchvid.download import Downloader
+from batchvid.errors import JobFatalError, ProviderError, RunFatalError
+from batchvid.events import Effects, JobFinished
+from batchvid.lifecycle import JobLife
+from batchvid.plan import Step
+from batchvid.polling import Poller
+from batchvid.ratelimit import AdaptiveLimit
+from batchvid.relocate import Relocations
+from batchvid.stopping import Stopped, Stopper
+from batchvid.submit import Submitter
+
+
+class Slot:
+    """A job's hold on the in-flight cap, released once."""
+
+    def __init__(self, limit: AdaptiveLimit, held: bool) -> None:
+        self._limit = limit
+        self._held = held
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._limit.release()
+
+
+@dataclass
+class JobDriver:
+    submitter: Submitter
+    poller: Poller
+    downloader: Downloader
+    relocations: Relocations
+    budget: Budget
+    stopper: Stopper
+    fx: Effects
+    timeout: float
+
+    async def run(self, step: Step, life: JobLife, slot: Slot) -> None:
+        """Drive the job to its end; every way it can end is recorded through ``life``."""
+        outcome = life.outcome
+        started = self.fx.clock()
+        try:
+            with anyio.move_on_after(self.timeout) as deadline:
+                await self._drive(step, life, slot)
+            if deadline.cancelled_caught and not life.done:
+                hint = (
+                    "--retry-failed polls the same task again"
+                    if outcome.task_id
+                    else "no task was created; --retry-failed submits it"
+                )
+                life.failed("timeout", f"not finished within --timeout {self.timeout:g} s; {hint}")
+        except Stopped:
+            life.stopped()
+        except RunFatalError as exc:
+            self.stopper.stop(exc.kind, str(exc))
+            life.stopped(exc.kind, exc.detail)
+        except ProviderError as exc:  # job-fatal, or transient with retries exhausted
+            life.failed(exc.kind, exc.detail)
+        finally:
+            slot.release()
+            if step.pays:
+                self.budget.settle(step.job, outcome.task_id, (outcome.error or {}).get("kind"))
+            outcome.seconds = round(self.fx.clock() - started, 3)
+            if outcome.status != "pending" or self.stopper.reason is None:
+                error = outcome.error or {}
+                self.fx.emit(JobFinished(step.job.id, outcome.status, error.get("kind"), error.get("message")))
+
+    async def _drive(self, step: Step, life: JobLife, slot: Slot) -> None:
+        job, record = step.job, step.record
+        if step.action == "download" and record is not None:
+            moved = self.relocations.take(job, record)
+            if moved is not None:
+                life.succeeded(record.task_id, *moved, record.media, downloaded=False)
+                return
+        created_at: float | None = None
+        if step.action == "submit":
+            task = await self.submitter.create(life, record)
+            self.budget.created(job)
+            created_at = self.fx.clock()
+        else:
+            assert life.outcome.task_id is not None
+            life.attached()
+            with self.stopper.interruptible():
+                task = await self.poller.poll(job.id, life.outcome.task_id)
+        if task.status == "running":
+            with self.stopper.interruptible():
+                task = await self.poller.wait(job.id, task, created_at)
+        slot.release()
+        if task.status == "failed":
+            self.downloader.write_response(job, task)
+            raise JobFatalError("task_failed", task.message or "the provider reported FAIL")
+        life.downloading()
+        files = await self.downloader.fetch_all(job, task, life.outcome.warnings)
+        life.succeeded(files.task.task_id, files.video, files.cover, files.media)

@@ -1,0 +1,140 @@
+"""Files that survive a crash or a power cut: atomic, durable writes and hashed downloads.
+
+Every output file is written to a temporary name beside its final one (``.NAME.<random>.tmp``
+or ``.part``; the next run holding the lock sweeps orphans), flushed, fsynced, renamed over the
+final name, and then its directory is fsynced: without that last step a power cut can forget
+the rename although the journal already calls the file done (leveldb's ``SyncDirIfManifest``).
+Temporary files are created 0666 minus the umask, so outputs get the mode any file the user
+creates gets (0644 under umask 022).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+
+def dumps(value: Any) -> str:
+    """JSON as batchvid writes it: sorted keys, two-space indent, UTF-8 kept, trailing newline."""
+    return json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` durable: after a rename into it, a power cut can
+    otherwise forget the rename although the file's data was synced (leveldb's
+    ``SyncDirIfManifest``)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dir(path: Path, *, durable: bool = True) -> None:
+    """Create ``path`` and any missing parents; with ``durable``, fsync the parent of each
+    directory created so the new entries survive a power cut."""
+    if path.is_dir():
+        return
+    missing = [p for p in (path, *path.parents) if not p.is_dir()]
+    path.mkdir(parents=True, exist_ok=True)
+    if durable:
+        for created in reversed(missing):
+            fsync_dir(created.parent)
+
+
+def create_temp(final: Path, suffix: str) -> tuple[int, Path]:
+    """A new, empty temporary file beside ``final`` (``.NAME.<random><suffix>``), opened for
+    writing. Unlike ``tempfile.mkstemp`` (always 0600) its mode is what the umask gives, so the
+    renamed output file gets the same mode as any file the user creates (0644 under umask 022)."""
+    while True:
+        tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}{suffix}")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def write_atomic(path: Path, data: bytes | str, *, durable: bool = True) -> None:
+    """Write ``data`` to a temporary file beside ``path``, flush, then rename over it. With
+    ``durable`` (files the journal or a reader relies on), fsync the file before the rename
+    and its directory after it."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    make_dir(path.parent, durable=durable)
+    fd, tmp = create_temp(path, ".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            if durable:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """(sha256 hex, size in bytes) of a file, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+class HashingWriter:
+    """A temporary file beside its final name that hashes what is written; ``commit`` renames it."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        make_dir(final.parent)
+        fd, self.tmp = create_temp(final, ".part")
+        self._fh: BinaryIO = os.fdopen(fd, "wb")
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._fh.write(chunk)
+        self._digest.update(chunk)
+        self.size += len(chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def commit(self) -> None:
+        """Make the file durable under its final name: fsync, rename, fsync the directory (the
+        journal is about to call it done)."""
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        os.replace(self.tmp, self.final)
+        fsync_dir(self.final.parent)
+
+    def discard(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+
+@contextlib.contextmanager
+def hashing_writer(final: Path) -> Iterator[HashingWriter]:
+    """A ``HashingWriter`` that is discarded unless the block commits it."""
+    writer = HashingWriter(final)
+    try:
+        yield writer
+    finally:
+        writer.discard()

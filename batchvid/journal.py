@@ -1,0 +1,228 @@
+"""The write-ahead journal of an output directory: typed entries, one writer, one reader.
+
+``.batchvid/journal.jsonl`` holds one JSON object per line, compact, keys sorted, each line
+fsynced before ``Journal.append`` returns. It is the source of truth for "what did we already
+pay for": a create is journaled (``submitting``) before it is sent and its task id
+(``submitted``) before anything waits on the task, so a run killed at any moment re-attaches.
+
+The entries, by their ``event`` field::
+
+    submitting  key id request_id          a create request is about to be sent
+    refused     key id                     a create was answered with an error: no task exists
+    submitted   key id task_id             the provider accepted the create: task id known
+    succeeded   key id task_id video cover media    the video is in place, hashed
+    failed      key id task_id error       the job failed (error: kind and message)
+
+``replay`` folds them into the latest ``JobRecord`` per job key. The format is the one earlier
+versions wrote: fields they did not write read as None, fields a later version adds are ignored.
+To add an entry: a frozen dataclass here with ``EVENT`` set, a branch in ``_fold`` and a line
+in the table above.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar, Literal
+
+from batchvid.durable import fsync_dir, make_dir
+from batchvid.errors import OutputDirError
+
+RecordState = Literal["submitting", "refused", "submitted", "succeeded", "failed"]
+"""What the journal last said about a job key (the ``event`` of its latest entry)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One journal line."""
+
+    EVENT: ClassVar[RecordState]
+    key: str
+    id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.EVENT, **asdict(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class Submitting(Entry):
+    EVENT: ClassVar[RecordState] = "submitting"
+    request_id: str | None = None
+    """The idempotency key the create is sent under (None on a provider without one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused(Entry):
+    EVENT: ClassVar[RecordState] = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted(Entry):
+    EVENT: ClassVar[RecordState] = "submitted"
+    task_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Succeeded(Entry):
+    EVENT: ClassVar[RecordState] = "succeeded"
+    task_id: str | None = None
+    video: dict[str, Any] = field(default_factory=dict)
+    cover: dict[str, Any] | None = None
+    media: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed(Entry):
+    EVENT: ClassVar[RecordState] = "failed"
+    task_id: str | None = None
+    error: dict[str, Any] = field(default_factory=dict)
+
+
+ENTRY_TYPES: Mapping[str, type[Entry]] = {
+    cls.EVENT: cls for cls in (Submitting, Refused, Submitted, Succeeded, Failed)
+}
+REQUIRED: Mapping[str, tuple[str, ...]] = {
+    "submitting": (),
+    "refused": (),
+    "submitted": ("task_id",),
+    "succeeded": ("video",),
+    "failed": ("error",),
+}
+"""Fields an entry must carry besides ``key`` and ``id``; the others default."""
+
+
+def entry_from_dict(data: Mapping[str, Any]) -> Entry:
+    """The typed entry of one decoded journal line; ``ValueError``/``KeyError`` when it is not
+    one. Fields this version does not know are ignored."""
+    event = data["event"]
+    cls = ENTRY_TYPES.get(event) if isinstance(event, str) else None
+    if cls is None:
+        raise ValueError(f"unknown journal event {event!r}")
+    for name in ("key", "id", *REQUIRED[event]):
+        if name not in data:
+            raise KeyError(name)
+    known = {f.name for f in fields(cls)}
+    return cls(**{name: value for name, value in data.items() if name in known})
+
+
+def encode(entry: Entry) -> bytes:
+    """The journal line of an entry: compact JSON, sorted keys, UTF-8, newline."""
+    text = json.dumps(entry.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8") + b"\n"
+
+
+def read_entries(path: Path) -> Iterator[Entry]:
+    """The entries of a journal file, in order. A torn last line (a crash mid-write) is
+    ignored; a corrupt line elsewhere is an ``OutputDirError`` naming its line number."""
+    if not path.exists():
+        return
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as exc:
+        raise OutputDirError(f"{path} cannot be read: {exc}") from exc
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            entry = entry_from_dict(data)
+        except (ValueError, KeyError, TypeError) as exc:
+            if number >= len(lines) - 1:  # the torn tail of a crash: the write never finished
+                return
+            raise OutputDirError(
+                f"{path}:{number}: the journal is corrupt ({exc}); "
+                "move the output directory aside or repair that line"
+            ) from exc
+        yield entry
+
+
+@dataclass
+class JobRecord:
+    """What the journal says about one job key, folded from its entries."""
+
+    key: str
+    id: str
+    state: RecordState
+    """The event of the key's latest entry."""
+    task_id: str | None = None
+    video: dict[str, Any] | None = None
+    """``succeeded`` only: the video's {path, sha256, bytes}, as are ``cover`` and ``media``."""
+    cover: dict[str, Any] | None = None
+    media: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    """``failed`` only: {kind, message}."""
+    creates: int = 0
+    """How many create requests the journal shows for this key (a duplicate shows 2)."""
+    request_id: str | None = None
+    """The idempotency key of the latest create, while it is unanswered (``submitting``)."""
+
+
+def fold(records: dict[str, JobRecord], entry: Entry) -> None:
+    """Apply one entry to the records: the latest entry of a key decides its state."""
+    previous = records.get(entry.key)
+    creates = previous.creates if previous else 0
+    record = JobRecord(entry.key, entry.id, entry.EVENT, creates=creates)
+    if isinstance(entry, Submitting):
+        record.creates += 1
+        record.request_id = entry.request_id
+    elif isinstance(entry, Submitted):
+        record.task_id = entry.task_id
+    elif isinstance(entry, Succeeded):
+        record.task_id, record.video = entry.task_id, entry.video
+        record.cover, record.media = entry.cover, entry.media
+    elif isinstance(entry, Failed):
+        record.task_id, record.error = entry.task_id, entry.error
+    records[entry.key] = record
+
+
+def replay_entries(entries: Iterable[Entry]) -> dict[str, JobRecord]:
+    records: dict[str, JobRecord] = {}
+    for entry in entries:
+        fold(records, entry)
+    return records
+
+
+class Journal:
+    """Append-only JSON lines, each fsynced before ``append`` returns."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: BinaryIO | None = None
+
+    def open(self) -> None:
+        make_dir(self.path.parent)
+        existed = self.path.exists()
+        self._fh = self.path.open("ab")
+        if not existed:
+            fsync_dir(self.path.parent)
+        size = self._fh.tell()
+        if size:
+            end = self.path.read_bytes().rfind(b"\n") + 1
+            if end != size:
+                # The torn tail of a crash, which replay() ignored: drop it, or the next entry
+                # would be glued onto it and lost.
+                os.truncate(self.path, end)
+                os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def append(self, entry: Entry) -> None:
+        assert self._fh is not None, "journal is not open"
+        self._fh.write(encode(entry))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def entries(self) -> Iterator[Entry]:
+        return read_entries(self.path)
+
+    def replay(self) -> dict[str, JobRecord]:
+        """Fold the journal into the latest record per key (see ``read_entries``)."""
+        return replay_entries(self.entries())

@@ -1,0 +1,118 @@
+"""Sending a job's create request: paced, journaled first, retried by policy, judged by the
+one billing verdict (``batchvid.billing``) when it fails.
+
+A create is journaled (``submitting``) before it leaves and its task id (``submitted``) before
+anything waits on it. The request itself is shielded from cancellation: a create that reached
+the server must get its answer recorded, so neither the job timeout nor a second signal cuts
+it off (httpx's own timeout bounds it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import httpx
+
+from batchvid.billing import UNCONFIRMED_KIND, Verdict, create_verdict
+from batchvid.durable import dumps, write_atomic
+from batchvid.errors import JobFatalError, ProviderError, TransientError
+from batchvid.events import Effects, JobRetrying
+from batchvid.jobs import Job
+from batchvid.journal import JobRecord
+from batchvid.lifecycle import JobLife
+from batchvid.providers.base import Provider, TaskResult
+from batchvid.ratelimit import AdaptiveLimit, RateLimiter
+from batchvid.retry import RetryPolicy
+from batchvid.stopping import Stopper
+
+
+@dataclass
+class Submitter:
+    provider: Provider
+    api: httpx.AsyncClient
+    root: Path
+    limiter: RateLimiter
+    in_flight: AdaptiveLimit
+    policy: RetryPolicy
+    stopper: Stopper
+    fx: Effects
+
+    def request_id(self, job: Job, record: JobRecord | None) -> str:
+        """The idempotency key. An unanswered create is retried under the same one, so the
+        provider refuses a duplicate; any deliberate new submission gets a new one."""
+        if record is not None and record.state == "submitting" and record.request_id:
+            return record.request_id
+        return self.provider.request_id(job, record.creates if record is not None else 0)
+
+    async def create(self, life: JobLife, record: JobRecord | None) -> TaskResult:
+        """Create the job's task; returns it once its id is journaled."""
+        job = life.job
+        request_id = self.request_id(job, record)
+        recorded = self.provider.recorded_body(job, request_id=request_id)
+        write_atomic(self.root / "jobs" / job.id / "request.json", dumps(recorded), durable=False)
+        attempt = 0
+        # A create of an earlier run that got no answer may have made a task: until a create is
+        # answered, no refusal may mark this job "no task exists" (that would change its
+        # request id and let the provider create it twice).
+        maybe_created = record is not None and record.state == "submitting"
+        while True:
+            self.stopper.check()
+            with self.stopper.interruptible():
+                await self.limiter.acquire()
+            self.stopper.check()
+            attempt += 1
+            life.attempt(request_id)
+            try:
+                with anyio.CancelScope(shield=True):
+                    task = await self.provider.create(self.api, job, request_id=request_id)
+            except ProviderError as exc:
+                maybe_created = self._judge(life, exc, maybe_created)
+                delay = self._retry_delay(attempt, exc)
+                self.fx.emit(JobRetrying(job.id, "create", attempt, delay, str(exc)))
+                with self.stopper.interruptible():
+                    await self.fx.sleep(delay)
+                continue
+            if self.fx.scrub(task.task_id) != task.task_id:
+                # A server echoing the key back as the task id: recording it would write the
+                # key into the journal, the report and the log.
+                raise JobFatalError(
+                    "bad_response",
+                    f"{self.provider.name} answered with a task id that contains the API key; "
+                    "it is not recorded. Check the base URL; --retry-failed submits the job again",
+                )
+            life.submitted(task.task_id)
+            return task
+
+    def _judge(self, life: JobLife, exc: ProviderError, maybe_created: bool) -> bool:
+        """Apply the billing verdict on a failed attempt; returns whether some attempt of this
+        create may have made a task. Raises what ends the job."""
+        verdict = create_verdict(exc, self.provider.idempotent)
+        if verdict is Verdict.NOT_BILLED:
+            if not maybe_created:
+                life.refused()
+        elif verdict is Verdict.RESEND:
+            maybe_created = True
+        elif isinstance(exc, TransientError):  # UNCONFIRMED, and retrying could pay twice
+            raise JobFatalError(
+                UNCONFIRMED_KIND,
+                f"the create request may have reached {self.provider.name} before it failed "
+                f"({exc.detail}); it was not sent again so as not to pay twice. "
+                "--retry-failed submits it again",
+            ) from exc
+        if not isinstance(exc, TransientError):
+            raise exc
+        return maybe_created
+
+    def _retry_delay(self, attempt: int, exc: ProviderError) -> float:
+        """Slow down as the provider asked; the wait before the next attempt, or raise ``exc``
+        when retries are used up."""
+        if exc.kind == "concurrency_limited":
+            self.in_flight.reduce()
+        if exc.retry_after:
+            self.limiter.penalize(exc.retry_after)
+        delay = self.policy.delay(attempt, exc)
+        if delay is None:
+            raise exc
+        return delay
