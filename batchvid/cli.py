@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="combine shard output directories into one")
     p.add_argument("sources", nargs="+", metavar="DIR")
     p.add_argument("--into", required=True, metavar="OUT")
+    p.add_argument("--partial", action="store_true",
+                   help="merge an incomplete set of shards (the report says which are in)")
+
+    p = sub.add_parser("clean", help="remove the job folders no job of the manifest owns")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
 
     p = sub.add_parser("simulate", help="serve the built-in API simulator on loopback")
     p.add_argument("--host", default="127.0.0.1")
@@ -114,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download-bytes", type=int, metavar="N", help="pad every video to N bytes")
 
     p = sub.add_parser("schema", help="print a JSON Schema")
-    p.add_argument("which", nargs="?", choices=("manifest", "report"), default="manifest")
+    p.add_argument("which", nargs="?", default="manifest", metavar="{manifest,report}")
     return parser
 
 
@@ -353,6 +359,7 @@ def _append_step_summary(report_md: Path) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from batchvid.clean import find_leftovers
     from batchvid.display import status_text
     from batchvid.jobs import Job
     from batchvid.plan import make_plan
@@ -376,21 +383,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     ]
     plan = make_plan(jobs, records, root, provider=provider)
     actions = plan.counts()
+    leftovers = find_leftovers(root)
     if args.json:
         print(json.dumps({"summary": report["summary"], "stopped": report["stopped"],
                           "rerun": actions,
                           "problems": [{"id": j["id"], "status": j["status"], "error": j["error"]}
-                                       for j in report["jobs"] if j["status"] in ("failed", "pending")]},
+                                       for j in report["jobs"] if j["status"] in ("failed", "pending")],
+                          "leftovers": [{"path": str(x.path.relative_to(root)), "files": x.files,
+                                         "bytes": x.bytes} for x in leftovers]},
                          indent=2, ensure_ascii=False))
     else:
-        print(status_text(report, actions))
+        print("\n".join([status_text(report, actions, plan),
+                         *_leftover_lines(root, leftovers, "  leftover ")]))
     return EXIT_OK
 
 
+def _leftover_lines(root: Path, leftovers: Sequence[Any], prefix: str) -> list[str]:
+    """A line per leftover and the hint, or nothing when there are none."""
+    if not leftovers:
+        return []
+    return [f"{prefix}{x.describe(root)}" for x in leftovers] + [
+        f"{len(leftovers)} leftover(s) in jobs/ belong to no job of the manifest (not corruption): "
+        f"`batchvid clean {root}` removes them (--dry-run lists them first)"
+    ]
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    from batchvid.clean import find_leftovers
     from batchvid.verify import verify_dir
 
-    problems, checked = verify_dir(Path(args.out_dir))
+    root = Path(args.out_dir)
+    problems, checked = verify_dir(root)
+    for line in _leftover_lines(root, find_leftovers(root), "note: leftover "):
+        print(line)
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
@@ -431,10 +456,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+SCHEMAS = ("manifest", "report")
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from batchvid.schemas import load_schema
 
+    if args.which not in SCHEMAS:
+        raise UsageError(f"schema: unknown schema {args.which!r}; choose {' or '.join(SCHEMAS)}")
     print(json.dumps(load_schema(args.which), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from batchvid.clean import clean
+
+    root = Path(args.out_dir)
+    leftovers = clean(root, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for leftover in leftovers:
+        print(f"{verb} {leftover.describe(root)}")
+    total = sum(leftover.bytes for leftover in leftovers)
+    print(f"{verb} {len(leftovers)} leftover(s), {total} bytes")
     return EXIT_OK
 
 
@@ -447,6 +490,7 @@ COMMANDS = {
     "merge": cmd_merge,
     "simulate": cmd_simulate,
     "schema": cmd_schema,
+    "clean": cmd_clean,
 }
 
 

@@ -27,7 +27,7 @@ from batchvid.events import (
     RunStarted,
     RunStopping,
 )
-from batchvid.plan import Plan
+from batchvid.plan import Plan, Step
 
 
 def format_seconds(seconds: float) -> str:
@@ -188,7 +188,27 @@ RERUN = {
 }
 
 
-def status_text(report: Mapping[str, Any], actions: Mapping[str, int]) -> str:
+def pending_line(job: Mapping[str, Any], step: Step | None) -> str:
+    """What is true of a pending job, from the plan a rerun would follow."""
+    err = job["error"] or {}
+    record = step.record if step else None
+    if step is not None and step.action == "reattach" and record is not None:
+        what = f"submitted as task {record.task_id}, not finished; a rerun re-attaches to it (no new charge)"
+    elif step is not None and step.action == "submit" and record is None:
+        what = "not sent; a rerun submits it"
+    elif step is not None and step.action == "download":
+        what = "done earlier; a rerun fetches its video again (no new charge)"
+    elif step is not None and step.action == "submit":
+        what = f"not finished; a rerun submits it ({step.reason})"
+    else:
+        return f"{err.get('kind')}: {err.get('message')}"
+    if err.get("kind") not in (None, "not_started"):
+        what += f" (stopped by {err.get('kind')}: {err.get('message')})"
+    return what
+
+
+def status_text(report: Mapping[str, Any], actions: Mapping[str, int], plan: Plan | None = None) -> str:
+    steps = {step.job.id: step for step in plan.steps} if plan else {}
     s = report["summary"]
     lines = [
         f"{report['manifest']['name']} ({report['manifest']['provider']}): "
@@ -196,7 +216,9 @@ def status_text(report: Mapping[str, Any], actions: Mapping[str, int]) -> str:
         + f" of {s['total']}",
     ]
     for job in report["jobs"]:
-        if job["status"] in ("failed", "pending"):
+        if job["status"] == "pending":
+            lines.append(f"  {'pending':8} {job['id']}: {pending_line(job, steps.get(job['id']))}")
+        elif job["status"] == "failed":
             err = job["error"] or {}
             lines.append(f"  {job['status']:8} {job['id']}: {err.get('kind')}: {err.get('message')}")
     lines.append("a rerun would:")
