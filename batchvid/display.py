@@ -28,6 +28,7 @@ from batchvid.events import (
     RunStopping,
 )
 from batchvid.plan import Plan, Step
+from batchvid.report import succeeded_counts
 
 
 def format_seconds(seconds: float) -> str:
@@ -77,7 +78,9 @@ def plan_table(plan: Plan, max_in_flight: int, rpm: float | None) -> str:
 def run_summary(report: Mapping[str, Any], out_dir: str) -> str:
     s = report["summary"]
     lines = [
-        f"{s['total']} jobs: {s['succeeded']} generated, {s['skipped']} already done, "
+        f"{s['total']} jobs: "
+        + "".join(f"{n} {word}, " for word, n in succeeded_counts(report).items())
+        + f"{s['skipped']} already done, "
         f"{s['failed']} failed, {s['pending']} pending  ->  {out_dir}",
     ]
     for job in report["jobs"]:

@@ -67,6 +67,7 @@ def _job_entry(o: Outcome) -> dict[str, Any]:
         "index": o.job.index,
         "key": o.job.key,
         "status": o.status,
+        "action": o.action,
         "sample": o.job.sample,
         "parameters": o.job.canonical_params(),
         "task_id": o.task_id,
@@ -169,6 +170,20 @@ def metadata_rows(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
     return rows
 
 
+AGAIN = {"reattach": "re-attached", "download": "downloaded again"}
+"""How a succeeded job that this run did not pay for is counted (none of them is "generated")."""
+
+
+def succeeded_counts(report: Mapping[str, Any]) -> dict[str, int]:
+    """The succeeded jobs split by how this run got them: ``generated`` (a create it paid for,
+    or an older report that did not record the action), then ``AGAIN``'s words when nonzero."""
+    counts = {"generated": 0} | {word: 0 for word in AGAIN.values()}
+    for job in report["jobs"]:
+        if job["status"] == "succeeded":
+            counts[AGAIN.get(job.get("action", "submit"), "generated")] += 1
+    return {word: n for word, n in counts.items() if n or word == "generated"}
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     s = report["summary"]
     manifest = report["manifest"]
@@ -176,7 +191,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines = [
         f"## {icon} batchvid: {manifest['name']}",
         "",
-        f"{s['total']} jobs: **{s['succeeded']} generated**, {s['skipped']} already done, "
+        f"{s['total']} jobs: "
+        + "".join(f"**{n} {w}**, " if w == "generated" else f"{n} {w}, "
+                  for w, n in succeeded_counts(report).items())
+        + f"{s['skipped']} already done, "
         f"**{s['failed']} failed**, {s['pending']} pending · provider `{manifest['provider']}` · "
         f"cost {report['cost']['amount']:g} {report['cost']['currency']}",
         "",

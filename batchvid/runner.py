@@ -244,13 +244,15 @@ class Runner:
                     for step, life in work:
                         slot = await self._admit(step, budget)
                         if slot is None:
-                            break
+                            if self.stopper.halted:
+                                break
+                            continue  # over budget: later free jobs still start
                         tg.start_soon(driver.run, step, life, slot)
             outer.cancel_scope.cancel()
 
     async def _admit(self, step: Step, budget: Budget) -> Slot | None:
-        """The job's in-flight slot once it may start, or None when no more jobs start (the
-        budget is spent, or the run is stopping)."""
+        """The job's in-flight slot once it may start, or None when it does not start: over
+        budget (later free jobs still may) or the run is stopping."""
         if step.pays:
             why = budget.admit(step.job)
             if why is not None:
