@@ -431,11 +431,15 @@ def cmd_merge(args: argparse.Namespace) -> int:
     into = Path(args.into)
     if any(Path(src).resolve() == into.resolve() for src in args.sources):
         raise UsageError("--into must be a new directory, not one of the shards")
-    report = merge_dirs([Path(src) for src in args.sources], into)
+    report = merge_dirs([Path(src) for src in args.sources], into, partial=args.partial)
     _append_step_summary(into / "report.md")
     s = report["summary"]
     print(f"merged {len(args.sources)} shard(s) into {into}: {s['total']} jobs, "
           f"{s['succeeded'] + s['skipped']} done, {s['failed']} failed, {s['pending']} pending")
+    if report.get("shards"):
+        count, missing = report["shards"]["count"], report["shards"]["missing"]
+        names = ", ".join(f"{i}/{count}" for i in missing)
+        print(f"partial: shard {names} not merged; its jobs are missing from this directory")
     return EXIT_OK
 
 

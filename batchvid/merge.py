@@ -40,15 +40,19 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def merge_dirs(sources: Sequence[Path], into: Path) -> dict[str, Any]:
+def merge_dirs(sources: Sequence[Path], into: Path, *, partial: bool = False) -> dict[str, Any]:
     """Copy every shard's job files into ``into`` and write one report, lock and index.
 
     Shards must come from the same manifest and provider; a job present in two shards must have
     the same key and the same video hash there. ``into`` must be new (or empty). The merged
     directory is resumable like any other: its journal joins the shards' journals, each job's
     history taken from the shard whose result is kept.
+
+    Shards written with ``--shard I/N`` must form the whole set 1..N, each once (``check_shards``);
+    with ``partial`` a subset is merged and the report's ``shards`` says which are in.
     """
     reports = _read_shards(sources, into)
+    shards = check_shards(reports, partial=partial)
     ordered, owners = _choose_jobs(reports)
     # Read and check everything before writing anything, so a refused merge leaves no directory.
     for job in ordered:
@@ -81,11 +85,64 @@ def merge_dirs(sources: Sequence[Path], into: Path) -> dict[str, Any]:
         index = {j["id"]: j["index"] for j in ordered}
         rows.sort(key=lambda r: index[r["id"]])
         report = _merged_report(reports, ordered)
+        if shards is not None:
+            report = _with_shards(report, shards)
         info = report["manifest"]
         write_report_files(into, report, rows, lock_document(info["name"], info["provider"], lock_jobs))
     finally:
         out.close()
     return report
+
+
+def _shard_name(report: dict[str, Any]) -> str:
+    shard = report.get("shard")
+    return f"shard {shard['index']}/{shard['count']}" if shard else "written without --shard"
+
+
+def check_shards(
+    reports: list[tuple[Path, dict[str, Any]]], *, partial: bool
+) -> dict[str, Any] | None:
+    """Refuse a set of shards with one missing (unless ``partial``), repeated or of another
+    split; returns the report's ``shards`` for a partial merge of a subset, else None.
+    Directories written without ``--shard`` (or merges of them) merge as before."""
+    sharded = [(src, r) for src, r in reports if r.get("shard")]
+    if not sharded:
+        return None
+    seen: dict[int, Path] = {}
+    count = sharded[0][1]["shard"]["count"]
+    for src, report in reports:
+        shard = report.get("shard")
+        if shard is None or shard["count"] != count:
+            raise OutputDirError(
+                f"{src} is {_shard_name(report)} but {sharded[0][0]} is "
+                f"{_shard_name(sharded[0][1])}: merge the shards of one --shard I/{count} split"
+            )
+        if shard["index"] in seen:
+            raise OutputDirError(
+                f"{seen[shard['index']]} and {src} are both {_shard_name(report)}: "
+                "give each shard's directory once"
+            )
+        seen[shard["index"]] = src
+    missing = [i for i in range(1, count + 1) if i not in seen]
+    if not missing:
+        return None
+    if not partial:
+        names = ", ".join(f"{i}/{count}" for i in missing)
+        raise OutputDirError(
+            f"shard {names} missing (given {', '.join(f'{i}/{count}' for i in sorted(seen))}): "
+            "add its directory, or pass --partial to merge these alone"
+        )
+    return {"count": count, "merged": sorted(seen), "missing": missing}
+
+
+def _with_shards(report: dict[str, Any], shards: dict[str, Any]) -> dict[str, Any]:
+    """``report`` with ``shards`` after its manifest (where a shard's report has ``shard``)."""
+    out: dict[str, Any] = {}
+    for key, value in report.items():
+        out[key] = value
+        if key == "manifest":
+            out["shards"] = shards
+    return out
 
 
 def _read_shards(sources: Sequence[Path], into: Path) -> list[tuple[Path, dict[str, Any]]]:

@@ -59,6 +59,8 @@ class RunInfo:
     seconds: float
     cost: float
     currency: str
+    shard: tuple[int, int] | None = None
+    """``--shard I/N`` as (I, N); None for an unsharded run (its report has no ``shard``)."""
 
 
 def _job_entry(o: Outcome) -> dict[str, Any]:
@@ -97,10 +99,12 @@ def assemble_report(
     for j in jobs:
         counts[j["status"]] += 1
     counts["total"] = len(jobs)
+    shard = {"shard": {"index": info.shard[0], "count": info.shard[1]}} if info.shard else {}
     return {
         "report_version": REPORT_VERSION,
         "batchvid_version": __version__,
         "manifest": {"path": info.manifest, "name": info.name, "provider": info.provider},
+        **shard,
         "exit_code": info.exit_code,
         "stopped": info.stopped,
         "summary": counts,
@@ -199,6 +203,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"cost {report['cost']['amount']:g} {report['cost']['currency']}",
         "",
     ]
+    if report.get("shards"):
+        count, shards = report["shards"]["count"], report["shards"]
+        lines += [f"> Partial merge: shards {', '.join(f'{i}/{count}' for i in shards['merged'])} "
+                  f"are in; {', '.join(f'{i}/{count}' for i in shards['missing'])} missing.", ""]
     if report["stopped"]:
         lines += [f"> Stopped early ({report['stopped']['reason']}): "
                   f"{report['stopped']['message']} — run again to resume.", ""]

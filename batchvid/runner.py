@@ -211,6 +211,7 @@ class Runner:
             seconds=self.clock() - started,
             cost=budget.cost,
             currency=budget.currency,
+            shard=self.settings.shard,
         )
         report = write_outputs(self.settings.out_dir, outcomes, info)
         self.emit(RunFinished(code, report["summary"]))

@@ -1,0 +1,100 @@
+"""report.json records `--shard I/N`; `merge` refuses an incomplete, repeated or mixed set of
+shards unless `--partial`, and then says which shards are in."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from batchvid.cli import main
+
+ROOT = Path(__file__).parent.parent
+FAST = ["--simulate", "--no-progress", "--sim-latency", "0.02", "--poll-interval", "0.01:0.02",
+        "--rpm", "6000", "--max-in-flight", "8"]
+MANIFEST = """\
+version: 1
+name: shards
+defaults: {model: cogvideox-flash}
+jobs:
+  - id: clip
+    prompt: "clip ${n}"
+    matrix:
+      n: [1, 2, 3, 4, 5, 6]
+"""
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Output directories of shards 1/3, 2/3, 3/3 and 1/2 of one manifest; do not modify."""
+    base = tmp_path_factory.mktemp("shards")
+    manifest = base / "m.yaml"
+    manifest.write_text(MANIFEST, encoding="utf-8")
+    dirs = {}
+    for shard in ("1/3", "2/3", "3/3", "1/2"):
+        out = base / shard.replace("/", "-of-")
+        assert main(["run", str(manifest), "--out", str(out), "--shard", shard, *FAST]) == 0
+        dirs[shard] = out
+    return dirs
+
+
+def test_a_sharded_report_records_its_shard(shards: dict[str, Path]) -> None:
+    """report.json of `--shard 2/3` has shard {index: 2, count: 3} and matches the schema."""
+    report = json.loads((shards["2/3"] / "report.json").read_text())
+    assert report["shard"] == {"index": 2, "count": 3}
+    schema = json.loads((ROOT / "schemas" / "report.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(report)
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (["1/3", "2/3"], "shard 3/3 missing (given 1/3, 2/3): add its directory, or pass --partial"),
+        (["1/3", "1/2"], "is shard 1/2 but"),
+    ],
+)
+def test_merge_refuses_an_incomplete_or_mixed_set(
+    shards: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    given: list[str], message: str,
+) -> None:
+    """A missing or mismatched shard: exit 2 naming it, and no merged directory."""
+    into = tmp_path / "merged"
+    assert main(["merge", *(str(shards[s]) for s in given), "--into", str(into)]) == 2
+    assert message in capsys.readouterr().err
+    assert not into.exists()
+
+
+def test_merge_refuses_a_repeated_shard(
+    shards: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two directories that are both shard 1/3: exit 2 naming both."""
+    copy = shutil.copytree(shards["1/3"], tmp_path / "copy")
+    into = tmp_path / "merged"
+    args = [str(shards["1/3"]), str(copy), str(shards["2/3"]), str(shards["3/3"])]
+    assert main(["merge", *args, "--into", str(into)]) == 2
+    assert f"{shards['1/3']} and {copy} are both shard 1/3" in capsys.readouterr().err
+
+
+def test_partial_merge_says_which_shards_are_in(
+    shards: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--partial merges a subset; report.json, report.md and the command say what is missing."""
+    into = tmp_path / "merged"
+    assert main(["merge", str(shards["1/3"]), str(shards["3/3"]), "--into", str(into), "--partial"]) == 0
+    assert "partial: shard 2/3 not merged" in capsys.readouterr().out
+    report = json.loads((into / "report.json").read_text())
+    assert report["shards"] == {"count": 3, "merged": [1, 3], "missing": [2]}
+    assert "shard" not in report
+    assert "> Partial merge: shards 1/3, 3/3 are in; 2/3 missing." in (into / "report.md").read_text()
+
+
+def test_complete_merge_has_no_shard_field(shards: dict[str, Path], tmp_path: Path) -> None:
+    """The merge of every shard reads like one unsharded run: neither shard nor shards."""
+    into = tmp_path / "merged"
+    assert main(["merge", *(str(shards[s]) for s in ("3/3", "1/3", "2/3")), "--into", str(into)]) == 0
+    report = json.loads((into / "report.json").read_text())
+    assert "shard" not in report and "shards" not in report
+    assert report["summary"]["succeeded"] == 6
