@@ -38,6 +38,7 @@ SIMULATED_POLL = (0.2, 1.0)
 # docs/providers.md: poll every 5-15 s with jitter. A finished task holds its in-flight slot
 # until the next poll, so a longer maximum costs throughput when the cap binds.
 DEFAULT_POLL = (5.0, 15.0)
+DEFAULT_RPM = 30.0
 
 
 # -- argument parsing -------------------------------------------------------------------------
@@ -47,8 +48,8 @@ def _run_options(p: argparse.ArgumentParser, *, full: bool) -> None:
     p.add_argument("manifest", help="manifest file (YAML)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: runs/<name>)")
     p.add_argument("--provider", choices=("geekai", "bigmodel"), help="override the manifest's provider")
-    p.add_argument("--max-in-flight", type=int, metavar="N", help="tasks submitted and not yet finished")
-    p.add_argument("--rpm", type=float, metavar="N", help="create requests per minute")
+    p.add_argument("--max-in-flight", type=int, metavar="N", help="tasks submitted and not yet finished (default 4)")
+    p.add_argument("--rpm", type=float, metavar="N", help="create requests per minute (default 30; unpaced under --simulate)")
     p.add_argument("--only", action="append", default=[], metavar="PATTERN", help="job ids (glob); repeatable")
     p.add_argument("--shard", metavar="I/N", help="run only shard I of N (by job key)")
     p.add_argument("--retry-failed", action="store_true", help="try failed jobs again")
@@ -63,11 +64,12 @@ def _run_options(p: argparse.ArgumentParser, *, full: bool) -> None:
     p.add_argument("--retries", type=int, metavar="N", help="retries of a failed create request")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="per job, submit to downloaded")
     p.add_argument("--poll-interval", metavar="MIN[:MAX]",
-                   help="seconds between polls: start at MIN, back off to MAX (default 5:15)")
+                   help="seconds between polls: start at MIN, back off to MAX "
+                        "(default 5:15; 0.2:1 under --simulate)")
     p.add_argument("--max-cost", type=float, metavar="AMOUNT", help="stop submitting past this cost")
     p.add_argument("--strict-media", action="store_true", help="fail jobs whose video does not match the request")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit (same as `plan`)")
-    p.add_argument("--no-progress", action="store_true", help="no live progress display")
+    p.add_argument("--no-progress", action="store_true", help="no progress display (a live bar on a terminal, else a line every 10 s)")
     p.add_argument("--log-format", choices=("text", "json"), default="text", help="stderr log format")
 
 
@@ -215,7 +217,10 @@ def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
     retries = _number(args, "retries", limits, "retries", 5, minimum=0, inclusive=True)
     if not float(max_in_flight or 0).is_integer() or not float(retries or 0).is_integer():
         raise UsageError("--max-in-flight and --retries take whole numbers")
-    rpm = _number(args, "rpm", limits, "requests_per_minute", 30.0, minimum=0, inclusive=False)
+    # The 30-per-minute default is meant for the real services; the simulator is not paced by
+    # it unless --rpm or limits.requests_per_minute asks.
+    default_rpm = None if simulate else DEFAULT_RPM
+    rpm = _number(args, "rpm", limits, "requests_per_minute", default_rpm, minimum=0, inclusive=False)
     timeout = _number(args, "timeout", limits, "timeout", 1800.0, minimum=0, inclusive=False)
     max_cost = _number(args, "max_cost", limits, "max_cost", None, minimum=0, inclusive=True)
     if args.only and not select(manifest.jobs, args.only):
@@ -311,7 +316,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from batchvid.display import JsonLog, ProgressDisplay, TextLog, run_summary
+    from batchvid.display import JsonLog, ProgressDisplay, ProgressLines, TextLog, run_summary
     from batchvid.runner import Runner
 
     manifest = _load(args.manifest, args.provider)
@@ -339,6 +344,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         subscribers.append(ProgressDisplay())
     else:
         subscribers.append(TextLog())
+        if not args.no_progress:
+            subscribers.append(ProgressLines())
     runner = Runner(manifest, settings, transport=transport, subscribers=subscribers)
     result = anyio.run(runner.run)
     print(run_summary(result.report, str(settings.out_dir)))

@@ -21,6 +21,7 @@ from rich.progress import (
 from batchvid.events import (
     Event,
     JobFinished,
+    JobPolled,
     JobRetrying,
     JobSubmitted,
     RunFinished,
@@ -29,6 +30,10 @@ from batchvid.events import (
 )
 from batchvid.plan import Plan, Step
 from batchvid.report import succeeded_counts
+
+PROGRESS_INTERVAL = 10.0
+"""Seconds between two progress lines in a log that is not a terminal (besides the run's
+state changes)."""
 
 
 def format_seconds(seconds: float) -> str:
@@ -129,6 +134,35 @@ class JsonLog:
         self.stream.flush()
 
 
+class Tally:
+    """Done, failed, in flight and queued, from the events (for the progress displays)."""
+
+    def __init__(self) -> None:
+        self.total = self.done = self.failed = 0
+        self.in_flight: set[str] = set()
+
+    def count(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.total = event.total
+            self.done = event.actions.get("skip", 0)
+            self.failed = event.actions.get("keep-failed", 0)
+        elif isinstance(event, JobSubmitted | JobPolled):
+            self.in_flight.add(event.job_id)
+        elif isinstance(event, JobFinished):
+            self.in_flight.discard(event.job_id)
+            if event.status == "failed":
+                self.failed += 1
+            elif event.status in ("succeeded", "skipped"):
+                self.done += 1
+
+    @property
+    def queued(self) -> int:
+        return max(0, self.total - self.done - self.failed - len(self.in_flight))
+
+    def detail(self) -> str:
+        return f"failed {self.failed} · in flight {len(self.in_flight)} · queued {self.queued}"
+
+
 class ProgressDisplay:
     """Subscriber: a live bar with done, failed, in flight and queued, elapsed and ETA."""
 
@@ -145,41 +179,70 @@ class ProgressDisplay:
             transient=False,
         )
         self.task: Any = None
-        self.done = self.failed = self.in_flight = 0
-        self.total = 0
-
-    def _detail(self) -> str:
-        queued = self.total - self.done - self.failed - self.in_flight
-        return f"failed {self.failed} · in flight {self.in_flight} · queued {max(queued, 0)}"
+        self.tally = Tally()
 
     def __call__(self, event: Event) -> None:
+        self.tally.count(event)
+        t = self.tally
         if isinstance(event, RunStarted):
-            self.total = event.total
-            settled = event.actions.get("skip", 0) + event.actions.get("keep-failed", 0)
-            self.done = event.actions.get("skip", 0)
-            self.failed = event.actions.get("keep-failed", 0)
             self.progress.start()
             self.task = self.progress.add_task("batchvid", total=event.total, detail="")
-            self.progress.update(self.task, completed=settled, detail=self._detail())
+            self.progress.update(self.task, completed=t.done + t.failed, detail=t.detail())
             return
         if self.task is None:
             return
-        if isinstance(event, JobSubmitted):
-            self.in_flight += 1
-        elif isinstance(event, JobFinished):
-            self.in_flight = max(0, self.in_flight - 1)
-            if event.status == "failed":
-                self.failed += 1
-            elif event.status in ("succeeded", "skipped"):
-                self.done += 1
+        if isinstance(event, JobFinished):
             self.progress.update(self.task, advance=1)
         elif isinstance(event, RunStopping):
             self.console.log(f"stopping ({event.reason}): {event.message}")
         elif isinstance(event, RunFinished):
-            self.progress.update(self.task, detail=self._detail())
+            self.progress.update(self.task, detail=t.detail())
             self.progress.stop()
             return
-        self.progress.update(self.task, detail=self._detail())
+        self.progress.update(self.task, detail=t.detail())
+
+
+class ProgressLines:
+    """Subscriber for a log that is not a terminal (CI): one summary line when the run starts,
+    stops or finishes, and otherwise at most every ``interval`` seconds, as events come."""
+
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = PROGRESS_INTERVAL,
+    ) -> None:
+        self.stream = stream or sys.stderr
+        self.clock = clock
+        self.interval = interval
+        self.tally = Tally()
+        self.started: float | None = None
+        self.last = 0.0
+
+    def __call__(self, event: Event) -> None:
+        self.tally.count(event)
+        now = self.clock()
+        if isinstance(event, RunStarted):
+            self.started = now
+            self._line("started", now)
+        elif self.started is None:
+            return
+        elif isinstance(event, RunStopping):
+            self._line("stopping", now)
+        elif isinstance(event, RunFinished):
+            self._line("finished", now)
+        elif now - self.last >= self.interval:
+            self._line("running", now)
+
+    def _line(self, state: str, now: float) -> None:
+        t = self.tally
+        elapsed = format_seconds(now - (self.started or now))
+        self.stream.write(
+            f"progress: {state}: {t.done}/{t.total} done, {t.failed} failed, "
+            f"{len(t.in_flight)} in flight, {t.queued} queued, {elapsed} elapsed\n"
+        )
+        self.stream.flush()
+        self.last = now
 
 
 RERUN = {

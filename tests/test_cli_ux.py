@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -9,8 +10,18 @@ import anyio
 import httpx
 import pytest
 
-from batchvid.cli import main
-from batchvid.events import Event, JobSubmitted
+from batchvid.cli import build_parser, build_settings, main
+from batchvid.display import ProgressLines
+from batchvid.events import (
+    Event,
+    JobFinished,
+    JobPolled,
+    JobSubmitted,
+    RunFinished,
+    RunStarted,
+    RunStopping,
+)
+from batchvid.manifest import load_manifest
 from batchvid.runner import Runner, Settings
 from batchvid.simulator import GEEKAI_PREFIX, Simulator, SimulatorConfig
 from tests.helpers import make_job, make_manifest
@@ -129,3 +140,70 @@ def test_schema_of_an_unknown_name_says_which_exist(capsys: pytest.CaptureFixtur
     assert "which" not in err
 
 
+
+
+def test_progress_lines_at_state_changes_and_at_most_every_interval() -> None:
+    """Not on a terminal: a line when the run starts, stops, finishes, and between them at most
+    one per interval however many events come."""
+    now = [100.0]
+    stream = io.StringIO()
+    lines = ProgressLines(stream, clock=lambda: now[0], interval=10.0)
+    lines(RunStarted(4, {"submit": 3, "skip": 1}))
+    for second in range(1, 25):  # an event a second for 24 s: two lines (at 10 s and 20 s)
+        now[0] = 100.0 + second
+        lines(JobPolled(f"j{second % 2}", "t", "PROCESSING"))
+    lines(JobFinished("j0", "succeeded"))
+    lines(JobFinished("j1", "failed", "task_failed", "no"))
+    lines(RunStopping("interrupted", "SIGINT"))
+    lines(RunFinished(3, {}))
+    assert stream.getvalue().splitlines() == [
+        "progress: started: 1/4 done, 0 failed, 0 in flight, 3 queued, 0s elapsed",
+        "progress: running: 1/4 done, 0 failed, 2 in flight, 1 queued, 10s elapsed",
+        "progress: running: 1/4 done, 0 failed, 2 in flight, 1 queued, 20s elapsed",
+        "progress: stopping: 2/4 done, 1 failed, 0 in flight, 1 queued, 24s elapsed",
+        "progress: finished: 2/4 done, 1 failed, 0 in flight, 1 queued, 24s elapsed",
+    ]
+
+
+def test_run_without_a_terminal_prints_progress_unless_no_progress(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With stderr not a terminal, a run prints its start and end progress lines on stderr;
+    --no-progress silences them."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(TWO, encoding="utf-8")
+    quick = ["--simulate", "--sim-latency", "0.02", "--poll-interval", "0.01:0.02"]
+    assert main(["run", str(manifest), "--out", str(tmp_path / "a"), *quick]) == 0
+    err = capsys.readouterr().err
+    assert "progress: started: 0/2 done, 0 failed, 0 in flight, 2 queued" in err
+    assert "progress: finished: 2/2 done, 0 failed, 0 in flight, 0 queued" in err
+    assert main(["run", str(manifest), "--out", str(tmp_path / "b"), *quick, "--no-progress"]) == 0
+    assert "progress:" not in capsys.readouterr().err
+
+
+def test_simulator_is_not_paced_by_the_default_rate(tmp_path: Path) -> None:
+    """--simulate runs unpaced unless --rpm or limits.requests_per_minute asks; real runs get 30/min."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(TWO, encoding="utf-8")
+    loaded = load_manifest(manifest)
+
+    def rpm(*flags: str) -> float | None:
+        args = build_parser().parse_args(["run", str(manifest), *flags])
+        return build_settings(args, loaded).rpm  # type: ignore[no-any-return]
+
+    assert rpm("--simulate") is None
+    assert rpm() == 30.0
+    assert rpm("--simulate", "--rpm", "12") == 12.0
+    manifest.write_text(TWO.replace("defaults:", "limits:\n  requests_per_minute: 6\ndefaults:"))
+    loaded = load_manifest(manifest)
+    assert rpm("--simulate") == 6.0
+
+
+def test_run_help_states_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    """`run --help` gives the defaults of in-flight cap, request rate and poll interval."""
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default 4)" in text
+    assert "(default 30; unpaced under --simulate)" in text
+    assert "(default 5:15; 0.2:1 under --simulate)" in text
