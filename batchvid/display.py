@@ -55,7 +55,7 @@ def plan_table(plan: Plan, max_in_flight: int, rpm: float | None) -> str:
                 s.job.id,
                 s.job.short_key,
                 s.job.model,
-                str(s.job.params.get("size", "-")),
+                str(s.job.params.get("size", "(provider default)")),
                 s.action,
                 s.reason,
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -233,6 +234,47 @@ def _done(job: Job, record: JobRecord, out_dir: Path) -> Step:
     )
 
 
+EDIT_SHOWN_CHARS = 40
+"""A changed value longer than this (or a prompt, or an image) is named, not shown."""
+NAMED_ONLY = frozenset({"prompt", "negative_prompt"})
+NOT_COMPARED = frozenset({"async", "request_id"})
+"""Body fields that say how a request is sent, not what it asks for."""
+
+
+def edited_reason(job: Job, earlier: JobRecord, out_dir: Path, provider: str) -> str:
+    """Why an edited job is submitted: what changed since the request journaled under its id.
+    The earlier request is read from ``jobs/<id>/request.json``, the body that was sent (the
+    journal keeps only keys); when it is gone, the reason says the job was edited."""
+    task = f" (task {earlier.task_id})" if earlier.task_id else ""
+    try:
+        before = json.loads((out_dir / "jobs" / job.id / "request.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        before = None
+    if not isinstance(before, dict):
+        return f"edited since its earlier request{task}: a new job"
+    after = get_provider(provider).recorded_body(job)
+    changes = []
+    for name in sorted((set(before) | set(after)) - NOT_COMPARED):
+        old, new = before.get(name), after.get(name)
+        if old == new:
+            continue
+        shown = [_shown(v) for v in (old, new)]
+        if (
+            name in NAMED_ONLY
+            or any(len(text) > EDIT_SHOWN_CHARS for text in shown)
+            or isinstance(old or new, dict)
+        ):
+            changes.append(name)
+        else:
+            changes.append(f"{name}: {shown[0]} → {shown[1]}")
+    what = ", ".join(changes) or "its request"
+    return f"edited since its earlier request{task}: {what}; a new job"
+
+
+def _shown(value: Any) -> str:
+    return "(provider default)" if value is None else str(value)
+
+
 def make_plan(
     jobs: Sequence[Job],
     records: Mapping[str, JobRecord],
@@ -255,20 +297,23 @@ def make_plan(
     """
     idempotent = get_provider(provider).idempotent
     chosen = {job.key for job in select(jobs, only, shard)}
+    by_id = {record.id: record for record in records.values()}
     steps: list[Step] = []
     for job in jobs:
         record = records.get(job.key)
         if job.key in chosen:
-            steps.append(
-                decide(
-                    job,
-                    record,
-                    out_dir,
-                    force=force,
-                    retry_failed=retry_failed,
-                    idempotent=idempotent,
-                )
+            step = decide(
+                job,
+                record,
+                out_dir,
+                force=force,
+                retry_failed=retry_failed,
+                idempotent=idempotent,
             )
+            earlier = by_id.get(job.id)
+            if record is None and earlier is not None and earlier.key != job.key:
+                step = Step(job, "submit", edited_reason(job, earlier, out_dir, provider))
+            steps.append(step)
         elif record is not None and record.state == "succeeded":
             step = decide(job, record, out_dir)
             if step.action == "skip":

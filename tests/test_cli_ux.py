@@ -207,3 +207,24 @@ def test_run_help_states_the_defaults(capsys: pytest.CaptureFixture[str]) -> Non
     assert "(default 4)" in text
     assert "(default 30; unpaced under --simulate)" in text
     assert "(default 5:15; 0.2:1 under --simulate)" in text
+
+
+def test_plan_shows_what_changed_in_an_edited_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An edited job's plan reason names its changed fields, with old → new for short values;
+    an unset size shows as the provider default, not '-'."""
+    sized = TWO.replace("    prompt: a calm lake at dawn\n",
+                        "    prompt: a calm lake at dawn\n    size: 720x480\n")
+    out = _run(tmp_path, sized)
+    edited = sized.replace("size: 720x480", "size: 1024x1024").replace("calm lake", "still lake")
+    (tmp_path / "m.yaml").write_text(edited + "  - id: fresh\n    prompt: a new one\n")
+    capsys.readouterr()
+    assert main(["plan", str(tmp_path / "m.yaml"), "--out", str(out)]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line}
+    task = json.loads((out / "report.json").read_text())["jobs"][0]["task_id"]
+    assert rows["keep"].endswith(
+        f"submit  edited since its earlier request (task {task}): prompt, "
+        "size: 720x480 → 1024x1024; a new job")
+    assert "(provider default)" in rows["drop"] and " - " not in rows["drop"]
+    assert rows["fresh"].endswith("submit  new job")
