@@ -182,7 +182,7 @@ def _number(
     return number
 
 
-def _base_url(args: argparse.Namespace) -> str | None:
+def _base_url(args: argparse.Namespace, provider: str) -> str | None:
     value = getattr(args, "base_url", None)
     where = "--base-url"
     if not value:
@@ -196,7 +196,29 @@ def _base_url(args: argparse.Namespace) -> str | None:
         url = None
     if url is None or url.scheme not in ("http", "https") or not url.host:
         raise UsageError(f"{where} {value!r}: expected an http(s) URL such as https://geekai.co/api/v1")
+    _check_provider_root(url, provider, f"{where} {value}")
     return str(value)
+
+
+def _check_provider_root(url: httpx.URL, provider: str, where: str) -> None:
+    """Refuse a base URL that is another provider's API root (its host, or its path such as
+    BigModel's /api/paas/v4): the request would be refused with a puzzling message (GeekAI's
+    ``async`` is an unknown parameter to BigModel), so say so before anything is sent."""
+    from batchvid.providers import PROVIDERS, get_provider
+
+    own = get_provider(provider)
+    for name in PROVIDERS:
+        other = get_provider(name)
+        root = httpx.URL(other.default_base_url)
+        if name == provider or root.path == httpx.URL(own.default_base_url).path:
+            continue
+        if url.host == root.host or url.path.rstrip("/") == root.path.rstrip("/"):
+            raise UsageError(
+                f"{where} is {other.label}'s API (its root is {other.default_base_url}) but the "
+                f"provider is {provider} ({own.label}, root {own.default_base_url}): set "
+                f"provider: {name} in the manifest (or --provider {name}), or point the URL at "
+                f"{own.label}"
+            )
 
 
 def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
@@ -229,7 +251,7 @@ def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
     return Settings(
         out_dir=out,
         provider=manifest.provider,
-        base_url=_base_url(args),
+        base_url=_base_url(args, manifest.provider),
         max_in_flight=int(max_in_flight),
         rpm=rpm,
         retries=int(retries),

@@ -88,16 +88,18 @@ def run_summary(report: Mapping[str, Any], out_dir: str) -> str:
         + f"{s['skipped']} already done, "
         f"{s['failed']} failed, {s['pending']} pending  ->  {out_dir}",
     ]
+    advised = True
     for job in report["jobs"]:
         if job["status"] == "failed":
             err = job["error"] or {}
             lines.append(f"  failed  {job['id']}: {err.get('kind')}: {err.get('message')}")
+            advised = advised and "--retry-failed" in str(err.get("message"))
     if report["stopped"]:
         lines.append(
             f"stopped early ({report['stopped']['reason']}): {report['stopped']['message']}. "
             "Run the same command again to resume."
         )
-    elif s["failed"]:
+    elif s["failed"] and not advised:  # unless each failure already says what it does
         lines.append("Rerun with --retry-failed to try the failed jobs again.")
     return "\n".join(lines)
 

@@ -203,7 +203,9 @@ def _failed(job: Job, record: JobRecord, *, retry_failed: bool) -> Step:
     error = record.error or {}
     why = f"{error.get('kind', 'error')}: {error.get('message', '')}".strip()
     if not retry_failed:
-        return Step(job, "keep-failed", f"failed earlier ({why}); use --retry-failed", record)
+        # The error may already say what --retry-failed does (a timeout, an unconfirmed create).
+        advice = "" if "--retry-failed" in why else "; use --retry-failed"
+        return Step(job, "keep-failed", f"failed earlier ({why}){advice}", record)
     if error.get("kind") in ("timeout", "download_failed") and record.task_id:
         return Step(
             job, "reattach", f"--retry-failed: task {record.task_id} is polled again", record

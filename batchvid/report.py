@@ -22,6 +22,12 @@ from batchvid.store import dumps, write_atomic
 # Characters XML 1.0 forbids even escaped; a provider's error body may carry them.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
+# Markup in a provider's error body (an HTML 502 page): the hidden parts, then any tag.
+_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<!--.*?-->|</?[A-Za-z!][^<>]*>", re.DOTALL)
+_LOOKS_HTML = re.compile(r"<(!doctype|html|head|body|title|h[1-6]|p|div|center|hr|br|pre)\b", re.I)
+SHORT_MESSAGE_CHARS = 200
+
 REPORT_VERSION = 1
 LOCK_VERSION = 1
 Status = Literal["succeeded", "skipped", "failed", "pending"]
@@ -215,7 +221,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += ["| job | status | kind | message |", "|---|---|---|---|"]
         for j in failed:
             err = j["error"] or {}
-            message = _cell(str(err.get("message", "")))
+            message = _cell(short_message(str(err.get("message", ""))))
             lines.append(f"| `{j['id']}` | {j['status']} | {err.get('kind', '')} | {message} |")
         lines.append("")
     warned = [j for j in report["jobs"] if j["warnings"]]
@@ -231,6 +237,17 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines.append(f"| `{j['id']}` | {j['status']} | {p.get('model')} | {p.get('size', '')} | {sha} |")
     lines += ["", "</details>", ""]
     return "\n".join(lines)
+
+
+def short_message(text: str) -> str:
+    """A message as one short, clean line for report.md and junit.xml: an HTML page's markup
+    stripped and entities decoded (other text keeps its ``<`` and ``&``), whitespace collapsed, at most ``SHORT_MESSAGE_CHARS`` characters. The
+    whole message stays in report.json and the job's files."""
+    plain = html.unescape(_TAG.sub(" ", _HIDDEN.sub(" ", text))) if _LOOKS_HTML.search(text) else text
+    line = " ".join(plain.split())
+    if len(line) > SHORT_MESSAGE_CHARS:
+        line = line[: SHORT_MESSAGE_CHARS - 1].rstrip() + "…"
+    return line
 
 
 def _cell(text: str) -> str:
@@ -261,12 +278,13 @@ def render_junit(report: Mapping[str, Any]) -> str:
             suite, "testcase", {"classname": report["manifest"]["name"], "name": j["id"]}
         )
         err = j["error"] or {}
+        message = short_message(str(err.get("message", "")))
         if j["status"] == "failed":
             node = ET.SubElement(case, "failure", {"type": _xml_text(err.get("kind", "error")),
-                                                   "message": _xml_text(err.get("message", ""))})
-            node.text = _xml_text(f"{err.get('kind')}: {err.get('message')}")
+                                                   "message": _xml_text(message)})
+            node.text = _xml_text(f"{err.get('kind')}: {message}")
         elif j["status"] == "pending":
-            ET.SubElement(case, "skipped", {"message": _xml_text(err.get("message", "not finished"))})
+            ET.SubElement(case, "skipped", {"message": _xml_text(message or "not finished")})
     ET.indent(suite)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
 

@@ -228,3 +228,34 @@ def test_plan_shows_what_changed_in_an_edited_job(
         "size: 720x480 → 1024x1024; a new job")
     assert "(provider default)" in rows["drop"] and " - " not in rows["drop"]
     assert rows["fresh"].endswith("submit  new job")
+
+
+@pytest.mark.parametrize(
+    ("provider", "url", "says"),
+    [
+        ("geekai", "https://open.bigmodel.cn/api/paas/v4", "is BigModel's API"),
+        ("geekai", "http://127.0.0.1:8000/api/paas/v4", "is BigModel's API"),
+        ("bigmodel", "https://geekai.co/api/v1", "is GeekAI's API"),
+    ],
+)
+def test_a_base_url_of_the_other_provider_is_named_before_sending(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    provider: str, url: str, says: str,
+) -> None:
+    """A GeekAI manifest pointed at BigModel's root (or the reverse): exit 2 saying so, with
+    the fix, and nothing sent."""
+    monkeypatch.setenv("GEEKAI_API_KEY", "x" * 20)
+    monkeypatch.setenv("ZHIPUAI_API_KEY", "x" * 20)
+
+    def no_network(*_: object, **__: object) -> httpx.Response:
+        raise AssertionError("nothing may be sent")
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", no_network)
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(TWO.replace("name: two", f"name: two\nprovider: {provider}"))
+    code = main(["run", str(manifest), "--out", str(tmp_path / "o"), "--base-url", url, "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"--base-url {url} {says}" in err
+    assert f"provider: {'bigmodel' if provider == 'geekai' else 'geekai'} in the manifest" in err
+    assert "unknown parameters" not in err
