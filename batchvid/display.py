@@ -270,7 +270,7 @@ def pending_line(job: Mapping[str, Any], step: Step | None) -> str:
         what = f"not finished; a rerun submits it ({step.reason})"
     else:
         return f"{err.get('kind')}: {err.get('message')}"
-    if err.get("kind") not in (None, "not_started"):
+    if err.get("kind") not in (None, "not_started", "not_finished"):
         what += f" (stopped by {err.get('kind')}: {err.get('message')})"
     return what
 

@@ -125,6 +125,18 @@ def initial_outcome(step: Step) -> Outcome:
     )
 
 
+def _say_task_not_finished(outcome: Outcome) -> None:
+    """A pending job that has a task was started: say so, and that the next run re-attaches
+    (the error it was given before the run, ``not_started``, would be untrue)."""
+    error = outcome.error or {}
+    if outcome.status == "pending" and outcome.task_id and error.get("kind") == "not_started":
+        outcome.error = {
+            "kind": "not_finished",
+            "message": f"submitted as task {outcome.task_id}; the run stopped before it finished "
+            "and the next run re-attaches to it (no new charge)",
+        }
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -191,6 +203,8 @@ class Runner:
             finally:
                 with anyio.CancelScope(shield=True):
                     outcomes = [life.outcome for life in lives]
+                    for outcome in outcomes:
+                        _say_task_not_finished(outcome)
                     report = self._report(outcomes, budget, started_wall, started)
         finally:
             self.out.close()

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from batchvid.cli import build_parser, build_settings, main
-from batchvid.display import ProgressLines
+from batchvid.display import ProgressLines, run_summary
 from batchvid.events import (
     Event,
     JobFinished,
@@ -42,13 +42,18 @@ jobs:
 """
 
 
-def _interrupted(out: Path) -> tuple[str, str]:
+JOBS = [make_job("j01", 0), make_job("j02", 1)]
+
+
+def _settings(out: Path) -> Settings:
+    return Settings(out_dir=out, base_url=f"http://sim{GEEKAI_PREFIX}", api_key="k" * 20,
+                    max_in_flight=1, rpm=None, poll_min=0.01, poll_max=0.05)
+
+
+def _interrupted(out: Path, sim: Simulator | None = None) -> tuple[str, str]:
     """A run stopped right after its first create was accepted: one job has a task, one was
     never sent. Returns (submitted job id, task id)."""
-    sim = Simulator(SimulatorConfig(latency=30.0))
-    jobs = [make_job("j01", 0), make_job("j02", 1)]
-    settings = Settings(out_dir=out, base_url=f"http://sim{GEEKAI_PREFIX}", api_key="k" * 20,
-                        max_in_flight=1, rpm=None, poll_min=0.01, poll_max=0.05)
+    sim = sim or Simulator(SimulatorConfig(latency=30.0))
     seen: list[str] = []
     runner: Runner
 
@@ -57,11 +62,24 @@ def _interrupted(out: Path) -> tuple[str, str]:
             seen.extend([event.job_id, event.task_id])
             runner.interrupt("test interrupt")
 
-    runner = Runner(make_manifest(jobs), settings, transport=httpx.ASGITransport(app=sim.app),
+    runner = Runner(make_manifest(JOBS), _settings(out), transport=httpx.ASGITransport(app=sim.app),
                     subscribers=[interrupt_on_submit])
     result = anyio.run(runner.run)
     assert result.exit_code == 3
     return seen[0], seen[1]
+
+
+def test_a_reattached_job_is_counted_as_re_attached_not_generated(tmp_path: Path) -> None:
+    """The run after an interrupt says "1 generated, 1 re-attached", in its summary and report.md."""
+    sim = Simulator(SimulatorConfig(latency=0.5))
+    out = tmp_path / "out"
+    _interrupted(out, sim)
+    runner = Runner(make_manifest(JOBS), _settings(out), transport=httpx.ASGITransport(app=sim.app))
+    result = anyio.run(runner.run)
+    assert result.exit_code == 0
+    assert run_summary(result.report, "OUT").startswith(
+        "2 jobs: 1 generated, 1 re-attached, 0 already done, 0 failed, 0 pending")
+    assert "**1 generated**, 1 re-attached, 0 already done" in (out / "report.md").read_text()
 
 
 def test_status_says_an_interrupted_job_is_submitted_and_will_be_reattached(
@@ -76,6 +94,14 @@ def test_status_says_an_interrupted_job_is_submitted_and_will_be_reattached(
     assert f"{job_id}: submitted as task {task_id}, not finished; a rerun re-attaches to it" in text
     assert "j02: not sent; a rerun submits it" in text
     assert "not_started" not in text
+    report = json.loads((out / "report.json").read_text())
+    assert report["jobs"][0]["error"] == {
+        "kind": "not_finished",
+        "message": f"submitted as task {task_id}; the run stopped before it finished and the "
+        "next run re-attaches to it (no new charge)",
+    }
+    assert f"| `{job_id}` | pending | not_finished | submitted as task {task_id};" in (
+        out / "report.md").read_text()
 
 
 def _run(tmp_path: Path, text: str) -> Path:
