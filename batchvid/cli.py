@@ -196,29 +196,10 @@ def _base_url(args: argparse.Namespace, provider: str) -> str | None:
         url = None
     if url is None or url.scheme not in ("http", "https") or not url.host:
         raise UsageError(f"{where} {value!r}: expected an http(s) URL such as https://geekai.co/api/v1")
-    _check_provider_root(url, provider, f"{where} {value}")
+    from batchvid.providers import check_base_url
+
+    check_base_url(url, provider, f"{where} {value}")
     return str(value)
-
-
-def _check_provider_root(url: httpx.URL, provider: str, where: str) -> None:
-    """Refuse a base URL that is another provider's API root (its host, or its path such as
-    BigModel's /api/paas/v4): the request would be refused with a puzzling message (GeekAI's
-    ``async`` is an unknown parameter to BigModel), so say so before anything is sent."""
-    from batchvid.providers import PROVIDERS, get_provider
-
-    own = get_provider(provider)
-    for name in PROVIDERS:
-        other = get_provider(name)
-        root = httpx.URL(other.default_base_url)
-        if name == provider or root.path == httpx.URL(own.default_base_url).path:
-            continue
-        if url.host == root.host or url.path.rstrip("/") == root.path.rstrip("/"):
-            raise UsageError(
-                f"{where} is {other.label}'s API (its root is {other.default_base_url}) but the "
-                f"provider is {provider} ({own.label}, root {own.default_base_url}): set "
-                f"provider: {name} in the manifest (or --provider {name}), or point the URL at "
-                f"{own.label}"
-            )
 
 
 def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
@@ -389,7 +370,7 @@ def _append_step_summary(report_md: Path) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from batchvid.clean import find_leftovers
-    from batchvid.display import status_text
+    from batchvid.display import leftover_lines, status_json, status_text
     from batchvid.jobs import Job
     from batchvid.plan import make_plan
     from batchvid.store import read_records, read_report
@@ -414,36 +395,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     actions = plan.counts()
     leftovers = find_leftovers(root)
     if args.json:
-        print(json.dumps({"summary": report["summary"], "stopped": report["stopped"],
-                          "rerun": actions,
-                          "problems": [{"id": j["id"], "status": j["status"], "error": j["error"]}
-                                       for j in report["jobs"] if j["status"] in ("failed", "pending")],
-                          "leftovers": [{"path": str(x.path.relative_to(root)), "files": x.files,
-                                         "bytes": x.bytes} for x in leftovers]},
-                         indent=2, ensure_ascii=False))
+        print(json.dumps(status_json(report, actions, root, leftovers), indent=2, ensure_ascii=False))
     else:
         print("\n".join([status_text(report, actions, plan),
-                         *_leftover_lines(root, leftovers, "  leftover ")]))
+                         *leftover_lines(root, leftovers, "  leftover ")]))
     return EXIT_OK
-
-
-def _leftover_lines(root: Path, leftovers: Sequence[Any], prefix: str) -> list[str]:
-    """A line per leftover and the hint, or nothing when there are none."""
-    if not leftovers:
-        return []
-    return [f"{prefix}{x.describe(root)}" for x in leftovers] + [
-        f"{len(leftovers)} leftover(s) in jobs/ belong to no job of the manifest (not corruption): "
-        f"`batchvid clean {root}` removes them (--dry-run lists them first)"
-    ]
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from batchvid.clean import find_leftovers
+    from batchvid.display import leftover_lines
     from batchvid.verify import verify_dir
 
     root = Path(args.out_dir)
     problems, checked = verify_dir(root)
-    for line in _leftover_lines(root, find_leftovers(root), "note: leftover "):
+    for line in leftover_lines(root, find_leftovers(root), "note: leftover "):
         print(line)
     for problem in problems:
         print(problem, file=sys.stderr)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console
@@ -18,6 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from batchvid.clean import Leftover
 from batchvid.events import (
     Event,
     JobFinished,
@@ -292,3 +294,28 @@ def status_text(report: Mapping[str, Any], actions: Mapping[str, int], plan: Pla
     lines.append("a rerun would:")
     lines += [f"  {RERUN[action].format(n=n)}" for action, n in actions.items()]
     return "\n".join(lines)
+
+
+def leftover_lines(root: Path, leftovers: Sequence[Leftover], prefix: str) -> list[str]:
+    """A line per leftover and the hint, or nothing when there are none."""
+    if not leftovers:
+        return []
+    return [f"{prefix}{x.describe(root)}" for x in leftovers] + [
+        f"{len(leftovers)} leftover(s) in jobs/ belong to no job of the manifest (not corruption): "
+        f"`batchvid clean {root}` removes them (--dry-run lists them first)"
+    ]
+
+
+def status_json(
+    report: Mapping[str, Any], actions: Mapping[str, int], root: Path, leftovers: Sequence[Leftover]
+) -> dict[str, Any]:
+    """What ``status --json`` prints."""
+    return {
+        "summary": report["summary"],
+        "stopped": report["stopped"],
+        "rerun": actions,
+        "problems": [{"id": j["id"], "status": j["status"], "error": j["error"]}
+                     for j in report["jobs"] if j["status"] in ("failed", "pending")],
+        "leftovers": [{"path": str(x.path.relative_to(root)), "files": x.files, "bytes": x.bytes}
+                      for x in leftovers],
+    }
