@@ -158,6 +158,11 @@ class Tally:
                 self.failed += 1
             elif event.status in ("succeeded", "skipped"):
                 self.done += 1
+        elif isinstance(event, RunFinished) and event.summary:
+            # The report's word: jobs a stop left unfinished are pending, no longer in flight.
+            self.done = event.summary["succeeded"] + event.summary["skipped"]
+            self.failed = event.summary["failed"]
+            self.in_flight.clear()
 
     @property
     def queued(self) -> int:

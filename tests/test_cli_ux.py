@@ -170,7 +170,7 @@ def test_schema_of_an_unknown_name_says_which_exist(capsys: pytest.CaptureFixtur
 
 def test_progress_lines_at_state_changes_and_at_most_every_interval() -> None:
     """Not on a terminal: a line when the run starts, stops, finishes, and between them at most
-    one per interval however many events come."""
+    one per interval however many events come; at the end, a job the stop left is queued again."""
     now = [100.0]
     stream = io.StringIO()
     lines = ProgressLines(stream, clock=lambda: now[0], interval=10.0)
@@ -180,13 +180,14 @@ def test_progress_lines_at_state_changes_and_at_most_every_interval() -> None:
         lines(JobPolled(f"j{second % 2}", "t", "PROCESSING"))
     lines(JobFinished("j0", "succeeded"))
     lines(JobFinished("j1", "failed", "task_failed", "no"))
+    lines(JobPolled("j2", "t", "PROCESSING"))
     lines(RunStopping("interrupted", "SIGINT"))
-    lines(RunFinished(3, {}))
+    lines(RunFinished(3, {"total": 4, "succeeded": 1, "skipped": 1, "failed": 1, "pending": 1}))
     assert stream.getvalue().splitlines() == [
         "progress: started: 1/4 done, 0 failed, 0 in flight, 3 queued, 0s elapsed",
         "progress: running: 1/4 done, 0 failed, 2 in flight, 1 queued, 10s elapsed",
         "progress: running: 1/4 done, 0 failed, 2 in flight, 1 queued, 20s elapsed",
-        "progress: stopping: 2/4 done, 1 failed, 0 in flight, 1 queued, 24s elapsed",
+        "progress: stopping: 2/4 done, 1 failed, 1 in flight, 0 queued, 24s elapsed",
         "progress: finished: 2/4 done, 1 failed, 0 in flight, 1 queued, 24s elapsed",
     ]
 
