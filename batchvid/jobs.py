@@ -7,14 +7,16 @@ reports read them.
 from __future__ import annotations
 
 import base64
+import difflib
+import fnmatch
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchvid.errors import Location
+from batchvid.errors import Location, UsageError
 
 # Generation parameters in the order they are shown; what each model accepts is in the schema.
 GENERATION_PARAMETERS = (
@@ -77,6 +79,8 @@ class Job:
     sample: int = 0
     location: Location | None = field(default=None, compare=False)
     """Where the job is defined, for messages."""
+    source: str = field(default="", compare=False)
+    """The id of the manifest job it was expanded from (``coffee`` for ``coffee-30-s0``)."""
 
     @property
     def short_key(self) -> str:
@@ -108,6 +112,42 @@ def job_key(provider: str, params: Mapping[str, Any], image: Image | None, sampl
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def matches(job: Job, pattern: str) -> bool:
+    """Whether ``pattern`` (a case-sensitive glob) names ``job``: its id, or the manifest job
+    it was expanded from (``coffee`` selects ``coffee-30-s0``)."""
+    return fnmatch.fnmatchcase(job.id, pattern) or (bool(job.source) and fnmatch.fnmatchcase(job.source, pattern))
+
+
+def select_jobs(jobs: Sequence[Job], patterns: Sequence[str] = ()) -> list[Job]:
+    """The jobs any of ``patterns`` names (all jobs when there are none), in manifest order.
+
+    Raises ``UsageError`` naming each pattern that selects no job, with a did-you-mean.
+    """
+    if not patterns:
+        return list(jobs)
+    hits = {pattern: False for pattern in patterns}
+    chosen = []
+    for job in jobs:
+        named = [p for p in patterns if matches(job, p)]
+        for pattern in named:
+            hits[pattern] = True
+        if named:
+            chosen.append(job)
+    missing = [pattern for pattern, hit in hits.items() if not hit]
+    if missing:
+        raise UsageError("\n".join(_nothing_selected(pattern, jobs) for pattern in missing))
+    return chosen
+
+
+def _nothing_selected(pattern: str, jobs: Sequence[Job]) -> str:
+    names = list(dict.fromkeys(j.source for j in jobs if j.source))
+    if len(jobs) <= 1000:
+        names += [j.id for j in jobs]
+    close = difflib.get_close_matches(pattern, names, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"--only {pattern}: no job id matches{hint} (see `batchvid plan`)"
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     """A validated manifest with its jobs expanded, in manifest order."""
@@ -121,3 +161,6 @@ class Manifest:
     poll_interval, max_cost."""
     pricing: Mapping[str, float] = field(default_factory=dict)
     """``pricing:`` as written: model name -> price per video (overrides the built-in table)."""
+    warnings: tuple[str, ...] = ()
+    """``FILE:LINE:COL: $.path: warning: ...`` lines worth showing before anything is sent
+    (for example a matrix of more than 5,000 jobs)."""
