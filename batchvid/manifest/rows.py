@@ -119,6 +119,13 @@ def _csv_problem(exc: csv.Error, text: str, start: int, line_num: int) -> tuple[
             "a quote opened in this row is never closed, so it would swallow every row after it; "
             "close the quote (write \"\" for a quote inside a quoted cell)",
         )
+    if "expected after '\"'" in str(exc):
+        return (
+            line_num,
+            1,
+            "a quote closes in the middle of a cell; quote the whole cell, and write \"\" for a "
+            f"quote inside it (CSV error: {exc})",
+        )
     return (line_num, 1, f"CSV error: {exc}")
 
 
