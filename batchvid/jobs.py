@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +99,46 @@ class Job:
         return out
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
-    """The one JSON spelling used for hashing: sorted keys, no spaces, UTF-8 kept."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The one JSON spelling used for hashing: sorted keys, no spaces, UTF-8 kept.
+
+    Exactly ``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``;
+    mappings of strings, integers, booleans and nulls (every job's request) are spelled here
+    directly, which is several times cheaper than the encoder for such small values.
+    """
+    fast = _flat_json(value)
+    return fast if fast is not None else _CANONICAL.encode(value)
+
+
+def _flat_json(value: Any) -> str | None:
+    """``canonical_json`` of a mapping whose values are str, int, bool, None or such mappings;
+    None for anything else (floats, lists), left to the encoder."""
+    if type(value) is not dict:
+        return None
+    parts = []
+    for name in sorted(value):
+        item = value[name]
+        kind = type(item)
+        if type(name) is not str:
+            return None
+        if kind is str:
+            text = encode_basestring(item)
+        elif kind is bool:
+            text = "true" if item else "false"
+        elif kind is int:
+            text = int.__repr__(item)
+        elif item is None:
+            text = "null"
+        else:
+            nested = _flat_json(item)
+            if nested is None:
+                return None
+            text = nested
+        parts.append(f"{encode_basestring(name)}:{text}")
+    return "{" + ",".join(parts) + "}"
 
 
 def job_key(provider: str, params: Mapping[str, Any], image: Image | None, sample: int) -> str:
@@ -108,7 +146,11 @@ def job_key(provider: str, params: Mapping[str, Any], image: Image | None, sampl
     request = dict(params)
     if image is not None:
         request["image"] = image.describe()
-    payload = canonical_json({"provider": provider, "request": request, "sample": sample})
+    flat = _flat_json(request)
+    if flat is not None:  # the same bytes as the general spelling below, built directly
+        payload = f'{{"provider":{encode_basestring(provider)},"request":{flat},"sample":{int(sample)}}}'
+    else:
+        payload = canonical_json({"provider": provider, "request": request, "sample": sample})
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 

@@ -6,10 +6,10 @@ These are values handed from stage to stage; the only thing a stage changes is t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from batchvid.errors import Location
 from batchvid.manifest.diagnostics import Diagnostics
@@ -49,18 +49,22 @@ class Scope:
 
     provider: str
     defaults: Mapping[str, Any]
-    request_issues: dict[str, Any] = field(default_factory=dict)
+    request_issues: dict[Any, Any] = field(default_factory=dict)
     """Schema issues of each distinct request seen so far (memo; see ``expand.check_request``)."""
 
 
-def duplicates(items: Iterable[tuple[str, T]]) -> Iterator[tuple[str, T, T]]:
-    """(name, first, later) for every later item whose name an earlier item already has.
+class Claims(Generic[T]):
+    """First come, first served: the one rule behind every uniqueness check of a load
+    (ids as written, ids as expanded, requests by key)."""
 
-    The one rule behind both duplicate-id checks: the ids as written and the ids expanded.
-    """
-    seen: dict[str, T] = {}
-    for name, item in items:
-        if name in seen:
-            yield name, seen[name], item
-        else:
-            seen[name] = item
+    __slots__ = ("_first",)
+
+    def __init__(self) -> None:
+        self._first: dict[str, T] = {}
+
+    def claim(self, name: str, holder: T) -> T | None:
+        """None if ``name`` was free (``holder`` now holds it), else its first holder."""
+        if name in self._first:
+            return self._first[name]
+        self._first[name] = holder
+        return None

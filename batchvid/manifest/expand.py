@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from batchvid.errors import Location
 from batchvid.jobs import canonical_json
@@ -38,8 +38,7 @@ _STRUCTURE = frozenset({"id", "matrix", "samples", "prompts_file", "prompt", "im
 """Job keys without which a job is not expanded when they have an error."""
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """One expanded, checked request: what the files stage turns into jobs (one per sample)."""
 
     id: str
@@ -74,9 +73,8 @@ class _Family:
         return " x ".join(parts)
 
 
-def expand_jobs(context: Context, scope: Scope, jobs: list[Any], shape: Shape) -> list[Request]:
-    """Every request of every job whose structure is sound, in manifest order."""
-    requests: list[Request] = []
+def expand_jobs(context: Context, scope: Scope, jobs: list[Any], shape: Shape) -> Iterator[Request]:
+    """Every request of every job whose structure is sound, in manifest order (lazily)."""
     total = 0
     for index, job in enumerate(jobs):
         bad = shape.bad_keys.get(index, set())
@@ -95,8 +93,7 @@ def expand_jobs(context: Context, scope: Scope, jobs: list[Any], shape: Shape) -
                 f"the manifest expands to more than {MAX_JOBS:,} jobs by here; split it into several manifests",
             )
             break
-        requests.extend(_expand(context, scope, family))
-    return requests
+        yield from _expand(context, scope, family)
 
 
 def _family(context: Context, index: int, job: dict[str, Any]) -> _Family | None:
@@ -208,22 +205,23 @@ def _substitute(
 
 
 def check_request(context: Context, scope: Scope, origin: Origin, params: dict[str, Any]) -> bool:
-    """Validate one expanded request against ``$defs/request``, memoized by content.
+    """Validate one expanded request against ``$defs/request``, memoized.
 
     The prompt's own rules are checked separately (it is what makes most requests distinct);
     the image is checked by the files stage. Everything else goes through the schema once per
     distinct combination.
     """
-    probe = dict(params)
-    probe["provider"] = scope.provider
-    prompt = probe.get("prompt")
-    if isinstance(prompt, str) and context.checks.prompt_ok(prompt):
-        probe["prompt"] = "p"
-    if isinstance(probe.get("image"), str) and probe["image"]:
-        probe["image"] = "i"
-    memo = canonical_json(probe)
+    prompt = params.get("prompt")
+    prompt_ok = isinstance(prompt, str) and context.checks.prompt_ok(prompt)
+    memo = _memo_key(origin, params, prompt_ok)
     found: list[Issue] | None = scope.request_issues.get(memo)
     if found is None:
+        probe = dict(params)
+        probe["provider"] = scope.provider
+        if prompt_ok:
+            probe["prompt"] = "p"
+        if isinstance(probe.get("image"), str) and probe["image"]:
+            probe["image"] = "i"
         model = probe.get("model") if isinstance(probe.get("model"), str) else None
         found = [i for e in context.checks.request.iter_errors(probe) for i in issues(e, model)]
         scope.request_issues[memo] = found
@@ -231,6 +229,24 @@ def check_request(context: Context, scope: Scope, origin: Origin, params: dict[s
         key = str(issue.path[0]) if issue.path else None
         place(context, scope, origin, key, at_key=issue.at_key, rest=issue.path[1:]).report(context, issue.message)
     return not found
+
+
+def _memo_key(origin: Origin, params: dict[str, Any], prompt_ok: bool) -> Any:
+    """Equal for requests the schema sees alike: one manifest job and combination, the same
+    row keys besides the prompt (1, 1.0 and true kept apart), a valid prompt or the same one.
+
+    Everything but the prompt and the row's keys is fixed by the job and the combination.
+    """
+    fields = origin.row.fields if origin.row is not None else {}
+    others: Any = ()
+    if len(fields) > 1 or (fields and "prompt" not in fields):
+        others = tuple((k, type(v), v) for k, v in fields.items() if k != "prompt")
+    key = (origin.job_index, origin.combo, others, True if prompt_ok else params.get("prompt"))
+    try:
+        hash(key)
+    except TypeError:  # a list or mapping where a scalar belongs: rare, and wrong anyway
+        return canonical_json({**params, "": [origin.job_index, origin.combo]})
+    return key
 
 
 def _digest(text: str) -> str:

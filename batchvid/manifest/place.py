@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from batchvid.errors import Location
 from batchvid.jobs import GENERATION_PARAMETERS
@@ -20,21 +20,20 @@ PARAMETERS = frozenset((*GENERATION_PARAMETERS, "image"))
 """Keys that set a generation parameter (in defaults, jobs, rows and matrices)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
     """One row of a prompts file: its place, its id part and the parameters it sets."""
 
-    index: int
+    number: int
+    """0-based, among the file's rows: ``prompts_file[number]`` in messages."""
     location: Location
     id: str
     fields: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """The pieces one expanded request was built from."""
+class Origin(NamedTuple):
+    """The pieces one expanded request was built from (a tuple: one is made per request)."""
 
-    index: int
+    job_index: int
     """Which entry of ``jobs:``."""
     job: Mapping[str, Any]
     row: Row | None
@@ -69,7 +68,7 @@ def place(
     image_value: bool = False,
 ) -> Spot:
     """Where a problem with parameter ``key`` (None: the request as a whole) was written."""
-    job_path: PathKey = ("jobs", origin.index)
+    job_path: PathKey = ("jobs", origin.job_index)
     in_matrix = key is not None and key in origin.names
     model_in_matrix = key in ("size", "duration") and "model" in origin.names
     if in_matrix and image_value:
@@ -79,7 +78,7 @@ def place(
         return _combination(context, origin, key)
     row = origin.row
     if row is not None and (key is None or key in row.fields):
-        row_path = format_path((*job_path, "prompts_file")) + f"[{row.index}]"
+        row_path = format_path((*job_path, "prompts_file")) + f"[{row.number}]"
         suffix = format_path((key, *rest))[1:] if key is not None else ""
         return Spot(row.location, row_path + suffix)
     if key is not None and key in origin.job:
@@ -90,12 +89,12 @@ def place(
         shape = f"{{}} ({key} comes from defaults, line {line})"
         return Spot(context.at(job_path), format_path((*job_path, key)), shape)
     if row is not None:
-        return Spot(row.location, format_path((*job_path, "prompts_file")) + f"[{row.index}]")
+        return Spot(row.location, format_path((*job_path, "prompts_file")) + f"[{row.number}]")
     return Spot(context.at(job_path), format_path(job_path))
 
 
 def _combination(context: Context, origin: Origin, key: str | None) -> Spot:
     shown = [n for n in origin.names if n in PARAMETERS or key == "prompt"]
     pairs = ", ".join(f"{n}: {spell(origin.values[n])}" for n in shown)
-    matrix_path = ("jobs", origin.index, "matrix")
+    matrix_path = ("jobs", origin.job_index, "matrix")
     return Spot(context.at(matrix_path, key=True), format_path(matrix_path), f"combination {{{{{pairs}}}}}: {{}}")

@@ -30,6 +30,7 @@ _CSV_INTEGERS = frozenset({"fps", "duration"})
 _INTEGER = re.compile(r"[+-]?\d+")
 
 Fields = dict[str, Any]
+_ODD_BREAKS = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 Problems = list[tuple[int, int, str]]
 
 
@@ -57,11 +58,35 @@ def _txt_rows(text: str) -> list[tuple[int, Fields]]:
 
 
 def _jsonl_rows(text: str) -> tuple[list[tuple[int, Fields]], Problems]:
+    numbered = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    fast = _jsonl_at_once(text, [line for _, line in numbered])
+    if fast is not None:
+        return [(n, value) for (n, _), value in zip(numbered, fast, strict=True)], []
+    return _jsonl_line_by_line(numbered)
+
+
+def _jsonl_at_once(text: str, lines: list[str]) -> list[Fields] | None:
+    """All lines parsed as one JSON array (one C call), or None to go line by line.
+
+    Taken only when it must agree with the line-by-line reading: no character that
+    ``splitlines`` breaks at but a JSON string may hold, one object per line.
+    """
+    if _ODD_BREAKS.search(text):
+        return None
+    try:
+        values = json.loads("[" + ",".join(lines) + "]")
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    if not isinstance(values, list) or len(values) != len(lines):
+        return None
+    rows = [v for v in values if type(v) is dict]
+    return rows if len(rows) == len(lines) else None
+
+
+def _jsonl_line_by_line(numbered: list[tuple[int, str]]) -> tuple[list[tuple[int, Fields]], Problems]:
     rows: list[tuple[int, Fields]] = []
     problems: Problems = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line in numbered:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -152,24 +177,23 @@ def load_rows(context: Context, index: int, reference: str) -> list[Row] | None:
         context.error(Location(display, line, column), prefix, message)
     rows = []
     for number, (line, fields) in enumerate(raw_rows):
-        row = _checked_row(context, Location(display, line, 1), f"{prefix}[{number}]", number, fields)
+        row = _checked_row(context, Location(display, line, 1), prefix, number, fields)
         if row is not None:
             rows.append(row)
     return rows
 
 
-def _checked_row(context: Context, location: Location, row_path: str, number: int, fields: Fields) -> Row | None:
-    fields = dict(fields)
-    given = fields.pop("id", None)
+def _checked_row(context: Context, location: Location, prefix: str, number: int, fields: Fields) -> Row | None:
+    given = fields.pop("id", None)  # the row's fields are this load's own: no copy
     if "provider" in fields:
-        context.error(location, f"{row_path}.provider", "a row cannot set the provider; it is set for the whole manifest")
+        context.error(location, f"{prefix}[{number}].provider", "a row cannot set the provider; it is set for the whole manifest")
         return None
     if given is None:
         return Row(number, location, row_id(fields), fields)
     if not (isinstance(given, str) and context.checks.id_ok(given)):
         found = [i for e in context.checks.row_id.iter_errors(given) for i in issues(e, None)]
         for issue in found:
-            context.error(location, f"{row_path}.id", issue.message)
+            context.error(location, f"{prefix}[{number}].id", issue.message)
         if found:
             return None
     return Row(number, location, given, fields)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchvid.manifest.context import Context, duplicates
+from batchvid.manifest.context import Claims, Context
 from batchvid.manifest.messages import Issue, issues, show
 from batchvid.yamlload import PathKey
 
@@ -82,16 +82,15 @@ def _version_first(data: dict[str, Any], found: list[Issue]) -> list[Issue]:
 def _check_written_ids(context: Context, data: dict[str, Any], shape: Shape) -> None:
     """Ids must be unique as written, even when their expansions differ."""
     jobs = data.get("jobs")
-    written = [
-        (job["id"], index)
-        for index, job in enumerate(jobs if isinstance(jobs, list) else [])
-        if isinstance(job, dict) and isinstance(job.get("id"), str)
-    ]
-    for job_id, first, index in duplicates(written):
-        where: PathKey = ("jobs", index, "id")
-        also = context.at(("jobs", first, "id"))
-        context.error(context.at(where), where, f"duplicate job id {job_id!r} (also at {also})")
-        shape.bad_keys.setdefault(index, set()).add("id")
+    ids: Claims[int] = Claims()
+    for index, job in enumerate(jobs if isinstance(jobs, list) else []):
+        job_id = job.get("id") if isinstance(job, dict) else None
+        first = ids.claim(job_id, index) if isinstance(job_id, str) else None
+        if first is not None:
+            where: PathKey = ("jobs", index, "id")
+            also = context.at(("jobs", first, "id"))
+            context.error(context.at(where), where, f"duplicate job id {job_id!r} (also at {also})")
+            shape.bad_keys.setdefault(index, set()).add("id")
 
 
 def model_near(data: Any, path: PathKey) -> str | None:
