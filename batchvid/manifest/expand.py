@@ -232,20 +232,20 @@ def check_request(context: Context, scope: Scope, origin: Origin, params: dict[s
 
 
 def _memo_key(origin: Origin, params: dict[str, Any], prompt_ok: bool) -> Any:
-    """Equal for requests the schema sees alike: one manifest job and combination, the same
-    row keys besides the prompt (1, 1.0 and true kept apart), a valid prompt or the same one.
-
-    Everything but the prompt and the row's keys is fixed by the job and the combination.
+    """Equal for requests the schema sees alike: one manifest job, the same parameters from
+    its row and matrix besides the prompt (1, 1.0 and true kept apart), a valid prompt or the
+    same one. Everything else is fixed by the job (defaults and its own keys).
     """
     fields = origin.row.fields if origin.row is not None else {}
     others: Any = ()
     if len(fields) > 1 or (fields and "prompt" not in fields):
         others = tuple((k, type(v), v) for k, v in fields.items() if k != "prompt")
-    key = (origin.job_index, origin.combo, others, True if prompt_ok else params.get("prompt"))
+    chosen = tuple((k, type(v), v) for k, v in origin.values.items() if k in PARAMETERS and k != "prompt")
+    key = (origin.job_index, chosen, others, True if prompt_ok else params.get("prompt"))
     try:
         hash(key)
     except TypeError:  # a list or mapping where a scalar belongs: rare, and wrong anyway
-        return canonical_json({**params, "": [origin.job_index, origin.combo]})
+        return canonical_json({**params, "": origin.job_index})
     return key
 
 
