@@ -119,7 +119,7 @@ def test_format_path() -> None:
 
 
 def test_colon_in_an_unquoted_value_gets_a_hint() -> None:
-    """"mapping values are not allowed" says to check indentation and quote a value with ': '."""
+    """A 'mapping values are not allowed' error says to check indentation and to quote values with ': '."""
     (error,) = fails("jobs:\n  - id: a\n    prompt: Scene: a cat\n").errors
     assert (error.location.line, error.location.column) == (3, 18)
     assert "mapping values are not allowed" in error.message

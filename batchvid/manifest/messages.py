@@ -137,7 +137,7 @@ def _normal(text: str) -> str:
 
 
 def suggest_spelling(value: Any, choices: Any) -> str:
-    """"; did you mean '1280x960'?" when ``value`` is a choice written in another case or spacing."""
+    """A did-you-mean when ``value`` is one of ``choices`` in another case or spacing (1280X960)."""
     if not isinstance(value, str) or not isinstance(choices, list):
         return ""
     for choice in choices:
