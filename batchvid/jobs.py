@@ -143,9 +143,9 @@ def _flat_json(value: Any) -> str | None:
 
 def job_key(provider: str, params: Mapping[str, Any], image: Image | None, sample: int) -> str:
     """The key of a job: sha256 of the canonical request (image by its hash) and the sample."""
-    request = dict(params)
+    request = dict(params) if image is None and type(params) is not dict else params
     if image is not None:
-        request["image"] = image.describe()
+        request = {**params, "image": image.describe()}
     flat = _flat_json(request)
     if flat is not None:  # the same bytes as the general spelling below, built directly
         payload = f'{{"provider":{encode_basestring(provider)},"request":{flat},"sample":{int(sample)}}}'

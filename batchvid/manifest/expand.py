@@ -135,13 +135,14 @@ def _expand(context: Context, scope: Scope, family: _Family) -> Iterator[Request
     job_id: str = family.job["id"]
     job_location = context.at(("jobs", family.index))
     for row in family.rows:
+        head = job_id if row is None else f"{job_id}-{row.id}"
+        location = job_location if row is None else row.location
         for combo, chosen, suffix in zip(combos, values, suffixes, strict=True):
-            parts = [job_id, *([row.id] if row is not None else []), *([suffix] if suffix else [])]
             origin = Origin(family.index, family.job, row, names, combo, chosen)
-            location = row.location if row is not None else job_location
             request = _request(context, scope, origin, base, family.samples)
             if request is not None:
-                yield Request(_bounded("-".join(parts)), job_id, request, origin, location, family.samples)
+                expanded = f"{head}-{suffix}" if suffix else head
+                yield Request(_bounded(expanded), job_id, request, origin, location, family.samples)
 
 
 def _request(
@@ -240,7 +241,9 @@ def _memo_key(origin: Origin, params: dict[str, Any], prompt_ok: bool) -> Any:
     others: Any = ()
     if len(fields) > 1 or (fields and "prompt" not in fields):
         others = tuple((k, type(v), v) for k, v in fields.items() if k != "prompt")
-    chosen = tuple((k, type(v), v) for k, v in origin.values.items() if k in PARAMETERS and k != "prompt")
+    chosen: Any = ()
+    if origin.values:
+        chosen = tuple((k, type(v), v) for k, v in origin.values.items() if k in PARAMETERS and k != "prompt")
     key = (origin.job_index, chosen, others, True if prompt_ok else params.get("prompt"))
     try:
         hash(key)
