@@ -28,7 +28,7 @@ def load(directory: Path, text: str) -> Manifest:
 
 def errors_of(path: Path, **kwargs: str) -> list[ManifestError]:
     with pytest.raises(ManifestErrors) as caught:
-        load_manifest(path, **kwargs)  # type: ignore[arg-type]
+        load_manifest(path, **kwargs)
     return list(caught.value.errors)
 
 
@@ -232,3 +232,35 @@ def test_absolute_paths_stay_refused_inside_a_work_tree(tmp_path: Path) -> None:
     text = f"version: 1\njobs:\n  - id: a\n    image: {repo / 'assets' / 'cat.png'}\n"
     (error,) = errors_of(write(repo / "batches", text))
     assert "is an absolute path" in error.message
+
+
+# --- linear loading ------------------------------------------------------------------------------
+
+
+def test_each_distinct_request_goes_through_the_schema_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows differing by prompt, and matrix combinations differing only by prompt variables,
+    are checked against $defs/request once per distinct set of other parameters."""
+    from batchvid.manifest.messages import validators
+
+    checked: list[object] = []
+    request = validators().request
+    real = type(request).iter_errors
+
+    def counting(self: object, instance: object, *args: object) -> object:
+        if self is request:
+            checked.append(instance)
+        return real(self, instance, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(request), "iter_errors", counting)
+    write(tmp_path, "".join(f'{{"prompt": "scene {i}", "fps": {30 if i % 2 else 60}}}\n' for i in range(200)), "p.jsonl")
+    text = (
+        "version: 1\njobs:\n  - id: rows\n    prompts_file: p.jsonl\n"
+        '  - id: sweep\n    prompt: "a ${a} in ${b}"\n    matrix:\n'
+        f"      a: [{', '.join(f'a{i}' for i in range(30))}]\n"
+        f"      b: [{', '.join(f'b{i}' for i in range(30))}]\n"
+        "      size: [720x480, 1024x1024]\n"
+    )
+    assert len(load(tmp_path, text).jobs) == 200 + 30 * 30 * 2
+    assert len(checked) == 2 + 2  # rows: fps 30 / 60; sweep: two sizes
