@@ -53,13 +53,14 @@ def _run_options(p: argparse.ArgumentParser, *, full: bool) -> None:
     p.add_argument("--shard", metavar="I/N", help="run only shard I of N (by job key)")
     p.add_argument("--retry-failed", action="store_true", help="try failed jobs again")
     p.add_argument("--force", action="store_true", help="regenerate even what is done (pays again)")
+    p.add_argument("--root", metavar="DIR", help="images and prompts files may be anywhere inside DIR")
     if not full:
         return
     p.add_argument("--base-url", metavar="URL", help="provider API root (env BATCHVID_BASE_URL)")
     p.add_argument("--simulate", action="store_true", help="use the built-in simulator: no key, no network")
-    p.add_argument("--sim-latency", type=float, default=1.0, metavar="S", help="simulated task time (with --simulate)")
-    p.add_argument("--sim-fault-rate", type=float, default=0.0, metavar="P", help="simulated fault rate (with --simulate)")
-    p.add_argument("--sim-seed", type=int, default=0, metavar="N", help="simulator seed (with --simulate)")
+    p.add_argument("--sim-latency", type=float, metavar="S", help="simulated task time (with --simulate; default 1)")
+    p.add_argument("--sim-fault-rate", type=float, metavar="P", help="simulated fault rate (with --simulate; default 0)")
+    p.add_argument("--sim-seed", type=int, metavar="N", help="simulator seed (with --simulate; default 0)")
     p.add_argument("--retries", type=int, metavar="N", help="retries of a failed create request")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="per job, submit to downloaded")
     p.add_argument("--poll-interval", metavar="MIN[:MAX]",
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check manifests; print every error; nothing is sent")
     p.add_argument("manifests", nargs="+", metavar="MANIFEST")
     p.add_argument("--provider", choices=("geekai", "bigmodel"))
+    p.add_argument("--root", metavar="DIR", help="images and prompts files may be anywhere inside DIR")
 
     p = sub.add_parser("plan", help="what a run would do, job by job, and why; cost and time")
     _run_options(p, full=False)
@@ -121,10 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _load(path: str, provider: str | None) -> Manifest:
+def _load(path: str, provider: str | None, root: str | None = None) -> Manifest:
+    """The manifest at ``path``; its warnings go to stderr before anything else happens."""
     from batchvid.manifest import load_manifest
 
-    return load_manifest(path, provider_override=provider)
+    manifest = load_manifest(path, provider_override=provider, root=root)
+    for warning in manifest.warnings:
+        print(warning, file=sys.stderr)
+    return manifest
 
 
 def _poll_interval(value: Any, where: str) -> tuple[float, float]:
@@ -192,7 +198,8 @@ def _base_url(args: argparse.Namespace) -> str | None:
 
 
 def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
-    from batchvid.plan import parse_shard, select
+    from batchvid.jobs import select_jobs
+    from batchvid.plan import parse_shard
     from batchvid.runner import Settings
 
     limits = dict(manifest.limits)
@@ -212,8 +219,7 @@ def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
     rpm = _number(args, "rpm", limits, "requests_per_minute", 30.0, minimum=0, inclusive=False)
     timeout = _number(args, "timeout", limits, "timeout", 1800.0, minimum=0, inclusive=False)
     max_cost = _number(args, "max_cost", limits, "max_cost", None, minimum=0, inclusive=True)
-    if args.only and not select(manifest.jobs, args.only):
-        raise UsageError(f"--only {' '.join(args.only)}: no job id matches (see `batchvid plan`)")
+    select_jobs(manifest.jobs, args.only)  # a pattern that selects nothing is an error
     assert max_in_flight is not None and retries is not None and timeout is not None
     return Settings(
         out_dir=out,
@@ -268,7 +274,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     jobs = 0
     for path in args.manifests:
         try:
-            jobs += len(_load(path, args.provider).jobs)
+            jobs += len(_load(path, args.provider, args.root).jobs)
         except ManifestErrors as exc:
             errors.extend(exc.errors)
         except ManifestError as exc:
@@ -301,14 +307,23 @@ def _plan(args: argparse.Namespace, manifest: Manifest) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    return _plan(args, _load(args.manifest, args.provider))
+    return _plan(args, _load(args.manifest, args.provider, args.root))
+
+
+def _check_sim_flags(args: argparse.Namespace) -> None:
+    """``--sim-*`` flags mean nothing without ``--simulate``: refuse them rather than ignore them."""
+    given = [f"--{n.replace('_', '-')}" for n in ("sim_latency", "sim_fault_rate", "sim_seed") if getattr(args, n) is not None]
+    if given and not args.simulate:
+        them = "it" if len(given) == 1 else "them"
+        raise UsageError(f"{', '.join(given)}: only used with --simulate; add --simulate or drop {them}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from batchvid.display import JsonLog, ProgressDisplay, TextLog, run_summary
     from batchvid.runner import Runner
 
-    manifest = _load(args.manifest, args.provider)
+    _check_sim_flags(args)
+    manifest = _load(args.manifest, args.provider, args.root)
     if args.dry_run:
         return _plan(args, manifest)
     settings = build_settings(args, manifest)
@@ -317,7 +332,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from batchvid.simulator import BIGMODEL_PREFIX, GEEKAI_PREFIX, Simulator, SimulatorConfig
 
         sim = Simulator(
-            SimulatorConfig(latency=args.sim_latency, fault_rate=args.sim_fault_rate, seed=args.sim_seed),
+            SimulatorConfig(
+                latency=1.0 if args.sim_latency is None else args.sim_latency,
+                fault_rate=args.sim_fault_rate or 0.0,
+                seed=args.sim_seed or 0,
+            ),
             state_dir=settings.out_dir / ".batchvid" / "simulator",  # tasks survive a rerun
         )
         transport = httpx.ASGITransport(app=sim.app)
