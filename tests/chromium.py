@@ -4,6 +4,7 @@ Selenium Manager never looks for, or downloads, a browser or a driver."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +29,8 @@ def missing() -> str | None:
 
 @contextmanager
 def chromium(width: int = 1400, height: int = 1000) -> Iterator[Any]:
-    """A headless Chromium WebDriver whose console log can be read (``get_log("browser")``)."""
+    """A headless Chromium WebDriver whose console (``get_log("browser")``) and requests
+    (``requested(driver)``) can be read."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -39,7 +41,8 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator[Any]:
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-default-apps", f"--window-size={width},{height}"):
         options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # browser: the console; performance: DevTools Network events, i.e. every request made
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     service = Service(executable_path=str(CHROMEDRIVER))
     driver = webdriver.Chrome(options=options, service=service)
     try:
@@ -47,3 +50,13 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator[Any]:
     finally:
         driver.quit()
 
+
+
+def requested(driver: Any) -> list[str]:
+    """Every URL the page has requested since the last call (DevTools Network events)."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
