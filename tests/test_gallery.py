@@ -51,12 +51,16 @@ def _report_jobs(manifest: Path) -> list[dict[str, Any]]:
             for j in load_manifest(manifest).jobs]
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("gallery")
+def simulated_run(base: Path) -> Path:
+    """MANIFEST run with the in-process simulator into base/out (one job fails: exit 1)."""
     (base / "gallery.yaml").write_text(MANIFEST)
     assert main(["run", str(base / "gallery.yaml"), "--out", str(base / "out"), *FAST]) == 1
     return base / "out"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return simulated_run(tmp_path_factory.mktemp("gallery"))
 
 
 # -- posters ----------------------------------------------------------------------------------

@@ -15,9 +15,8 @@ import av
 import numpy as np
 import pytest
 
-from batchvid.cli import main
 from tests.chromium import chromium, missing, requested
-from tests.test_gallery import FAST, HOSTILE, MANIFEST
+from tests.test_gallery import HOSTILE, simulated_run
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +32,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("browser")
-    (base / "gallery.yaml").write_text(MANIFEST)
-    assert main(["run", str(base / "gallery.yaml"), "--out", str(base / "out"), *FAST]) == 1
-    return base / "out"
+    return simulated_run(tmp_path_factory.mktemp("browser"))
 
 
 @pytest.fixture
