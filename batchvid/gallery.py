@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import Markup
 
-from batchvid.poster import make_poster, poster_path
+from batchvid.poster import POSTER_NAME, make_poster
 from batchvid.store import write_atomic
 from batchvid.sweeps import find_sweeps
 
@@ -84,14 +85,17 @@ def _card(job: Mapping[str, Any], poster: str | None) -> dict[str, Any]:
 def ensure_posters(root: Path, jobs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """job id -> relative poster link, making the posters of finished videos that lack one."""
     posters: dict[str, str] = {}
+    base = os.fspath(root)
     for job in jobs:
-        video = _href((job.get("video") or {}).get("path"))
-        if job.get("status") not in ("succeeded", "skipped") or video is None:
+        video = (job.get("video") or {}).get("path")
+        if job.get("status") not in ("succeeded", "skipped") or not isinstance(video, str) \
+                or _href(video) is None:
             continue
-        job_dir = (root / job["video"]["path"]).parent
-        target = poster_path(job_dir)
-        if target.is_file() or make_poster(root / job["video"]["path"], target):
-            posters[job["id"]] = quote(target.relative_to(root).as_posix())
+        link = f"{video.rsplit('/', 1)[0]}/{POSTER_NAME}"
+        target = os.path.join(base, link)
+        # Plain os.path: this runs for every job of every report written.
+        if os.path.isfile(target) or make_poster(root / video, Path(target)):
+            posters[job["id"]] = quote(link)
     return posters
 
 

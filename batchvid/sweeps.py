@@ -27,13 +27,15 @@ class Axis:
     name: str
     values: list[Any] = field(default_factory=list)
 
+    _index: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+
     def index_of(self, value: Any) -> int:
+        """The position of ``value`` on this axis, added at the end when new."""
         text = _spelling(value)
-        for i, known in enumerate(self.values):
-            if _spelling(known) == text:
-                return i
-        self.values.append(value)
-        return len(self.values) - 1
+        if text not in self._index:
+            self._index[text] = len(self.values)
+            self.values.append(value)
+        return self._index[text]
 
 
 @dataclass

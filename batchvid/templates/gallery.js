@@ -130,9 +130,11 @@
     const media = mediaBox(job);
     const body = el("div", "body");
     const head = el("div", "head");
-    let label = job.id;
-    if (mini && SWEEPS[sweepOf[i]]) label = job.id.slice(SWEEPS[sweepOf[i]].name.length).replace(/^-/, "") || job.id;
-    head.append(el("code", null, label), el("span", "badge st-" + job.status, job.status));
+    // In a grid the row and column say which combination it is: the sample is what is left.
+    const label = mini ? "sample " + job.sample : job.id;
+    const name = el("code", null, label);
+    if (mini) name.title = job.id;
+    head.append(name, el("span", "badge st-" + job.status, job.status));
     body.append(head);
     if (mini) {
       const more = el("button", "more-btn", "details");
