@@ -99,6 +99,16 @@ def test_one_card_per_job_and_the_counts(page: Any, out: Path) -> None:
     assert chips == {"all": s["total"], "succeeded": s["succeeded"], "skipped": s["skipped"],
                      "failed": s["failed"], "pending": s["pending"]}
     assert _shown(page) == f"{s['total']} jobs"
+    assert page.execute_script("return document.querySelectorAll('video').length") == 0
+
+
+def test_video_player_is_made_only_when_a_card_is_opened(page: Any) -> None:
+    """No <video> exists until a card is played or its details opened; then one, for that job."""
+    assert page.execute_script("return document.querySelectorAll('video').length") == 0
+    page.find_element("css selector", ".card[data-id='hostile'] details summary").click()
+    _wait(page, "return document.querySelectorAll('video').length > 0")
+    sources = page.execute_script("return [...document.querySelectorAll('video')].map(v => v.getAttribute('src'))")
+    assert sources == ["jobs/hostile/video.mp4"]
 
 
 def test_text_filter_keeps_matching_ids_and_prompts(page: Any) -> None:
@@ -149,6 +159,30 @@ def test_hostile_prompt_is_text_and_no_script_runs(page: Any) -> None:
     assert page.execute_script("return document.getElementById('detail').open") is True
     assert page.execute_script("return window.__pwned") is None
     assert page.execute_script("return document.querySelectorAll('img[src=x], script:not([type])').length") == 1
+
+
+def test_original_prompt_and_quality_signals_are_shown(browser: Any, out: Path, tmp_path: Path) -> None:
+    """A job entry's `prompt_original` and `quality` (added by later features) appear on its card."""
+    import json
+    import shutil
+
+    from batchvid.cli import main
+
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    report = json.loads((copy / "report.json").read_text())
+    hostile = next(j for j in report["jobs"] if j["id"] == "hostile")
+    hostile["prompt_original"] = "the prompt <b>as written</b>"
+    hostile["quality"] = {"blur": 0.25, "motion": "low"}
+    (copy / "report.json").write_text(json.dumps(report))
+    assert main(["view", str(copy)]) == 0
+    browser.get((copy / "report.html").as_uri())
+    _wait(browser, "return document.documentElement.dataset.ready === 'true'")
+    card = browser.find_element("css selector", ".card[data-id='hostile']")
+    assert card.find_element("css selector", ".original").text == "as written: the prompt <b>as written</b>"
+    card.find_element("css selector", "details summary").click()
+    details = card.find_element("css selector", "dl.kv").text
+    assert "quality blur\n0.25" in details and "quality motion\nlow" in details
 
 
 def test_screenshot_is_not_blank(page: Any, tmp_path: Path) -> None:
