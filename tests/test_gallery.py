@@ -42,6 +42,7 @@ jobs:
     prompt: {json.dumps(HOSTILE)}
   - id: doomed
     prompt: a storm that will [fail]
+    model: cogvideox-2
 """
 
 

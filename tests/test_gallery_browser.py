@@ -120,6 +120,16 @@ def test_text_filter_keeps_matching_ids_and_prompts(page: Any) -> None:
     assert _cards(page) == ["doomed"]
 
 
+def test_model_filter_keeps_that_models_jobs(page: Any) -> None:
+    """Choosing cogvideox-2 leaves its one job; the status counts follow the filter."""
+    from selenium.webdriver.support.ui import Select
+
+    Select(page.find_element("id", "model-filter")).select_by_value("cogvideox-2")
+    assert _cards(page) == ["doomed"]
+    assert _shown(page) == "1 of 10 jobs shown"
+    assert page.find_element("css selector", "#status-filter .chip[data-status='succeeded'] .n").text == "0"
+
+
 def test_status_filter_and_failed_first(page: Any) -> None:
     """The 'failed' chip shows only the failed job; 'failed first' puts it before the sweep."""
     page.find_element("css selector", "#status-filter .chip[data-status='failed']").click()
