@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _SLUG_UNSAFE = re.compile(r"[^a-z0-9._]+")  # as batchvid.manifest slugs matrix values
-_SAMPLE_SUFFIX = re.compile(r"-s\d+$")
 
 
 @dataclass
@@ -104,10 +103,8 @@ def _declared_sweeps(jobs: Sequence[Mapping[str, Any]]) -> list[Sweep]:
 
 def _stem(job: Mapping[str, Any]) -> str:
     """The id without its ``-s<N>`` sample suffix."""
-    job_id = str(job["id"])
-    if job.get("sample", 0) or _SAMPLE_SUFFIX.search(job_id):
-        return _SAMPLE_SUFFIX.sub("", job_id)
-    return job_id
+    job_id, suffix = str(job["id"]), f"-s{job.get('sample', 0)}"
+    return job_id.removesuffix(suffix)
 
 
 def _runs(jobs: Sequence[Mapping[str, Any]]) -> list[list[int]]:

@@ -114,6 +114,13 @@ def test_unrelated_neighbours_with_a_common_first_word_are_not_a_sweep() -> None
     assert find_sweeps(jobs) == []
 
 
+def test_samples_of_one_job_are_a_sweep_without_axes() -> None:
+    """`samples: 3` alone gives one group of three, side by side, and no axis."""
+    jobs = [{"id": f"shot-s{n}", "sample": n, "parameters": {"model": "m", "prompt": "p"}} for n in range(3)]
+    (sweep,) = find_sweeps(jobs)
+    assert (sweep.name, sweep.axes, sweep.members) == ("shot", [], [0, 1, 2])
+
+
 def test_declared_source_and_matrix_are_used_as_they_are() -> None:
     """Job entries with `source` and `matrix` are grouped by source, axes from the matrix."""
     jobs = [{"id": f"x{i}", "sample": 0, "source": "grid", "matrix": {"a": a, "b": b},
