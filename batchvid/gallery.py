@@ -16,15 +16,16 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import jinja2
-from markupsafe import Markup
 
 from batchvid.poster import POSTER_NAME, make_poster
 from batchvid.store import write_atomic
 from batchvid.sweeps import find_sweeps
+
+if TYPE_CHECKING:
+    import jinja2
+    from markupsafe import Markup
 
 GALLERY_NAME = "report.html"
 _SAFE_RELATIVE = re.compile(r"^jobs/[a-z0-9][a-z0-9._-]*/[A-Za-z0-9._-]+$")
@@ -34,6 +35,8 @@ _SCRIPT_UNSAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u
 
 
 def _environment() -> jinja2.Environment:
+    import jinja2  # imported when a page is written, not by every command that imports report
+
     return jinja2.Environment(
         loader=jinja2.PackageLoader("batchvid", "templates"),
         autoescape=True,
@@ -44,6 +47,8 @@ def _environment() -> jinja2.Environment:
 
 def script_json(value: Any) -> Markup:
     """``value`` as JSON that is safe inside a ``<script type="application/json">`` block."""
+    from markupsafe import Markup
+
     text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     for char, escaped in _SCRIPT_UNSAFE.items():
         text = text.replace(char, escaped)
@@ -125,6 +130,8 @@ def _inline_hash(text: str) -> str:
 
 def render_gallery(report: Mapping[str, Any], posters: Mapping[str, str]) -> str:
     """The page's HTML for ``report`` (posters: job id -> relative link)."""
+    from markupsafe import Markup
+
     env = _environment()
     assert env.loader is not None
     style, _, _ = env.loader.get_source(env, "gallery.css")
