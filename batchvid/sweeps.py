@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _SLUG_UNSAFE = re.compile(r"[^a-z0-9._]+")  # as batchvid.manifest slugs matrix values
+_PROBE = 16
 
 
 @dataclass
@@ -154,6 +155,9 @@ def _prompt_axes(prompts: Sequence[str]) -> tuple[list[list[str]], str] | None:
 
 
 def _recover(jobs: Sequence[Mapping[str, Any]], run: list[int]) -> Sweep | None:
+    # Part of a sweep is a sweep: a long run (a prompts file) is refused from its first jobs.
+    if len(run) > _PROBE and _recover(jobs, run[:_PROBE]) is None:
+        return None
     entries = [jobs[p] for p in run]
     stems = [_stem(e) for e in entries]
     prompts = [str(e["parameters"].get("prompt") or "") for e in entries]
