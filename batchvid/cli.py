@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-seconds", type=float, metavar="S", help="length of returned videos")
     p.add_argument("--download-bytes", type=int, metavar="N", help="pad every video to N bytes")
 
+    p = sub.add_parser("view", help="write report.html for an output directory and print its URL")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--serve", action="store_true", help="serve the directory on 127.0.0.1 until Ctrl-C")
+    p.add_argument("--port", type=int, default=8000, help="port for --serve (0 picks a free one)")
+
     p = sub.add_parser("schema", help="print a JSON Schema")
     p.add_argument("which", nargs="?", choices=("manifest", "report"), default="manifest")
     return parser
@@ -450,6 +455,33 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    import functools
+    import http.server
+
+    from batchvid.gallery import write_gallery
+    from batchvid.store import read_report
+
+    root = Path(args.out_dir)
+    page = write_gallery(root, read_report(root))
+    if not args.serve:
+        print(page.resolve().as_uri())
+        return EXIT_OK
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), handler)
+    except OSError as exc:
+        raise UsageError(f"--port {args.port}: cannot listen on 127.0.0.1 ({exc.strerror})") from exc
+    with server:
+        print(f"serving {root} at http://127.0.0.1:{server.server_port}/{page.name}; Ctrl-C stops",
+              flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from batchvid.schemas import load_schema
 
@@ -465,6 +497,7 @@ COMMANDS = {
     "verify": cmd_verify,
     "merge": cmd_merge,
     "simulate": cmd_simulate,
+    "view": cmd_view,
     "schema": cmd_schema,
 }
 
