@@ -68,11 +68,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._inner = _Inner(limits=limits, trust_env=False)
         cap = limits.max_connections
         self._slots = anyio.Semaphore(cap) if cap is not None else None
-        self._closed = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._closed:
-            raise RuntimeError("the transport is closed")
         await self._acquire(request)
         try:
             with _mapped():
@@ -85,8 +82,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return response
 
     async def aclose(self) -> None:
-        self._closed = True
+        """Close every connection. Like httpx's own, the transport still serves later requests
+        (on new connections): a client closing it does not break another one sharing it."""
         await self._inner.aclose()
+        self._inner.client = None  # the next request opens a new aiohttp session
 
     async def _acquire(self, request: httpx.Request) -> None:
         if self._slots is None:

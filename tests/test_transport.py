@@ -377,6 +377,21 @@ async def test_connection_is_reused_after_a_complete_body(kind: str) -> None:
     assert connections == 1
 
 
+async def test_a_closed_transport_serves_the_next_client(kind: str) -> None:
+    """A transport shared by two clients keeps working after the first one closes it."""
+
+    async def handler(stream: anyio.abc.SocketStream, base: str) -> None:
+        await read_request(stream)
+        await stream.send(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+
+    transport = make_transport(kind)
+    async with raw_server(handler) as base:
+        async with httpx.AsyncClient(transport=transport) as first:
+            assert (await first.get(f"{base}/a")).text == "ok"
+        async with httpx.AsyncClient(transport=transport) as second:
+            assert (await second.get(f"{base}/b")).text == "ok"
+
+
 # --- the key -----------------------------------------------------------------------------------
 
 
