@@ -434,3 +434,23 @@ def test_uvloop_runs_when_asked_for(kind: str) -> None:
 
     assert anyio.run(loop_module, backend_options=backend_options()).startswith("uvloop")
     assert anyio.run(loop_module, backend_options=backend_options(False)).startswith("asyncio")
+
+
+def test_run_uses_the_chosen_transport_unless_a_proxy_is_set(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run --transport aiohttp` gets the aiohttp transport; httpx's own (None: built by the
+    client, which reads proxy variables) for `--transport httpx` or when a proxy is set."""
+    import os
+
+    from batchvid.cli import _transport, build_parser
+    from batchvid.transport import AiohttpTransport
+
+    for name in [n for n in os.environ if n.lower().endswith("_proxy")]:
+        monkeypatch.delenv(name)
+    args = build_parser().parse_args(["run", "m.yaml", "--transport", kind, "--no-uvloop"])
+    assert args.no_uvloop
+    chosen = _transport(args.transport)
+    assert isinstance(chosen, AiohttpTransport) if kind == "aiohttp" else chosen is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    assert _transport(args.transport) is None
