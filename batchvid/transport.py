@@ -90,6 +90,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def _acquire(self, request: httpx.Request) -> None:
         if self._slots is None:
             return
+        try:
+            self._slots.acquire_nowait()  # the usual case: no timer needed
+            return
+        except anyio.WouldBlock:
+            pass
         timeouts = request.extensions.get("timeout", {})
         try:
             with anyio.fail_after(timeouts.get("pool")):
