@@ -30,7 +30,7 @@ from batchvid.errors import (
 )
 from batchvid.events import Subscriber
 from batchvid.jobs import Manifest
-from batchvid.transport import backend_options, make_transport
+from batchvid.transport import backend_options, transport_for
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -336,7 +336,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, base_url=f"http://simulator{prefix}", api_key=key)
     else:
         settings = dataclasses.replace(settings, api_key=require_api_key(settings.provider))
-        transport = _transport(args.transport)
+        transport = transport_for(args.transport)
     subscribers: list[Subscriber] = []
     if args.log_format == "json":
         subscribers.append(JsonLog())
@@ -349,16 +349,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(run_summary(result.report, str(settings.out_dir)))
     _append_step_summary(settings.out_dir / "report.md")
     return result.exit_code
-
-
-def _transport(kind: str) -> httpx.AsyncBaseTransport | None:
-    """The transport of ``--transport``; None (httpx's own, built by the client) for ``httpx``
-    or when a proxy is set in the environment: only that one reads ``HTTPS_PROXY`` and friends."""
-    import urllib.request
-
-    if kind == "httpx" or urllib.request.getproxies():
-        return None
-    return make_transport("aiohttp")
 
 
 def _append_step_summary(report_md: Path) -> None:

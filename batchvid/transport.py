@@ -48,6 +48,18 @@ def make_transport(
     raise ValueError(f"unknown transport {kind!r}: expected one of {', '.join(TRANSPORTS)}")
 
 
+def transport_for(kind: TransportKind) -> httpx.AsyncBaseTransport | None:
+    """What ``httpx.AsyncClient(transport=...)`` should get for ``--transport KIND``: None
+    (httpx's own, built by the client) for ``httpx``, or when a proxy is set in the
+    environment, since only a client without an explicit transport reads ``HTTPS_PROXY`` and
+    friends; else the aiohttp transport."""
+    import urllib.request
+
+    if kind == "httpx" or urllib.request.getproxies():
+        return None
+    return make_transport(kind)
+
+
 def backend_options(use_uvloop: bool = True) -> dict[str, Any]:
     """``anyio.run(..., backend_options=...)``: uvloop when asked for and installed."""
     if not use_uvloop:

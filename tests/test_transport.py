@@ -443,14 +443,14 @@ def test_run_uses_the_chosen_transport_unless_a_proxy_is_set(
     client, which reads proxy variables) for `--transport httpx` or when a proxy is set."""
     import os
 
-    from batchvid.cli import _transport, build_parser
-    from batchvid.transport import AiohttpTransport
+    from batchvid.cli import build_parser
+    from batchvid.transport import AiohttpTransport, transport_for
 
     for name in [n for n in os.environ if n.lower().endswith("_proxy")]:
         monkeypatch.delenv(name)
     args = build_parser().parse_args(["run", "m.yaml", "--transport", kind, "--no-uvloop"])
     assert args.no_uvloop
-    chosen = _transport(args.transport)
+    chosen = transport_for(args.transport)
     assert isinstance(chosen, AiohttpTransport) if kind == "aiohttp" else chosen is None
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
-    assert _transport(args.transport) is None
+    assert transport_for(args.transport) is None
