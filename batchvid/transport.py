@@ -10,6 +10,10 @@ with a thin layer that keeps every promise the httpx transport makes to the code
   server may have acted on it). httpx-aiohttp's own map turns every ``ClientConnectionError``,
   a server that closed after the request included, into ``ConnectTimeout``: "not sent", which
   would let a create be sent twice;
+- a request body that the server does not take raises a timeout instead of hanging: aiohttp
+  has no write timeout, so a body gets connect + write + read seconds in all (``WriteTimeout``;
+  httpx allows ``write`` seconds without progress), and one above 1 MiB is streamed while
+  aiohttp's read timer runs (``ReadTimeout``). Both say "may have arrived";
 - ``limits.max_connections`` bounds the requests under way, and waiting for a free connection
   longer than the ``pool`` timeout raises ``PoolTimeout``;
 - messages name the host, never a header value.
@@ -20,6 +24,7 @@ Redirects, cookies, decoding and timeouts per request stay with httpx above the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
@@ -85,13 +90,32 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         await self._acquire(request)
         try:
             with _mapped():
-                response = await self._inner.handle_async_request(request)
+                response = await self._send(request)
         except BaseException:
             self._release()
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _Body(response.stream, self._release)
         return response
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` and read the response head. aiohttp has no write timeout, so a
+        request with a body gets a deadline of connect + write + read: past it, the body was
+        not taken (a stalled server; the read timeout covers the wait for an answer)."""
+        request = _streamed_if_large(request)
+        timeouts = request.extensions.get("timeout", {})
+        write = timeouts.get("write")
+        has_body = request.headers.get("content-length", "0") != "0" or (
+            "transfer-encoding" in request.headers
+        )
+        if write is None or not has_body:
+            return await self._inner.handle_async_request(request)
+        limit = write + (timeouts.get("connect") or 0.0) + (timeouts.get("read") or 0.0)
+        try:
+            async with asyncio.timeout(limit):  # cheaper than a cancel scope, on every create
+                return await self._inner.handle_async_request(request)
+        except TimeoutError:
+            raise httpx.WriteTimeout(f"the request body was not sent within {limit:g} s") from None
 
     async def aclose(self) -> None:
         """Close every connection. Like httpx's own, the transport still serves later requests
@@ -117,6 +141,38 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def _release(self) -> None:
         if self._slots is not None:
             self._slots.release()
+
+
+LARGE_BODY = 1 << 20
+"""aiohttp warns (ResourceWarning) about bytes bodies above 1 MiB: those go as a stream."""
+
+
+def _streamed_if_large(request: httpx.Request) -> httpx.Request:
+    """``request`` with a body above ``LARGE_BODY`` as a stream of 64 KiB slices (its
+    Content-Length kept: not chunked); httpx sets ``response.request`` back to the original."""
+    try:
+        content = request.content
+    except httpx.RequestNotRead:
+        return request
+    if len(content) <= LARGE_BODY:
+        return request
+    return httpx.Request(
+        request.method,
+        request.url,
+        headers=request.headers,
+        stream=_Slices(content),
+        extensions=request.extensions,
+    )
+
+
+class _Slices(httpx.AsyncByteStream):
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        view = memoryview(self._content)
+        for start in range(0, len(view), 1 << 16):
+            yield bytes(view[start : start + (1 << 16)])
 
 
 class _Body(httpx.AsyncByteStream):

@@ -126,6 +126,30 @@ async def test_simulator_create_poll_download_over_tcp(kind: str) -> None:
     assert size == 3 << 20
 
 
+async def test_large_body_is_sent_whole_with_its_length(kind: str) -> None:
+    """A 3 MiB body (an inline image) arrives whole, with Content-Length, not chunked."""
+
+    async def handler(stream: anyio.abc.SocketStream, base: str) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive()
+        head, _, body = data.partition(b"\r\n\r\n")
+        fields = dict(
+            (k.strip().lower(), v.strip()) for k, _, v in
+            (line.partition(":") for line in head.decode("latin-1").split("\r\n")[1:])
+        )
+        length = int(fields["content-length"])
+        while len(body) < length:
+            body += await stream.receive()
+        reply = f"{len(body)} {'transfer-encoding' in fields} {body == payload}".encode()
+        await stream.send(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(reply), reply))
+
+    payload = bytes(range(256)) * (3 << 12)
+    async with raw_server(handler) as base, client(kind) as http:
+        response = await http.post(f"{base}/create", content=payload)
+    assert response.text == f"{len(payload)} False True"
+
+
 # --- errors before the request left: nothing can have been created -----------------------------
 
 
@@ -178,6 +202,22 @@ async def test_pool_timeout(kind: str) -> None:
         with pytest.raises(httpx.PoolTimeout) as caught:
             await http.get(f"{base}/second")
     assert isinstance(caught.value, NOT_SENT)
+
+
+async def test_body_the_server_does_not_take_times_out(kind: str) -> None:
+    """A request body the server never reads raises a write or read timeout instead of
+    hanging (aiohttp streams a large body while it waits for the answer, so its read timer
+    fires first), never a "not sent" error."""
+
+    async def handler(stream: anyio.abc.SocketStream, base: str) -> None:
+        await anyio.sleep_forever()
+
+    timeout = httpx.Timeout(5.0, connect=0.2, write=0.3, read=0.3)
+    with anyio.fail_after(10):
+        async with raw_server(handler) as base, client(kind, timeout=timeout) as http:
+            with pytest.raises((httpx.WriteTimeout, httpx.ReadTimeout)) as caught:
+                await http.post(f"{base}/create", content=b"x" * (64 << 20))
+    assert not isinstance(caught.value, NOT_SENT)
 
 
 # --- errors after the request left: the server may have acted on it ---------------------------
