@@ -295,6 +295,27 @@ async def test_reset_mid_body_is_a_read_error(kind: str) -> None:
     assert isinstance(caught.value, AMBIGUOUS_SEND)
 
 
+async def test_provider_send_classifies_both_failures_as_the_runner_expects(kind: str) -> None:
+    """providers.base.send turns a refused connection into a network error caused by a NOT_SENT
+    error, and a connection closed after the request into one caused by an AMBIGUOUS_SEND one."""
+    from batchvid.errors import TransientError
+    from batchvid.providers.base import send
+
+    async def handler(stream: anyio.abc.SocketStream, base: str) -> None:
+        await read_request(stream)
+
+    causes = []
+    async with raw_server(handler) as base:
+        for url in (f"http://127.0.0.1:{free_port()}", base):
+            async with client(kind, base_url=url) as http:
+                with pytest.raises(TransientError) as caught:
+                    await send(http, "POST", "/videos/generations", json_body={"prompt": "p"})
+            causes.append(caught.value.__cause__)
+    assert isinstance(causes[0], NOT_SENT)
+    assert isinstance(causes[1], AMBIGUOUS_SEND)
+    assert not isinstance(causes[1], NOT_SENT)
+
+
 # --- redirects (handled by httpx above the transport) ------------------------------------------
 
 
