@@ -30,6 +30,7 @@ from batchvid.errors import (
 )
 from batchvid.events import Subscriber
 from batchvid.jobs import Manifest
+from batchvid.transport import backend_options, transport_for
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -70,6 +71,9 @@ def _run_options(p: argparse.ArgumentParser, *, full: bool) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit (same as `plan`)")
     p.add_argument("--no-progress", action="store_true", help="no live progress display")
     p.add_argument("--log-format", choices=("text", "json"), default="text", help="stderr log format")
+    p.add_argument("--transport", choices=("aiohttp", "httpx"), default="aiohttp",
+                   help="HTTP transport under httpx (default aiohttp; httpx: httpx's own)")
+    p.add_argument("--no-uvloop", action="store_true", help="run on asyncio's own event loop")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -350,6 +354,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, base_url=f"http://simulator{prefix}", api_key=key)
     else:
         settings = dataclasses.replace(settings, api_key=require_api_key(settings.provider))
+        transport = transport_for(args.transport)
     subscribers: list[Subscriber] = []
     if args.log_format == "json":
         subscribers.append(JsonLog())
@@ -358,7 +363,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         subscribers.append(TextLog())
     runner = Runner(manifest, settings, transport=transport, subscribers=subscribers)
-    result = anyio.run(runner.run)
+    result = anyio.run(runner.run, backend_options=backend_options(not args.no_uvloop))
     print(run_summary(result.report, str(settings.out_dir)))
     _append_step_summary(settings.out_dir / "report.md")
     return result.exit_code
