@@ -17,7 +17,7 @@ import anyio.abc
 import httpx
 import pytest
 
-from batchvid.runner import AMBIGUOUS_SEND, NOT_SENT
+from batchvid.providers.wire import NOT_SENT
 from batchvid.simulator import BIGMODEL_PREFIX, SimulatorConfig, running_simulator
 from batchvid.transport import TRANSPORTS, backend_options, make_transport
 
@@ -233,7 +233,7 @@ async def test_read_timeout_waiting_for_the_answer(kind: str) -> None:
     async with raw_server(handler) as base, client(kind, timeout=httpx.Timeout(5.0, read=0.3)) as http:
         with pytest.raises(httpx.ReadTimeout) as caught:
             await http.post(f"{base}/create", json={"a": 1})
-    assert isinstance(caught.value, AMBIGUOUS_SEND)
+    assert (isinstance(caught.value, httpx.TransportError) and not isinstance(caught.value, NOT_SENT))
 
 
 async def test_read_timeout_mid_body(kind: str) -> None:
@@ -261,7 +261,7 @@ async def test_server_closing_without_an_answer_is_ambiguous(kind: str) -> None:
     async with raw_server(handler) as base, client(kind) as http:
         with pytest.raises(httpx.RemoteProtocolError) as caught:
             await http.post(f"{base}/create", json={"a": 1})
-    assert isinstance(caught.value, AMBIGUOUS_SEND)
+    assert (isinstance(caught.value, httpx.TransportError) and not isinstance(caught.value, NOT_SENT))
     assert not isinstance(caught.value, NOT_SENT)
 
 
@@ -292,12 +292,12 @@ async def test_reset_mid_body_is_a_read_error(kind: str) -> None:
             async with http.stream("GET", f"{base}/reset") as response:
                 async for _ in response.aiter_bytes():
                     pass
-    assert isinstance(caught.value, AMBIGUOUS_SEND)
+    assert (isinstance(caught.value, httpx.TransportError) and not isinstance(caught.value, NOT_SENT))
 
 
 async def test_provider_send_classifies_both_failures_as_the_runner_expects(kind: str) -> None:
-    """providers.base.send turns a refused connection into a network error caused by a NOT_SENT
-    error, and a connection closed after the request into one caused by an AMBIGUOUS_SEND one."""
+    """providers.base.send turns a refused connection into a network error that was not sent,
+    and a connection closed after the request into one that may have been delivered."""
     from batchvid.errors import TransientError
     from batchvid.providers.base import send
 
@@ -305,15 +305,17 @@ async def test_provider_send_classifies_both_failures_as_the_runner_expects(kind
         await read_request(stream)
 
     causes = []
+    reaches: list[TransientError] = []
     async with raw_server(handler) as base:
         for url in (f"http://127.0.0.1:{free_port()}", base):
             async with client(kind, base_url=url) as http:
                 with pytest.raises(TransientError) as caught:
                     await send(http, "POST", "/videos/generations", json_body={"prompt": "p"})
             causes.append(caught.value.__cause__)
+            reaches.append(caught.value)
     assert isinstance(causes[0], NOT_SENT)
-    assert isinstance(causes[1], AMBIGUOUS_SEND)
-    assert not isinstance(causes[1], NOT_SENT)
+    assert isinstance(causes[1], httpx.TransportError) and not isinstance(causes[1], NOT_SENT)
+    assert [r.reach for r in reaches] == ["not_sent", "maybe_delivered"]
 
 
 # --- redirects (handled by httpx above the transport) ------------------------------------------
