@@ -158,3 +158,17 @@ def test_measured_black_and_frozen_clips_fail_qc(tmp_path: Path) -> None:
     moving = measured(make_clip(tmp_path / "m.mp4", "moving")).to_dict()
     assert check_quality(black, thresholds) is not None
     assert check_quality(moving, thresholds) is None
+
+
+def test_manifest_accepts_qc_and_license(tmp_path: Path) -> None:
+    """A manifest may set qc thresholds and a license; a threshold out of 0-1 is refused."""
+    from batchvid.errors import ManifestErrors
+    from batchvid.manifest import load_manifest
+
+    text = ("version: 1\nlicense: cc-by-4.0\nqc:\n  max_black_fraction: 0.5\n"
+            "  min_motion: 0.01\n  max_frozen_fraction: 0.8\njobs:\n  - id: cat\n    prompt: a cat\n")
+    (tmp_path / "ok.yaml").write_text(text)
+    assert len(load_manifest(tmp_path / "ok.yaml").jobs) == 1
+    (tmp_path / "bad.yaml").write_text(text.replace("0.5", "5"))
+    with pytest.raises(ManifestErrors, match=r"bad.yaml:4:\d+: \$.qc.max_black_fraction"):
+        load_manifest(tmp_path / "bad.yaml")
