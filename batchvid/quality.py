@@ -121,7 +121,7 @@ def _grey(frame: Any) -> Grey:
     scale = MAX_SIDE / max(frame.width, frame.height, 1)
     width = max(1, min(frame.width, round(frame.width * scale)))
     height = max(1, min(frame.height, round(frame.height * scale)))
-    pixels = frame.to_ndarray(format="gray8", width=width, height=height)
+    pixels = frame.to_ndarray(format="gray8", width=width, height=height, interpolation="AREA")
     return np.asarray(pixels, dtype=np.float32) / 255.0
 
 

@@ -7,9 +7,11 @@ the test's directory) and ``huggingface_hub.DatasetCard``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from batchvid.cli import main
 from batchvid.errors import UsageError
 from batchvid.export import ExportError, ExportOptions, export, parse_shard_size
 from batchvid.export.card import size_category
+from batchvid.export.webdataset import header
 from tests.test_dataset import FAST, offline  # noqa: F401 -- the fixture, reused
 
 MANIFEST = """\
@@ -108,8 +111,6 @@ def test_shards_hold_at_most_shard_size_samples(shards: Path) -> None:
     """--shard-size 3 splits four samples into shards of 3 and 1, named from the manifest."""
     names = sorted(p.name for p in shards.glob("*.tar"))
     assert names == ["export-test-000000.tar", "export-test-000001.tar"]
-    import tarfile
-
     with tarfile.open(shards / names[0]) as tar:
         members = tar.getmembers()
     assert [m.name for m in members][:3] == ["boat.json", "boat.mp4", "boat.txt"]
@@ -121,8 +122,6 @@ def test_shards_hold_at_most_shard_size_samples(shards: Path) -> None:
 
 def test_dotted_job_id_becomes_a_key_without_dots(shards: Path) -> None:
     """A WebDataset key stops at the first dot, so ``cat.v2`` is stored as ``cat%2ev2``."""
-    import tarfile
-
     with tarfile.open(shards / "export-test-000000.tar") as tar:
         assert "cat%2ev2.mp4" in tar.getnames()
 
@@ -248,6 +247,30 @@ def test_poster_joins_its_sample(out: Path, tmp_path: Path) -> None:
     samples = {s["__key__"]: s for s in read_samples(sorted(to.glob("*.tar")))}
     assert samples["boat"]["jpg"] == b"\xff\xd8poster"
     assert "jpg" not in samples["rabbit"]
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [("a.mp4", 0), ("cat%2ev2.json", 641), ("x" * 96 + ".txt", 8**11 - 1), ("y" * 120 + ".mp4", 5),
+     ("big.mp4", 8**11), ("é.txt", 3)],
+)
+def test_header_is_what_tarfile_writes(name: str, size: int) -> None:
+    """A member header is byte for byte tarfile's pax header with the fixed fields."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uid, info.gid = size, 0, 0o644, 0, 0
+    info.uname = info.gname = ""
+    assert header(name, size) == info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def test_shard_is_what_tarfile_writes(shards: Path) -> None:
+    """A shard equals the archive tarfile writes from its members (same headers, padding, end)."""
+    shard = shards / "export-test-000001.tar"
+    copy = io.BytesIO()
+    with tarfile.open(shard) as source, tarfile.open(fileobj=copy, mode="w",
+                                                     format=tarfile.PAX_FORMAT) as tar:
+        for member in source.getmembers():
+            tar.addfile(member, source.extractfile(member))
+    assert copy.getvalue() == shard.read_bytes()
 
 
 def test_changed_video_fails_the_export(out: Path, tmp_path: Path) -> None:

@@ -223,7 +223,7 @@ def write_file(path: Path, data: bytes) -> str:
 class VerifiedReader:
     """Reads a source video while hashing it; ``check`` compares with the recorded sha256."""
 
-    def __init__(self, path: Path, expected: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], expected: str) -> None:
         self.path, self.expected = path, expected
         try:
             self._fh: IO[bytes] = open(path, "rb")  # noqa: SIM115 -- closed by close()
