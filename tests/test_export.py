@@ -212,6 +212,16 @@ def test_datasets_loads_both_formats_offline(offline: Any, parquet: Path, shards
     assert {"__key__", "mp4", "json", "txt"} <= set(wds.column_names)
 
 
+def test_card_configs_load_the_export_as_a_dataset(offline: Any, parquet: Path,  # noqa: F811
+                                                  shards: Path, tmp_path: Path) -> None:
+    """load_dataset(export directory) follows the card's configs: Parquet as a videofolder
+    with a video column, shards as WebDataset samples."""
+    folder = offline.load_dataset(str(parquet), split="train", cache_dir=str(tmp_path / "c1"))
+    assert folder.num_rows == 4 and isinstance(folder.features["video"], offline.Video)
+    samples = offline.load_dataset(str(shards), split="train", cache_dir=str(tmp_path / "c2"))
+    assert sorted(row["id"] for row in samples["json"]) == DONE
+
+
 def test_card_parses_as_a_hub_dataset_card(shards: Path, out: Path, tmp_path: Path) -> None:
     """README.md's front matter loads with huggingface_hub.DatasetCard, with configs and tags."""
     from huggingface_hub import DatasetCard
