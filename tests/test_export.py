@@ -347,3 +347,13 @@ def test_shard_size_in_bytes_closes_shards(out: Path, tmp_path: Path) -> None:
 def test_size_category(count: int, label: str) -> None:
     """Row counts map onto the Hub's size_categories labels."""
     assert size_category(count) == label
+
+
+def test_run_without_videos_exports_a_card_only(tmp_path: Path) -> None:
+    """A run whose every job failed exports no shard, and its card says there is nothing."""
+    (tmp_path / "m.yaml").write_text(
+        "version: 1\nname: none\njobs:\n  - id: doomed\n    prompt: this will [fail]\n")
+    assert main(["run", str(tmp_path / "m.yaml"), "--out", str(tmp_path / "out"), *FAST]) == 1
+    to = run_export(tmp_path / "out", tmp_path / "w", "--format", "webdataset")
+    assert sorted(p.name for p in to.iterdir()) == ["README.md", "SHA256SUMS"]
+    assert "Nothing to load" in (to / "README.md").read_text()

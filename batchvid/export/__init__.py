@@ -67,10 +67,6 @@ class Run:
     def source(self, row: dict[str, Any]) -> Path:
         return self.root / str(row["file_name"])
 
-    def poster(self, row: dict[str, Any]) -> Path | None:
-        path = self.root / "jobs" / row["id"] / "poster.jpg"
-        return path if path.is_file() else None
-
 
 def parse_shard_size(text: str) -> tuple[int | None, int | None]:
     """``--shard-size``: a count of samples ("1000") or a size ("500MB", "1GiB") per shard."""

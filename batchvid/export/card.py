@@ -110,6 +110,8 @@ def _quality(run: Run) -> list[str]:
 
 
 def _loading(fmt: str, files: Mapping[str, str]) -> list[str]:
+    if not any(name.endswith((".tar", ".parquet")) for name in files):
+        return ["## Loading", "", "Nothing to load: the run has no finished videos.", ""]
     if fmt == "webdataset":
         shards = sorted(name for name in files if name.endswith(".tar"))
         first, last = shards[0].rsplit("-", 1)[0] if shards else "data", len(shards) - 1
