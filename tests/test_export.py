@@ -357,3 +357,16 @@ def test_run_without_videos_exports_a_card_only(tmp_path: Path) -> None:
     to = run_export(tmp_path / "out", tmp_path / "w", "--format", "webdataset")
     assert sorted(p.name for p in to.iterdir()) == ["README.md", "SHA256SUMS"]
     assert "Nothing to load" in (to / "README.md").read_text()
+
+
+def test_card_license_comes_from_the_report(out: Path, tmp_path: Path) -> None:
+    """Without --license, the card takes the license report.json records from the manifest."""
+    from huggingface_hub import DatasetCard
+
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    report = json.loads((copy / "report.json").read_text())
+    report["manifest"]["license"] = "apache-2.0"
+    (copy / "report.json").write_text(json.dumps(report))
+    to = run_export(copy, tmp_path / "w", "--format", "webdataset")
+    assert DatasetCard.load(to / "README.md").data.license == "apache-2.0"
