@@ -15,7 +15,7 @@ from batchvid.quality import MAX_SAMPLES, Quality, check_quality, signals
 
 
 def make_clip(path: Path, kind: str, *, frames: int = 60, gop: int | None = None,
-              width: int = 96, height: int = 64) -> Path:
+              width: int = 96, height: int = 64, preset: str = "ultrafast") -> Path:
     """An H.264 clip made with PyAV: ``black``, ``frozen`` (one still picture) or ``moving``
     (a white bar crossing a grey picture)."""
     rng = np.random.default_rng(1)
@@ -24,7 +24,7 @@ def make_clip(path: Path, kind: str, *, frames: int = 60, gop: int | None = None
         stream = container.add_stream("libx264", rate=30)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.thread_count = 1
-        stream.options = {"preset": "ultrafast", "crf": "23", **({"g": str(gop)} if gop else {})}
+        stream.options = {"preset": preset, "crf": "23", **({"g": str(gop)} if gop else {})}
         for index in range(frames):
             if kind == "black":
                 picture = np.zeros((height, width, 3), np.uint8)
@@ -84,6 +84,17 @@ def test_clip_with_many_keyframes_samples_keyframes(tmp_path: Path) -> None:
     q = measured(make_clip(tmp_path / "gop.mp4", "moving", frames=60, gop=5))
     assert q.samples == 12
     assert q.motion > 0.01 and q.frozen_fraction == 0.0
+
+
+def test_clip_with_b_frames_is_sampled_by_time(tmp_path: Path) -> None:
+    """With B-frames left undecoded, a one-GOP clip still gets 32 samples spread over it, and a
+    still picture still reads as frozen."""
+    path = make_clip(tmp_path / "b.mp4", "frozen", frames=300, preset="veryfast")
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.has_b_frames
+    q = measured(path)
+    assert q.samples == MAX_SAMPLES and q.frames_decoded == 300
+    assert q.frozen_fraction >= 0.9
 
 
 def test_frames_decoded_matches_container_count(tmp_path: Path) -> None:
