@@ -303,6 +303,13 @@ def test_export_refuses_a_used_or_inner_target(out: Path, tmp_path: Path) -> Non
         export(out, ExportOptions(format="parquet", to=out / "dataset"))
 
 
+def test_embed_video_only_with_parquet(out: Path, tmp_path: Path) -> None:
+    """--embed-video with --format webdataset is a usage error (exit 2), and nothing is written."""
+    assert main(["export", str(out), "--format", "webdataset", "--embed-video",
+                 "--to", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+
+
 def test_export_of_a_directory_without_report(tmp_path: Path) -> None:
     """A directory that is not a finished run gives a clear error, exit code 1."""
     (tmp_path / "empty").mkdir()

@@ -182,9 +182,6 @@ class HashingFile:
         self.size += len(data)
         return self._fh.write(data)
 
-    def tell(self) -> int:
-        return self.size
-
     def commit(self) -> str:
         self._fh.close()
         os.replace(self.tmp, self.final)

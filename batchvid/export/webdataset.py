@@ -21,6 +21,7 @@ from typing import Any
 
 from batchvid.export import (
     COPY_CHUNK,
+    DEFAULT_SHARD_BYTES,
     ExportError,
     HashingFile,
     Run,
@@ -40,8 +41,6 @@ def write_shards(
 ) -> dict[str, str]:
     """Write ``<name>-000000.tar``, … into ``to``; returns {file name: sha256}."""
     if max_samples is None and max_bytes is None:
-        from batchvid.export import DEFAULT_SHARD_BYTES
-
         max_bytes = DEFAULT_SHARD_BYTES
     files: dict[str, str] = {}
     samples = sorted((_Sample.of(run, row) for row in run.rows), key=lambda s: s.key)
