@@ -123,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--serve", action="store_true", help="serve the directory on 127.0.0.1 until Ctrl-C")
     p.add_argument("--port", type=int, default=8000, help="port for --serve (0 picks a free one)")
+    p = sub.add_parser("export", help="an output directory as a dataset: WebDataset or Parquet, with a card")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--format", choices=("webdataset", "parquet"), required=True)
+    p.add_argument("--to", required=True, metavar="DIR", help="a new or empty directory")
+    p.add_argument("--shard-size", metavar="N|SIZE", help="samples (1000) or bytes (500MB) per shard; default 1GB")
+    p.add_argument("--name", help="shard name prefix (default: the manifest name)")
+    p.add_argument("--embed-video", action="store_true", help="parquet: video bytes in a column")
+    p.add_argument("--include-failed", action="store_true", help="add failed jobs' rows, without media")
+    p.add_argument("--license", help="license id for the card (default: the manifest's license:)")
 
     p = sub.add_parser("schema", help="print a JSON Schema")
     p.add_argument("which", nargs="?", choices=("manifest", "report"), default="manifest")
@@ -484,6 +493,20 @@ def cmd_view(args: argparse.Namespace) -> int:
             server.serve_forever()
         except KeyboardInterrupt:
             pass
+def cmd_export(args: argparse.Namespace) -> int:
+    from batchvid.export import ExportOptions, export, parse_shard_size
+
+    samples, size = parse_shard_size(args.shard_size) if args.shard_size else (None, None)
+    if args.embed_video and args.format != "parquet":
+        raise UsageError("--embed-video: only with --format parquet")
+    options = ExportOptions(
+        format=args.format, to=Path(args.to), name=args.name, shard_samples=samples,
+        shard_bytes=size, embed_video=args.embed_video, include_failed=args.include_failed,
+        license=args.license,
+    )
+    summary = export(Path(args.out_dir), options)
+    print(f"exported {summary['samples']} clip(s) as {args.format} into {args.to} "
+          f"({len(summary['files'])} files, hashes in SHA256SUMS)")
     return EXIT_OK
 
 
@@ -503,6 +526,7 @@ COMMANDS = {
     "merge": cmd_merge,
     "simulate": cmd_simulate,
     "view": cmd_view,
+    "export": cmd_export,
     "schema": cmd_schema,
 }
 
