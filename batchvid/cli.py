@@ -493,6 +493,9 @@ def cmd_view(args: argparse.Namespace) -> int:
             server.serve_forever()
         except KeyboardInterrupt:
             pass
+    return EXIT_OK
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from batchvid.export import ExportOptions, export, parse_shard_size
 
