@@ -30,6 +30,7 @@ from batchvid.errors import (
 )
 from batchvid.events import Subscriber
 from batchvid.jobs import Manifest
+from batchvid.transport import backend_options, transport_for
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -54,13 +55,14 @@ def _run_options(p: argparse.ArgumentParser, *, full: bool) -> None:
     p.add_argument("--shard", metavar="I/N", help="run only shard I of N (by job key)")
     p.add_argument("--retry-failed", action="store_true", help="try failed jobs again")
     p.add_argument("--force", action="store_true", help="regenerate even what is done (pays again)")
+    p.add_argument("--root", metavar="DIR", help="images and prompts files may be anywhere inside DIR")
     if not full:
         return
     p.add_argument("--base-url", metavar="URL", help="provider API root (env BATCHVID_BASE_URL)")
     p.add_argument("--simulate", action="store_true", help="use the built-in simulator: no key, no network")
-    p.add_argument("--sim-latency", type=float, default=1.0, metavar="S", help="simulated task time (with --simulate)")
-    p.add_argument("--sim-fault-rate", type=float, default=0.0, metavar="P", help="simulated fault rate (with --simulate)")
-    p.add_argument("--sim-seed", type=int, default=0, metavar="N", help="simulator seed (with --simulate)")
+    p.add_argument("--sim-latency", type=float, metavar="S", help="simulated task time (with --simulate; default 1)")
+    p.add_argument("--sim-fault-rate", type=float, metavar="P", help="simulated fault rate (with --simulate; default 0)")
+    p.add_argument("--sim-seed", type=int, metavar="N", help="simulator seed (with --simulate; default 0)")
     p.add_argument("--retries", type=int, metavar="N", help="retries of a failed create request")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="per job, submit to downloaded")
     p.add_argument("--poll-interval", metavar="MIN[:MAX]",
@@ -71,6 +73,9 @@ def _run_options(p: argparse.ArgumentParser, *, full: bool) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit (same as `plan`)")
     p.add_argument("--no-progress", action="store_true", help="no progress display (a live bar on a terminal, else a line every 10 s)")
     p.add_argument("--log-format", choices=("text", "json"), default="text", help="stderr log format")
+    p.add_argument("--transport", choices=("aiohttp", "httpx"), default="aiohttp",
+                   help="HTTP transport under httpx (default aiohttp; httpx: httpx's own)")
+    p.add_argument("--no-uvloop", action="store_true", help="run on asyncio's own event loop")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check manifests; print every error; nothing is sent")
     p.add_argument("manifests", nargs="+", metavar="MANIFEST")
     p.add_argument("--provider", choices=("geekai", "bigmodel"))
+    p.add_argument("--root", metavar="DIR", help="images and prompts files may be anywhere inside DIR")
 
     p = sub.add_parser("plan", help="what a run would do, job by job, and why; cost and time")
     _run_options(p, full=False)
@@ -121,6 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-seconds", type=float, metavar="S", help="length of returned videos")
     p.add_argument("--download-bytes", type=int, metavar="N", help="pad every video to N bytes")
 
+    p = sub.add_parser("view", help="write report.html for an output directory and print its URL")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--serve", action="store_true", help="serve the directory on 127.0.0.1 until Ctrl-C")
+    p.add_argument("--port", type=int, default=8000, help="port for --serve (0 picks a free one)")
+    p = sub.add_parser("export", help="an output directory as a dataset: WebDataset or Parquet, with a card")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--format", choices=("webdataset", "parquet"), required=True)
+    p.add_argument("--to", required=True, metavar="DIR", help="a new or empty directory")
+    p.add_argument("--shard-size", metavar="N|SIZE", help="samples (1000) or bytes (500MB) per shard; default 1GB")
+    p.add_argument("--name", help="shard name prefix (default: the manifest name)")
+    p.add_argument("--embed-video", action="store_true", help="parquet: video bytes in a column")
+    p.add_argument("--include-failed", action="store_true", help="add failed jobs' rows, without media")
+    p.add_argument("--license", help="license id for the card (default: the manifest's license:)")
+
     p = sub.add_parser("schema", help="print a JSON Schema")
     p.add_argument("which", nargs="?", default="manifest", metavar="{manifest,report}")
     return parser
@@ -129,10 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _load(path: str, provider: str | None) -> Manifest:
+def _load(path: str, provider: str | None, root: str | None = None) -> Manifest:
+    """The manifest at ``path``; its warnings go to stderr before anything else happens."""
     from batchvid.manifest import load_manifest
 
-    return load_manifest(path, provider_override=provider)
+    manifest = load_manifest(path, provider_override=provider, root=root)
+    for warning in manifest.warnings:
+        print(warning, file=sys.stderr)
+    return manifest
 
 
 def _poll_interval(value: Any, where: str) -> tuple[float, float]:
@@ -203,7 +227,8 @@ def _base_url(args: argparse.Namespace, provider: str) -> str | None:
 
 
 def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
-    from batchvid.plan import parse_shard, select
+    from batchvid.jobs import select_jobs
+    from batchvid.plan import parse_shard
     from batchvid.runner import Settings
 
     limits = dict(manifest.limits)
@@ -226,8 +251,7 @@ def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
     rpm = _number(args, "rpm", limits, "requests_per_minute", default_rpm, minimum=0, inclusive=False)
     timeout = _number(args, "timeout", limits, "timeout", 1800.0, minimum=0, inclusive=False)
     max_cost = _number(args, "max_cost", limits, "max_cost", None, minimum=0, inclusive=True)
-    if args.only and not select(manifest.jobs, args.only):
-        raise UsageError(f"--only {' '.join(args.only)}: no job id matches (see `batchvid plan`)")
+    select_jobs(manifest.jobs, args.only)  # a pattern that selects nothing is an error
     assert max_in_flight is not None and retries is not None and timeout is not None
     return Settings(
         out_dir=out,
@@ -282,7 +306,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     jobs = 0
     for path in args.manifests:
         try:
-            jobs += len(_load(path, args.provider).jobs)
+            jobs += len(_load(path, args.provider, args.root).jobs)
         except ManifestErrors as exc:
             errors.extend(exc.errors)
         except ManifestError as exc:
@@ -315,14 +339,23 @@ def _plan(args: argparse.Namespace, manifest: Manifest) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    return _plan(args, _load(args.manifest, args.provider))
+    return _plan(args, _load(args.manifest, args.provider, args.root))
+
+
+def _check_sim_flags(args: argparse.Namespace) -> None:
+    """``--sim-*`` flags mean nothing without ``--simulate``: refuse them rather than ignore them."""
+    given = [f"--{n.replace('_', '-')}" for n in ("sim_latency", "sim_fault_rate", "sim_seed") if getattr(args, n) is not None]
+    if given and not args.simulate:
+        them = "it" if len(given) == 1 else "them"
+        raise UsageError(f"{', '.join(given)}: only used with --simulate; add --simulate or drop {them}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from batchvid.display import JsonLog, ProgressDisplay, ProgressLines, TextLog, run_summary
     from batchvid.runner import Runner
 
-    manifest = _load(args.manifest, args.provider)
+    _check_sim_flags(args)
+    manifest = _load(args.manifest, args.provider, args.root)
     if args.dry_run:
         return _plan(args, manifest)
     settings = build_settings(args, manifest)
@@ -331,7 +364,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from batchvid.simulator import BIGMODEL_PREFIX, GEEKAI_PREFIX, Simulator, SimulatorConfig
 
         sim = Simulator(
-            SimulatorConfig(latency=args.sim_latency, fault_rate=args.sim_fault_rate, seed=args.sim_seed),
+            SimulatorConfig(
+                latency=1.0 if args.sim_latency is None else args.sim_latency,
+                fault_rate=args.sim_fault_rate or 0.0,
+                seed=args.sim_seed or 0,
+            ),
             state_dir=settings.out_dir / ".batchvid" / "simulator",  # tasks survive a rerun
         )
         transport = httpx.ASGITransport(app=sim.app)
@@ -340,6 +377,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, base_url=f"http://simulator{prefix}", api_key=key)
     else:
         settings = dataclasses.replace(settings, api_key=require_api_key(settings.provider))
+        transport = transport_for(args.transport)
     subscribers: list[Subscriber] = []
     if args.log_format == "json":
         subscribers.append(JsonLog())
@@ -350,7 +388,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.no_progress:
             subscribers.append(ProgressLines())
     runner = Runner(manifest, settings, transport=transport, subscribers=subscribers)
-    result = anyio.run(runner.run)
+    result = anyio.run(runner.run, backend_options=backend_options(not args.no_uvloop))
     print(run_summary(result.report, str(settings.out_dir)))
     _append_step_summary(settings.out_dir / "report.md")
     return result.exit_code
@@ -455,6 +493,50 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    import functools
+    import http.server
+
+    from batchvid.gallery import write_gallery
+    from batchvid.store import read_report
+
+    root = Path(args.out_dir)
+    page = write_gallery(root, read_report(root))
+    if not args.serve:
+        print(page.resolve().as_uri())
+        return EXIT_OK
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), handler)
+    except OSError as exc:
+        raise UsageError(f"--port {args.port}: cannot listen on 127.0.0.1 ({exc.strerror})") from exc
+    with server:
+        print(f"serving {root} at http://127.0.0.1:{server.server_port}/{page.name}; Ctrl-C stops",
+              flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from batchvid.export import ExportOptions, export, parse_shard_size
+
+    samples, size = parse_shard_size(args.shard_size) if args.shard_size else (None, None)
+    if args.embed_video and args.format != "parquet":
+        raise UsageError("--embed-video: only with --format parquet")
+    options = ExportOptions(
+        format=args.format, to=Path(args.to), name=args.name, shard_samples=samples,
+        shard_bytes=size, embed_video=args.embed_video, include_failed=args.include_failed,
+        license=args.license,
+    )
+    summary = export(Path(args.out_dir), options)
+    print(f"exported {summary['samples']} clip(s) as {args.format} into {args.to} "
+          f"({len(summary['files'])} files, hashes in SHA256SUMS)")
+    return EXIT_OK
+
+
 SCHEMAS = ("manifest", "report")
 
 
@@ -488,6 +570,8 @@ COMMANDS = {
     "verify": cmd_verify,
     "merge": cmd_merge,
     "simulate": cmd_simulate,
+    "view": cmd_view,
+    "export": cmd_export,
     "schema": cmd_schema,
     "clean": cmd_clean,
 }

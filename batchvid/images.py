@@ -1,6 +1,7 @@
 """First-frame images: where they may come from and what they must be.
 
-A local path is resolved against the manifest's directory and must stay inside it; an https
+A local path is resolved against the manifest's directory and must stay inside the root (the
+git work tree holding the manifest, ``root:`` or ``--root``; else the manifest's directory); an https
 URL is passed through; a ``data:`` URI is decoded. Local files and data URIs must be PNG or
 JPEG by their content (magic bytes, not the name) and at most 5 MB. Each distinct image is read
 once, so thousands of jobs sharing one image share its bytes.
@@ -55,10 +56,20 @@ def check_image_bytes(data: bytes, what: str) -> str:
     return media_type
 
 
-def resolve_inside(base_dir: Path, reference: str, what: str = "the file") -> Path:
-    """``reference`` (relative, POSIX or Windows separators) resolved inside ``base_dir``.
+def find_root(start: Path) -> Path:
+    """The git work tree holding ``start`` (the nearest directory with ``.git``), else ``start``."""
+    here = start.resolve()
+    for directory in (here, *here.parents):
+        if (directory / ".git").exists():
+            return directory
+    return start
 
-    Refuses absolute paths, ``..`` escapes and symlinks that point outside ``base_dir``.
+
+def resolve_inside(base_dir: Path, reference: str, what: str = "the file", *, root: Path | None = None) -> Path:
+    """``reference`` (relative, POSIX or Windows separators) resolved against ``base_dir``.
+
+    The result must stay inside ``root`` (default: ``base_dir`` itself). Refuses absolute
+    paths, ``..`` escapes and symlinks that point outside ``root``.
     """
     if not reference:
         raise ImageProblem(f"{what} path is empty")
@@ -73,18 +84,24 @@ def resolve_inside(base_dir: Path, reference: str, what: str = "the file") -> Pa
             "manifest's directory, inside it"
         )
     parts = PureWindowsPath(reference).parts
-    if ".." in parts:
+    inner = base_dir.resolve()
+    outer = inner if root is None else root.resolve()
+    if outer == inner and ".." in parts:
         raise ImageProblem(
             f"{reference!r} leaves the manifest's directory ('..'); {what} must be inside it"
         )
-    root = base_dir.resolve()
-    target = (root / Path(*parts)).resolve()
-    if not target.is_relative_to(root):
+    target = (inner / Path(*parts)).resolve()
+    if target.is_relative_to(outer):
+        return target
+    if outer == inner:
         raise ImageProblem(
             f"{reference!r} resolves to {str(target)!r}, outside the manifest's directory "
             f"(a symlink pointing out?); {what} must be inside it"
         )
-    return target
+    raise ImageProblem(
+        f"{reference!r} resolves to {str(target)!r}, outside the root {str(outer)!r} (the git "
+        f"work tree holding the manifest, or root: / --root); {what} must be inside it"
+    )
 
 
 @dataclass(slots=True)
@@ -94,6 +111,8 @@ class ImageLoader:
     base_dir: Path
     display_dir: str = ""
     """How the user spells ``base_dir`` (the manifest's directory as given), for messages."""
+    root: Path | None = None
+    """Files must resolve inside this directory (default: ``base_dir``)."""
     _by_path: dict[Path, Image | ImageProblem] = field(default_factory=dict)
     _by_source: dict[str, Image | ImageProblem] = field(default_factory=dict)
 
@@ -163,7 +182,7 @@ class ImageLoader:
         )
 
     def _file(self, source: str) -> Image:
-        target = resolve_inside(self.base_dir, source, "an image")
+        target = resolve_inside(self.base_dir, source, "an image", root=self.root)
         cached = self._by_path.get(target)
         if cached is None:
             try:

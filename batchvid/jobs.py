@@ -7,14 +7,17 @@ reports read them.
 from __future__ import annotations
 
 import base64
+import difflib
+import fnmatch
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
-from batchvid.errors import Location
+from batchvid.errors import Location, UsageError
 
 # Generation parameters in the order they are shown; what each model accepts is in the schema.
 GENERATION_PARAMETERS = (
@@ -77,6 +80,8 @@ class Job:
     sample: int = 0
     location: Location | None = field(default=None, compare=False)
     """Where the job is defined, for messages."""
+    source: str = field(default="", compare=False)
+    """The id of the manifest job it was expanded from (``coffee`` for ``coffee-30-s0``)."""
 
     @property
     def short_key(self) -> str:
@@ -94,18 +99,95 @@ class Job:
         return out
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
-    """The one JSON spelling used for hashing: sorted keys, no spaces, UTF-8 kept."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The one JSON spelling used for hashing: sorted keys, no spaces, UTF-8 kept.
+
+    Exactly ``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``;
+    mappings of strings, integers, booleans and nulls (every job's request) are spelled here
+    directly, which is several times cheaper than the encoder for such small values.
+    """
+    fast = _flat_json(value)
+    return fast if fast is not None else _CANONICAL.encode(value)
+
+
+def _flat_json(value: Any) -> str | None:
+    """``canonical_json`` of a mapping whose values are str, int, bool, None or such mappings;
+    None for anything else (floats, lists), left to the encoder."""
+    if type(value) is not dict:
+        return None
+    parts = []
+    for name in sorted(value):
+        item = value[name]
+        kind = type(item)
+        if type(name) is not str:
+            return None
+        if kind is str:
+            text = encode_basestring(item)
+        elif kind is bool:
+            text = "true" if item else "false"
+        elif kind is int:
+            text = int.__repr__(item)
+        elif item is None:
+            text = "null"
+        else:
+            nested = _flat_json(item)
+            if nested is None:
+                return None
+            text = nested
+        parts.append(f"{encode_basestring(name)}:{text}")
+    return "{" + ",".join(parts) + "}"
 
 
 def job_key(provider: str, params: Mapping[str, Any], image: Image | None, sample: int) -> str:
     """The key of a job: sha256 of the canonical request (image by its hash) and the sample."""
-    request = dict(params)
+    request = dict(params) if image is None and type(params) is not dict else params
     if image is not None:
-        request["image"] = image.describe()
-    payload = canonical_json({"provider": provider, "request": request, "sample": sample})
+        request = {**params, "image": image.describe()}
+    flat = _flat_json(request)
+    if flat is not None:  # the same bytes as the general spelling below, built directly
+        payload = f'{{"provider":{encode_basestring(provider)},"request":{flat},"sample":{int(sample)}}}'
+    else:
+        payload = canonical_json({"provider": provider, "request": request, "sample": sample})
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def matches(job: Job, pattern: str) -> bool:
+    """Whether ``pattern`` (a case-sensitive glob) names ``job``: its id, or the manifest job
+    it was expanded from (``coffee`` selects ``coffee-30-s0``)."""
+    return fnmatch.fnmatchcase(job.id, pattern) or (bool(job.source) and fnmatch.fnmatchcase(job.source, pattern))
+
+
+def select_jobs(jobs: Sequence[Job], patterns: Sequence[str] = ()) -> list[Job]:
+    """The jobs any of ``patterns`` names (all jobs when there are none), in manifest order.
+
+    Raises ``UsageError`` naming each pattern that selects no job, with a did-you-mean.
+    """
+    if not patterns:
+        return list(jobs)
+    hits = {pattern: False for pattern in patterns}
+    chosen = []
+    for job in jobs:
+        named = [p for p in patterns if matches(job, p)]
+        for pattern in named:
+            hits[pattern] = True
+        if named:
+            chosen.append(job)
+    missing = [pattern for pattern, hit in hits.items() if not hit]
+    if missing:
+        raise UsageError("\n".join(_nothing_selected(pattern, jobs) for pattern in missing))
+    return chosen
+
+
+def _nothing_selected(pattern: str, jobs: Sequence[Job]) -> str:
+    names = list(dict.fromkeys(j.source for j in jobs if j.source))
+    if len(jobs) <= 1000:
+        names += [j.id for j in jobs]
+    close = difflib.get_close_matches(pattern, names, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"--only {pattern}: no job id matches{hint} (see `batchvid plan`)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,3 +203,6 @@ class Manifest:
     poll_interval, max_cost."""
     pricing: Mapping[str, float] = field(default_factory=dict)
     """``pricing:`` as written: model name -> price per video (overrides the built-in table)."""
+    warnings: tuple[str, ...] = ()
+    """``FILE:LINE:COL: $.path: warning: ...`` lines worth showing before anything is sent
+    (for example a matrix of more than 5,000 jobs)."""

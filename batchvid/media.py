@@ -1,4 +1,5 @@
-"""Probing a downloaded video with PyAV: codec, size, frame rate, frames, duration, audio."""
+"""Probing a downloaded video with PyAV: codec, size, frame rate, frames, duration, audio,
+and the quality signals of ``batchvid.quality``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import av
 
 from batchvid.errors import BatchvidError
+from batchvid.quality import Quality, measure
 
 
 class MediaError(BatchvidError):
@@ -28,6 +30,8 @@ class MediaInfo:
     """Seconds."""
     has_audio: bool
     audio_codec: str | None = None
+    quality: Quality | None = None
+    """Signals from sampled frames; None when not asked for."""
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict with floats rounded to 3 decimals, so output is deterministic."""
@@ -39,12 +43,14 @@ class MediaInfo:
             "frame_count": self.frame_count,
             "has_audio": self.has_audio,
             "height": self.height,
+            "quality": self.quality.to_dict() if self.quality is not None else None,
             "width": self.width,
         }
 
 
-def probe(path: str | os.PathLike[str]) -> MediaInfo:
-    """Read the container of ``path`` (frames are demuxed only if it gives no count).
+def probe(path: str | os.PathLike[str], *, quality: bool = True) -> MediaInfo:
+    """Read the container of ``path`` (frames are demuxed only if it gives no count) and, with
+    ``quality``, measure its signals on a bounded sample of frames (``batchvid.quality``).
 
     Raises ``MediaError`` when the file does not open as a video.
     """
@@ -65,6 +71,7 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
             else:
                 duration = frames / fps if fps else 0.0
             audio = container.streams.audio[0] if container.streams.audio else None
+            signals = measure(container, video) if quality else None
             return MediaInfo(
                 codec=video.codec_context.name,
                 width=video.codec_context.width,
@@ -74,6 +81,7 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
                 duration=duration,
                 has_audio=audio is not None,
                 audio_codec=audio.codec_context.name if audio is not None else None,
+                quality=signals,
             )
     except FileNotFoundError as exc:
         raise MediaError(f"{os.fspath(path)}: no such file") from exc

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import math
@@ -14,7 +13,7 @@ from typing import Any, Literal, get_args
 
 from batchvid.billing import UNCONFIRMED_KIND, Verdict, unanswered_create
 from batchvid.errors import UsageError
-from batchvid.jobs import Job
+from batchvid.jobs import Job, matches
 from batchvid.journal import JobRecord
 from batchvid.providers import get_provider
 from batchvid.report import Status
@@ -136,8 +135,9 @@ def parse_shard(text: str) -> tuple[int, int]:
 def select(
     jobs: Sequence[Job], only: Sequence[str] = (), shard: tuple[int, int] | None = None
 ) -> list[Job]:
-    """The jobs a run works on: those matching any ``--only`` glob, in the chosen shard."""
-    chosen = [j for j in jobs if not only or any(fnmatch.fnmatchcase(j.id, p) for p in only)]
+    """The jobs a run works on: those any ``--only`` glob names (by id, or by the manifest job
+    they were expanded from), in the chosen shard."""
+    chosen = [j for j in jobs if not only or any(matches(j, p) for p in only)]
     if shard is not None:
         index, count = shard
         chosen = [j for j in chosen if shard_of(j, count) == index - 1]

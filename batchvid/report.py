@@ -16,6 +16,7 @@ from typing import Any, Literal
 from xml.etree import ElementTree as ET
 
 from batchvid import __version__
+from batchvid.gallery import write_gallery
 from batchvid.jobs import Job
 from batchvid.store import dumps, write_atomic
 
@@ -208,6 +209,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"**{s['failed']} failed**, {s['pending']} pending · provider `{manifest['provider']}` · "
         f"cost {report['cost']['amount']:g} {report['cost']['currency']}",
         "",
+        "Every job with its poster, video, prompt and parameters: [report.html](report.html)",
+        "",
     ]
     if report.get("shards"):
         count, shards = report["shards"]["count"], report["shards"]
@@ -307,3 +310,4 @@ def write_report_files(
         "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows),
     )
     write_atomic(root / "batchvid.lock", dumps(lock))
+    write_gallery(root, report)

@@ -82,6 +82,10 @@ class Settings:
 
 @dataclass
 class RunResult:
+    """How a run ended: the exit code the CLI returns (0 all done, 1 some failed, 3 stopped
+    early and resumable), each job's outcome in manifest order, report.json's content, and why
+    the run stopped early (None when it did not)."""
+
     exit_code: int
     outcomes: list[Outcome]
     report: dict[str, Any]
@@ -142,6 +146,14 @@ def _now() -> str:
 
 
 class Runner:
+    """Runs a manifest's jobs into ``settings.out_dir``: takes the directory's lock, plans from
+    its journal, submits, polls and downloads under the limits, and writes the report files.
+
+    ``transport`` replaces the network (an ``httpx.ASGITransport`` over the simulator, or an
+    ``httpx.MockTransport``); ``subscribers`` receive every event; ``clock``, ``sleep`` and
+    ``rng`` are injectable for tests. ``await runner.run()`` returns a ``RunResult``.
+    """
+
     def __init__(
         self,
         manifest: Manifest,

@@ -162,12 +162,19 @@ def _syntax_error(exc: yaml.MarkedYAMLError, text: str, display: str) -> Manifes
     if exc.context:
         where = f" (line {exc.context_mark.line + 1})" if exc.context_mark is not None else ""
         message += f", {exc.context}{where}"
+    if "mapping values are not allowed" in problem or "could not find expected ':'" in problem:
+        message += _COLON_HINT
     if at_tab or "'\\t'" in str(exc):
         message += "; YAML does not allow tabs for indentation, use spaces"
     elif "expected a single document" in str(exc):
         message = "a manifest is one YAML document; remove the extra '---'"
     return ManifestError(Location(display, line, column), "$", message)
 
+
+_COLON_HINT = (
+    "; check the indentation of this line and the one above, and quote a value that holds "
+    "': ' (a colon and a space), like prompt: \"Scene: a cat\""
+)
 
 _ALIAS_MESSAGE = (
     "YAML aliases (*{name}) are not supported: they can expand without bound; "

@@ -182,11 +182,11 @@ def test_invalid_shard_exits_2_with_a_clear_message(
 
 def test_simulated_run_writes_the_output_layout(finished: Path) -> None:
     """`run --simulate` exits 0 and leaves the report files and each job's files."""
-    for name in ("report.json", "report.md", "junit.xml", "metadata.jsonl", "batchvid.lock"):
+    for name in ("report.json", "report.md", "report.html", "junit.xml", "metadata.jsonl", "batchvid.lock"):
         assert (finished / name).is_file(), name
     for job_id in QUICKSTART_IDS:
         job_dir = finished / "jobs" / job_id
-        assert {p.name for p in job_dir.iterdir()} == {"request.json", "response.json", "video.mp4"}
+        assert {p.name for p in job_dir.iterdir()} == {"request.json", "response.json", "video.mp4", "poster.jpg"}
     summary = json.loads((finished / "report.json").read_text())["summary"]
     assert summary["succeeded"] == 5 and summary["total"] == 5
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ def video(tmp_path: Path, video_bytes: bytes) -> Path:
 
 def test_probe_reports_codec_size_fps_and_audio(video: Path) -> None:
     """A 64x48 30 fps H.264 video with AAC is described exactly."""
-    info = probe(video)
+    info = replace(probe(video), quality=None)
     assert info == MediaInfo(
         codec="h264",
         width=64,
@@ -52,6 +53,13 @@ def test_to_dict_is_sorted_and_rounded(video: Path) -> None:
     assert list(data) == sorted(data)
     assert data["fps"] == 30.0
     assert data["duration"] == round(data["duration"], 3)
+
+
+def test_probe_records_quality_signals(video: Path) -> None:
+    """probe measures the quality signals, and to_dict records them under ``quality``."""
+    info = probe(video)
+    assert info.quality is not None and info.quality.frames_decoded == 30
+    assert info.to_dict()["quality"] == info.quality.to_dict()
 
 
 def test_truncated_file_raises_media_error(tmp_path: Path, video_bytes: bytes) -> None:

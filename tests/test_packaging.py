@@ -26,6 +26,8 @@ def test_wheel_ships_schemas_and_works_outside_the_checkout(tmp_path: Path) -> N
         names = set(zf.namelist())
         zf.extractall(tmp_path / "site")
     assert {"batchvid/_schemas/manifest.schema.json", "batchvid/_schemas/report.schema.json"} <= names
+    # report.html's template, style and script (batchvid/gallery.py)
+    assert {f"batchvid/templates/{n}" for n in ("report.html.j2", "gallery.css", "gallery.js")} <= names
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
     work = tmp_path / "elsewhere"
     work.mkdir()

@@ -116,3 +116,11 @@ def test_format_path() -> None:
     assert format_path(("jobs", 2, "size")) == "$.jobs[2].size"
     assert format_path(("pricing", "cogvideox-2")) == "$.pricing['cogvideox-2']"
     assert format_path(()) == "$"
+
+
+def test_colon_in_an_unquoted_value_gets_a_hint() -> None:
+    """A 'mapping values are not allowed' error says to check indentation and to quote values with ': '."""
+    (error,) = fails("jobs:\n  - id: a\n    prompt: Scene: a cat\n").errors
+    assert (error.location.line, error.location.column) == (3, 18)
+    assert "mapping values are not allowed" in error.message
+    assert "check the indentation" in error.message and "quote a value that holds ': '" in error.message

@@ -1,7 +1,8 @@
 """Throughput against the ideal: 1,000 jobs at the providers' limits.
 
 Run: ``.venv/bin/python tests/benchmarks/bench_throughput.py [--jobs N] [--latency S]
-[--poll-interval MIN:MAX] [--scenario inflight|rpm|both]``
+[--poll-interval MIN:MAX] [--scenario inflight|rpm|both] [--transport aiohttp|httpx]
+[--no-uvloop]``
 
 The simulator runs in its own process (``batchvid simulate``) with a mean task time of
 ``--latency`` (each task draws 0.5x-1.5x of it) and the same limits as the client, so any 429 is
@@ -14,7 +15,9 @@ the client's own fault. ``batchvid run`` runs as a subprocess. Two scenarios:
 
 The runner's wall time is ``timing.seconds`` from report.json (manifest loaded to report
 written); the process wall time (interpreter start included) is shown beside it.
-Target: >= 90 % of the ideal throughput (ideal / measured wall), and no 429 at all.
+Target: >= 95 % of the ideal throughput (ideal / runner wall), and no 429 at all. The issue's
+second figure, 300 jobs of 0.5 s at 50 in flight, whole process >= 85 %, is
+``--jobs 300 --max-in-flight 50 --scenario inflight`` ("of ideal, whole process").
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ from _harness import (
 )
 from _harness import simulator as start_simulator
 
-TARGET = 0.90
+TARGET = 0.95
+EXTRA: list[str] = []
+"""batchvid run options given on this command line (--transport, --no-uvloop)."""
 
 
 def scenario(
@@ -68,7 +73,7 @@ def scenario(
         run = run_child(
             batchvid(
                 "run", str(manifest), "--out", str(out), "--base-url", sim.url + prefix,
-                "--poll-interval", poll, "--no-progress", *client,
+                "--poll-interval", poll, "--no-progress", *client, *EXTRA,
             ),
             env=run_env(provider),
         )
@@ -86,11 +91,13 @@ def scenario(
         n for r, c in api_requests(stats).items() if r.endswith((".result", ".task")) for n in c.values()
     )
     ok = efficiency >= TARGET and throttled == 0 and report["summary"]["succeeded"] == jobs
-    print(f"[{name}] {jobs} jobs, latency {latency:g} s, poll {poll}, bound by {bound}")
+    print(f"[{name}] {jobs} jobs, latency {latency:g} s, poll {poll}, bound by {bound} "
+          f"{' '.join(EXTRA)}")
     print(f"  ideal wall time:       {ideal:7.2f} s ({jobs / ideal:.1f} jobs/s)")
     print(f"  runner wall time:      {runner_wall:7.2f} s ({jobs / runner_wall:.1f} jobs/s); "
           f"process {run.wall:.2f} s")
-    print(f"  of ideal throughput:   {100 * efficiency:6.1f} %  (target >= {100 * TARGET:.0f} %)")
+    print(f"  of ideal throughput:   {100 * efficiency:6.1f} %  (target >= {100 * TARGET:.0f} %); "
+          f"whole process {100 * ideal / run.wall:.1f} %")
     print(f"  429 answers:           {throttled:7d}  (target 0)")
     print(f"  requests:              {requests:7d}  ({requests / jobs:.2f} per job, "
           f"{polls / jobs:.2f} polls per job)")
@@ -110,7 +117,10 @@ def main() -> int:
     parser.add_argument("--rpm", type=int, default=2400, help="the limit of scenario rpm")
     parser.add_argument("--out-root", help="where the output directory goes (default: $TMPDIR)")
     parser.add_argument("--scenario", choices=("inflight", "rpm", "both"), default="both")
+    parser.add_argument("--transport", choices=("aiohttp", "httpx"), default="aiohttp")
+    parser.add_argument("--no-uvloop", action="store_true")
     args = parser.parse_args()
+    EXTRA.extend(["--transport", args.transport] + (["--no-uvloop"] if args.no_uvloop else []))
     names = ("inflight", "rpm") if args.scenario == "both" else (args.scenario,)
     results = [
         scenario(

@@ -1,0 +1,245 @@
+"""``batchvid export``: an output directory as a dataset (WebDataset shards or Parquet) with a card.
+
+The output directory is only read. Every file of an export is written under a temporary name
+in the export directory and renamed into place; the same output directory gives the same bytes
+(members sorted, times, owners and modes fixed), so an export's ``SHA256SUMS`` can be committed.
+
+Layout of an export directory::
+
+    README.md            the dataset card (YAML front matter for the Hub, body from the run)
+    SHA256SUMS           sha256 of every other file, as ``sha256sum -c`` reads it
+    <name>-000000.tar …  --format webdataset: one sample per job, keyed by job id
+    failed.jsonl         --format webdataset --include-failed: failed and pending jobs
+    metadata.parquet     --format parquet: one row per job
+    videos/<id>.mp4      --format parquet without --embed-video: copies of the videos
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from batchvid.errors import BatchvidError, UsageError
+
+__all__ = ["ExportError", "ExportOptions", "Run", "export", "load_run", "parse_shard_size"]
+
+Format = Literal["webdataset", "parquet"]
+DEFAULT_SHARD_BYTES = 1 << 30
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)\s*$", re.IGNORECASE)
+_UNITS = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+COPY_CHUNK = 1 << 20
+
+
+class ExportError(BatchvidError):
+    """The output directory cannot be exported as it is (missing or damaged files)."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    format: Format
+    to: Path
+    name: str | None = None
+    """Shard name prefix (webdataset); the manifest name when None."""
+    shard_samples: int | None = None
+    shard_bytes: int | None = None
+    embed_video: bool = False
+    include_failed: bool = False
+    license: str | None = None
+
+
+@dataclass
+class Run:
+    """What an output directory holds, as the export reads it."""
+
+    root: Path
+    report: dict[str, Any]
+    rows: list[dict[str, Any]]
+    """metadata.jsonl rows of finished jobs (each with ``quality``), in manifest order."""
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    """Failed and pending jobs as rows without media, with ``status`` and ``error``."""
+
+    def source(self, row: dict[str, Any]) -> Path:
+        return self.root / str(row["file_name"])
+
+
+def parse_shard_size(text: str) -> tuple[int | None, int | None]:
+    """``--shard-size``: a count of samples ("1000") or a size ("500MB", "1GiB") per shard."""
+    if text.strip().isdigit():
+        count = int(text)
+        if count < 1:
+            raise UsageError("--shard-size: a shard holds at least 1 sample")
+        return count, None
+    match = _SIZE.match(text)
+    if match is None:
+        raise UsageError(
+            f"--shard-size: {text!r} is neither a number of samples (1000) nor a size (500MB, 1GiB)"
+        )
+    number, unit = float(match[1]), match[2].lower()
+    scale = 1 if unit == "b" else _UNITS[unit[0]] if "i" not in unit else 1 << (
+        10 * "kmgt".index(unit[0]) + 10
+    )
+    size = int(number * scale)
+    if size < 1:
+        raise UsageError("--shard-size: a shard size must be positive")
+    return None, size
+
+
+def load_run(root: Path, *, include_failed: bool = False) -> Run:
+    """Read report.json and metadata.jsonl of the output directory ``root``."""
+    try:
+        report = json.loads((root / "report.json").read_text(encoding="utf-8"))
+        lines = (root / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise ExportError(
+            f"{root}: not a finished batchvid output directory (no {Path(exc.filename).name}); "
+            "run `batchvid run` first"
+        ) from exc
+    except (ValueError, OSError) as exc:
+        raise ExportError(f"{root}: report.json or metadata.jsonl unreadable: {exc}") from exc
+    jobs = {job["id"]: job for job in report.get("jobs", [])}
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise ExportError(f"{root / 'metadata.jsonl'}:{number}: not JSON: {exc}") from exc
+        media = (jobs.get(row.get("id"), {}).get("media")) or {}
+        row.setdefault("quality", media.get("quality"))
+        rows.append(row)
+    failed = []
+    if include_failed:
+        for job in report.get("jobs", []):
+            if job["status"] in ("failed", "pending"):
+                params = job["parameters"]
+                failed.append({"id": job["id"], "key": job["key"], "prompt": params.get("prompt"),
+                               "parameters": params, "status": job["status"],
+                               "error": job["error"]})
+    return Run(root, report, rows, failed)
+
+
+def export(out: Path, options: ExportOptions) -> dict[str, Any]:
+    """Export the output directory ``out`` into ``options.to``; returns a summary
+    ``{"files": {name: sha256}, "samples": n, "failed": n}``."""
+    to = options.to
+    _check_target(out, to)
+    run = load_run(out, include_failed=options.include_failed)
+    to.mkdir(parents=True, exist_ok=True)
+    name = options.name or _slug(run.report["manifest"]["name"])
+    if options.format == "webdataset":
+        from batchvid.export.webdataset import write_shards
+
+        files = write_shards(run, to, name, options.shard_samples, options.shard_bytes)
+    else:
+        from batchvid.export.parquet import write_parquet
+
+        files = write_parquet(run, to, embed_video=options.embed_video)
+    from batchvid.export.card import render_card
+
+    license_ = options.license or run.report["manifest"].get("license")
+    card = render_card(run, options.format, files, license_)
+    files["README.md"] = write_file(to / "README.md", card.encode("utf-8"))
+    sums = "".join(f"{digest}  {path}\n" for path, digest in sorted(files.items()))
+    write_file(to / "SHA256SUMS", sums.encode("utf-8"))
+    return {"files": files, "samples": len(run.rows), "failed": len(run.failed)}
+
+
+def _check_target(out: Path, to: Path) -> None:
+    if not out.is_dir():
+        raise ExportError(f"{out}: no such output directory")
+    source, target = out.resolve(), to.resolve()
+    if target == source or source in target.parents:
+        raise UsageError(f"--to {to}: an export never writes into the output directory {out}")
+    if to.exists() and (not to.is_dir() or any(to.iterdir())):
+        raise UsageError(f"--to {to}: not an empty directory; choose a new one or remove it")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "dataset"
+
+
+# --- files written atomically while hashing --------------------------------------------------
+
+
+class HashingFile:
+    """A temporary file beside ``final`` that hashes what is written; ``commit`` renames it."""
+
+    def __init__(self, final: Path) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.final = final
+        self.tmp = final.with_name(f".{final.name}.part")
+        self._fh = open(self.tmp, "wb")  # noqa: SIM115 -- closed by commit/abort
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._digest.update(data)
+        self.size += len(data)
+        return self._fh.write(data)
+
+    def commit(self) -> str:
+        self._fh.close()
+        os.replace(self.tmp, self.final)
+        return self._digest.hexdigest()
+
+    def abort(self) -> None:
+        self._fh.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def commit_file(tmp: Path, final: Path) -> str:
+    """Rename the finished ``tmp`` over ``final``; the file's sha256."""
+    digest = hashlib.sha256()
+    with open(tmp, "rb") as fh:
+        while chunk := fh.read(COPY_CHUNK):
+            digest.update(chunk)
+    os.replace(tmp, final)
+    return digest.hexdigest()
+
+
+def write_file(path: Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically; its sha256."""
+    out = HashingFile(path)
+    try:
+        out.write(data)
+    except BaseException:
+        out.abort()
+        raise
+    return out.commit()
+
+
+class VerifiedReader:
+    """Reads a source video while hashing it; ``check`` compares with the recorded sha256."""
+
+    def __init__(self, path: str | os.PathLike[str], expected: str) -> None:
+        self.path, self.expected = path, expected
+        try:
+            self._fh: IO[bytes] = open(path, "rb")  # noqa: SIM115 -- closed by close()
+        except FileNotFoundError as exc:
+            raise ExportError(f"{path}: missing; `batchvid verify` the output directory") from exc
+        self._digest = hashlib.sha256()
+        self.size = os.fstat(self._fh.fileno()).st_size
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._fh.read(n)
+        self._digest.update(data)
+        return data
+
+    def chunks(self) -> Iterator[bytes]:
+        while data := self.read(COPY_CHUNK):
+            yield data
+
+    def close(self, *, check: bool = True) -> None:
+        """Close the file; with ``check``, raise ExportError if what was read is not the
+        video the report recorded."""
+        self._fh.close()
+        if check and self._digest.hexdigest() != self.expected:
+            raise ExportError(
+                f"{self.path}: sha256 differs from report.json; the file changed after the run "
+                "(`batchvid verify` the output directory, then `batchvid run` to fetch it again)"
+            )

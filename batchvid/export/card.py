@@ -1,0 +1,142 @@
+"""The dataset card (README.md) of an export: Hub front matter and a body made from the run.
+
+A pure function of the run, the format and the exported files' hashes: no dates, so the same
+output directory gives the same card.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from batchvid import __version__
+from batchvid.export import Run
+
+_SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+          (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")]
+_MAX_VALUES = 8
+
+
+def size_category(count: int) -> str:
+    """The Hub's ``size_categories`` value for ``count`` rows."""
+    return next((label for limit, label in _SIZES if count < limit), "n>10M")
+
+
+def front_matter(run: Run, fmt: str, files: Mapping[str, str], license_: str | None) -> dict[str, Any]:
+    if fmt == "webdataset":
+        paths: Any = sorted(name for name in files if name.endswith(".tar"))
+        # one pattern, not the list, when there are many shards
+        paths = paths if len(paths) <= 4 else [paths[0].rsplit("-", 1)[0] + "-*.tar"]
+    elif any(name.startswith("videos/") for name in files):
+        paths = ["metadata.parquet", "videos/*.mp4"]
+    else:
+        paths = ["metadata.parquet"]
+    manifest = run.report["manifest"]
+    data: dict[str, Any] = {
+        "pretty_name": manifest["name"],
+        "configs": [{"config_name": "default",
+                     "data_files": [{"split": "train", "path": paths}]}],
+        "task_categories": ["text-to-video"],
+        "size_categories": [size_category(len(run.rows))],
+        "tags": ["batchvid", "synthetic", "cogvideox", manifest["provider"], fmt],
+    }
+    if license_:
+        data["license"] = license_
+    return data
+
+
+def render_card(run: Run, fmt: str, files: Mapping[str, str], license_: str | None) -> str:
+    """README.md of the export."""
+    yaml_text = yaml.safe_dump(front_matter(run, fmt, files, license_), sort_keys=False,
+                               allow_unicode=True)
+    manifest, summary = run.report["manifest"], run.report["summary"]
+    lines = [
+        "---", yaml_text.rstrip("\n"), "---", "",
+        f"# {manifest['name']}", "",
+        f"{len(run.rows)} text-to-video clips generated with CogVideoX through "
+        f"`{manifest['provider']}`, from the batchvid manifest `{manifest['name']}` "
+        f"(run with batchvid {run.report['batchvid_version']}, exported with batchvid "
+        f"{__version__}).", "",
+        "## Contents", "",
+        "| jobs in the run | exported | failed | pending |", "|---|---|---|---|",
+        f"| {summary['total']} | {len(run.rows)} | {summary['failed']} | {summary['pending']} |",
+        "",
+    ]
+    if run.failed:
+        where = "failed.jsonl" if fmt == "webdataset" else "rows with a `status` other than succeeded"
+        lines += [f"{len(run.failed)} failed or pending jobs are listed for audit, without "
+                  f"media, in {where}.", ""]
+    lines += _parameters(run) + _quality(run) + _loading(fmt, files) + _hashes(files)
+    return "\n".join(lines) + "\n"
+
+
+def _parameters(run: Run) -> list[str]:
+    values: dict[str, Counter[str]] = {}
+    for row in run.rows:
+        for name, value in sorted(row.get("parameters", {}).items()):
+            if name != "prompt":
+                values.setdefault(name, Counter())[_show(value)] += 1
+    lines = ["## Models and parameters", "", "| parameter | values (clips) |", "|---|---|"]
+    for name, counter in sorted(values.items()):
+        shown = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+        cell = ", ".join(f"`{v}` ({n})" for v, n in shown[:_MAX_VALUES])
+        if len(shown) > _MAX_VALUES:
+            cell += f", … {len(shown) - _MAX_VALUES} more"
+        lines.append(f"| {name} | {cell} |")
+    return [*lines, ""]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("sha256", value))[:12]
+    return str(value).replace("|", "\\|")
+
+
+def _quality(run: Run) -> list[str]:
+    signals = [row["quality"] for row in run.rows if row.get("quality")]
+    if not signals:
+        return []
+    lines = ["## Quality signals", "",
+             "Per clip in `quality` (batchvid samples at most 32 small grey frames):", "",
+             "| signal | min | mean | max |", "|---|---|---|---|"]
+    for name in ("motion", "black_fraction", "frozen_fraction", "luma_mean"):
+        column = [float(q[name]) for q in signals]
+        lines.append(f"| {name} | {min(column):.4f} | {sum(column) / len(column):.4f} | "
+                     f"{max(column):.4f} |")
+    return [*lines, ""]
+
+
+def _loading(fmt: str, files: Mapping[str, str]) -> list[str]:
+    if not any(name.endswith((".tar", ".parquet")) for name in files):
+        return ["## Loading", "", "Nothing to load: the run has no finished videos.", ""]
+    if fmt == "webdataset":
+        shards = sorted(name for name in files if name.endswith(".tar"))
+        first, last = shards[0].rsplit("-", 1)[0] if shards else "data", len(shards) - 1
+        code = [
+            "import webdataset as wds",
+            f'ds = wds.WebDataset("{first}-{{000000..{last:06d}}}.tar", shardshuffle=False)',
+            "for sample in ds:  # keys: __key__, mp4, json, txt (and jpg when a poster exists)",
+            "    video_bytes, prompt = sample['mp4'], sample['txt'].decode()",
+        ]
+        hub = 'load_dataset("webdataset", data_files={"train": "*.tar"}, split="train")'
+    else:
+        code = ["import pyarrow.parquet as pq", 'table = pq.read_table("metadata.parquet")']
+        hub = 'load_dataset("parquet", data_files="metadata.parquet", split="train")'
+    return ["## Loading", "", "```python", *code, "",
+            "from datasets import load_dataset", f"ds = {hub}", "```", ""]
+
+
+def _hashes(files: Mapping[str, str]) -> list[str]:
+    listed = sorted(name for name in files if not name.startswith("videos/"))
+    lines = ["## Files and hashes", "",
+             "`SHA256SUMS` holds the sha256 of every file (check with `sha256sum -c SHA256SUMS`); "
+             "each clip's own sha256 is in its `sha256` field.", "",
+             "| file | sha256 |", "|---|---|"]
+    lines += [f"| {name} | `{files[name]}` |" for name in listed if name != "README.md"]
+    videos = sum(name.startswith("videos/") for name in files)
+    if videos:
+        lines.append(f"| videos/ ({videos} files) | see SHA256SUMS |")
+    return [*lines, ""]

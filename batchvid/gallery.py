@@ -1,0 +1,158 @@
+"""report.html: one self-contained page to look at a run (cards, sweeps as grids, filters).
+
+The page is rendered from report.json by a Jinja2 template with autoescaping; the jobs travel
+as one JSON document inside ``<script type="application/json">`` and the page's own script
+builds every element from it with ``textContent``, so no string from a manifest or a server is
+ever parsed as markup. Links are relative to the output directory (``jobs/<id>/video.mp4``),
+nothing is fetched from another host, and the same report gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from batchvid.poster import POSTER_NAME, make_poster
+from batchvid.store import write_atomic
+from batchvid.sweeps import find_sweeps
+
+if TYPE_CHECKING:
+    import jinja2
+    from markupsafe import Markup
+
+GALLERY_NAME = "report.html"
+_SAFE_RELATIVE = re.compile(r"^jobs/[a-z0-9][a-z0-9._-]*/[A-Za-z0-9._-]+$")
+# In a <script> block only "</" and "<!--" could end it early; escaping <, > and & as JSON
+# \u escapes covers both. U+2028/9 are escaped so the text is also valid JavaScript.
+_SCRIPT_UNSAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def _environment() -> jinja2.Environment:
+    import jinja2  # imported when a page is written, not by every command that imports report
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("batchvid", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def script_json(value: Any) -> Markup:
+    """``value`` as JSON that is safe inside a ``<script type="application/json">`` block."""
+    from markupsafe import Markup
+
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    for char, escaped in _SCRIPT_UNSAFE.items():
+        text = text.replace(char, escaped)
+    return Markup(text)  # escaped above for its only context
+
+
+def _href(path: Any) -> str | None:
+    """A relative link to a file of the output directory, or None for anything else."""
+    if isinstance(path, str) and _SAFE_RELATIVE.match(path) and ".." not in path:
+        return quote(path)
+    return None
+
+
+def _card(job: Mapping[str, Any], poster: str | None) -> dict[str, Any]:
+    params = dict(job.get("parameters") or {})
+    prompt = params.pop("prompt", None)
+    video, media, error = job.get("video") or {}, job.get("media") or {}, job.get("error") or {}
+    return {
+        "id": job["id"],
+        "status": job["status"],
+        "sample": job.get("sample", 0),
+        "model": params.get("model"),
+        "prompt": prompt,
+        "prompt_original": job.get("prompt_original"),
+        "params": params,
+        "media": {k: media.get(k) for k in ("width", "height", "fps", "duration", "has_audio", "codec")}
+        if media else None,
+        "sha256": video.get("sha256"),
+        "bytes": video.get("bytes"),
+        "video": _href(video.get("path")),
+        "poster": poster,
+        "task_id": job.get("task_id"),
+        "error": {"kind": error.get("kind"), "message": error.get("message")} if error else None,
+        "warnings": list(job.get("warnings") or []),
+        "quality": job.get("quality"),
+    }
+
+
+def ensure_posters(root: Path, jobs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """job id -> relative poster link, making the posters of finished videos that lack one."""
+    posters: dict[str, str] = {}
+    base = os.fspath(root)
+    for job in jobs:
+        video = (job.get("video") or {}).get("path")
+        if job.get("status") not in ("succeeded", "skipped") or not isinstance(video, str) \
+                or _href(video) is None:
+            continue
+        link = f"{video.rsplit('/', 1)[0]}/{POSTER_NAME}"
+        target = os.path.join(base, link)
+        # Plain os.path: this runs for every job of every report written.
+        if os.path.isfile(target) or make_poster(root / video, Path(target)):
+            posters[job["id"]] = quote(link)
+    return posters
+
+
+def gallery_data(report: Mapping[str, Any], posters: Mapping[str, str]) -> dict[str, Any]:
+    """What the page's script reads: the run, one card per job, the sweeps."""
+    jobs = report["jobs"]
+    cover = {j["id"]: _href((j.get("cover") or {}).get("path")) for j in jobs}
+    return {
+        "run": {
+            "name": report["manifest"]["name"],
+            "manifest": report["manifest"]["path"],
+            "provider": report["manifest"]["provider"],
+            "exit_code": report["exit_code"],
+            "stopped": report.get("stopped"),
+            "summary": report["summary"],
+            "cost": report["cost"],
+            "version": report.get("batchvid_version"),
+        },
+        "jobs": [_card(j, posters.get(j["id"]) or cover[j["id"]]) for j in jobs],
+        "sweeps": [s.to_dict() for s in find_sweeps(jobs)],
+    }
+
+
+def _inline_hash(text: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+
+
+def render_gallery(report: Mapping[str, Any], posters: Mapping[str, str]) -> str:
+    """The page's HTML for ``report`` (posters: job id -> relative link)."""
+    from markupsafe import Markup
+
+    env = _environment()
+    assert env.loader is not None
+    style, _, _ = env.loader.get_source(env, "gallery.css")
+    script, _, _ = env.loader.get_source(env, "gallery.js")
+    timing = report.get("timing") or {}
+    return env.get_template("report.html.j2").render(
+        title=f"batchvid · {report['manifest']['name']}",
+        style=Markup(style),
+        script=Markup(script),
+        style_hash=_inline_hash(style),
+        script_hash=_inline_hash(script),
+        data=script_json(gallery_data(report, posters)),
+        run=report,
+        seconds=timing.get("seconds"),
+        started_at=timing.get("started_at"),
+    )
+
+
+def write_gallery(root: Path, report: Mapping[str, Any]) -> Path:
+    """Write ``root/report.html`` for ``report`` (making missing posters first); returns it."""
+    posters = ensure_posters(root, report["jobs"])
+    target = root / GALLERY_NAME
+    write_atomic(target, render_gallery(report, posters))
+    return target

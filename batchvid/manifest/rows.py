@@ -1,0 +1,199 @@
+"""Prompts files: one job per row of a .txt, .jsonl or .csv file beside the manifest.
+
+``parse_rows`` turns the text into (line, fields) rows and (line, column, message) problems;
+``load_rows`` reads the file a job names and checks each row's id and keys.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from batchvid.errors import Location, ManifestErrors
+from batchvid.images import ImageProblem, resolve_inside
+from batchvid.jobs import canonical_json
+from batchvid.manifest.context import Context
+from batchvid.manifest.messages import issues
+from batchvid.manifest.place import Row
+from batchvid.yamlload import PathKey, format_path, read_text
+
+MAX_PROMPTS_FILE_BYTES = 50 * 1024 * 1024
+
+_CSV_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+_CSV_INTEGERS = frozenset({"fps", "duration"})
+_INTEGER = re.compile(r"[+-]?\d+")
+
+Fields = dict[str, Any]
+_ODD_BREAKS = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+Problems = list[tuple[int, int, str]]
+
+
+def row_id(fields: Mapping[str, Any]) -> str:
+    """An id for a row without one, from its content: inserting a row moves no other id."""
+    return hashlib.sha256(canonical_json(fields).encode("utf-8")).hexdigest()[:8]
+
+
+def parse_rows(text: str, suffix: str) -> tuple[list[tuple[int, Fields]], Problems]:
+    """(line, raw fields) rows and (line, column, message) problems of a prompts file."""
+    if suffix == ".txt":
+        return _txt_rows(text), []
+    if suffix == ".jsonl":
+        return _jsonl_rows(text)
+    return _csv_rows(text)
+
+
+def _txt_rows(text: str) -> list[tuple[int, Fields]]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            rows.append((number, {"prompt": stripped}))
+    return rows
+
+
+def _jsonl_rows(text: str) -> tuple[list[tuple[int, Fields]], Problems]:
+    numbered = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    fast = _jsonl_at_once(text, [line for _, line in numbered])
+    if fast is not None:
+        return [(n, value) for (n, _), value in zip(numbered, fast, strict=True)], []
+    return _jsonl_line_by_line(numbered)
+
+
+def _jsonl_at_once(text: str, lines: list[str]) -> list[Fields] | None:
+    """All lines parsed as one JSON array (one C call), or None to go line by line.
+
+    Taken only when it must agree with the line-by-line reading: no character that
+    ``splitlines`` breaks at but a JSON string may hold, one object per line.
+    """
+    if _ODD_BREAKS.search(text):
+        return None
+    try:
+        values = json.loads("[" + ",".join(lines) + "]")
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    if not isinstance(values, list) or len(values) != len(lines):
+        return None
+    rows = [v for v in values if type(v) is dict]
+    return rows if len(rows) == len(lines) else None
+
+
+def _jsonl_line_by_line(numbered: list[tuple[int, str]]) -> tuple[list[tuple[int, Fields]], Problems]:
+    rows: list[tuple[int, Fields]] = []
+    problems: Problems = []
+    for number, line in numbered:
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append((number, exc.colno, f"not a JSON line: {exc.msg}"))
+            continue
+        if not isinstance(value, dict):
+            problems.append((number, 1, "each line must be a JSON object, like {\"prompt\": \"...\"}"))
+            continue
+        rows.append((number, value))
+    return rows, problems
+
+
+def _coerce_csv(column: str, value: str) -> Any:
+    if column in _CSV_INTEGERS and _INTEGER.fullmatch(value.strip()):
+        return int(value)
+    if column in ("with_audio", "watermark") and value.strip().lower() in _CSV_BOOLEANS:
+        return _CSV_BOOLEANS[value.strip().lower()]
+    return value
+
+
+def _csv_rows(text: str) -> tuple[list[tuple[int, Fields]], Problems]:
+    rows: list[tuple[int, Fields]] = []
+    problems: Problems = []
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    start = 1
+    try:
+        header = next(reader, None)
+        if header is None:
+            problems.append((1, 1, "the CSV file is empty; it needs a header row, like 'id,prompt'"))
+            return rows, problems
+        columns = [name.strip() for name in header]
+        start = reader.line_num + 1
+        for record in reader:
+            blank = not any(cell.strip() for cell in record)
+            if not blank and len(record) > len(columns):
+                problems.append((start, 1, f"the row has {len(record)} cells; the header has {len(columns)}"))
+            elif not blank:
+                fields = {
+                    column: _coerce_csv(column, cell)
+                    for column, cell in zip(columns, record, strict=False)
+                    if column and cell.strip() != ""
+                }
+                rows.append((start, fields))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        problems.append(_csv_problem(exc, text, start, reader.line_num))
+    return rows, problems
+
+
+def _csv_problem(exc: csv.Error, text: str, start: int, line_num: int) -> tuple[int, int, str]:
+    if "unexpected end of data" in str(exc):
+        return (
+            start,
+            1,
+            "a quote opened in this row is never closed, so it would swallow every row after it; "
+            "close the quote (write \"\" for a quote inside a quoted cell)",
+        )
+    if "expected after '\"'" in str(exc):
+        return (
+            line_num,
+            1,
+            "a quote closes in the middle of a cell; quote the whole cell, and write \"\" for a "
+            f"quote inside it (CSV error: {exc})",
+        )
+    return (line_num, 1, f"CSV error: {exc}")
+
+
+def load_rows(context: Context, index: int, reference: str) -> list[Row] | None:
+    """The rows of ``jobs[index]``'s prompts file, or None (with errors recorded) if unusable."""
+    where: PathKey = ("jobs", index, "prompts_file")
+    try:
+        target = resolve_inside(context.base_dir, reference, "a prompts file", root=context.root)
+    except ImageProblem as problem:
+        context.error(context.at(where), where, str(problem))
+        return None
+    display = os.path.join(os.path.dirname(context.display), reference)
+    if not target.is_file():
+        context.error(context.at(where), where, f"prompts file {reference!r} does not exist (looked for {display!r})")
+        return None
+    try:
+        text = read_text(target, display, max_bytes=MAX_PROMPTS_FILE_BYTES, what="prompts file")
+    except ManifestErrors as exc:
+        context.diagnostics.extend(exc)
+        return None
+    raw_rows, problems = parse_rows(text, target.suffix.lower())
+    prefix = format_path(where)
+    for line, column, message in problems:
+        context.error(Location(display, line, column), prefix, message)
+    rows = []
+    for number, (line, fields) in enumerate(raw_rows):
+        row = _checked_row(context, Location(display, line, 1), prefix, number, fields)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def _checked_row(context: Context, location: Location, prefix: str, number: int, fields: Fields) -> Row | None:
+    given = fields.pop("id", None)  # the row's fields are this load's own: no copy
+    if "provider" in fields:
+        context.error(location, f"{prefix}[{number}].provider", "a row cannot set the provider; it is set for the whole manifest")
+        return None
+    if given is None:
+        return Row(number, location, row_id(fields), fields)
+    if not (isinstance(given, str) and context.checks.id_ok(given)):
+        found = [i for e in context.checks.row_id.iter_errors(given) for i in issues(e, None)]
+        for issue in found:
+            context.error(location, f"{prefix}[{number}].id", issue.message)
+        if found:
+            return None
+    return Row(number, location, given, fields)

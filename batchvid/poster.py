@@ -1,0 +1,75 @@
+"""Posters: the first frame of a video as a small JPEG, for the gallery (report.html).
+
+Made with PyAV's MJPEG encoder, single-threaded and bit-exact, so the same video gives the same
+bytes (the encoder writes no version comment). A poster is a convenience: a video that does not
+decode has none, and nothing fails because of it.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+from av.codec.context import Flags
+
+from batchvid.store import write_atomic
+
+POSTER_NAME = "poster.jpg"
+MAX_WIDTH = 320
+_QUALITY = 3  # MJPEG qscale: 2 (best) .. 31; 3 looks clean at thumbnail size
+_FF_QP2LAMBDA = 118
+
+
+def poster_path(job_dir: Path) -> Path:
+    """Where a job's poster lives: ``jobs/<id>/poster.jpg``."""
+    return job_dir / POSTER_NAME
+
+
+def poster_size(width: int, height: int) -> tuple[int, int]:
+    """``width`` x ``height`` scaled to at most ``MAX_WIDTH`` wide, aspect kept, even sides."""
+    if width > MAX_WIDTH:
+        height, width = round(height * MAX_WIDTH / width), MAX_WIDTH
+    return max(2, width - width % 2), max(2, height - height % 2)
+
+
+def poster_jpeg(video: Path) -> bytes | None:
+    """The first frame of ``video`` as JPEG bytes, or None when it has no decodable frame."""
+    try:
+        with av.open(os.fspath(video)) as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            stream.thread_type = "NONE"
+            frame = next(iter(container.decode(stream)), None)
+    except (av.FFmpegError, OSError):
+        return None
+    if frame is None:
+        return None
+    width, height = poster_size(frame.width, frame.height)
+    image = frame.reformat(width=width, height=height, format="yuvj420p", interpolation="BICUBIC")
+    image.pts = 0
+    encoder = av.CodecContext.create("mjpeg", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuvj420p"
+    encoder.time_base = Fraction(1, 1)
+    encoder.thread_count = 1
+    encoder.options = {"flags": "+bitexact"}
+    encoder.flags |= Flags.qscale
+    encoder.global_quality = _QUALITY * _FF_QP2LAMBDA
+    packets = [*encoder.encode(image), *encoder.encode(None)]
+    data = b"".join(bytes(p) for p in packets)
+    return data or None
+
+
+def make_poster(video: Path, out: Path) -> bool:
+    """Write the first frame of ``video`` to ``out`` (JPEG, at most 320 px wide) atomically.
+
+    Returns False, writing nothing, when the video has no decodable frame.
+    """
+    data = poster_jpeg(video)
+    if data is None:
+        return False
+    # Not fsynced: a poster lost in a crash is made again from its video.
+    write_atomic(out, data, durable=False)
+    return True

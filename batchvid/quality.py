@@ -1,0 +1,203 @@
+"""Quality signals of a clip, from a bounded sample of small grey frames (PyAV and numpy).
+
+What is measured, all on a 0-1 luma scale (full range, black is 0):
+
+- ``motion``: mean absolute difference between consecutive samples, averaged over the pairs;
+- ``black_fraction``: samples whose mean luma is below ``BLACK_LUMA``;
+- ``frozen_fraction``: consecutive pairs that differ by less than ``FROZEN_DIFF``;
+- ``luma_mean``: mean luma over the samples;
+- ``frames_decoded``: frames the stream actually holds, counted by reading every video packet
+  (a cut-off or damaged download has fewer than the container's ``frame_count``). Packets are
+  read, not decoded: decoding every frame would cost the full decode the sampling avoids.
+- ``samples``: how many frames the signals were computed on (at most ``MAX_SAMPLES``).
+
+Which frames are sampled, so the cost does not follow the clip's length:
+
+- a clip with at least ``MIN_KEYFRAMES`` keyframes: up to ``MAX_SAMPLES`` keyframes evenly
+  spread over the clip, each reached by a seek and decoded alone (``skip_frame = NONKEY``), so
+  the decoder touches 32 frames whatever the length;
+- a clip with fewer keyframes (one group of pictures, as short generated clips usually are):
+  no frame decodes without the ones before it, so the clip is decoded in one pass up to its
+  last sample, which is the first decoded frame at or after each of 32 evenly spread times.
+  Frames nothing refers to (most B-frames) and the loop filter are skipped, which saves little
+  (measured: 0.9-1.0 of a full decode in CPU time, tests/benchmarks/README.md).
+
+``check_quality`` compares the signals with a manifest's ``qc:`` thresholds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from av.video.reformatter import VideoReformatter
+
+MAX_SAMPLES = 32
+MAX_SIDE = 64
+BLACK_LUMA = 0.06
+FROZEN_DIFF = 0.004
+"""Mean absolute difference (about one grey level in 255) below which two samples are the
+same picture."""
+MIN_KEYFRAMES = 8
+
+Grey = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Quality:
+    """Signals of one clip; see the module docstring for their meaning."""
+
+    motion: float
+    black_fraction: float
+    frozen_fraction: float
+    luma_mean: float
+    frames_decoded: int
+    samples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Sorted keys, floats rounded to 4 decimals, so output is deterministic."""
+        return {
+            "black_fraction": round(self.black_fraction, 4),
+            "frames_decoded": self.frames_decoded,
+            "frozen_fraction": round(self.frozen_fraction, 4),
+            "luma_mean": round(self.luma_mean, 4),
+            "motion": round(self.motion, 4),
+            "samples": self.samples,
+        }
+
+
+def measure(container: Any, stream: Any) -> Quality:
+    """The signals of ``stream`` (the video stream of an open PyAV ``container``).
+
+    PyAV's errors propagate; ``batchvid.media.probe`` turns them into ``MediaError``.
+    """
+    times, keyframes = _scan(container, stream)
+    grey = _Shrinker()
+    if len(keyframes) >= MIN_KEYFRAMES:
+        samples = [grey(f) for f in _keyframe_samples(container, stream, keyframes)]
+    else:
+        samples = [grey(f) for f in _sequential_samples(container, stream, times)]
+    return signals(samples, len(times))
+
+
+def signals(samples: list[Grey], frames_decoded: int) -> Quality:
+    """The signals of grey ``samples`` (2-D arrays on 0-1) in clip order."""
+    if not samples:
+        return Quality(0.0, 0.0, 0.0, 0.0, frames_decoded, 0)
+    means = [float(s.mean()) for s in samples]
+    diffs = [float(np.abs(a - b).mean()) for a, b in zip(samples, samples[1:], strict=False)]
+    return Quality(
+        motion=sum(diffs) / len(diffs) if diffs else 0.0,
+        black_fraction=sum(m < BLACK_LUMA for m in means) / len(means),
+        frozen_fraction=sum(d < FROZEN_DIFF for d in diffs) / len(diffs) if diffs else 0.0,
+        luma_mean=sum(means) / len(means),
+        frames_decoded=frames_decoded,
+        samples=len(samples),
+    )
+
+
+def _scan(container: Any, stream: Any) -> tuple[list[int], list[int]]:
+    """Presentation times of the frames with data, and of the keyframes, sorted; from the
+    packets alone (none is decoded)."""
+    times: list[int] = []
+    keyframes: list[int] = []
+    for packet in container.demux(stream):
+        if not packet.size:
+            continue
+        times.append(packet.pts if packet.pts is not None else len(times))
+        if packet.is_keyframe and packet.pts is not None:
+            keyframes.append(packet.pts)
+    times.sort()
+    keyframes.sort()
+    return times, keyframes
+
+
+def _spread(count: int, total: int) -> list[int]:
+    """``count`` indices evenly spread over ``range(total)``, first and last included."""
+    if count <= 1:
+        return [0][:count]
+    return sorted({round(i * (total - 1) / (count - 1)) for i in range(count)})
+
+
+class _Shrinker:
+    """Frames to small grey arrays. One reformatter serves every frame of a clip: it keeps its
+    scaler, which ``frame.to_ndarray(width=…)`` would build again for each frame (about 30
+    times slower on small clips)."""
+
+    def __init__(self) -> None:
+        self._reformatter = VideoReformatter()
+
+    def __call__(self, frame: Any) -> Grey:
+        scale = MAX_SIDE / max(frame.width, frame.height, 1)
+        width = max(1, min(frame.width, round(frame.width * scale)))
+        height = max(1, min(frame.height, round(frame.height * scale)))
+        small = self._reformatter.reformat(
+            frame, width=width, height=height, format="gray8", interpolation="AREA"
+        )
+        return np.asarray(small.to_ndarray(), dtype=np.float32) / 255.0
+
+
+def _keyframe_samples(container: Any, stream: Any, keyframes: list[int]) -> Iterator[Any]:
+    stream.codec_context.skip_frame = "NONKEY"
+    for index in _spread(min(MAX_SAMPLES, len(keyframes)), len(keyframes)):
+        container.seek(keyframes[index], stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            yield frame
+            break
+
+
+def _sequential_samples(container: Any, stream: Any, times: list[int]) -> Iterator[Any]:
+    """The first decoded frame at or after each of up to ``MAX_SAMPLES`` evenly spread
+    presentation times. Frames no other frame refers to are not decoded (``skip_frame =
+    NONREF``: most B-frames), nor is the loop filter run; decoding stops after the last sample."""
+    wanted = [times[i] for i in _spread(min(MAX_SAMPLES, len(times)), len(times))]
+    if not wanted:
+        return
+    container.seek(0, stream=stream, backward=True, any_frame=False)
+    stream.codec_context.skip_frame = "NONREF"
+    stream.codec_context.options = {"skip_loop_filter": "all"}
+    targets = iter(wanted)
+    target: int | None = next(targets)
+    for index, frame in enumerate(container.decode(stream)):
+        pts = frame.pts if frame.pts is not None else index
+        if target is None or pts < target:
+            continue
+        yield frame
+        while target is not None and target <= pts:
+            target = next(targets, None)
+        if target is None:
+            return
+
+
+QC_KEYS = ("max_black_fraction", "min_motion", "max_frozen_fraction")
+
+
+def check_quality(quality: Mapping[str, Any] | None, thresholds: Mapping[str, Any]) -> str | None:
+    """Why a clip breaks the manifest's ``qc:`` ``thresholds``, or None when it passes.
+
+    ``quality`` is ``Quality.to_dict()`` (as recorded under ``media.quality``); a clip without
+    signals (its video did not decode) passes, since ``--strict-media`` is what rejects those.
+    Thresholds left out are not checked.
+    """
+    if not quality or not thresholds:
+        return None
+    problems = []
+    limit = thresholds.get("max_black_fraction")
+    if limit is not None and quality["black_fraction"] > limit:
+        problems.append(
+            f"{quality['black_fraction']:.0%} of sampled frames are black "
+            f"(qc.max_black_fraction is {limit})"
+        )
+    limit = thresholds.get("max_frozen_fraction")
+    if limit is not None and quality["frozen_fraction"] > limit:
+        problems.append(
+            f"{quality['frozen_fraction']:.0%} of sampled frames repeat the one before "
+            f"(qc.max_frozen_fraction is {limit})"
+        )
+    limit = thresholds.get("min_motion")
+    if limit is not None and quality["motion"] < limit:
+        problems.append(f"motion is {quality['motion']:g} (qc.min_motion is {limit})")
+    return "; ".join(problems) if problems else None

@@ -1,0 +1,249 @@
+"""The HTTP transport under batchvid's ``httpx.AsyncClient``s, and the event loop under them.
+
+``make_transport("aiohttp")`` is httpx-aiohttp's ``AiohttpTransport`` (aiohttp's C-accelerated
+HTTP/1.1 client behind the httpx API; the OpenAI SDK's aiohttp option uses the same package)
+with a thin layer that keeps every promise the httpx transport makes to the code above it:
+
+- errors are the httpx classes httpcore would raise for the same event, told apart by how far
+  the request got: ``ConnectError``/``ConnectTimeout``/``PoolTimeout`` before it left (nothing
+  can have been created), ``ReadError``/``ReadTimeout``/``RemoteProtocolError`` after (the
+  server may have acted on it). httpx-aiohttp's own map turns every ``ClientConnectionError``,
+  a server that closed after the request included, into ``ConnectTimeout``: "not sent", which
+  would let a create be sent twice;
+- a request body that the server does not take raises a timeout instead of hanging: aiohttp
+  has no write timeout, so a body gets connect + write + read seconds in all (``WriteTimeout``;
+  httpx allows ``write`` seconds without progress), and one above 1 MiB is streamed while
+  aiohttp's read timer runs (``ReadTimeout``). Both say "may have arrived";
+- ``limits.max_connections`` bounds the requests under way, and waiting for a free connection
+  longer than the ``pool`` timeout raises ``PoolTimeout``;
+- messages name the host, never a header value.
+
+Redirects, cookies, decoding and timeouts per request stay with httpx above the transport.
+``make_transport("httpx")`` is httpx's own ``AsyncHTTPTransport``, the fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Literal
+
+import anyio
+import httpx
+
+TransportKind = Literal["aiohttp", "httpx"]
+TRANSPORTS: tuple[TransportKind, ...] = ("aiohttp", "httpx")
+DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+"""httpx's own defaults, so both transports hold the same number of sockets."""
+
+
+def make_transport(
+    kind: TransportKind = "aiohttp", *, limits: httpx.Limits = DEFAULT_LIMITS
+) -> httpx.AsyncBaseTransport:
+    """A transport for ``httpx.AsyncClient(transport=...)``; share one between clients freely.
+
+    Like any transport passed explicitly, it does not read proxy settings from the environment
+    (``HTTPS_PROXY`` and friends): only ``httpx.AsyncClient(transport=None)`` does.
+    """
+    if kind == "httpx":
+        return httpx.AsyncHTTPTransport(limits=limits)
+    if kind == "aiohttp":
+        return AiohttpTransport(limits=limits)
+    raise ValueError(f"unknown transport {kind!r}: expected one of {', '.join(TRANSPORTS)}")
+
+
+def transport_for(kind: TransportKind) -> httpx.AsyncBaseTransport | None:
+    """What ``httpx.AsyncClient(transport=...)`` should get for ``--transport KIND``: None
+    (httpx's own, built by the client) for ``httpx``, or when a proxy is set in the
+    environment, since only a client without an explicit transport reads ``HTTPS_PROXY`` and
+    friends; else the aiohttp transport."""
+    import urllib.request
+
+    if kind == "httpx" or urllib.request.getproxies():
+        return None
+    return make_transport(kind)
+
+
+def backend_options(use_uvloop: bool = True) -> dict[str, Any]:
+    """``anyio.run(..., backend_options=...)``: uvloop when asked for and installed."""
+    if not use_uvloop:
+        return {}
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """httpx-aiohttp's transport, with httpx's error classes and pool timeout (module doc)."""
+
+    def __init__(self, *, limits: httpx.Limits = DEFAULT_LIMITS) -> None:
+        from httpx_aiohttp import AiohttpTransport as _Inner
+
+        self._inner = _Inner(limits=limits, trust_env=False)
+        cap = limits.max_connections
+        self._slots = anyio.Semaphore(cap) if cap is not None else None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await self._acquire(request)
+        try:
+            with _mapped():
+                response = await self._send(request)
+        except BaseException:
+            self._release()
+            raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _Body(response.stream, self._release)
+        return response
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` and read the response head. aiohttp has no write timeout, so a
+        request with a body gets a deadline of connect + write + read: past it, the body was
+        not taken (a stalled server; the read timeout covers the wait for an answer)."""
+        request = _streamed_if_large(request)
+        timeouts = request.extensions.get("timeout", {})
+        write = timeouts.get("write")
+        has_body = request.headers.get("content-length", "0") != "0" or (
+            "transfer-encoding" in request.headers
+        )
+        if write is None or not has_body:
+            return await self._inner.handle_async_request(request)
+        limit = write + (timeouts.get("connect") or 0.0) + (timeouts.get("read") or 0.0)
+        try:
+            async with asyncio.timeout(limit):  # cheaper than a cancel scope, on every create
+                return await self._inner.handle_async_request(request)
+        except TimeoutError:
+            raise httpx.WriteTimeout(f"the request body was not sent within {limit:g} s") from None
+
+    async def aclose(self) -> None:
+        """Close every connection. Like httpx's own, the transport still serves later requests
+        (on new connections): a client closing it does not break another one sharing it."""
+        await self._inner.aclose()
+        self._inner.client = None  # the next request opens a new aiohttp session
+
+    async def _acquire(self, request: httpx.Request) -> None:
+        if self._slots is None:
+            return
+        try:
+            self._slots.acquire_nowait()  # the usual case: no timer needed
+            return
+        except anyio.WouldBlock:
+            pass
+        timeouts = request.extensions.get("timeout", {})
+        try:
+            with anyio.fail_after(timeouts.get("pool")):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout("timed out waiting for a free connection") from None
+
+    def _release(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+
+
+LARGE_BODY = 1 << 20
+"""aiohttp warns (ResourceWarning) about bytes bodies above 1 MiB: those go as a stream."""
+
+
+def _streamed_if_large(request: httpx.Request) -> httpx.Request:
+    """``request`` with a body above ``LARGE_BODY`` as a stream of 64 KiB slices (its
+    Content-Length kept: not chunked); httpx sets ``response.request`` back to the original."""
+    try:
+        content = request.content
+    except httpx.RequestNotRead:
+        return request
+    if len(content) <= LARGE_BODY:
+        return request
+    return httpx.Request(
+        request.method,
+        request.url,
+        headers=request.headers,
+        stream=_Slices(content),
+        extensions=request.extensions,
+    )
+
+
+class _Slices(httpx.AsyncByteStream):
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        view = memoryview(self._content)
+        for start in range(0, len(view), 1 << 16):
+            yield bytes(view[start : start + (1 << 16)])
+
+
+class _Body(httpx.AsyncByteStream):
+    """The response body: mapped errors, and the connection slot given back once, on close."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, release: Any) -> None:
+        self._inner = inner
+        self._release = release
+        self._open = True
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _mapped():
+            async for chunk in self._inner:
+                yield chunk
+
+    async def aclose(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        try:
+            with _mapped():
+                await self._inner.aclose()
+        finally:
+            self._release()
+
+
+def _error_class(exc: BaseException) -> type[httpx.TransportError] | None:
+    """The httpx error httpcore raises for the event behind an aiohttp exception."""
+    import aiohttp
+
+    # First match wins: subclasses before their bases.
+    table: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
+        (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+        (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
+        (aiohttp.ClientProxyConnectionError, httpx.ProxyError),
+        (aiohttp.ClientHttpProxyError, httpx.ProxyError),
+        (aiohttp.ClientConnectorError, httpx.ConnectError),
+        (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+        (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),
+        (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
+        (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
+        (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+        (aiohttp.ClientConnectionError, httpx.ReadError),
+        (aiohttp.ClientError, httpx.ReadError),
+        (TimeoutError, httpx.ReadTimeout),
+    )
+    for source, target in table:
+        if isinstance(exc, source):
+            return target
+    return None
+
+
+@contextlib.contextmanager
+def _mapped() -> Iterator[None]:
+    """Raise aiohttp's errors, and httpx-aiohttp's mapping of them, as httpcore's would be.
+
+    An error httpx-aiohttp already mapped is judged by its cause, the aiohttp exception.
+    """
+    try:
+        yield
+    except Exception as exc:
+        source = exc.__cause__ if isinstance(exc, httpx.TransportError) else exc
+        target = _error_class(source) if source is not None else None
+        if target is None or type(exc) is target:
+            raise
+        raise target(_message(source)) from source
+
+
+def _message(exc: BaseException | None) -> str:
+    """A one-line description: the aiohttp class and its text (a host and port, a reason)."""
+    if exc is None:
+        return ""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
