@@ -1,4 +1,4 @@
-"""Turning plans, events and reports into text for a person; cli.py prints what this returns."""
+"""Turning plans, events and reports into text for a person; batchvid.cli prints what this returns."""
 
 from __future__ import annotations
 

@@ -381,7 +381,7 @@ def test_python_m_batchvid_exit_code_reaches_the_shell(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "expected"), [("5", (5.0, 5.0)), ("0.5:15", (0.5, 15.0))])
 def test_poll_interval_parses_min_and_max(text: str, expected: tuple[float, float]) -> None:
     """--poll-interval MIN is a fixed interval; MIN:MAX backs off from MIN to MAX."""
-    from batchvid.cli import _poll_interval
+    from batchvid.cli.common import poll_interval as _poll_interval
 
     assert _poll_interval(text, "--poll-interval") == expected
 
@@ -389,7 +389,7 @@ def test_poll_interval_parses_min_and_max(text: str, expected: tuple[float, floa
 @pytest.mark.parametrize("text", ["x", "0", "5:1", "1:2:3", "-1"])
 def test_bad_poll_interval_is_a_usage_error(text: str) -> None:
     """A malformed --poll-interval names the flag and the expected form."""
-    from batchvid.cli import _poll_interval
+    from batchvid.cli.common import poll_interval as _poll_interval
     from batchvid.errors import UsageError
 
     with pytest.raises(UsageError, match="--poll-interval"):

@@ -10,7 +10,8 @@ import anyio
 import httpx
 import pytest
 
-from batchvid.cli import build_parser, build_settings, main
+from batchvid.cli import build_parser, main
+from batchvid.cli.common import build_settings
 from batchvid.display import ProgressLines, run_summary
 from batchvid.events import (
     Event,

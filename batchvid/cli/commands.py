@@ -1,0 +1,223 @@
+"""The commands that check, plan and run manifests, and the ones that read an output directory's
+report: validate, plan, run, status, verify, merge, simulate, schema."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import anyio
+import httpx
+
+from batchvid.cli.common import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    SIMULATOR_KEY,
+    api_key,
+    append_step_summary,
+    build_settings,
+    check_sim_flags,
+    load,
+    require_api_key,
+)
+from batchvid.errors import (
+    ManifestError,
+    ManifestErrors,
+    OutputDirError,
+    UsageError,
+)
+from batchvid.events import Subscriber
+from batchvid.jobs import Manifest
+from batchvid.transport import backend_options, transport_for
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    errors: list[ManifestError] = []
+    jobs = 0
+    for path in args.manifests:
+        try:
+            jobs += len(load(path, args.provider, args.root).jobs)
+        except ManifestErrors as exc:
+            errors.extend(exc.errors)
+        except ManifestError as exc:
+            errors.append(exc)
+    for error in errors:
+        print(ManifestError.__str__(error), file=sys.stderr)
+    if errors:
+        print(f"{len(errors)} error(s) in {len(args.manifests)} manifest(s)", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"ok: {len(args.manifests)} manifest(s), {jobs} jobs")
+    return EXIT_OK
+
+
+def _plan(args: argparse.Namespace, manifest: Manifest) -> int:
+    from batchvid.display import plan_table
+    from batchvid.plan import plan_to_json
+    from batchvid.runner import plan_for
+    from batchvid.store import read_records
+
+    settings = build_settings(args, manifest)
+    records = read_records(settings.out_dir) if settings.out_dir.exists() else {}
+    plan = plan_for(manifest, settings, records)
+    if getattr(args, "json", False):
+        data = plan_to_json(plan, settings.max_in_flight, settings.rpm)
+        data["out_dir"] = str(settings.out_dir)
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        print(plan_table(plan, settings.max_in_flight, settings.rpm))
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    return _plan(args, load(args.manifest, args.provider, args.root))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from batchvid.display import JsonLog, ProgressDisplay, ProgressLines, TextLog, run_summary
+    from batchvid.runner import Runner
+
+    check_sim_flags(args)
+    manifest = load(args.manifest, args.provider, args.root)
+    if args.dry_run:
+        return _plan(args, manifest)
+    settings = build_settings(args, manifest)
+    transport: httpx.AsyncBaseTransport | None = None
+    if args.simulate:
+        from batchvid.simulator import BIGMODEL_PREFIX, GEEKAI_PREFIX, Simulator, SimulatorConfig
+
+        sim = Simulator(
+            SimulatorConfig(
+                latency=1.0 if args.sim_latency is None else args.sim_latency,
+                fault_rate=args.sim_fault_rate or 0.0,
+                seed=args.sim_seed or 0,
+            ),
+            state_dir=settings.out_dir / ".batchvid" / "simulator",  # tasks survive a rerun
+        )
+        transport = httpx.ASGITransport(app=sim.app)
+        prefix = GEEKAI_PREFIX if settings.provider == "geekai" else BIGMODEL_PREFIX
+        key = api_key(settings.provider) or SIMULATOR_KEY
+        settings = dataclasses.replace(settings, base_url=f"http://simulator{prefix}", api_key=key)
+    else:
+        settings = dataclasses.replace(settings, api_key=require_api_key(settings.provider))
+        transport = transport_for(args.transport)
+    subscribers: list[Subscriber] = []
+    if args.log_format == "json":
+        subscribers.append(JsonLog())
+    elif not args.no_progress and sys.stderr.isatty():
+        subscribers.append(ProgressDisplay())
+    else:
+        subscribers.append(TextLog())
+        if not args.no_progress:
+            subscribers.append(ProgressLines())
+    runner = Runner(manifest, settings, transport=transport, subscribers=subscribers)
+    result = anyio.run(runner.run, backend_options=backend_options(not args.no_uvloop))
+    print(run_summary(result.report, str(settings.out_dir)))
+    append_step_summary(settings.out_dir / "report.md")
+    return result.exit_code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from batchvid.clean import find_leftovers
+    from batchvid.display import leftover_lines, status_json, status_text
+    from batchvid.jobs import Job
+    from batchvid.plan import make_plan
+    from batchvid.store import read_records, read_report
+
+    root = Path(args.out_dir)
+    records = read_records(root) if root.is_dir() else {}
+    if not (root / "report.json").exists() and records:
+        in_flight = sum(1 for r in records.values() if r.state in ("submitting", "submitted"))
+        raise OutputDirError(
+            f"{root} has no report yet: the run writing it was killed or is still running. "
+            f"Its journal records {len(records)} jobs, {in_flight} of them submitted and not "
+            "finished; run the same command again to resume (or `batchvid plan MANIFEST "
+            f"--out {root}` to see what it would do)"
+        )
+    report = read_report(root)
+    provider = report["manifest"]["provider"]
+    jobs = [
+        Job(id=j["id"], key=j["key"], index=j["index"], provider=provider, params=j["parameters"])
+        for j in report["jobs"]
+    ]
+    plan = make_plan(jobs, records, root, provider=provider)
+    actions = plan.counts()
+    leftovers = find_leftovers(root)
+    if args.json:
+        print(json.dumps(status_json(report, actions, root, leftovers), indent=2, ensure_ascii=False))
+    else:
+        print("\n".join([status_text(report, actions, plan),
+                         *leftover_lines(root, leftovers, "  leftover ")]))
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from batchvid.clean import find_leftovers
+    from batchvid.display import leftover_lines
+    from batchvid.verify import verify_dir
+
+    root = Path(args.out_dir)
+    problems, checked = verify_dir(root)
+    for line in leftover_lines(root, find_leftovers(root), "note: leftover "):
+        print(line)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) in {checked} file(s)", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"ok: {checked} file(s) match report.json and batchvid.lock")
+    return EXIT_OK
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from batchvid.merge import merge_dirs
+
+    into = Path(args.into)
+    if any(Path(src).resolve() == into.resolve() for src in args.sources):
+        raise UsageError("--into must be a new directory, not one of the shards")
+    report = merge_dirs([Path(src) for src in args.sources], into, partial=args.partial)
+    append_step_summary(into / "report.md")
+    s = report["summary"]
+    print(f"merged {len(args.sources)} shard(s) into {into}: {s['total']} jobs, "
+          f"{s['succeeded'] + s['skipped']} done, {s['failed']} failed, {s['pending']} pending")
+    if report.get("shards"):
+        count, missing = report["shards"]["count"], report["shards"]["missing"]
+        names = ", ".join(f"{i}/{count}" for i in missing)
+        print(f"partial: shard {names} not merged; its jobs are missing from this directory")
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from batchvid.simulator import config_from_args, serve
+
+    def ready(base_url: str) -> None:
+        print(
+            f"batchvid simulator on {base_url} (GeekAI at {base_url}/api/v1, BigModel at "
+            f"{base_url}/api/paas/v4, stats at {base_url}/_simulator/stats); Ctrl-C stops it",
+            flush=True,
+        )
+
+    try:
+        serve(config_from_args(args), host=args.host, port=args.port, on_ready=ready)
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+SCHEMAS = ("manifest", "report")
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from batchvid.schemas import load_schema
+
+    if args.which not in SCHEMAS:
+        raise UsageError(f"schema: unknown schema {args.which!r}; choose {' or '.join(SCHEMAS)}")
+    print(json.dumps(load_schema(args.which), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
