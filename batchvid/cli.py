@@ -54,6 +54,8 @@ def _run_options(p: argparse.ArgumentParser, *, full: bool) -> None:
     p.add_argument("--retry-failed", action="store_true", help="try failed jobs again")
     p.add_argument("--force", action="store_true", help="regenerate even what is done (pays again)")
     p.add_argument("--root", metavar="DIR", help="images and prompts files may be anywhere inside DIR")
+    p.add_argument("--re-enhance", action="store_true",
+                   help="rewrite enhanced jobs' prompts again (and so regenerate them)")
     if not full:
         return
     p.add_argument("--base-url", metavar="URL", help="provider API root (env BATCHVID_BASE_URL)")
@@ -90,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="execute; resumable; writes the output directory")
     _run_options(p, full=True)
+
+    p = sub.add_parser("enhance", help="rewrite prompts (enhance:) and journal them; no video is requested")
+    _enhance_options(p)
 
     p = sub.add_parser("status", help="summarise an output directory")
     p.add_argument("out_dir", metavar="OUT_DIR")
@@ -235,6 +240,7 @@ def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
         shard=parse_shard(args.shard) if args.shard else None,
         retry_failed=args.retry_failed,
         force=args.force,
+        re_enhance=bool(getattr(args, "re_enhance", False)),
         max_cost=max_cost,
         strict_media=bool(getattr(args, "strict_media", False)),
         handle_signals=True,
@@ -329,20 +335,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = build_settings(args, manifest)
     transport: httpx.AsyncBaseTransport | None = None
     if args.simulate:
-        from batchvid.simulator import BIGMODEL_PREFIX, GEEKAI_PREFIX, Simulator, SimulatorConfig
-
-        sim = Simulator(
-            SimulatorConfig(
-                latency=1.0 if args.sim_latency is None else args.sim_latency,
-                fault_rate=args.sim_fault_rate or 0.0,
-                seed=args.sim_seed or 0,
-            ),
-            state_dir=settings.out_dir / ".batchvid" / "simulator",  # tasks survive a rerun
+        transport, settings = _simulated(
+            settings,
+            latency=1.0 if args.sim_latency is None else args.sim_latency,
+            fault_rate=args.sim_fault_rate or 0.0,
+            seed=args.sim_seed or 0,
         )
-        transport = httpx.ASGITransport(app=sim.app)
-        prefix = GEEKAI_PREFIX if settings.provider == "geekai" else BIGMODEL_PREFIX
-        key = api_key(settings.provider) or SIMULATOR_KEY
-        settings = dataclasses.replace(settings, base_url=f"http://simulator{prefix}", api_key=key)
     else:
         settings = dataclasses.replace(settings, api_key=require_api_key(settings.provider))
     subscribers: list[Subscriber] = []
@@ -359,6 +357,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _simulated(settings: Any, *, latency: float, fault_rate: float, seed: int) -> tuple[httpx.AsyncBaseTransport, Any]:
+    """The in-process simulator's transport, and ``settings`` pointed at it."""
+    from batchvid.simulator import BIGMODEL_PREFIX, GEEKAI_PREFIX, Simulator, SimulatorConfig
+
+    sim = Simulator(
+        SimulatorConfig(latency=latency, fault_rate=fault_rate, seed=seed),
+        state_dir=settings.out_dir / ".batchvid" / "simulator",  # tasks survive a rerun
+    )
+    prefix = GEEKAI_PREFIX if settings.provider == "geekai" else BIGMODEL_PREFIX
+    key = api_key(settings.provider) or SIMULATOR_KEY
+    simulated = dataclasses.replace(settings, base_url=f"http://simulator{prefix}", api_key=key)
+    return httpx.ASGITransport(app=sim.app), simulated
+
+
 def _append_step_summary(report_md: Path) -> None:
     """In GitHub Actions, add report.md to the job's step summary."""
     target = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -369,6 +381,80 @@ def _append_step_summary(report_md: Path) -> None:
             fh.write(report_md.read_text(encoding="utf-8"))
     except OSError as exc:
         print(f"batchvid: warning: cannot append to GITHUB_STEP_SUMMARY: {exc}", file=sys.stderr)
+
+
+# -- batchvid enhance (docs/enhance.md) -------------------------------------------------------
+
+
+def _enhance_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", help="manifest file (YAML)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: runs/<name>)")
+    p.add_argument("--provider", choices=("geekai", "bigmodel"), help="override the manifest's provider")
+    p.add_argument("--only", action="append", default=[], metavar="PATTERN", help="job ids (glob); repeatable")
+    p.add_argument("--shard", metavar="I/N", help="only shard I of N (by job key)")
+    p.add_argument("--root", metavar="DIR", help="images and prompts files may be anywhere inside DIR")
+    p.add_argument("--re-enhance", action="store_true", help="ask again for rewrites already journaled")
+    p.add_argument("--base-url", metavar="URL", help="provider API root (env BATCHVID_BASE_URL)")
+    p.add_argument("--simulate", action="store_true", help="use the built-in simulator: no key, no network")
+    p.add_argument("--rpm", type=float, metavar="N", help="requests per minute")
+    p.add_argument("--retries", type=int, metavar="N", help="retries of a failed chat request")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def cmd_enhance(args: argparse.Namespace) -> int:
+    from batchvid.display import TextLog
+    from batchvid.runner import Runner
+
+    manifest = _load(args.manifest, args.provider, args.root)
+    args.retry_failed = args.force = False
+    settings = build_settings(args, manifest)
+    transport: httpx.AsyncBaseTransport | None = None
+    if args.simulate:
+        transport, settings = _simulated(settings, latency=1.0, fault_rate=0.0, seed=0)
+    else:
+        settings = dataclasses.replace(settings, api_key=require_api_key(settings.provider))
+    runner = Runner(manifest, settings, transport=transport, subscribers=[TextLog()])
+    rows = anyio.run(runner.enhance_only)
+    if args.json:
+        print(json.dumps([_rewrite_json(row) for row in rows], indent=2, ensure_ascii=False))
+    else:
+        for row in rows:
+            print(_rewrite_text(row))
+        asked = sum(1 for row in rows if row.asked)
+        print(f"{len(rows)} enhanced job(s): {asked} rewritten now, {len(rows) - asked} from the "
+              f"journal of {settings.out_dir}; no video was requested")
+    if runner.stopped is not None:
+        print(f"batchvid: stopped: {runner.stopped['message']}", file=sys.stderr)
+        return EXIT_STOPPED if runner.stopped["reason"] == "interrupted" else EXIT_FAILED
+    return EXIT_FAILED if any(row.error for row in rows) else EXIT_OK
+
+
+def _rewrite_json(row: Any) -> dict[str, Any]:
+    result = row.result
+    return {
+        "id": row.job.id,
+        "key": row.job.key,
+        "prompt_original": row.job.params.get("prompt"),
+        "prompt": result.prompt if result else None,
+        "status": result.status if result else "failed",
+        "warning": result.warning if result else None,
+        "model": row.job.enhance.model,
+        "asked": row.asked,
+        "error": row.error,
+    }
+
+
+def _rewrite_text(row: Any) -> str:
+    data = _rewrite_json(row)
+    head = f"{data['id']} [{data['status']}{', journal' if not row.asked and row.result else ''}]"
+    lines = [head, f"  written: {data['prompt_original']}"]
+    if row.result is None:
+        lines.append(f"  error:   {row.error or 'no rewrite recorded yet'}")
+    else:
+        lines.append(f"  sent:    {data['prompt']}")
+    if data["warning"]:
+        lines.append(f"  warning: {data['warning']}")
+    return "\n".join(lines)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -461,6 +547,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "plan": cmd_plan,
     "run": cmd_run,
+    "enhance": cmd_enhance,
     "status": cmd_status,
     "verify": cmd_verify,
     "merge": cmd_merge,

@@ -15,9 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchvid.errors import Location, UsageError
+
+if TYPE_CHECKING:
+    from batchvid.enhance.settings import EnhanceSettings
 
 # Generation parameters in the order they are shown; what each model accepts is in the schema.
 GENERATION_PARAMETERS = (
@@ -82,6 +85,8 @@ class Job:
     """Where the job is defined, for messages."""
     source: str = field(default="", compare=False)
     """The id of the manifest job it was expanded from (``coffee`` for ``coffee-30-s0``)."""
+    enhance: EnhanceSettings | None = None
+    """How its prompt is rewritten before it is sent (``docs/enhance.md``), or None."""
 
     @property
     def short_key(self) -> str:
@@ -141,11 +146,21 @@ def _flat_json(value: Any) -> str | None:
     return "{" + ",".join(parts) + "}"
 
 
-def job_key(provider: str, params: Mapping[str, Any], image: Image | None, sample: int) -> str:
-    """The key of a job: sha256 of the canonical request (image by its hash) and the sample."""
+def job_key(
+    provider: str,
+    params: Mapping[str, Any],
+    image: Image | None,
+    sample: int,
+    enhance: Mapping[str, Any] | None = None,
+) -> str:
+    """The key of a job: sha256 of the canonical request (image by its hash) and the sample,
+    plus the enhancement's fingerprint when there is one (so keys without it never change)."""
     request = dict(params) if image is None and type(params) is not dict else params
     if image is not None:
         request = {**params, "image": image.describe()}
+    if enhance is not None:
+        document = {"enhance": enhance, "provider": provider, "request": request, "sample": sample}
+        return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
     flat = _flat_json(request)
     if flat is not None:  # the same bytes as the general spelling below, built directly
         payload = f'{{"provider":{encode_basestring(provider)},"request":{flat},"sample":{int(sample)}}}'
