@@ -287,6 +287,8 @@ def mark_enhance(step: Step, re_enhance: bool) -> Step:
         return step
     if stored_rewrite(step.record, re_enhance=re_enhance) is not None:
         return step
+    if re_enhance and step.reason == "--force: regenerate":
+        return replace(step, reason="--re-enhance: regenerate with a new prompt rewrite", enhance=True)
     why = "--re-enhance" if re_enhance else step.job.enhance.model
     return replace(step, reason=f"{step.reason}; prompt rewritten first ({why})", enhance=True)
 

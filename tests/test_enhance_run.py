@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +21,19 @@ from batchvid.cli import main
 from batchvid.display import JsonLog
 from batchvid.errors import UsageError
 from batchvid.jobs import Manifest
-from batchvid.journal import read_entries
+from batchvid.journal import Enhanced, read_entries
 from batchvid.manifest import load_manifest
 from batchvid.plan import plan_to_json
 from batchvid.runner import Runner, Settings, plan_for
-from batchvid.simulator import BIGMODEL_PREFIX, GEEKAI_PREFIX, Simulator, SimulatorConfig
+from batchvid.simulator import (
+    BIGMODEL_PREFIX,
+    GEEKAI_PREFIX,
+    Simulator,
+    SimulatorConfig,
+    running_simulator,
+)
 from batchvid.store import read_records
+from tests.test_drill_crash import RUN_TIMEOUT, run_command
 from tests.test_hostile_servers import HOST, fast_sleep
 from tests.test_secrets import KEY as ECHO_KEY
 from tests.test_secrets import Echo, leaks
@@ -379,3 +390,43 @@ def test_key_echoed_by_the_chat_server_is_never_written(tmp_path: Path, provider
     fox = json.loads((out / "report.json").read_text())["jobs"][0]
     assert fox["enhance"]["status"] == "fallback" and fox["enhance"]["requests"] == 2
     assert fox["prompt"] == "a fox in the snow"
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_makes_no_chat_request(tmp_path: Path) -> None:
+    """`batchvid run` killed with SIGKILL once every rewrite is journaled resumes, finishes
+    every job with the journaled rewrites, and makes no chat request."""
+    body = "defaults:\n  model: cogvideox-flash\n  enhance: true\njobs:\n" + "".join(
+        f"  - id: job-{i}\n    prompt: a fox in the snow, take {i}\n" for i in range(4)
+    )
+    manifest = write_manifest(tmp_path, body, "bigmodel")
+    out = tmp_path / "out"
+    env = {**os.environ, "ZHIPUAI_API_KEY": KEY}
+    with running_simulator(SimulatorConfig(latency=1.0)) as served:
+        command = run_command(manifest, out, served.base_url, "bigmodel")
+        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            deadline = time.monotonic() + RUN_TIMEOUT
+            while time.monotonic() < deadline and process.poll() is None:
+                if sum(1 for event, _ in events(out) if event == "enhanced") == 4:
+                    process.send_signal(signal.SIGKILL)
+                    break
+                time.sleep(0.001)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL
+        chats = served.simulator.stats()["chat_requests"]
+        assert chats == 4
+        journaled = {e.id: e.prompt for e in read_entries(out / ".batchvid" / "journal.jsonl")
+                     if isinstance(e, Enhanced)}  # fmt: skip
+        subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=RUN_TIMEOUT, check=False)  # fmt: skip
+        assert served.simulator.stats()["chat_requests"] == chats
+    report = json.loads((out / "report.json").read_text())
+    assert {j["status"] for j in report["jobs"]} == {"succeeded"}
+    assert {j["id"]: j["prompt"] for j in report["jobs"]} == journaled
+    for job_id, prompt in journaled.items():
+        assert json.loads((out / "jobs" / job_id / "request.json").read_text())["prompt"] == prompt
