@@ -152,20 +152,28 @@ def job_key(
     image: Image | None,
     sample: int,
     enhance: Mapping[str, Any] | None = None,
+    *,
+    enhance_json: str | None = None,
 ) -> str:
     """The key of a job: sha256 of the canonical request (image by its hash) and the sample,
-    plus the enhancement's fingerprint when there is one (so keys without it never change)."""
+    plus the enhancement's fingerprint when there is one (so keys without it never change).
+
+    ``enhance_json`` is ``canonical_json(enhance)`` when the caller has it already (a manifest
+    job's rows and combinations share one fingerprint)."""
+    if enhance is not None and enhance_json is None:
+        enhance_json = canonical_json(enhance)
     request = dict(params) if image is None and type(params) is not dict else params
     if image is not None:
         request = {**params, "image": image.describe()}
-    if enhance is not None:
-        document = {"enhance": enhance, "provider": provider, "request": request, "sample": sample}
-        return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
     flat = _flat_json(request)
     if flat is not None:  # the same bytes as the general spelling below, built directly
-        payload = f'{{"provider":{encode_basestring(provider)},"request":{flat},"sample":{int(sample)}}}'
+        head = "" if enhance_json is None else f'"enhance":{enhance_json},'
+        payload = f'{{{head}"provider":{encode_basestring(provider)},"request":{flat},"sample":{int(sample)}}}'
     else:
-        payload = canonical_json({"provider": provider, "request": request, "sample": sample})
+        document = {"provider": provider, "request": request, "sample": sample}
+        payload = canonical_json(document)
+        if enhance_json is not None:  # "enhance" sorts first
+            payload = f'{{"enhance":{enhance_json},{payload[1:]}'
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 

@@ -3,13 +3,14 @@ key exactly when it is on."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
 import pytest
 
 from batchvid.errors import ManifestErrors
-from batchvid.jobs import Job, job_key
+from batchvid.jobs import Job, canonical_json, job_key
 from batchvid.manifest import load_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,3 +91,13 @@ def test_instructions_file_text_decides_the_key_not_its_place(tmp_path: Path) ->
         for name in ("one.txt", "two.md", "three.txt")
     ]
     assert keys[0] == keys[1] != keys[2]
+
+
+@pytest.mark.parametrize("params", [{"model": "cogvideox-flash", "prompt": "a \"fox\" ü"}, {"prompt": "x", "fps": 30.5}])
+def test_key_with_enhancement_is_the_hash_of_the_canonical_document(params: dict[str, object]) -> None:
+    """Both spellings of the key (direct and encoder) hash the same canonical document."""
+    fingerprint = {"model": "glm-4-flash", "instructions_sha256": "ab" * 32, "temperature": 0.1}
+    document = {"enhance": fingerprint, "provider": "geekai", "request": params, "sample": 2}
+    expected = hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
+    assert job_key("geekai", params, None, 2, fingerprint) == expected
+    assert job_key("geekai", params, None, 2, enhance_json=canonical_json(fingerprint)) == expected

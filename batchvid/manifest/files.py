@@ -19,7 +19,7 @@ from batchvid.enhance.settings import (
 )
 from batchvid.errors import ManifestError
 from batchvid.images import ImageLoader, ImageProblem
-from batchvid.jobs import Image, Job, job_key
+from batchvid.jobs import Image, Job, canonical_json, job_key
 from batchvid.manifest.context import Claims, Context, Scope
 from batchvid.manifest.expand import Request
 from batchvid.manifest.place import place
@@ -31,16 +31,20 @@ def build_jobs(context: Context, scope: Scope, requests: Iterable[Request]) -> l
     ids: Claims[Request] = Claims()
     keys: Claims[str] = Claims()
     jobs: list[Job] = []
-    enhancements: dict[int, EnhanceSettings | None] = {}
+    enhancements: dict[int, tuple[EnhanceSettings, str] | None] = {}
     for request, image in _with_images(context, scope, loader, requests):
         params = request.params
         if "image" in params:
             params = {k: v for k, v in params.items() if k != "image"}
         index = request.origin.job_index
-        if index not in enhancements:
-            enhancements[index] = _enhancement(context, scope, request)
-        enhance = enhancements[index] if params.get("prompt") else None
-        fingerprint = enhance_fingerprint(enhance) if enhance is not None else None
+        if index not in enhancements:  # once per manifest job: its rows and combinations share it
+            settings = _enhancement(context, scope, request)
+            enhancements[index] = (
+                None if settings is None else (settings, canonical_json(enhance_fingerprint(settings)))
+            )
+        enhance, fingerprint = enhancements[index] or (None, None)
+        if not params.get("prompt"):
+            enhance, fingerprint = None, None
         for sample in range(request.samples):
             job_id = f"{request.id}-s{sample}" if request.samples > 1 else request.id
             first = ids.claim(job_id, request)
@@ -48,7 +52,7 @@ def build_jobs(context: Context, scope: Scope, requests: Iterable[Request]) -> l
                 message = f"duplicate job id {job_id!r}: also produced at {first.location}"
                 context.error(request.location, ("jobs", request.origin.job_index), message)
                 continue
-            key = job_key(scope.provider, params, image, sample, fingerprint)
+            key = job_key(scope.provider, params, image, sample, enhance_json=fingerprint)
             twin = keys.claim(key, job_id)
             # Only on an otherwise clean manifest: a job with a dropped bad key would look like a
             # twin of its neighbour, and that echo is noise.
