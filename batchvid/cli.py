@@ -94,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     _run_options(p, full=True)
 
     p = sub.add_parser("enhance", help="rewrite prompts (enhance:) and journal them; no video is requested")
-    _enhance_options(p)
+    _run_options(p, full=False)
+    p.add_argument("--base-url", metavar="URL", help="provider API root (env BATCHVID_BASE_URL)")
+    p.add_argument("--simulate", action="store_true", help="use the built-in simulator: no key, no network")
+    p.add_argument("--retries", type=int, metavar="N", help="retries of a failed chat request")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("status", help="summarise an output directory")
     p.add_argument("out_dir", metavar="OUT_DIR")
@@ -386,27 +390,12 @@ def _append_step_summary(report_md: Path) -> None:
 # -- batchvid enhance (docs/enhance.md) -------------------------------------------------------
 
 
-def _enhance_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("manifest", help="manifest file (YAML)")
-    p.add_argument("--out", metavar="DIR", help="output directory (default: runs/<name>)")
-    p.add_argument("--provider", choices=("geekai", "bigmodel"), help="override the manifest's provider")
-    p.add_argument("--only", action="append", default=[], metavar="PATTERN", help="job ids (glob); repeatable")
-    p.add_argument("--shard", metavar="I/N", help="only shard I of N (by job key)")
-    p.add_argument("--root", metavar="DIR", help="images and prompts files may be anywhere inside DIR")
-    p.add_argument("--re-enhance", action="store_true", help="ask again for rewrites already journaled")
-    p.add_argument("--base-url", metavar="URL", help="provider API root (env BATCHVID_BASE_URL)")
-    p.add_argument("--simulate", action="store_true", help="use the built-in simulator: no key, no network")
-    p.add_argument("--rpm", type=float, metavar="N", help="requests per minute")
-    p.add_argument("--retries", type=int, metavar="N", help="retries of a failed chat request")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-
-
 def cmd_enhance(args: argparse.Namespace) -> int:
     from batchvid.display import TextLog
+    from batchvid.enhancing import rewrite_summary
     from batchvid.runner import Runner
 
     manifest = _load(args.manifest, args.provider, args.root)
-    args.retry_failed = args.force = False
     settings = build_settings(args, manifest)
     transport: httpx.AsyncBaseTransport | None = None
     if args.simulate:
@@ -416,45 +405,13 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     runner = Runner(manifest, settings, transport=transport, subscribers=[TextLog()])
     rows = anyio.run(runner.enhance_only)
     if args.json:
-        print(json.dumps([_rewrite_json(row) for row in rows], indent=2, ensure_ascii=False))
+        print(json.dumps([row.as_json() for row in rows], indent=2, ensure_ascii=False))
     else:
-        for row in rows:
-            print(_rewrite_text(row))
-        asked = sum(1 for row in rows if row.asked)
-        print(f"{len(rows)} enhanced job(s): {asked} rewritten now, {len(rows) - asked} from the "
-              f"journal of {settings.out_dir}; no video was requested")
+        print("\n".join([*(row.as_text() for row in rows), rewrite_summary(rows, str(settings.out_dir))]))
     if runner.stopped is not None:
         print(f"batchvid: stopped: {runner.stopped['message']}", file=sys.stderr)
         return EXIT_STOPPED if runner.stopped["reason"] == "interrupted" else EXIT_FAILED
     return EXIT_FAILED if any(row.error for row in rows) else EXIT_OK
-
-
-def _rewrite_json(row: Any) -> dict[str, Any]:
-    result = row.result
-    return {
-        "id": row.job.id,
-        "key": row.job.key,
-        "prompt_original": row.job.params.get("prompt"),
-        "prompt": result.prompt if result else None,
-        "status": result.status if result else "failed",
-        "warning": result.warning if result else None,
-        "model": row.job.enhance.model,
-        "asked": row.asked,
-        "error": row.error,
-    }
-
-
-def _rewrite_text(row: Any) -> str:
-    data = _rewrite_json(row)
-    head = f"{data['id']} [{data['status']}{', journal' if not row.asked and row.result else ''}]"
-    lines = [head, f"  written: {data['prompt_original']}"]
-    if row.result is None:
-        lines.append(f"  error:   {row.error or 'no rewrite recorded yet'}")
-    else:
-        lines.append(f"  sent:    {data['prompt']}")
-    if data["warning"]:
-        lines.append(f"  warning: {data['warning']}")
-    return "\n".join(lines)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -10,9 +10,9 @@ job's prompt is then the rewritten one; its key stays the manifest's. See ``docs
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -81,6 +81,43 @@ class Rewrite:
     asked: bool = False
     """The chat model was asked in this run (else the journal's rewrite is shown)."""
     error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The line of ``batchvid enhance --json``."""
+        result, settings = self.result, self.job.enhance
+        return {
+            "id": self.job.id,
+            "key": self.job.key,
+            "prompt_original": self.job.params.get("prompt"),
+            "prompt": result.prompt if result else None,
+            "status": result.status if result else "failed",
+            "warning": result.warning if result else None,
+            "model": settings.model if settings else None,
+            "asked": self.asked,
+            "error": self.error,
+        }
+
+    def as_text(self) -> str:
+        """The lines of ``batchvid enhance``: the prompt as written and as it will be sent."""
+        data = self.as_json()
+        where = ", journal" if not self.asked and self.result else ""
+        lines = [f"{data['id']} [{data['status']}{where}]", f"  written: {data['prompt_original']}"]
+        if self.result is None:
+            lines.append(f"  error:   {self.error or 'no rewrite recorded yet'}")
+        else:
+            lines.append(f"  sent:    {data['prompt']}")
+        if data["warning"]:
+            lines.append(f"  warning: {data['warning']}")
+        return "\n".join(lines)
+
+
+def rewrite_summary(rows: Sequence[Rewrite], out_dir: str) -> str:
+    """The last line of ``batchvid enhance``."""
+    asked = sum(1 for row in rows if row.asked)
+    return (
+        f"{len(rows)} enhanced job(s): {asked} rewritten now, {len(rows) - asked} from the "
+        f"journal of {out_dir}; no video was requested"
+    )
 
 
 def entry_of(job: Job, result: EnhanceResult) -> Enhanced:
