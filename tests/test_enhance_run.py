@@ -23,6 +23,7 @@ from batchvid.errors import UsageError
 from batchvid.jobs import Manifest
 from batchvid.journal import Enhanced, read_entries
 from batchvid.manifest import load_manifest
+from batchvid.merge import merge_dirs
 from batchvid.plan import plan_to_json
 from batchvid.runner import Runner, Settings, plan_for
 from batchvid.simulator import (
@@ -430,3 +431,33 @@ def test_resume_after_sigkill_makes_no_chat_request(tmp_path: Path) -> None:
     assert {j["id"]: j["prompt"] for j in report["jobs"]} == journaled
     for job_id, prompt in journaled.items():
         assert json.loads((out / "jobs" / job_id / "request.json").read_text())["prompt"] == prompt
+
+
+def test_plan_shows_where_a_rewrite_is_due(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`batchvid plan` marks the enhanced job's submit, not the other; after `enhance`, neither."""
+    path = write_manifest(tmp_path, FOX)
+    out = tmp_path / "out"
+    assert main(["plan", str(path), "--out", str(out)]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line}
+    assert "prompt rewritten first (glm-4-flash)" in lines["fox"]
+    assert "rewritten" not in lines["exact"]
+    assert main(["enhance", str(path), "--out", str(out), "--simulate"]) == 0
+    capsys.readouterr()
+    assert main(["plan", str(path), "--out", str(out), "--json"]) == 0
+    jobs = json.loads(capsys.readouterr().out)["jobs"]
+    assert [(j["id"], j["action"], "enhance" in j) for j in jobs] == [("fox", "submit", False), ("exact", "submit", False)]
+
+
+def test_merged_shards_keep_both_prompts_and_the_totals(tmp_path: Path) -> None:
+    """Shards merged into one directory keep each enhanced job's prompts, pins and totals."""
+    body = FOX.replace("jobs:\n", "jobs:\n  - id: owl\n    prompt: an owl at night\n")
+    manifest = load_manifest(write_manifest(tmp_path, body))
+    sim = Simulator(SimulatorConfig())
+    for index in (1, 2):
+        run(sim, manifest, tmp_path / f"shard{index}", shard=(index, 2))
+    merge_dirs([tmp_path / "shard1", tmp_path / "shard2"], tmp_path / "all")
+    report = json.loads((tmp_path / "all" / "report.json").read_text())
+    jsonschema.Draft202012Validator(REPORT_SCHEMA).validate(report)
+    assert report["enhance"]["jobs"] == 2 and report["enhance"]["requests"] == 2
+    lock = json.loads((tmp_path / "all" / "batchvid.lock").read_text())["jobs"]
+    assert {k for k, pin in lock.items() if "prompt_original" in pin} == {"owl", "fox"}
