@@ -14,6 +14,7 @@ import anyio
 
 from batchvid.budget import Budget
 from batchvid.download import Downloader
+from batchvid.enhancing import Enhancer
 from batchvid.errors import JobFatalError, ProviderError, RunFatalError
 from batchvid.events import Effects, JobFinished
 from batchvid.lifecycle import JobLife
@@ -48,6 +49,7 @@ class JobDriver:
     stopper: Stopper
     fx: Effects
     timeout: float
+    enhancer: Enhancer
 
     async def run(self, step: Step, life: JobLife, slot: Slot) -> None:
         """Drive the job to its end; every way it can end is recorded through ``life``."""
@@ -88,6 +90,7 @@ class JobDriver:
                 return
         created_at: float | None = None
         if step.action == "submit":
+            await self.enhancer.prepare(life, record)  # the prompt it sends, journaled first
             task = await self.submitter.create(life, record)
             self.budget.created(job)
             created_at = self.fx.clock()

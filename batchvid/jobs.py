@@ -15,9 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchvid.errors import Location, UsageError
+
+if TYPE_CHECKING:
+    from batchvid.enhance.settings import EnhanceSettings
 
 # Generation parameters in the order they are shown; what each model accepts is in the schema.
 GENERATION_PARAMETERS = (
@@ -82,6 +85,8 @@ class Job:
     """Where the job is defined, for messages."""
     source: str = field(default="", compare=False)
     """The id of the manifest job it was expanded from (``coffee`` for ``coffee-30-s0``)."""
+    enhance: EnhanceSettings | None = None
+    """How its prompt is rewritten before it is sent (``docs/enhance.md``), or None."""
 
     @property
     def short_key(self) -> str:
@@ -141,16 +146,34 @@ def _flat_json(value: Any) -> str | None:
     return "{" + ",".join(parts) + "}"
 
 
-def job_key(provider: str, params: Mapping[str, Any], image: Image | None, sample: int) -> str:
-    """The key of a job: sha256 of the canonical request (image by its hash) and the sample."""
+def job_key(
+    provider: str,
+    params: Mapping[str, Any],
+    image: Image | None,
+    sample: int,
+    enhance: Mapping[str, Any] | None = None,
+    *,
+    enhance_json: str | None = None,
+) -> str:
+    """The key of a job: sha256 of the canonical request (image by its hash) and the sample,
+    plus the enhancement's fingerprint when there is one (so keys without it never change).
+
+    ``enhance_json`` is ``canonical_json(enhance)`` when the caller has it already (a manifest
+    job's rows and combinations share one fingerprint)."""
+    if enhance is not None and enhance_json is None:
+        enhance_json = canonical_json(enhance)
     request = dict(params) if image is None and type(params) is not dict else params
     if image is not None:
         request = {**params, "image": image.describe()}
     flat = _flat_json(request)
     if flat is not None:  # the same bytes as the general spelling below, built directly
-        payload = f'{{"provider":{encode_basestring(provider)},"request":{flat},"sample":{int(sample)}}}'
+        head = "" if enhance_json is None else f'"enhance":{enhance_json},'
+        payload = f'{{{head}"provider":{encode_basestring(provider)},"request":{flat},"sample":{int(sample)}}}'
     else:
-        payload = canonical_json({"provider": provider, "request": request, "sample": sample})
+        document = {"provider": provider, "request": request, "sample": sample}
+        payload = canonical_json(document)
+        if enhance_json is not None:  # "enhance" sorts first
+            payload = f'{{"enhance":{enhance_json},{payload[1:]}'
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 

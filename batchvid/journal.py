@@ -12,8 +12,13 @@ The entries, by their ``event`` field::
     submitted   key id task_id             the provider accepted the create: task id known
     succeeded   key id task_id video cover media    the video is in place, hashed
     failed      key id task_id error       the job failed (error: kind and message)
+    enhanced    key id prompt original status model    the prompt to send was rewritten (enhance)
 
-``replay`` folds them into the latest ``JobRecord`` per job key. The format is the one earlier
+``enhanced`` is journaled before the create that sends its prompt; it does not change a key's
+state (``enhanced`` only when nothing else was journaled for the key). The record keeps the
+latest rewrite, whether it came after the latest create (``fresh``: the next create sends it),
+and the rewrite the latest create sent (``sent``). ``replay`` folds the entries into the latest
+``JobRecord`` per job key. The format is the one earlier
 versions wrote: fields they did not write read as None, fields a later version adds are ignored.
 To add an entry: a frozen dataclass here with ``EVENT`` set, a branch in ``_fold`` and a line
 in the table above.
@@ -31,7 +36,7 @@ from typing import Any, BinaryIO, ClassVar, Literal
 from batchvid.durable import fsync_dir, make_dir
 from batchvid.errors import OutputDirError
 
-RecordState = Literal["submitting", "refused", "submitted", "succeeded", "failed"]
+RecordState = Literal["submitting", "refused", "submitted", "succeeded", "failed", "enhanced"]
 """What the journal last said about a job key (the ``event`` of its latest entry)."""
 
 
@@ -81,8 +86,29 @@ class Failed(Entry):
     error: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Enhanced(Entry):
+    """The prompt a job's create sends, rewritten by a chat model (``batchvid.enhance``)."""
+
+    EVENT: ClassVar[RecordState] = "enhanced"
+    prompt: str = ""
+    original: str = ""
+    status: str = ""
+    """``enhanced``, ``truncated`` or ``fallback``."""
+    warning: str | None = None
+    model: str = ""
+    requests: int = 0
+    tokens: int = 0
+
+    def result(self) -> dict[str, Any]:
+        """The fields ``EnhanceResult.from_record`` reads."""
+        data = self.to_dict()
+        del data["event"], data["key"], data["id"]
+        return data
+
+
 ENTRY_TYPES: Mapping[str, type[Entry]] = {
-    cls.EVENT: cls for cls in (Submitting, Refused, Submitted, Succeeded, Failed)
+    cls.EVENT: cls for cls in (Submitting, Refused, Submitted, Succeeded, Failed, Enhanced)
 }
 REQUIRED: Mapping[str, tuple[str, ...]] = {
     "submitting": (),
@@ -90,6 +116,7 @@ REQUIRED: Mapping[str, tuple[str, ...]] = {
     "submitted": ("task_id",),
     "succeeded": ("video",),
     "failed": ("error",),
+    "enhanced": ("prompt", "original", "status", "model"),
 }
 """Fields an entry must carry besides ``key`` and ``id``; the others default."""
 
@@ -160,14 +187,28 @@ class JobRecord:
     """How many create requests the journal shows for this key (a duplicate shows 2)."""
     request_id: str | None = None
     """The idempotency key of the latest create, while it is unanswered (``submitting``)."""
+    enhanced: dict[str, Any] | None = None
+    """The latest ``enhanced`` entry's fields (``Enhanced.result``), kept through later entries."""
+    fresh: bool = False
+    """``enhanced`` was journaled after the latest create: no task was made with it yet."""
+    sent: dict[str, Any] | None = None
+    """The rewrite in force when the latest create was journaled: the prompt its task has."""
 
 
 def fold(records: dict[str, JobRecord], entry: Entry) -> None:
     """Apply one entry to the records: the latest entry of a key decides its state."""
     previous = records.get(entry.key)
-    creates = previous.creates if previous else 0
-    record = JobRecord(entry.key, entry.id, entry.EVENT, creates=creates)
+    if isinstance(entry, Enhanced):
+        if previous is None:
+            previous = records[entry.key] = JobRecord(entry.key, entry.id, entry.EVENT)
+        previous.enhanced, previous.fresh = entry.result(), True
+        return
+    record = JobRecord(entry.key, entry.id, entry.EVENT)
+    if previous is not None:
+        record.creates, record.enhanced = previous.creates, previous.enhanced
+        record.fresh, record.sent = previous.fresh, previous.sent
     if isinstance(entry, Submitting):
+        record.sent, record.fresh = record.enhanced, False
         record.creates += 1
         record.request_id = entry.request_id
     elif isinstance(entry, Submitted):

@@ -23,12 +23,25 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from batchvid.events import Event, JobDownloaded, JobSubmitted
 from batchvid.jobs import Job
-from batchvid.journal import Entry, Failed, Journal, Refused, Submitted, Submitting, Succeeded
+from batchvid.journal import (
+    Enhanced,
+    Entry,
+    Failed,
+    Journal,
+    Refused,
+    Submitted,
+    Submitting,
+    Succeeded,
+)
 from batchvid.report import Outcome
+
+if TYPE_CHECKING:
+    from batchvid.enhance import EnhanceResult
 
 
 class JobState(enum.Enum):
@@ -97,6 +110,17 @@ class JobLife:
         self.state = to
         if event is not None:
             self._emit(event)
+
+    # -- before the create ----------------------------------------------------------------------
+
+    def enhanced(self, result: EnhanceResult, *, journal: bool) -> None:
+        """The prompt to send is ``result.prompt`` (``batchvid.enhancing``): journaled first when
+        it is new, then the job sends it. The job's key and the report's parameters stay the
+        manifest's; the outcome keeps both prompts."""
+        record = result.record()
+        entry = Enhanced(self.job.key, self.job.id, **record) if journal else None
+        self._move(self.state, entry, enhance=record)
+        self.job = replace(self.job, params={**self.job.params, "prompt": result.prompt})
 
     # -- creating -------------------------------------------------------------------------------
 

@@ -7,11 +7,12 @@ import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from batchvid.billing import UNCONFIRMED_KIND, Verdict, unanswered_create
+from batchvid.enhancing import stored_rewrite
 from batchvid.errors import UsageError
 from batchvid.jobs import Job, matches
 from batchvid.journal import JobRecord
@@ -66,6 +67,8 @@ class Step:
     """Why, for a person (shown by ``plan``)."""
     record: JobRecord | None = None
     """What the journal says about the job's key, if anything."""
+    enhance: bool = False
+    """The job's prompt is rewritten before its create (``docs/enhance.md``): none is stored."""
 
     @property
     def pays(self) -> bool:
@@ -160,8 +163,8 @@ def decide(
     a duplicate by it (``idempotent``, BigModel's ``request_id``); elsewhere the job is kept
     failed (``UNANSWERED_CREATE``) until ``--retry-failed``.
     """
-    if record is None:
-        return Step(job, "submit", "new job")
+    if record is None or record.state == "enhanced":
+        return Step(job, "submit", "new job", record)
     if record.state == "submitted" and record.task_id:
         # In flight on the server: re-attaching never pays, even under --force.
         return Step(job, "reattach", f"submitted earlier as task {record.task_id}", record)
@@ -288,6 +291,7 @@ def make_plan(
     retry_failed: bool = False,
     only: Sequence[str] = (),
     shard: tuple[int, int] | None = None,
+    re_enhance: bool = False,
 ) -> Plan:
     """The plan: what a run would do with each job of ``jobs`` (all of a manifest's, in order)
     in ``out_dir`` given its journal ``records``. The one planner behind ``run``, ``plan``,
@@ -295,7 +299,8 @@ def make_plan(
 
     ``only`` and ``shard`` choose the jobs to work on (``select``); every other job that is
     done and verified here is still listed, as ``skip``: the lock, the dataset index and the
-    report keep it.
+    report keep it. ``re_enhance`` asks for every enhanced job's rewrite again, and so
+    regenerates its video.
     """
     idempotent = get_provider(provider).idempotent
     chosen = {job.key for job in select(jobs, only, shard)}
@@ -308,19 +313,32 @@ def make_plan(
                 job,
                 record,
                 out_dir,
-                force=force,
+                force=force or (re_enhance and job.enhance is not None),
                 retry_failed=retry_failed,
                 idempotent=idempotent,
             )
             earlier = by_id.get(job.id)
             if record is None and earlier is not None and earlier.key != job.key:
                 step = Step(job, "submit", edited_reason(job, earlier, out_dir, provider))
-            steps.append(step)
+            steps.append(mark_enhance(step, re_enhance))
         elif record is not None and record.state == "succeeded":
             step = decide(job, record, out_dir)
             if step.action == "skip":
                 steps.append(step)
     return Plan(tuple(steps), prices_for(provider, pricing or {}))
+
+
+def mark_enhance(step: Step, re_enhance: bool) -> Step:
+    """``step``, marked (and its reason extended) when its prompt is to be rewritten first: a
+    create of an enhanced job with no usable rewrite in the journal, or ``--re-enhance``."""
+    if not step.pays or step.job.enhance is None:
+        return step
+    if stored_rewrite(step.record, re_enhance=re_enhance) is not None:
+        return step
+    if re_enhance and step.reason == "--force: regenerate":
+        return replace(step, reason="--re-enhance: regenerate with a new prompt rewrite", enhance=True)
+    why = "--re-enhance" if re_enhance else step.job.enhance.model
+    return replace(step, reason=f"{step.reason}; prompt rewritten first ({why})", enhance=True)
 
 
 def plan_to_json(plan: Plan, max_in_flight: int, rpm: float | None) -> dict[str, Any]:
@@ -334,6 +352,7 @@ def plan_to_json(plan: Plan, max_in_flight: int, rpm: float | None) -> dict[str,
                 "action": s.action,
                 "reason": s.reason,
                 "price": plan.price(s.job),
+                **({"enhance": True} if s.enhance else {}),
             }
             for s in plan.steps
         ],

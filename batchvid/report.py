@@ -52,6 +52,8 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     attempts: int = 0
     seconds: float | None = None
+    enhance: dict[str, Any] | None = None
+    """The prompt's rewrite (``EnhanceResult.record``) for an enhanced job, else None."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,31 @@ def _job_entry(o: Outcome) -> dict[str, Any]:
         "error": o.error,
         "warnings": sorted(o.warnings),
     }
+    if o.enhance is not None:
+        entry.update(enhance_fields(o.enhance))
     return entry
+
+
+def enhance_fields(rewrite: Mapping[str, Any]) -> dict[str, Any]:
+    """What report.json adds to an enhanced job's entry: both prompts and how the rewrite went."""
+    return {
+        "prompt": rewrite["prompt"],
+        "prompt_original": rewrite["original"],
+        "enhance": {name: rewrite.get(name) for name in ("status", "warning", "model", "requests", "tokens")},
+    }
+
+
+def enhance_totals(jobs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """report.json's ``enhance``: the enhanced jobs, and the chat requests and tokens behind
+    their prompts (those of an earlier run included: a reused rewrite costs nothing again)."""
+    enhanced = [j["enhance"] for j in jobs if "enhance" in j]
+    return {
+        "jobs": len(enhanced),
+        "requests": sum(e.get("requests") or 0 for e in enhanced),
+        "tokens": sum(e.get("tokens") or 0 for e in enhanced),
+        "fallback": sum(1 for e in enhanced if e.get("status") == "fallback"),
+        "truncated": sum(1 for e in enhanced if e.get("status") == "truncated"),
+    }
 
 
 def build_report(outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
@@ -107,6 +133,8 @@ def assemble_report(
         counts[j["status"]] += 1
     counts["total"] = len(jobs)
     shard = {"shard": {"index": info.shard[0], "count": info.shard[1]}} if info.shard else {}
+    totals = enhance_totals(jobs)
+    extra = {"enhance": totals} if totals["jobs"] else {}
     return {
         "report_version": REPORT_VERSION,
         "batchvid_version": __version__,
@@ -117,6 +145,7 @@ def assemble_report(
         "summary": counts,
         "cost": {"amount": round(info.cost, 4), "currency": info.currency},
         "jobs": list(jobs),
+        **extra,
         "timing": {
             "started_at": info.started_at,
             "finished_at": info.finished_at,
@@ -149,6 +178,7 @@ def lock_data(outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
                 "key": o.job.key,
                 "task_id": o.task_id,
                 "sha256": o.video["sha256"] if o.video else None,
+                **_both_prompts(o),
             }
             for o in outcomes
             if o.status in ("succeeded", "skipped")
@@ -170,6 +200,7 @@ def metadata_rows(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
                 "id": o.job.id,
                 "key": o.job.key,
                 "prompt": params.get("prompt"),
+                **_both_prompts(o),
                 "parameters": params,
                 "sha256": o.video["sha256"],
                 "width": media.get("width"),
@@ -193,6 +224,13 @@ def succeeded_counts(report: Mapping[str, Any]) -> dict[str, int]:
         if job["status"] == "succeeded":
             counts[AGAIN.get(job.get("action", "submit"), "generated")] += 1
     return {word: n for word, n in counts.items() if n or word == "generated"}
+
+
+def _both_prompts(o: Outcome) -> dict[str, Any]:
+    """``prompt`` as sent and ``prompt_original`` as written, for an enhanced job only."""
+    if o.enhance is None:
+        return {}
+    return {"prompt": o.enhance["prompt"], "prompt_original": o.enhance["original"]}
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
@@ -232,6 +270,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += ["Warnings:", ""]
         lines += [f"- `{j['id']}`: {w}" for j in warned for w in j["warnings"]]
         lines.append("")
+    lines += enhance_markdown(report)
     lines += ["<details><summary>All jobs</summary>", "",
               "| job | status | model | size | sha256 |", "|---|---|---|---|---|"]
     for j in report["jobs"]:
@@ -251,6 +290,35 @@ def short_message(text: str) -> str:
     if len(line) > SHORT_MESSAGE_CHARS:
         line = line[: SHORT_MESSAGE_CHARS - 1].rstrip() + "…"
     return line
+MARKDOWN_PROMPTS = 50
+"""Up to this many enhanced jobs, report.md shows both prompts of each; beyond, a count."""
+
+
+def enhance_markdown(report: Mapping[str, Any]) -> list[str]:
+    """report.md's lines on prompt enhancement: each enhanced job's prompt as written and as
+    sent (or, for many jobs, the counts), and the rewrites' warnings. None without any."""
+    totals = report.get("enhance")
+    if not totals:
+        return []
+    jobs = [j for j in report["jobs"] if "enhance" in j]
+    lines = [
+        f"Prompt enhancement: {totals['jobs']} jobs, {totals['requests']} chat requests, "
+        f"{totals['tokens']} tokens; {totals['truncated']} cut to fit, "
+        f"{totals['fallback']} sent as written.",
+        "",
+    ]
+    if len(jobs) <= MARKDOWN_PROMPTS:
+        lines += ["| job | enhance | prompt as written | prompt as sent |", "|---|---|---|---|"]
+        lines += [
+            f"| `{j['id']}` | {j['enhance']['status']} | {_cell(j['prompt_original'])} | {_cell(j['prompt'])} |"
+            for j in jobs
+        ]
+        lines.append("")
+    warned = [j for j in jobs if j["enhance"].get("warning")]
+    if warned:
+        lines += [f"- `{j['id']}`: {_cell(j['enhance']['warning'])}" for j in warned]
+        lines.append("")
+    return lines
 
 
 def _cell(text: str) -> str:

@@ -30,7 +30,16 @@ import httpx
 from batchvid.budget import Budget
 from batchvid.download import Downloader
 from batchvid.drive import JobDriver, Slot
-from batchvid.errors import UsageError
+from batchvid.enhancing import (
+    Enhancer,
+    Rewrite,
+    entry_of,
+    needs_rewrite,
+    sent_rewrite,
+    stored_rewrite,
+    unpriced_chat_models,
+)
+from batchvid.errors import ProviderError, RunFatalError, UsageError
 from batchvid.events import Broadcaster, Effects, RunFinished, RunStarted, Subscriber, scrubber
 from batchvid.jobs import Manifest
 from batchvid.journal import JobRecord
@@ -43,7 +52,7 @@ from batchvid.ratelimit import AdaptiveLimit, RateLimiter
 from batchvid.relocate import Relocations
 from batchvid.report import Outcome, RunInfo, exit_code, write_outputs
 from batchvid.retry import RetryPolicy
-from batchvid.stopping import Stopper
+from batchvid.stopping import Stopped, Stopper
 from batchvid.store import OutputDir
 from batchvid.submit import Submitter
 
@@ -68,6 +77,8 @@ class Settings:
     shard: tuple[int, int] | None = None
     retry_failed: bool = False
     force: bool = False
+    re_enhance: bool = False
+    """Ask the chat model again for every enhanced job's prompt (and so regenerate it)."""
     max_cost: float | None = None
     strict_media: bool = False
     max_download_bytes: int = 4 << 30
@@ -105,6 +116,7 @@ def plan_for(manifest: Manifest, settings: Settings, records: Mapping[str, JobRe
         retry_failed=settings.retry_failed,
         only=settings.only,
         shard=settings.shard,
+        re_enhance=settings.re_enhance,
     )
 
 
@@ -139,6 +151,15 @@ def _say_task_not_finished(outcome: Outcome) -> None:
             "message": f"submitted as task {outcome.task_id}; the run stopped before it finished "
             "and the next run re-attaches to it (no new charge)",
         }
+
+
+def with_rewrite(outcome: Outcome, step: Step) -> Outcome:
+    """``outcome`` with the rewrite of the job's prompt the journal holds, for an enhanced job
+    (the report, metadata and lock then show both prompts, on every later run too)."""
+    if step.job.enhance is not None:
+        stored = stored_rewrite(step.record) if step.pays else sent_rewrite(step.record)
+        outcome.enhance = stored.record() if stored is not None else None
+    return outcome
 
 
 def _now() -> str:
@@ -201,9 +222,16 @@ class Runner:
                     f"--max-cost needs a price for {', '.join(plan.unpriced)} on "
                     f"{self.settings.provider}: add them under 'pricing:' in the manifest"
                 )
+            chat = unpriced_chat_models(plan.steps)
+            if self.settings.max_cost is not None and chat:
+                raise UsageError(
+                    f"--max-cost cannot count the prompt rewrites by {', '.join(chat)}: batchvid "
+                    "knows no price for that chat model (glm-4-flash is free). Use glm-4-flash, "
+                    "rewrite first with `batchvid enhance`, or run without --max-cost"
+                )
             budget = Budget(self.settings.max_cost, plan.prices, plan.currency)
             lives = [
-                JobLife(s.job, initial_outcome(s), self.out.journal, self.emit, self.scrub)
+                JobLife(s.job, with_rewrite(initial_outcome(s), s), self.out.journal, self.emit, self.scrub)
                 for s in plan.steps
             ]
             relocations = Relocations(self.out.root, self.out.state_dir)
@@ -250,13 +278,9 @@ class Runner:
         work = [(step, life) for step, life in zip(plan.steps, lives, strict=True) if step.action in ACTIVE]
         # Tasks already running on the server go first: they hold server capacity already.
         work.sort(key=lambda pair: pair[0].action == "submit")
-        headers = {"Authorization": f"Bearer {s.api_key}"}
         timeout = httpx.Timeout(s.http_timeout, connect=min(10.0, s.http_timeout))
-        base_url = s.base_url or self.provider.default_base_url
         async with (
-            httpx.AsyncClient(
-                base_url=base_url, headers=headers, transport=self.transport, timeout=timeout
-            ) as api,
+            self._api_client() as api,
             httpx.AsyncClient(
                 transport=self.transport, timeout=timeout, follow_redirects=True, max_redirects=5
             ) as downloads,
@@ -276,6 +300,60 @@ class Runner:
                             continue  # over budget: later free jobs still start
                         tg.start_soon(driver.run, step, life, slot)
             outer.cancel_scope.cancel()
+
+    def _api_client(self) -> httpx.AsyncClient:
+        """The client of the provider's API root, carrying the key."""
+        s = self.settings
+        return httpx.AsyncClient(
+            base_url=s.base_url or self.provider.default_base_url,
+            headers={"Authorization": f"Bearer {s.api_key}"},
+            transport=self.transport,
+            timeout=httpx.Timeout(s.http_timeout, connect=min(10.0, s.http_timeout)),
+        )
+
+    def _enhancer(self, api: httpx.AsyncClient, fx: Effects) -> Enhancer:
+        s = self.settings
+        return Enhancer(self.provider, api, s.api_key, self.limiter,
+                        RetryPolicy(s.retries, rng=self.rng), self.stopper, fx, s.re_enhance)
+
+    async def enhance_only(self) -> list[Rewrite]:
+        """``batchvid enhance``: every enhanced job's prompt, rewritten where the next run's
+        create is due a rewrite (asked now and journaled) or as the journal holds it. No video
+        request is sent; a failed rewrite is that job's ``error``."""
+        records = self.out.open()
+        rows: list[Rewrite] = []
+        try:
+            plan = plan_for(self.manifest, self.settings, records)
+            fx = Effects(self.emit, self.scrub, self.clock, self.sleep, self.rng)
+            async with self._api_client() as api, anyio.create_task_group() as outer:
+                if self.settings.handle_signals:
+                    outer.start_soon(self.stopper.watch_signals)
+                enhancer = self._enhancer(api, fx)
+                for step in plan.steps:
+                    if not needs_rewrite(step.job) or self.stopper.reason is not None:
+                        continue
+                    rows.append(await self._rewrite_one(enhancer, step))
+                outer.cancel_scope.cancel()
+        finally:
+            self.out.close()
+        return rows
+
+    async def _rewrite_one(self, enhancer: Enhancer, step: Step) -> Rewrite:
+        job = step.job
+        if not step.enhance:
+            stored = stored_rewrite(step.record) if step.pays else sent_rewrite(step.record)
+            return Rewrite(job, stored)
+        try:
+            result = await enhancer.rewrite(job)
+        except RunFatalError as exc:
+            self.stopper.stop(exc.kind, str(exc))
+            return Rewrite(job, None, asked=True, error=self.scrub(str(exc)))
+        except Stopped:
+            return Rewrite(job, None, error="stopped before the rewrite")
+        except ProviderError as exc:  # EnhanceError: required, and it failed
+            return Rewrite(job, None, asked=True, error=self.scrub(str(exc)))
+        self.out.journal.append(entry_of(job, result))
+        return Rewrite(job, result, asked=True)
 
     async def _admit(self, step: Step, budget: Budget) -> Slot | None:
         """The job's in-flight slot once it may start, or None when it does not start: over
@@ -314,4 +392,4 @@ class Runner:
                                 max_bytes=s.max_download_bytes, retries=s.retries,
                                 strict_media=s.strict_media)
         return JobDriver(submitter, poller, downloader, relocations, budget, self.stopper, fx,
-                         timeout=s.timeout)
+                         timeout=s.timeout, enhancer=self._enhancer(api, fx))

@@ -541,9 +541,15 @@ def test_merge_enhance() -> None:
     assert merge_enhance(True, None) == {}
 
 
-def _fragment_validator() -> Draft202012Validator:
-    schema = json.loads((ROOT / "schemas" / "enhance.fragment.json").read_text(encoding="utf-8"))
-    return Draft202012Validator(schema)
+def _manifest_schema() -> dict[str, Any]:
+    text = (ROOT / "schemas" / "manifest.schema.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def _enhance_validator() -> Draft202012Validator:
+    """The manifest schema's $defs.enhance on its own: one enhance value."""
+    return Draft202012Validator({"$defs": _manifest_schema()["$defs"], "$ref": "#/$defs/enhance"})
 
 
 @pytest.mark.parametrize(
@@ -561,9 +567,9 @@ def _fragment_validator() -> Draft202012Validator:
         {"model": "deepseek/deepseek-chat", "instructions": "Be vivid.\nNo preamble."},
     ],
 )
-def test_schema_fragment_accepts(value: Any) -> None:
-    """The schema fragment accepts the documented forms of enhance."""
-    assert list(_fragment_validator().iter_errors(value)) == []
+def test_schema_accepts_enhance(value: Any) -> None:
+    """The manifest schema accepts the documented forms of enhance."""
+    assert list(_enhance_validator().iter_errors(value)) == []
 
 
 @pytest.mark.parametrize(
@@ -578,9 +584,9 @@ def test_schema_fragment_accepts(value: Any) -> None:
         {"modle": "glm-4-flash"},
     ],
 )
-def test_schema_fragment_rejects(value: Any) -> None:
-    """The schema fragment rejects wrong types, ranges, names and unknown keys."""
-    assert list(_fragment_validator().iter_errors(value)) != []
+def test_schema_rejects_enhance(value: Any) -> None:
+    """The manifest schema rejects wrong types, ranges, names and unknown keys."""
+    assert list(_enhance_validator().iter_errors(value)) != []
 
 
 def test_result_record_round_trips() -> None:
@@ -640,13 +646,9 @@ async def test_retries_exhausted_falls_back(
     assert len(httpx_mock.get_requests()) == 3
 
 
-def test_schema_fragment_pastes_into_the_manifest_schema() -> None:
-    """Pasted as the report says, the fragment validates enhance under defaults and a job."""
-    schema = json.loads((ROOT / "schemas" / "manifest.schema.json").read_text(encoding="utf-8"))
-    fragment = json.loads((ROOT / "schemas" / "enhance.fragment.json").read_text(encoding="utf-8"))
-    schema["$defs"].update(fragment["$defs"])
-    for where in ("params", "job"):
-        schema["$defs"][where]["properties"]["enhance"] = {"$ref": "#/$defs/enhance"}
+def test_manifest_schema_validates_enhance_in_defaults_and_jobs() -> None:
+    """The manifest schema validates enhance under defaults and a job, and locates an error."""
+    schema = _manifest_schema()
     validator = Draft202012Validator(schema)
     manifest: dict[str, Any] = {
         "version": 1,

@@ -8,6 +8,7 @@ import pytest
 
 from batchvid.errors import OutputDirError
 from batchvid.journal import (
+    Enhanced,
     Failed,
     Journal,
     Refused,
@@ -16,6 +17,7 @@ from batchvid.journal import (
     Succeeded,
     encode,
     read_entries,
+    replay_entries,
 )
 
 VIDEO = {"path": "jobs/a/video.mp4", "sha256": "ab" * 32, "bytes": 10}
@@ -117,3 +119,33 @@ def test_a_new_journal_is_fsynced_into_its_directory(
     journal.open()
     journal.close()
     assert synced == [str(tmp_path / "state")]
+
+
+def _rewrite(prompt: str) -> Enhanced:
+    return Enhanced("k1", "a", prompt, "a fox", "enhanced", None, "glm-4-flash", 1, 10)
+
+
+def test_enhanced_keeps_the_state_and_tracks_the_rewrite_each_create_sent() -> None:
+    """An enhanced entry changes no state; the record keeps the latest rewrite, whether it came
+    after the latest create (fresh), and the one that create sent."""
+    records = replay_entries([_rewrite("first")])
+    assert records["k1"].state == "enhanced" and records["k1"].fresh
+    records = replay_entries([_rewrite("first"), Submitting("k1", "a", "bv-1"), Submitted("k1", "a", "t1")])
+    record = records["k1"]
+    assert record.state == "submitted" and not record.fresh
+    assert record.sent is not None and record.sent["prompt"] == "first"
+    records = replay_entries([_rewrite("first"), Submitting("k1", "a", "bv-1"), Submitted("k1", "a", "t1"),
+                              Succeeded("k1", "a", "t1", VIDEO), _rewrite("second")])  # fmt: skip
+    record = records["k1"]
+    assert record.state == "succeeded" and record.fresh and record.enhanced is not None
+    assert (record.enhanced["prompt"], record.sent["prompt"] if record.sent else None) == ("second", "first")
+
+
+def test_enhanced_line_round_trips_and_needs_its_fields(tmp_path: Path) -> None:
+    """An enhanced line reads back as written; one without its prompt is corrupt."""
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(encode(_rewrite("A fox.")) + b'{"event":"enhanced","id":"a","key":"k1"}\n' + encode(Refused("k1", "a")))
+    with pytest.raises(OutputDirError, match=":2: the journal is corrupt"):
+        list(read_entries(path))
+    path.write_bytes(encode(_rewrite("A fox.")))
+    assert list(read_entries(path)) == [_rewrite("A fox.")]

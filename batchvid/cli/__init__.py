@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from batchvid.cli.commands import (
+    cmd_enhance,
     cmd_merge,
     cmd_plan,
     cmd_run,
@@ -43,6 +44,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "plan": cmd_plan,
     "run": cmd_run,
+    "enhance": cmd_enhance,
     "status": cmd_status,
     "verify": cmd_verify,
     "merge": cmd_merge,

@@ -16,13 +16,13 @@ from batchvid.cli.common import (
     EXIT_FAILED,
     EXIT_INVALID,
     EXIT_OK,
-    SIMULATOR_KEY,
-    api_key,
+    EXIT_STOPPED,
     append_step_summary,
     build_settings,
     check_sim_flags,
     load,
     require_api_key,
+    simulated,
 )
 from batchvid.errors import (
     ManifestError,
@@ -89,20 +89,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = build_settings(args, manifest)
     transport: httpx.AsyncBaseTransport | None = None
     if args.simulate:
-        from batchvid.simulator import BIGMODEL_PREFIX, GEEKAI_PREFIX, Simulator, SimulatorConfig
-
-        sim = Simulator(
-            SimulatorConfig(
-                latency=1.0 if args.sim_latency is None else args.sim_latency,
-                fault_rate=args.sim_fault_rate or 0.0,
-                seed=args.sim_seed or 0,
-            ),
-            state_dir=settings.out_dir / ".batchvid" / "simulator",  # tasks survive a rerun
+        transport, settings = simulated(
+            settings,
+            latency=1.0 if args.sim_latency is None else args.sim_latency,
+            fault_rate=args.sim_fault_rate or 0.0,
+            seed=args.sim_seed or 0,
         )
-        transport = httpx.ASGITransport(app=sim.app)
-        prefix = GEEKAI_PREFIX if settings.provider == "geekai" else BIGMODEL_PREFIX
-        key = api_key(settings.provider) or SIMULATOR_KEY
-        settings = dataclasses.replace(settings, base_url=f"http://simulator{prefix}", api_key=key)
     else:
         settings = dataclasses.replace(settings, api_key=require_api_key(settings.provider))
         transport = transport_for(args.transport)
@@ -120,6 +112,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(run_summary(result.report, str(settings.out_dir)))
     append_step_summary(settings.out_dir / "report.md")
     return result.exit_code
+
+
+def cmd_enhance(args: argparse.Namespace) -> int:
+    """``batchvid enhance`` (docs/enhance.md): rewrite and journal prompts; no video request."""
+    from batchvid.display import TextLog
+    from batchvid.enhancing import rewrite_summary
+    from batchvid.runner import Runner
+
+    manifest = load(args.manifest, args.provider, args.root)
+    settings = build_settings(args, manifest)
+    transport: httpx.AsyncBaseTransport | None = None
+    if args.simulate:
+        transport, settings = simulated(settings, latency=1.0, fault_rate=0.0, seed=0)
+    else:
+        settings = dataclasses.replace(settings, api_key=require_api_key(settings.provider))
+    runner = Runner(manifest, settings, transport=transport, subscribers=[TextLog()])
+    rows = anyio.run(runner.enhance_only)
+    if args.json:
+        print(json.dumps([row.as_json() for row in rows], indent=2, ensure_ascii=False))
+    else:
+        print("\n".join([*(row.as_text() for row in rows), rewrite_summary(rows, str(settings.out_dir))]))
+    if runner.stopped is not None:
+        print(f"batchvid: stopped: {runner.stopped['message']}", file=sys.stderr)
+        return EXIT_STOPPED if runner.stopped["reason"] == "interrupted" else EXIT_FAILED
+    return EXIT_FAILED if any(row.error for row in rows) else EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:

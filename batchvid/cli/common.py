@@ -4,6 +4,7 @@ a manifest's ``limits:`` into one ``runner.Settings``."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -149,6 +150,7 @@ def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
         shard=parse_shard(args.shard) if args.shard else None,
         retry_failed=args.retry_failed,
         force=args.force,
+        re_enhance=bool(getattr(args, "re_enhance", False)),
         max_cost=max_cost,
         strict_media=bool(getattr(args, "strict_media", False)),
         handle_signals=True,
@@ -202,3 +204,18 @@ def append_step_summary(report_md: Path) -> None:
         print(f"batchvid: warning: cannot append to GITHUB_STEP_SUMMARY: {exc}", file=sys.stderr)
 
 
+
+
+def simulated(settings: Any, *, latency: float, fault_rate: float, seed: int) -> tuple[httpx.AsyncBaseTransport, Any]:
+    """The in-process simulator's transport, and ``settings`` pointed at it. Its tasks live in
+    the output directory, so a rerun re-attaches to them as it would against a server."""
+    from batchvid.simulator import BIGMODEL_PREFIX, GEEKAI_PREFIX, Simulator, SimulatorConfig
+
+    sim = Simulator(
+        SimulatorConfig(latency=latency, fault_rate=fault_rate, seed=seed),
+        state_dir=settings.out_dir / ".batchvid" / "simulator",
+    )
+    prefix = GEEKAI_PREFIX if settings.provider == "geekai" else BIGMODEL_PREFIX
+    key = api_key(settings.provider) or SIMULATOR_KEY
+    pointed = dataclasses.replace(settings, base_url=f"http://simulator{prefix}", api_key=key)
+    return httpx.ASGITransport(app=sim.app), pointed

@@ -20,6 +20,8 @@ def _run_options(p: argparse.ArgumentParser, *, full: bool) -> None:
     p.add_argument("--retry-failed", action="store_true", help="try failed jobs again")
     p.add_argument("--force", action="store_true", help="regenerate even what is done (pays again)")
     p.add_argument("--root", metavar="DIR", help="images and prompts files may be anywhere inside DIR")
+    p.add_argument("--re-enhance", action="store_true",
+                   help="rewrite enhanced jobs' prompts again (and so regenerate them)")
     if not full:
         return
     p.add_argument("--base-url", metavar="URL", help="provider API root (env BATCHVID_BASE_URL)")
@@ -60,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="execute; resumable; writes the output directory")
     _run_options(p, full=True)
+
+    p = sub.add_parser("enhance", help="rewrite prompts (enhance:) and journal them; no video is requested")
+    _run_options(p, full=False)
+    p.add_argument("--base-url", metavar="URL", help="provider API root (env BATCHVID_BASE_URL)")
+    p.add_argument("--simulate", action="store_true", help="use the built-in simulator: no key, no network")
+    p.add_argument("--retries", type=int, metavar="N", help="retries of a failed chat request")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("status", help="summarise an output directory")
     p.add_argument("out_dir", metavar="OUT_DIR")
