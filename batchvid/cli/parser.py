@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TypeAlias
 
 from batchvid import __version__
 
@@ -50,7 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"batchvid {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _manifest_commands(sub)
+    _directory_commands(sub)
+    _tool_commands(sub)
+    return parser
 
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _manifest_commands(sub: Subparsers) -> None:
+    """The commands that take a manifest: validate, plan, run, enhance."""
     p = sub.add_parser("validate", help="check manifests; print every error; nothing is sent")
     p.add_argument("manifests", nargs="+", metavar="MANIFEST")
     p.add_argument("--provider", choices=("geekai", "bigmodel"))
@@ -70,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, metavar="N", help="retries of a failed chat request")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+
+def _directory_commands(sub: Subparsers) -> None:
+    """The commands that take an output directory: status, verify, merge, clean, view, export."""
     p = sub.add_parser("status", help="summarise an output directory")
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--json", action="store_true")
@@ -87,6 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", metavar="OUT_DIR")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
 
+    p = sub.add_parser("view", help="write report.html for an output directory and print its URL")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--serve", action="store_true", help="serve the directory on 127.0.0.1 until Ctrl-C")
+    p.add_argument("--port", type=int, default=8000, help="port for --serve (0 picks a free one)")
+
+    p = sub.add_parser("export", help="an output directory as a dataset: WebDataset or Parquet, with a card")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--format", choices=("webdataset", "parquet"), required=True)
+    p.add_argument("--to", required=True, metavar="DIR", help="a new or empty directory")
+    p.add_argument("--shard-size", metavar="N|SIZE", help="samples (1000) or bytes (500MB) per shard; default 1GB")
+    p.add_argument("--name", help="shard name prefix (default: the manifest name)")
+    p.add_argument("--embed-video", action="store_true", help="parquet: video bytes in a column")
+    p.add_argument("--include-failed", action="store_true", help="add failed jobs' rows, without media")
+    p.add_argument("--license", help="license id for the card (default: the manifest's license:)")
+
+
+def _tool_commands(sub: Subparsers) -> None:
+    """The simulator and the schemas."""
     p = sub.add_parser("simulate", help="serve the built-in API simulator on loopback")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
@@ -100,22 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-seconds", type=float, metavar="S", help="length of returned videos")
     p.add_argument("--download-bytes", type=int, metavar="N", help="pad every video to N bytes")
 
-    p = sub.add_parser("view", help="write report.html for an output directory and print its URL")
-    p.add_argument("out_dir", metavar="OUT_DIR")
-    p.add_argument("--serve", action="store_true", help="serve the directory on 127.0.0.1 until Ctrl-C")
-    p.add_argument("--port", type=int, default=8000, help="port for --serve (0 picks a free one)")
-    p = sub.add_parser("export", help="an output directory as a dataset: WebDataset or Parquet, with a card")
-    p.add_argument("out_dir", metavar="OUT_DIR")
-    p.add_argument("--format", choices=("webdataset", "parquet"), required=True)
-    p.add_argument("--to", required=True, metavar="DIR", help="a new or empty directory")
-    p.add_argument("--shard-size", metavar="N|SIZE", help="samples (1000) or bytes (500MB) per shard; default 1GB")
-    p.add_argument("--name", help="shard name prefix (default: the manifest name)")
-    p.add_argument("--embed-video", action="store_true", help="parquet: video bytes in a column")
-    p.add_argument("--include-failed", action="store_true", help="add failed jobs' rows, without media")
-    p.add_argument("--license", help="license id for the card (default: the manifest's license:)")
-
     p = sub.add_parser("schema", help="print a JSON Schema")
     p.add_argument("which", nargs="?", default="manifest", metavar="{manifest,report}")
-    return parser
 
 
