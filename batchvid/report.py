@@ -46,6 +46,10 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     attempts: int = 0
     seconds: float | None = None
+    poster: dict[str, Any] | None = None
+    """{path, sha256, bytes} of ``poster.jpg`` (the first frame), when one was made."""
+    provided: dict[str, Any] = field(default_factory=dict)
+    """What the provider said beside the video: ``revised_prompt``, ``provider_duration``."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class RunInfo:
     seconds: float
     cost: float
     currency: str
+    license: str | None = None
 
 
 def _job_entry(o: Outcome) -> dict[str, Any]:
@@ -76,7 +81,16 @@ def _job_entry(o: Outcome) -> dict[str, Any]:
         "media": o.media,
         "error": o.error,
         "warnings": sorted(o.warnings),
+        "quality": (o.media or {}).get("quality"),
     }
+    # Only where there is something to say, so the entries of older reports keep their shape.
+    if o.poster is not None:
+        entry["poster"] = o.poster
+    entry.update((name, value) for name, value in sorted(o.provided.items()) if value is not None)
+    if o.job.source:
+        entry["source"] = o.job.source
+    if o.job.matrix:
+        entry["matrix"] = dict(sorted(o.job.matrix.items()))
     return entry
 
 
@@ -100,7 +114,7 @@ def assemble_report(
     return {
         "report_version": REPORT_VERSION,
         "batchvid_version": __version__,
-        "manifest": {"path": info.manifest, "name": info.name, "provider": info.provider},
+        "manifest": _manifest_section(info),
         "exit_code": info.exit_code,
         "stopped": info.stopped,
         "summary": counts,
@@ -113,6 +127,13 @@ def assemble_report(
             "jobs": dict(sorted(job_timing.items())),
         },
     }
+
+
+def _manifest_section(info: RunInfo) -> dict[str, Any]:
+    section: dict[str, Any] = {"path": info.manifest, "name": info.name, "provider": info.provider}
+    if info.license is not None:
+        section["license"] = info.license
+    return section
 
 
 def exit_code(statuses: Iterable[str]) -> int:
@@ -134,15 +155,22 @@ def lock_data(outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
         info.name,
         info.provider,
         {
-            o.job.id: {
-                "key": o.job.key,
-                "task_id": o.task_id,
-                "sha256": o.video["sha256"] if o.video else None,
-            }
+            o.job.id: _pin(o)
             for o in outcomes
             if o.status in ("succeeded", "skipped")
         },
     )
+
+
+def _pin(o: Outcome) -> dict[str, Any]:
+    pin: dict[str, Any] = {
+        "key": o.job.key,
+        "task_id": o.task_id,
+        "sha256": o.video["sha256"] if o.video else None,
+    }
+    if o.poster is not None:
+        pin["poster"] = o.poster
+    return pin
 
 
 def metadata_rows(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
@@ -165,6 +193,7 @@ def metadata_rows(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
                 "height": media.get("height"),
                 "fps": media.get("fps"),
                 "duration": media.get("duration"),
+                "quality": media.get("quality"),
             }
         )
     return rows
@@ -201,13 +230,23 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += [f"- `{j['id']}`: {w}" for j in warned for w in j["warnings"]]
         lines.append("")
     lines += ["<details><summary>All jobs</summary>", "",
-              "| job | status | model | size | sha256 |", "|---|---|---|---|---|"]
+              "| job | status | model | size | sha256 | motion · black · frozen |",
+              "|---|---|---|---|---|---|"]
     for j in report["jobs"]:
         sha = j["video"]["sha256"][:12] if j["video"] else ""
         p = j["parameters"]
-        lines.append(f"| `{j['id']}` | {j['status']} | {p.get('model')} | {p.get('size', '')} | {sha} |")
+        lines.append(f"| `{j['id']}` | {j['status']} | {p.get('model')} | {p.get('size', '')} | {sha} "
+                     f"| {_signals(j.get('quality'))} |")
     lines += ["", "</details>", ""]
     return "\n".join(lines)
+
+
+def _signals(quality: Mapping[str, Any] | None) -> str:
+    """A clip's quality signals in one table cell: motion, then black and frozen shares."""
+    if not quality:
+        return ""
+    return (f"{quality['motion']:.3f} · {quality['black_fraction']:.0%} · "
+            f"{quality['frozen_fraction']:.0%}")
 
 
 def _cell(text: str) -> str:

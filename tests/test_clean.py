@@ -53,7 +53,7 @@ def test_a_removed_job_and_a_stray_file_are_leftovers(tmp_path: Path) -> None:
     found = [leftover.path.name for leftover in find_leftovers(out)]
     assert found == ["drop", "notes.txt"]
     drop = next(leftover for leftover in find_leftovers(out) if leftover.path.name == "drop")
-    assert drop.files == 3 and drop.bytes > 0  # request.json, response.json, video.mp4
+    assert drop.files == 4 and drop.bytes > 0  # request.json, response.json, video.mp4, poster.jpg
 
 
 def test_clean_dry_run_lists_and_keeps(tmp_path: Path) -> None:

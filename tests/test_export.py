@@ -113,8 +113,8 @@ def test_shards_hold_at_most_shard_size_samples(shards: Path) -> None:
     assert names == ["export-test-000000.tar", "export-test-000001.tar"]
     with tarfile.open(shards / names[0]) as tar:
         members = tar.getmembers()
-    assert [m.name for m in members][:3] == ["boat.json", "boat.mp4", "boat.txt"]
-    assert len(members) == 9
+    assert [m.name for m in members][:4] == ["boat.jpg", "boat.json", "boat.mp4", "boat.txt"]
+    assert len(members) == 12  # a poster per sample
     assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in members} == {
         (0, 0, 0, "", "", 0o644)
     }
@@ -249,10 +249,12 @@ def test_card_states_provenance_and_hashes(shards: Path) -> None:
 
 
 def test_poster_joins_its_sample(out: Path, tmp_path: Path) -> None:
-    """A jobs/<id>/poster.jpg in the output directory becomes the sample's .jpg member."""
+    """A jobs/<id>/poster.jpg in the output directory becomes the sample's .jpg member; a job
+    without one has none."""
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
     (copy / "jobs" / "boat" / "poster.jpg").write_bytes(b"\xff\xd8poster")
+    (copy / "jobs" / "rabbit" / "poster.jpg").unlink()
     to = run_export(copy, tmp_path / "w", "--format", "webdataset")
     samples = {s["__key__"]: s for s in read_samples(sorted(to.glob("*.tar")))}
     assert samples["boat"]["jpg"] == b"\xff\xd8poster"

@@ -59,6 +59,7 @@ def build_jobs(context: Context, scope: Scope, requests: Iterable[Request]) -> l
                     sample=sample,
                     location=request.location,
                     source=request.source,
+                    matrix=request.origin.values,
                 )
             )
     return jobs
