@@ -87,18 +87,28 @@ def _card(job: Mapping[str, Any], poster: str | None) -> dict[str, Any]:
     }
 
 
-def ensure_posters(root: Path, jobs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """job id -> relative poster link, making the posters of finished videos that lack one."""
+def ensure_posters(
+    root: Path, jobs: Sequence[Mapping[str, Any]], *, check: bool = False
+) -> dict[str, str]:
+    """job id -> relative poster link. A poster the run recorded (``poster`` in the job entry,
+    made after the download) is trusted as is without touching the disk, unless ``check``
+    (``batchvid view``) asks to make it again when its file is gone; a finished job of an
+    older directory without one gets its poster made here, once."""
     posters: dict[str, str] = {}
     base = os.fspath(root)
     for job in jobs:
+        if job.get("status") not in ("succeeded", "skipped"):
+            continue
+        recorded = _href((job.get("poster") or {}).get("path"))
+        if recorded is not None and not check:
+            posters[job["id"]] = recorded
+            continue
         video = (job.get("video") or {}).get("path")
-        if job.get("status") not in ("succeeded", "skipped") or not isinstance(video, str) \
-                or _href(video) is None:
+        if not isinstance(video, str) or _href(video) is None:
             continue
         link = f"{video.rsplit('/', 1)[0]}/{POSTER_NAME}"
         target = os.path.join(base, link)
-        # Plain os.path: this runs for every job of every report written.
+        # Plain os.path: this runs for every job of an older directory at each report.
         if os.path.isfile(target) or make_poster(root / video, Path(target)):
             posters[job["id"]] = quote(link)
     return posters
@@ -150,9 +160,10 @@ def render_gallery(report: Mapping[str, Any], posters: Mapping[str, str]) -> str
     )
 
 
-def write_gallery(root: Path, report: Mapping[str, Any]) -> Path:
-    """Write ``root/report.html`` for ``report`` (making missing posters first); returns it."""
-    posters = ensure_posters(root, report["jobs"])
+def write_gallery(root: Path, report: Mapping[str, Any], *, check: bool = False) -> Path:
+    """Write ``root/report.html`` for ``report`` (making missing posters first; ``check``: see
+    ``ensure_posters``); returns it."""
+    posters = ensure_posters(root, report["jobs"], check=check)
     target = root / GALLERY_NAME
     write_atomic(target, render_gallery(report, posters))
     return target
