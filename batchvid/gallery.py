@@ -88,19 +88,22 @@ def _card(job: Mapping[str, Any], poster: str | None) -> dict[str, Any]:
 
 
 def ensure_posters(
-    root: Path, jobs: Sequence[Mapping[str, Any]], *, check: bool = False
+    root: Path, jobs: Sequence[Mapping[str, Any]], *, make: bool = False
 ) -> dict[str, str]:
-    """job id -> relative poster link. A poster the run recorded (``poster`` in the job entry,
-    made after the download) is trusted as is without touching the disk, unless ``check``
-    (``batchvid view``) asks to make it again when its file is gone; a finished job of an
-    older directory without one gets its poster made here, once."""
+    """job id -> relative poster link.
+
+    A poster the run recorded (``poster`` in the job entry, made right after the download) is
+    trusted without touching the disk. A finished job without one (a directory of an older
+    version) links the ``poster.jpg`` it may have; with ``make`` (``batchvid view``) a missing
+    poster, recorded or not, is made from the video, which a run's report never waits for.
+    """
     posters: dict[str, str] = {}
     base = os.fspath(root)
     for job in jobs:
         if job.get("status") not in ("succeeded", "skipped"):
             continue
         recorded = _href((job.get("poster") or {}).get("path"))
-        if recorded is not None and not check:
+        if recorded is not None and not make:
             posters[job["id"]] = recorded
             continue
         video = (job.get("video") or {}).get("path")
@@ -108,8 +111,8 @@ def ensure_posters(
             continue
         link = f"{video.rsplit('/', 1)[0]}/{POSTER_NAME}"
         target = os.path.join(base, link)
-        # Plain os.path: this runs for every job of an older directory at each report.
-        if os.path.isfile(target) or make_poster(root / video, Path(target)):
+        # Plain os.path: for each job of an older directory at every report.
+        if os.path.isfile(target) or (make and make_poster(root / video, Path(target))):
             posters[job["id"]] = quote(link)
     return posters
 
@@ -160,10 +163,10 @@ def render_gallery(report: Mapping[str, Any], posters: Mapping[str, str]) -> str
     )
 
 
-def write_gallery(root: Path, report: Mapping[str, Any], *, check: bool = False) -> Path:
-    """Write ``root/report.html`` for ``report`` (making missing posters first; ``check``: see
-    ``ensure_posters``); returns it."""
-    posters = ensure_posters(root, report["jobs"], check=check)
+def write_gallery(root: Path, report: Mapping[str, Any], *, make_posters: bool = False) -> Path:
+    """Write ``root/report.html`` for ``report`` (with ``make_posters``, making missing
+    posters first: see ``ensure_posters``); returns it."""
+    posters = ensure_posters(root, report["jobs"], make=make_posters)
     target = root / GALLERY_NAME
     write_atomic(target, render_gallery(report, posters))
     return target
