@@ -297,7 +297,8 @@ def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dic
 def write_report_files(
     root: Path, report: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], lock: Mapping[str, Any]
 ) -> None:
-    write_atomic(root / "report.json", dumps(report))
+    text = dumps(report)
+    write_atomic(root / "report.json", text)
     write_atomic(root / "report.md", render_markdown(report))
     write_atomic(root / "junit.xml", render_junit(report))
     write_atomic(
@@ -305,4 +306,4 @@ def write_report_files(
         "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows),
     )
     write_atomic(root / "batchvid.lock", dumps(lock))
-    write_gallery(root, report)
+    write_gallery(root, report, report_text=text)

@@ -264,3 +264,23 @@ def test_report_time_trusts_recorded_posters_and_makes_none(run_dir: Path, tmp_p
     assert not (out / recorded["poster"]["path"]).exists()
     assert ensure_posters(out, old, make=True)[recorded["id"]] == recorded["poster"]["path"]
     assert sha256_file(out / recorded["poster"]["path"])[0] == recorded["poster"]["sha256"]
+
+
+def test_unchanged_page_gets_only_its_timing_renewed(run_dir: Path, tmp_path: Path) -> None:
+    """Writing the page of a report that differs only in timing gives the bytes a full render
+    gives; a changed job renders the page again."""
+    out = tmp_path / "copy"
+    shutil.copytree(run_dir, out)
+    report = json.loads((out / "report.json").read_text())
+    report["timing"] = dict(report["timing"], seconds=123.4, started_at="2030-01-01T00:00:00+00:00")
+    page = out / "report.html"
+    before = page.read_text()
+    write_gallery(out, report)
+    after = page.read_text()
+    assert after != before and "123.4 s" in after and "2030-01-01T00:00:00+00:00" in after
+    from batchvid.gallery import ensure_posters
+
+    assert after == render_gallery(report, ensure_posters(out, report["jobs"]))
+    report["jobs"][0]["status"] = "failed"
+    write_gallery(out, report)
+    assert page.read_text() == render_gallery(report, ensure_posters(out, report["jobs"]))
