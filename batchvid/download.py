@@ -1,5 +1,6 @@
 """Downloading a finished task's files: the video (streamed, hashed, capped), the cover, and a
-check that the video decodes and matches the request.
+check that the video decodes and matches the request, the manifest's ``qc:`` thresholds on its
+quality signals, and its poster.
 
 An expired result URL (403, 404, 410) is refreshed by polling the task again, up to
 ``REFRESHES`` times; a transient failure is retried with backoff. The latest task answer is
@@ -9,20 +10,24 @@ written to ``response.json`` whether the download succeeds or gives up.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 
-from batchvid.durable import HashingWriter, dumps, hashing_writer, write_atomic
+from batchvid.durable import HashingWriter, dumps, fsync_dir, hashing_writer, write_atomic
 from batchvid.errors import BatchvidError, JobFatalError, ProviderError, TransientError
 from batchvid.events import Effects, JobRetrying
 from batchvid.jobs import Job
 from batchvid.polling import Poller
-from batchvid.providers.base import TaskResult
+from batchvid.poster import write_poster
+from batchvid.providers.base import TaskResult, video_results
+from batchvid.quality import check_quality
 from batchvid.retry import RetryPolicy
 
 EXPIRED_URL_STATUSES = (403, 404, 410)
@@ -38,6 +43,12 @@ class Files:
     video: dict[str, Any]
     cover: dict[str, Any] | None
     media: dict[str, Any] | None
+    poster: dict[str, Any] | None = None
+    provided: dict[str, Any] = field(default_factory=dict)
+    """``revised_prompt`` and ``provider_duration``, when the provider returned them."""
+    rejected: str | None = None
+    """Why the video breaks the manifest's ``qc:`` thresholds; ``video`` is then the rejected
+    file, set aside as ``video.qc_failed-<sha256 prefix>.mp4``."""
 
 
 @dataclass
@@ -51,6 +62,8 @@ class Downloader:
     max_bytes: int
     retries: int
     strict_media: bool
+    qc: Mapping[str, Any] = field(default_factory=dict)
+    """The manifest's ``qc:`` thresholds (none: the signals are information only)."""
 
     def job_dir(self, job: Job) -> Path:
         return self.root / "jobs" / job.id
@@ -60,12 +73,27 @@ class Downloader:
         write_atomic(self.job_dir(job) / "response.json", self.fx.scrub(dumps(task.raw)), durable=False)
 
     async def fetch_all(self, job: Job, task: TaskResult, warnings: list[str]) -> Files:
-        """The video, the cover (a failure is a warning) and the media check."""
+        """The video, the cover (a failure is a warning), the media check, the ``qc:`` check
+        and the poster."""
         task, video = await self._video(job, task)
         cover = await self._cover(job, task.cover_url, warnings) if task.cover_url else None
-        media = await check_media(job, self.job_dir(job) / "video.mp4", self.strict_media, warnings)
+        path = self.job_dir(job) / "video.mp4"
+        media = await check_media(job, path, self.strict_media, warnings)
         self.write_response(job, task)
-        return Files(task, video, cover, media)
+        files = Files(task, video, cover, media, provided=provided(task))
+        files.rejected = check_quality((media or {}).get("quality"), self.qc)
+        if files.rejected is not None:
+            files.video = self._set_aside(path, video)
+        elif media is not None:
+            files.poster = await anyio.to_thread.run_sync(write_poster, self.root, path)
+        return files
+
+    def _set_aside(self, path: Path, video: dict[str, Any]) -> dict[str, Any]:
+        """Keep a rejected video (it was paid for) under a name no later download takes."""
+        kept = path.with_name(f"video.qc_failed-{video['sha256'][:12]}.mp4")
+        os.replace(path, kept)
+        fsync_dir(kept.parent)
+        return dict(video, path=kept.relative_to(self.root).as_posix())
 
     async def _video(self, job: Job, task: TaskResult) -> tuple[TaskResult, dict[str, Any]]:
         """Fetch the video, refreshing an expired URL by polling the task again."""
@@ -192,6 +220,21 @@ async def check_media(
             raise JobFatalError("media_mismatch", f"video {problem}")
         warnings.append(f"video {problem}")
     return info.to_dict()
+
+
+def provided(task: TaskResult) -> dict[str, Any]:
+    """What the provider says about the video beside its URL (GeekAI's ``video_result`` has
+    ``revised_prompt`` and ``duration``; docs/api-notes.md), when present and well typed."""
+    out: dict[str, Any] = {}
+    for item in video_results(task.raw.get("video_result")):
+        if isinstance(item.get("revised_prompt"), str) and item["revised_prompt"]:
+            out["revised_prompt"] = item["revised_prompt"]
+        duration = item.get("duration")
+        if isinstance(duration, int | float) and not isinstance(duration, bool) \
+                and math.isfinite(duration) and duration > 0:
+            out["provider_duration"] = duration
+        break
+    return out
 
 
 async def _stream_into(response: httpx.Response, writer: HashingWriter, cap: int) -> None:

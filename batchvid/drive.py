@@ -86,7 +86,9 @@ class JobDriver:
         if step.action == "download" and record is not None:
             moved = self.relocations.take(job, record)
             if moved is not None:
-                life.succeeded(record.task_id, *moved, record.media, downloaded=False)
+                video, cover, poster = moved
+                life.succeeded(record.task_id, video, cover, record.media, downloaded=False,
+                               poster=poster, provided=record.provided)
                 return
         created_at: float | None = None
         if step.action == "submit":
@@ -108,4 +110,14 @@ class JobDriver:
             raise JobFatalError("task_failed", task.message or "the provider reported FAIL")
         life.downloading()
         files = await self.downloader.fetch_all(job, task, life.outcome.warnings)
-        life.succeeded(files.task.task_id, files.video, files.cover, files.media)
+        if files.rejected is not None:
+            life.failed(
+                "qc_failed",
+                f"{files.rejected}; the video is kept as {files.video['path']}; "
+                "--retry-failed generates a new one",
+                video=files.video,
+                media=files.media,
+            )
+            return
+        life.succeeded(files.task.task_id, files.video, files.cover, files.media,
+                       poster=files.poster, provided=files.provided)

@@ -10,6 +10,7 @@ nothing is fetched from another host, and the same report gives the same bytes.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from batchvid.poster import POSTER_NAME, make_poster
-from batchvid.store import write_atomic
+from batchvid.store import dumps, write_atomic
 from batchvid.sweeps import find_sweeps
 
 if TYPE_CHECKING:
@@ -28,12 +29,17 @@ if TYPE_CHECKING:
     from markupsafe import Markup
 
 GALLERY_NAME = "report.html"
+_SOURCES = ("report.html.j2", "gallery.css", "gallery.js")
+_TIMING = "timing.html.j2"
+_TIMING_START, _TIMING_END = "<!--timing-->", "<!--/timing-->"
+_TIMING_KEY = '\n  "timing": {'
 _SAFE_RELATIVE = re.compile(r"^jobs/[a-z0-9][a-z0-9._-]*/[A-Za-z0-9._-]+$")
 # In a <script> block only "</" and "<!--" could end it early; escaping <, > and & as JSON
 # \u escapes covers both. U+2028/9 are escaped so the text is also valid JavaScript.
 _SCRIPT_UNSAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
+@functools.cache
 def _environment() -> jinja2.Environment:
     import jinja2  # imported when a page is written, not by every command that imports report
 
@@ -87,19 +93,32 @@ def _card(job: Mapping[str, Any], poster: str | None) -> dict[str, Any]:
     }
 
 
-def ensure_posters(root: Path, jobs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """job id -> relative poster link, making the posters of finished videos that lack one."""
+def ensure_posters(
+    root: Path, jobs: Sequence[Mapping[str, Any]], *, make: bool = False
+) -> dict[str, str]:
+    """job id -> relative poster link.
+
+    A poster the run recorded (``poster`` in the job entry, made right after the download) is
+    trusted without touching the disk. A finished job without one (a directory of an older
+    version) links the ``poster.jpg`` it may have; with ``make`` (``batchvid view``) a missing
+    poster, recorded or not, is made from the video, which a run's report never waits for.
+    """
     posters: dict[str, str] = {}
     base = os.fspath(root)
     for job in jobs:
+        if job.get("status") not in ("succeeded", "skipped"):
+            continue
+        recorded = _href((job.get("poster") or {}).get("path"))
+        if recorded is not None and not make:
+            posters[job["id"]] = recorded
+            continue
         video = (job.get("video") or {}).get("path")
-        if job.get("status") not in ("succeeded", "skipped") or not isinstance(video, str) \
-                or _href(video) is None:
+        if not isinstance(video, str) or _href(video) is None:
             continue
         link = f"{video.rsplit('/', 1)[0]}/{POSTER_NAME}"
         target = os.path.join(base, link)
-        # Plain os.path: this runs for every job of every report written.
-        if os.path.isfile(target) or make_poster(root / video, Path(target)):
+        # Plain os.path: for each job of an older directory at every report.
+        if os.path.isfile(target) or (make and make_poster(root / video, Path(target))):
             posters[job["id"]] = quote(link)
     return posters
 
@@ -128,14 +147,38 @@ def _inline_hash(text: str) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
 
 
-def render_gallery(report: Mapping[str, Any], posters: Mapping[str, str]) -> str:
-    """The page's HTML for ``report`` (posters: job id -> relative link)."""
+def _source(env: jinja2.Environment, name: str) -> str:
+    assert env.loader is not None
+    return env.loader.get_source(env, name)[0]
+
+
+def content_digest(report: Mapping[str, Any], posters: Mapping[str, str], report_text: str | None = None) -> str:
+    """A digest of everything the page shows except the timing: the report outside its
+    ``timing`` section, the posters and the page's own sources. ``report_text`` (report.json's
+    text as ``durable.dumps`` wrote it) saves encoding the report again."""
+    env = _environment()
+    digest = hashlib.sha256()
+    for name in (*_SOURCES, _TIMING):
+        digest.update(_source(env, name).encode("utf-8"))
+    text = dumps(report) if report_text is None else report_text
+    # "timing" is the last key of report.json, and the only one indented two spaces.
+    digest.update(text[: text.rfind(_TIMING_KEY)].encode("utf-8"))
+    digest.update(json.dumps(posters, sort_keys=True).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _render_timing(env: jinja2.Environment, report: Mapping[str, Any]) -> str:
+    timing = report.get("timing") or {}
+    return env.get_template(_TIMING).render(seconds=timing.get("seconds"), started_at=timing.get("started_at"))
+
+
+def render_gallery(report: Mapping[str, Any], posters: Mapping[str, str], content: str | None = None) -> str:
+    """The page's HTML for ``report`` (posters: job id -> relative link; ``content``: its
+    ``content_digest``, computed when not given)."""
     from markupsafe import Markup
 
     env = _environment()
-    assert env.loader is not None
-    style, _, _ = env.loader.get_source(env, "gallery.css")
-    script, _, _ = env.loader.get_source(env, "gallery.js")
+    style, script = _source(env, "gallery.css"), _source(env, "gallery.js")
     timing = report.get("timing") or {}
     return env.get_template("report.html.j2").render(
         title=f"batchvid · {report['manifest']['name']}",
@@ -147,12 +190,43 @@ def render_gallery(report: Mapping[str, Any], posters: Mapping[str, str]) -> str
         run=report,
         seconds=timing.get("seconds"),
         started_at=timing.get("started_at"),
+        content=content or content_digest(report, posters),
     )
 
 
-def write_gallery(root: Path, report: Mapping[str, Any]) -> Path:
-    """Write ``root/report.html`` for ``report`` (making missing posters first); returns it."""
-    posters = ensure_posters(root, report["jobs"])
+def _retimed(target: Path, content: str, report: Mapping[str, Any]) -> str | None:
+    """The page at ``target`` with its timing facts renewed, when everything else it shows is
+    ``content``; None when it must be rendered again (missing, older or different)."""
+    try:
+        with open(target, encoding="utf-8") as fh:
+            if f'<meta name="batchvid-content" content="{content}">' not in fh.read(512):
+                return None
+            fh.seek(0)
+            page = fh.read()
+    except (OSError, ValueError):
+        return None
+    start, end = page.find(_TIMING_START), page.find(_TIMING_END)
+    if start < 0 or end < start:
+        return None
+    return page[:start] + _render_timing(_environment(), report) + page[end + len(_TIMING_END):]
+
+
+def write_gallery(
+    root: Path,
+    report: Mapping[str, Any],
+    *,
+    make_posters: bool = False,
+    report_text: str | None = None,
+) -> Path:
+    """Write ``root/report.html`` for ``report`` (with ``make_posters``, making missing
+    posters first: see ``ensure_posters``); returns it.
+
+    A page that already shows this content (a rerun that changed nothing) only gets its timing
+    facts renewed: rendering 10,000 cards again would cost a second or more for the same bytes.
+    """
+    posters = ensure_posters(root, report["jobs"], make=make_posters)
     target = root / GALLERY_NAME
-    write_atomic(target, render_gallery(report, posters))
+    content = content_digest(report, posters, report_text)
+    page = _retimed(target, content, report)
+    write_atomic(target, page if page is not None else render_gallery(report, posters, content))
     return target

@@ -87,6 +87,8 @@ class Job:
     """The id of the manifest job it was expanded from (``coffee`` for ``coffee-30-s0``)."""
     enhance: EnhanceSettings | None = None
     """How its prompt is rewritten before it is sent (``docs/enhance.md``), or None."""
+    matrix: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    """Its matrix combination, name -> value (empty for a job without ``matrix:``)."""
 
     @property
     def short_key(self) -> str:
@@ -226,6 +228,10 @@ class Manifest:
     poll_interval, max_cost."""
     pricing: Mapping[str, float] = field(default_factory=dict)
     """``pricing:`` as written: model name -> price per video (overrides the built-in table)."""
+    qc: Mapping[str, float] = field(default_factory=dict)
+    """``qc:`` as written: quality thresholds (``batchvid.quality.check_quality``); empty, none."""
+    license: str | None = None
+    """``license:`` as written (a Hub license id), for report.json and the dataset card."""
     warnings: tuple[str, ...] = ()
     """``FILE:LINE:COL: $.path: warning: ...`` lines worth showing before anything is sent
     (for example a matrix of more than 5,000 jobs)."""

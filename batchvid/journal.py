@@ -10,8 +10,12 @@ The entries, by their ``event`` field::
     submitting  key id request_id          a create request is about to be sent
     refused     key id                     a create was answered with an error: no task exists
     submitted   key id task_id             the provider accepted the create: task id known
-    succeeded   key id task_id video cover media    the video is in place, hashed
-    failed      key id task_id error       the job failed (error: kind and message)
+    succeeded   key id task_id video cover media [poster provided]
+                                           the video is in place, hashed (poster: its first
+                                           frame; provided: what the provider said beside it)
+    failed      key id task_id error [video media]
+                                           the job failed (error: kind and message; video and
+                                           media: a paid video kept aside, as after qc_failed)
     enhanced    key id prompt original status model    the prompt to send was rewritten (enhance)
 
 ``enhanced`` is journaled before the create that sends its prompt; it does not change a key's
@@ -45,11 +49,18 @@ class Entry:
     """One journal line."""
 
     EVENT: ClassVar[RecordState]
+    OMITTED_WHEN_NONE: ClassVar[tuple[str, ...]] = ()
+    """Fields added after the format was set: left out when None, so other lines keep the
+    bytes earlier versions wrote."""
     key: str
     id: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"event": self.EVENT, **asdict(self)}
+        data = asdict(self)
+        for name in self.OMITTED_WHEN_NONE:
+            if data[name] is None:
+                del data[name]
+        return {"event": self.EVENT, **data}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,17 +84,25 @@ class Submitted(Entry):
 @dataclass(frozen=True, slots=True)
 class Succeeded(Entry):
     EVENT: ClassVar[RecordState] = "succeeded"
+    OMITTED_WHEN_NONE: ClassVar[tuple[str, ...]] = ("poster", "provided")
     task_id: str | None = None
     video: dict[str, Any] = field(default_factory=dict)
     cover: dict[str, Any] | None = None
     media: dict[str, Any] | None = None
+    poster: dict[str, Any] | None = None
+    provided: dict[str, Any] | None = None
+    """``revised_prompt`` and ``provider_duration`` when the provider returned them."""
 
 
 @dataclass(frozen=True, slots=True)
 class Failed(Entry):
     EVENT: ClassVar[RecordState] = "failed"
+    OMITTED_WHEN_NONE: ClassVar[tuple[str, ...]] = ("video", "media")
     task_id: str | None = None
     error: dict[str, Any] = field(default_factory=dict)
+    video: dict[str, Any] | None = None
+    """A paid video the job rejected (``qc_failed``), kept under another name."""
+    media: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +200,10 @@ class JobRecord:
     """``succeeded`` only: the video's {path, sha256, bytes}, as are ``cover`` and ``media``."""
     cover: dict[str, Any] | None = None
     media: dict[str, Any] | None = None
+    poster: dict[str, Any] | None = None
+    provided: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
-    """``failed`` only: {kind, message}."""
+    """``failed`` only: {kind, message}; its ``video`` and ``media`` are a rejected video's."""
     creates: int = 0
     """How many create requests the journal shows for this key (a duplicate shows 2)."""
     request_id: str | None = None
@@ -216,8 +237,10 @@ def fold(records: dict[str, JobRecord], entry: Entry) -> None:
     elif isinstance(entry, Succeeded):
         record.task_id, record.video = entry.task_id, entry.video
         record.cover, record.media = entry.cover, entry.media
+        record.poster, record.provided = entry.poster, entry.provided
     elif isinstance(entry, Failed):
         record.task_id, record.error = entry.task_id, entry.error
+        record.video, record.media = entry.video, entry.media
     records[entry.key] = record
 
 

@@ -158,16 +158,29 @@ class JobLife:
         media: dict[str, Any] | None,
         *,
         downloaded: bool = True,
+        poster: dict[str, Any] | None = None,
+        provided: Mapping[str, Any] | None = None,
     ) -> None:
         """The files are in place and verified: journal and report say so."""
-        entry = Succeeded(self.job.key, self.job.id, task_id, video, cover, media)
+        said = dict(provided or {})
+        entry = Succeeded(self.job.key, self.job.id, task_id, video, cover, media, poster, said or None)
         event = JobDownloaded(self.job.id, video["bytes"]) if downloaded else None
-        self._move(S, entry, event, status="succeeded", error=None, video=video, cover=cover, media=media)
+        self._move(S, entry, event, status="succeeded", error=None, video=video, cover=cover,
+                   media=media, poster=poster, provided=said)
 
-    def failed(self, kind: str, message: str) -> None:
+    def failed(
+        self,
+        kind: str,
+        message: str,
+        *,
+        video: dict[str, Any] | None = None,
+        media: dict[str, Any] | None = None,
+    ) -> None:
+        """The job failed; ``video`` and ``media``: a paid video it rejected, kept aside."""
         error = {"kind": kind, "message": self._scrub(message)}
-        entry = Failed(self.job.key, self.job.id, self.outcome.task_id, error)
-        self._move(F, entry, status="failed", error=error)
+        entry = Failed(self.job.key, self.job.id, self.outcome.task_id, error, video, media)
+        kept: dict[str, Any] = {"video": video, "media": media} if video is not None else {}
+        self._move(F, entry, None, status="failed", error=error, **kept)
 
     def stopped(self, kind: str | None = None, message: str = "") -> None:
         """The run stopped before this job finished: it stays pending (resumable)."""

@@ -57,7 +57,7 @@ def merge_dirs(sources: Sequence[Path], into: Path, *, partial: bool = False) ->
     # Read and check everything before writing anything, so a refused merge leaves no directory.
     for job in ordered:
         src = owners[job["id"]]
-        for entry in (job.get("video"), job.get("cover")):
+        for entry in (job.get("video"), job.get("cover"), job.get("poster")):
             if entry and verify_file(src / entry["path"], entry) is not None:
                 raise OutputDirError(f"{src / entry['path']} does not match its report; run verify")
     # A key reported by two shards keeps the history of the shard whose result is kept, so the

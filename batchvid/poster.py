@@ -3,13 +3,19 @@
 Made with PyAV's MJPEG encoder, single-threaded and bit-exact, so the same video gives the same
 bytes (the encoder writes no version comment). A poster is a convenience: a video that does not
 decode has none, and nothing fails because of it.
+
+A run makes each poster right after the video's download and probe (``write_poster``) and
+records it, ``{path, sha256, bytes}``, in the journal, report.json and batchvid.lock, where
+``batchvid verify`` checks it; ``make_poster`` serves older directories (``batchvid view``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 from av.codec.context import Flags
@@ -73,3 +79,19 @@ def make_poster(video: Path, out: Path) -> bool:
     # Not fsynced: a poster lost in a crash is made again from its video.
     write_atomic(out, data, durable=False)
     return True
+
+
+def write_poster(root: Path, video: Path) -> dict[str, Any] | None:
+    """Write the poster of ``video`` (inside output directory ``root``) beside it, atomically
+    and durably (the journal is about to record it); returns its ``{path, sha256, bytes}``
+    relative to ``root``, or None when the video has no decodable frame."""
+    data = poster_jpeg(video)
+    if data is None:
+        return None
+    out = poster_path(video.parent)
+    write_atomic(out, data)
+    return {
+        "path": out.relative_to(root).as_posix(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+    }

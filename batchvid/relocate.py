@@ -52,9 +52,9 @@ class Relocations:
 
     def take(
         self, job: Job, record: JobRecord
-    ) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
-        """Move the job's staged files to its new id; returns its (video, cover) entries, or
-        None when nothing is staged (the video is downloaded again)."""
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None] | None:
+        """Move the job's staged files to its new id; returns its (video, cover, poster)
+        entries, or None when nothing is staged (the video is downloaded again)."""
         assert record.video is not None
         staged = self._staged.pop(job.key, None)
         if staged is None:
@@ -65,12 +65,11 @@ class Relocations:
         os.replace(staged, new)
         fsync_dir(new.parent)  # the journal is about to call the files done under the new id
         video = dict(record.video, path=f"jobs/{job.id}/video.mp4")
-        cover = (
-            dict(record.cover, path=f"jobs/{job.id}/{Path(record.cover['path']).name}")
-            if record.cover
-            else None
+        cover, poster = (
+            dict(entry, path=f"jobs/{job.id}/{Path(entry['path']).name}") if entry else None
+            for entry in (record.cover, record.poster)
         )
-        return video, cover
+        return video, cover, poster
 
     def cleanup(self) -> None:
         """Remove the staging area once every staged copy has been taken."""

@@ -54,6 +54,10 @@ class Outcome:
     seconds: float | None = None
     enhance: dict[str, Any] | None = None
     """The prompt's rewrite (``EnhanceResult.record``) for an enhanced job, else None."""
+    poster: dict[str, Any] | None = None
+    """{path, sha256, bytes} of ``poster.jpg`` (the first frame), when one was made."""
+    provided: dict[str, Any] = field(default_factory=dict)
+    """What the provider said beside the video: ``revised_prompt``, ``provider_duration``."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class RunInfo:
     currency: str
     shard: tuple[int, int] | None = None
     """``--shard I/N`` as (I, N); None for an unsharded run (its report has no ``shard``)."""
+    license: str | None = None
 
 
 def _job_entry(o: Outcome) -> dict[str, Any]:
@@ -87,9 +92,18 @@ def _job_entry(o: Outcome) -> dict[str, Any]:
         "media": o.media,
         "error": o.error,
         "warnings": sorted(o.warnings),
+        "quality": (o.media or {}).get("quality"),
     }
     if o.enhance is not None:
         entry.update(enhance_fields(o.enhance))
+    # Only where there is something to say, so the entries of older reports keep their shape.
+    if o.poster is not None:
+        entry["poster"] = o.poster
+    entry.update((name, value) for name, value in sorted(o.provided.items()) if value is not None)
+    if o.job.source:
+        entry["source"] = o.job.source
+    if o.job.matrix:
+        entry["matrix"] = dict(sorted(o.job.matrix.items()))
     return entry
 
 
@@ -138,7 +152,7 @@ def assemble_report(
     return {
         "report_version": REPORT_VERSION,
         "batchvid_version": __version__,
-        "manifest": {"path": info.manifest, "name": info.name, "provider": info.provider},
+        "manifest": _manifest_section(info),
         **shard,
         "exit_code": info.exit_code,
         "stopped": info.stopped,
@@ -153,6 +167,13 @@ def assemble_report(
             "jobs": dict(sorted(job_timing.items())),
         },
     }
+
+
+def _manifest_section(info: RunInfo) -> dict[str, Any]:
+    section: dict[str, Any] = {"path": info.manifest, "name": info.name, "provider": info.provider}
+    if info.license is not None:
+        section["license"] = info.license
+    return section
 
 
 def exit_code(statuses: Iterable[str]) -> int:
@@ -174,16 +195,23 @@ def lock_data(outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
         info.name,
         info.provider,
         {
-            o.job.id: {
-                "key": o.job.key,
-                "task_id": o.task_id,
-                "sha256": o.video["sha256"] if o.video else None,
-                **_both_prompts(o),
-            }
+            o.job.id: _pin(o)
             for o in outcomes
             if o.status in ("succeeded", "skipped")
         },
     )
+
+
+def _pin(o: Outcome) -> dict[str, Any]:
+    pin: dict[str, Any] = {
+        "key": o.job.key,
+        "task_id": o.task_id,
+        "sha256": o.video["sha256"] if o.video else None,
+        **_both_prompts(o),
+    }
+    if o.poster is not None:
+        pin["poster"] = o.poster
+    return pin
 
 
 def metadata_rows(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
@@ -207,6 +235,7 @@ def metadata_rows(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
                 "height": media.get("height"),
                 "fps": media.get("fps"),
                 "duration": media.get("duration"),
+                "quality": media.get("quality"),
             }
         )
     return rows
@@ -272,11 +301,13 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines.append("")
     lines += enhance_markdown(report)
     lines += ["<details><summary>All jobs</summary>", "",
-              "| job | status | model | size | sha256 |", "|---|---|---|---|---|"]
+              "| job | status | model | size | sha256 | motion · black · frozen |",
+              "|---|---|---|---|---|---|"]
     for j in report["jobs"]:
         sha = j["video"]["sha256"][:12] if j["video"] else ""
         p = j["parameters"]
-        lines.append(f"| `{j['id']}` | {j['status']} | {p.get('model')} | {p.get('size', '')} | {sha} |")
+        lines.append(f"| `{j['id']}` | {j['status']} | {p.get('model')} | {p.get('size', '')} | {sha} "
+                     f"| {_signals(j.get('quality'))} |")
     lines += ["", "</details>", ""]
     return "\n".join(lines)
 
@@ -290,6 +321,8 @@ def short_message(text: str) -> str:
     if len(line) > SHORT_MESSAGE_CHARS:
         line = line[: SHORT_MESSAGE_CHARS - 1].rstrip() + "…"
     return line
+
+
 MARKDOWN_PROMPTS = 50
 """Up to this many enhanced jobs, report.md shows both prompts of each; beyond, a count."""
 
@@ -319,6 +352,14 @@ def enhance_markdown(report: Mapping[str, Any]) -> list[str]:
         lines += [f"- `{j['id']}`: {_cell(j['enhance']['warning'])}" for j in warned]
         lines.append("")
     return lines
+
+
+def _signals(quality: Mapping[str, Any] | None) -> str:
+    """A clip's quality signals in one table cell: motion, then black and frozen shares."""
+    if not quality:
+        return ""
+    return (f"{quality['motion']:.3f} · {quality['black_fraction']:.0%} · "
+            f"{quality['frozen_fraction']:.0%}")
 
 
 def _cell(text: str) -> str:
@@ -370,7 +411,8 @@ def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dic
 def write_report_files(
     root: Path, report: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], lock: Mapping[str, Any]
 ) -> None:
-    write_atomic(root / "report.json", dumps(report))
+    text = dumps(report)
+    write_atomic(root / "report.json", text)
     write_atomic(root / "report.md", render_markdown(report))
     write_atomic(root / "junit.xml", render_junit(report))
     write_atomic(
@@ -378,4 +420,4 @@ def write_report_files(
         "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows),
     )
     write_atomic(root / "batchvid.lock", dumps(lock))
-    write_gallery(root, report)
+    write_gallery(root, report, report_text=text)

@@ -126,12 +126,14 @@ def initial_outcome(step: Step) -> Outcome:
     task_id = record.task_id if record else None
     if status == "skipped" and record is not None:
         return Outcome(step.job, status, step.action, task_id=task_id, video=record.video,
-                       cover=record.cover, media=record.media)
+                       cover=record.cover, media=record.media, poster=record.poster,
+                       provided=dict(record.provided or {}))
     if status == "failed" and record is not None:
         error = record.error
         if error is None and record.state == "submitting":
             error = dict(UNANSWERED_CREATE)
-        return Outcome(step.job, status, step.action, task_id=task_id, error=error)
+        return Outcome(step.job, status, step.action, task_id=task_id, error=error,
+                       video=record.video, media=record.media)  # a rejected video, kept aside
     return Outcome(
         step.job,
         status,
@@ -266,6 +268,7 @@ class Runner:
             cost=budget.cost,
             currency=budget.currency,
             shard=self.settings.shard,
+            license=self.manifest.license,
         )
         report = write_outputs(self.settings.out_dir, outcomes, info)
         self.emit(RunFinished(code, report["summary"]))
@@ -390,6 +393,6 @@ class Runner:
                               RetryPolicy(s.retries, rng=self.rng), self.stopper, fx)
         downloader = Downloader(downloads, s.out_dir, poller, patient, fx,
                                 max_bytes=s.max_download_bytes, retries=s.retries,
-                                strict_media=s.strict_media)
+                                strict_media=s.strict_media, qc=self.manifest.qc)
         return JobDriver(submitter, poller, downloader, relocations, budget, self.stopper, fx,
                          timeout=s.timeout, enhancer=self._enhancer(api, fx))

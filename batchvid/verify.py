@@ -38,7 +38,7 @@ def verify_dir(root: Path) -> tuple[list[str], int]:
     """Every problem found (one line each, naming the file) and how many files were checked.
 
     Raises ``OutputDirError`` only when ``root`` has no readable report.json; a missing or
-    altered video, cover, lock or metadata file is a problem in the list.
+    altered video, cover, poster, lock or metadata file is a problem in the list.
     """
     report = read_report(root)
     problems: list[str] = []
@@ -55,7 +55,7 @@ def verify_dir(root: Path) -> tuple[list[str], int]:
         if job.get("status") not in ("succeeded", "skipped"):
             continue
         seen_ids.add(job["id"])
-        for what in ("video", "cover"):
+        for what in ("video", "cover", "poster"):
             entry = job.get(what)
             if not entry:
                 continue
@@ -75,7 +75,9 @@ def verify_dir(root: Path) -> tuple[list[str], int]:
         pinned = lock.get(job["id"])
         if pinned is None:
             problems.append(f"batchvid.lock: job {job['id']!r} is done in report.json but not pinned")
-        elif pinned.get("sha256") != video.get("sha256") or pinned.get("key") != job.get("key"):
+        elif (pinned.get("sha256"), pinned.get("key"), pinned.get("poster")) != (
+            video.get("sha256"), job.get("key"), job.get("poster")
+        ):
             problems.append(f"batchvid.lock: job {job['id']!r} differs from report.json")
     for job_id in sorted(set(lock or {}) - seen_ids):
         problems.append(f"batchvid.lock: job {job_id!r} is pinned but not done in report.json")

@@ -309,9 +309,9 @@ def test_status_of_a_directory_without_report_exits_2(
 def test_verify_passes_on_an_untouched_directory(
     finished: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`verify` on a finished run exits 0 having checked every video."""
+    """`verify` on a finished run exits 0 having checked every video and its poster."""
     assert main(["verify", str(finished)]) == 0
-    assert capsys.readouterr().out.startswith("ok: 5 file(s)")
+    assert capsys.readouterr().out.startswith("ok: 10 file(s)")
 
 
 def _truncate(path: Path) -> None:
@@ -343,7 +343,7 @@ def test_verify_names_a_damaged_video_and_exits_1(
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2, lines
     assert lines[0].startswith("jobs/paper-boat/video.mp4: ") and problem in lines[0]
-    assert lines[1] == "1 problem(s) in 5 file(s)"
+    assert lines[1] == "1 problem(s) in 10 file(s)"  # five videos, five posters
 
 
 # -- schema, version --------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def test_run_sends_the_rewrite_and_records_both_prompts(tmp_path: Path, provider
     assert "prompt_original" not in rows["exact"]
     lock = json.loads((out / "batchvid.lock").read_text())["jobs"]
     assert (lock["fox"]["prompt"], lock["fox"]["prompt_original"]) == (rewrite, "a fox in the snow")
-    assert set(lock["exact"]) == {"key", "task_id", "sha256"}
+    assert set(lock["exact"]) == {"key", "task_id", "sha256", "poster"}
     fox_events = [event for event, job in events(out) if job == "fox"]
     assert fox_events.index("enhanced") < fox_events.index("submitting")
     assert "a fox in the snow" in (out / "report.md").read_text()

@@ -249,7 +249,8 @@ def test_card_states_provenance_and_hashes(shards: Path) -> None:
 
 
 def test_poster_joins_its_sample(out: Path, tmp_path: Path) -> None:
-    """A jobs/<id>/poster.jpg in the output directory becomes the sample's .jpg member."""
+    """A jobs/<id>/poster.jpg in the output directory becomes the sample's .jpg member; a job
+    without one has none."""
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
     (copy / "jobs" / "boat" / "poster.jpg").write_bytes(b"\xff\xd8poster")

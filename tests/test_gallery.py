@@ -20,6 +20,7 @@ from batchvid.gallery import render_gallery, script_json, write_gallery
 from batchvid.manifest import load_manifest
 from batchvid.poster import make_poster
 from batchvid.simulator.video import VideoSpec, render_video
+from batchvid.store import sha256_file
 from batchvid.sweeps import find_sweeps
 
 ROOT = Path(__file__).parent.parent
@@ -245,3 +246,41 @@ def test_write_gallery_returns_the_page_path(run_dir: Path, tmp_path: Path) -> N
     report["jobs"] = [j for j in report["jobs"] if j["status"] == "failed"]
     assert write_gallery(tmp_path, report) == tmp_path / "report.html"
     assert "doomed" in (tmp_path / "report.html").read_text()
+
+
+def test_report_time_trusts_recorded_posters_and_makes_none(run_dir: Path, tmp_path: Path) -> None:
+    """At report time a recorded poster is linked without looking at the disk and a missing
+    unrecorded one (an older directory) is not made; `view`'s make=True makes it."""
+    from batchvid.gallery import ensure_posters
+
+    out = tmp_path / "copy"
+    shutil.copytree(run_dir, out)
+    jobs = json.loads((out / "report.json").read_text())["jobs"]
+    recorded = next(j for j in jobs if j.get("poster"))
+    (out / recorded["poster"]["path"]).unlink()
+    assert ensure_posters(out, jobs)[recorded["id"]] == recorded["poster"]["path"]
+    old = [{k: v for k, v in j.items() if k != "poster"} for j in jobs]
+    assert recorded["id"] not in ensure_posters(out, old)
+    assert not (out / recorded["poster"]["path"]).exists()
+    assert ensure_posters(out, old, make=True)[recorded["id"]] == recorded["poster"]["path"]
+    assert sha256_file(out / recorded["poster"]["path"])[0] == recorded["poster"]["sha256"]
+
+
+def test_unchanged_page_gets_only_its_timing_renewed(run_dir: Path, tmp_path: Path) -> None:
+    """Writing the page of a report that differs only in timing gives the bytes a full render
+    gives; a changed job renders the page again."""
+    out = tmp_path / "copy"
+    shutil.copytree(run_dir, out)
+    report = json.loads((out / "report.json").read_text())
+    report["timing"] = dict(report["timing"], seconds=123.4, started_at="2030-01-01T00:00:00+00:00")
+    page = out / "report.html"
+    before = page.read_text()
+    write_gallery(out, report)
+    after = page.read_text()
+    assert after != before and "123.4 s" in after and "2030-01-01T00:00:00+00:00" in after
+    from batchvid.gallery import ensure_posters
+
+    assert after == render_gallery(report, ensure_posters(out, report["jobs"]))
+    report["jobs"][0]["status"] = "failed"
+    write_gallery(out, report)
+    assert page.read_text() == render_gallery(report, ensure_posters(out, report["jobs"]))

@@ -231,6 +231,33 @@ def test_limits_and_pricing_pass_through(tmp_path: Path) -> None:
     assert manifest.pricing == {"cogvideox-2": 0.5}
 
 
+def test_qc_and_license_pass_through(tmp_path: Path) -> None:
+    """qc thresholds and the license reach the Manifest; without them, empty and None."""
+    manifest = load(
+        tmp_path,
+        "version: 1\nlicense: cc-by-4.0\nqc:\n  min_motion: 0.01\n  max_black_fraction: 0.5\n"
+        "jobs:\n  - id: a\n    prompt: hi\n",
+    )
+    assert manifest.qc == {"min_motion": 0.01, "max_black_fraction": 0.5}
+    assert manifest.license == "cc-by-4.0"
+    bare = load(tmp_path, "version: 1\njobs:\n  - id: a\n    prompt: hi\n")
+    assert (bare.qc, bare.license) == ({}, None)
+
+
+def test_expanded_jobs_know_their_source_and_matrix_combination(tmp_path: Path) -> None:
+    """Each expanded job carries the manifest job it came from and its combination, name ->
+    value (parameters and prompt variables alike); a job without matrix has none."""
+    manifest = load(
+        tmp_path,
+        "version: 1\njobs:\n  - id: sweep\n    prompt: 'A ${animal}'\n"
+        "    matrix:\n      animal: [rabbit, fox]\n      fps: [30, 60]\n  - id: plain\n    prompt: hi\n",
+    )
+    first, *_, last = manifest.jobs
+    assert (first.source, dict(first.matrix)) == ("sweep", {"animal": "rabbit", "fps": 30})
+    assert dict(manifest.jobs[3].matrix) == {"animal": "fox", "fps": 60}
+    assert (last.source, dict(last.matrix)) == ("plain", {})
+
+
 def test_provider_override_replaces_manifest_provider(tmp_path: Path) -> None:
     """--provider wins over provider: and is validated like it (cogvideox is not on bigmodel)."""
     path = write(tmp_path, "version: 1\nprovider: geekai\njobs:\n  - id: a\n    model: cogvideox\n    prompt: hi\n")

@@ -47,7 +47,7 @@ def test_second_run_on_one_directory_refuses_and_the_first_completes(tmp_path: P
     assert "in use by another batchvid run" in refused
     assert "Traceback" not in refused
     problems, checked = verify_dir(out)
-    assert problems == [] and checked == 12  # six videos and six covers
+    assert problems == [] and checked == 18  # six videos, six covers, six posters
     report = json.loads((out / "report.json").read_text())
     assert {j["status"] for j in report["jobs"]} == {"succeeded"}
     assert set(stats["tasks_by_body"].values()) == {1} and stats["tasks_created"] == 6

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -113,3 +114,40 @@ def test_exit_code_follows_the_job_statuses() -> None:
     assert exit_code(["succeeded", "skipped"]) == 0
     assert exit_code(["succeeded", "failed"]) == 1
     assert exit_code(["failed", "pending"]) == 3
+
+
+def test_source_and_matrix_only_for_jobs_that_have_them() -> None:
+    """A job expanded from a matrix gets ``source`` and ``matrix`` (sorted by name); a job
+    without them keeps the entry shape of earlier versions."""
+    swept = dataclasses.replace(make_job("sweep-fox-30", 0), source="sweep",
+                                matrix={"fps": 30, "animal": "fox"})
+    plain = make_job("plain", 1)
+    report = build_report([Outcome(swept, "pending", "submit"), Outcome(plain, "pending", "submit")],
+                          _info())
+    jsonschema.Draft202012Validator(SCHEMA).validate(report)
+    first, second = report["jobs"]
+    assert first["source"] == "sweep"
+    assert list(first["matrix"].items()) == [("animal", "fox"), ("fps", 30)]
+    assert "source" not in second and "matrix" not in second
+
+
+def test_sweep_axes_carry_the_matrix_names() -> None:
+    """find_sweeps reads report.json's matrix: its axes are the manifest's names."""
+    from batchvid.sweeps import find_sweeps
+
+    jobs = [dataclasses.replace(make_job(f"s-{a}-{t}", i, prompt=f"{a} {t}"), source="s",
+                                matrix={"animal": a, "time": t})
+            for i, (a, t) in enumerate([("fox", "dawn"), ("fox", "dusk"), ("cat", "dawn"), ("cat", "dusk")])]
+    report = build_report([Outcome(j, "pending", "submit") for j in jobs], _info())
+    (sweep,) = find_sweeps(report["jobs"])
+    assert [(a.name, a.values) for a in sweep.axes] == [("animal", ["fox", "cat"]), ("time", ["dawn", "dusk"])]
+    assert sweep.coordinates == [[0, 0], [0, 1], [1, 0], [1, 1]]
+
+
+def test_license_is_written_into_the_manifest_section() -> None:
+    """RunInfo's license appears in report.json's manifest section (export reads it there)."""
+    info = dataclasses.replace(_info(), license="cc-by-4.0")
+    report = build_report(_outcomes(), info)
+    jsonschema.Draft202012Validator(SCHEMA).validate(report)
+    assert report["manifest"]["license"] == "cc-by-4.0"
+    assert "license" not in build_report(_outcomes(), _info())["manifest"]

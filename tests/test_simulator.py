@@ -137,6 +137,16 @@ async def test_geekai_cover_is_optional_and_served_when_given() -> None:
     assert cover.content.startswith(b"\x89PNG\r\n\x1a\n")
 
 
+async def test_geekai_details_add_duration_and_revised_prompt() -> None:
+    """With ``geekai_details`` the result carries the video's length and the prompt as
+    ``revised_prompt``, as GeekAI's API page example result does; without, neither."""
+    async with client_for(simulator(geekai_details=True)) as client:
+        body = (await client.post(G_CREATE, json=geekai(), headers=AUTH)).json()
+    result = body["video_result"][0]
+    assert result["revised_prompt"] == geekai()["prompt"]
+    assert result["duration"] == 1.0
+
+
 @pytest.mark.parametrize(
     "image",
     ["https://example.com/a.png", "data:image/png;base64,iVBORw0KGgo="],

@@ -36,8 +36,8 @@ def copy(finished: Path, tmp_path: Path) -> Path:
 
 
 def test_untouched_directory_has_no_problems(finished: Path) -> None:
-    """A fresh output directory verifies clean, every video counted."""
-    assert verify_dir(finished) == ([], 2)
+    """A fresh output directory verifies clean, every video and poster counted."""
+    assert verify_dir(finished) == ([], 4)
 
 
 def test_missing_lock_is_a_problem_not_an_error(copy: Path) -> None:

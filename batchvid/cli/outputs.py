@@ -20,7 +20,7 @@ def cmd_view(args: argparse.Namespace) -> int:
     from batchvid.store import read_report
 
     root = Path(args.out_dir)
-    page = write_gallery(root, read_report(root))
+    page = write_gallery(root, read_report(root), make_posters=True)
     if not args.serve:
         print(page.resolve().as_uri())
         return EXIT_OK

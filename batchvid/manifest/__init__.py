@@ -80,6 +80,8 @@ def load_manifest(
         jobs=tuple(jobs),
         limits=dict(data.get("limits", {})),
         pricing=dict(data.get("pricing", {})),
+        qc=dict(data.get("qc") or {}),
+        license=data.get("license"),
         warnings=tuple(context.diagnostics.warnings),
     )
 

@@ -77,6 +77,7 @@ def build_jobs(context: Context, scope: Scope, requests: Iterable[Request]) -> l
                     location=request.location,
                     source=request.source,
                     enhance=enhance,
+                    matrix=request.origin.values,
                 )
             )
     return jobs

@@ -88,6 +88,9 @@ class SimulatorConfig:
     Ignored when smaller than the video plus 8 bytes."""
     geekai_cover: bool = False
     """Add ``cover_image_url`` to GeekAI results (its documented example has none)."""
+    geekai_details: bool = False
+    """Add ``duration`` and ``revised_prompt`` to GeekAI results, as the API page's example
+    result has them (the CogVideoX page's sample has neither; docs/api-notes.md, 3.1)."""
     max_body_bytes: int = 16 * 1024 * 1024
     """Create bodies larger than this are refused with 413."""
 

@@ -59,6 +59,8 @@ class Task:
     video_id: str
     expired: dict[str, int] = field(default_factory=dict)
     """Tokens that expired, with the status their URLs now answer."""
+    prompt: str = ""
+    """The prompt as sent: GeekAI's result carries it back as ``revised_prompt``."""
 
     def done(self, now: float) -> bool:
         return now >= self.ends
@@ -82,6 +84,7 @@ class Task:
             "token": self.token,
             "video_id": self.video_id,
             "expired": self.expired,
+            "prompt": self.prompt,
         }
 
     @classmethod
@@ -108,6 +111,7 @@ class Task:
             token=data["token"],
             video_id=data["video_id"],
             expired={k: int(v) for k, v in data["expired"].items()},
+            prompt=str(data.get("prompt", "")),
         )
 
 

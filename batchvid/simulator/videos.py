@@ -174,6 +174,7 @@ class VideoRoutes(Routes):
             tag=tag,
             token=f"{ids.getrandbits(64):016x}",
             video_id=str(uuid.UUID(int=ids.getrandbits(128), version=4)),
+            prompt=request.prompt,
         )
 
     def _spec(self, request: Request, content: int) -> VideoSpec:
@@ -232,9 +233,12 @@ class VideoRoutes(Routes):
                 error={"code": "generation_failed", "message": task.fail_message},
             )
         elif task.done(now):
-            result = {"id": task.video_id, "url": _url(scope, task, "mp4")}
+            result: dict[str, Any] = {"id": task.video_id, "url": _url(scope, task, "mp4")}
             if self.core.config.geekai_cover:
                 result["cover_image_url"] = _url(scope, task, "png")
+            if self.core.config.geekai_details:
+                # What GeekAI rewrites is not documented: the prompt comes back as it was sent.
+                result.update(duration=task.spec.seconds, revised_prompt=task.prompt)
             body.update(task_status="succeed", progress=100, video_result=[result])
         else:
             elapsed = now - task.created

@@ -10,8 +10,9 @@ Building the completed directory:
   writes what a real run writes, in the same order and format: ``request.json`` from the
   provider's ``recorded_body``, the journal's ``submitting`` / ``submitted`` / ``succeeded``
   lines (``Journal.append``), ``response.json`` and ``video.mp4`` (a real simulator video, bytes
-  varied per job so every sha256 differs; probed once with PyAV for the ``media`` record). The
-  one shortcut: the per-line fsync is skipped and replaced by one ``os.sync()``.
+  varied per job so every sha256 differs; probed once with PyAV for the ``media`` record) and
+  ``poster.jpg`` (made once, recorded in ``succeeded`` as a run records it). The one shortcut:
+  the per-line fsync is skipped and replaced by one ``os.sync()``.
 
 Then ``batchvid run`` (subprocess, interpreter start included) reruns it twice: first with
 ``--base-url`` on a dead loopback port (any request would fail the job), then against a
@@ -23,6 +24,7 @@ under 3 s of wall time.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import socket
@@ -63,6 +65,7 @@ def synthesize(manifest_path: Path, out: Path, tmp: Path) -> None:
     from batchvid.journal import Submitted, Submitting, Succeeded
     from batchvid.manifest import load_manifest
     from batchvid.media import probe
+    from batchvid.poster import poster_jpeg
     from batchvid.providers import get_provider
     from batchvid.store import OutputDir, dumps, hashing_writer, write_atomic
 
@@ -70,6 +73,9 @@ def synthesize(manifest_path: Path, out: Path, tmp: Path) -> None:
     provider = get_provider(manifest.provider)
     video = sample_video(tmp)
     media = probe(tmp / "sample.mp4").to_dict()
+    poster = poster_jpeg(tmp / "sample.mp4")
+    assert poster is not None
+    poster_sha = hashlib.sha256(poster).hexdigest()
     store = OutputDir(out)
     with mock.patch("batchvid.store.os.fsync"):  # one os.sync() at the end instead
         store.open()
@@ -94,7 +100,12 @@ def synthesize(manifest_path: Path, out: Path, tmp: Path) -> None:
                     writer.commit()
                     digest, size = writer.sha256, writer.size
                 video_entry = {"path": f"jobs/{job.id}/video.mp4", "sha256": digest, "bytes": size}
-                store.journal.append(Succeeded(job.key, job.id, task_id, video_entry, None, media))
+                write_atomic(job_dir / "poster.jpg", poster, durable=False)
+                poster_entry = {"path": f"jobs/{job.id}/poster.jpg", "sha256": poster_sha,
+                                "bytes": len(poster)}
+                store.journal.append(
+                    Succeeded(job.key, job.id, task_id, video_entry, None, media, poster_entry)
+                )
         finally:
             store.close()
     os.sync()
