@@ -30,7 +30,7 @@ from batchvid.errors import (
 )
 from batchvid.events import Subscriber
 from batchvid.jobs import Manifest
-from batchvid.transport import backend_options, transport_for
+from batchvid.transport import backend_options
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -354,7 +354,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, base_url=f"http://simulator{prefix}", api_key=key)
     else:
         settings = dataclasses.replace(settings, api_key=require_api_key(settings.provider))
-        transport = transport_for(args.transport)
+        settings = dataclasses.replace(settings, transport=args.transport)
     subscribers: list[Subscriber] = []
     if args.log_format == "json":
         subscribers.append(JsonLog())

@@ -84,7 +84,7 @@ class JobDriver:
         if step.action == "download" and record is not None:
             moved = self.relocations.take(job, record)
             if moved is not None:
-                life.succeeded(record.task_id, *moved, record.media, downloaded=False)
+                await life.succeeded(record.task_id, *moved, record.media, downloaded=False)
                 return
         created_at: float | None = None
         if step.action == "submit":
@@ -105,4 +105,4 @@ class JobDriver:
             raise JobFatalError("task_failed", task.message or "the provider reported FAIL")
         life.downloading()
         files = await self.downloader.fetch_all(job, task, life.outcome.warnings)
-        life.succeeded(files.task.task_id, files.video, files.cover, files.media)
+        await life.succeeded(files.task.task_id, files.video, files.cover, files.media)

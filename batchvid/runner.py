@@ -46,6 +46,7 @@ from batchvid.retry import RetryPolicy
 from batchvid.stopping import Stopper
 from batchvid.store import OutputDir
 from batchvid.submit import Submitter
+from batchvid.transport import TransportKind, transport_for
 
 __all__ = ["RunResult", "Runner", "Settings", "plan_for", "scrubber"]
 
@@ -78,6 +79,8 @@ class Settings:
     handle_signals: bool = False
     manifest_label: str | None = None
     """How report.json names the manifest (the path as the user typed it)."""
+    transport: TransportKind = "aiohttp"
+    """The HTTP transport under httpx when the runner is given none (``batchvid.transport``)."""
 
 
 @dataclass
@@ -226,12 +229,14 @@ class Runner:
         headers = {"Authorization": f"Bearer {s.api_key}"}
         timeout = httpx.Timeout(s.http_timeout, connect=min(10.0, s.http_timeout))
         base_url = s.base_url or self.provider.default_base_url
+        # One transport under both clients: sharing it is safe (batchvid.transport).
+        transport = self.transport if self.transport is not None else transport_for(s.transport)
         async with (
             httpx.AsyncClient(
-                base_url=base_url, headers=headers, transport=self.transport, timeout=timeout
+                base_url=base_url, headers=headers, transport=transport, timeout=timeout
             ) as api,
             httpx.AsyncClient(
-                transport=self.transport, timeout=timeout, follow_redirects=True, max_redirects=5
+                transport=transport, timeout=timeout, follow_redirects=True, max_redirects=5
             ) as downloads,
             anyio.create_task_group() as outer,
         ):
