@@ -16,9 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio
-import httpx
-
 from batchvid import __version__
 from batchvid.errors import (
     BatchvidError,
@@ -30,7 +27,6 @@ from batchvid.errors import (
 )
 from batchvid.events import Subscriber
 from batchvid.jobs import Manifest
-from batchvid.transport import backend_options
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -197,6 +193,8 @@ def _base_url(args: argparse.Namespace) -> str | None:
         where = "BATCHVID_BASE_URL"
     if value is None:
         return None
+    import httpx
+
     try:
         url = httpx.URL(value)
     except httpx.InvalidURL:
@@ -330,12 +328,15 @@ def _check_sim_flags(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from batchvid.display import JsonLog, ProgressDisplay, TextLog, run_summary
     from batchvid.runner import Runner
+    from batchvid.transport import backend_options
 
     _check_sim_flags(args)
     manifest = _load(args.manifest, args.provider, args.root)
     if args.dry_run:
         return _plan(args, manifest)
     settings = build_settings(args, manifest)
+    import httpx
+
     transport: httpx.AsyncBaseTransport | None = None
     if args.simulate:
         from batchvid.simulator import BIGMODEL_PREFIX, GEEKAI_PREFIX, Simulator, SimulatorConfig
@@ -363,6 +364,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         subscribers.append(TextLog())
     runner = Runner(manifest, settings, transport=transport, subscribers=subscribers)
+    import anyio
+
     result = anyio.run(runner.run, backend_options=backend_options(not args.no_uvloop))
     print(run_summary(result.report, str(settings.out_dir)))
     _append_step_summary(settings.out_dir / "report.md")
