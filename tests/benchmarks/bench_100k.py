@@ -3,8 +3,9 @@
 Run: ``.venv/bin/python tests/benchmarks/bench_100k.py [--jobs N] [--skip-run]``
 
 Every step is ``batchvid`` as a user runs it, a subprocess measured with ``os.wait4`` on its pid
-(wall, CPU, peak RSS), against a manifest of N distinct text-to-video jobs read from a .txt
-prompts file (``_harness.write_manifest``):
+(wall, CPU, peak RSS), against a manifest of N distinct text-to-video jobs read from a JSONL
+prompts file, each row with its own id (a .txt file's ids are 8 hex digits of the prompt's
+hash: at 100,000 rows two of them collide, and the manifest is rightly refused):
 
 1. ``batchvid validate`` and ``batchvid plan`` (empty output directory): each < 1.5 s wall;
 2. ``batchvid run`` against the simulator (its own process) at latency 0, ``--max-in-flight 16``,
@@ -27,12 +28,32 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from _harness import GEEKAI, ChildRun, batchvid, check, count, run_child, run_env, write_manifest
+from _harness import GEEKAI, ChildRun, batchvid, check, count, run_child, run_env
 from _harness import simulator as start_simulator
 
 TARGET_CHECK_SECONDS = 1.5
 TARGET_RUN_RSS_MB = 300.0
 TARGET_RESUME_SECONDS = 10.0
+
+
+def write_manifest(directory: Path, jobs: int) -> Path:
+    """``jobs`` GeekAI text-to-video jobs from a JSONL prompts file with an id per row."""
+    rows = directory / "rows.jsonl"
+    rows.write_text(
+        "".join(
+            json.dumps({"id": f"r{i:06d}", "prompt": f"Scene {i}: a lighthouse in weather number {i}"})
+            + "\n"
+            for i in range(jobs)
+        ),
+        encoding="utf-8",
+    )
+    path = directory / "hundredk.yaml"
+    path.write_text(
+        "version: 1\nname: hundredk\nprovider: geekai\ndefaults:\n  model: cogvideox-flash\n"
+        "jobs:\n  - id: s\n    prompts_file: rows.jsonl\n",
+        encoding="utf-8",
+    )
+    return path
 
 
 def show(label: str, run: ChildRun) -> None:
@@ -42,8 +63,8 @@ def show(label: str, run: ChildRun) -> None:
         print(run.stdout[-1000:], run.stderr[-2000:], file=sys.stderr)
 
 
-def checks(manifest: Path, out: Path) -> bool:
-    """Step 1: validate and plan, each under the target."""
+def checks(manifest: Path, out: Path) -> tuple[bool, bool]:
+    """Step 1: validate and plan, each under the target; (targets met, manifest valid)."""
     validate = run_child(batchvid("validate", str(manifest)), env=run_env())
     show("batchvid validate", validate)
     plan = run_child(batchvid("plan", str(manifest), "--out", str(out)), env=run_env())
@@ -51,7 +72,7 @@ def checks(manifest: Path, out: Path) -> bool:
     worst = max(validate.wall, plan.wall)
     ok = validate.returncode == 0 and plan.returncode == 0 and worst < TARGET_CHECK_SECONDS
     print(f"  validate/plan worst {worst:.2f} s (target < {TARGET_CHECK_SECONDS:g} s): {check(ok)}")
-    return ok
+    return ok, validate.returncode == 0
 
 
 def run_all(manifest: Path, out: Path, jobs: int, label: str) -> tuple[ChildRun, dict[str, int], int]:
@@ -75,11 +96,11 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-100k-") as tmp_name:
         tmp = Path(tmp_name)
-        manifest = write_manifest(tmp, args.jobs, name="hundredk")
+        manifest = write_manifest(tmp, args.jobs)
         out = tmp / "out"
-        print(f"{args.jobs:,} jobs (a .txt prompts file), output on {tmp}")
-        ok = checks(manifest, out)
-        if args.skip_run:
+        print(f"{args.jobs:,} jobs (a JSONL prompts file), output on {tmp}")
+        ok, valid = checks(manifest, out)
+        if args.skip_run or not valid:
             return 0 if ok else 1
         start = time.perf_counter()
         run, summary, requests = run_all(manifest, out, args.jobs, "batchvid run")
