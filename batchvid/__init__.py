@@ -8,11 +8,42 @@ The command line is the main interface; these names are for programs that drive 
 
 __version__ = "0.1.0"
 
-from batchvid.errors import BatchvidError, ManifestError, ManifestErrors
-from batchvid.jobs import Job, Manifest
-from batchvid.manifest import load_manifest
-from batchvid.plan import Plan, make_plan
-from batchvid.runner import Runner, RunResult, Settings
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from batchvid.errors import BatchvidError, ManifestError, ManifestErrors
+    from batchvid.jobs import Job, Manifest
+    from batchvid.manifest import load_manifest
+    from batchvid.plan import Plan, make_plan
+    from batchvid.runner import Runner, RunResult, Settings
+
+_HOMES = {
+    "BatchvidError": "batchvid.errors",
+    "ManifestError": "batchvid.errors",
+    "ManifestErrors": "batchvid.errors",
+    "Job": "batchvid.jobs",
+    "Manifest": "batchvid.jobs",
+    "load_manifest": "batchvid.manifest",
+    "Plan": "batchvid.plan",
+    "make_plan": "batchvid.plan",
+    "Runner": "batchvid.runner",
+    "RunResult": "batchvid.runner",
+    "Settings": "batchvid.runner",
+}
+"""Where each public name lives. They load on first use, so ``batchvid validate`` does not
+import the HTTP stack, the runner or PyAV."""
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'batchvid' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BatchvidError",

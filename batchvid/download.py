@@ -147,7 +147,9 @@ class Downloader:
                         )
                     if writer.size == 0:
                         raise TransientError("truncated_download", "received an empty body")
-                    writer.commit()
+                    # fsync, rename and directory fsync off the event loop; not cancellable:
+                    # the file is in place and durable, or still the temporary one.
+                    await anyio.to_thread.run_sync(writer.commit)
                     digest, size = writer.sha256, writer.size
         except httpx.TooManyRedirects as exc:
             raise JobFatalError("download_failed", f"too many redirects: {exc}") from exc

@@ -87,8 +87,8 @@ class JobDriver:
             moved = self.relocations.take(job, record)
             if moved is not None:
                 video, cover, poster = moved
-                life.succeeded(record.task_id, video, cover, record.media, downloaded=False,
-                               poster=poster, provided=record.provided)
+                await life.succeeded(record.task_id, video, cover, record.media, downloaded=False,
+                                     poster=poster, provided=record.provided)
                 return
         created_at: float | None = None
         if step.action == "submit":
@@ -119,5 +119,5 @@ class JobDriver:
                 media=files.media,
             )
             return
-        life.succeeded(files.task.task_id, files.video, files.cover, files.media,
-                       poster=files.poster, provided=files.provided)
+        await life.succeeded(files.task.task_id, files.video, files.cover, files.media,
+                             poster=files.poster, provided=files.provided)

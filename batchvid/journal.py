@@ -1,7 +1,8 @@
 """The write-ahead journal of an output directory: typed entries, one writer, one reader.
 
 ``.batchvid/journal.jsonl`` holds one JSON object per line, compact, keys sorted, each line
-fsynced before ``Journal.append`` returns. It is the source of truth for "what did we already
+fsynced before ``Journal.append`` (or ``Journal.commit``, the same promise with one fsync
+shared by the lines written while another was under way) returns. It is the source of truth for "what did we already
 pay for": a create is journaled (``submitting``) before it is sent and its task id
 (``submitted``) before anything waits on the task, so a run killed at any moment re-attaches.
 
@@ -36,6 +37,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Literal
+
+import anyio
+import anyio.to_thread
 
 from batchvid.durable import fsync_dir, make_dir
 from batchvid.errors import OutputDirError
@@ -252,11 +256,25 @@ def replay_entries(entries: Iterable[Entry]) -> dict[str, JobRecord]:
 
 
 class Journal:
-    """Append-only JSON lines, each fsynced before ``append`` returns."""
+    """Append-only JSON lines, each fsynced before ``append`` or ``commit`` returns.
+
+    ``commit`` is the group commit of the event loop's hot paths: the line is written and
+    flushed at once (so lines keep their order), then the caller waits until an fsync that
+    began after the write has finished. If none is under way, the caller leads one in a worker
+    thread; lines written meanwhile wait for the next, one fsync for all of them. The wait is
+    shielded from cancellation, like the synchronous ``append``: once ``commit`` is called, its
+    line is durable when it returns, whatever happens to the caller.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fh: BinaryIO | None = None
+        self._written = 0
+        """Lines written so far (their sequence numbers)."""
+        self._synced = 0
+        """Every line up to this number is on disk."""
+        self._syncing: anyio.Event | None = None
+        """Set when the fsync under way finishes; None while none is."""
 
     def open(self) -> None:
         make_dir(self.path.parent)
@@ -275,14 +293,47 @@ class Journal:
 
     def close(self) -> None:
         if self._fh is not None:
+            if self._synced < self._written:  # a commit's caller went away: keep its line
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
             self._fh.close()
             self._fh = None
 
-    def append(self, entry: Entry) -> None:
+    def _write(self, entry: Entry) -> int:
         assert self._fh is not None, "journal is not open"
         self._fh.write(encode(entry))
         self._fh.flush()
+        self._written += 1
+        return self._written
+
+    def append(self, entry: Entry) -> None:
+        """Write the line and fsync it (and every line before it) on the calling thread."""
+        number = self._write(entry)
+        assert self._fh is not None
         os.fsync(self._fh.fileno())
+        self._synced = max(self._synced, number)
+
+    async def commit(self, entry: Entry) -> None:
+        """Write the line now and return once it is on disk, sharing the fsync (class doc)."""
+        number = self._write(entry)
+        with anyio.CancelScope(shield=True):
+            while self._synced < number:
+                if self._syncing is not None:
+                    await self._syncing.wait()
+                    continue
+                await self._lead_sync()
+
+    async def _lead_sync(self) -> None:
+        """One fsync in a worker thread, covering every line written before it starts."""
+        assert self._fh is not None, "journal is not open"
+        done = self._syncing = anyio.Event()
+        upto = self._written
+        try:
+            await anyio.to_thread.run_sync(os.fsync, self._fh.fileno())
+            self._synced = max(self._synced, upto)
+        finally:
+            self._syncing = None
+            done.set()
 
     def entries(self) -> Iterator[Entry]:
         return read_entries(self.path)

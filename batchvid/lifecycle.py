@@ -101,10 +101,25 @@ class JobLife:
         self, to: JobState, entry: Entry | None = None, event: Event | None = None, **changes: Any
     ) -> None:
         """The transition point: check, journal, update the outcome, emit."""
-        if to is not self.state and to not in TRANSITIONS[self.state]:
-            raise LifecycleError(f"job {self.job.id}: {self.state.value} -> {to.value} is not allowed")
+        self._check(to)
         if entry is not None:
             self._journal.append(entry)
+        self._apply(to, event, changes)
+
+    async def _commit(
+        self, to: JobState, entry: Entry, event: Event | None = None, **changes: Any
+    ) -> None:
+        """``_move`` on the event loop's hot paths: the journal line shares its fsync with the
+        lines of other jobs (``Journal.commit``), and is on disk before this returns."""
+        self._check(to)
+        await self._journal.commit(entry)
+        self._apply(to, event, changes)
+
+    def _check(self, to: JobState) -> None:
+        if to is not self.state and to not in TRANSITIONS[self.state]:
+            raise LifecycleError(f"job {self.job.id}: {self.state.value} -> {to.value} is not allowed")
+
+    def _apply(self, to: JobState, event: Event | None, changes: dict[str, Any]) -> None:
         for name, value in changes.items():
             setattr(self.outcome, name, value)
         self.state = to
@@ -124,17 +139,18 @@ class JobLife:
 
     # -- creating -------------------------------------------------------------------------------
 
-    def attempt(self, request_id: str | None) -> None:
+    async def attempt(self, request_id: str | None) -> None:
         """A create request is about to be sent (journaled first: a kill then re-attaches or
         judges the unanswered create)."""
-        self._move(C, Submitting(self.job.key, self.job.id, request_id), attempts=self.outcome.attempts + 1)
+        await self._commit(C, Submitting(self.job.key, self.job.id, request_id), attempts=self.outcome.attempts + 1)
 
     def refused(self) -> None:
         """The create was refused: no task exists (``billing.Verdict.NOT_BILLED``)."""
         self._move(C, Refused(self.job.key, self.job.id))
 
-    def submitted(self, task_id: str) -> None:
-        self._move(
+    async def submitted(self, task_id: str) -> None:
+        """The task id is on disk before this returns: nothing waits on a task it could lose."""
+        await self._commit(
             R,
             Submitted(self.job.key, self.job.id, task_id),
             JobSubmitted(self.job.id, task_id),
@@ -150,7 +166,7 @@ class JobLife:
     def downloading(self) -> None:
         self._move(D)
 
-    def succeeded(
+    async def succeeded(
         self,
         task_id: str | None,
         video: dict[str, Any],
@@ -165,8 +181,8 @@ class JobLife:
         said = dict(provided or {})
         entry = Succeeded(self.job.key, self.job.id, task_id, video, cover, media, poster, said or None)
         event = JobDownloaded(self.job.id, video["bytes"]) if downloaded else None
-        self._move(S, entry, event, status="succeeded", error=None, video=video, cover=cover,
-                   media=media, poster=poster, provided=said)
+        await self._commit(S, entry, event, status="succeeded", error=None, video=video,
+                           cover=cover, media=media, poster=poster, provided=said)
 
     def failed(
         self,

@@ -55,6 +55,7 @@ from batchvid.retry import RetryPolicy
 from batchvid.stopping import Stopped, Stopper
 from batchvid.store import OutputDir
 from batchvid.submit import Submitter
+from batchvid.transport import TransportKind, transport_for
 
 __all__ = ["RunResult", "Runner", "Settings", "plan_for", "scrubber"]
 
@@ -89,6 +90,8 @@ class Settings:
     handle_signals: bool = False
     manifest_label: str | None = None
     """How report.json names the manifest (the path as the user typed it)."""
+    transport: TransportKind = "aiohttp"
+    """The HTTP transport under httpx when the runner is given none (``batchvid.transport``)."""
 
 
 @dataclass
@@ -282,10 +285,12 @@ class Runner:
         # Tasks already running on the server go first: they hold server capacity already.
         work.sort(key=lambda pair: pair[0].action == "submit")
         timeout = httpx.Timeout(s.http_timeout, connect=min(10.0, s.http_timeout))
+        # One transport under both clients: sharing it is safe (batchvid.transport).
+        transport = self._transport()
         async with (
-            self._api_client() as api,
+            self._api_client(transport) as api,
             httpx.AsyncClient(
-                transport=self.transport, timeout=timeout, follow_redirects=True, max_redirects=5
+                transport=transport, timeout=timeout, follow_redirects=True, max_redirects=5
             ) as downloads,
             anyio.create_task_group() as outer,
         ):
@@ -304,13 +309,20 @@ class Runner:
                         tg.start_soon(driver.run, step, life, slot)
             outer.cancel_scope.cancel()
 
-    def _api_client(self) -> httpx.AsyncClient:
+    def _transport(self) -> httpx.AsyncBaseTransport | None:
+        """The injected transport (simulator, mock), else the one the settings name (None:
+        httpx's default, which honours a proxy set in the environment)."""
+        if self.transport is not None:
+            return self.transport
+        return transport_for(self.settings.transport)
+
+    def _api_client(self, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
         """The client of the provider's API root, carrying the key."""
         s = self.settings
         return httpx.AsyncClient(
             base_url=s.base_url or self.provider.default_base_url,
             headers={"Authorization": f"Bearer {s.api_key}"},
-            transport=self.transport,
+            transport=transport,
             timeout=httpx.Timeout(s.http_timeout, connect=min(10.0, s.http_timeout)),
         )
 
@@ -328,7 +340,7 @@ class Runner:
         try:
             plan = plan_for(self.manifest, self.settings, records)
             fx = Effects(self.emit, self.scrub, self.clock, self.sleep, self.rng)
-            async with self._api_client() as api, anyio.create_task_group() as outer:
+            async with self._api_client(self._transport()) as api, anyio.create_task_group() as outer:
                 if self.settings.handle_signals:
                     outer.start_soon(self.stopper.watch_signals)
                 enhancer = self._enhancer(api, fx)

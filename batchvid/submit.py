@@ -63,7 +63,7 @@ class Submitter:
                 await self.limiter.acquire()
             self.stopper.check()
             attempt += 1
-            life.attempt(request_id)
+            await life.attempt(request_id)
             try:
                 with anyio.CancelScope(shield=True):
                     task = await self.provider.create(self.api, job, request_id=request_id)
@@ -82,7 +82,7 @@ class Submitter:
                     f"{self.provider.name} answered with a task id that contains the API key; "
                     "it is not recorded. Check the base URL; --retry-failed submits the job again",
                 )
-            life.submitted(task.task_id)
+            await life.submitted(task.task_id)
             return task
 
     def _judge(self, life: JobLife, exc: ProviderError, maybe_created: bool) -> bool:

@@ -41,6 +41,7 @@ from batchvid.simulator import (
     running_simulator,
 )
 from batchvid.store import sha256_file
+from batchvid.transport import TransportKind, make_transport
 from batchvid.verify import verify_dir
 from tests.helpers import make_job, make_manifest
 
@@ -147,6 +148,7 @@ def run_fault_drill(
     seed: int = 6,
     fault_rate: float = FAULT_RATE,
     warp: float = WARP,
+    transport: TransportKind = "aiohttp",
 ) -> FaultDrill:
     """Run ``count`` jobs through the faulty simulator over TCP; return what happened."""
     clock = Warp(warp)
@@ -179,11 +181,11 @@ def run_fault_drill(
             poll_max=3.0,
             http_timeout=20.0,
         )
-        transport = Recording(httpx.AsyncHTTPTransport(), clock)
+        recording = Recording(make_transport(transport), clock)
         runner = Runner(
             make_manifest(jobs),
             settings,
-            transport=transport,
+            transport=recording,
             subscribers=[JsonLog(stream, clock=clock.clock)],
             clock=clock.clock,
             sleep=clock.sleep,
@@ -198,7 +200,7 @@ def run_fault_drill(
         outcomes=result.outcomes,
         exit_code=result.exit_code,
         stats=stats,
-        creates=transport.creates,
+        creates=recording.creates,
         log=stream.getvalue(),
         wall_seconds=time.monotonic() - started,
         bodies={j.id: body_hash(api.build_body(j)) for j in jobs},
@@ -216,10 +218,12 @@ def files_with(out: Path, secret: str) -> list[Path]:
     return [p for p in out.rglob("*") if p.is_file() and needle in p.read_bytes()]
 
 
-@pytest.fixture(scope="module", params=["geekai", "bigmodel"])
+@pytest.fixture(scope="module", params=[("geekai", "aiohttp"), ("bigmodel", "httpx")], ids=str)
 def drill(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultDrill]:
-    provider = request.param
-    yield run_fault_drill(tmp_path_factory.mktemp(f"drill-{provider}") / "out", provider)
+    """One drill per provider, each on one of the two transports (``batchvid.transport``)."""
+    provider, transport = request.param
+    out = tmp_path_factory.mktemp(f"drill-{provider}-{transport}") / "out"
+    yield run_fault_drill(out, provider, transport=transport)
 
 
 pytestmark = pytest.mark.slow

@@ -149,3 +149,126 @@ def test_enhanced_line_round_trips_and_needs_its_fields(tmp_path: Path) -> None:
         list(read_entries(path))
     path.write_bytes(encode(_rewrite("A fox.")))
     assert list(read_entries(path)) == [_rewrite("A fox.")]
+
+
+class SyncLog:
+    """``os.fsync`` traced: the journal's size on disk at each fsync of its file."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, delay: float = 0.0) -> None:
+        import os
+        import time
+
+        self.sizes: list[int] = []
+        real = os.fsync
+
+        def traced(fd: int) -> None:
+            size = os.fstat(fd).st_size
+            time.sleep(delay)
+            real(fd)
+            self.sizes.append(size)
+
+        monkeypatch.setattr(os, "fsync", traced)
+
+    def durable(self) -> int:
+        """How many bytes of the journal an fsync has covered."""
+        return max(self.sizes, default=0)
+
+
+def _submitted(n: int) -> Submitted:
+    return Submitted(f"k{n}", f"j{n}", f"t{n}")
+
+
+@pytest.mark.anyio
+async def test_lines_committed_together_share_one_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty jobs committing at once take two fsyncs (the leader's line, then all the rest),
+    and every line is replayed in the order it was written."""
+    import anyio
+
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.open()
+    log = SyncLog(monkeypatch)
+    async with anyio.create_task_group() as tg:
+        for n in range(20):
+            tg.start_soon(journal.commit, _submitted(n))
+    journal.close()
+    assert len(log.sizes) == 2
+    assert list(read_entries(journal.path)) == [_submitted(n) for n in range(20)]
+
+
+@pytest.mark.anyio
+async def test_a_committed_line_is_on_disk_before_commit_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When ``commit`` returns, an fsync has covered the file up to the end of its line."""
+    import anyio
+
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.open()
+    log = SyncLog(monkeypatch)
+    short: list[int] = []
+
+    async def commit_and_check(n: int) -> None:
+        await journal.commit(_submitted(n))
+        line = encode(_submitted(n))
+        end = journal.path.read_bytes().index(line) + len(line)
+        if log.durable() < end:
+            short.append(n)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(30):
+            tg.start_soon(commit_and_check, n)
+            if n % 7 == 0:
+                await anyio.sleep(0)
+    journal.close()
+    assert short == [] and len(log.sizes) < 30
+
+
+@pytest.mark.anyio
+async def test_cancelled_commits_still_make_their_lines_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Callers cancelled while the fsync runs (its leader and those waiting on it) return only
+    once their lines are on disk, and see the cancellation after that."""
+    import anyio
+
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.open()
+    log = SyncLog(monkeypatch, delay=0.05)
+    returned: list[int] = []
+    scopes: list[anyio.CancelScope] = []
+
+    async def commit(n: int) -> None:
+        with anyio.CancelScope() as scope:
+            scopes.append(scope)
+            await journal.commit(_submitted(n))
+            returned.append(n)
+            await anyio.sleep(0)
+            returned.append(-n)  # not reached: the cancellation is seen here
+
+    async with anyio.create_task_group() as tg:
+        for n in (1, 2, 3):
+            tg.start_soon(commit, n)
+        while journal.path.read_bytes().count(b"\n") < 3:
+            await anyio.sleep(0)
+        for scope in scopes:
+            scope.cancel()
+    size = journal.path.stat().st_size
+    journal.close()
+    assert sorted(returned) == [1, 2, 3]
+    assert all(scope.cancelled_caught for scope in scopes)
+    assert log.durable() == size
+    assert list(read_entries(journal.path)) == [_submitted(n) for n in (1, 2, 3)]
+
+
+@pytest.mark.anyio
+async def test_a_commit_after_a_crash_does_not_glue_onto_the_torn_tail(tmp_path: Path) -> None:
+    """A torn last line is dropped on open, and a line committed next replays whole."""
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(encode(_submitted(1)) + b'{"event":"submi')
+    journal = Journal(path)
+    journal.open()
+    await journal.commit(_submitted(2))
+    journal.close()
+    assert list(read_entries(path)) == [_submitted(1), _submitted(2)]

@@ -25,16 +25,17 @@ def _life(tmp_path: Path) -> tuple[JobLife, Journal, Collector]:
     return life, journal, events
 
 
-def test_a_submitted_job_journals_and_reports_each_step(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_a_submitted_job_journals_and_reports_each_step(tmp_path: Path) -> None:
     """queued -> creating -> running -> downloading -> succeeded, each move in journal and outcome."""
     life, journal, events = _life(tmp_path)
     key = life.job.key
-    life.attempt("bv-1")
-    life.submitted("t1")
+    await life.attempt("bv-1")
+    await life.submitted("t1")
     assert life.state is JobState.RUNNING and life.outcome.task_id == "t1"
     life.downloading()
     video = {"path": "jobs/a/video.mp4", "sha256": "00", "bytes": 3}
-    life.succeeded("t1", video, None, None)
+    await life.succeeded("t1", video, None, None)
     journal.close()
     assert life.done and life.outcome.status == "succeeded" and life.outcome.attempts == 1
     assert list(read_entries(journal.path)) == [
@@ -43,10 +44,11 @@ def test_a_submitted_job_journals_and_reports_each_step(tmp_path: Path) -> None:
     assert events.events == [JobSubmitted("a", "t1"), JobDownloaded("a", 3)]
 
 
-def test_a_failure_is_scrubbed_before_journal_and_report(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_a_failure_is_scrubbed_before_journal_and_report(tmp_path: Path) -> None:
     """The failure message loses the API key in both the outcome and the journal line."""
     life, journal, _ = _life(tmp_path)
-    life.attempt(None)
+    await life.attempt(None)
     life.failed("invalid_request", f"server echoed {SECRET}")
     journal.close()
     assert life.outcome.error == {"kind": "invalid_request", "message": "server echoed [REDACTED]"}
@@ -63,10 +65,11 @@ def test_a_stopped_job_stays_pending(tmp_path: Path) -> None:
     assert life.outcome.error == {"kind": "auth", "message": "key refused"}
 
 
-def test_moves_outside_the_table_are_refused(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_moves_outside_the_table_are_refused(tmp_path: Path) -> None:
     """A finished job cannot move again, and no job skips from creating to downloading."""
     life, journal, _ = _life(tmp_path)
-    life.attempt(None)
+    await life.attempt(None)
     with pytest.raises(LifecycleError, match="creating -> downloading"):
         life.downloading()
     life.failed("x", "y")

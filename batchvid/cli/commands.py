@@ -8,9 +8,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-
-import anyio
-import httpx
+from typing import TYPE_CHECKING
 
 from batchvid.cli.common import (
     EXIT_FAILED,
@@ -32,7 +30,9 @@ from batchvid.errors import (
 )
 from batchvid.events import Subscriber
 from batchvid.jobs import Manifest
-from batchvid.transport import backend_options, transport_for
+
+if TYPE_CHECKING:
+    import httpx
 
 # -- commands ---------------------------------------------------------------------------------
 
@@ -79,8 +79,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import anyio
+
     from batchvid.display import JsonLog, ProgressDisplay, ProgressLines, TextLog, run_summary
     from batchvid.runner import Runner
+    from batchvid.transport import backend_options
 
     check_sim_flags(args)
     manifest = load(args.manifest, args.provider, args.root)
@@ -97,7 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     else:
         settings = dataclasses.replace(settings, api_key=require_api_key(settings.provider))
-        transport = transport_for(args.transport)
+        settings = dataclasses.replace(settings, transport=args.transport)
     subscribers: list[Subscriber] = []
     if args.log_format == "json":
         subscribers.append(JsonLog())
@@ -115,6 +118,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_enhance(args: argparse.Namespace) -> int:
+    import anyio
+
     """``batchvid enhance`` (docs/enhance.md): rewrite and journal prompts; no video request."""
     from batchvid.display import TextLog
     from batchvid.enhancing import rewrite_summary

@@ -9,15 +9,16 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from batchvid.errors import (
     ConfigError,
     UsageError,
 )
 from batchvid.jobs import Manifest
+
+if TYPE_CHECKING:
+    import httpx
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -97,6 +98,8 @@ def _base_url(args: argparse.Namespace, provider: str) -> str | None:
         where = "BATCHVID_BASE_URL"
     if value is None:
         return None
+    import httpx
+
     try:
         url = httpx.URL(value)
     except httpx.InvalidURL:
@@ -209,6 +212,8 @@ def append_step_summary(report_md: Path) -> None:
 def simulated(settings: Any, *, latency: float, fault_rate: float, seed: int) -> tuple[httpx.AsyncBaseTransport, Any]:
     """The in-process simulator's transport, and ``settings`` pointed at it. Its tasks live in
     the output directory, so a rerun re-attaches to them as it would against a server."""
+    import httpx
+
     from batchvid.simulator import BIGMODEL_PREFIX, GEEKAI_PREFIX, Simulator, SimulatorConfig
 
     sim = Simulator(

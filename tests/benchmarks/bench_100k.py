@@ -1,0 +1,122 @@
+"""100,000 jobs (issue 12 #5): validate, plan, a full run against the simulator, and a resume.
+
+Run: ``.venv/bin/python tests/benchmarks/bench_100k.py [--jobs N] [--skip-run]``
+
+Every step is ``batchvid`` as a user runs it, a subprocess measured with ``os.wait4`` on its pid
+(wall, CPU, peak RSS), against a manifest of N distinct text-to-video jobs read from a JSONL
+prompts file, each row with its own id (a .txt file's ids are 8 hex digits of the prompt's
+hash: at 100,000 rows two of them collide, and the manifest is rightly refused):
+
+1. ``batchvid validate`` and ``batchvid plan`` (empty output directory): each < 1.5 s wall;
+2. ``batchvid run`` against the simulator (its own process) at latency 0, ``--max-in-flight 16``,
+   no rpm limit: every job succeeds, peak RSS < 300 MB (the run takes many minutes at 100,000);
+3. the same ``batchvid run`` again, against a fresh counting simulator: every job skipped,
+   0 requests, < 10 s wall (it re-hashes every video and rewrites the report files).
+
+``--skip-run`` measures step 1 only (seconds instead of minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from _harness import GEEKAI, ChildRun, batchvid, check, count, run_child, run_env
+from _harness import simulator as start_simulator
+
+TARGET_CHECK_SECONDS = 1.5
+TARGET_RUN_RSS_MB = 300.0
+TARGET_RESUME_SECONDS = 10.0
+
+
+def write_manifest(directory: Path, jobs: int) -> Path:
+    """``jobs`` GeekAI text-to-video jobs from a JSONL prompts file with an id per row."""
+    rows = directory / "rows.jsonl"
+    rows.write_text(
+        "".join(
+            json.dumps({"id": f"r{i:06d}", "prompt": f"Scene {i}: a lighthouse in weather number {i}"})
+            + "\n"
+            for i in range(jobs)
+        ),
+        encoding="utf-8",
+    )
+    path = directory / "hundredk.yaml"
+    path.write_text(
+        "version: 1\nname: hundredk\nprovider: geekai\ndefaults:\n  model: cogvideox-flash\n"
+        "jobs:\n  - id: s\n    prompts_file: rows.jsonl\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def show(label: str, run: ChildRun) -> None:
+    print(f"  {label:<22} exit {run.returncode}, wall {run.wall:6.2f} s, CPU {run.cpu:6.2f} s "
+          f"(user {run.user:.2f}, sys {run.sys:.2f}), peak RSS {run.max_rss_mb:5.0f} MB")
+    if run.returncode not in (0, 1):
+        print(run.stdout[-1000:], run.stderr[-2000:], file=sys.stderr)
+
+
+def checks(manifest: Path, out: Path) -> tuple[bool, bool]:
+    """Step 1: validate and plan, each under the target; (targets met, manifest valid)."""
+    validate = run_child(batchvid("validate", str(manifest)), env=run_env())
+    show("batchvid validate", validate)
+    plan = run_child(batchvid("plan", str(manifest), "--out", str(out)), env=run_env())
+    show("batchvid plan", plan)
+    worst = max(validate.wall, plan.wall)
+    ok = validate.returncode == 0 and plan.returncode == 0 and worst < TARGET_CHECK_SECONDS
+    print(f"  validate/plan worst {worst:.2f} s (target < {TARGET_CHECK_SECONDS:g} s): {check(ok)}")
+    return ok, validate.returncode == 0
+
+
+def run_all(manifest: Path, out: Path, jobs: int, label: str) -> tuple[ChildRun, dict[str, int], int]:
+    """One ``batchvid run`` of the manifest against a fresh simulator at latency 0."""
+    with start_simulator("--latency", "0") as sim:
+        run = run_child(
+            batchvid("run", str(manifest), "--out", str(out), "--base-url", sim.url + GEEKAI,
+                     "--rpm", "1000000", "--max-in-flight", "16", "--no-progress"),
+            env=run_env(),
+        )
+        requests = count(sim.stats())
+    show(label, run)
+    summary = json.loads((out / "report.json").read_text())["summary"] if run.returncode == 0 else {}
+    return run, summary, requests
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--skip-run", action="store_true", help="validate and plan only")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-100k-") as tmp_name:
+        tmp = Path(tmp_name)
+        manifest = write_manifest(tmp, args.jobs)
+        out = tmp / "out"
+        print(f"{args.jobs:,} jobs (a JSONL prompts file), output on {tmp}")
+        ok, valid = checks(manifest, out)
+        if args.skip_run or not valid:
+            return 0 if ok else 1
+        start = time.perf_counter()
+        run, summary, requests = run_all(manifest, out, args.jobs, "batchvid run")
+        done = summary.get("succeeded", 0)
+        run_ok = run.returncode == 0 and done == args.jobs and run.max_rss_mb < TARGET_RUN_RSS_MB
+        print(f"  run: {done:,} of {args.jobs:,} succeeded, {requests:,} requests, "
+              f"{time.perf_counter() - start:.0f} s, peak RSS {run.max_rss_mb:.0f} MB "
+              f"(target < {TARGET_RUN_RSS_MB:g} MB): {check(run_ok)}")
+        again, summary, requests = run_all(manifest, out, args.jobs, "batchvid run (resume)")
+        skipped = summary.get("skipped", 0)
+        resume_ok = (again.returncode == 0 and skipped == args.jobs and requests == 0
+                     and again.wall < TARGET_RESUME_SECONDS)
+        print(f"  resume: {skipped:,} of {args.jobs:,} skipped, {requests} requests (target 0), "
+              f"wall {again.wall:.2f} s (target < {TARGET_RESUME_SECONDS:g} s): {check(resume_ok)}")
+    return 0 if ok and run_ok and resume_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
