@@ -16,7 +16,7 @@ import anyio
 import httpx
 
 from batchvid.billing import UNCONFIRMED_KIND, Verdict, create_verdict
-from batchvid.durable import dumps, write_atomic
+from batchvid.durable import dumps, make_dir, write_atomic
 from batchvid.errors import JobFatalError, ProviderError, TransientError
 from batchvid.events import Effects, JobRetrying
 from batchvid.jobs import Job
@@ -51,7 +51,11 @@ class Submitter:
         job = life.job
         request_id = self.request_id(job, record)
         recorded = self.provider.recorded_body(job, request_id=request_id)
-        write_atomic(self.root / "jobs" / job.id / "request.json", dumps(recorded), durable=False)
+        job_dir = self.root / "jobs" / job.id
+        # The folder's entry (and jobs/'s) must survive a power cut before the journal calls
+        # anything in it done; request.json itself may be lost (it is written again).
+        await anyio.to_thread.run_sync(make_dir, job_dir)
+        write_atomic(job_dir / "request.json", dumps(recorded), durable=False)
         attempt = 0
         # A create of an earlier run that got no answer may have made a task: until a create is
         # answered, no refusal may mark this job "no task exists" (that would change its

@@ -215,3 +215,31 @@ def test_output_files_get_the_mode_the_umask_gives(tmp_path: Path, umask: int) -
         os.umask(old)
     for name in ("report.json", "response.json", "video.mp4"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_a_run_makes_each_job_folder_durable_before_its_video_is_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through a real run: the output directory is fsynced after jobs/ appears in it, and jobs/
+    after each job folder appears, before that job's video is renamed into place (else a power
+    cut could lose a folder whose video the journal already calls done)."""
+    import anyio
+    import httpx
+
+    from batchvid.runner import Runner, Settings
+    from batchvid.simulator import GEEKAI_PREFIX, Simulator
+    from tests.helpers import make_job, make_manifest
+
+    manifest = make_manifest([make_job("one", prompt="a lake"), make_job("two", prompt="a hill")])
+    out = tmp_path / "out"
+    settings = Settings(out_dir=out, api_key="k" * 8, base_url=f"http://sim{GEEKAI_PREFIX}",
+                        rpm=None, poll_min=0.01, poll_max=0.05)
+    runner = Runner(manifest, settings, transport=httpx.ASGITransport(app=Simulator().app))
+    calls = _trace_syscalls(monkeypatch)
+    assert anyio.run(runner.run).exit_code == 0
+    renames = [i for i, c in enumerate(calls) if c == ("rename", "video.mp4")]
+    folder_syncs = [i for i, c in enumerate(calls) if c == ("fsync-dir", "jobs")]
+    assert len(renames) == 2 and len(folder_syncs) >= 2
+    for k, rename in enumerate(renames, start=1):  # the k-th video has k folders synced before it
+        assert sum(i < rename for i in folder_syncs) >= k
+    assert ("fsync-dir", "out") in calls[: folder_syncs[0]]
