@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from batchvid.jobs import Job, Manifest, job_key
 
 
@@ -29,3 +31,20 @@ def make_manifest(jobs: list[Job], path: Path | None = None, **kw: Any) -> Manif
         jobs=tuple(jobs),
         **kw,
     )
+
+
+FAST = ["--simulate", "--no-progress", "--sim-latency", "0.05",
+        "--poll-interval", "0.01:0.05", "--rpm", "6000"]
+"""`batchvid run` flags for a quick run on the in-process simulator."""
+
+
+class Recording(httpx.AsyncBaseTransport):
+    """Passes requests to another transport and keeps them."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.requests: list[httpx.Request] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return await self.inner.handle_async_request(request)

@@ -12,9 +12,7 @@ from batchvid.clean import clean, find_leftovers
 from batchvid.cli import main
 from batchvid.errors import OutputDirError
 from batchvid.store import STATE_DIR
-
-FAST = ["--simulate", "--no-progress", "--sim-latency", "0.05",
-        "--poll-interval", "0.01:0.05", "--rpm", "6000"]
+from tests.helpers import FAST
 
 THREE = """\
 version: 1

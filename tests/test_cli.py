@@ -16,13 +16,12 @@ import pytest
 
 from batchvid import __version__
 from batchvid.cli import main
+from tests.helpers import FAST
 
 ROOT = Path(__file__).parent.parent
 MANIFESTS = sorted((ROOT / "manifests").glob("*.yaml"))
 QUICKSTART = ROOT / "manifests" / "quickstart.yaml"
 QUICKSTART_IDS = ["rabbit-car", "lighthouse", "paper-boat", "city-timelapse", "cat-piano"]
-FAST = ["--simulate", "--no-progress", "--sim-latency", "0.05",
-        "--poll-interval", "0.01:0.05", "--rpm", "6000"]
 ERROR_LINE = re.compile(r"^(?P<file>.+):(?P<line>\d+):(?P<col>\d+): (?P<path>\$\S*): (?P<msg>.+)$")
 KEY_VARIABLES = ("GEEKAI_API_KEY", "ZHIPUAI_API_KEY", "BIGMODEL_API_KEY", "BATCHVID_BASE_URL")
 

@@ -25,10 +25,7 @@ from batchvid.events import (
 from batchvid.manifest import load_manifest
 from batchvid.runner import Runner, Settings
 from batchvid.simulator import GEEKAI_PREFIX, Simulator, SimulatorConfig
-from tests.helpers import make_job, make_manifest
-
-FAST = ["--simulate", "--no-progress", "--sim-latency", "0.05",
-        "--poll-interval", "0.01:0.05", "--rpm", "6000"]
+from tests.helpers import FAST, make_job, make_manifest
 
 TWO = """\
 version: 1

@@ -34,6 +34,7 @@ from batchvid.simulator import (
     running_simulator,
 )
 from batchvid.store import read_records
+from tests import helpers
 from tests.test_drill_crash import RUN_TIMEOUT, run_command
 from tests.test_hostile_servers import HOST, fast_sleep
 from tests.test_secrets import KEY as ECHO_KEY
@@ -45,16 +46,8 @@ REPORT_SCHEMA = json.loads((ROOT / "schemas" / "report.schema.json").read_text()
 LIMIT = 512
 
 
-class Recording(httpx.AsyncBaseTransport):
-    """Passes requests to another transport and keeps them."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self.inner = inner
-        self.requests: list[httpx.Request] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return await self.inner.handle_async_request(request)
+class Recording(helpers.Recording):
+    """Passes requests to another transport and keeps them; reads back the creates."""
 
     def creates(self) -> list[dict[str, Any]]:
         """The bodies of the video create requests sent."""

@@ -21,22 +21,12 @@ from batchvid.simulator import (
     SimulatorConfig,
 )
 from batchvid.store import sha256_file
-from tests.helpers import make_job, make_manifest
+from tests.helpers import Recording, make_job, make_manifest
 
 KEY = "test-secret-key-1234567890"
 REPORT_SCHEMA = json.loads((Path(__file__).parent.parent / "schemas" / "report.schema.json").read_text())
 
 
-class Counting(httpx.AsyncBaseTransport):
-    """Counts requests on their way to another transport."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self.inner = inner
-        self.requests: list[httpx.Request] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return await self.inner.handle_async_request(request)
 
 
 def _settings(out: Path, provider: str = "geekai", **kw: Any) -> Settings:
@@ -50,7 +40,7 @@ def _settings(out: Path, provider: str = "geekai", **kw: Any) -> Settings:
 
 
 def _run(sim: Simulator, jobs: list[Any], out: Path, provider: str = "geekai", **kw: Any):  # type: ignore[no-untyped-def]
-    transport = Counting(httpx.ASGITransport(app=sim.app))
+    transport = Recording(httpx.ASGITransport(app=sim.app))
     collector = Collector()
     runner = Runner(make_manifest(jobs), _settings(out, provider, **kw), transport=transport,
                     subscribers=[collector])
