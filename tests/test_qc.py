@@ -16,8 +16,8 @@ from batchvid.runner import Runner, RunResult
 from batchvid.simulator import Simulator, SimulatorConfig
 from batchvid.store import read_records, sha256_file
 from batchvid.verify import verify_dir
-from tests.helpers import make_job, make_manifest
-from tests.test_runner import Counting, _settings
+from tests.helpers import Recording, make_job, make_manifest
+from tests.test_runner import _settings
 
 QC = {"max_black_fraction": 0.5, "max_frozen_fraction": 0.5}
 
@@ -29,8 +29,8 @@ def _three(provider: str = "geekai", **params: Any) -> list[Job]:
 
 
 def _run(sim: Simulator, jobs: list[Job], out: Path, provider: str = "geekai",
-         manifest: dict[str, Any] | None = None, **kw: Any) -> tuple[RunResult, Counting]:
-    transport = Counting(httpx.ASGITransport(app=sim.app))
+         manifest: dict[str, Any] | None = None, **kw: Any) -> tuple[RunResult, Recording]:
+    transport = Recording(httpx.ASGITransport(app=sim.app))
     runner = Runner(make_manifest(jobs, **(manifest or {})), _settings(out, provider, **kw),
                     transport=transport)
     return anyio.run(runner.run), transport
