@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,27 +16,15 @@ from batchvid.report import (
     lock_document,
     write_report_files,
 )
-from batchvid.store import JOURNAL, STATE_DIR, OutputDir, read_json_object, read_report, verify_file
-
-
-def _read_lines(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a JSON-lines file (metadata.jsonl)."""
-    try:
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except FileNotFoundError:
-        raise OutputDirError(f"{path} not found: is {path.parent} a batchvid output directory?") from None
-    except (OSError, ValueError) as exc:
-        raise OutputDirError(f"{path} cannot be read: {exc}") from exc
-    entries = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            entry = json.loads(line)
-        except ValueError as exc:
-            raise OutputDirError(f"{path}:{number}: not a JSON object ({exc})") from exc
-        if not isinstance(entry, dict):
-            raise OutputDirError(f"{path}:{number}: not a JSON object")
-        entries.append(entry)
-    return entries
+from batchvid.store import (
+    JOURNAL,
+    STATE_DIR,
+    OutputDir,
+    read_json_lines,
+    read_json_object,
+    read_report,
+    verify_file,
+)
 
 
 def merge_dirs(sources: Sequence[Path], into: Path, *, partial: bool = False) -> dict[str, Any]:
@@ -70,7 +57,7 @@ def merge_dirs(sources: Sequence[Path], into: Path, *, partial: bool = False) ->
         if (src / STATE_DIR / JOURNAL).exists():
             journal += [e for e in read_entries(src / STATE_DIR / JOURNAL)
                         if owner_of_key.get(e.key, src) == src]
-        rows += [r for r in _read_lines(src / "metadata.jsonl") if owners.get(r.get("id", "")) == src]
+        rows += [r for r in read_json_lines(src / "metadata.jsonl") if owners.get(r.get("id", "")) == src]
         lock = read_json_object(src / "batchvid.lock")
         lock_jobs.update({k: v for k, v in lock.get("jobs", {}).items() if owners.get(k) == src})
     out = OutputDir(into)

@@ -73,6 +73,27 @@ def read_json_object(path: Path) -> dict[str, Any]:
     return data
 
 
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file of an output directory (metadata.jsonl), blank
+    lines skipped, or a clear ``OutputDirError`` naming the line that is not one."""
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise OutputDirError(f"{path} not found: is {path.parent} a batchvid output directory?") from None
+    except (OSError, ValueError) as exc:
+        raise OutputDirError(f"{path} cannot be read: {exc}") from exc
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            entry = json.loads(line)
+        except ValueError as exc:
+            raise OutputDirError(f"{path}:{number}: not a JSON object ({exc})") from exc
+        if not isinstance(entry, dict):
+            raise OutputDirError(f"{path}:{number}: not a JSON object")
+        entries.append(entry)
+    return entries
+
+
 REPORT_KEYS = frozenset({"manifest", "summary", "jobs", "timing", "cost", "stopped"})
 
 

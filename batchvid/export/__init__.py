@@ -17,7 +17,6 @@ Layout of an export directory::
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -25,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from batchvid.errors import BatchvidError, UsageError
+from batchvid.errors import BatchvidError, OutputDirError, UsageError
+from batchvid.store import read_json_lines, read_report
 
 __all__ = ["ExportError", "ExportOptions", "Run", "export", "load_run", "parse_shard_size"]
 
@@ -93,22 +93,13 @@ def parse_shard_size(text: str) -> tuple[int | None, int | None]:
 def load_run(root: Path, *, include_failed: bool = False) -> Run:
     """Read report.json and metadata.jsonl of the output directory ``root``."""
     try:
-        report = json.loads((root / "report.json").read_text(encoding="utf-8"))
-        lines = (root / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as exc:
-        raise ExportError(
-            f"{root}: not a finished batchvid output directory (no {Path(exc.filename).name}); "
-            "run `batchvid run` first"
-        ) from exc
-    except (ValueError, OSError) as exc:
-        raise ExportError(f"{root}: report.json or metadata.jsonl unreadable: {exc}") from exc
-    jobs = {job["id"]: job for job in report.get("jobs", [])}
+        report = read_report(root)
+        metadata = read_json_lines(root / "metadata.jsonl")
+    except OutputDirError as exc:
+        raise ExportError(f"{exc}; export takes the directory of a finished `batchvid run`") from exc
+    jobs = {job["id"]: job for job in report["jobs"]}
     rows = []
-    for number, line in enumerate(lines, 1):
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise ExportError(f"{root / 'metadata.jsonl'}:{number}: not JSON: {exc}") from exc
+    for row in metadata:
         media = (jobs.get(row.get("id"), {}).get("media")) or {}
         row.setdefault("quality", media.get("quality"))
         rows.append(row)
