@@ -51,22 +51,21 @@ def format_seconds(seconds: float) -> str:
 
 def plan_table(plan: Plan, max_in_flight: int, rpm: float | None) -> str:
     rows = [("JOB", "KEY", "MODEL", "SIZE", "ACTION", "REASON")]
-    for s in plan.steps:
-        rows.append(
-            (
-                s.job.id,
-                s.job.short_key,
-                s.job.model,
-                str(s.job.params.get("size", "(provider default)")),
-                s.action,
-                s.reason,
-            )
+    rows += [
+        (
+            s.job.id,
+            s.job.short_key,
+            s.job.model,
+            str(s.job.params.get("size", "(provider default)")),
+            s.action,
+            s.reason,
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = [
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5]
-        for row in rows
+        for s in plan.steps
     ]
+    widths = [max(map(len, column)) for column in list(zip(*rows, strict=True))[:5]]
+    # Each cell left-justified to its column's width, two spaces apart; one C call a row.
+    row_format = "  ".join(f"%-{width}s" for width in widths) + "  %s"
+    lines = [row_format % row for row in rows]
     counts = ", ".join(f"{n} {action}" for action, n in plan.counts().items())
     cost = f"{plan.cost:g} {plan.currency}"
     if plan.unpriced:

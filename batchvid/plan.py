@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args
 from batchvid.billing import UNCONFIRMED_KIND, Verdict, unanswered_create
 from batchvid.enhancing import stored_rewrite
 from batchvid.errors import UsageError
+from batchvid.gcpause import paused_gc
 from batchvid.jobs import Job, matches
 from batchvid.journal import JobRecord
 from batchvid.providers import get_provider
@@ -95,11 +96,13 @@ class Plan:
     @property
     def cost(self) -> float:
         """Known cost of the submits (unknown prices count as zero; see ``unpriced``)."""
-        return sum(self.price(s.job) or 0.0 for s in self.steps if s.pays)
+        price = self.prices.get
+        return sum(price(s.job.model) or 0.0 for s in self.steps if s.action == "submit")
 
     @property
     def unpriced(self) -> list[str]:
-        return sorted({s.job.model for s in self.steps if s.pays and self.price(s.job) is None})
+        models = {s.job.model for s in self.steps if s.action == "submit"}
+        return sorted(model for model in models if model not in self.prices)
 
     def estimated_seconds(self, max_in_flight: int, rpm: float | None) -> float:
         """Wall time if the provider's limits bind: tasks in waves of ``max_in_flight``, creates
@@ -164,7 +167,7 @@ def decide(
     failed (``UNANSWERED_CREATE``) until ``--retry-failed``.
     """
     if record is None or record.state == "enhanced":
-        return Step(job, "submit", "new job", record)
+        return _new_job(job, record)
     if record.state == "submitted" and record.task_id:
         # In flight on the server: re-attaching never pays, even under --force.
         return Step(job, "reattach", f"submitted earlier as task {record.task_id}", record)
@@ -177,6 +180,10 @@ def decide(
     if record.state == "failed":
         return _failed(job, record, retry_failed=retry_failed)
     return _done(job, record, out_dir)
+
+
+def _new_job(job: Job, record: JobRecord | None = None) -> Step:
+    return Step(job, "submit", "new job", record)  # positional: a third cheaper, per job
 
 
 def _unanswered(job: Job, record: JobRecord, *, retry_failed: bool, idempotent: bool) -> Step:
@@ -302,13 +309,32 @@ def make_plan(
     report keep it. ``re_enhance`` asks for every enhanced job's rewrite again, and so
     regenerates its video.
     """
+    with paused_gc():
+        steps = _steps(jobs, records, out_dir, provider, force, retry_failed, only, shard, re_enhance)
+    return Plan(tuple(steps), prices_for(provider, pricing or {}))
+
+
+def _steps(
+    jobs: Sequence[Job],
+    records: Mapping[str, JobRecord],
+    out_dir: Path,
+    provider: str,
+    force: bool,
+    retry_failed: bool,
+    only: Sequence[str],
+    shard: tuple[int, int] | None,
+    re_enhance: bool,
+) -> list[Step]:
     idempotent = get_provider(provider).idempotent
-    chosen = {job.key for job in select(jobs, only, shard)}
+    chosen = {job.key for job in select(jobs, only, shard)} if only or shard is not None else None
     by_id = {record.id: record for record in records.values()}
     steps: list[Step] = []
     for job in jobs:
         record = records.get(job.key)
-        if job.key in chosen:
+        if chosen is None or job.key in chosen:
+            if record is None and job.enhance is None and job.id not in by_id:
+                steps.append(_new_job(job))  # what the lines below decide for it, taken directly
+                continue
             step = decide(
                 job,
                 record,
@@ -325,7 +351,7 @@ def make_plan(
             step = decide(job, record, out_dir)
             if step.action == "skip":
                 steps.append(step)
-    return Plan(tuple(steps), prices_for(provider, pricing or {}))
+    return steps
 
 
 def mark_enhance(step: Step, re_enhance: bool) -> Step:

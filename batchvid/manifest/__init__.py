@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from batchvid.errors import ManifestError, ManifestErrors
+from batchvid.gcpause import paused_gc
 from batchvid.images import find_root
 from batchvid.jobs import Manifest
 from batchvid.manifest.context import Context, Scope
@@ -56,6 +57,13 @@ def load_manifest(
     manifest, else the manifest's directory. Raises ``ManifestErrors`` with every problem
     found, each located at ``FILE:LINE:COLUMN`` where FILE is ``path`` as given.
     """
+    with paused_gc():
+        return _load(path, provider_override, root)
+
+
+def _load(
+    path: str | os.PathLike[str], provider_override: str | None, root: str | os.PathLike[str] | None
+) -> Manifest:
     display = os.fspath(path)
     text = read_text(Path(path), display, max_bytes=MAX_MANIFEST_BYTES, what="manifest")
     document = load_yaml(text, display)

@@ -50,6 +50,9 @@ class Request(NamedTuple):
     origin: Origin
     location: Location
     samples: int
+    shared: bool = False
+    """The params are the job's own with this row's prompt and nothing else of the row: such
+    requests of one manifest job differ in their prompt alone (``_expand_rows``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,15 @@ def _family(context: Context, index: int, job: dict[str, Any]) -> _Family | None
 def _expand(context: Context, scope: Scope, family: _Family) -> Iterator[Request]:
     base = {k: v for k, v in scope.defaults.items() if k in PARAMETERS}
     base.update((k, v) for k, v in family.job.items() if k in PARAMETERS)
+    if not family.matrix and "prompts_file" in family.job:
+        return _expand_rows(context, scope, family, base)
+    return _expand_combinations(context, scope, family, base)
+
+
+def _expand_combinations(
+    context: Context, scope: Scope, family: _Family, base: Mapping[str, Any]
+) -> Iterator[Request]:
+    """The requests of every row and matrix combination, each through ``_request``."""
     names = tuple(family.matrix)
     combos = list(itertools.product(*(range(len(family.matrix[n])) for n in names)))
     values = [{n: family.matrix[n][i] for n, i in zip(names, c, strict=True)} for c in combos]
@@ -143,6 +155,32 @@ def _expand(context: Context, scope: Scope, family: _Family) -> Iterator[Request
             if request is not None:
                 expanded = f"{head}-{suffix}" if suffix else head
                 yield Request(_bounded(expanded), job_id, request, origin, location, family.samples)
+
+
+def _expand_rows(context: Context, scope: Scope, family: _Family, base: Mapping[str, Any]) -> Iterator[Request]:
+    """The requests of a job with a prompts file and no matrix: ``_expand_combinations``'s, faster.
+
+    A row that sets a prompt and nothing else, without ``${``, differs from every other such
+    row of the job in its prompt alone: once one of them has passed ``_request``, the others
+    need only their prompt checked, and their params are that one's with their own prompt.
+    """
+    job_id: str = family.job["id"]
+    no_values: dict[str, Any] = {}
+    prompt_ok = context.checks.prompt_ok
+    template: dict[str, Any] | None = None
+    for row in family.rows:
+        assert row is not None
+        origin = Origin(family.index, family.job, row, (), (), no_values)
+        prompt = row.fields.get("prompt") if len(row.fields) == 1 else None
+        shared = type(prompt) is str and "$" not in prompt and prompt_ok(prompt)
+        if shared and template is not None:
+            params: dict[str, Any] | None = {**template, "prompt": prompt}
+        else:
+            params = _request(context, scope, origin, base, family.samples)
+            template = params if shared and template is None else template
+        if params is not None:
+            expanded = _bounded(f"{job_id}-{row.id}")
+            yield Request(expanded, job_id, params, origin, row.location, family.samples, shared)
 
 
 def _request(

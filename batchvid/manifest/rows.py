@@ -58,15 +58,21 @@ def _txt_rows(text: str) -> list[tuple[int, Fields]]:
 
 
 def _jsonl_rows(text: str) -> tuple[list[tuple[int, Fields]], Problems]:
+    body = text[:-1] if text.endswith("\n") else text
+    if body and "\r" not in body:  # the usual file: one object a line, no blank line (it breaks the array)
+        whole = _jsonl_at_once(text, body.count("\n") + 1, body.replace("\n", ","))
+        if whole is not None:
+            return list(enumerate(whole, start=1)), []
     numbered = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
-    fast = _jsonl_at_once(text, [line for _, line in numbered])
+    fast = _jsonl_at_once(text, len(numbered), ",".join(line for _, line in numbered))
     if fast is not None:
         return [(n, value) for (n, _), value in zip(numbered, fast, strict=True)], []
     return _jsonl_line_by_line(numbered)
 
 
-def _jsonl_at_once(text: str, lines: list[str]) -> list[Fields] | None:
-    """All lines parsed as one JSON array (one C call), or None to go line by line.
+def _jsonl_at_once(text: str, count: int, joined: str) -> list[Fields] | None:
+    """The ``count`` lines joined by commas in ``joined``, parsed as one JSON array (one C
+    call), or None to go line by line.
 
     Taken only when it must agree with the line-by-line reading: no character that
     ``splitlines`` breaks at but a JSON string may hold, one object per line.
@@ -74,13 +80,13 @@ def _jsonl_at_once(text: str, lines: list[str]) -> list[Fields] | None:
     if _ODD_BREAKS.search(text):
         return None
     try:
-        values = json.loads("[" + ",".join(lines) + "]")
+        values = json.loads(f"[{joined}]")
     except (json.JSONDecodeError, RecursionError):
         return None
-    if not isinstance(values, list) or len(values) != len(lines):
+    if not isinstance(values, list) or len(values) != count:
         return None
     rows = [v for v in values if type(v) is dict]
-    return rows if len(rows) == len(lines) else None
+    return rows if len(rows) == count else None
 
 
 def _jsonl_line_by_line(numbered: list[tuple[int, str]]) -> tuple[list[tuple[int, Fields]], Problems]:
@@ -176,15 +182,22 @@ def load_rows(context: Context, index: int, reference: str) -> list[Row] | None:
     for line, column, message in problems:
         context.error(Location(display, line, column), prefix, message)
     rows = []
+    id_ok = context.checks.id_ok
     for number, (line, fields) in enumerate(raw_rows):
-        row = _checked_row(context, Location(display, line, 1), prefix, number, fields)
+        given = fields.pop("id", None)  # the row's fields are this load's own: no copy
+        if type(given) is str and "provider" not in fields and id_ok(given):  # the usual row, inline
+            rows.append(Row(number, Location(display, line, 1), given, fields))
+            continue
+        row = _checked_row(context, Location(display, line, 1), prefix, number, given, fields)
         if row is not None:
             rows.append(row)
     return rows
 
 
-def _checked_row(context: Context, location: Location, prefix: str, number: int, fields: Fields) -> Row | None:
-    given = fields.pop("id", None)  # the row's fields are this load's own: no copy
+def _checked_row(
+    context: Context, location: Location, prefix: str, number: int, given: Any, fields: Fields
+) -> Row | None:
+    """The row whose id was ``given`` (None: not written), or None if it is unusable (reported)."""
     if "provider" in fields:
         context.error(location, f"{prefix}[{number}].provider", "a row cannot set the provider; it is set for the whole manifest")
         return None

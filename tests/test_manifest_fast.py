@@ -1,0 +1,205 @@
+"""The 100,000-job fast paths (issue 12 #5) agree with the general ones they shortcut: prompts
+files' usual rows, keys spelled once per manifest job, Jobs built without ``__init__``, the
+JSON-lines file parsed in one call, the garbage collector paused while loading."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchvid.display import plan_table
+from batchvid.errors import ManifestErrors
+from batchvid.jobs import Job, JobFields, PromptKeys, job_key
+from batchvid.manifest import expand, load_manifest
+from batchvid.manifest.rows import _jsonl_line_by_line, parse_rows
+from batchvid.plan import decide, make_plan
+from batchvid.store import JobRecord
+from tests.helpers import make_job
+
+TRICKY_PROMPTS = [
+    "A lighthouse at dawn",
+    'quotes " and \\ backslashes \\" and \\u0041 written out',
+    "control \x01 \x1f and tab\t",
+    "unicode: 灯塔 café ☃ 🐇 \u2028 \u2029 \x85",
+    "\x00prompt\x00",  # PromptKeys' own placeholder, as a prompt
+    "x" * 512,
+]
+
+
+@pytest.mark.parametrize("prompt", TRICKY_PROMPTS)
+@pytest.mark.parametrize(
+    ("params", "sample", "enhance_json"),
+    [
+        ({"model": "cogvideox-flash", "prompt": "p"}, 0, None),
+        ({"size": "1024x1024", "prompt": "p", "model": "cogvideox-3", "fps": 60, "with_audio": True}, 2, None),
+        ({"model": "cogvideox-3", "prompt": "p", "fps": 30.5}, 1, None),  # a float: the encoder's spelling
+        ({"model": "cogvideox-flash", "prompt": "p"}, 0, '{"model":"glm","temperature":0.0}'),
+    ],
+)
+def test_prompt_keys_give_job_key(prompt: str, params: dict[str, Any], sample: int, enhance_json: str | None) -> None:
+    """A key spelled once per manifest job equals job_key of the request with each prompt."""
+    spelled = PromptKeys("geekai", params, sample, enhance_json)
+    assert spelled.usable
+    expected = job_key("geekai", {**params, "prompt": prompt}, None, sample, enhance_json=enhance_json)
+    assert spelled.key(prompt) == expected
+
+
+def test_prompt_keys_step_aside_when_the_placeholder_is_not_unique() -> None:
+    """Another parameter holding the placeholder makes PromptKeys unusable (job_key is used)."""
+    spelled = PromptKeys("geekai", {"model": "cogvideox-flash", "prompt": "p", "size": "\x00prompt\x00"}, 0, None)
+    assert not spelled.usable
+
+
+def test_job_fields_freeze_into_an_equal_frozen_job() -> None:
+    """JobFields(...).freeze() is a Job equal to Job(...) with the same fields, and as frozen."""
+    assert JobFields.__slots__ == Job.__slots__
+    values: tuple[Any, ...] = ("a-r1", "k" * 64, 3, "geekai", {"model": "m"}, None, 1, None, "a", None, {"fps": 30})
+    built = JobFields(*values).freeze()
+    assert type(built) is Job and built == Job(*values)
+    assert dataclasses.astuple(built) == dataclasses.astuple(Job(*values))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.id = "b"  # type: ignore[misc]
+
+
+ROWS = [
+    {"id": "a1", "prompt": "A lighthouse at dawn"},
+    {"id": "a2", "prompt": "A lighthouse at noon"},
+    {"prompt": "No id: one from the content"},
+    {"id": "a4", "prompt": "Its own fps", "fps": 60.0},
+    {"id": "a5", "prompt": "A ${name} with no matrix"},
+    {"id": "a6", "prompt": "   "},
+    {"id": "a7", "prompt": "y" * 513},
+    {"id": "a8", "prompt": 42},
+    {"id": "a9", "prompt": True},
+    {"id": "Bad Id", "prompt": "a bad id"},
+    {"id": 7, "prompt": "an id that is a number"},
+    {"id": "a12", "prompt": "sets the provider", "provider": "bigmodel"},
+    {"id": "a13", "prompt": "an unknown key", "colour": "red"},
+    {"id": "a14", "prompt": "a bool fps", "fps": True},
+    {"id": "a15", "prompt": "a fps the model lacks", "fps": 24},
+    {"id": "a1", "prompt": "a duplicate id"},
+    {"id": "a17", "prompt": "A lighthouse at dawn"},
+    {"id": "a18", "prompt": "A lighthouse at dusk"},
+]
+
+
+def _manifest(tmp_path: Path, rows: list[dict[str, Any]], job_keys: str = "") -> Path:
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "version: 1\ndefaults:\n  model: cogvideox-3\n  fps: 30.0\n"
+        f"jobs:\n  - id: s\n    prompts_file: rows.jsonl\n    samples: 2\n{job_keys}",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _outcome(path: Path) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """Each job's fields (params with their order) and each error, as text."""
+    try:
+        manifest = load_manifest(path)
+    except ManifestErrors as exc:
+        return [], [str(e) for e in exc.errors]
+    return [(*dataclasses.astuple(j), list(j.params.items()), j.location) for j in manifest.jobs], []
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [ROWS, [r for r in ROWS if r.get("id") in ("a1", "a2", "a4", "a18")] + [{"prompt": "x"}]],
+    ids=["with-errors", "valid"],
+)
+@pytest.mark.parametrize("job_keys", ["", "    size: 1280x720\n", "    prompt: a default ${x}\n"])
+def test_rows_shortcut_agrees_with_the_general_expansion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]], job_keys: str
+) -> None:
+    """A prompts file's jobs and located errors are the same with the rows' shortcut as through
+    _request for every row: keys, params (in order), ids, locations, each message."""
+    path = _manifest(tmp_path, rows, job_keys)
+    fast = _outcome(path)
+    monkeypatch.setattr(expand, "_expand_rows", expand._expand_combinations)
+    slow = _outcome(path)
+    assert fast == slow
+    assert fast[0] or fast[1]  # something was compared
+
+
+def test_rows_shortcut_reports_a_bad_shared_default_once_per_place(tmp_path: Path) -> None:
+    """A wrong job-level value under prompt-only rows is reported at the job, as before."""
+    path = _manifest(tmp_path, [{"id": "a", "prompt": "p"}, {"id": "b", "prompt": "q"}], "    size: 999x999\n")
+    with pytest.raises(ManifestErrors) as caught:
+        load_manifest(path)
+    assert [e.path for e in caught.value.errors] == ["$.jobs[0].size"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"prompt": "a"}\n{"prompt": "b"}\n',
+        '{"prompt": "a"}\n{"prompt": "b"}',
+        '{"prompt": "a"}\n\n{"prompt": "b"}\n',
+        '{"prompt": "a"}\n   \n{"prompt": "b"}\n\n',
+        '{"prompt": "a"}\r\n{"prompt": "b"}\r\n',
+        '{"prompt": "a\u2028b"}\n{"prompt": "c"}\n',
+        '{"prompt": "a"}, {"prompt": "b"}\n{"prompt": "c"}\n',
+        '[{"prompt": "a"}\n{"prompt": "b"}]\n',
+        '{"prompt": "a",\n"fps": 30}\n',
+        '{"prompt": "a"}\n"text"\n',
+        "\n",
+        "",
+    ],
+)
+def test_jsonl_parsed_at_once_agrees_with_line_by_line(text: str) -> None:
+    """Rows (with their line numbers) and problems equal those of reading line by line."""
+    numbered = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    assert parse_rows(text, ".jsonl") == _jsonl_line_by_line(numbered)
+
+
+def test_loading_pauses_the_collector_and_restores_it(tmp_path: Path) -> None:
+    """The collector is on after a load (valid or not), and stays off if it was off."""
+    (tmp_path / "good").mkdir()
+    (tmp_path / "bad").mkdir()
+    good = _manifest(tmp_path / "good", [{"id": "a", "prompt": "p"}])
+    assert gc.isenabled()
+    load_manifest(good)
+    assert gc.isenabled()
+    with pytest.raises(ManifestErrors):
+        load_manifest(_manifest(tmp_path / "bad", [{"id": "Bad Id", "prompt": "p"}]))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load_manifest(good)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_plan_of_new_jobs_is_what_decide_says_of_each(tmp_path: Path) -> None:
+    """make_plan's shortcut for new jobs gives decide's step; an edited job (same id, new
+    key) and the jobs --only leaves out are still decided in full."""
+    jobs = [make_job(f"j{i}", i, size="1024x1024" if i % 2 else "1280x960") for i in range(6)]
+    plan = make_plan(jobs, {}, tmp_path, provider="geekai")
+    assert list(plan.steps) == [decide(job, None, tmp_path) for job in jobs]
+    earlier = JobRecord("another-key", "j2", "succeeded", "t1", video={"path": "x", "sha256": "0", "bytes": 1})
+    plan = make_plan(jobs, {"another-key": earlier}, tmp_path, provider="geekai", only=["j[0-3]"])
+    assert [s.job.id for s in plan.steps] == ["j0", "j1", "j2", "j3"]
+    assert plan.steps[2].reason == "edited since its earlier request (task t1): a new job"
+
+
+def test_plan_table_pads_each_column_to_its_widest_cell(tmp_path: Path) -> None:
+    """Every cell but the reason is left-justified to its column's width, two spaces apart."""
+    jobs = [make_job("a", 0), make_job("a-much-longer-id", 1, size="1280x960", model="cogvideox-3")]
+    plan = make_plan(jobs, {}, tmp_path, provider="bigmodel")
+    plan = dataclasses.replace(plan, steps=(plan.steps[0], dataclasses.replace(plan.steps[1], reason="édité → x")))
+    lines = plan_table(plan, 4, None).splitlines()
+    rows = [("JOB", "KEY", "MODEL", "SIZE", "ACTION", "REASON")] + [
+        (s.job.id, s.job.key[:12], s.job.model, str(s.job.params.get("size", "(provider default)")), s.action, s.reason)
+        for s in plan.steps
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    expected = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5] for row in rows]
+    assert lines[:3] == expected
+    assert lines[1].startswith("a                 ") and lines[2].endswith("submit  édité → x")
