@@ -62,7 +62,7 @@ def plan_table(plan: Plan, max_in_flight: int, rpm: float | None) -> str:
         )
         for s in plan.steps
     ]
-    widths = [max(map(len, column)) for column in list(zip(*rows, strict=True))[:5]]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
     # Each cell left-justified to its column's width, two spaces apart; one C call a row.
     row_format = "  ".join(f"%-{width}s" for width in widths) + "  %s"
     lines = [row_format % row for row in rows]

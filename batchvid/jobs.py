@@ -243,8 +243,7 @@ class PromptKeys:
 
     def key(self, prompt: str) -> str:
         """``job_key(provider, {**params, "prompt": prompt}, None, sample, ...)``."""
-        payload = f"{self._head}{encode_basestring(prompt)}{self._tail}"
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+        return hashlib.sha256((self._head + encode_basestring(prompt) + self._tail).encode()).hexdigest()
 
 
 def matches(job: Job, pattern: str) -> bool:

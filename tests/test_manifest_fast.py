@@ -16,8 +16,10 @@ from batchvid.display import plan_table
 from batchvid.errors import ManifestErrors
 from batchvid.jobs import Job, JobFields, PromptKeys, job_key
 from batchvid.manifest import expand, load_manifest
+from batchvid.manifest.messages import validators
 from batchvid.manifest.rows import _jsonl_line_by_line, parse_rows
 from batchvid.plan import decide, make_plan
+from batchvid.schemas import load_schema
 from batchvid.store import JobRecord
 from tests.helpers import make_job
 
@@ -203,3 +205,16 @@ def test_plan_table_pads_each_column_to_its_widest_cell(tmp_path: Path) -> None:
     expected = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5] for row in rows]
     assert lines[:3] == expected
     assert lines[1].startswith("a                 ") and lines[2].endswith("submit  édité → x")
+
+
+def test_the_prompt_check_agrees_with_the_schema() -> None:
+    """The prompt's fast check accepts exactly what jsonschema accepts under $defs/prompt (a
+    lone newline passes both: ``$`` matches before a final newline)."""
+    import sys
+
+    checks = validators()
+    prompt = checks.manifest.evolve(schema=load_schema("manifest")["$defs"]["prompt"])
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    samples = ["", "a", " a ", "\n\n", "".join(spaces), "\u200b", "\ufeff", "x" * 512, "x" * 513, " " * 512, *spaces]
+    for text in samples:
+        assert checks.prompt_ok(text) == prompt.is_valid(text), repr(text)

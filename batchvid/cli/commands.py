@@ -29,6 +29,7 @@ from batchvid.errors import (
     UsageError,
 )
 from batchvid.events import Subscriber
+from batchvid.gcpause import paused_gc
 from batchvid.jobs import Manifest
 
 if TYPE_CHECKING:
@@ -65,12 +66,14 @@ def _plan(args: argparse.Namespace, manifest: Manifest) -> int:
     settings = build_settings(args, manifest)
     records = read_records(settings.out_dir) if settings.out_dir.exists() else {}
     plan = plan_for(manifest, settings, records)
-    if getattr(args, "json", False):
-        data = plan_to_json(plan, settings.max_in_flight, settings.rpm)
-        data["out_dir"] = str(settings.out_dir)
-        print(json.dumps(data, indent=2, ensure_ascii=False))
-    else:
-        print(plan_table(plan, settings.max_in_flight, settings.rpm))
+    with paused_gc():  # a row (or a mapping) per job, all alive until printed
+        if getattr(args, "json", False):
+            data = plan_to_json(plan, settings.max_in_flight, settings.rpm)
+            data["out_dir"] = str(settings.out_dir)
+            text = json.dumps(data, indent=2, ensure_ascii=False)
+        else:
+            text = plan_table(plan, settings.max_in_flight, settings.rpm)
+    print(text)
     return EXIT_OK
 
 

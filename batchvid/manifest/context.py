@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from batchvid.errors import Location
 from batchvid.manifest.diagnostics import Diagnostics
@@ -53,18 +53,14 @@ class Scope:
     """Schema issues of each distinct request seen so far (memo; see ``expand.check_request``)."""
 
 
-class Claims(Generic[T]):
+class Claims(dict[str, T]):
     """First come, first served: the one rule behind every uniqueness check of a load
-    (ids as written, ids as expanded, requests by key)."""
-
-    __slots__ = ("_first",)
-
-    def __init__(self) -> None:
-        self._first: dict[str, T] = {}
+    (ids as written, ids as expanded, requests by key). A name's first holder is ``self[name]``.
+    """
 
     def claim(self, name: str, holder: T) -> T | None:
         """None if ``name`` was free (``holder`` now holds it), else its first holder."""
-        if name in self._first:
-            return self._first[name]
-        self._first[name] = holder
+        if name in self:
+            return self[name]
+        self[name] = holder
         return None

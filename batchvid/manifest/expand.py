@@ -50,9 +50,20 @@ class Request(NamedTuple):
     origin: Origin
     location: Location
     samples: int
-    shared: bool = False
-    """The params are the job's own with this row's prompt and nothing else of the row: such
-    requests of one manifest job differ in their prompt alone (``_expand_rows``)."""
+
+
+class SharedRows(NamedTuple):
+    """Consecutive rows of one manifest job that set a prompt and nothing else (no ``${``, no
+    image in the job): their requests differ in the prompt alone. Each is ``params`` with its
+    row's prompt, and becomes the jobs a ``Request`` would (``files.build_jobs``)."""
+
+    source: str
+    params: dict[str, Any]
+    """Checked and canonical: what ``_request`` made of the first of the rows."""
+    origin: Origin
+    """The first row's: anything said of the request but its prompt is said of every row's."""
+    rows: list[Row]
+    samples: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +87,7 @@ class _Family:
         return " x ".join(parts)
 
 
-def expand_jobs(context: Context, scope: Scope, jobs: list[Any], shape: Shape) -> Iterator[Request]:
+def expand_jobs(context: Context, scope: Scope, jobs: list[Any], shape: Shape) -> Iterator[Request | SharedRows]:
     """Every request of every job whose structure is sound, in manifest order (lazily)."""
     total = 0
     for index, job in enumerate(jobs):
@@ -128,7 +139,7 @@ def _family(context: Context, index: int, job: dict[str, Any]) -> _Family | None
     return family
 
 
-def _expand(context: Context, scope: Scope, family: _Family) -> Iterator[Request]:
+def _expand(context: Context, scope: Scope, family: _Family) -> Iterator[Request | SharedRows]:
     base = {k: v for k, v in scope.defaults.items() if k in PARAMETERS}
     base.update((k, v) for k, v in family.job.items() if k in PARAMETERS)
     if not family.matrix and "prompts_file" in family.job:
@@ -154,33 +165,43 @@ def _expand_combinations(
             request = _request(context, scope, origin, base, family.samples)
             if request is not None:
                 expanded = f"{head}-{suffix}" if suffix else head
-                yield Request(_bounded(expanded), job_id, request, origin, location, family.samples)
+                yield Request(bounded_id(expanded), job_id, request, origin, location, family.samples)
 
 
-def _expand_rows(context: Context, scope: Scope, family: _Family, base: Mapping[str, Any]) -> Iterator[Request]:
+def _expand_rows(
+    context: Context, scope: Scope, family: _Family, base: Mapping[str, Any]
+) -> Iterator[Request | SharedRows]:
     """The requests of a job with a prompts file and no matrix: ``_expand_combinations``'s, faster.
 
     A row that sets a prompt and nothing else, without ``${``, differs from every other such
     row of the job in its prompt alone: once one of them has passed ``_request``, the others
-    need only their prompt checked, and their params are that one's with their own prompt.
+    need only their prompt checked. Runs of such rows go on as ``SharedRows``.
     """
     job_id: str = family.job["id"]
     no_values: dict[str, Any] = {}
     prompt_ok = context.checks.prompt_ok
-    template: dict[str, Any] | None = None
+    run: SharedRows | None = None
     for row in family.rows:
         assert row is not None
-        origin = Origin(family.index, family.job, row, (), (), no_values)
         prompt = row.fields.get("prompt") if len(row.fields) == 1 else None
-        shared = type(prompt) is str and "$" not in prompt and prompt_ok(prompt)
-        if shared and template is not None:
-            params: dict[str, Any] | None = {**template, "prompt": prompt}
-        else:
-            params = _request(context, scope, origin, base, family.samples)
-            template = params if shared and template is None else template
+        if type(prompt) is str and "$" not in prompt and prompt_ok(prompt) and "image" not in base:
+            if run is None:
+                origin = Origin(family.index, family.job, row, (), (), no_values)
+                params = _request(context, scope, origin, base, family.samples)
+                if params is None:  # what the job or the defaults set is wrong: reported
+                    continue
+                run = SharedRows(job_id, params, origin, [], family.samples)
+            run.rows.append(row)
+            continue
+        if run is not None:
+            yield run
+            run = None
+        origin = Origin(family.index, family.job, row, (), (), no_values)
+        params = _request(context, scope, origin, base, family.samples)
         if params is not None:
-            expanded = _bounded(f"{job_id}-{row.id}")
-            yield Request(expanded, job_id, params, origin, row.location, family.samples, shared)
+            yield Request(bounded_id(f"{job_id}-{row.id}"), job_id, params, origin, row.location, family.samples)
+    if run is not None:
+        yield run
 
 
 def _request(
@@ -294,7 +315,8 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
 
 
-def _bounded(expanded_id: str) -> str:
+def bounded_id(expanded_id: str) -> str:
+    """An expanded id cut to the limit, a hash of the whole appended when it is cut."""
     if len(expanded_id) <= _MAX_ID_LENGTH:
         return expanded_id
     return expanded_id[: _MAX_ID_LENGTH - 9].rstrip("-") + "-" + _digest(expanded_id)

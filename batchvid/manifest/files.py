@@ -9,93 +9,120 @@ jobs outlives this stage.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from batchvid.errors import ManifestError
+from batchvid.errors import Location, ManifestError
 from batchvid.images import ImageLoader, ImageProblem
-from batchvid.jobs import Image, Job, JobFields, PromptKeys, canonical_json, job_key
+from batchvid.jobs import Job, JobFields, PromptKeys, canonical_json, job_key
 from batchvid.manifest.context import Claims, Context, Scope
-from batchvid.manifest.expand import Request
-from batchvid.manifest.place import place
+from batchvid.manifest.expand import Request, SharedRows, bounded_id
+from batchvid.manifest.place import Origin, place
 
 if TYPE_CHECKING:
     from batchvid.enhance.settings import EnhanceSettings
 
 
-def build_jobs(context: Context, scope: Scope, requests: Iterable[Request]) -> list[Job]:
+def build_jobs(context: Context, scope: Scope, requests: Iterable[Request | SharedRows]) -> list[Job]:
     """The jobs of ``requests``, in order; problems reported into ``context``."""
-    loader = ImageLoader(context.base_dir, os.path.dirname(context.display), root=context.root)
-    ids: Claims[Request] = Claims()
-    keys = _Keys(scope.provider)
-    jobs: list[Job] = []
-    enhancements: dict[int, tuple[EnhanceSettings, str] | None] = {}
-    for request, image in _with_images(context, scope, loader, requests):
-        params = request.params
+    maker = _Jobs(context, scope)
+    for item in requests:
+        if isinstance(item, SharedRows):
+            maker.add_rows(item)
+        else:
+            maker.add(item)
+    return maker.jobs
+
+
+class _Jobs:
+    """The jobs made so far, and the ids and keys they claim (first come, first served)."""
+
+    def __init__(self, context: Context, scope: Scope) -> None:
+        self.context, self.scope = context, scope
+        self.loader = ImageLoader(context.base_dir, os.path.dirname(context.display), root=context.root)
+        self.ids: Claims[Location] = Claims()
+        self.keys: Claims[str] = Claims()
+        self.jobs: list[Job] = []
+        self._enhancements: dict[int, tuple[EnhanceSettings, str] | None] = {}
+
+    def enhancement(self, origin: Origin) -> tuple[EnhanceSettings, str] | None:
+        """Once per manifest job: its rows and combinations share it."""
+        if origin.job_index not in self._enhancements:
+            self._enhancements[origin.job_index] = _enhancement(self.context, self.scope, origin)
+        return self._enhancements[origin.job_index]
+
+    def add(self, request: Request) -> None:
+        """The jobs of one request (one per sample), its image loaded (or reported)."""
+        params, image = request.params, None
+        if params.get("image") is not None:
+            try:
+                image = self.loader.load(params["image"])
+            except ImageProblem as problem:
+                place(self.context, self.scope, request.origin, "image", image_value=True).report(self.context, str(problem))
+                return
         if "image" in params:
             params = {k: v for k, v in params.items() if k != "image"}
-        index = request.origin.job_index
-        if index not in enhancements:  # once per manifest job: its rows and combinations share it
-            enhancements[index] = _enhancement(context, scope, request)
-        enhance, fingerprint = enhancements[index] or (None, None)
+        enhance, fingerprint = self.enhancement(request.origin) or (None, None)
         if not params.get("prompt"):
             enhance, fingerprint = None, None
         for sample in range(request.samples):
             job_id = f"{request.id}-s{sample}" if request.samples > 1 else request.id
-            first = ids.claim(job_id, request)
-            if first is not None:
-                message = f"duplicate job id {job_id!r}: also produced at {first.location}"
-                context.error(request.location, ("jobs", request.origin.job_index), message)
-                continue
-            key = keys.key(request, params, image, sample, fingerprint)
-            twin = keys.claim(key, job_id)
-            # Only on an otherwise clean manifest: a job with a dropped bad key would look like a
-            # twin of its neighbour, and that echo is noise.
-            if twin is not None and not context.diagnostics:
-                context.error(
-                    request.location,
-                    ("jobs", request.origin.job_index),
-                    f"job {job_id!r} sends exactly the same request as job {twin!r}, so they "
-                    "would be one video; change one of them, or use 'samples:' for several "
-                    "videos of one request",
-                )
-                continue
-            fields = JobFields(job_id, key, len(jobs), scope.provider, params, image, sample, request.location,
-                               request.source, enhance, request.origin.values)
-            jobs.append(fields.freeze())
-    return jobs
+            key = job_key(self.scope.provider, params, image, sample, enhance_json=fingerprint)
+            if self.claim(job_id, key, request.location, request.origin.job_index):
+                fields = JobFields(job_id, key, len(self.jobs), self.scope.provider, params, image, sample,
+                                   request.location, request.source, enhance, request.origin.values)
+                self.jobs.append(fields.freeze())
+
+    def add_rows(self, run: SharedRows) -> None:
+        """The jobs of rows that differ in their prompt alone: ``add`` for each, in one loop."""
+        enhance, fingerprint = self.enhancement(run.origin) or (None, None)
+        spelled = [PromptKeys(self.scope.provider, run.params, sample, fingerprint) for sample in range(run.samples)]
+        provider, source, values, jobs = self.scope.provider, run.source, run.origin.values, self.jobs
+        ids, keys = self.ids, self.keys
+        for row in run.rows:
+            prompt = row.fields["prompt"]
+            params = {**run.params, "prompt": prompt}
+            head = bounded_id(f"{source}-{row.id}")
+            for sample, spelling in enumerate(spelled):
+                job_id = f"{head}-s{sample}" if run.samples > 1 else head
+                key = spelling.key(prompt) if spelling.usable else job_key(provider, params, None, sample, enhance_json=fingerprint)
+                if job_id in ids or key in keys:  # taken: claim() says by whom, or lets it pass
+                    if not self.claim(job_id, key, row.location, run.origin.job_index):
+                        continue
+                else:  # what claim() does with free names, inline
+                    ids[job_id], keys[key] = row.location, job_id
+                fields = JobFields(job_id, key, len(jobs), provider, params, None, sample, row.location, source,
+                                   enhance, values)
+                jobs.append(fields.freeze())
+
+    def claim(self, job_id: str, key: str, location: Location, index: int) -> bool:
+        """Whether the job may be added: a duplicate id, or a request another job sends, is reported."""
+        first = self.ids.claim(job_id, location)
+        if first is not None:
+            message = f"duplicate job id {job_id!r}: also produced at {first}"
+            self.context.error(location, ("jobs", index), message)
+            return False
+        twin = self.keys.claim(key, job_id)
+        # Only on an otherwise clean manifest: a job with a dropped bad key would look like a
+        # twin of its neighbour, and that echo is noise.
+        if twin is not None and not self.context.diagnostics:
+            self.context.error(
+                location,
+                ("jobs", index),
+                f"job {job_id!r} sends exactly the same request as job {twin!r}, so they "
+                "would be one video; change one of them, or use 'samples:' for several "
+                "videos of one request",
+            )
+            return False
+        return True
 
 
-class _Keys(Claims[str]):
-    """Each job's key, claimed first come, first served. Requests that differ in their prompt
-    alone (``Request.shared``) share one spelling of the rest (``PromptKeys``)."""
-
-    __slots__ = ("_provider", "_spelled")
-
-    def __init__(self, provider: str) -> None:
-        super().__init__()
-        self._provider = provider
-        self._spelled: dict[tuple[int, int], PromptKeys] = {}
-
-    def key(
-        self, request: Request, params: Mapping[str, Any], image: Image | None, sample: int, fingerprint: str | None
-    ) -> str:
-        if request.shared and image is None:
-            where = (request.origin.job_index, sample)
-            spelled = self._spelled.get(where)
-            if spelled is None:
-                spelled = self._spelled[where] = PromptKeys(self._provider, params, sample, fingerprint)
-            if spelled.usable:
-                return spelled.key(params["prompt"])
-        return job_key(self._provider, params, image, sample, enhance_json=fingerprint)
-
-
-def _enhancement(context: Context, scope: Scope, request: Request) -> tuple[EnhanceSettings, str] | None:
+def _enhancement(context: Context, scope: Scope, origin: Origin) -> tuple[EnhanceSettings, str] | None:
     """The enhancement settings of a manifest job (defaults' ``enhance`` under its own) and
     their fingerprint's JSON, or None; a wrong value or instructions file is reported where it
     was written."""
-    index = request.origin.job_index
-    written = request.origin.job.get("enhance")
+    index = origin.job_index
+    written = origin.job.get("enhance")
     if written is None and scope.defaults.get("enhance") is None:
         return None  # without importing batchvid.enhance (its chat client imports httpx)
     from batchvid.enhance.settings import enhance_fingerprint, enhance_settings, merge_enhance
@@ -114,18 +141,3 @@ def _enhancement(context: Context, scope: Scope, request: Request) -> tuple[Enha
         context.error(exc.location, exc.path, exc.message)
         return None
     return None if settings is None else (settings, canonical_json(enhance_fingerprint(settings)))
-
-
-def _with_images(
-    context: Context, scope: Scope, loader: ImageLoader, requests: Iterable[Request]
-) -> Iterator[tuple[Request, Image | None]]:
-    """Each request with its image loaded (requests whose image is unusable are reported)."""
-    for request in requests:
-        reference = request.params.get("image")
-        if reference is None:
-            yield request, None
-            continue
-        try:
-            yield request, loader.load(reference)
-        except ImageProblem as problem:
-            place(context, scope, request.origin, "image", image_value=True).report(context, str(problem))
