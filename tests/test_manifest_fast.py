@@ -150,6 +150,9 @@ def test_rows_shortcut_reports_a_bad_shared_default_once_per_place(tmp_path: Pat
         '[{"prompt": "a"}\n{"prompt": "b"}]\n',
         '{"prompt": "a",\n"fps": 30}\n',
         '{"prompt": "a"}\n"text"\n',
+        '{"prompt": "a\x0bb"}\n{"prompt": "c"}\n',
+        '{"prompt": "a"}\x0c\n{"prompt": "c"}\n',
+        '{"prompt": "a\\u2028b"}\n',
         "\n",
         "",
     ],
@@ -157,7 +160,8 @@ def test_rows_shortcut_reports_a_bad_shared_default_once_per_place(tmp_path: Pat
 def test_jsonl_parsed_at_once_agrees_with_line_by_line(text: str) -> None:
     """Rows (with their line numbers) and problems equal those of reading line by line."""
     numbered = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
-    assert parse_rows(text, ".jsonl") == _jsonl_line_by_line(numbered)
+    rows, problems = parse_rows(text, ".jsonl")
+    assert (list(rows), problems) == _jsonl_line_by_line(numbered)
 
 
 def test_loading_pauses_the_collector_and_restores_it(tmp_path: Path) -> None:

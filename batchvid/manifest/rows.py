@@ -12,7 +12,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from batchvid.errors import Location, ManifestErrors
@@ -39,7 +39,7 @@ def row_id(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(fields).encode("utf-8")).hexdigest()[:8]
 
 
-def parse_rows(text: str, suffix: str) -> tuple[list[tuple[int, Fields]], Problems]:
+def parse_rows(text: str, suffix: str) -> tuple[Iterable[tuple[int, Fields]], Problems]:
     """(line, raw fields) rows and (line, column, message) problems of a prompts file."""
     if suffix == ".txt":
         return _txt_rows(text), []
@@ -57,12 +57,12 @@ def _txt_rows(text: str) -> list[tuple[int, Fields]]:
     return rows
 
 
-def _jsonl_rows(text: str) -> tuple[list[tuple[int, Fields]], Problems]:
+def _jsonl_rows(text: str) -> tuple[Iterable[tuple[int, Fields]], Problems]:
     body = text[:-1] if text.endswith("\n") else text
     if body and "\r" not in body:  # the usual file: one object a line, no blank line (it breaks the array)
         whole = _jsonl_at_once(text, body.count("\n") + 1, body.replace("\n", ","))
         if whole is not None:
-            return list(enumerate(whole, start=1)), []
+            return enumerate(whole, start=1), []
     numbered = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     fast = _jsonl_at_once(text, len(numbered), ",".join(line for _, line in numbered))
     if fast is not None:
@@ -77,7 +77,9 @@ def _jsonl_at_once(text: str, count: int, joined: str) -> list[Fields] | None:
     Taken only when it must agree with the line-by-line reading: no character that
     ``splitlines`` breaks at but a JSON string may hold, one object per line.
     """
-    if _ODD_BREAKS.search(text):
+    # Those that are ASCII (\x0b, \x0c, \x1c-\x1e) cannot be in JSON text but as escapes, so in
+    # an ASCII file they make the array invalid; str.isascii() is free.
+    if not text.isascii() and _ODD_BREAKS.search(text):
         return None
     try:
         values = json.loads(f"[{joined}]")
@@ -85,8 +87,7 @@ def _jsonl_at_once(text: str, count: int, joined: str) -> list[Fields] | None:
         return None
     if not isinstance(values, list) or len(values) != count:
         return None
-    rows = [v for v in values if type(v) is dict]
-    return rows if len(rows) == count else None
+    return values if not values or set(map(type, values)) == {dict} else None
 
 
 def _jsonl_line_by_line(numbered: list[tuple[int, str]]) -> tuple[list[tuple[int, Fields]], Problems]:
