@@ -184,7 +184,7 @@ def _expand_rows(
     for row in family.rows:
         assert row is not None
         prompt = row.fields.get("prompt") if len(row.fields) == 1 else None
-        if type(prompt) is str and "$" not in prompt and prompt_ok(prompt) and "image" not in base:
+        if type(prompt) is str and prompt and "$" not in prompt and prompt_ok(prompt) and "image" not in base:
             if run is None:
                 origin = Origin(family.index, family.job, row, (), (), no_values)
                 params = _request(context, scope, origin, base, family.samples)
