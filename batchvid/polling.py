@@ -7,20 +7,22 @@ and generation parameters; a 10-second video takes longer than a 5-second one). 
 each time up to ``poll_max``. After that, a new task sleeps until just before the early
 finishers (the floor, below the ``LOW`` quantile of the observed durations), and each next poll
 is placed where about ``HAZARD`` of the tasks still running at the last one have ended: dense
-where tasks end, sparse where few do. Past the late finishers (the ``HIGH`` quantile) polls back
-off again, from ``poll_min``. No sleep after the floor is below ``poll_min`` or above ``poll_max``: a long or odd
-task is never polled less often than every ``poll_max``.
+where tasks end, sparse where few do. Past the late finishers (the ``HIGH`` quantile) polls
+back off again, from ``poll_min``. No sleep after the floor is below ``poll_min`` or above
+``poll_max``: a long or odd task is never polled less often than every ``poll_max``.
 
 Why a share of the tasks still running: a poll costs a request only while the task runs, and a
 late poll costs only the tasks that ended since the one before. Spacing polls by that share
 (wide early, when most tasks are still far from done; tighter as the survivors near the end) is
-near the best trade between the two: over evenly spread durations it sees a task end ~10 %
-sooner than evenly spaced polls at the same number of requests (``tests/benchmarks/README.md``).
+near the best trade between the two: for durations spread evenly and known, it sees a task end
+~10 % sooner than evenly spaced polls at the same number of requests. The share sets the trade:
+``tests/benchmarks/model_race.py`` shows the race's wall time and polls for other values.
 
 A duration is observed when a poll sees the task end, so it is an upper bound: a task that ended
 before its first poll is seen at that poll. The floor is therefore kept one spacing below the
 ``LOW`` quantile of what was seen, and further below while few tasks have been seen (by a share
-1/sqrt(n) of it), so a floor learned too high from a few long first tasks does not hold itself up.
+2/n of it, n the tasks seen), so a floor learned too high from a few long first tasks does not
+hold itself up.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ MIN_SAMPLES = 4
 BACKOFF = 1.5
 LOW, HIGH = 0.05, 0.95
 """The quantiles of the observed durations that bound where polls follow them."""
-HAZARD = 0.1
+HAZARD = 0.08
 """The share of the tasks still running at one poll that have ended by the next."""
 JITTER = 0.1
 """A sleep is shortened by up to this share of the spacing: polls of tasks created together
@@ -88,7 +90,7 @@ class Durations:
         """No poll before this (module doc)."""
         low = self.quantile(LOW)
         first_spacing = self.quantile(LOW + HAZARD) - low
-        return max(0.0, min(low - first_spacing, low * (1 - 1 / math.sqrt(len(self.ordered)))))
+        return max(0.0, min(low - first_spacing, low * (1 - 2 / len(self.ordered))))
 
 
 class PollSchedule:
