@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 
-from batchvid.polling import JITTER, MIN_SAMPLES, PollSchedule, task_kind
+import anyio
+
+from batchvid.events import Effects
+from batchvid.polling import JITTER, MIN_SAMPLES, Poller, PollSchedule, task_kind
+from batchvid.providers.base import TaskResult
+from batchvid.retry import RetryPolicy
 from tests.helpers import make_job
 
 
@@ -18,7 +24,7 @@ def poll_times(schedule: PollSchedule, until: float, kind: object = None) -> lis
     return times
 
 
-def learned(durations: list[float], poll_min: float = 5, poll_max: float = 15) -> PollSchedule:
+def learned(durations: Sequence[float], poll_min: float = 5, poll_max: float = 15) -> PollSchedule:
     schedule = PollSchedule(poll_min, poll_max)
     for seconds in durations:
         schedule.observe(seconds)
@@ -135,3 +141,55 @@ def test_jitter_only_makes_a_poll_earlier_by_a_share_of_the_spacing() -> None:
     for elapsed in (0.0, 55.0, 90.0, 150.0, 200.0, 260.0):
         planned, got = plain.next(elapsed), jittered.next(elapsed)
         assert planned - JITTER * 15 <= got <= planned
+
+
+class VirtualTasks:
+    """A provider whose tasks end at set times on a virtual clock that sleeping advances."""
+
+    def __init__(self, ends: dict[str, float]) -> None:
+        self.now = 0.0
+        self.ends = ends
+        self.polled: list[tuple[str, float]] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def poll(self, api: object, task_id: str) -> TaskResult:
+        self.polled.append((task_id, self.now))
+        if self.now >= self.ends[task_id]:
+            return TaskResult(task_id, "succeeded", {})
+        return TaskResult(task_id, "running", {})
+
+
+def waiter(tasks: VirtualTasks, schedule: PollSchedule) -> Poller:
+    fx = Effects(lambda event: None, lambda text: text, lambda: tasks.now, tasks.sleep, random.Random(1))
+    return Poller(tasks, None, schedule, RetryPolicy(0), fx)  # type: ignore[arg-type]
+
+
+def test_waiting_learns_each_task_duration_under_its_kind() -> None:
+    """Tasks of one kind that took 60-180 s teach the schedule: the next of that kind is first
+    polled only near 60 s and seen within MAX of its end; a task of unknown age teaches nothing,
+    and another kind learns nothing."""
+    ends = {f"t{i}": 60 + 120 * i / 15 for i in range(16)}
+    tasks = VirtualTasks({**ends, "old": 1e9, "next": 150.0})
+    schedule = PollSchedule(5, 15)
+
+    async def main() -> None:
+        poller = waiter(tasks, schedule)
+        for task_id, end in ends.items():
+            tasks.now = 0.0
+            await poller.wait("job", TaskResult(task_id, "running", {}), created_at=0.0, kind="a")
+            assert end <= tasks.now <= end + 15
+        tasks.now = 1e9 - 1
+        await poller.wait("job", TaskResult("old", "running", {}), created_at=None, kind="a")
+        learned = schedule.durations("a")
+        assert learned is not None and len(learned.ordered) == len(ends)
+        tasks.now = 0.0
+        tasks.polled.clear()
+        await poller.wait("job", TaskResult("next", "running", {}), created_at=0.0, kind="a")
+
+    anyio.run(main)
+    first = tasks.polled[0][1]
+    assert 45 <= first <= 70
+    assert 150 <= tasks.polled[-1][1] <= 165
+    assert schedule.durations("b") is None
