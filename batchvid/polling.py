@@ -48,7 +48,7 @@ MIN_SAMPLES = 4
 BACKOFF = 1.5
 LOW, HIGH = 0.05, 0.95
 """The quantiles of the observed durations that bound where polls follow them."""
-HAZARD = 0.08
+HAZARD = 0.07
 """The share of the tasks still running at one poll that have ended by the next."""
 JITTER = 0.1
 """A sleep is shortened by up to this share of the spacing: polls of tasks created together
