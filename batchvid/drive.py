@@ -19,7 +19,7 @@ from batchvid.errors import JobFatalError, ProviderError, RunFatalError
 from batchvid.events import Effects, JobFinished
 from batchvid.lifecycle import JobLife
 from batchvid.plan import Step
-from batchvid.polling import Poller
+from batchvid.polling import Poller, task_kind
 from batchvid.ratelimit import AdaptiveLimit
 from batchvid.relocate import Relocations
 from batchvid.stopping import Stopped, Stopper
@@ -103,7 +103,7 @@ class JobDriver:
                 task = await self.poller.poll(job.id, life.outcome.task_id)
         if task.status == "running":
             with self.stopper.interruptible():
-                task = await self.poller.wait(job.id, task, created_at)
+                task = await self.poller.wait(job.id, task, created_at, task_kind(job))
         slot.release()
         if task.status == "failed":
             self.downloader.write_response(job, task)

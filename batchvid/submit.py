@@ -9,8 +9,10 @@ it off (httpx's own timeout bounds it).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -52,22 +54,20 @@ class Submitter:
         request_id = self.request_id(job, record)
         recorded = self.provider.recorded_body(job, request_id=request_id)
         job_dir = self.root / "jobs" / job.id
-        # The folder's entry (and jobs/'s) must survive a power cut before the journal calls
-        # anything in it done; request.json itself may be lost (it is written again).
-        await anyio.to_thread.run_sync(make_dir, job_dir)
-        write_atomic(job_dir / "request.json", dumps(recorded), durable=False)
         attempt = 0
         # A create of an earlier run that got no answer may have made a task: until a create is
         # answered, no refusal may mark this job "no task exists" (that would change its
         # request id and let the provider create it twice).
         maybe_created = record is not None and record.state == "submitting"
         while True:
-            self.stopper.check()
-            with self.stopper.interruptible():
-                await self.limiter.acquire()
-            self.stopper.check()
+            if attempt == 0:
+                # The folder is made while the create waits for its turn and its journal line's
+                # fsync: a slot's next create waits on all of them. All are done before it leaves.
+                await _together(lambda: self._turn(life, request_id),
+                                lambda: anyio.to_thread.run_sync(_write_request, job_dir, recorded))
+            else:
+                await self._turn(life, request_id)
             attempt += 1
-            await life.attempt(request_id)
             try:
                 with anyio.CancelScope(shield=True):
                     task = await self.provider.create(self.api, job, request_id=request_id)
@@ -88,6 +88,14 @@ class Submitter:
                 )
             await life.submitted(task.task_id)
             return task
+
+    async def _turn(self, life: JobLife, request_id: str | None) -> None:
+        """Wait for the create's turn under the rate limit, then journal the attempt."""
+        self.stopper.check()
+        with self.stopper.interruptible():
+            await self.limiter.acquire()
+        self.stopper.check()
+        await life.attempt(request_id)
 
     def _judge(self, life: JobLife, exc: ProviderError, maybe_created: bool) -> bool:
         """Apply the billing verdict on a failed attempt; returns whether some attempt of this
@@ -120,3 +128,29 @@ class Submitter:
         if delay is None:
             raise exc
         return delay
+
+
+def _write_request(job_dir: Path, recorded: Mapping[str, Any]) -> None:
+    """The job's folder and ``request.json``. The folder's entry (and jobs/'s) must survive a
+    power cut before the journal calls anything in it done; request.json itself may be lost
+    (it is written again)."""
+    make_dir(job_dir)
+    write_atomic(job_dir / "request.json", dumps(recorded), durable=False)
+
+
+async def _together(*steps: Callable[[], Awaitable[object]]) -> None:
+    """Run ``steps`` at once and wait for all of them; the first failed step's error (in the
+    order given) is raised as it is, not in an exception group."""
+    errors: list[Exception] = []
+
+    async def run(step: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await step()
+        except Exception as exc:  # re-raised below, once the others have ended
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for step in steps:
+            tg.start_soon(run, step)
+    if errors:
+        raise errors[0]
