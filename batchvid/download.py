@@ -240,9 +240,10 @@ def provided(task: TaskResult) -> dict[str, Any]:
 
 
 async def _stream_into(response: httpx.Response, writer: HashingWriter, cap: int) -> None:
-    """Copy the body into ``writer``. Past the first 4 MiB, a worker thread hashes and writes
-    each batch while the event loop reads the next one (hashlib and file writes release the
-    GIL); small videos are written inline. At most two batches are in memory."""
+    """Copy the body into ``writer``. Past the first ``WRITE_BATCH`` bytes, a worker thread
+    hashes and writes each batch of chunks (as they came: no joined copy) while the event loop
+    reads the next one (hashlib and file writes release the GIL); small bodies are written
+    inline. At most two batches are held: the one being written and the one being read."""
     batch: list[bytes] = []
     size = received = 0
     executor: ThreadPoolExecutor | None = None
@@ -259,12 +260,11 @@ async def _stream_into(response: httpx.Response, writer: HashingWriter, cap: int
                     executor = ThreadPoolExecutor(1, thread_name_prefix="batchvid-write")
                 if pending is not None:
                     await anyio.to_thread.run_sync(pending.result)
-                pending = executor.submit(writer.write, b"".join(batch))
+                pending = executor.submit(writer.write_all, batch)
                 batch, size = [], 0
         if pending is not None:
             await anyio.to_thread.run_sync(pending.result)
-        if batch:
-            writer.write(b"".join(batch))
+        writer.write_all(batch)
     finally:
         if executor is not None:
             executor.shutdown(wait=True)

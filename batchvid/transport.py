@@ -18,6 +18,10 @@ with a thin layer that keeps every promise the httpx transport makes to the code
   longer than the ``pool`` timeout raises ``PoolTimeout``;
 - messages name the host, never a header value.
 
+A response body is read in pieces of up to ``READ_SIZE`` (1 MiB: whatever aiohttp has buffered,
+without waiting for more) instead of httpx-aiohttp's 16 KiB, which cut every socket read into
+16 KiB copies and paid the per-chunk cost of every stream layer above 65,536 times per GiB.
+
 Redirects, cookies, decoding and timeouts per request stay with httpx above the transport.
 ``make_transport("httpx")`` is httpx's own ``AsyncHTTPTransport``, the fallback.
 """
@@ -95,6 +99,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._release()
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
+        _read_in_large_pieces(response.stream)
         response.stream = _Body(response.stream, self._release)
         return response
 
@@ -141,6 +146,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def _release(self) -> None:
         if self._slots is not None:
             self._slots.release()
+
+
+READ_SIZE = 1 << 20
+"""The largest piece of a response body handed up at once: what aiohttp has buffered, up to
+this (its buffer pauses the socket at twice ``read_bufsize``, 256 KiB in aiohttp 3.14)."""
+
+
+def _read_in_large_pieces(stream: httpx.AsyncByteStream) -> None:
+    """Have httpx-aiohttp's response stream read up to ``READ_SIZE`` at a time (its
+    ``CHUNK_SIZE``, 16 KiB, is a class attribute: this instance gets its own)."""
+    from httpx_aiohttp.transport import AiohttpResponseStream
+
+    if isinstance(stream, AiohttpResponseStream):
+        stream.CHUNK_SIZE = READ_SIZE
 
 
 LARGE_BODY = 1 << 20
