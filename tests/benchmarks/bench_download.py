@@ -75,21 +75,14 @@ def result_url(base: str) -> str:
     return str(task["video_result"][0]["url"])
 
 
-def curl(url: str, target: Path) -> float:
+def curl(url: str, target: Path) -> tuple[float, ChildRun]:
+    """curl's speed (bytes per second of its process's wall time) and its run."""
     run = run_child(["curl", "-sS", "--fail", "-o", str(target), url])
     if run.returncode != 0:
         raise SystemExit(f"curl failed: {run.stderr}")
     size = target.stat().st_size
     target.unlink()
-    return size / run.wall
-
-
-def checkout_env(checkout: Path | None) -> dict[str, str]:
-    """``run_env()``, with ``checkout``'s batchvid first on the path when one is given."""
-    env = run_env()
-    if checkout is not None:
-        env["PYTHONPATH"] = str(checkout)
-    return env
+    return size / run.wall, run
 
 
 def run_variant(
@@ -100,7 +93,8 @@ def run_variant(
     run = run_child(
         batchvid("run", str(manifest), "--out", str(out), "--base-url", url + GEEKAI,
                  "--poll-interval", "0.05:0.2", "--no-progress", *VARIANTS[name]),
-        env=checkout_env(checkout),
+        env=run_env(),
+        cwd=checkout or ROOT,  # python -m puts the working directory first on sys.path
     )
     if run.returncode != 0:
         print(run.stdout[-2000:], run.stderr[-2000:], file=sys.stderr)
@@ -125,18 +119,24 @@ def main() -> int:
     contenders: list[tuple[str, str, Path | None]] = [(name, name, None) for name in names]
     if args.baseline is not None:
         contenders.insert(0, (f"{DEFAULT} @ baseline", DEFAULT, args.baseline.resolve()))
-    results: dict[str, list[tuple[ChildRun, dict[str, Any]]]] = {label: [] for label, _, _ in contenders}
+    results: dict[str, list[tuple[ChildRun, dict[str, Any], float]]] = {
+        label: [] for label, _, _ in contenders
+    }
     with (
         start_simulator("--latency", "0", "--download-bytes", str(args.bytes)) as sim,
         tempfile.TemporaryDirectory(prefix="bench-download-") as tmp_name,
     ):
         tmp = Path(tmp_name)
         url = result_url(sim.url)
-        curl_before = curl(url, tmp / "curl.mp4")
+        server = sim.cpu_seconds()
+        curl_before, curl_run = curl(url, tmp / "curl.mp4")
+        curl_server, server = sim.cpu_seconds() - server, sim.cpu_seconds()
         for round_ in range(args.repeat):
             for label, name, checkout in contenders if round_ % 2 == 0 else contenders[::-1]:
-                results[label].append(run_variant(sim.url, tmp, name, checkout, f"-{round_}"))
-        curl_after = curl(url, tmp / "curl.mp4")
+                run, report = run_variant(sim.url, tmp, name, checkout, f"-{round_}")
+                results[label].append((run, report, sim.cpu_seconds() - server))
+                server = sim.cpu_seconds()
+        curl_after, _ = curl(url, tmp / "curl.mp4")
         if args.stages:
             for checkout in [c for c in (args.baseline, ROOT) if c is not None]:
                 print(f"stages, {checkout}:")
@@ -145,10 +145,11 @@ def main() -> int:
     curl_speed = max(curl_before, curl_after)
     mib = 1 << 20
     print(f"video: {args.bytes:,} bytes ({args.bytes / mib:.0f} MiB)")
-    print(f"  curl -o:  {curl_before / mib:7.1f} MiB/s before, {curl_after / mib:.1f} after")
+    print(f"  curl -o:  {curl_before / mib:7.1f} MiB/s before, {curl_after / mib:.1f} after; "
+          f"before: {curl_run.cpu:.2f} s CPU, simulator {curl_server:.2f} s CPU")
     ok = True
     for label, runs in results.items():
-        for run, report in runs:
+        for run, report, server_cpu in runs:
             job = report["jobs"][0]
             size = job["video"]["bytes"]
             job_seconds = report["timing"]["jobs"][job["id"]]["seconds"]
@@ -159,7 +160,8 @@ def main() -> int:
             print(f"  batchvid run, {label:24s} {size / job_seconds / mib:7.1f} MiB/s = {100 * ratio:5.1f} % "
                   f"of curl ({job_seconds:.2f} s create to probed, incl. sha256, fsync, probe); "
                   f"peak RSS {run.max_rss_mb:6.1f} MB; process {run.wall:.2f} s wall, {run.cpu:.2f} s CPU "
-                  f"({run.user:.2f} user, {run.sys:.2f} sys){'  <- default' if label == DEFAULT else ''}")
+                  f"({run.user:.2f} user, {run.sys:.2f} sys), simulator {server_cpu:.2f} s CPU"
+                  f"{'  <- default' if label == DEFAULT else ''}")
     print(f"  targets (default): >= {100 * SPEED_TARGET:.0f} % of curl, peak RSS < "
           f"{RSS_TARGET_MB:.0f} MB -> {check(ok)}")
     return 0 if ok else 1
