@@ -9,9 +9,11 @@ written to ``response.json`` whether the download succeeds or gives up.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 from collections.abc import Mapping
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
@@ -259,15 +261,18 @@ async def _stream_into(response: httpx.Response, writer: HashingWriter, cap: int
                 if executor is None:
                     executor = ThreadPoolExecutor(1, thread_name_prefix="batchvid-write")
                 if pending is not None:
-                    await anyio.to_thread.run_sync(pending.result)
+                    await asyncio.wrap_future(pending)  # no worker thread to wait in
                 pending = executor.submit(writer.write_all, batch)
                 batch, size = [], 0
         if pending is not None:
-            await anyio.to_thread.run_sync(pending.result)
+            await asyncio.wrap_future(pending)
         writer.write_all(batch)
     finally:
+        if pending is not None and not pending.done():  # after an error or a cancel
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(futures.wait, [pending])
         if executor is not None:
-            executor.shutdown(wait=True)
+            executor.shutdown()
 
 
 class Expired(BatchvidError):

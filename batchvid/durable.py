@@ -121,8 +121,10 @@ class HashingWriter:
         self.size = 0
         self._synced = 0
         """``size`` when the last background sync started."""
+        self._lock = threading.Lock()
         self._syncing: threading.Thread | None = None
         self._sync_error: OSError | None = None
+        self._discarded = False
 
     def write(self, chunk: bytes) -> None:
         self.write_all((chunk,))
@@ -132,12 +134,15 @@ class HashingWriter:
         for chunk in chunks:
             self._digest.update(chunk)  # releases the GIL for all but tiny chunks
         for start in range(0, len(chunks), IOV_MAX):
-            _writev_all(self._fd, chunks[start : start + IOV_MAX])
+            _write_all(self._fd, chunks[start : start + IOV_MAX])
         self.size += sum(len(chunk) for chunk in chunks)
-        if self.size - self._synced >= SYNC_EVERY and not self._sync_running():
-            self._synced = self.size
-            self._syncing = threading.Thread(target=self._sync, name="batchvid-sync", daemon=True)
-            self._syncing.start()
+        if self.size - self._synced < SYNC_EVERY:
+            return
+        with self._lock:
+            if self._syncing is None:
+                self._synced = self.size
+                self._syncing = threading.Thread(target=self._sync, name="batchvid-sync", daemon=True)
+                self._syncing.start()
 
     @property
     def sha256(self) -> str:
@@ -146,7 +151,10 @@ class HashingWriter:
     def commit(self) -> None:
         """Make the file durable under its final name: fsync, rename, fsync the directory (the
         journal is about to call it done)."""
-        self._wait_for_sync()
+        with self._lock:
+            running = self._syncing
+        if running is not None:
+            running.join()
         if self._sync_error is not None:
             raise self._sync_error
         os.fsync(self._fd)
@@ -155,25 +163,29 @@ class HashingWriter:
         fsync_dir(self.final.parent)
 
     def discard(self) -> None:
-        self._wait_for_sync()
-        self._close()
-        with contextlib.suppress(OSError):
-            self.tmp.unlink()
-
-    def _sync_running(self) -> bool:
-        return self._syncing is not None and self._syncing.is_alive()
+        """Delete the temporary file, without waiting: under a running background sync, the
+        descriptor stays open (its number could be reused) and that thread removes the file."""
+        with self._lock:
+            self._discarded = True
+            if self._syncing is not None:
+                return
+        self._remove()
 
     def _sync(self) -> None:
         try:
             _fdatasync(self._fd)
         except OSError as exc:
             self._sync_error = exc
-
-    def _wait_for_sync(self) -> None:
-        """Never close the descriptor under a running sync (its number could be reused)."""
-        if self._syncing is not None:
-            self._syncing.join()
+        with self._lock:
             self._syncing = None
+            discarded = self._discarded
+        if discarded:
+            self._remove()
+
+    def _remove(self) -> None:
+        self._close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
 
     def _close(self) -> None:
         if self._open:
@@ -185,13 +197,13 @@ _fdatasync = getattr(os, "fdatasync", os.fsync)
 """macOS has no ``fdatasync``."""
 
 
-def _writev_all(fd: int, chunks: Sequence[bytes]) -> None:
-    """Write all of ``chunks`` (at most ``IOV_MAX``) to ``fd``, finishing a short write."""
+def _write_all(fd: int, chunks: Sequence[bytes]) -> None:
+    """Write all of ``chunks`` (at most ``IOV_MAX``) to ``fd`` in one ``writev`` where there is
+    one (not on Windows), finishing a short write."""
     if not chunks:
         return
-    total = sum(len(chunk) for chunk in chunks)
-    written = os.writev(fd, chunks)
-    if written == total:
+    written = os.writev(fd, chunks) if hasattr(os, "writev") else 0
+    if written == sum(len(chunk) for chunk in chunks):
         return
     rest = memoryview(b"".join(chunks))[written:]  # a short write: rare (a signal, a full disk)
     while rest:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
+import anyio
 import httpx
 import pytest
 
@@ -128,6 +129,31 @@ async def test_cap_crossed_inside_a_large_chunk_is_refused(tmp_path: Path) -> No
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.anyio
+async def test_cancelled_download_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download cancelled mid-body (an interrupt) returns promptly once the batch being
+    written is done: no writer thread left running, no file left behind."""
+    monkeypatch.setattr(durable, "SYNC_EVERY", 1 << 40)
+    served = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal served
+        while True:
+            served += 1
+            yield b"\2" * MIB
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return response_of(endless())
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        with anyio.move_on_after(0.5) as scope:
+            await downloader(client, tmp_path).fetch("http://cdn.test/v.mp4", tmp_path / "v.mp4")
+    assert scope.cancelled_caught
+    assert served > 2 * WRITE_BATCH // MIB  # the cancel came while batches were being written
+    assert not [t for t in threading.enumerate() if t.name.startswith("batchvid-write")]
+    assert list(tmp_path.iterdir()) == []
+
+
 class SlowWriter:
     """Records what ``_stream_into`` hands over; each batch takes a while to 'write'."""
 
@@ -180,8 +206,9 @@ def test_large_file_is_synced_as_it_grows_and_fsynced_before_the_rename(
     with hashing_writer(tmp_path / "video.mp4") as writer:
         for i in range(0, 16, 4):
             writer.write_all(data[i : i + 4])
-            if writer._syncing is not None:
-                writer._syncing.join()  # let each sync finish, so the next one can start
+            sync = writer._syncing
+            if sync is not None:
+                sync.join()  # let each sync finish, so the next one can start
         writer.commit()
     assert events.count("background") == 4
     assert events.index("fsync") < events.index("replace")
@@ -207,12 +234,16 @@ def test_failed_background_sync_fails_the_commit(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_discard_waits_for_a_running_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The descriptor is not closed under a background sync still running."""
+def test_discard_leaves_a_running_sync_its_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """discard does not wait for a background sync, nor close the descriptor under it: the
+    sync thread removes the temporary file when it ends."""
+    release = threading.Event()
     open_at_end: list[bool] = []
 
     def slow(fd: int) -> None:
-        time.sleep(0.2)
+        release.wait(10)
         try:
             os.fstat(fd)
             open_at_end.append(True)
@@ -223,6 +254,11 @@ def test_discard_waits_for_a_running_sync(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(durable, "_fdatasync", slow)
     with hashing_writer(tmp_path / "v.mp4") as writer:
         writer.write_all([b"\0" * MIB])
+        sync = writer._syncing
+    assert sync is not None and sync.is_alive()
+    assert [p.name for p in tmp_path.iterdir()] == [writer.tmp.name]
+    release.set()
+    sync.join()
     assert open_at_end == [True]
     assert list(tmp_path.iterdir()) == []
 
