@@ -34,7 +34,7 @@ from batchvid.retry import RetryPolicy
 
 EXPIRED_URL_STATUSES = (403, 404, 410)
 REFRESHES = 3
-WRITE_BATCH = 4 << 20
+WRITE_BATCH = 2 << 20
 
 
 @dataclass
