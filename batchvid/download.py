@@ -9,9 +9,11 @@ written to ``response.json`` whether the download succeeds or gives up.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 from collections.abc import Mapping
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
@@ -32,7 +34,7 @@ from batchvid.retry import RetryPolicy
 
 EXPIRED_URL_STATUSES = (403, 404, 410)
 REFRESHES = 3
-WRITE_BATCH = 4 << 20
+WRITE_BATCH = 2 << 20
 
 
 @dataclass
@@ -240,9 +242,10 @@ def provided(task: TaskResult) -> dict[str, Any]:
 
 
 async def _stream_into(response: httpx.Response, writer: HashingWriter, cap: int) -> None:
-    """Copy the body into ``writer``. Past the first 4 MiB, a worker thread hashes and writes
-    each batch while the event loop reads the next one (hashlib and file writes release the
-    GIL); small videos are written inline. At most two batches are in memory."""
+    """Copy the body into ``writer``. Past the first ``WRITE_BATCH`` bytes, a worker thread
+    hashes and writes each batch of chunks (as they came: no joined copy) while the event loop
+    reads the next one (hashlib and file writes release the GIL); small bodies are written
+    inline. At most two batches are held: the one being written and the one being read."""
     batch: list[bytes] = []
     size = received = 0
     executor: ThreadPoolExecutor | None = None
@@ -258,16 +261,18 @@ async def _stream_into(response: httpx.Response, writer: HashingWriter, cap: int
                 if executor is None:
                     executor = ThreadPoolExecutor(1, thread_name_prefix="batchvid-write")
                 if pending is not None:
-                    await anyio.to_thread.run_sync(pending.result)
-                pending = executor.submit(writer.write, b"".join(batch))
+                    await asyncio.wrap_future(pending)  # no worker thread to wait in
+                pending = executor.submit(writer.write_all, batch)
                 batch, size = [], 0
         if pending is not None:
-            await anyio.to_thread.run_sync(pending.result)
-        if batch:
-            writer.write(b"".join(batch))
+            await asyncio.wrap_future(pending)
+        writer.write_all(batch)
     finally:
+        if pending is not None and not pending.done():  # after an error or a cancel
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(futures.wait, [pending])
         if executor is not None:
-            executor.shutdown(wait=True)
+            executor.shutdown()
 
 
 class Expired(BatchvidError):
