@@ -9,16 +9,16 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from xml.etree import ElementTree as ET
 
 from batchvid import __version__
-from batchvid.gallery import write_gallery
+from batchvid.gallery import ContentHash, write_gallery
 from batchvid.jobs import Job
-from batchvid.store import dumps, write_atomic
+from batchvid.store import write_atomic, write_json
 
 # Characters XML 1.0 forbids even escaped; a provider's error body may carry them.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
@@ -374,6 +374,11 @@ def _xml_text(value: object) -> str:
 
 def render_junit(report: Mapping[str, Any]) -> str:
     """One testcase per job; failed jobs are failures, pending jobs are skipped."""
+    return "".join(junit_pieces(report))
+
+
+def junit_pieces(report: Mapping[str, Any]) -> Iterator[str]:
+    """``render_junit``'s text in pieces, a testcase at a time (``ET.indent``'s layout)."""
     s = report["summary"]
     suite = ET.Element(
         "testsuite",
@@ -385,20 +390,33 @@ def render_junit(report: Mapping[str, Any]) -> str:
             "skipped": str(s["pending"]),
         },
     )
-    for j in report["jobs"]:
-        case = ET.SubElement(
-            suite, "testcase", {"classname": report["manifest"]["name"], "name": j["id"]}
-        )
-        err = j["error"] or {}
-        message = short_message(str(err.get("message", "")))
-        if j["status"] == "failed":
-            node = ET.SubElement(case, "failure", {"type": _xml_text(err.get("kind", "error")),
-                                                   "message": _xml_text(message)})
-            node.text = _xml_text(f"{err.get('kind')}: {message}")
-        elif j["status"] == "pending":
-            ET.SubElement(case, "skipped", {"message": _xml_text(message or "not finished")})
-    ET.indent(suite)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+    yield '<?xml version="1.0" encoding="UTF-8"?>\n'
+    if not report["jobs"]:
+        yield ET.tostring(suite, encoding="unicode") + "\n"
+        return
+    suite.text = "\n  "
+    head = ET.tostring(suite, encoding="unicode")
+    yield head[: head.rindex("</testsuite>")]
+    last = len(report["jobs"]) - 1
+    for number, j in enumerate(report["jobs"]):
+        case = _testcase(report["manifest"]["name"], j)
+        ET.indent(case, level=1)
+        case.tail = "\n" if number == last else "\n  "
+        yield ET.tostring(case, encoding="unicode")
+    yield "</testsuite>\n"
+
+
+def _testcase(suite_name: str, j: Mapping[str, Any]) -> ET.Element:
+    case = ET.Element("testcase", {"classname": suite_name, "name": j["id"]})
+    err = j["error"] or {}
+    message = short_message(str(err.get("message", "")))
+    if j["status"] == "failed":
+        node = ET.SubElement(case, "failure", {"type": _xml_text(err.get("kind", "error")),
+                                               "message": _xml_text(message)})
+        node.text = _xml_text(f"{err.get('kind')}: {message}")
+    elif j["status"] == "pending":
+        ET.SubElement(case, "skipped", {"message": _xml_text(message or "not finished")})
+    return case
 
 
 def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
@@ -409,15 +427,17 @@ def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dic
 
 
 def write_report_files(
-    root: Path, report: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], lock: Mapping[str, Any]
+    root: Path, report: Mapping[str, Any], rows: Iterable[Mapping[str, Any]], lock: Mapping[str, Any]
 ) -> None:
-    text = dumps(report)
-    write_atomic(root / "report.json", text)
+    """Write report.json, report.md, junit.xml, metadata.jsonl, batchvid.lock and report.html,
+    each atomically and in pieces (a 100,000-job report is never in memory as one text)."""
+    content = ContentHash()
+    content.write_report(root / "report.json", report)
     write_atomic(root / "report.md", render_markdown(report))
-    write_atomic(root / "junit.xml", render_junit(report))
+    write_atomic(root / "junit.xml", junit_pieces(report))
     write_atomic(
         root / "metadata.jsonl",
-        "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows),
+        (json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows),
     )
-    write_atomic(root / "batchvid.lock", dumps(lock))
-    write_gallery(root, report, report_text=text)
+    write_json(root / "batchvid.lock", lock)
+    write_gallery(root, report, content=content)

@@ -29,6 +29,7 @@ from batchvid.durable import (
     make_dir,
     sha256_file,
     write_atomic,
+    write_json,
 )
 from batchvid.errors import OutputDirError, OutputDirLocked
 from batchvid.journal import JobRecord, Journal, RecordState
@@ -54,6 +55,7 @@ __all__ = [
     "sha256_file",
     "verify_file",
     "write_atomic",
+    "write_json",
 ]
 
 
