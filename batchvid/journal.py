@@ -154,8 +154,27 @@ def entry_from_dict(data: Mapping[str, Any]) -> Entry:
     for name in ("key", "id", *REQUIRED[event]):
         if name not in data:
             raise KeyError(name)
-    known = {f.name for f in fields(cls)}
+    known = _FIELDS[cls]
     return cls(**{name: value for name, value in data.items() if name in known})
+
+
+_FIELDS: Mapping[type[Entry], frozenset[str]] = {
+    cls: frozenset(f.name for f in fields(cls)) for cls in ENTRY_TYPES.values()
+}
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # json.loads's own scanner
+
+
+def _decode_line(line: str) -> Any:
+    """``json.loads(line)``: the scanner straight on a compact line and its newline, json.loads
+    for anything else (other whitespace, errors and their messages)."""
+    try:
+        value, end = _SCAN(line, 0)
+    except StopIteration:
+        pass
+    else:
+        if end == len(line) or line[end:] == "\n":
+            return value
+    return json.loads(line)
 
 
 def encode(entry: Entry) -> bytes:
@@ -165,30 +184,32 @@ def encode(entry: Entry) -> bytes:
 
 
 def read_entries(path: Path) -> Iterator[Entry]:
-    """The entries of a journal file, in order. A torn last line (a crash mid-write) is
-    ignored; a corrupt line elsewhere is an ``OutputDirError`` naming its line number."""
-    if not path.exists():
-        return
+    """The entries of a journal file, in order, read a line at a time. A torn last line (a
+    crash mid-write) is ignored; a corrupt line elsewhere is an ``OutputDirError`` naming its
+    line number."""
     try:
-        lines = path.read_bytes().split(b"\n")
+        fh = path.open("rb")
+    except FileNotFoundError:
+        return
     except OSError as exc:
         raise OutputDirError(f"{path} cannot be read: {exc}") from exc
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            data = json.loads(raw)
-            if not isinstance(data, dict):
-                raise ValueError("not an object")
-            entry = entry_from_dict(data)
-        except (ValueError, KeyError, TypeError) as exc:
-            if number >= len(lines) - 1:  # the torn tail of a crash: the write never finished
-                return
-            raise OutputDirError(
-                f"{path}:{number}: the journal is corrupt ({exc}); "
-                "move the output directory aside or repair that line"
-            ) from exc
-        yield entry
+    with fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                data = _decode_line(raw.decode("utf-8"))
+                if not isinstance(data, dict):
+                    raise ValueError("not an object")
+                entry = entry_from_dict(data)
+            except (ValueError, KeyError, TypeError) as exc:
+                if not fh.read(1):  # the torn tail of a crash: the write never finished
+                    return
+                raise OutputDirError(
+                    f"{path}:{number}: the journal is corrupt ({exc}); "
+                    "move the output directory aside or repair that line"
+                ) from exc
+            yield entry
 
 
 @dataclass
@@ -255,6 +276,21 @@ def replay_entries(entries: Iterable[Entry]) -> dict[str, JobRecord]:
     return records
 
 
+def _after_last_newline(path: Path, size: int) -> int:
+    """The offset just after the last newline of a file of ``size`` bytes (0 without one),
+    read from its end backwards."""
+    with path.open("rb") as fh:
+        end = size
+        while end > 0:
+            start = max(0, end - (1 << 16))
+            fh.seek(start)
+            found = fh.read(end - start).rfind(b"\n")
+            if found >= 0:
+                return start + found + 1
+            end = start
+    return 0
+
+
 class Journal:
     """Append-only JSON lines, each fsynced before ``append`` or ``commit`` returns.
 
@@ -284,7 +320,7 @@ class Journal:
             fsync_dir(self.path.parent)
         size = self._fh.tell()
         if size:
-            end = self.path.read_bytes().rfind(b"\n") + 1
+            end = _after_last_newline(self.path, size)
             if end != size:
                 # The torn tail of a crash, which replay() ignored: drop it, or the next entry
                 # would be glued onto it and lost.

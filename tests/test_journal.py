@@ -272,3 +272,27 @@ async def test_a_commit_after_a_crash_does_not_glue_onto_the_torn_tail(tmp_path:
     await journal.commit(_submitted(2))
     journal.close()
     assert list(read_entries(path)) == [_submitted(1), _submitted(2)]
+
+
+@pytest.mark.anyio
+async def test_a_torn_tail_longer_than_the_backward_read_is_dropped_whole(tmp_path: Path) -> None:
+    """A torn last line of 200,000 bytes (several of open's backward reads) is cut at the last
+    full line, and the next line replays after the earlier ones."""
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(encode(_submitted(1)) + encode(_submitted(2)) + b'{"event":"x' + b"y" * 200_000)
+    journal = Journal(path)
+    journal.open()
+    await journal.commit(_submitted(3))
+    journal.close()
+    assert list(read_entries(path)) == [_submitted(1), _submitted(2), _submitted(3)]
+
+
+def test_a_torn_tail_of_bytes_that_are_not_utf8_is_ignored_but_not_in_the_middle(tmp_path: Path) -> None:
+    """A last line cut inside a UTF-8 character is a torn tail; the same line elsewhere is corrupt."""
+    path = tmp_path / "journal.jsonl"
+    cut = '{"event":"submitted","id":"é'.encode()[:-1]
+    path.write_bytes(encode(_submitted(1)) + cut)
+    assert list(read_entries(path)) == [_submitted(1)]
+    path.write_bytes(cut + b"\n" + encode(_submitted(1)))
+    with pytest.raises(OutputDirError, match=r"journal.jsonl:1: the journal is corrupt"):
+        list(read_entries(path))
