@@ -114,6 +114,16 @@ def _write_pieces(fh: BinaryIO, pieces: Iterable[str]) -> None:
 _PIECES_BYTES = 1 << 20
 
 
+def file_stat(path: Path) -> dict[str, int] | None:
+    """What says a file is unchanged without reading it: size, mtime_ns and inode (None when
+    it cannot be stat'ed)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return {"bytes": st.st_size, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns}
+
+
 def sha256_file(path: Path) -> tuple[str, int]:
     """(sha256 hex, size in bytes) of a file, read in chunks."""
     digest = hashlib.sha256()

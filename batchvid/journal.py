@@ -11,9 +11,10 @@ The entries, by their ``event`` field::
     submitting  key id request_id          a create request is about to be sent
     refused     key id                     a create was answered with an error: no task exists
     submitted   key id task_id             the provider accepted the create: task id known
-    succeeded   key id task_id video cover media [poster provided]
+    succeeded   key id task_id video cover media [poster provided stat]
                                            the video is in place, hashed (poster: its first
-                                           frame; provided: what the provider said beside it)
+                                           frame; provided: what the provider said beside it;
+                                           stat: the file's size, mtime_ns and inode then)
     failed      key id task_id error [video media]
                                            the job failed (error: kind and message; video and
                                            media: a paid video kept aside, as after qc_failed)
@@ -88,7 +89,7 @@ class Submitted(Entry):
 @dataclass(frozen=True, slots=True)
 class Succeeded(Entry):
     EVENT: ClassVar[RecordState] = "succeeded"
-    OMITTED_WHEN_NONE: ClassVar[tuple[str, ...]] = ("poster", "provided")
+    OMITTED_WHEN_NONE: ClassVar[tuple[str, ...]] = ("poster", "provided", "stat")
     task_id: str | None = None
     video: dict[str, Any] = field(default_factory=dict)
     cover: dict[str, Any] | None = None
@@ -96,6 +97,9 @@ class Succeeded(Entry):
     poster: dict[str, Any] | None = None
     provided: dict[str, Any] | None = None
     """``revised_prompt`` and ``provider_duration`` when the provider returned them."""
+    stat: dict[str, int] | None = None
+    """The video file as it was journaled (``durable.file_stat``): a later run that finds it
+    unchanged (same size, mtime_ns and inode) skips re-hashing it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +231,8 @@ class JobRecord:
     media: dict[str, Any] | None = None
     poster: dict[str, Any] | None = None
     provided: dict[str, Any] | None = None
+    stat: dict[str, int] | None = None
+    """``succeeded`` only: the video file as journaled (``Succeeded.stat``)."""
     error: dict[str, Any] | None = None
     """``failed`` only: {kind, message}; its ``video`` and ``media`` are a rejected video's."""
     creates: int = 0
@@ -262,7 +268,7 @@ def fold(records: dict[str, JobRecord], entry: Entry) -> None:
     elif isinstance(entry, Succeeded):
         record.task_id, record.video = entry.task_id, entry.video
         record.cover, record.media = entry.cover, entry.media
-        record.poster, record.provided = entry.poster, entry.provided
+        record.poster, record.provided, record.stat = entry.poster, entry.provided, entry.stat
     elif isinstance(entry, Failed):
         record.task_id, record.error = entry.task_id, entry.error
         record.video, record.media = entry.video, entry.media

@@ -236,7 +236,8 @@ class Runner:
                 )
             budget = Budget(self.settings.max_cost, plan.prices, plan.currency)
             lives = [
-                JobLife(s.job, with_rewrite(initial_outcome(s), s), self.out.journal, self.emit, self.scrub)
+                JobLife(s.job, with_rewrite(initial_outcome(s), s), self.out.journal, self.emit,
+                        self.scrub, self.out.root)
                 for s in plan.steps
             ]
             relocations = Relocations(self.out.root, self.out.state_dir)

@@ -243,3 +243,22 @@ def test_a_run_makes_each_job_folder_durable_before_its_video_is_done(
     for k, rename in enumerate(renames, start=1):  # the k-th video has k folders synced before it
         assert sum(i < rename for i in folder_syncs) >= k
     assert ("fsync-dir", "out") in calls[: renames[0]]  # jobs/ itself is durable in out/
+
+
+def test_verify_file_trusts_only_an_unchanged_stat(tmp_path: Path) -> None:
+    """With the stat taken when it was hashed, an unchanged file verifies unread; a truncated
+    one, or one whose stat does not match, is read and its damage named."""
+    from batchvid.store import file_stat
+
+    path = tmp_path / "v.mp4"
+    path.write_bytes(b"0123456789")
+    digest, size = sha256_file(path)
+    expected = {"sha256": digest, "bytes": size}
+    unchanged = file_stat(path)
+    assert unchanged is not None
+    wrong = {"sha256": "0" * 64, "bytes": size}  # what a read would refute
+    assert verify_file(path, wrong, unchanged=unchanged) is None
+    assert verify_file(path, wrong, unchanged={**unchanged, "ino": unchanged["ino"] + 1}) is not None
+    with path.open("r+b") as fh:
+        fh.truncate(5)
+    assert "size 5 differs" in (verify_file(path, expected, unchanged=unchanged) or "")
