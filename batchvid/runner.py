@@ -220,6 +220,7 @@ class Runner:
     async def run(self) -> RunResult:
         started_wall, started = _now(), self.clock()
         records = self.out.open()
+        clean = False
         try:
             plan = plan_for(self.manifest, self.settings, records)
             if self.settings.max_cost is not None and plan.unpriced:
@@ -252,8 +253,9 @@ class Runner:
                     for outcome in outcomes:
                         _say_task_not_finished(outcome)
                     report = self._report(outcomes, budget, started_wall, started)
+            clean = True  # nothing cut short: the next run need not look for orphans in jobs/
         finally:
-            self.out.close()
+            self.out.close(clean=clean)
         return RunResult(report["exit_code"], outcomes, report, self.stopped)
 
     def _report(

@@ -262,3 +262,24 @@ def test_verify_file_trusts_only_an_unchanged_stat(tmp_path: Path) -> None:
     with path.open("r+b") as fh:
         fh.truncate(5)
     assert "size 5 differs" in (verify_file(path, expected, unchanged=unchanged) or "")
+
+
+def test_after_a_clean_close_jobs_are_not_searched_but_after_a_kill_they_are(tmp_path: Path) -> None:
+    """A holder that closes cleanly empties the lock file, and the next open does not list jobs/;
+    one that did not (killed: its pid still there) has its orphans swept."""
+    job_dir = tmp_path / "jobs" / "a"
+    job_dir.mkdir(parents=True)
+    out = OutputDir(tmp_path)
+    out.open()
+    out.close(clean=True)
+    assert (tmp_path / ".batchvid" / "lock").read_bytes() == b""
+    orphan = job_dir / ".video.mp4.x1.part"
+    orphan.write_bytes(b"half")  # not one a batchvid run could leave after a clean close
+    out.open()
+    assert orphan.exists()
+    assert (tmp_path / ".batchvid" / "lock").read_text() == f"{os.getpid()}\n"
+    out.close()  # as if killed: the pid stays
+    assert (tmp_path / ".batchvid" / "lock").read_text() == f"{os.getpid()}\n"
+    out.open()
+    out.close(clean=True)
+    assert not orphan.exists()
