@@ -94,7 +94,7 @@ class Settings:
     """The HTTP transport under httpx when the runner is given none (``batchvid.transport``)."""
 
 
-@dataclass
+@dataclass(repr=False)
 class RunResult:
     """How a run ended: the exit code the CLI returns (0 all done, 1 some failed, 3 stopped
     early and resumable), each job's outcome in manifest order, report.json's content, and why
@@ -104,6 +104,11 @@ class RunResult:
     outcomes: list[Outcome]
     report: dict[str, Any]
     stopped: dict[str, str] | None
+
+    def __repr__(self) -> str:
+        # Short: asyncio's runner formats the main task's repr, result included, when it puts
+        # back the SIGINT handler; the outcomes of 100,000 jobs took seconds and megabytes.
+        return f"RunResult(exit_code={self.exit_code}, jobs={len(self.outcomes)}, stopped={self.stopped!r})"
 
 
 def plan_for(manifest: Manifest, settings: Settings, records: Mapping[str, JobRecord]) -> Plan:

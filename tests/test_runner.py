@@ -496,3 +496,13 @@ def test_rerun_trusts_an_unchanged_video_and_rehashes_a_changed_one(tmp_path: Pa
     assert [call.args[0] for call in hashed.call_args_list] == [video]
     assert [o.status for o in result.outcomes] == ["skipped", "succeeded"]
     assert len(transport.requests) > 0 and video.read_bytes() == data
+
+
+def test_run_result_repr_stays_short_however_many_jobs() -> None:
+    """repr(RunResult) does not list the outcomes: asyncio formats it when the run ends."""
+    from batchvid.report import Outcome
+    from batchvid.runner import RunResult
+
+    outcomes = [Outcome(make_job(f"job-{i}", i), "skipped", "skip") for i in range(2000)]
+    text = repr(RunResult(0, outcomes, {"jobs": []}, None))
+    assert text == "RunResult(exit_code=0, jobs=2000, stopped=None)"
