@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,9 +35,9 @@ Status = Literal["succeeded", "skipped", "failed", "pending"]
 STATUSES: tuple[Status, ...] = ("succeeded", "skipped", "failed", "pending")
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
-    """How one job ended in this run."""
+    """How one job ended in this run (slotted: a run holds one per job, 100,000 of them)."""
 
     job: Job
     status: Status
@@ -214,16 +214,15 @@ def _pin(o: Outcome) -> dict[str, Any]:
     return pin
 
 
-def metadata_rows(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
-    """One row per finished video, as a Hugging Face ``videofolder`` reads ``metadata.jsonl``."""
-    rows = []
+def metadata_rows(outcomes: Iterable[Outcome]) -> Iterator[dict[str, Any]]:
+    """One row per finished video, as a Hugging Face ``videofolder`` reads ``metadata.jsonl``
+    (made as they are written, not all held)."""
     for o in outcomes:
         if o.status not in ("succeeded", "skipped") or o.video is None:
             continue
         media = o.media or {}
         params = o.job.canonical_params()
-        rows.append(
-            {
+        yield {
                 "file_name": o.video["path"],
                 "id": o.job.id,
                 "key": o.job.key,
@@ -236,9 +235,7 @@ def metadata_rows(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
                 "fps": media.get("fps"),
                 "duration": media.get("duration"),
                 "quality": media.get("quality"),
-            }
-        )
-    return rows
+        }
 
 
 AGAIN = {"reattach": "re-attached", "download": "downloaded again"}
@@ -422,7 +419,7 @@ def _testcase(suite_name: str, j: Mapping[str, Any]) -> ET.Element:
 def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
     """Write every report file atomically; returns the report."""
     report = build_report(outcomes, info)
-    write_report_files(root, report, metadata_rows(outcomes), lock_data(outcomes, info))
+    _write_files(root, report, metadata_rows(outcomes), lambda: lock_data(outcomes, info))
     return report
 
 
@@ -431,6 +428,16 @@ def write_report_files(
 ) -> None:
     """Write report.json, report.md, junit.xml, metadata.jsonl, batchvid.lock and report.html,
     each atomically and in pieces (a 100,000-job report is never in memory as one text)."""
+    _write_files(root, report, rows, lambda: lock)
+
+
+def _write_files(
+    root: Path,
+    report: Mapping[str, Any],
+    rows: Iterable[Mapping[str, Any]],
+    lock: Callable[[], Mapping[str, Any]],
+) -> None:
+    """``write_report_files``, the lock made only when it is written (after the rows)."""
     content = ContentHash()
     content.write_report(root / "report.json", report)
     write_atomic(root / "report.md", render_markdown(report))
@@ -439,5 +446,5 @@ def write_report_files(
         root / "metadata.jsonl",
         (json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows),
     )
-    write_json(root / "batchvid.lock", lock)
+    write_json(root / "batchvid.lock", lock())
     write_gallery(root, report, content=content)

@@ -135,20 +135,18 @@ def initial_outcome(step: Step) -> Outcome:
     if status == "skipped" and record is not None:
         return Outcome(step.job, status, step.action, task_id=task_id, video=record.video,
                        cover=record.cover, media=record.media, poster=record.poster,
-                       provided=dict(record.provided or {}))
+                       provided=record.provided or {})
     if status == "failed" and record is not None:
         error = record.error
         if error is None and record.state == "submitting":
             error = dict(UNANSWERED_CREATE)
         return Outcome(step.job, status, step.action, task_id=task_id, error=error,
                        video=record.video, media=record.media)  # a rejected video, kept aside
-    return Outcome(
-        step.job,
-        status,
-        step.action,
-        task_id=None if step.pays else task_id,
-        error={"kind": "not_started", "message": "the run stopped before this job finished"},
-    )
+    return Outcome(step.job, status, step.action, task_id=None if step.pays else task_id, error=NOT_STARTED)
+
+
+NOT_STARTED: dict[str, Any] = {"kind": "not_started", "message": "the run stopped before this job finished"}
+"""The error of every job the run has not finished yet (one dict, shared: never changed in place)."""
 
 
 def _say_task_not_finished(outcome: Outcome) -> None:
