@@ -151,20 +151,16 @@ REQUIRED: Mapping[str, tuple[str, ...]] = {
 def entry_from_dict(data: Mapping[str, Any]) -> Entry:
     """The typed entry of one decoded journal line; ``ValueError``/``KeyError`` when it is not
     one. Fields this version does not know are ignored."""
+    _check(data)
     event = data["event"]
-    cls = ENTRY_TYPES.get(event) if isinstance(event, str) else None
-    if cls is None:
-        raise ValueError(f"unknown journal event {event!r}")
-    for name in ("key", "id", *REQUIRED[event]):
-        if name not in data:
-            raise KeyError(name)
-    known = _FIELDS[cls]
-    return cls(**{name: value for name, value in data.items() if name in known})
+    known = _FIELDS_BY_EVENT[event]
+    return ENTRY_TYPES[event](**{name: value for name, value in data.items() if name in known})
 
 
-_FIELDS: Mapping[type[Entry], frozenset[str]] = {
-    cls: frozenset(f.name for f in fields(cls)) for cls in ENTRY_TYPES.values()
+_FIELDS_BY_EVENT: Mapping[str, frozenset[str]] = {
+    event: frozenset(f.name for f in fields(cls)) for event, cls in ENTRY_TYPES.items()
 }
+_NEEDED: Mapping[str, tuple[str, ...]] = {event: ("key", "id", *REQUIRED[event]) for event in ENTRY_TYPES}
 _SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # json.loads's own scanner
 
 
@@ -191,6 +187,13 @@ def read_entries(path: Path) -> Iterator[Entry]:
     """The entries of a journal file, in order, read a line at a time. A torn last line (a
     crash mid-write) is ignored; a corrupt line elsewhere is an ``OutputDirError`` naming its
     line number."""
+    for data in _lines(path):
+        yield entry_from_dict(data)
+
+
+def _lines(path: Path) -> Iterator[dict[str, Any]]:
+    """The decoded lines of a journal file, each checked to be an entry (``entry_from_dict``'s
+    checks), with ``read_entries``'s handling of a torn tail and of corruption."""
     try:
         fh = path.open("rb")
     except FileNotFoundError:
@@ -203,9 +206,7 @@ def read_entries(path: Path) -> Iterator[Entry]:
                 continue
             try:
                 data = _decode_line(raw.decode("utf-8"))
-                if not isinstance(data, dict):
-                    raise ValueError("not an object")
-                entry = entry_from_dict(data)
+                _check(data)
             except (ValueError, KeyError, TypeError) as exc:
                 if not fh.read(1):  # the torn tail of a crash: the write never finished
                     return
@@ -213,10 +214,22 @@ def read_entries(path: Path) -> Iterator[Entry]:
                     f"{path}:{number}: the journal is corrupt ({exc}); "
                     "move the output directory aside or repair that line"
                 ) from exc
-            yield entry
+            yield data
 
 
-@dataclass
+def _check(data: Any) -> None:
+    """``ValueError``/``KeyError`` unless ``data`` is a journal entry's object."""
+    if not isinstance(data, dict):
+        raise ValueError("not an object")
+    event = data["event"]
+    if not isinstance(event, str) or event not in ENTRY_TYPES:
+        raise ValueError(f"unknown journal event {event!r}")
+    for name in _NEEDED[event]:
+        if name not in data:
+            raise KeyError(name)
+
+
+@dataclass(slots=True)
 class JobRecord:
     """What the journal says about one job key, folded from its entries."""
 
@@ -249,30 +262,41 @@ class JobRecord:
 
 def fold(records: dict[str, JobRecord], entry: Entry) -> None:
     """Apply one entry to the records: the latest entry of a key decides its state."""
-    previous = records.get(entry.key)
-    if isinstance(entry, Enhanced):
+    _fold(records, {"event": entry.EVENT, **{f.name: getattr(entry, f.name) for f in fields(entry)}})
+
+
+def _fold(records: dict[str, JobRecord], line: Mapping[str, Any]) -> None:
+    """``fold`` of one checked journal line (fields it leaves out take their defaults)."""
+    event, key = line["event"], line["key"]
+    get = line.get
+    previous = records.get(key)
+    if event == "enhanced":
         if previous is None:
-            previous = records[entry.key] = JobRecord(entry.key, entry.id, entry.EVENT)
-        previous.enhanced, previous.fresh = entry.result(), True
+            previous = records[key] = JobRecord(key, line["id"], event)
+        previous.enhanced = {name: get(name, default) for name, default in _REWRITE_DEFAULTS.items()}
+        previous.fresh = True
         return
-    record = JobRecord(entry.key, entry.id, entry.EVENT)
+    record = records[key] = JobRecord(key, line["id"], event)
     if previous is not None:
         record.creates, record.enhanced = previous.creates, previous.enhanced
         record.fresh, record.sent = previous.fresh, previous.sent
-    if isinstance(entry, Submitting):
+    if event == "submitting":
         record.sent, record.fresh = record.enhanced, False
         record.creates += 1
-        record.request_id = entry.request_id
-    elif isinstance(entry, Submitted):
-        record.task_id = entry.task_id
-    elif isinstance(entry, Succeeded):
-        record.task_id, record.video = entry.task_id, entry.video
-        record.cover, record.media = entry.cover, entry.media
-        record.poster, record.provided, record.stat = entry.poster, entry.provided, entry.stat
-    elif isinstance(entry, Failed):
-        record.task_id, record.error = entry.task_id, entry.error
-        record.video, record.media = entry.video, entry.media
-    records[entry.key] = record
+        record.request_id = get("request_id")
+    elif event == "submitted":
+        record.task_id = line["task_id"]
+    elif event == "succeeded":
+        record.task_id, record.video = get("task_id"), line["video"]
+        record.cover, record.media = get("cover"), get("media")
+        record.poster, record.provided, record.stat = get("poster"), get("provided"), get("stat")
+    elif event == "failed":
+        record.task_id, record.error = get("task_id"), line["error"]
+        record.video, record.media = get("video"), get("media")
+
+
+_REWRITE_DEFAULTS = {f.name: f.default for f in fields(Enhanced) if f.name not in ("key", "id")}
+"""What ``Enhanced.result`` holds, with the defaults of the fields a line leaves out."""
 
 
 def replay_entries(entries: Iterable[Entry]) -> dict[str, JobRecord]:
@@ -381,5 +405,9 @@ class Journal:
         return read_entries(self.path)
 
     def replay(self) -> dict[str, JobRecord]:
-        """Fold the journal into the latest record per key (see ``read_entries``)."""
-        return replay_entries(self.entries())
+        """Fold the journal into the latest record per key (see ``read_entries``), straight
+        from its decoded lines."""
+        records: dict[str, JobRecord] = {}
+        for line in _lines(self.path):
+            _fold(records, line)
+        return records
