@@ -80,6 +80,8 @@ class LifecycleError(RuntimeError):
 class JobLife:
     """One job in this run: its state, its report ``Outcome``, and the one way to change them."""
 
+    __slots__ = ("_emit", "_journal", "_root", "_scrub", "job", "outcome", "state")  # one per job
+
     def __init__(
         self,
         job: Job,
@@ -90,8 +92,7 @@ class JobLife:
         root: Path | None = None,
     ) -> None:
         self.job = job
-        self._root = root
-        """The output directory: the video's ``file_stat`` is journaled with its success."""
+        self._root = root  # the output directory: the video's file_stat is journaled with its success
         self.outcome = outcome
         self.state = JobState.QUEUED
         self._journal = journal
