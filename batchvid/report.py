@@ -29,6 +29,9 @@ _TAG = re.compile(r"<!--.*?-->|</?[A-Za-z!][^<>]*>", re.DOTALL)
 _LOOKS_HTML = re.compile(r"<(!doctype|html|head|body|title|h[1-6]|p|div|center|hr|br|pre)\b", re.I)
 SHORT_MESSAGE_CHARS = 200
 
+_ROW = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+"""A metadata.jsonl line (``json.dumps(row, sort_keys=True, ensure_ascii=False)``'s text)."""
+
 REPORT_VERSION = 1
 LOCK_VERSION = 1
 Status = Literal["succeeded", "skipped", "failed", "pending"]
@@ -444,7 +447,7 @@ def _write_files(
     write_atomic(root / "junit.xml", junit_pieces(report))
     write_atomic(
         root / "metadata.jsonl",
-        (json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows),
+        (_ROW(r) + "\n" for r in rows),
     )
     write_json(root / "batchvid.lock", lock())
     write_gallery(root, report, content=content)
