@@ -15,11 +15,12 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from batchvid.jsontext import NotPlain, pieces
 from batchvid.poster import POSTER_NAME, make_poster
 from batchvid.store import dumps, write_atomic
 from batchvid.sweeps import find_sweeps
@@ -33,6 +34,8 @@ _SOURCES = ("report.html.j2", "gallery.css", "gallery.js")
 _TIMING = "timing.html.j2"
 _TIMING_START, _TIMING_END = "<!--timing-->", "<!--/timing-->"
 _TIMING_KEY = '\n  "timing": {'
+_TIMING_PIECE = ',\n  "timing": '
+"""How ``jsontext.pieces`` starts the timing section of report.json."""
 _SAFE_RELATIVE = re.compile(r"^jobs/[a-z0-9][a-z0-9._-]*/[A-Za-z0-9._-]+$")
 # In a <script> block only "</" and "<!--" could end it early; escaping <, > and & as JSON
 # \u escapes covers both. U+2028/9 are escaped so the text is also valid JavaScript.
@@ -55,10 +58,7 @@ def script_json(value: Any) -> Markup:
     """``value`` as JSON that is safe inside a ``<script type="application/json">`` block."""
     from markupsafe import Markup
 
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    for char, escaped in _SCRIPT_UNSAFE.items():
-        text = text.replace(char, escaped)
-    return Markup(text)  # escaped above for its only context
+    return Markup(_script_safe(_COMPACT(value)))  # escaped above for its only context
 
 
 def _href(path: Any) -> str | None:
@@ -125,22 +125,51 @@ def ensure_posters(
 
 def gallery_data(report: Mapping[str, Any], posters: Mapping[str, str]) -> dict[str, Any]:
     """What the page's script reads: the run, one card per job, the sweeps."""
-    jobs = report["jobs"]
-    cover = {j["id"]: _href((j.get("cover") or {}).get("path")) for j in jobs}
+    return {"run": _run_facts(report), "jobs": list(_cards(report, posters)), "sweeps": _sweeps(report)}
+
+
+def _run_facts(report: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "run": {
-            "name": report["manifest"]["name"],
-            "manifest": report["manifest"]["path"],
-            "provider": report["manifest"]["provider"],
-            "exit_code": report["exit_code"],
-            "stopped": report.get("stopped"),
-            "summary": report["summary"],
-            "cost": report["cost"],
-            "version": report.get("batchvid_version"),
-        },
-        "jobs": [_card(j, posters.get(j["id"]) or cover[j["id"]]) for j in jobs],
-        "sweeps": [s.to_dict() for s in find_sweeps(jobs)],
+        "name": report["manifest"]["name"],
+        "manifest": report["manifest"]["path"],
+        "provider": report["manifest"]["provider"],
+        "exit_code": report["exit_code"],
+        "stopped": report.get("stopped"),
+        "summary": report["summary"],
+        "cost": report["cost"],
+        "version": report.get("batchvid_version"),
     }
+
+
+def _cards(report: Mapping[str, Any], posters: Mapping[str, str]) -> Iterator[dict[str, Any]]:
+    for j in report["jobs"]:
+        yield _card(j, posters.get(j["id"]) or _href((j.get("cover") or {}).get("path")))
+
+
+def _sweeps(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [s.to_dict() for s in find_sweeps(report["jobs"])]
+
+
+def _data_pieces(report: Mapping[str, Any], posters: Mapping[str, str]) -> Iterator[str]:
+    """``script_json(gallery_data(report, posters))`` in pieces, a card at a time: the same
+    text (keys sorted: jobs, run, sweeps; compact; unsafe characters escaped one by one)."""
+    yield '{"jobs":['
+    sep = ""
+    for card in _cards(report, posters):
+        yield sep + _script_safe(_COMPACT(card))
+        sep = ","
+    yield '],"run":' + _script_safe(_COMPACT(_run_facts(report)))
+    yield ',"sweeps":' + _script_safe(_COMPACT(_sweeps(report))) + "}"
+
+
+_COMPACT = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _script_safe(text: str) -> str:
+    for char, escaped in _SCRIPT_UNSAFE.items():
+        if char in text:
+            text = text.replace(char, escaped)
+    return text
 
 
 def _inline_hash(text: str) -> str:
@@ -152,19 +181,63 @@ def _source(env: jinja2.Environment, name: str) -> str:
     return env.loader.get_source(env, name)[0]
 
 
-def content_digest(report: Mapping[str, Any], posters: Mapping[str, str], report_text: str | None = None) -> str:
-    """A digest of everything the page shows except the timing: the report outside its
-    ``timing`` section, the posters and the page's own sources. ``report_text`` (report.json's
-    text as ``durable.dumps`` wrote it) saves encoding the report again."""
+def _sources_digest() -> hashlib._Hash:
     env = _environment()
     digest = hashlib.sha256()
     for name in (*_SOURCES, _TIMING):
         digest.update(_source(env, name).encode("utf-8"))
+    return digest
+
+
+def content_digest(report: Mapping[str, Any], posters: Mapping[str, str], report_text: str | None = None) -> str:
+    """A digest of everything the page shows except the timing: the report outside its
+    ``timing`` section, the posters and the page's own sources. ``report_text`` (report.json's
+    text as ``durable.dumps`` wrote it) saves encoding the report again."""
+    digest = _sources_digest()
     text = dumps(report) if report_text is None else report_text
     # "timing" is the last key of report.json, and the only one indented two spaces.
     digest.update(text[: text.rfind(_TIMING_KEY)].encode("utf-8"))
     digest.update(json.dumps(posters, sort_keys=True).encode("utf-8"))
     return digest.hexdigest()
+
+
+class ContentHash:
+    """``content_digest`` taken while report.json is written (``report_pieces``), so the report
+    is encoded once and never held as one text."""
+
+    def __init__(self) -> None:
+        self._digest: hashlib._Hash | None = None
+        """Sources and report.json up to its timing section, once written."""
+
+    def write_report(self, path: Path, report: Mapping[str, Any]) -> None:
+        """Write report.json (``durable.dumps``'s text), hashing it on the way."""
+        try:
+            write_atomic(path, self._report_pieces(report))
+        except NotPlain:
+            text = dumps(report)
+            write_atomic(path, text)
+            self._digest = _sources_digest()
+            self._digest.update(text[: text.rfind(_TIMING_KEY)].encode("utf-8"))
+
+    def _report_pieces(self, report: Mapping[str, Any]) -> Iterator[str]:
+        digest, hashing = _sources_digest(), True
+        for piece in pieces(report):
+            if hashing and piece.startswith(_TIMING_PIECE):
+                digest.update(b",")  # content_digest keeps the comma before the timing key
+                hashing = False
+            elif hashing:
+                digest.update(piece.encode("utf-8"))
+            yield piece
+        yield "\n"
+        self._digest = None if hashing else digest
+
+    def digest(self, report: Mapping[str, Any], posters: Mapping[str, str]) -> str:
+        """``content_digest(report, posters)``."""
+        if self._digest is None:  # not written here, or without a timing section
+            return content_digest(report, posters)
+        digest = self._digest.copy()
+        digest.update(json.dumps(posters, sort_keys=True).encode("utf-8"))
+        return digest.hexdigest()
 
 
 def _render_timing(env: jinja2.Environment, report: Mapping[str, Any]) -> str:
@@ -175,40 +248,69 @@ def _render_timing(env: jinja2.Environment, report: Mapping[str, Any]) -> str:
 def render_gallery(report: Mapping[str, Any], posters: Mapping[str, str], content: str | None = None) -> str:
     """The page's HTML for ``report`` (posters: job id -> relative link; ``content``: its
     ``content_digest``, computed when not given)."""
+    return "".join(_page_pieces(report, posters, content))
+
+
+def _page_pieces(report: Mapping[str, Any], posters: Mapping[str, str], content: str | None) -> Iterator[str]:
+    """The page in pieces: the template around the data block, the data a card at a time."""
     from markupsafe import Markup
 
     env = _environment()
     style, script = _source(env, "gallery.css"), _source(env, "gallery.js")
     timing = report.get("timing") or {}
-    return env.get_template("report.html.j2").render(
+    page = env.get_template("report.html.j2").render(
         title=f"batchvid · {report['manifest']['name']}",
         style=Markup(style),
         script=Markup(script),
         style_hash=_inline_hash(style),
         script_hash=_inline_hash(script),
-        data=script_json(gallery_data(report, posters)),
+        data=Markup(_DATA_MARK),
         run=report,
         seconds=timing.get("seconds"),
         started_at=timing.get("started_at"),
         content=content or content_digest(report, posters),
     )
+    before, mark, after = page.partition(_DATA_MARK)
+    if not mark or _DATA_MARK in after:  # the mark is the template's, once; else render plainly
+        yield page.replace(_DATA_MARK, script_json(gallery_data(report, posters)))
+        return
+    yield before
+    yield from _data_pieces(report, posters)
+    yield after
 
 
-def _retimed(target: Path, content: str, report: Mapping[str, Any]) -> str | None:
-    """The page at ``target`` with its timing facts renewed, when everything else it shows is
-    ``content``; None when it must be rendered again (missing, older or different)."""
+_DATA_MARK = "\x00batchvid-data\x00"
+
+
+def _retimed(target: Path, content: str, report: Mapping[str, Any]) -> Iterator[str] | None:
+    """The page at ``target`` with its timing facts renewed, in pieces, when everything else it
+    shows is ``content``; None when it must be rendered again (missing, older or different)."""
     try:
-        with open(target, encoding="utf-8") as fh:
-            if f'<meta name="batchvid-content" content="{content}">' not in fh.read(512):
-                return None
-            fh.seek(0)
-            page = fh.read()
+        fh = open(target, encoding="utf-8")  # noqa: SIM115  # closed by the pieces' generator
+    except OSError:
+        return None
+    try:
+        head = fh.read(_HEAD_CHARS)
     except (OSError, ValueError):
+        fh.close()
         return None
-    start, end = page.find(_TIMING_START), page.find(_TIMING_END)
-    if start < 0 or end < start:
+    start, end = head.find(_TIMING_START), head.find(_TIMING_END)
+    if f'<meta name="batchvid-content" content="{content}">' not in head[:512] or not 0 <= start < end:
+        fh.close()
         return None
-    return page[:start] + _render_timing(_environment(), report) + page[end + len(_TIMING_END):]
+    return _copied(fh, head[:start] + _render_timing(_environment(), report), head[end + len(_TIMING_END):])
+
+
+_HEAD_CHARS = 1 << 16
+"""The timing facts are in the page's header, within its first 64 Ki characters."""
+
+
+def _copied(fh: IO[str], first: str, rest: str) -> Iterator[str]:
+    with fh:
+        yield first
+        yield rest
+        while chunk := fh.read(1 << 20):
+            yield chunk
 
 
 def write_gallery(
@@ -217,6 +319,7 @@ def write_gallery(
     *,
     make_posters: bool = False,
     report_text: str | None = None,
+    content: ContentHash | None = None,
 ) -> Path:
     """Write ``root/report.html`` for ``report`` (with ``make_posters``, making missing
     posters first: see ``ensure_posters``); returns it.
@@ -226,7 +329,16 @@ def write_gallery(
     """
     posters = ensure_posters(root, report["jobs"], make=make_posters)
     target = root / GALLERY_NAME
-    content = content_digest(report, posters, report_text)
-    page = _retimed(target, content, report)
-    write_atomic(target, page if page is not None else render_gallery(report, posters, content))
+    if content is not None:
+        digest = content.digest(report, posters)
+    else:
+        digest = content_digest(report, posters, report_text)
+    page = _retimed(target, digest, report)
+    if page is not None:
+        try:
+            write_atomic(target, page)
+            return target
+        except ValueError:  # not UTF-8 after all: render it again
+            pass
+    write_atomic(target, _page_pieces(report, posters, digest))
     return target

@@ -11,9 +11,10 @@ The entries, by their ``event`` field::
     submitting  key id request_id          a create request is about to be sent
     refused     key id                     a create was answered with an error: no task exists
     submitted   key id task_id             the provider accepted the create: task id known
-    succeeded   key id task_id video cover media [poster provided]
+    succeeded   key id task_id video cover media [poster provided stat]
                                            the video is in place, hashed (poster: its first
-                                           frame; provided: what the provider said beside it)
+                                           frame; provided: what the provider said beside it;
+                                           stat: the file's size, mtime_ns and inode then)
     failed      key id task_id error [video media]
                                            the job failed (error: kind and message; video and
                                            media: a paid video kept aside, as after qc_failed)
@@ -88,7 +89,7 @@ class Submitted(Entry):
 @dataclass(frozen=True, slots=True)
 class Succeeded(Entry):
     EVENT: ClassVar[RecordState] = "succeeded"
-    OMITTED_WHEN_NONE: ClassVar[tuple[str, ...]] = ("poster", "provided")
+    OMITTED_WHEN_NONE: ClassVar[tuple[str, ...]] = ("poster", "provided", "stat")
     task_id: str | None = None
     video: dict[str, Any] = field(default_factory=dict)
     cover: dict[str, Any] | None = None
@@ -96,6 +97,9 @@ class Succeeded(Entry):
     poster: dict[str, Any] | None = None
     provided: dict[str, Any] | None = None
     """``revised_prompt`` and ``provider_duration`` when the provider returned them."""
+    stat: dict[str, int] | None = None
+    """The video file as it was journaled (``durable.file_stat``): a later run that finds it
+    unchanged (same size, mtime_ns and inode) skips re-hashing it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,15 +151,30 @@ REQUIRED: Mapping[str, tuple[str, ...]] = {
 def entry_from_dict(data: Mapping[str, Any]) -> Entry:
     """The typed entry of one decoded journal line; ``ValueError``/``KeyError`` when it is not
     one. Fields this version does not know are ignored."""
+    _check(data)
     event = data["event"]
-    cls = ENTRY_TYPES.get(event) if isinstance(event, str) else None
-    if cls is None:
-        raise ValueError(f"unknown journal event {event!r}")
-    for name in ("key", "id", *REQUIRED[event]):
-        if name not in data:
-            raise KeyError(name)
-    known = {f.name for f in fields(cls)}
-    return cls(**{name: value for name, value in data.items() if name in known})
+    known = _FIELDS_BY_EVENT[event]
+    return ENTRY_TYPES[event](**{name: value for name, value in data.items() if name in known})
+
+
+_FIELDS_BY_EVENT: Mapping[str, frozenset[str]] = {
+    event: frozenset(f.name for f in fields(cls)) for event, cls in ENTRY_TYPES.items()
+}
+_NEEDED: Mapping[str, tuple[str, ...]] = {event: ("key", "id", *REQUIRED[event]) for event in ENTRY_TYPES}
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # json.loads's own scanner
+
+
+def _decode_line(line: str) -> Any:
+    """``json.loads(line)``: the scanner straight on a compact line and its newline, json.loads
+    for anything else (other whitespace, errors and their messages)."""
+    try:
+        value, end = _SCAN(line, 0)
+    except StopIteration:
+        pass
+    else:
+        if end == len(line) or line[end:] == "\n":
+            return value
+    return json.loads(line)
 
 
 def encode(entry: Entry) -> bytes:
@@ -165,33 +184,52 @@ def encode(entry: Entry) -> bytes:
 
 
 def read_entries(path: Path) -> Iterator[Entry]:
-    """The entries of a journal file, in order. A torn last line (a crash mid-write) is
-    ignored; a corrupt line elsewhere is an ``OutputDirError`` naming its line number."""
-    if not path.exists():
-        return
+    """The entries of a journal file, in order, read a line at a time. A torn last line (a
+    crash mid-write) is ignored; a corrupt line elsewhere is an ``OutputDirError`` naming its
+    line number."""
+    for data in _lines(path):
+        yield entry_from_dict(data)
+
+
+def _lines(path: Path) -> Iterator[dict[str, Any]]:
+    """The decoded lines of a journal file, each checked to be an entry (``entry_from_dict``'s
+    checks), with ``read_entries``'s handling of a torn tail and of corruption."""
     try:
-        lines = path.read_bytes().split(b"\n")
+        fh = path.open("rb")
+    except FileNotFoundError:
+        return
     except OSError as exc:
         raise OutputDirError(f"{path} cannot be read: {exc}") from exc
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            data = json.loads(raw)
-            if not isinstance(data, dict):
-                raise ValueError("not an object")
-            entry = entry_from_dict(data)
-        except (ValueError, KeyError, TypeError) as exc:
-            if number >= len(lines) - 1:  # the torn tail of a crash: the write never finished
-                return
-            raise OutputDirError(
-                f"{path}:{number}: the journal is corrupt ({exc}); "
-                "move the output directory aside or repair that line"
-            ) from exc
-        yield entry
+    with fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                data = _decode_line(raw.decode("utf-8"))
+                _check(data)
+            except (ValueError, KeyError, TypeError) as exc:
+                if not fh.read(1):  # the torn tail of a crash: the write never finished
+                    return
+                raise OutputDirError(
+                    f"{path}:{number}: the journal is corrupt ({exc}); "
+                    "move the output directory aside or repair that line"
+                ) from exc
+            yield data
 
 
-@dataclass
+def _check(data: Any) -> None:
+    """``ValueError``/``KeyError`` unless ``data`` is a journal entry's object."""
+    if not isinstance(data, dict):
+        raise ValueError("not an object")
+    event = data["event"]
+    if not isinstance(event, str) or event not in ENTRY_TYPES:
+        raise ValueError(f"unknown journal event {event!r}")
+    for name in _NEEDED[event]:
+        if name not in data:
+            raise KeyError(name)
+
+
+@dataclass(slots=True)
 class JobRecord:
     """What the journal says about one job key, folded from its entries."""
 
@@ -206,6 +244,8 @@ class JobRecord:
     media: dict[str, Any] | None = None
     poster: dict[str, Any] | None = None
     provided: dict[str, Any] | None = None
+    stat: dict[str, int] | None = None
+    """``succeeded`` only: the video file as journaled (``Succeeded.stat``)."""
     error: dict[str, Any] | None = None
     """``failed`` only: {kind, message}; its ``video`` and ``media`` are a rejected video's."""
     creates: int = 0
@@ -222,30 +262,41 @@ class JobRecord:
 
 def fold(records: dict[str, JobRecord], entry: Entry) -> None:
     """Apply one entry to the records: the latest entry of a key decides its state."""
-    previous = records.get(entry.key)
-    if isinstance(entry, Enhanced):
+    _fold(records, {"event": entry.EVENT, **{f.name: getattr(entry, f.name) for f in fields(entry)}})
+
+
+def _fold(records: dict[str, JobRecord], line: Mapping[str, Any]) -> None:
+    """``fold`` of one checked journal line (fields it leaves out take their defaults)."""
+    event, key = line["event"], line["key"]
+    get = line.get
+    previous = records.get(key)
+    if event == "enhanced":
         if previous is None:
-            previous = records[entry.key] = JobRecord(entry.key, entry.id, entry.EVENT)
-        previous.enhanced, previous.fresh = entry.result(), True
+            previous = records[key] = JobRecord(key, line["id"], event)
+        previous.enhanced = {name: get(name, default) for name, default in _REWRITE_DEFAULTS.items()}
+        previous.fresh = True
         return
-    record = JobRecord(entry.key, entry.id, entry.EVENT)
+    record = records[key] = JobRecord(key, line["id"], event)
     if previous is not None:
         record.creates, record.enhanced = previous.creates, previous.enhanced
         record.fresh, record.sent = previous.fresh, previous.sent
-    if isinstance(entry, Submitting):
+    if event == "submitting":
         record.sent, record.fresh = record.enhanced, False
         record.creates += 1
-        record.request_id = entry.request_id
-    elif isinstance(entry, Submitted):
-        record.task_id = entry.task_id
-    elif isinstance(entry, Succeeded):
-        record.task_id, record.video = entry.task_id, entry.video
-        record.cover, record.media = entry.cover, entry.media
-        record.poster, record.provided = entry.poster, entry.provided
-    elif isinstance(entry, Failed):
-        record.task_id, record.error = entry.task_id, entry.error
-        record.video, record.media = entry.video, entry.media
-    records[entry.key] = record
+        record.request_id = get("request_id")
+    elif event == "submitted":
+        record.task_id = line["task_id"]
+    elif event == "succeeded":
+        record.task_id, record.video = get("task_id"), line["video"]
+        record.cover, record.media = get("cover"), get("media")
+        record.poster, record.provided, record.stat = get("poster"), get("provided"), get("stat")
+    elif event == "failed":
+        record.task_id, record.error = get("task_id"), line["error"]
+        record.video, record.media = get("video"), get("media")
+
+
+_REWRITE_DEFAULTS = {f.name: f.default for f in fields(Enhanced) if f.name not in ("key", "id")}
+"""What ``Enhanced.result`` holds, with the defaults of the fields a line leaves out."""
 
 
 def replay_entries(entries: Iterable[Entry]) -> dict[str, JobRecord]:
@@ -253,6 +304,21 @@ def replay_entries(entries: Iterable[Entry]) -> dict[str, JobRecord]:
     for entry in entries:
         fold(records, entry)
     return records
+
+
+def _after_last_newline(path: Path, size: int) -> int:
+    """The offset just after the last newline of a file of ``size`` bytes (0 without one),
+    read from its end backwards."""
+    with path.open("rb") as fh:
+        end = size
+        while end > 0:
+            start = max(0, end - (1 << 16))
+            fh.seek(start)
+            found = fh.read(end - start).rfind(b"\n")
+            if found >= 0:
+                return start + found + 1
+            end = start
+    return 0
 
 
 class Journal:
@@ -284,7 +350,7 @@ class Journal:
             fsync_dir(self.path.parent)
         size = self._fh.tell()
         if size:
-            end = self.path.read_bytes().rfind(b"\n") + 1
+            end = _after_last_newline(self.path, size)
             if end != size:
                 # The torn tail of a crash, which replay() ignored: drop it, or the next entry
                 # would be glued onto it and lost.
@@ -339,5 +405,9 @@ class Journal:
         return read_entries(self.path)
 
     def replay(self) -> dict[str, JobRecord]:
-        """Fold the journal into the latest record per key (see ``read_entries``)."""
-        return replay_entries(self.entries())
+        """Fold the journal into the latest record per key (see ``read_entries``), straight
+        from its decoded lines."""
+        records: dict[str, JobRecord] = {}
+        for line in _lines(self.path):
+            _fold(records, line)
+        return records

@@ -24,8 +24,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batchvid.durable import file_stat
 from batchvid.events import Event, JobDownloaded, JobSubmitted
 from batchvid.jobs import Job
 from batchvid.journal import (
@@ -78,6 +80,8 @@ class LifecycleError(RuntimeError):
 class JobLife:
     """One job in this run: its state, its report ``Outcome``, and the one way to change them."""
 
+    __slots__ = ("_emit", "_journal", "_root", "_scrub", "job", "outcome", "state")  # one per job
+
     def __init__(
         self,
         job: Job,
@@ -85,8 +89,10 @@ class JobLife:
         journal: Journal,
         emit: Callable[[Event], None],
         scrub: Callable[[str], str],
+        root: Path | None = None,
     ) -> None:
         self.job = job
+        self._root = root  # the output directory: the video's file_stat is journaled with its success
         self.outcome = outcome
         self.state = JobState.QUEUED
         self._journal = journal
@@ -179,7 +185,8 @@ class JobLife:
     ) -> None:
         """The files are in place and verified: journal and report say so."""
         said = dict(provided or {})
-        entry = Succeeded(self.job.key, self.job.id, task_id, video, cover, media, poster, said or None)
+        stat = file_stat(self._root / video["path"]) if self._root is not None else None
+        entry = Succeeded(self.job.key, self.job.id, task_id, video, cover, media, poster, said or None, stat)
         event = JobDownloaded(self.job.id, video["bytes"]) if downloaded else None
         await self._commit(S, entry, event, status="succeeded", error=None, video=video,
                            cover=cover, media=media, poster=poster, provided=said)

@@ -227,7 +227,7 @@ def _done(job: Job, record: JobRecord, out_dir: Path) -> Step:
     """A succeeded job: skipped when its video verifies under its id, else fetched again."""
     assert record.video is not None
     video = out_dir / "jobs" / job.id / "video.mp4"
-    problem = verify_file(video, record.video)
+    problem = verify_file(video, record.video, unchanged=record.stat)
     if problem is None and record.id == job.id:
         return Step(job, "skip", f"done; video verified ({record.video['sha256'][:12]})", record)
     if record.id != job.id:

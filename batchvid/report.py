@@ -9,16 +9,16 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from xml.etree import ElementTree as ET
 
 from batchvid import __version__
-from batchvid.gallery import write_gallery
+from batchvid.gallery import ContentHash, write_gallery
 from batchvid.jobs import Job
-from batchvid.store import dumps, write_atomic
+from batchvid.store import write_atomic, write_json
 
 # Characters XML 1.0 forbids even escaped; a provider's error body may carry them.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
@@ -29,15 +29,18 @@ _TAG = re.compile(r"<!--.*?-->|</?[A-Za-z!][^<>]*>", re.DOTALL)
 _LOOKS_HTML = re.compile(r"<(!doctype|html|head|body|title|h[1-6]|p|div|center|hr|br|pre)\b", re.I)
 SHORT_MESSAGE_CHARS = 200
 
+_ROW = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+"""A metadata.jsonl line (``json.dumps(row, sort_keys=True, ensure_ascii=False)``'s text)."""
+
 REPORT_VERSION = 1
 LOCK_VERSION = 1
 Status = Literal["succeeded", "skipped", "failed", "pending"]
 STATUSES: tuple[Status, ...] = ("succeeded", "skipped", "failed", "pending")
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
-    """How one job ended in this run."""
+    """How one job ended in this run (slotted: a run holds one per job, 100,000 of them)."""
 
     job: Job
     status: Status
@@ -214,16 +217,15 @@ def _pin(o: Outcome) -> dict[str, Any]:
     return pin
 
 
-def metadata_rows(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
-    """One row per finished video, as a Hugging Face ``videofolder`` reads ``metadata.jsonl``."""
-    rows = []
+def metadata_rows(outcomes: Iterable[Outcome]) -> Iterator[dict[str, Any]]:
+    """One row per finished video, as a Hugging Face ``videofolder`` reads ``metadata.jsonl``
+    (made as they are written, not all held)."""
     for o in outcomes:
         if o.status not in ("succeeded", "skipped") or o.video is None:
             continue
         media = o.media or {}
         params = o.job.canonical_params()
-        rows.append(
-            {
+        yield {
                 "file_name": o.video["path"],
                 "id": o.job.id,
                 "key": o.job.key,
@@ -236,9 +238,7 @@ def metadata_rows(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
                 "fps": media.get("fps"),
                 "duration": media.get("duration"),
                 "quality": media.get("quality"),
-            }
-        )
-    return rows
+        }
 
 
 AGAIN = {"reattach": "re-attached", "download": "downloaded again"}
@@ -374,6 +374,11 @@ def _xml_text(value: object) -> str:
 
 def render_junit(report: Mapping[str, Any]) -> str:
     """One testcase per job; failed jobs are failures, pending jobs are skipped."""
+    return "".join(junit_pieces(report))
+
+
+def junit_pieces(report: Mapping[str, Any]) -> Iterator[str]:
+    """``render_junit``'s text in pieces, a testcase at a time (``ET.indent``'s layout)."""
     s = report["summary"]
     suite = ET.Element(
         "testsuite",
@@ -385,39 +390,64 @@ def render_junit(report: Mapping[str, Any]) -> str:
             "skipped": str(s["pending"]),
         },
     )
-    for j in report["jobs"]:
-        case = ET.SubElement(
-            suite, "testcase", {"classname": report["manifest"]["name"], "name": j["id"]}
-        )
-        err = j["error"] or {}
-        message = short_message(str(err.get("message", "")))
-        if j["status"] == "failed":
-            node = ET.SubElement(case, "failure", {"type": _xml_text(err.get("kind", "error")),
-                                                   "message": _xml_text(message)})
-            node.text = _xml_text(f"{err.get('kind')}: {message}")
-        elif j["status"] == "pending":
-            ET.SubElement(case, "skipped", {"message": _xml_text(message or "not finished")})
-    ET.indent(suite)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+    yield '<?xml version="1.0" encoding="UTF-8"?>\n'
+    if not report["jobs"]:
+        yield ET.tostring(suite, encoding="unicode") + "\n"
+        return
+    suite.text = "\n  "
+    head = ET.tostring(suite, encoding="unicode")
+    yield head[: head.rindex("</testsuite>")]
+    last = len(report["jobs"]) - 1
+    for number, j in enumerate(report["jobs"]):
+        case = _testcase(report["manifest"]["name"], j)
+        ET.indent(case, level=1)
+        case.tail = "\n" if number == last else "\n  "
+        yield ET.tostring(case, encoding="unicode")
+    yield "</testsuite>\n"
+
+
+def _testcase(suite_name: str, j: Mapping[str, Any]) -> ET.Element:
+    case = ET.Element("testcase", {"classname": suite_name, "name": j["id"]})
+    err = j["error"] or {}
+    message = short_message(str(err.get("message", "")))
+    if j["status"] == "failed":
+        node = ET.SubElement(case, "failure", {"type": _xml_text(err.get("kind", "error")),
+                                               "message": _xml_text(message)})
+        node.text = _xml_text(f"{err.get('kind')}: {message}")
+    elif j["status"] == "pending":
+        ET.SubElement(case, "skipped", {"message": _xml_text(message or "not finished")})
+    return case
 
 
 def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
     """Write every report file atomically; returns the report."""
     report = build_report(outcomes, info)
-    write_report_files(root, report, metadata_rows(outcomes), lock_data(outcomes, info))
+    _write_files(root, report, metadata_rows(outcomes), lambda: lock_data(outcomes, info))
     return report
 
 
 def write_report_files(
-    root: Path, report: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], lock: Mapping[str, Any]
+    root: Path, report: Mapping[str, Any], rows: Iterable[Mapping[str, Any]], lock: Mapping[str, Any]
 ) -> None:
-    text = dumps(report)
-    write_atomic(root / "report.json", text)
+    """Write report.json, report.md, junit.xml, metadata.jsonl, batchvid.lock and report.html,
+    each atomically and in pieces (a 100,000-job report is never in memory as one text)."""
+    _write_files(root, report, rows, lambda: lock)
+
+
+def _write_files(
+    root: Path,
+    report: Mapping[str, Any],
+    rows: Iterable[Mapping[str, Any]],
+    lock: Callable[[], Mapping[str, Any]],
+) -> None:
+    """``write_report_files``, the lock made only when it is written (after the rows)."""
+    content = ContentHash()
+    content.write_report(root / "report.json", report)
     write_atomic(root / "report.md", render_markdown(report))
-    write_atomic(root / "junit.xml", render_junit(report))
+    write_atomic(root / "junit.xml", junit_pieces(report))
     write_atomic(
         root / "metadata.jsonl",
-        "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows),
+        (_ROW(r) + "\n" for r in rows),
     )
-    write_atomic(root / "batchvid.lock", dumps(lock))
-    write_gallery(root, report, report_text=text)
+    write_json(root / "batchvid.lock", lock())
+    write_gallery(root, report, content=content)

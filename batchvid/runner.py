@@ -94,7 +94,7 @@ class Settings:
     """The HTTP transport under httpx when the runner is given none (``batchvid.transport``)."""
 
 
-@dataclass
+@dataclass(repr=False)
 class RunResult:
     """How a run ended: the exit code the CLI returns (0 all done, 1 some failed, 3 stopped
     early and resumable), each job's outcome in manifest order, report.json's content, and why
@@ -104,6 +104,11 @@ class RunResult:
     outcomes: list[Outcome]
     report: dict[str, Any]
     stopped: dict[str, str] | None
+
+    def __repr__(self) -> str:
+        # Short: asyncio's runner formats the main task's repr, result included, when it puts
+        # back the SIGINT handler; the outcomes of 100,000 jobs took seconds and megabytes.
+        return f"RunResult(exit_code={self.exit_code}, jobs={len(self.outcomes)}, stopped={self.stopped!r})"
 
 
 def plan_for(manifest: Manifest, settings: Settings, records: Mapping[str, JobRecord]) -> Plan:
@@ -130,20 +135,18 @@ def initial_outcome(step: Step) -> Outcome:
     if status == "skipped" and record is not None:
         return Outcome(step.job, status, step.action, task_id=task_id, video=record.video,
                        cover=record.cover, media=record.media, poster=record.poster,
-                       provided=dict(record.provided or {}))
+                       provided=record.provided or {})
     if status == "failed" and record is not None:
         error = record.error
         if error is None and record.state == "submitting":
             error = dict(UNANSWERED_CREATE)
         return Outcome(step.job, status, step.action, task_id=task_id, error=error,
                        video=record.video, media=record.media)  # a rejected video, kept aside
-    return Outcome(
-        step.job,
-        status,
-        step.action,
-        task_id=None if step.pays else task_id,
-        error={"kind": "not_started", "message": "the run stopped before this job finished"},
-    )
+    return Outcome(step.job, status, step.action, task_id=None if step.pays else task_id, error=NOT_STARTED)
+
+
+NOT_STARTED: dict[str, Any] = {"kind": "not_started", "message": "the run stopped before this job finished"}
+"""The error of every job the run has not finished yet (one dict, shared: never changed in place)."""
 
 
 def _say_task_not_finished(outcome: Outcome) -> None:
@@ -220,6 +223,7 @@ class Runner:
     async def run(self) -> RunResult:
         started_wall, started = _now(), self.clock()
         records = self.out.open()
+        clean = False
         try:
             plan = plan_for(self.manifest, self.settings, records)
             if self.settings.max_cost is not None and plan.unpriced:
@@ -236,7 +240,8 @@ class Runner:
                 )
             budget = Budget(self.settings.max_cost, plan.prices, plan.currency)
             lives = [
-                JobLife(s.job, with_rewrite(initial_outcome(s), s), self.out.journal, self.emit, self.scrub)
+                JobLife(s.job, with_rewrite(initial_outcome(s), s), self.out.journal, self.emit,
+                        self.scrub, self.out.root)
                 for s in plan.steps
             ]
             relocations = Relocations(self.out.root, self.out.state_dir)
@@ -251,8 +256,9 @@ class Runner:
                     for outcome in outcomes:
                         _say_task_not_finished(outcome)
                     report = self._report(outcomes, budget, started_wall, started)
+            clean = True  # nothing cut short: the next run need not look for orphans in jobs/
         finally:
-            self.out.close()
+            self.out.close(clean=clean)
         return RunResult(report["exit_code"], outcomes, report, self.stopped)
 
     def _report(

@@ -18,17 +18,20 @@ import contextlib
 import fcntl
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from batchvid.durable import (
     HashingWriter,
     dumps,
+    file_stat,
     fsync_dir,
     hashing_writer,
     make_dir,
     sha256_file,
     write_atomic,
+    write_json,
 )
 from batchvid.errors import OutputDirError, OutputDirLocked
 from batchvid.journal import JobRecord, Journal, RecordState
@@ -45,6 +48,7 @@ __all__ = [
     "OutputDir",
     "RecordState",
     "dumps",
+    "file_stat",
     "fsync_dir",
     "hashing_writer",
     "make_dir",
@@ -54,6 +58,7 @@ __all__ = [
     "sha256_file",
     "verify_file",
     "write_atomic",
+    "write_json",
 ]
 
 
@@ -125,7 +130,9 @@ class OutputDir:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputDirError(f"cannot create output directory {self.root}: {exc}") from exc
-        fd = os.open(self.state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        lock_path = self.state_dir / "lock"
+        existed = lock_path.exists()
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -134,26 +141,43 @@ class OutputDir:
                 f"{self.root} is in use by another batchvid run (pid {_lock_owner(self.state_dir)}); "
                 "wait for it to finish or choose another --out"
             ) from None
+        left_clean = existed and not os.read(fd, 1)
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
-        self._sweep()
+        self._sweep(jobs=not left_clean)
         records = self.journal.replay()
         self.journal.open()
         return records
 
-    def _sweep(self) -> None:
+    def _sweep(self, *, jobs: bool = True) -> None:
         """Delete the temporary files a killed run left (half-written downloads and reports).
-        Only a run holding the lock writes here, so every such file is an orphan."""
-        for pattern in (".*.tmp", "jobs/*/.*.part", "jobs/*/.*.tmp"):
-            for orphan in self.root.glob(pattern):
-                with contextlib.suppress(OSError):
-                    if orphan.is_file() and not orphan.is_symlink():
-                        orphan.unlink()
+        Only a run holding the lock writes here, so every such file is an orphan. ``jobs``:
+        look in every job's directory too, unless the last holder of the lock closed it
+        cleanly (it empties the lock file then; a killed one leaves its pid there)."""
+        for orphan in _temporaries(self.root, (".tmp",)):
+            with contextlib.suppress(OSError):
+                os.unlink(orphan)
+        if not jobs:
+            return
+        try:
+            listing = os.scandir(self.root / "jobs")
+        except OSError:
+            return
+        with listing:
+            for job in listing:
+                if job.is_dir():
+                    for orphan in _temporaries(job.path, (".part", ".tmp")):
+                        with contextlib.suppress(OSError):
+                            os.unlink(orphan)
 
-    def close(self) -> None:
+    def close(self, *, clean: bool = False) -> None:
+        """Close the journal and release the lock. ``clean`` (nothing was cut short: no
+        temporary file can be left) lets the next run skip looking for orphans in jobs/."""
         self.journal.close()
         if self._lock_fd is not None:
+            if clean:
+                os.ftruncate(self._lock_fd, 0)
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -161,8 +185,24 @@ class OutputDir:
     def __enter__(self) -> OutputDir:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: object, *exc: object) -> None:
+        self.close(clean=kind is None)
+
+
+def _temporaries(directory: str | Path, suffixes: tuple[str, ...]) -> list[str]:
+    """The regular files of ``directory`` named ``.*<suffix>`` (``write_atomic``'s and
+    ``HashingWriter``'s temporary names), in one listing."""
+    try:
+        with os.scandir(directory) as entries:
+            return [
+                entry.path
+                for entry in entries
+                if entry.name.startswith(".")
+                and any(entry.name.endswith(s) and len(entry.name) > len(s) for s in suffixes)
+                and entry.is_file(follow_symlinks=False)
+            ]
+    except OSError:
+        return []
 
 
 def _lock_owner(state_dir: Path) -> str:
@@ -177,8 +217,18 @@ def read_records(root: Path) -> dict[str, JobRecord]:
     return Journal(root / STATE_DIR / JOURNAL).replay()
 
 
-def verify_file(path: Path, expected: dict[str, Any]) -> str | None:
-    """None if ``path`` exists with the expected sha256 and size, else why not."""
+def verify_file(
+    path: Path, expected: Mapping[str, Any], *, unchanged: Mapping[str, int] | None = None
+) -> str | None:
+    """None if ``path`` exists with the expected sha256 and size, else why not. With
+    ``unchanged`` (the file's ``file_stat`` when it was hashed), a file that still has that size,
+    mtime_ns and inode is taken as verified without reading it (``batchvid verify`` reads all)."""
+    if (
+        unchanged is not None
+        and unchanged.get("bytes") == expected.get("bytes")
+        and file_stat(path) == unchanged
+    ):
+        return None
     try:
         digest, size = sha256_file(path)
     except FileNotFoundError:

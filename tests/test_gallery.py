@@ -285,3 +285,16 @@ def test_unchanged_page_gets_only_its_timing_renewed(run_dir: Path, tmp_path: Pa
     report["jobs"][0]["status"] = "failed"
     write_gallery(out, report)
     assert page.read_text() == render_gallery(report, ensure_posters(out, report["jobs"]))
+
+
+def test_page_data_written_card_by_card_is_script_json_of_the_whole() -> None:
+    """The data block, written a card at a time, is script_json of gallery_data: same bytes."""
+    from batchvid.gallery import _data_pieces, gallery_data
+
+    jobs = [{"id": f"j{i}", "status": "failed", "sample": 0, "parameters": {"prompt": "</script>&\u2028"},
+             "error": {"kind": "k", "message": "<b>"}, "warnings": [], "video": None, "cover": None}
+            for i in range(3)]
+    report = {"jobs": jobs, "manifest": {"name": "n", "path": "m.yaml", "provider": "geekai"},
+              "exit_code": 1, "stopped": None, "summary": {}, "cost": {}, "batchvid_version": "1"}
+    assert "".join(_data_pieces(report, {})) == script_json(gallery_data(report, {}))
+    assert "".join(_data_pieces({**report, "jobs": []}, {})) == script_json(gallery_data({**report, "jobs": []}, {}))

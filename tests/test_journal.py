@@ -272,3 +272,53 @@ async def test_a_commit_after_a_crash_does_not_glue_onto_the_torn_tail(tmp_path:
     await journal.commit(_submitted(2))
     journal.close()
     assert list(read_entries(path)) == [_submitted(1), _submitted(2)]
+
+
+@pytest.mark.anyio
+async def test_a_torn_tail_longer_than_the_backward_read_is_dropped_whole(tmp_path: Path) -> None:
+    """A torn last line of 200,000 bytes (several of open's backward reads) is cut at the last
+    full line, and the next line replays after the earlier ones."""
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(encode(_submitted(1)) + encode(_submitted(2)) + b'{"event":"x' + b"y" * 200_000)
+    journal = Journal(path)
+    journal.open()
+    await journal.commit(_submitted(3))
+    journal.close()
+    assert list(read_entries(path)) == [_submitted(1), _submitted(2), _submitted(3)]
+
+
+def test_a_torn_tail_of_bytes_that_are_not_utf8_is_ignored_but_not_in_the_middle(tmp_path: Path) -> None:
+    """A last line cut inside a UTF-8 character is a torn tail; the same line elsewhere is corrupt."""
+    path = tmp_path / "journal.jsonl"
+    cut = '{"event":"submitted","id":"é'.encode()[:-1]
+    path.write_bytes(encode(_submitted(1)) + cut)
+    assert list(read_entries(path)) == [_submitted(1)]
+    path.write_bytes(cut + b"\n" + encode(_submitted(1)))
+    with pytest.raises(OutputDirError, match=r"journal.jsonl:1: the journal is corrupt"):
+        list(read_entries(path))
+
+
+def test_replay_from_lines_folds_as_the_typed_entries_do(tmp_path: Path) -> None:
+    """Journal.replay (straight from the decoded lines) gives the records replay_entries gives
+    from the same entries, rewrites, stats and lines of older versions included."""
+    path = tmp_path / "journal.jsonl"
+    entries = [
+        *ENTRIES,
+        Enhanced("k3", "c", "A fox, golden hour.", "A fox.", "enhanced", None, "glm-4-flash", 1, 40),
+        Submitting("k3", "c", "bv-3"),
+        Submitted("k3", "c", "t3"),
+        Enhanced("k3", "c", "A fox at dusk.", "A fox.", "truncated", "cut", "glm-4-flash", 2, 90),
+        Succeeded("k4", "d", "t4", VIDEO, {"path": "jobs/d/cover.jpg"}, None, {"path": "p"},
+                  {"revised_prompt": "r"}, {"bytes": 10, "ino": 7, "mtime_ns": 9}),
+        Failed("k5", "e", "t5", {"kind": "qc_failed", "message": "dark"}, VIDEO, {"fps": 8.0}),
+    ]
+    path.write_bytes(
+        b"".join(encode(e) for e in entries)
+        + b'{"event":"enhanced","id":"f","key":"k6","model":"m","original":"o","prompt":"p","status":"fallback"}\n'
+        + b'{"event":"submitted","id":"g","key":"k7","task_id":"t7","later":"ignored"}\n'
+    )
+    assert Journal(path).replay() == replay_entries(read_entries(path))
+    assert Journal(path).replay()["k6"].enhanced == {
+        "prompt": "p", "original": "o", "status": "fallback", "warning": None, "model": "m",
+        "requests": 0, "tokens": 0,
+    }

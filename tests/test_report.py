@@ -151,3 +151,21 @@ def test_license_is_written_into_the_manifest_section() -> None:
     jsonschema.Draft202012Validator(SCHEMA).validate(report)
     assert report["manifest"]["license"] == "cc-by-4.0"
     assert "license" not in build_report(_outcomes(), _info())["manifest"]
+
+
+def _junit_whole_tree(report: dict[str, object]) -> str:
+    """junit.xml as ElementTree writes the whole suite indented at once (the reference layout)."""
+    suite = ET.fromstring(render_junit(report))
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+
+
+def test_junit_written_a_testcase_at_a_time_has_the_whole_tree_layout() -> None:
+    """junit.xml, built case by case, has ET.indent's bytes: failures, skips, passes, no jobs."""
+    report = build_report(_outcomes(), _info())
+    assert render_junit(report) == _junit_whole_tree(report)
+    ok_only = build_report(_outcomes()[:1], _info())
+    assert render_junit(ok_only) == _junit_whole_tree(ok_only)
+    empty = build_report([], _info())
+    assert render_junit(empty).endswith('skipped="0" />\n')
+    assert render_junit(empty) == _junit_whole_tree(empty)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -468,3 +469,40 @@ def test_an_unanswered_create_from_an_earlier_run_is_never_marked_refused(tmp_pa
         assert anyio.run(runner.run).exit_code == 3
     assert sent == [f"bv-{job.key[:32]}"] * 2
     assert _journal_states(tmp_path / "out") == {"job-0": "submitting"}
+
+
+def test_rerun_trusts_an_unchanged_video_and_rehashes_a_changed_one(tmp_path: Path) -> None:
+    """A succeeded job journals its video's size, mtime_ns and inode; a rerun skips an unchanged
+    video without reading it, and one rewritten at the same size is hashed and fetched again."""
+    from unittest import mock
+
+    from batchvid import store
+    from batchvid.durable import file_stat
+
+    sim = Simulator(SimulatorConfig())
+    jobs = _jobs(2)
+    out = tmp_path / "out"
+    _run(sim, jobs, out)
+    records = {r.id: r for r in store.read_records(out).values()}
+    video = out / "jobs" / "job-1" / "video.mp4"
+    assert records["job-1"].stat == file_stat(video)
+    data = video.read_bytes()
+    video.write_bytes(bytes([data[0] ^ 1]) + data[1:])  # same size, same inode
+    if file_stat(video) == records["job-1"].stat:  # within the clock's tick: as a later edit would be
+        mtime = os.stat(video).st_mtime_ns + 1_000_000
+        os.utime(video, ns=(mtime, mtime))
+    with mock.patch.object(store, "sha256_file", wraps=store.sha256_file) as hashed:
+        result, transport, _ = _run(sim, jobs, out)
+    assert [call.args[0] for call in hashed.call_args_list] == [video]
+    assert [o.status for o in result.outcomes] == ["skipped", "succeeded"]
+    assert len(transport.requests) > 0 and video.read_bytes() == data
+
+
+def test_run_result_repr_stays_short_however_many_jobs() -> None:
+    """repr(RunResult) does not list the outcomes: asyncio formats it when the run ends."""
+    from batchvid.report import Outcome
+    from batchvid.runner import RunResult
+
+    outcomes = [Outcome(make_job(f"job-{i}", i), "skipped", "skip") for i in range(2000)]
+    text = repr(RunResult(0, outcomes, {"jobs": []}, None))
+    assert text == "RunResult(exit_code=0, jobs=2000, stopped=None)"

@@ -243,3 +243,43 @@ def test_a_run_makes_each_job_folder_durable_before_its_video_is_done(
     for k, rename in enumerate(renames, start=1):  # the k-th video has k folders synced before it
         assert sum(i < rename for i in folder_syncs) >= k
     assert ("fsync-dir", "out") in calls[: renames[0]]  # jobs/ itself is durable in out/
+
+
+def test_verify_file_trusts_only_an_unchanged_stat(tmp_path: Path) -> None:
+    """With the stat taken when it was hashed, an unchanged file verifies unread; a truncated
+    one, or one whose stat does not match, is read and its damage named."""
+    from batchvid.store import file_stat
+
+    path = tmp_path / "v.mp4"
+    path.write_bytes(b"0123456789")
+    digest, size = sha256_file(path)
+    expected = {"sha256": digest, "bytes": size}
+    unchanged = file_stat(path)
+    assert unchanged is not None
+    wrong = {"sha256": "0" * 64, "bytes": size}  # what a read would refute
+    assert verify_file(path, wrong, unchanged=unchanged) is None
+    assert verify_file(path, wrong, unchanged={**unchanged, "ino": unchanged["ino"] + 1}) is not None
+    with path.open("r+b") as fh:
+        fh.truncate(5)
+    assert "size 5 differs" in (verify_file(path, expected, unchanged=unchanged) or "")
+
+
+def test_after_a_clean_close_jobs_are_not_searched_but_after_a_kill_they_are(tmp_path: Path) -> None:
+    """A holder that closes cleanly empties the lock file, and the next open does not list jobs/;
+    one that did not (killed: its pid still there) has its orphans swept."""
+    job_dir = tmp_path / "jobs" / "a"
+    job_dir.mkdir(parents=True)
+    out = OutputDir(tmp_path)
+    out.open()
+    out.close(clean=True)
+    assert (tmp_path / ".batchvid" / "lock").read_bytes() == b""
+    orphan = job_dir / ".video.mp4.x1.part"
+    orphan.write_bytes(b"half")  # not one a batchvid run could leave after a clean close
+    out.open()
+    assert orphan.exists()
+    assert (tmp_path / ".batchvid" / "lock").read_text() == f"{os.getpid()}\n"
+    out.close()  # as if killed: the pid stays
+    assert (tmp_path / ".batchvid" / "lock").read_text() == f"{os.getpid()}\n"
+    out.open()
+    out.close(clean=True)
+    assert not orphan.exists()

@@ -11,7 +11,8 @@ hash: at 100,000 rows two of them collide, and the manifest is rightly refused):
 2. ``batchvid run`` against the simulator (its own process) at latency 0, ``--max-in-flight 16``,
    no rpm limit: every job succeeds, peak RSS < 300 MB (the run takes many minutes at 100,000);
 3. the same ``batchvid run`` again, against a fresh counting simulator: every job skipped,
-   0 requests, < 10 s wall (it re-hashes every video and rewrites the report files).
+   0 requests, < 10 s wall (it replays the journal, checks every video against the size,
+   mtime_ns and inode journaled with it, and rewrites the report files).
 
 ``--skip-run`` measures step 1 only (seconds instead of minutes).
 """

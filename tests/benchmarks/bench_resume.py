@@ -11,13 +11,15 @@ Building the completed directory:
   provider's ``recorded_body``, the journal's ``submitting`` / ``submitted`` / ``succeeded``
   lines (``Journal.append``), ``response.json`` and ``video.mp4`` (a real simulator video, bytes
   varied per job so every sha256 differs; probed once with PyAV for the ``media`` record) and
-  ``poster.jpg`` (made once, recorded in ``succeeded`` as a run records it). The one shortcut:
+  ``poster.jpg`` (made once, recorded in ``succeeded`` as a run records it, with the video's
+  size, mtime_ns and inode). The one shortcut:
   the per-line fsync is skipped and replaced by one ``os.sync()``.
 
 Then ``batchvid run`` (subprocess, interpreter start included) reruns it twice: first with
 ``--base-url`` on a dead loopback port (any request would fail the job), then against a
-counting simulator whose stats must show zero requests. Each rerun re-verifies every video's
-sha256 and rewrites the report files. Target: exit 0, every job ``skipped``, zero requests,
+counting simulator whose stats must show zero requests. Each rerun verifies every video (by
+the size, mtime_ns and inode journaled with it; a changed one is hashed) and rewrites the
+report files. Target: exit 0, every job ``skipped``, zero requests,
 under 3 s of wall time.
 """
 
@@ -67,7 +69,7 @@ def synthesize(manifest_path: Path, out: Path, tmp: Path) -> None:
     from batchvid.media import probe
     from batchvid.poster import poster_jpeg
     from batchvid.providers import get_provider
-    from batchvid.store import OutputDir, dumps, hashing_writer, write_atomic
+    from batchvid.store import OutputDir, dumps, file_stat, hashing_writer, write_atomic
 
     manifest = load_manifest(manifest_path)
     provider = get_provider(manifest.provider)
@@ -103,8 +105,10 @@ def synthesize(manifest_path: Path, out: Path, tmp: Path) -> None:
                 write_atomic(job_dir / "poster.jpg", poster, durable=False)
                 poster_entry = {"path": f"jobs/{job.id}/poster.jpg", "sha256": poster_sha,
                                 "bytes": len(poster)}
+                stat = file_stat(job_dir / "video.mp4")  # as a run journals it, for the next run
                 store.journal.append(
-                    Succeeded(job.key, job.id, task_id, video_entry, None, media, poster_entry)
+                    Succeeded(job.key, job.id, task_id, video_entry, None, media, poster_entry,
+                              None, stat)
                 )
         finally:
             store.close()
