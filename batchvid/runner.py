@@ -19,9 +19,8 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -42,9 +41,8 @@ from batchvid.enhancing import (
 from batchvid.errors import ProviderError, RunFatalError, UsageError
 from batchvid.events import Broadcaster, Effects, RunFinished, RunStarted, Subscriber, scrubber
 from batchvid.jobs import Manifest
-from batchvid.journal import JobRecord
 from batchvid.lifecycle import JobLife
-from batchvid.plan import ACTIVE, STATUS_OF_ACTION, UNANSWERED_CREATE, Plan, Step, make_plan
+from batchvid.plan import ACTIVE, STATUS_OF_ACTION, UNANSWERED_CREATE, Plan, Step
 from batchvid.polling import Poller, PollSchedule
 from batchvid.providers import get_provider
 from batchvid.providers.base import Provider
@@ -52,46 +50,13 @@ from batchvid.ratelimit import AdaptiveLimit, RateLimiter
 from batchvid.relocate import Relocations
 from batchvid.report import Outcome, RunInfo, exit_code, write_outputs
 from batchvid.retry import RetryPolicy
+from batchvid.settings import Settings, plan_for
 from batchvid.stopping import Stopped, Stopper
 from batchvid.store import OutputDir
 from batchvid.submit import Submitter
-from batchvid.transport import TransportKind, transport_for
+from batchvid.transport import transport_for
 
 __all__ = ["RunResult", "Runner", "Settings", "plan_for", "scrubber"]
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything a run needs besides the manifest; the CLI builds it from flags and limits."""
-
-    out_dir: Path
-    provider: str = "geekai"
-    base_url: str | None = None
-    api_key: str = ""
-    max_in_flight: int = 4
-    rpm: float | None = 30.0
-    retries: int = 5
-    timeout: float = 1800.0
-    poll_min: float = 5.0
-    poll_max: float = 15.0
-    only: tuple[str, ...] = ()
-    shard: tuple[int, int] | None = None
-    retry_failed: bool = False
-    force: bool = False
-    re_enhance: bool = False
-    """Ask the chat model again for every enhanced job's prompt (and so regenerate it)."""
-    max_cost: float | None = None
-    strict_media: bool = False
-    max_download_bytes: int = 4 << 30
-    http_timeout: float = 60.0
-    grace: float = 10.0
-    """Seconds that downloads under way get to finish after the first SIGINT/SIGTERM. Waiting
-    on tasks stops at once: their ids are journaled and the next run re-attaches."""
-    handle_signals: bool = False
-    manifest_label: str | None = None
-    """How report.json names the manifest (the path as the user typed it)."""
-    transport: TransportKind = "aiohttp"
-    """The HTTP transport under httpx when the runner is given none (``batchvid.transport``)."""
 
 
 @dataclass(repr=False)
@@ -109,23 +74,6 @@ class RunResult:
         # Short: asyncio's runner formats the main task's repr, result included, when it puts
         # back the SIGINT handler; the outcomes of 100,000 jobs took seconds and megabytes.
         return f"RunResult(exit_code={self.exit_code}, jobs={len(self.outcomes)}, stopped={self.stopped!r})"
-
-
-def plan_for(manifest: Manifest, settings: Settings, records: Mapping[str, JobRecord]) -> Plan:
-    """The plan of a run with these settings: the same for ``run``, ``run --dry-run`` and
-    ``plan``."""
-    return make_plan(
-        manifest.jobs,
-        records,
-        settings.out_dir,
-        provider=settings.provider,
-        pricing=manifest.pricing,
-        force=settings.force,
-        retry_failed=settings.retry_failed,
-        only=settings.only,
-        shard=settings.shard,
-        re_enhance=settings.re_enhance,
-    )
 
 
 def initial_outcome(step: Step) -> Outcome:

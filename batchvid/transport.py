@@ -33,12 +33,13 @@ import contextlib
 import functools
 import os
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import httpx
 
-TransportKind = Literal["aiohttp", "httpx"]
+from batchvid.settings import TransportKind
+
 TRANSPORTS: tuple[TransportKind, ...] = ("aiohttp", "httpx")
 DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 """httpx's own defaults, so both transports hold the same number of sockets."""

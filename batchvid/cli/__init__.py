@@ -4,7 +4,7 @@ Parse the arguments into one ``Settings``, build what the command needs, run it,
 outcome to an exit code here and nowhere else (see README.md, "Exit codes").
 
     parser.py    every subcommand and its options
-    common.py    exit codes, defaults, flags + ``limits:`` -> ``runner.Settings``
+    common.py    exit codes, defaults, flags + ``limits:`` -> ``settings.Settings``
     commands.py  validate, plan, run, status, verify, merge, simulate, schema
     outputs.py   view, export, clean: tools for a finished output directory
 """

@@ -60,7 +60,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace, manifest: Manifest) -> int:
     from batchvid.display import plan_table
     from batchvid.plan import plan_to_json
-    from batchvid.runner import plan_for
+    from batchvid.settings import plan_for
     from batchvid.store import read_records
 
     settings = build_settings(args, manifest)

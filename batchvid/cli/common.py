@@ -1,5 +1,5 @@
 """What the commands share: exit codes, defaults, loading a manifest, and turning flags and
-a manifest's ``limits:`` into one ``runner.Settings``."""
+a manifest's ``limits:`` into one ``settings.Settings``."""
 
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def _base_url(args: argparse.Namespace, provider: str) -> str | None:
 def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
     from batchvid.jobs import select_jobs
     from batchvid.plan import parse_shard
-    from batchvid.runner import Settings
+    from batchvid.settings import Settings
 
     limits = dict(manifest.limits)
     out = Path(args.out) if args.out else Path("runs") / manifest.name
