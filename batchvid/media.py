@@ -4,16 +4,15 @@ the quality signals of ``batchvid.quality``, and (``analyse``) the poster of
 
 from __future__ import annotations
 
-import asyncio
+import atexit
 import contextlib
-import multiprocessing
 import os
+import pickle
 import signal
+import subprocess
+import sys
 import threading
-import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,91 +143,151 @@ def _info(container: Any, video: Any, frames: int, signals: Quality | None) -> M
 
 
 POOL_AFTER = 8
-"""Clips a process analyses on worker threads before it starts its process pool: a worker
-process costs ~0.5 s of CPU to start (its interpreter, PyAV, numpy), a clip of the simulator's
-~5 ms, so a run of a few videos never starts one."""
+"""Clips a process analyses on worker threads before it starts worker processes: one costs
+~0.4 s of CPU to start (its interpreter, PyAV, numpy), a simulator's clip ~5 ms, so a run of a
+few videos starts none."""
 
 
 class AnalysisPool:
     """``analyse`` in worker processes, off the interpreter the event loop runs on.
 
     Decoding, scaling and the signals' numpy work hold the GIL for much of a clip's ~5 ms; on a
-    worker thread they delay the event loop's polls and creates. In a worker process they
-    cannot. The pool starts on the ``after``-th clip + 1 (the first ones run on worker threads),
-    with at most ``workers`` processes (default ``os.cpu_count()``), started as work arrives;
-    only a path goes in and an ``Analysis`` (a few KB) comes out. Results are the same either
-    way (tests/test_media.py). Workers ignore SIGINT (a first Ctrl-C lets downloads under way
-    finish, their analysis included; ``close`` ends them), and exit if this process dies.
-    A pool that breaks (a worker killed) is dropped, and the clip analysed on a thread.
+    worker thread they delay the event loop's polls and creates, in a worker process they
+    cannot. The first ``after`` clips are analysed on threads; then up to ``workers`` processes
+    (default ``os.cpu_count()``) start as clips arrive and stay for the next ones. A clip's
+    path goes in, its ``Analysis`` (a few KB) comes out, so results are the same either way
+    (tests/test_analysis.py). An event-loop task waits on a worker thread, which waits on the
+    process (one handoff, as a clip analysed on the thread itself would take).
+
+    Workers are plain subprocesses (``python -c``), not ``multiprocessing``'s: those import
+    the parent's main script again, which would run again the top-level code of a script that
+    calls batchvid without an ``if __name__ == "__main__":`` guard. They run in a session of
+    their own, so a Ctrl-C at the terminal does not reach them (the first one lets downloads
+    under way finish, analysis included); they exit when their input closes: on ``close``, at
+    this process's exit, or when it dies. A worker that dies is replaced; its clip is analysed
+    on a thread.
     """
 
     def __init__(self, workers: int | None = None, *, after: int = POOL_AFTER) -> None:
-        self._workers = workers or os.cpu_count() or 1
+        self._size = workers or os.cpu_count() or 1
         self._after = after
-        self._executor: ProcessPoolExecutor | None = None
-        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []
+        self._started = 0
+        self._ready = threading.Condition()
 
     async def analyse(self, path: Path) -> Analysis:
         """``analyse(path)``, in a worker process once the pool is worth starting."""
-        with self._lock:
+        with self._ready:
             self._after -= 1
-            executor = self._executor_for_now() if self._after < 0 else None
-        if executor is None:
-            return await anyio.to_thread.run_sync(analyse, path)
-        try:
-            future = _submit(executor, path)
-            return await asyncio.wrap_future(future)
-        except BrokenProcessPool:
-            with self._lock:
-                if self._executor is executor:
-                    self._executor = None
-            executor.shutdown(wait=False)
-            return await anyio.to_thread.run_sync(analyse, path)
+            pooled = self._after < 0
+        return await anyio.to_thread.run_sync(self._call if pooled else analyse, path)
 
     def close(self) -> None:
-        """Stop the workers (work not started is dropped); the next ``analyse`` starts anew."""
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+        """End the idle workers (busy ones end when their clip is done); the next ``analyse``
+        starts new ones."""
+        with self._ready:
+            idle, self._idle = self._idle, []
+            self._started -= len(idle)
+        for worker in idle:
+            worker.close()
 
-    def _executor_for_now(self) -> ProcessPoolExecutor:
-        if self._executor is None:
-            self._executor = ProcessPoolExecutor(
-                self._workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_worker_started,
-                initargs=(os.getpid(),),
-            )
-        return self._executor
+    def _call(self, path: Path) -> Analysis:
+        worker = self._acquire()
+        if worker is None:
+            return analyse(path)
+        try:
+            ok, value = worker.call(path)
+        except (OSError, EOFError, pickle.UnpicklingError):
+            worker.close()
+            with self._ready:
+                self._started -= 1
+                self._ready.notify()
+            return analyse(path)
+        with self._ready:
+            self._idle.append(worker)
+            self._ready.notify()
+        if not ok:
+            raise value
+        assert isinstance(value, Analysis)
+        return value
+
+    def _acquire(self) -> _Worker | None:
+        """An idle worker, a new one while fewer than ``workers`` run, else wait for one; None
+        when a worker cannot be started."""
+        with self._ready:
+            while not self._idle and self._started >= self._size:
+                self._ready.wait()
+            if self._idle:
+                return self._idle.pop()
+            self._started += 1
+        try:
+            return _Worker()
+        except OSError:
+            with self._ready:
+                self._started -= 1
+                self._ready.notify()
+            return None
 
 
-def _submit(executor: ProcessPoolExecutor, path: Path) -> Future[Analysis]:
-    """Submit with SIGINT blocked on this thread, so a worker started here (it inherits the
-    mask) cannot be interrupted before ``_worker_started`` ignores SIGINT. A SIGINT meanwhile
-    goes to another thread or waits: none is lost."""
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        return executor.submit(analyse, path)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+class _Worker:
+    """One worker process: pickled paths in on its stdin, pickled ``(ok, result or error)``
+    out on its stdout."""
+
+    def __init__(self) -> None:
+        package_root = str(Path(__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", "from batchvid.media import serve; serve()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True,
+        )
+
+    def call(self, path: Path) -> tuple[bool, Any]:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        pickle.dump(path, self._process.stdin, pickle.HIGHEST_PROTOCOL)
+        self._process.stdin.flush()
+        reply = pickle.load(self._process.stdout)
+        assert isinstance(reply, tuple)
+        return reply
+
+    def close(self) -> None:
+        """Close its input (it exits at once when idle) and wait for it."""
+        with contextlib.suppress(OSError):
+            assert self._process.stdin is not None
+            self._process.stdin.close()
+        self._process.wait()
+        assert self._process.stdout is not None
+        self._process.stdout.close()
 
 
-def _worker_started(parent: int) -> None:
-    """In a new worker: ignore SIGINT (the parent decides when workers stop), and exit when
-    the parent is gone (a killed parent cannot shut its pool down)."""
+def serve() -> None:
+    """A worker's loop (``_Worker``): analyse each path read from stdin until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="batchvid-parent-watch", daemon=True).start()
+    requests = sys.stdin.buffer
+    # Replies go to a copy of stdout; stdout itself becomes stderr, so that nothing printed,
+    # by Python or by FFmpeg, can corrupt them.
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    while True:
+        try:
+            path = pickle.load(requests)
+        except EOFError:
+            return
+        reply: tuple[bool, Any]
+        try:
+            reply = (True, analyse(path))
+        except Exception as exc:  # every error goes back to the caller
+            reply = (False, exc)
+        try:
+            data = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # an error that does not pickle
+            data = pickle.dumps((False, RuntimeError(f"{reply[1]!r} ({exc})")))
+        replies.write(data)
+        replies.flush()
 
 
 _pool = AnalysisPool()
+atexit.register(_pool.close)
 
 
 async def analyse_off_loop(path: Path) -> Analysis:
@@ -237,5 +296,5 @@ async def analyse_off_loop(path: Path) -> Analysis:
 
 
 def shutdown_pool() -> None:
-    """Stop this process's analysis workers (a run calls it when it ends)."""
+    """End this process's idle analysis workers (a run may call it when it ends)."""
     _pool.close()

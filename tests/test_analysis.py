@@ -110,9 +110,8 @@ def pool() -> Iterator[AnalysisPool]:
 
 
 def workers_of(pool: AnalysisPool) -> list[int]:
-    executor = pool._executor
-    assert executor is not None, "the pool did not start"
-    return [p.pid for p in executor._processes.values() if p.pid is not None]  # type: ignore[union-attr]
+    """The pids of the pool's idle workers."""
+    return [worker._process.pid for worker in pool._idle]
 
 
 @pytest.mark.anyio
@@ -122,7 +121,7 @@ async def test_pool_results_equal_in_thread_results(clips: list[Path], pool: Ana
         result = await pool.analyse(clip)
         assert isinstance(result, Analysis)
         assert result == analyse(clip), clip.name
-    assert workers_of(pool) and os.getpid() not in workers_of(pool)
+    assert len(workers_of(pool)) == 1 and os.getpid() not in workers_of(pool)
 
 
 @pytest.mark.anyio
@@ -135,7 +134,7 @@ async def test_pool_gives_the_same_error_for_a_broken_video(tmp_path: Path, pool
     with pytest.raises(MediaError) as got:
         await pool.analyse(path)
     assert str(got.value) == str(expected.value)
-    assert workers_of(pool)
+    assert len(workers_of(pool)) == 1
 
 
 @pytest.mark.anyio
@@ -145,32 +144,47 @@ async def test_first_clips_run_on_threads(clips: list[Path]) -> None:
     try:
         for clip in clips[:2]:
             await pool.analyse(clip)
-            assert pool._executor is None
+            assert pool._started == 0
         assert await pool.analyse(clips[2]) == analyse(clips[2])
-        assert workers_of(pool)
+        assert len(workers_of(pool)) == 1
     finally:
         pool.close()
 
 
 @pytest.mark.anyio
 async def test_workers_ignore_sigint_and_stop_on_close(clips: list[Path], pool: AnalysisPool) -> None:
-    """A SIGINT (a first Ctrl-C reaches the whole process group) does not stop a worker; close
-    does."""
+    """A worker runs in a session of its own (a Ctrl-C at the terminal does not reach it) and
+    ignores SIGINT; close ends it."""
     await pool.analyse(clips[0])
     (pid,) = workers_of(pool)
+    assert os.getsid(pid) != os.getsid(0)
     os.kill(pid, signal.SIGINT)
     assert await pool.analyse(clips[1]) == analyse(clips[1])
     assert workers_of(pool) == [pid]
     pool.close()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.05)
-    assert not _alive(pid)
+    assert not _alive(pid) and pool._started == 0
+
+
+@pytest.mark.anyio
+async def test_a_dead_worker_is_replaced(clips: list[Path], pool: AnalysisPool) -> None:
+    """When a worker has died, its clip is still analysed (on a thread), and the next clip
+    gets a new worker."""
+    await pool.analyse(clips[0])
+    (pid,) = workers_of(pool)
+    os.kill(pid, signal.SIGKILL)
+    while _alive(pid):
+        time.sleep(0.01)
+    assert await pool.analyse(clips[1]) == analyse(clips[1])
+    assert workers_of(pool) == []
+    assert await pool.analyse(clips[2]) == analyse(clips[2])
+    (new,) = workers_of(pool)
+    assert new != pid
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` is running (a zombie is not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
         return False
-    return True
