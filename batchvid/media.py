@@ -154,10 +154,10 @@ class AnalysisPool:
     Decoding, scaling and the signals' numpy work hold the GIL for much of a clip's ~5 ms; on a
     worker thread they delay the event loop's polls and creates, in a worker process they
     cannot. The first ``after`` clips are analysed on threads; then up to ``workers`` processes
-    (default ``os.cpu_count()``) start as clips arrive and stay for the next ones. A clip's
-    path goes in, its ``Analysis`` (a few KB) comes out, so results are the same either way
-    (tests/test_analysis.py). An event-loop task waits on a worker thread, which waits on the
-    process (one handoff, as a clip analysed on the thread itself would take).
+    (default ``os.cpu_count()``) start as clips arrive, one at a time, and stay for the next
+    ones. A clip's path goes in, its ``Analysis`` (a few KB) comes out, so results are the same
+    either way (tests/test_analysis.py). An event-loop task waits on a worker thread, which
+    waits on the process (one handoff, as a clip analysed on the thread itself would take).
 
     Workers are plain subprocesses (``python -c``), not ``multiprocessing``'s: those import
     the parent's main script again, which would run again the top-level code of a script that
@@ -173,6 +173,7 @@ class AnalysisPool:
         self._after = after
         self._idle: list[_Worker] = []
         self._started = 0
+        self._starting = 0
         self._ready = threading.Condition()
 
     async def analyse(self, path: Path) -> Analysis:
@@ -199,34 +200,45 @@ class AnalysisPool:
             ok, value = worker.call(path)
         except (OSError, EOFError, pickle.UnpicklingError):
             worker.close()
-            with self._ready:
-                self._started -= 1
-                self._ready.notify()
+            self._returned(worker, alive=False)
             return analyse(path)
-        with self._ready:
-            self._idle.append(worker)
-            self._ready.notify()
+        self._returned(worker, alive=True)
         if not ok:
             raise value
         assert isinstance(value, Analysis)
         return value
 
     def _acquire(self) -> _Worker | None:
-        """An idle worker, a new one while fewer than ``workers`` run, else wait for one; None
-        when a worker cannot be started."""
+        """An idle worker; else a new one, while fewer than ``workers`` run and none is still
+        starting (one worker usually keeps up: a second would cost its start for nothing);
+        else wait for one. None when a worker cannot be started."""
         with self._ready:
-            while not self._idle and self._started >= self._size:
+            while not self._idle and (self._started >= self._size or self._starting):
                 self._ready.wait()
             if self._idle:
                 return self._idle.pop()
             self._started += 1
+            self._starting += 1
         try:
             return _Worker()
         except OSError:
             with self._ready:
                 self._started -= 1
-                self._ready.notify()
+                self._starting -= 1
+                self._ready.notify_all()
             return None
+
+    def _returned(self, worker: _Worker, *, alive: bool) -> None:
+        """``worker`` has answered (it has started), or died."""
+        with self._ready:
+            if not worker.started:
+                worker.started = True
+                self._starting -= 1
+            if alive:
+                self._idle.append(worker)
+            else:
+                self._started -= 1
+            self._ready.notify_all()
 
 
 class _Worker:
@@ -234,6 +246,8 @@ class _Worker:
     out on its stdout."""
 
     def __init__(self) -> None:
+        self.started = False
+        """Whether it has answered once (it has imported PyAV and numpy)."""
         package_root = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
