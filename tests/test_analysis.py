@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
+import anyio
 import av
 import numpy as np
 import pytest
@@ -188,3 +189,23 @@ def _alive(pid: int) -> bool:
             return stat.read().split(") ")[-1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.anyio
+async def test_concurrent_clips_share_at_most_the_pool_size(clips: list[Path]) -> None:
+    """Clips analysed at once on a cold pool all get their own results, from at most
+    ``workers`` processes."""
+    pool = AnalysisPool(workers=2, after=0)
+    results: dict[Path, Analysis] = {}
+
+    async def one(clip: Path) -> None:
+        results[clip] = await pool.analyse(clip)
+
+    try:
+        async with anyio.create_task_group() as group:
+            for clip in clips:
+                group.start_soon(one, clip)
+        assert results == {clip: analyse(clip) for clip in clips}
+        assert 1 <= len(workers_of(pool)) <= 2 and pool._started == len(workers_of(pool))
+    finally:
+        pool.close()
