@@ -164,8 +164,8 @@ class AnalysisPool:
     calls batchvid without an ``if __name__ == "__main__":`` guard. They run in a session of
     their own, so a Ctrl-C at the terminal does not reach them (the first one lets downloads
     under way finish, analysis included); they exit when their input closes: on ``close``, at
-    this process's exit, or when it dies. A worker that dies is replaced; its clip is analysed
-    on a thread.
+    this process's exit, or when it dies. A worker that dies is replaced, and its clip analysed
+    on a thread; if one dies before its first answer, workers are not tried again.
     """
 
     def __init__(self, workers: int | None = None, *, after: int = POOL_AFTER) -> None:
@@ -174,13 +174,16 @@ class AnalysisPool:
         self._idle: list[_Worker] = []
         self._started = 0
         self._starting = 0
+        self._broken = False
+        """A worker died before its first answer: workers cannot start here (a frozen
+        application, say), so every clip is analysed on a thread."""
         self._ready = threading.Condition()
 
     async def analyse(self, path: Path) -> Analysis:
         """``analyse(path)``, in a worker process once the pool is worth starting."""
         with self._ready:
             self._after -= 1
-            pooled = self._after < 0
+            pooled = self._after < 0 and not self._broken
         return await anyio.to_thread.run_sync(self._call if pooled else analyse, path)
 
     def close(self) -> None:
@@ -214,6 +217,8 @@ class AnalysisPool:
         else wait for one. None when a worker cannot be started."""
         with self._ready:
             while not self._idle and (self._started >= self._size or self._starting):
+                if self._broken:
+                    return None
                 self._ready.wait()
             if self._idle:
                 return self._idle.pop()
@@ -234,6 +239,7 @@ class AnalysisPool:
             if not worker.started:
                 worker.started = True
                 self._starting -= 1
+                self._broken = self._broken or not alive
             if alive:
                 self._idle.append(worker)
             else:
@@ -248,6 +254,8 @@ class _Worker:
     def __init__(self) -> None:
         self.started = False
         """Whether it has answered once (it has imported PyAV and numpy)."""
+        if not sys.executable:
+            raise OSError("no Python executable to start an analysis worker with")
         package_root = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import anyio
 import av
@@ -207,5 +208,32 @@ async def test_concurrent_clips_share_at_most_the_pool_size(clips: list[Path]) -
                 group.start_soon(one, clip)
         assert results == {clip: analyse(clip) for clip in clips}
         assert 1 <= len(workers_of(pool)) <= 2 and pool._started == len(workers_of(pool))
+    finally:
+        pool.close()
+
+
+@pytest.mark.anyio
+async def test_workers_that_cannot_start_leave_clips_to_threads(
+    clips: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a worker dies before its first answer (no usable Python to start it with), its
+    clip and every later one are analysed on threads, with no further worker started."""
+    import subprocess
+
+    started: list[object] = []
+    popen = subprocess.Popen
+
+    def counting_popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        started.append(args)
+        return popen(*args, **kwargs)
+
+    pool = AnalysisPool(workers=2, after=0)
+    monkeypatch.setattr("sys.executable", "/bin/false")
+    monkeypatch.setattr(subprocess, "Popen", counting_popen)
+    try:
+        for clip in clips[:3]:
+            assert await pool.analyse(clip) == analyse(clip)
+        assert len(started) == 1
+        assert pool._broken and pool._started == 0 and workers_of(pool) == []
     finally:
         pool.close()
