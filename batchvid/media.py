@@ -9,6 +9,7 @@ import contextlib
 import os
 import pickle
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 
 import anyio
 import av
+from anyio.lowlevel import RunVar
 
 from batchvid.errors import BatchvidError
 from batchvid.poster import FirstFrame, jpeg_of
@@ -154,10 +156,10 @@ class AnalysisPool:
     Decoding, scaling and the signals' numpy work hold the GIL for much of a clip's ~5 ms; on a
     worker thread they delay the event loop's polls and creates, in a worker process they
     cannot. The first ``after`` clips are analysed on threads; then up to ``workers`` processes
-    (default ``os.cpu_count()``) start as clips arrive, one at a time, and stay for the next
-    ones. A clip's path goes in, its ``Analysis`` (a few KB) comes out, so results are the same
-    either way (tests/test_analysis.py). An event-loop task waits on a worker thread, which
-    waits on the process (one handoff, as a clip analysed on the thread itself would take).
+    (default ``os.cpu_count()``) start as clips arrive (the first alone: the others only once
+    it answers) and stay for the next ones. A clip's path goes in, its ``Analysis`` (a few KB)
+    comes out, so results are the same either way (tests/test_analysis.py). The event loop
+    writes the request and waits for the reply on the pipe itself: no thread in between.
 
     Workers are plain subprocesses (``python -c``), not ``multiprocessing``'s: those import
     the parent's main script again, which would run again the top-level code of a script that
@@ -173,87 +175,97 @@ class AnalysisPool:
         self._after = after
         self._idle: list[_Worker] = []
         self._started = 0
-        self._starting = 0
+        self._answered = False
+        """Whether a worker has answered once (then more may start at once)."""
         self._broken = False
         """A worker died before its first answer: workers cannot start here (a frozen
         application, say), so every clip is analysed on a thread."""
-        self._ready = threading.Condition()
+        self._lock = threading.Lock()
+        self._gate: RunVar[anyio.CapacityLimiter] = RunVar(f"batchvid-analysis-{id(self)}")
 
     async def analyse(self, path: Path) -> Analysis:
         """``analyse(path)``, in a worker process once the pool is worth starting."""
-        with self._ready:
+        with self._lock:
             self._after -= 1
             pooled = self._after < 0 and not self._broken
-        return await anyio.to_thread.run_sync(self._call if pooled else analyse, path)
+        if not pooled:
+            return await anyio.to_thread.run_sync(analyse, path)
+        async with self._limiter():
+            worker = self._take()
+            if worker is not None:
+                # Shielded: a reply left unread would be taken for the next clip's.
+                with anyio.CancelScope(shield=True):
+                    reply = await worker.call(path)
+                self._returned(worker, alive=reply is not None)
+                if reply is not None:
+                    ok, value = reply
+                    if not ok:
+                        raise value
+                    assert isinstance(value, Analysis)
+                    return value
+        return await anyio.to_thread.run_sync(analyse, path)
 
     def close(self) -> None:
-        """End the idle workers (busy ones end when their clip is done); the next ``analyse``
+        """End the idle workers (a busy one ends when its clip is done); the next ``analyse``
         starts new ones."""
-        with self._ready:
+        with self._lock:
             idle, self._idle = self._idle, []
             self._started -= len(idle)
         for worker in idle:
             worker.close()
 
-    def _call(self, path: Path) -> Analysis:
-        worker = self._acquire()
-        if worker is None:
-            return analyse(path)
+    def _limiter(self) -> anyio.CapacityLimiter:
+        """This event loop's limit on clips in workers at once: one until a worker has answered
+        (so one starts, not ``workers`` at once), then ``workers``."""
         try:
-            ok, value = worker.call(path)
-        except (OSError, EOFError, pickle.UnpicklingError):
-            worker.close()
-            self._returned(worker, alive=False)
-            return analyse(path)
-        self._returned(worker, alive=True)
-        if not ok:
-            raise value
-        assert isinstance(value, Analysis)
-        return value
+            return self._gate.get()
+        except LookupError:
+            limiter = anyio.CapacityLimiter(self._size if self._answered else 1)
+            self._gate.set(limiter)
+            return limiter
 
-    def _acquire(self) -> _Worker | None:
-        """An idle worker; else a new one, while fewer than ``workers`` run and none is still
-        starting (one worker usually keeps up: a second would cost its start for nothing);
-        else wait for one. None when a worker cannot be started."""
-        with self._ready:
-            while not self._idle and (self._started >= self._size or self._starting):
-                if self._broken:
-                    return None
-                self._ready.wait()
+    def _take(self) -> _Worker | None:
+        """An idle worker, else a new one; None when none can be started."""
+        with self._lock:
+            if self._broken:
+                return None
             if self._idle:
                 return self._idle.pop()
             self._started += 1
-            self._starting += 1
         try:
             return _Worker()
         except OSError:
-            with self._ready:
+            with self._lock:
                 self._started -= 1
-                self._starting -= 1
-                self._ready.notify_all()
             return None
 
     def _returned(self, worker: _Worker, *, alive: bool) -> None:
-        """``worker`` has answered (it has started), or died."""
-        with self._ready:
-            if not worker.started:
-                worker.started = True
-                self._starting -= 1
-                self._broken = self._broken or not alive
+        """``worker`` has answered, or died (then it is ended and forgotten)."""
+        first = not worker.answered
+        worker.answered = True
+        if not alive:
+            worker.close(kill=True)
+        with self._lock:
             if alive:
                 self._idle.append(worker)
             else:
                 self._started -= 1
-            self._ready.notify_all()
+            if first:
+                self._broken = self._broken or not alive
+                self._answered = self._answered or alive
+        if first and alive:
+            self._limiter().total_tokens = self._size
+
+
+_HEADER = struct.Struct("!Q")
 
 
 class _Worker:
-    """One worker process: pickled paths in on its stdin, pickled ``(ok, result or error)``
-    out on its stdout."""
+    """One worker process: pickled paths in on its stdin; out on its stdout, each reply as its
+    length and the pickled ``(ok, result or error)``."""
 
     def __init__(self) -> None:
-        self.started = False
-        """Whether it has answered once (it has imported PyAV and numpy)."""
+        self.answered = False
         if not sys.executable:
             raise OSError("no Python executable to start an analysis worker with")
         package_root = str(Path(__file__).resolve().parents[1])
@@ -263,20 +275,42 @@ class _Worker:
             [sys.executable, "-c", "from batchvid.media import serve; serve()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True,
         )
-
-    def call(self, path: Path) -> tuple[bool, Any]:
         assert self._process.stdin is not None and self._process.stdout is not None
-        pickle.dump(path, self._process.stdin, pickle.HIGHEST_PROTOCOL)
-        self._process.stdin.flush()
-        reply = pickle.load(self._process.stdout)
+        self._requests = self._process.stdin
+        self._replies = self._process.stdout.fileno()
+        os.set_blocking(self._replies, False)
+
+    async def call(self, path: Path) -> tuple[bool, Any] | None:
+        """The reply to ``path``; None when the worker has died."""
+        try:
+            self._requests.write(pickle.dumps(path, pickle.HIGHEST_PROTOCOL))
+            self._requests.flush()
+            data = await self._receive()
+            reply = pickle.loads(data)
+        except (OSError, EOFError, pickle.UnpicklingError):
+            return None
         assert isinstance(reply, tuple)
         return reply
 
-    def close(self) -> None:
-        """Close its input (it exits at once when idle) and wait for it."""
+    async def _receive(self) -> bytes:
+        buffer = bytearray()
+        while len(buffer) < _HEADER.size or len(buffer) < _HEADER.size + _HEADER.unpack_from(buffer)[0]:
+            await anyio.wait_readable(self._replies)
+            try:
+                chunk = os.read(self._replies, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                raise EOFError("the analysis worker exited")
+            buffer += chunk
+        return bytes(buffer[_HEADER.size :])
+
+    def close(self, *, kill: bool = False) -> None:
+        """Close its input (it exits at once when idle), or ``kill`` it; and wait for it."""
+        if kill:
+            self._process.kill()
         with contextlib.suppress(OSError):
-            assert self._process.stdin is not None
-            self._process.stdin.close()
+            self._requests.close()
         self._process.wait()
         assert self._process.stdout is not None
         self._process.stdout.close()
@@ -304,7 +338,7 @@ def serve() -> None:
             data = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # an error that does not pickle
             data = pickle.dumps((False, RuntimeError(f"{reply[1]!r} ({exc})")))
-        replies.write(data)
+        replies.write(_HEADER.pack(len(data)) + data)
         replies.flush()
 
 
