@@ -78,10 +78,14 @@ def probe(path: str | os.PathLike[str], *, quality: bool = True) -> MediaInfo:
     Raises ``MediaError`` when the file does not open as a video.
     """
     with _opened(path) as (container, video):
+        signals = measure(container, video) if quality else None
         frames = int(video.frames or 0)
         if frames <= 0:
-            frames = sum(1 for packet in container.demux(video) if packet.size)
-        signals = measure(container, video) if quality else None
+            # The signals' scan has read every packet already (and a second demux would find
+            # none).
+            frames = signals.frames_decoded if signals is not None else sum(
+                1 for packet in container.demux(video) if packet.size
+            )
         return _info(container, video, frames, signals)
 
 
@@ -89,7 +93,7 @@ def analyse(path: str | os.PathLike[str]) -> Analysis:
     """``probe(path)`` and the poster (``batchvid.poster.poster_jpeg``) in one pass: the
     container is opened once, its packets read once (the quality scan), and the poster's
     frame decoded from the first of them. Equal, field for field and byte for byte, to the two
-    called apart (tests/test_media.py). Decoding runs on this thread alone: the parallelism is
+    called apart (tests/test_analysis.py). Decoding runs on this thread alone: the parallelism is
     the pool's (``AnalysisPool``).
 
     Raises ``MediaError`` when the file does not open as a video.

@@ -237,3 +237,15 @@ async def test_workers_that_cannot_start_leave_clips_to_threads(
         assert pool._broken and pool._started == 0 and workers_of(pool) == []
     finally:
         pool.close()
+
+
+def test_container_without_frame_count_is_measured(tmp_path: Path) -> None:
+    """A Matroska clip (its stream gives no frame count) gets its frames counted and its
+    signals measured on all of them, by probe and analyse alike."""
+    clip = make_clip(tmp_path / "clip.mkv", "moving", frames=45)
+    with av.open(str(clip)) as container:
+        assert not container.streams.video[0].frames
+    info = probe(clip)
+    assert info.frame_count == 45 and info.quality is not None
+    assert info.quality.frames_decoded == 45 and info.quality.samples == 32
+    assert analyse(clip).info == info
