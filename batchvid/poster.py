@@ -62,7 +62,7 @@ class FirstFrame:
     """The first frame of a video stream, decoded from its packets as they are read by someone
     else (the quality scan), by a decoder of its own: the scan's decoder may skip the loop
     filter, which changes pixels. The same frame as ``poster_jpeg``'s, so the same bytes
-    (tests/test_media.py compares them)."""
+    (tests/test_analysis.py compares them)."""
 
     def __init__(self, stream: Any) -> None:
         source = stream.codec_context
