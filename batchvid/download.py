@@ -17,7 +17,7 @@ from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -31,6 +31,9 @@ from batchvid.poster import write_poster
 from batchvid.providers.base import TaskResult, video_results
 from batchvid.quality import check_quality
 from batchvid.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from batchvid.media import Analysis
 
 EXPIRED_URL_STATUSES = (403, 404, 410)
 REFRESHES = 3
@@ -76,18 +79,21 @@ class Downloader:
 
     async def fetch_all(self, job: Job, task: TaskResult, warnings: list[str]) -> Files:
         """The video, the cover (a failure is a warning), the media check, the ``qc:`` check
-        and the poster."""
+        and the poster (the last three from one pass over the video, off the event loop)."""
         task, video = await self._video(job, task)
         cover = await self._cover(job, task.cover_url, warnings) if task.cover_url else None
         path = self.job_dir(job) / "video.mp4"
-        media = await check_media(job, path, self.strict_media, warnings)
+        analysis = await check_media(job, path, self.strict_media, warnings)
+        media = analysis.info.to_dict() if analysis is not None else None
         self.write_response(job, task)
         files = Files(task, video, cover, media, provided=provided(task))
         files.rejected = check_quality((media or {}).get("quality"), self.qc)
         if files.rejected is not None:
             files.video = self._set_aside(path, video)
-        elif media is not None:
-            files.poster = await anyio.to_thread.run_sync(write_poster, self.root, path)
+        elif analysis is not None and analysis.poster is not None:
+            files.poster = await anyio.to_thread.run_sync(
+                write_poster, self.root, path, analysis.poster
+            )
         return files
 
     def _set_aside(self, path: Path, video: dict[str, Any]) -> dict[str, Any]:
@@ -196,19 +202,21 @@ def _expected_size(response: httpx.Response, cap: int) -> int | None:
 
 async def check_media(
     job: Job, path: Path, strict: bool, warnings: list[str]
-) -> dict[str, Any] | None:
-    """Probe the video: a video that does not decode, or whose fps or audio differ from the
-    request, is a warning (with ``strict``, the job fails). Returns the probe's facts."""
-    from batchvid.media import MediaError, probe
+) -> Analysis | None:
+    """Analyse the video (``batchvid.media.analyse``: probe, quality signals, poster): a video
+    that does not decode, or whose fps or audio differ from the request, is a warning (with
+    ``strict``, the job fails). Returns the analysis, None when the video does not decode."""
+    from batchvid.media import MediaError, analyse_off_loop
 
     try:
-        info = await anyio.to_thread.run_sync(probe, path)
+        analysis = await analyse_off_loop(path)
     except MediaError as exc:
         problem = f"video does not decode: {exc}"
         if strict:
             raise JobFatalError("bad_media", problem) from exc
         warnings.append(problem)
         return None
+    info = analysis.info
     problems = []
     want_fps = job.params.get("fps")
     if want_fps is not None and not math.isclose(info.fps, float(want_fps), rel_tol=0.02):
@@ -223,7 +231,7 @@ async def check_media(
         if strict:
             raise JobFatalError("media_mismatch", f"video {problem}")
         warnings.append(f"video {problem}")
-    return info.to_dict()
+    return analysis
 
 
 def provided(task: TaskResult) -> dict[str, Any]:

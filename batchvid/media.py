@@ -1,15 +1,29 @@
 """Probing a downloaded video with PyAV: codec, size, frame rate, frames, duration, audio,
-and the quality signals of ``batchvid.quality``."""
+the quality signals of ``batchvid.quality``, and (``analyse``) the poster of
+``batchvid.poster``, all in one pass."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import anyio
 import av
+from anyio.lowlevel import RunVar
 
 from batchvid.errors import BatchvidError
+from batchvid.poster import FirstFrame, jpeg_of
 from batchvid.quality import Quality, measure
 
 
@@ -48,41 +62,60 @@ class MediaInfo:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """What one pass over a video gives: its facts and signals, and its poster."""
+
+    info: MediaInfo
+    poster: bytes | None
+    """The first frame as JPEG (``batchvid.poster``); None when no frame decodes."""
+
+
 def probe(path: str | os.PathLike[str], *, quality: bool = True) -> MediaInfo:
     """Read the container of ``path`` (frames are demuxed only if it gives no count) and, with
     ``quality``, measure its signals on a bounded sample of frames (``batchvid.quality``).
 
     Raises ``MediaError`` when the file does not open as a video.
     """
+    with _opened(path) as (container, video):
+        signals = measure(container, video) if quality else None
+        frames = int(video.frames or 0)
+        if frames <= 0:
+            # The signals' scan has read every packet already (and a second demux would find
+            # none).
+            frames = signals.frames_decoded if signals is not None else sum(
+                1 for packet in container.demux(video) if packet.size
+            )
+        return _info(container, video, frames, signals)
+
+
+def analyse(path: str | os.PathLike[str]) -> Analysis:
+    """``probe(path)`` and the poster (``batchvid.poster.poster_jpeg``) in one pass: the
+    container is opened once, its packets read once (the quality scan), and the poster's
+    frame decoded from the first of them. Equal, field for field and byte for byte, to the two
+    called apart (tests/test_analysis.py). Decoding runs on this thread alone: the parallelism is
+    the pool's (``AnalysisPool``).
+
+    Raises ``MediaError`` when the file does not open as a video.
+    """
+    with _opened(path) as (container, video):
+        video.codec_context.thread_count = 1
+        first = FirstFrame(video)
+        signals = measure(container, video, first.feed)
+        frame = first.finish()
+        info = _info(container, video, int(video.frames or 0) or signals.frames_decoded, signals)
+    return Analysis(info, jpeg_of(frame) if frame is not None else None)
+
+
+@contextlib.contextmanager
+def _opened(path: str | os.PathLike[str]) -> Iterator[tuple[Any, Any]]:
+    """The open container of ``path`` and its first video stream; PyAV's errors and a missing
+    file or video stream as ``MediaError``."""
     try:
         with av.open(os.fspath(path)) as container:
             if not container.streams.video:
                 raise MediaError(f"{os.fspath(path)}: no video stream")
-            video = container.streams.video[0]
-            rate = video.average_rate or video.guessed_rate or video.base_rate
-            fps = float(rate) if rate else 0.0
-            frames = int(video.frames or 0)
-            if frames <= 0:
-                frames = sum(1 for packet in container.demux(video) if packet.size)
-            if video.duration is not None and video.time_base is not None:
-                duration = float(video.duration * video.time_base)
-            elif container.duration is not None:
-                duration = container.duration / av.time_base
-            else:
-                duration = frames / fps if fps else 0.0
-            audio = container.streams.audio[0] if container.streams.audio else None
-            signals = measure(container, video) if quality else None
-            return MediaInfo(
-                codec=video.codec_context.name,
-                width=video.codec_context.width,
-                height=video.codec_context.height,
-                fps=fps,
-                frame_count=frames,
-                duration=duration,
-                has_audio=audio is not None,
-                audio_codec=audio.codec_context.name if audio is not None else None,
-                quality=signals,
-            )
+            yield container, container.streams.video[0]
     except FileNotFoundError as exc:
         raise MediaError(f"{os.fspath(path)}: no such file") from exc
     except av.FFmpegError as exc:
@@ -90,3 +123,238 @@ def probe(path: str | os.PathLike[str], *, quality: bool = True) -> MediaInfo:
             f"{os.fspath(path)}: not a readable video ({exc.strerror or exc}); "
             "the download may be truncated, so fetch it again"
         ) from exc
+
+
+def _info(container: Any, video: Any, frames: int, signals: Quality | None) -> MediaInfo:
+    rate = video.average_rate or video.guessed_rate or video.base_rate
+    fps = float(rate) if rate else 0.0
+    if video.duration is not None and video.time_base is not None:
+        duration = float(video.duration * video.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    else:
+        duration = frames / fps if fps else 0.0
+    audio = container.streams.audio[0] if container.streams.audio else None
+    return MediaInfo(
+        codec=video.codec_context.name,
+        width=video.codec_context.width,
+        height=video.codec_context.height,
+        fps=fps,
+        frame_count=frames,
+        duration=duration,
+        has_audio=audio is not None,
+        audio_codec=audio.codec_context.name if audio is not None else None,
+        quality=signals,
+    )
+
+
+POOL_AFTER = 8
+"""Clips a process analyses on worker threads before it starts worker processes: one costs
+~0.4 s of CPU to start (its interpreter, PyAV, numpy), a simulator's clip ~5 ms, so a run of a
+few videos starts none."""
+
+
+class AnalysisPool:
+    """``analyse`` in worker processes, off the interpreter the event loop runs on.
+
+    Decoding, scaling and the signals' numpy work hold the GIL for much of a clip's ~5 ms; on a
+    worker thread they delay the event loop's polls and creates, in a worker process they
+    cannot. The first ``after`` clips are analysed on threads; then up to ``workers`` processes
+    (default ``os.cpu_count()``) start as clips arrive (the first alone: the others only once
+    it answers) and stay for the next ones. A clip's path goes in, its ``Analysis`` (a few KB)
+    comes out, so results are the same either way (tests/test_analysis.py). The event loop
+    writes the request and waits for the reply on the pipe itself: no thread in between.
+
+    Workers are plain subprocesses (``python -c``), not ``multiprocessing``'s: those import
+    the parent's main script again, which would run again the top-level code of a script that
+    calls batchvid without an ``if __name__ == "__main__":`` guard. They run in a session of
+    their own, so a Ctrl-C at the terminal does not reach them (the first one lets downloads
+    under way finish, analysis included); they exit when their input closes: on ``close``, at
+    this process's exit, or when it dies. A worker that dies is replaced, and its clip analysed
+    on a thread; if one dies before its first answer, workers are not tried again.
+    """
+
+    def __init__(self, workers: int | None = None, *, after: int = POOL_AFTER) -> None:
+        self._size = workers or os.cpu_count() or 1
+        self._after = after
+        self._idle: list[_Worker] = []
+        self._started = 0
+        self._answered = False
+        """Whether a worker has answered once (then more may start at once)."""
+        self._broken = False
+        """A worker died before its first answer: workers cannot start here (a frozen
+        application, say), so every clip is analysed on a thread."""
+        self._lock = threading.Lock()
+        self._gate: RunVar[anyio.CapacityLimiter] = RunVar(f"batchvid-analysis-{id(self)}")
+
+    async def analyse(self, path: Path) -> Analysis:
+        """``analyse(path)``, in a worker process once the pool is worth starting."""
+        with self._lock:
+            self._after -= 1
+            pooled = self._after < 0 and not self._broken
+        if not pooled:
+            return await anyio.to_thread.run_sync(analyse, path)
+        async with self._limiter():
+            worker = self._take()
+            if worker is not None:
+                # Shielded: a reply left unread would be taken for the next clip's.
+                with anyio.CancelScope(shield=True):
+                    reply = await worker.call(path)
+                self._returned(worker, alive=reply is not None)
+                if reply is not None:
+                    ok, value = reply
+                    if not ok:
+                        raise value
+                    assert isinstance(value, Analysis)
+                    return value
+        return await anyio.to_thread.run_sync(analyse, path)
+
+    def close(self) -> None:
+        """End the idle workers (a busy one ends when its clip is done); the next ``analyse``
+        starts new ones."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self._started -= len(idle)
+        for worker in idle:
+            worker.close()
+
+    def _limiter(self) -> anyio.CapacityLimiter:
+        """This event loop's limit on clips in workers at once: one until a worker has answered
+        (so one starts, not ``workers`` at once), then ``workers``."""
+        try:
+            return self._gate.get()
+        except LookupError:
+            limiter = anyio.CapacityLimiter(self._size if self._answered else 1)
+            self._gate.set(limiter)
+            return limiter
+
+    def _take(self) -> _Worker | None:
+        """An idle worker, else a new one; None when none can be started."""
+        with self._lock:
+            if self._broken:
+                return None
+            if self._idle:
+                return self._idle.pop()
+            self._started += 1
+        try:
+            return _Worker()
+        except OSError:
+            with self._lock:
+                self._started -= 1
+            return None
+
+    def _returned(self, worker: _Worker, *, alive: bool) -> None:
+        """``worker`` has answered, or died (then it is ended and forgotten)."""
+        first = not worker.answered
+        worker.answered = True
+        if not alive:
+            worker.close(kill=True)
+        with self._lock:
+            if alive:
+                self._idle.append(worker)
+            else:
+                self._started -= 1
+            if first:
+                self._broken = self._broken or not alive
+                self._answered = self._answered or alive
+        if first and alive:
+            self._limiter().total_tokens = self._size
+
+
+_HEADER = struct.Struct("!Q")
+
+
+class _Worker:
+    """One worker process: pickled paths in on its stdin; out on its stdout, each reply as its
+    length and the pickled ``(ok, result or error)``."""
+
+    def __init__(self) -> None:
+        self.answered = False
+        if not sys.executable:
+            raise OSError("no Python executable to start an analysis worker with")
+        package_root = str(Path(__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", "from batchvid.media import serve; serve()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True,
+        )
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._requests = self._process.stdin
+        self._replies = self._process.stdout.fileno()
+        os.set_blocking(self._replies, False)
+
+    async def call(self, path: Path) -> tuple[bool, Any] | None:
+        """The reply to ``path``; None when the worker has died."""
+        try:
+            self._requests.write(pickle.dumps(path, pickle.HIGHEST_PROTOCOL))
+            self._requests.flush()
+            data = await self._receive()
+            reply = pickle.loads(data)
+        except (OSError, EOFError, pickle.UnpicklingError):
+            return None
+        assert isinstance(reply, tuple)
+        return reply
+
+    async def _receive(self) -> bytes:
+        buffer = bytearray()
+        while len(buffer) < _HEADER.size or len(buffer) < _HEADER.size + _HEADER.unpack_from(buffer)[0]:
+            await anyio.wait_readable(self._replies)
+            try:
+                chunk = os.read(self._replies, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                raise EOFError("the analysis worker exited")
+            buffer += chunk
+        return bytes(buffer[_HEADER.size :])
+
+    def close(self, *, kill: bool = False) -> None:
+        """Close its input (it exits at once when idle), or ``kill`` it; and wait for it."""
+        if kill:
+            self._process.kill()
+        with contextlib.suppress(OSError):
+            self._requests.close()
+        self._process.wait()
+        assert self._process.stdout is not None
+        self._process.stdout.close()
+
+
+def serve() -> None:
+    """A worker's loop (``_Worker``): analyse each path read from stdin until it closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    requests = sys.stdin.buffer
+    # Replies go to a copy of stdout; stdout itself becomes stderr, so that nothing printed,
+    # by Python or by FFmpeg, can corrupt them.
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    while True:
+        try:
+            path = pickle.load(requests)
+        except EOFError:
+            return
+        reply: tuple[bool, Any]
+        try:
+            reply = (True, analyse(path))
+        except Exception as exc:  # every error goes back to the caller
+            reply = (False, exc)
+        try:
+            data = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # an error that does not pickle
+            data = pickle.dumps((False, RuntimeError(f"{reply[1]!r} ({exc})")))
+        replies.write(_HEADER.pack(len(data)) + data)
+        replies.flush()
+
+
+_pool = AnalysisPool()
+atexit.register(_pool.close)
+
+
+async def analyse_off_loop(path: Path) -> Analysis:
+    """``analyse(path)`` through this process's shared ``AnalysisPool``."""
+    return await _pool.analyse(path)
+
+
+def shutdown_pool() -> None:
+    """End this process's idle analysis workers (a run may call it when it ends)."""
+    _pool.close()

@@ -4,21 +4,25 @@ Made with PyAV's MJPEG encoder, single-threaded and bit-exact, so the same video
 bytes (the encoder writes no version comment). A poster is a convenience: a video that does not
 decode has none, and nothing fails because of it.
 
-A run makes each poster right after the video's download and probe (``write_poster``) and
-records it, ``{path, sha256, bytes}``, in the journal, report.json and batchvid.lock, where
-``batchvid verify`` checks it; ``make_poster`` serves older directories (``batchvid view``).
+A run makes each poster in the same pass over the video as its probe and quality signals
+(``batchvid.media.analyse``, where ``FirstFrame`` takes the first frame from the packets the
+signals scan), writes it (``write_poster``) and records it, ``{path, sha256, bytes}``, in the
+journal, report.json and batchvid.lock, where ``batchvid verify`` checks it; ``make_poster``
+serves older directories (``batchvid view``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
 from av.codec.context import Flags
+from av.video.reformatter import VideoReformatter
 
 from batchvid.store import write_atomic
 
@@ -51,10 +55,57 @@ def poster_jpeg(video: Path) -> bytes | None:
             frame = next(iter(container.decode(stream)), None)
     except (av.FFmpegError, OSError):
         return None
-    if frame is None:
-        return None
+    return jpeg_of(frame) if frame is not None else None
+
+
+class FirstFrame:
+    """The first frame of a video stream, decoded from its packets as they are read by someone
+    else (the quality scan), by a decoder of its own: the scan's decoder may skip the loop
+    filter, which changes pixels. The same frame as ``poster_jpeg``'s, so the same bytes
+    (tests/test_analysis.py compares them)."""
+
+    def __init__(self, stream: Any) -> None:
+        source = stream.codec_context
+        self._decoder: Any = av.CodecContext.create(source.codec.name, "r")
+        self._decoder.extradata = source.extradata
+        for name in ("color_range", "colorspace", "color_primaries", "color_trc"):
+            setattr(self._decoder, name, getattr(source, name))
+        self._decoder.thread_count = 1
+        self.frame: Any = None
+        self._done = False
+
+    def feed(self, packet: Any) -> None:
+        """Decode ``packet`` until the first frame is out (a decoding error: no poster)."""
+        if self._done:
+            return
+        try:
+            frames = self._decoder.decode(packet)
+        except av.FFmpegError:
+            self._done = True
+            return
+        if frames:
+            self.frame, self._done = frames[0], True
+
+    def finish(self) -> Any:
+        """The first frame, draining the decoder if the packets ran out before it came out;
+        None when there is none."""
+        self.feed(None)
+        return self.frame
+
+
+_local = threading.local()
+
+
+def jpeg_of(frame: Any) -> bytes | None:
+    """``frame`` scaled to ``poster_size`` and encoded as a bit-exact JPEG."""
     width, height = poster_size(frame.width, frame.height)
-    image = frame.reformat(width=width, height=height, format="yuvj420p", interpolation="BICUBIC")
+    reformatter: VideoReformatter | None = getattr(_local, "reformatter", None)
+    if reformatter is None:
+        # One per thread, kept: it keeps its scaler while the sizes stay the same.
+        reformatter = _local.reformatter = VideoReformatter()
+    image = reformatter.reformat(
+        frame, width=width, height=height, format="yuvj420p", interpolation="BICUBIC"
+    )
     image.pts = 0
     encoder = av.CodecContext.create("mjpeg", "w")
     encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuvj420p"
@@ -81,11 +132,11 @@ def make_poster(video: Path, out: Path) -> bool:
     return True
 
 
-def write_poster(root: Path, video: Path) -> dict[str, Any] | None:
-    """Write the poster of ``video`` (inside output directory ``root``) beside it, atomically
-    and durably (the journal is about to record it); returns its ``{path, sha256, bytes}``
-    relative to ``root``, or None when the video has no decodable frame."""
-    data = poster_jpeg(video)
+def write_poster(root: Path, video: Path, data: bytes | None) -> dict[str, Any] | None:
+    """Write ``data``, the poster of ``video`` (inside output directory ``root``), beside it,
+    atomically and durably (the journal is about to record it); returns its
+    ``{path, sha256, bytes}`` relative to ``root``, or None when there is no poster (the video
+    has no decodable frame)."""
     if data is None:
         return None
     out = poster_path(video.parent)

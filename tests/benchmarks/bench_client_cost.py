@@ -7,8 +7,10 @@ One simulator runs in its own process at latency 0 (BigModel: every job is one c
 that finds it done, the video and the cover). Against it, in one run, for each transport
 (``aiohttp``, ``httpx``) and event loop (uvloop, asyncio's own):
 
-- ``batchvid run`` as a subprocess, its user + system CPU from ``os.wait4`` on its pid: create,
-  poll, download, probe, and every write (request/response JSON, video, cover, journal fsyncs);
+- ``batchvid run`` as a subprocess, its user + system CPU from ``os.wait4`` on its pid (its
+  analysis worker processes included: it waits for them as it exits): create, poll, download,
+  the analysis (probe, quality signals, poster), and every write (request/response JSON,
+  video, cover, poster, journal fsyncs);
 - bare httpx: an ``AsyncClient`` on that transport making the same four requests per job and
   nothing else (no files), in this process.
 
@@ -18,7 +20,8 @@ interpreter start, imports and report writing are out. Target: batchvid on its d
 and asyncio's loop (the HTTP library on its own, as a user would run it).
 
 Then the default run under cProfile, grouped by where the time goes. cProfile sees the
-event-loop thread only: the PyAV probe runs in worker threads, so it is measured on its own.
+event-loop thread only: the PyAV analysis runs in worker processes (after the first 8 clips),
+so it is measured on its own.
 """
 
 from __future__ import annotations
@@ -107,13 +110,14 @@ def run_once(
     return run
 
 
-def probe_cost(video: Path, rounds: int = 200) -> float:
-    from batchvid.media import probe
+def analysis_cost(video: Path, rounds: int = 200) -> float:
+    """CPU seconds of ``media.analyse`` (probe, signals, poster in one pass) on ``video``."""
+    from batchvid.media import analyse
 
-    probe(video)
+    analyse(video)
     start = time.process_time()
     for _ in range(rounds):
-        probe(video)
+        analyse(video)
     return (time.process_time() - start) / rounds
 
 
@@ -231,7 +235,8 @@ def main() -> int:
                   f"on its default transport and loop {floor:.2f} ms -> {check(ok)}")
             print(f"  reference: creating one file on {root}: {create_cost(dirs[0]):.3f} ms CPU")
             video = next((dirs[0] / "big" / "jobs").glob("*/video.mp4"))
-            print(f"  PyAV probe (worker thread):   {1000 * probe_cost(video):6.2f} ms per video")
+            print(f"  analysis of a video (probe, signals, poster; worker process): "
+                  f"{1000 * analysis_cost(video):6.2f} ms")
             if not args.no_profile:
                 sim.reset()
                 profile = dirs[0] / "client.prof"

@@ -1,0 +1,251 @@
+"""batchvid.media.analyse and AnalysisPool: one pass equals probe + poster, in a thread or a
+worker process, for good clips and broken ones."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import anyio
+import av
+import numpy as np
+import pytest
+from av.codec.context import Flags
+
+from batchvid.media import Analysis, AnalysisPool, MediaError, analyse, probe
+from batchvid.poster import poster_jpeg, poster_size
+from batchvid.simulator.video import VideoSpec, render_video
+from tests.test_quality import make_clip
+
+
+def full_range_clip(path: Path) -> Path:
+    """A full-range (yuvj420p) clip with the deblocking filter on (preset medium)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuvj420p"
+        stream.codec_context.thread_count = 1
+        stream.options = {"preset": "medium"}
+        for index in range(40):
+            picture = np.full((64, 96, 3), 5 * index, np.uint8)
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 30)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Simulator clips (moving, frozen, black, with audio) and PyAV-made ones: B-frames, a
+    keyframe every 5 frames with deblocking, full range."""
+    root = tmp_path_factory.mktemp("clips")
+    paths = []
+    for look, audio in (("moving", False), ("frozen", True), ("black", False)):
+        path = root / f"sim-{look}.mp4"
+        path.write_bytes(render_video(VideoSpec(160, 90, 16, 1.0, audio, 3, look=look)))
+        paths.append(path)
+    paths.append(make_clip(root / "bframes.mp4", "moving", frames=120, preset="veryfast"))
+    paths.append(make_clip(root / "bframes-frozen.mp4", "frozen", frames=300, preset="veryfast"))
+    paths.append(make_clip(root / "keyframes.mp4", "moving", frames=60, gop=5, preset="medium"))
+    paths.append(make_clip(root / "black.mp4", "black"))
+    paths.append(full_range_clip(root / "full-range.mp4"))
+    return paths
+
+
+def reference_poster(video: Path) -> bytes:
+    """The poster as batchvid made it before the one pass: the first frame of a plain decode,
+    scaled by the frame's own reformatter."""
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "NONE"
+        frame = next(iter(container.decode(stream)))
+    width, height = poster_size(frame.width, frame.height)
+    image = frame.reformat(width=width, height=height, format="yuvj420p", interpolation="BICUBIC")
+    image.pts = 0
+    encoder = av.CodecContext.create("mjpeg", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuvj420p"
+    encoder.time_base = Fraction(1, 1)
+    encoder.thread_count = 1
+    encoder.options = {"flags": "+bitexact"}
+    encoder.flags |= Flags.qscale
+    encoder.global_quality = 3 * 118
+    return b"".join(bytes(p) for p in [*encoder.encode(image), *encoder.encode(None)])
+
+
+def test_one_pass_equals_probe_and_poster(clips: list[Path]) -> None:
+    """analyse gives probe's facts and signals and poster_jpeg's bytes, on every clip."""
+    for clip in clips:
+        result = analyse(clip)
+        assert result.info == probe(clip), clip.name
+        assert result.poster is not None and result.poster == poster_jpeg(clip), clip.name
+
+
+def test_poster_bytes_equal_a_plain_decode(clips: list[Path]) -> None:
+    """The poster's frame and scaling match a plain first-frame decode, byte for byte (the
+    one pass decodes it apart from the signals, which skip the loop filter)."""
+    for clip in clips:
+        assert analyse(clip).poster == reference_poster(clip), clip.name
+
+
+def test_broken_video_raises_the_same_error(tmp_path: Path) -> None:
+    """A truncated file raises the MediaError probe raises, with the same message."""
+    data = render_video(VideoSpec(64, 48, 30, 1.0, False, 3))
+    path = tmp_path / "half.mp4"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MediaError) as expected:
+        probe(path)
+    with pytest.raises(MediaError) as got:
+        analyse(path)
+    assert str(got.value) == str(expected.value)
+
+
+@pytest.fixture
+def pool() -> Iterator[AnalysisPool]:
+    started = AnalysisPool(workers=1, after=0)
+    yield started
+    started.close()
+
+
+def workers_of(pool: AnalysisPool) -> list[int]:
+    """The pids of the pool's idle workers."""
+    return [worker._process.pid for worker in pool._idle]
+
+
+@pytest.mark.anyio
+async def test_pool_results_equal_in_thread_results(clips: list[Path], pool: AnalysisPool) -> None:
+    """Analyses made in a worker process equal those made in this one, posters included."""
+    for clip in clips:
+        result = await pool.analyse(clip)
+        assert isinstance(result, Analysis)
+        assert result == analyse(clip), clip.name
+    assert len(workers_of(pool)) == 1 and os.getpid() not in workers_of(pool)
+
+
+@pytest.mark.anyio
+async def test_pool_gives_the_same_error_for_a_broken_video(tmp_path: Path, pool: AnalysisPool) -> None:
+    """A file that is not a video raises the same MediaError from a worker process."""
+    path = tmp_path / "garbage.mp4"
+    path.write_bytes(b"not a video" * 100)
+    with pytest.raises(MediaError) as expected:
+        analyse(path)
+    with pytest.raises(MediaError) as got:
+        await pool.analyse(path)
+    assert str(got.value) == str(expected.value)
+    assert len(workers_of(pool)) == 1
+
+
+@pytest.mark.anyio
+async def test_first_clips_run_on_threads(clips: list[Path]) -> None:
+    """A pool with after=2 analyses two clips without starting a process, then starts one."""
+    pool = AnalysisPool(workers=1, after=2)
+    try:
+        for clip in clips[:2]:
+            await pool.analyse(clip)
+            assert pool._started == 0
+        assert await pool.analyse(clips[2]) == analyse(clips[2])
+        assert len(workers_of(pool)) == 1
+    finally:
+        pool.close()
+
+
+@pytest.mark.anyio
+async def test_workers_ignore_sigint_and_stop_on_close(clips: list[Path], pool: AnalysisPool) -> None:
+    """A worker runs in a session of its own (a Ctrl-C at the terminal does not reach it) and
+    ignores SIGINT; close ends it."""
+    await pool.analyse(clips[0])
+    (pid,) = workers_of(pool)
+    assert os.getsid(pid) != os.getsid(0)
+    os.kill(pid, signal.SIGINT)
+    assert await pool.analyse(clips[1]) == analyse(clips[1])
+    assert workers_of(pool) == [pid]
+    pool.close()
+    assert not _alive(pid) and pool._started == 0
+
+
+@pytest.mark.anyio
+async def test_a_dead_worker_is_replaced(clips: list[Path], pool: AnalysisPool) -> None:
+    """When a worker has died, its clip is still analysed (on a thread), and the next clip
+    gets a new worker."""
+    await pool.analyse(clips[0])
+    (pid,) = workers_of(pool)
+    os.kill(pid, signal.SIGKILL)
+    while _alive(pid):
+        time.sleep(0.01)
+    assert await pool.analyse(clips[1]) == analyse(clips[1])
+    assert workers_of(pool) == []
+    assert await pool.analyse(clips[2]) == analyse(clips[2])
+    (new,) = workers_of(pool)
+    assert new != pid
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is running (a zombie is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.anyio
+async def test_concurrent_clips_share_at_most_the_pool_size(clips: list[Path]) -> None:
+    """Clips analysed at once on a cold pool all get their own results, from at most
+    ``workers`` processes."""
+    pool = AnalysisPool(workers=2, after=0)
+    results: dict[Path, Analysis] = {}
+
+    async def one(clip: Path) -> None:
+        results[clip] = await pool.analyse(clip)
+
+    try:
+        async with anyio.create_task_group() as group:
+            for clip in clips:
+                group.start_soon(one, clip)
+        assert results == {clip: analyse(clip) for clip in clips}
+        assert 1 <= len(workers_of(pool)) <= 2 and pool._started == len(workers_of(pool))
+    finally:
+        pool.close()
+
+
+@pytest.mark.anyio
+async def test_workers_that_cannot_start_leave_clips_to_threads(
+    clips: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a worker dies before its first answer (no usable Python to start it with), its
+    clip and every later one are analysed on threads, with no further worker started."""
+    import subprocess
+
+    started: list[object] = []
+    popen = subprocess.Popen
+
+    def counting_popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        started.append(args)
+        return popen(*args, **kwargs)
+
+    pool = AnalysisPool(workers=2, after=0)
+    monkeypatch.setattr("sys.executable", "/bin/false")
+    monkeypatch.setattr(subprocess, "Popen", counting_popen)
+    try:
+        for clip in clips[:3]:
+            assert await pool.analyse(clip) == analyse(clip)
+        assert len(started) == 1
+        assert pool._broken and pool._started == 0 and workers_of(pool) == []
+    finally:
+        pool.close()
+
+
+def test_container_without_frame_count_is_measured(tmp_path: Path) -> None:
+    """A Matroska clip (its stream gives no frame count) gets its frames counted and its
+    signals measured on all of them, by probe and analyse alike."""
+    clip = make_clip(tmp_path / "clip.mkv", "moving", frames=45)
+    with av.open(str(clip)) as container:
+        assert not container.streams.video[0].frames
+    info = probe(clip)
+    assert info.frame_count == 45 and info.quality is not None
+    assert info.quality.frames_decoded == 45 and info.quality.samples == 32
+    assert analyse(clip).info == info
