@@ -27,9 +27,7 @@ from batchvid.errors import BatchvidError, JobFatalError, ProviderError, Transie
 from batchvid.events import Effects, JobRetrying
 from batchvid.jobs import Job
 from batchvid.polling import Poller
-from batchvid.poster import write_poster
 from batchvid.providers.base import TaskResult, video_results
-from batchvid.quality import check_quality
 from batchvid.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -80,6 +78,10 @@ class Downloader:
     async def fetch_all(self, job: Job, task: TaskResult, warnings: list[str]) -> Files:
         """The video, the cover (a failure is a warning), the media check, the ``qc:`` check
         and the poster (the last three from one pass over the video, off the event loop)."""
+        # Imported here: a run with nothing to download (a rerun) never loads numpy or PyAV.
+        from batchvid.poster import write_poster
+        from batchvid.quality import check_quality
+
         task, video = await self._video(job, task)
         cover = await self._cover(job, task.cover_url, warnings) if task.cover_url else None
         path = self.job_dir(job) / "video.mp4"

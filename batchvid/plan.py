@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from batchvid.billing import UNCONFIRMED_KIND, Verdict, unanswered_create
-from batchvid.enhancing import stored_rewrite
 from batchvid.errors import UsageError
 from batchvid.gcpause import paused_gc
 from batchvid.jobs import Job, matches
@@ -359,6 +358,8 @@ def mark_enhance(step: Step, re_enhance: bool) -> Step:
     create of an enhanced job with no usable rewrite in the journal, or ``--re-enhance``."""
     if not step.pays or step.job.enhance is None:
         return step
+    from batchvid.enhancing import stored_rewrite  # the chat client: only when a job enhances
+
     if stored_rewrite(step.record, re_enhance=re_enhance) is not None:
         return step
     if re_enhance and step.reason == "--force: regenerate":

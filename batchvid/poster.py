@@ -18,13 +18,15 @@ import os
 import threading
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
-
-import av
-from av.codec.context import Flags
-from av.video.reformatter import VideoReformatter
+from typing import TYPE_CHECKING, Any
 
 from batchvid.store import write_atomic
+
+if TYPE_CHECKING:
+    from av.video.reformatter import VideoReformatter
+
+# PyAV is imported where a frame is decoded or encoded, not with this module: the gallery and
+# the planner use its names, and a rerun with nothing to download never needs PyAV.
 
 POSTER_NAME = "poster.jpg"
 MAX_WIDTH = 320
@@ -46,6 +48,8 @@ def poster_size(width: int, height: int) -> tuple[int, int]:
 
 def poster_jpeg(video: Path) -> bytes | None:
     """The first frame of ``video`` as JPEG bytes, or None when it has no decodable frame."""
+    import av
+
     try:
         with av.open(os.fspath(video)) as container:
             if not container.streams.video:
@@ -65,6 +69,8 @@ class FirstFrame:
     (tests/test_analysis.py compares them)."""
 
     def __init__(self, stream: Any) -> None:
+        import av
+
         source = stream.codec_context
         self._decoder: Any = av.CodecContext.create(source.codec.name, "r")
         self._decoder.extradata = source.extradata
@@ -78,6 +84,8 @@ class FirstFrame:
         """Decode ``packet`` until the first frame is out (a decoding error: no poster)."""
         if self._done:
             return
+        import av
+
         try:
             frames = self._decoder.decode(packet)
         except av.FFmpegError:
@@ -98,6 +106,10 @@ _local = threading.local()
 
 def jpeg_of(frame: Any) -> bytes | None:
     """``frame`` scaled to ``poster_size`` and encoded as a bit-exact JPEG."""
+    import av
+    from av.codec.context import Flags
+    from av.video.reformatter import VideoReformatter
+
     width, height = poster_size(frame.width, frame.height)
     reformatter: VideoReformatter | None = getattr(_local, "reformatter", None)
     if reformatter is None:
