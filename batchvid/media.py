@@ -264,6 +264,17 @@ class AnalysisPool:
 _HEADER = struct.Struct("!Q")
 
 
+def worker_env() -> dict[str, str]:
+    """A worker's environment: this process's with this package importable, and without the
+    providers' API keys (a worker reads video files and nothing else)."""
+    from batchvid.providers import KEY_ENV_VARS
+
+    env = {name: value for name, value in os.environ.items() if name not in KEY_ENV_VARS}
+    package_root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    return env
+
+
 class _Worker:
     """One worker process: pickled paths in on its stdin; out on its stdout, each reply as its
     length and the pickled ``(ok, result or error)``."""
@@ -272,12 +283,9 @@ class _Worker:
         self.answered = False
         if not sys.executable:
             raise OSError("no Python executable to start an analysis worker with")
-        package_root = str(Path(__file__).resolve().parents[1])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
             [sys.executable, "-c", "from batchvid.media import serve; serve()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=worker_env(), start_new_session=True,
         )
         assert self._process.stdin is not None and self._process.stdout is not None
         self._requests = self._process.stdin

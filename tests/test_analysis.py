@@ -183,6 +183,23 @@ async def test_a_dead_worker_is_replaced(clips: list[Path], pool: AnalysisPool) 
     assert new != pid
 
 
+@pytest.mark.anyio
+async def test_workers_do_not_get_the_api_keys(
+    clips: list[Path], pool: AnalysisPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker process's environment holds none of the providers' API key variables (it
+    only reads videos), and still the rest of this process's environment."""
+    monkeypatch.setenv("GEEKAI_API_KEY", "sk-worker-must-not-see")
+    monkeypatch.setenv("ZHIPUAI_API_KEY", "zk-worker-must-not-see")
+    monkeypatch.setenv("BATCHVID_TEST_MARKER", "kept")
+    await pool.analyse(clips[0])
+    (pid,) = workers_of(pool)
+    with open(f"/proc/{pid}/environ", "rb") as environ:
+        names = {entry.split(b"=", 1)[0] for entry in environ.read().split(b"\0") if entry}
+    assert b"BATCHVID_TEST_MARKER" in names
+    assert not names & {b"GEEKAI_API_KEY", b"ZHIPUAI_API_KEY", b"BIGMODEL_API_KEY"}
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` is running (a zombie is not)."""
     try:

@@ -19,6 +19,9 @@ PROVIDERS: tuple[str, ...] = tuple(_PROVIDERS)
 
 DEFAULT_PROVIDER = PROVIDERS[0]
 
+KEY_ENV_VARS: tuple[str, ...] = tuple(name for cls in _PROVIDERS.values() for name in cls.key_env_vars)
+"""Every environment variable a provider reads its API key from."""
+
 
 def get_provider(name: str) -> Provider:
     """A provider protocol by name; an unknown name is a ``UsageError``."""
