@@ -71,6 +71,7 @@ class FirstFrame:
     def __init__(self, stream: Any) -> None:
         import av
 
+        self._error: type[Exception] = av.FFmpegError
         source = stream.codec_context
         self._decoder: Any = av.CodecContext.create(source.codec.name, "r")
         self._decoder.extradata = source.extradata
@@ -84,11 +85,9 @@ class FirstFrame:
         """Decode ``packet`` until the first frame is out (a decoding error: no poster)."""
         if self._done:
             return
-        import av
-
         try:
             frames = self._decoder.decode(packet)
-        except av.FFmpegError:
+        except self._error:
             self._done = True
             return
         if frames:
