@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import KW_ONLY, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -90,12 +91,17 @@ class Downloader:
         self.write_response(job, task)
         files = Files(task, video, cover, media, provided=provided(task))
         files.rejected = check_quality((media or {}).get("quality"), self.qc)
+        # One fsync of the job's directory makes the renames of all its files durable before
+        # the journal names them: the poster's durable write ends with it, and so does setting
+        # a rejected video aside; without either, it is made here.
         if files.rejected is not None:
             files.video = self._set_aside(path, video)
         elif analysis is not None and analysis.poster is not None:
             files.poster = await anyio.to_thread.run_sync(
                 write_poster, self.root, path, analysis.poster
             )
+        else:
+            await anyio.to_thread.run_sync(fsync_dir, path.parent)
         return files
 
     def _set_aside(self, path: Path, video: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +119,8 @@ class Downloader:
                 try:
                     if not task.video_url:
                         raise JobFatalError("bad_response", "the task succeeded without a video URL")
-                    return task, await self.fetch(task.video_url, self.job_dir(job) / "video.mp4")
+                    video = await self.fetch(task.video_url, self.job_dir(job) / "video.mp4", sync_dir=False)
+                    return task, video
                 except Expired as exc:
                     if refreshes >= REFRESHES:
                         raise JobFatalError(
@@ -140,14 +147,18 @@ class Downloader:
             self.write_response(job, task)
             raise
 
-    async def fetch(self, url: str, final: Path) -> dict[str, Any]:
-        """Stream ``url`` to ``final`` through a temporary file, hashing as it goes."""
-        scheme = httpx.URL(url).scheme
-        if scheme not in ("http", "https"):
-            raise JobFatalError("bad_response", f"result URL has scheme {scheme!r}; only http(s) is fetched")
+    async def fetch(self, url: str, final: Path, *, sync_dir: bool = True) -> dict[str, Any]:
+        """Stream ``url`` to ``final`` through a temporary file, hashing as it goes.
+        ``sync_dir=False``: the caller fsyncs ``final``'s directory before journaling it
+        (``HashingWriter.commit``)."""
+        parsed = httpx.URL(url)  # parsed once: the client takes it as it is
+        if parsed.scheme not in ("http", "https"):
+            raise JobFatalError(
+                "bad_response", f"result URL has scheme {parsed.scheme!r}; only http(s) is fetched"
+            )
         cap = self.max_bytes
         try:
-            async with self.client.stream("GET", url) as response:
+            async with self.client.stream("GET", parsed) as response:
                 expected = _expected_size(response, cap)
                 with hashing_writer(final) as writer:
                     await _stream_into(response, writer, cap)
@@ -159,7 +170,7 @@ class Downloader:
                         raise TransientError("truncated_download", "received an empty body")
                     # fsync, rename and directory fsync off the event loop; not cancellable:
                     # the file is in place and durable, or still the temporary one.
-                    await anyio.to_thread.run_sync(writer.commit)
+                    await anyio.to_thread.run_sync(lambda: writer.commit(sync_dir=sync_dir))
                     digest, size = writer.sha256, writer.size
         except httpx.TooManyRedirects as exc:
             raise JobFatalError("download_failed", f"too many redirects: {exc}") from exc
@@ -170,11 +181,11 @@ class Downloader:
         return {"path": final.relative_to(self.root).as_posix(), "sha256": digest, "bytes": size}
 
     async def _cover(self, job: Job, url: str, warnings: list[str]) -> dict[str, Any] | None:
-        suffix = Path(httpx.URL(url).path).suffix.lower()
+        suffix = PurePosixPath(urlsplit(url).path).suffix.lower()
         ext = suffix if suffix in (".jpg", ".jpeg", ".png", ".webp") else ".jpg"
         for attempt in range(1, 4):
             try:
-                return await self.fetch(url, self.job_dir(job) / f"cover{ext}")
+                return await self.fetch(url, self.job_dir(job) / f"cover{ext}", sync_dir=False)
             except (TransientError, Expired) as exc:
                 if attempt == 3:
                     warnings.append(f"cover image not downloaded: {self.fx.scrub(str(exc))}")

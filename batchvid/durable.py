@@ -166,6 +166,7 @@ class HashingWriter:
         self._syncing: threading.Thread | None = None
         self._sync_error: OSError | None = None
         self._discarded = False
+        self._committed = False
 
     def write(self, chunk: bytes) -> None:
         self.write_all((chunk,))
@@ -189,9 +190,10 @@ class HashingWriter:
     def sha256(self) -> str:
         return self._digest.hexdigest()
 
-    def commit(self) -> None:
+    def commit(self, *, sync_dir: bool = True) -> None:
         """Make the file durable under its final name: fsync, rename, fsync the directory (the
-        journal is about to call it done)."""
+        journal is about to call it done). ``sync_dir=False`` leaves the directory's fsync to
+        the caller, who makes one for all the files it commits there before journaling them."""
         with self._lock:
             running = self._syncing
         if running is not None:
@@ -201,11 +203,16 @@ class HashingWriter:
         os.fsync(self._fd)
         self._close()
         os.replace(self.tmp, self.final)
-        fsync_dir(self.final.parent)
+        self._committed = True
+        if sync_dir:
+            fsync_dir(self.final.parent)
 
     def discard(self) -> None:
         """Delete the temporary file, without waiting: under a running background sync, the
-        descriptor stays open (its number could be reused) and that thread removes the file."""
+        descriptor stays open (its number could be reused) and that thread removes the file.
+        After ``commit`` there is nothing to delete."""
+        if self._committed:
+            return
         with self._lock:
             self._discarded = True
             if self._syncing is not None:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Literal
 
@@ -61,11 +61,15 @@ class Entry:
     id: str
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for name in self.OMITTED_WHEN_NONE:
-            if data[name] is None:
-                del data[name]
-        return {"event": self.EVENT, **data}
+        """The line's object: ``event`` and the fields, values as they are (not the deep copy
+        ``dataclasses.asdict`` makes: the line is encoded at once)."""
+        data: dict[str, Any] = {"event": self.EVENT}
+        omitted = self.OMITTED_WHEN_NONE
+        for name in _FIELD_NAMES[type(self)]:
+            value = getattr(self, name)
+            if value is not None or name not in omitted:
+                data[name] = value
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,9 @@ class Enhanced(Entry):
 
 ENTRY_TYPES: Mapping[str, type[Entry]] = {
     cls.EVENT: cls for cls in (Submitting, Refused, Submitted, Succeeded, Failed, Enhanced)
+}
+_FIELD_NAMES: Mapping[type[Entry], tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in ENTRY_TYPES.values()
 }
 REQUIRED: Mapping[str, tuple[str, ...]] = {
     "submitting": (),
