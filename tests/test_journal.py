@@ -263,6 +263,54 @@ async def test_cancelled_commits_still_make_their_lines_durable(
 
 
 @pytest.mark.anyio
+async def test_lines_written_during_an_fsync_wait_for_the_next_one_and_share_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a first line's fsync runs, two more lines are written; neither caller is released
+    by that fsync (it began before their lines), both by the next one, which covers both."""
+    import os
+    import threading
+
+    import anyio
+
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.open()
+    gate = threading.Event()
+    covered: list[int] = []
+    real = os.fsync
+
+    def gated(fd: int) -> None:
+        size = os.fstat(fd).st_size
+        if not covered:
+            gate.wait(10)  # the first fsync runs until the test lets it end
+        real(fd)
+        covered.append(size)
+
+    monkeypatch.setattr(os, "fsync", gated)
+    released: dict[int, int] = {}
+
+    async def commit(n: int) -> None:
+        await journal.commit(_submitted(n))
+        released[n] = len(covered)  # how many fsyncs had ended when the caller went on
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(commit, 1)
+        await anyio.sleep(0.05)  # line 1 written, its fsync under way (held by the gate)
+        tg.start_soon(commit, 2)
+        tg.start_soon(commit, 3)
+        with anyio.fail_after(10):
+            while journal.path.read_bytes().count(b"\n") < 3:
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.05)
+        assert released == {}
+        gate.set()
+    journal.close()
+    line = len(encode(_submitted(1)))
+    assert covered == [line, 3 * line]
+    assert released == {1: 1, 2: 2, 3: 2}
+
+
+@pytest.mark.anyio
 async def test_a_commit_after_a_crash_does_not_glue_onto_the_torn_tail(tmp_path: Path) -> None:
     """A torn last line is dropped on open, and a line committed next replays whole."""
     path = tmp_path / "journal.jsonl"
