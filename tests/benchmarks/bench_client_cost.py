@@ -1,7 +1,7 @@
 """Client CPU cost per job: batchvid against bare httpx making the same requests, side by side.
 
 Run: ``.venv/bin/python tests/benchmarks/bench_client_cost.py [--jobs N] [--max-in-flight N]
-[--out-root DIR] [--no-profile]``
+[--out-root DIR] [--no-profile] [--only-default] [--ab TREE --rounds N]``
 
 One simulator runs in its own process at latency 0 (BigModel: every job is one create, one poll
 that finds it done, the video and the cover). Against it, in one run, for each transport
@@ -10,7 +10,9 @@ that finds it done, the video and the cover). Against it, in one run, for each t
 - ``batchvid run`` as a subprocess, its user + system CPU from ``os.wait4`` on its pid (its
   analysis worker processes included: it waits for them as it exits): create, poll, download,
   the analysis (probe, quality signals, poster), and every write (request/response JSON,
-  video, cover, poster, journal fsyncs);
+  video, cover, poster, journal fsyncs); and, apart, the run process's own CPU (all its
+  threads, without the analysis workers: ``getrusage(RUSAGE_SELF)`` as it exits), which is the
+  event loop's HTTP, journal, files, events and display, and their kernel part;
 - bare httpx: an ``AsyncClient`` on that transport making the same four requests per job and
   nothing else (no files), in this process.
 
@@ -18,6 +20,10 @@ Every figure is *marginal*: (CPU of an N-job run - CPU of a 10-job run) / (N - 1
 interpreter start, imports and report writing are out. Target: batchvid on its defaults
 (aiohttp, uvloop) spends no more client CPU per job than bare httpx on httpx's default transport
 and asyncio's loop (the HTTP library on its own, as a user would run it).
+
+``--ab TREE``: instead, batchvid on its defaults from this checkout and from TREE (another
+checkout of batchvid, say ``git worktree add /tmp/main main``), alternated ``--rounds`` times
+against one simulator: the same marginal figures side by side, medians last.
 
 Then the default run under cProfile, grouped by where the time goes. cProfile sees the
 event-loop thread only: the PyAV analysis runs in worker processes (after the first 8 clips),
@@ -29,10 +35,12 @@ from __future__ import annotations
 import argparse
 import pstats
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -91,23 +99,47 @@ VARIANTS = {
 """(transport, uvloop) -> ``batchvid run`` options; the first is batchvid's default."""
 
 
+OWN_USAGE = """\
+import atexit, resource, runpy, sys
+def _own(path):
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    with open(path, "w") as out:
+        out.write(f"{usage.ru_utime} {usage.ru_stime}")
+atexit.register(_own, sys.argv[1])
+sys.argv = ["batchvid", *sys.argv[2:]]
+runpy.run_module("batchvid", run_name="__main__", alter_sys=True)
+"""
+"""``python -c OWN_USAGE FILE ARGS``: ``batchvid ARGS``, writing the process's own user and
+system CPU seconds (its threads, not its child processes) to FILE as it exits."""
+
+
+@dataclass
+class Run:
+    child: ChildRun
+    own_user: float
+    own_sys: float
+
+
 def run_once(
     url: str, jobs: int, cap: int, tmp: Path, label: str, *, options: list[str],
-    profile: Path | None = None,
-) -> ChildRun:
+    profile: Path | None = None, tree: Path | None = None,
+) -> Run:
     manifest = write_manifest(tmp, jobs, provider="bigmodel", name=label)
-    argv = batchvid(
+    own = tmp / f"{label}.own"
+    args = (
         "run", str(manifest), "--out", str(tmp / label), "--base-url", url + BIGMODEL,
         "--rpm", "1000000", "--max-in-flight", str(cap), "--poll-interval", "0.01:0.05",
         "--no-progress", *options,
     )
+    argv = [PYTHON, "-c", OWN_USAGE, str(own), *args]
     if profile is not None:
-        argv = [PYTHON, "-m", "cProfile", "-o", str(profile), *argv[1:]]
-    run = run_child(argv, env=run_env("bigmodel"))
+        argv = [PYTHON, "-m", "cProfile", "-o", str(profile), *batchvid(*args)[1:]]
+    run = run_child(argv, env=run_env("bigmodel"), **({"cwd": tree} if tree is not None else {}))
     if run.returncode != 0:
         print(run.stdout[-2000:], run.stderr[-2000:], file=sys.stderr)
         raise SystemExit(f"batchvid run exited {run.returncode}")
-    return run
+    user, system = (float(x) for x in own.read_text().split()) if own.exists() else (0.0, 0.0)
+    return Run(run, user, system)
 
 
 def analysis_cost(video: Path, rounds: int = 200) -> float:
@@ -193,17 +225,60 @@ def bare_httpx_cost(sim: SimulatorProcess, jobs: int, cap: int, kind: str, uvloo
     return 1000 * (spent[1] - spent[0]) / (jobs - SMALL)
 
 
+@dataclass
+class Marginal:
+    """Milliseconds of CPU per job beyond a 10-job run, and the N-job run."""
+
+    cpu: float
+    """The run and its analysis workers (``os.wait4``)."""
+    kernel: float
+    """The system part of ``cpu``."""
+    own: float
+    """The run process alone: event loop and its threads, no analysis workers."""
+    own_kernel: float
+    big: ChildRun
+
+
 def marginal(
-    sim: SimulatorProcess, jobs: int, cap: int, root: Path, dirs: list[Path], options: list[str]
-) -> tuple[float, ChildRun, Path]:
-    """(ms of client CPU per job beyond a 10-job run, the N-job run, its temp dir in ``dirs``)."""
+    sim: SimulatorProcess, jobs: int, cap: int, root: Path, dirs: list[Path], options: list[str],
+    tree: Path | None = None,
+) -> Marginal:
+    """The marginal figures of one N-job run (its temp dir goes in ``dirs``)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-cost-", dir=root))
     dirs.append(tmp)  # removed by the caller, even if a run fails
     sim.reset()  # BigModel request ids are remembered: the same jobs again would be duplicates
-    small = run_once(sim.url, SMALL, cap, tmp, "small", options=options)
+    small = run_once(sim.url, SMALL, cap, tmp, "small", options=options, tree=tree)
     sim.reset()
-    big = run_once(sim.url, jobs, cap, tmp, "big", options=options)
-    return 1000 * (big.cpu - small.cpu) / (jobs - SMALL), big, tmp
+    big = run_once(sim.url, jobs, cap, tmp, "big", options=options, tree=tree)
+
+    def per_job(b: float, s: float) -> float:
+        return 1000 * (b - s) / (jobs - SMALL)
+
+    return Marginal(
+        per_job(big.child.cpu, small.child.cpu), per_job(big.child.sys, small.child.sys),
+        per_job(big.own_user + big.own_sys, small.own_user + small.own_sys),
+        per_job(big.own_sys, small.own_sys), big.child,
+    )
+
+
+def ab(sim: SimulatorProcess, jobs: int, cap: int, root: Path, dirs: list[Path], other: Path,
+       rounds: int) -> None:
+    """This checkout against ``other``, alternated, on batchvid's defaults."""
+    trees = {"this": None, other.name: other}
+    rows: dict[str, list[Marginal]] = {label: [] for label in trees}
+    for index in range(rounds):
+        for label, tree in trees.items():
+            m = marginal(sim, jobs, cap, root, dirs, [], tree=tree)
+            rows[label].append(m)
+            print(f"  round {index} {label:10s} run+workers {m.cpu:6.2f} ms (kernel {m.kernel:5.2f})  "
+                  f"run process {m.own:6.2f} ms (kernel {m.own_kernel:5.2f})  wall {m.big.wall:5.2f} s",
+                  flush=True)
+    for label, ms in rows.items():
+        def median(values: list[float]) -> float:
+            return statistics.median(values)
+        print(f"  median {label:10s} run+workers {median([m.cpu for m in ms]):6.2f} ms "
+              f"(kernel {median([m.kernel for m in ms]):5.2f})  run process "
+              f"{median([m.own for m in ms]):6.2f} ms (kernel {median([m.own_kernel for m in ms]):5.2f})")
 
 
 def main() -> int:
@@ -212,27 +287,36 @@ def main() -> int:
     parser.add_argument("--max-in-flight", type=int, default=16)
     parser.add_argument("--out-root", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--only-default", action="store_true", help="aiohttp and uvloop only")
+    parser.add_argument("--ab", type=Path, metavar="TREE", help="compare with another checkout")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     root, n, cap = args.out_root, args.jobs, args.max_in_flight
     dirs: list[Path] = []
+    ok = True
     try:
         with start_simulator("--latency", "0") as sim:
             print(f"{n} jobs at latency 0 (BigModel: create, 1 poll, video, cover), "
                   f"--max-in-flight {cap}; simulator in its own process; output on {root} "
                   f"({fs_type(root)}); marginal CPU per job (N - {SMALL} jobs):")
+            if args.ab is not None:
+                ab(sim, n, cap, root, dirs, args.ab.resolve(), args.rounds)
+                return 0
             rows = {}
-            for (kind, uvloop), options in VARIANTS.items():
-                per_job, big, _ = marginal(sim, n, cap, root, dirs, options)
+            variants = list(VARIANTS.items())[: 1 if args.only_default else None]
+            for (kind, uvloop), options in variants:
+                m = marginal(sim, n, cap, root, dirs, options)
                 bare = bare_httpx_cost(sim, n, cap, kind, uvloop)
-                rows[kind, uvloop] = per_job, bare
+                rows[kind, uvloop] = m.cpu, bare
                 loop = "uvloop " if uvloop else "asyncio"
-                print(f"  {kind:7s} {loop}  batchvid run {per_job:6.2f} ms "
-                      f"(kernel {1000 * big.sys / n:5.2f}, wall {big.wall:5.2f} s)   "
-                      f"bare httpx {bare:6.2f} ms   ratio x{per_job / bare:.2f}")
-            ours, floor = rows["aiohttp", True][0], rows["httpx", False][1]
-            ok = ours <= floor
-            print(f"  target: batchvid on its defaults (aiohttp, uvloop) {ours:.2f} ms <= bare httpx "
-                  f"on its default transport and loop {floor:.2f} ms -> {check(ok)}")
+                print(f"  {kind:7s} {loop}  batchvid run {m.cpu:6.2f} ms (kernel {m.kernel:5.2f}; "
+                      f"run process {m.own:5.2f}, its kernel {m.own_kernel:5.2f}; wall {m.big.wall:5.2f} s)"
+                      f"   bare httpx {bare:6.2f} ms   ratio x{m.cpu / bare:.2f}")
+            if ("httpx", False) in rows:
+                ours, floor = rows["aiohttp", True][0], rows["httpx", False][1]
+                ok = ours <= floor
+                print(f"  target: batchvid on its defaults (aiohttp, uvloop) {ours:.2f} ms <= bare "
+                      f"httpx on its default transport and loop {floor:.2f} ms -> {check(ok)}")
             print(f"  reference: creating one file on {root}: {create_cost(dirs[0]):.3f} ms CPU")
             video = next((dirs[0] / "big" / "jobs").glob("*/video.mp4"))
             print(f"  analysis of a video (probe, signals, poster; worker process): "
