@@ -80,7 +80,6 @@ class Downloader:
         """The video, the cover (a failure is a warning), the media check, the ``qc:`` check
         and the poster (the last three from one pass over the video, off the event loop)."""
         # Imported here: a run with nothing to download (a rerun) never loads numpy or PyAV.
-        from batchvid.poster import write_poster
         from batchvid.quality import check_quality
 
         task, video = await self._video(job, task)
@@ -88,21 +87,27 @@ class Downloader:
         path = self.job_dir(job) / "video.mp4"
         analysis = await check_media(job, path, self.strict_media, warnings)
         media = analysis.info.to_dict() if analysis is not None else None
-        self.write_response(job, task)
         files = Files(task, video, cover, media, provided=provided(task))
         files.rejected = check_quality((media or {}).get("quality"), self.qc)
-        # One fsync of the job's directory makes the renames of all its files durable before
-        # the journal names them: the poster's durable write ends with it, and so does setting
-        # a rejected video aside; without either, it is made here.
-        if files.rejected is not None:
-            files.video = self._set_aside(path, video)
-        elif analysis is not None and analysis.poster is not None:
-            files.poster = await anyio.to_thread.run_sync(
-                write_poster, self.root, path, analysis.poster
-            )
-        else:
-            await anyio.to_thread.run_sync(fsync_dir, path.parent)
+        poster = analysis.poster if analysis is not None and files.rejected is None else None
+        await anyio.to_thread.run_sync(self._finish, job, files, poster)
         return files
+
+    def _finish(self, job: Job, files: Files, poster: bytes | None) -> None:
+        """In one worker thread: ``response.json``, then a rejected video set aside or the
+        poster written, then the one fsync of the job's directory that makes the renames of all
+        its files durable before the journal names them (setting aside and the poster's durable
+        write end with it; without either, it is made here)."""
+        from batchvid.poster import write_poster
+
+        self.write_response(job, files.task)
+        path = self.job_dir(job) / "video.mp4"
+        if files.rejected is not None:
+            files.video = self._set_aside(path, files.video)
+            return
+        files.poster = write_poster(self.root, path, poster) if poster is not None else None
+        if files.poster is None:
+            fsync_dir(path.parent)
 
     def _set_aside(self, path: Path, video: dict[str, Any]) -> dict[str, Any]:
         """Keep a rejected video (it was paid for) under a name no later download takes."""

@@ -12,6 +12,7 @@ import anyio
 import httpx
 import pytest
 
+from batchvid.jobs import Job
 from batchvid.journal import Entry, Journal
 from batchvid.runner import Runner, Settings
 from batchvid.simulator import BIGMODEL_PREFIX, Simulator, SimulatorConfig
@@ -68,15 +69,14 @@ class Trace:
         return [n for n, call in enumerate(self.calls) if call == (what, path)]
 
 
-def _run(out: Path, jobs: int) -> None:
+def _run(out: Path, jobs: list[Job], **manifest: Any) -> int:
     sim = Simulator(SimulatorConfig())
     settings = Settings(
         out_dir=out, provider="bigmodel", base_url=f"http://sim{BIGMODEL_PREFIX}", api_key="k-123456789",
         max_in_flight=4, rpm=None, retries=3, timeout=60.0, poll_min=0.01, poll_max=0.05,
     )
-    manifest = make_manifest([make_job(f"job-{i}", i, "bigmodel") for i in range(jobs)])
-    result = anyio.run(Runner(manifest, settings, transport=httpx.ASGITransport(app=sim.app)).run)
-    assert result.exit_code == 0
+    runner = Runner(make_manifest(jobs, **manifest), settings, transport=httpx.ASGITransport(app=sim.app))
+    return anyio.run(runner.run).exit_code
 
 
 def test_a_finished_jobs_files_share_one_directory_fsync_before_its_succeeded_line(
@@ -87,7 +87,7 @@ def test_a_finished_jobs_files_share_one_directory_fsync_before_its_succeeded_li
     before the journal's ``succeeded`` line, and the directory is fsynced once per job."""
     trace = Trace(monkeypatch)
     out = tmp_path / "out"
-    _run(out, 3)
+    assert _run(out, [make_job(f"job-{i}", i, "bigmodel") for i in range(3)]) == 0
     for n in range(3):
         job_dir = out / "jobs" / f"job-{n}"
         files = sorted(p.name for p in job_dir.iterdir())
@@ -104,3 +104,21 @@ def test_a_finished_jobs_files_share_one_directory_fsync_before_its_succeeded_li
             data_syncs = [n for n, (what, path) in enumerate(trace.calls[:rename])
                           if what == "fsync" and Path(path).name.startswith(f".{name}.")]
             assert data_syncs, f"{name} renamed without an fsync of its data"
+
+
+def test_a_rejected_video_is_set_aside_and_its_directory_fsynced_before_its_failed_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clip failing the ``qc:`` thresholds is renamed aside, then its directory fsynced once
+    (after the cover's rename too), then journaled ``failed`` with the kept video's path."""
+    trace = Trace(monkeypatch)
+    out = tmp_path / "out"
+    job = make_job("black", 0, "bigmodel", prompt="a [black] night")
+    assert _run(out, [job], qc={"max_black_fraction": 0.5}) == 1
+    job_dir = out / "jobs" / "black"
+    kept = next(job_dir.glob("video.qc_failed-*.mp4"))
+    cover = next(job_dir.glob("cover.*"))
+    failed = trace.index(("journal", "failed black"))
+    dir_syncs = trace.indices("fsync", str(job_dir))
+    assert len(dir_syncs) == 1
+    assert trace.index(("rename", str(cover))) < trace.index(("rename", str(kept))) < dir_syncs[0] < failed
