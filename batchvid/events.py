@@ -95,6 +95,17 @@ def scrubber(secret: str) -> Callable[[str], str]:
     return lambda text: text.replace(secret, "[REDACTED]")
 
 
+_NAMES: dict[type[Event], tuple[str, ...]] = {}
+
+
+def _names(kind: type[Event]) -> tuple[str, ...]:
+    """The field names of an event class (looked up once per class)."""
+    names = _NAMES.get(kind)
+    if names is None:
+        names = _NAMES[kind] = tuple(f.name for f in fields(kind))
+    return names
+
+
 class Broadcaster:
     """Hands each event to every subscriber, with ``scrub`` applied to its text fields first:
     no subscriber (log, display, report) ever sees the API key."""
@@ -104,12 +115,13 @@ class Broadcaster:
         self.scrub = scrub
 
     def __call__(self, event: Event) -> None:
-        changes = {
-            f.name: self.scrub(value)
-            for f in fields(event)
-            if isinstance(value := getattr(event, f.name), str)
-        }
-        event = replace(event, **changes)
+        scrub, changes = self.scrub, {}
+        for name in _names(type(event)):
+            value = getattr(event, name)
+            if isinstance(value, str) and (scrubbed := scrub(value)) != value:
+                changes[name] = scrubbed
+        if changes:  # a new event only when the key was in one of its texts
+            event = replace(event, **changes)
         for subscriber in self.subscribers:
             subscriber(event)
 
