@@ -10,6 +10,7 @@ written to ``response.json`` whether the download succeeds or gives up.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from batchvid.durable import HashingWriter, dumps, fsync_dir, hashing_writer, wr
 from batchvid.errors import BatchvidError, JobFatalError, ProviderError, TransientError
 from batchvid.events import Effects, JobRetrying
 from batchvid.jobs import Job
+from batchvid.offload import off_loop
 from batchvid.polling import Poller
 from batchvid.providers.base import TaskResult, video_results
 from batchvid.retry import RetryPolicy
@@ -90,7 +92,7 @@ class Downloader:
         files = Files(task, video, cover, media, provided=provided(task))
         files.rejected = check_quality((media or {}).get("quality"), self.qc)
         poster = analysis.poster if analysis is not None and files.rejected is None else None
-        await anyio.to_thread.run_sync(self._finish, job, files, poster)
+        await off_loop(self._finish, job, files, poster)
         return files
 
     def _finish(self, job: Job, files: Files, poster: bytes | None) -> None:
@@ -175,7 +177,7 @@ class Downloader:
                         raise TransientError("truncated_download", "received an empty body")
                     # fsync, rename and directory fsync off the event loop; not cancellable:
                     # the file is in place and durable, or still the temporary one.
-                    await anyio.to_thread.run_sync(lambda: writer.commit(sync_dir=sync_dir))
+                    await off_loop(functools.partial(writer.commit, sync_dir=sync_dir))
                     digest, size = writer.sha256, writer.size
         except httpx.TooManyRedirects as exc:
             raise JobFatalError("download_failed", f"too many redirects: {exc}") from exc

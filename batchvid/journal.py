@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Literal
 
 import anyio
-import anyio.to_thread
 
 from batchvid.durable import fsync_dir, make_dir
 from batchvid.errors import OutputDirError
+from batchvid.offload import off_loop
 
 RecordState = Literal["submitting", "refused", "submitted", "succeeded", "failed", "enhanced"]
 """What the journal last said about a job key (the ``event`` of its latest entry)."""
@@ -402,7 +402,7 @@ class Journal:
         done = self._syncing = anyio.Event()
         upto = self._written
         try:
-            await anyio.to_thread.run_sync(os.fsync, self._fh.fileno())
+            await off_loop(os.fsync, self._fh.fileno())
             self._synced = max(self._synced, upto)
         finally:
             self._syncing = None

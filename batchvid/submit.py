@@ -24,6 +24,7 @@ from batchvid.events import Effects, JobRetrying
 from batchvid.jobs import Job
 from batchvid.journal import JobRecord
 from batchvid.lifecycle import JobLife
+from batchvid.offload import off_loop
 from batchvid.providers.base import Provider, TaskResult
 from batchvid.ratelimit import AdaptiveLimit, RateLimiter
 from batchvid.retry import RetryPolicy
@@ -64,7 +65,7 @@ class Submitter:
                 # The folder is made while the create waits for its turn and its journal line's
                 # fsync: a slot's next create waits on all of them. All are done before it leaves.
                 await _together(lambda: self._turn(life, request_id),
-                                lambda: anyio.to_thread.run_sync(_write_request, job_dir, recorded))
+                                lambda: off_loop(_write_request, job_dir, recorded))
             else:
                 await self._turn(life, request_id)
             attempt += 1

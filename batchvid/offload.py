@@ -1,0 +1,33 @@
+"""Blocking file work (fsync, rename, small writes) off the event loop, on the run's hot paths.
+
+``off_loop(fn, *args)`` runs ``fn`` in a worker thread and waits for it even when the caller is
+cancelled, as ``anyio.to_thread.run_sync`` does by default (the cancellation is seen after, at
+the caller's next checkpoint): a commit is done or not begun, never abandoned halfway. It costs
+about half of ``run_sync``'s CPU per call (no capacity limiter, no per-call cancel scope of its
+own besides the shield), which a job pays five or more times. The pool grows to ``WORKERS``
+threads, enough for every job in flight to fsync at once (the kernel batches concurrent fsyncs
+into one journal commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import anyio
+
+T = TypeVar("T")
+
+WORKERS = 32
+_pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="batchvid-io")
+
+
+async def off_loop(fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)`` in a worker thread; returns its result or raises its error, once it has
+    finished, whatever happens to the caller meanwhile."""
+    future = _pool.submit(fn, *args)
+    with anyio.CancelScope(shield=True):
+        result = await asyncio.wrap_future(future)
+    return result
