@@ -6,13 +6,14 @@ the caller's next checkpoint): a commit is done or not begun, never abandoned ha
 about half of ``run_sync``'s CPU per call (no capacity limiter, no per-call cancel scope of its
 own besides the shield), which a job pays five or more times. The pool grows to ``WORKERS``
 threads, enough for every job in flight to fsync at once (the kernel batches concurrent fsyncs
-into one journal commit).
+into one journal commit). ``alongside(step, fn, *args)`` runs a coroutine and a worker thread's
+work side by side (a create's turn and its ``request.json``) without a task group.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -31,3 +32,18 @@ async def off_loop(fn: Callable[..., T], *args: object) -> T:
     with anyio.CancelScope(shield=True):
         result = await asyncio.wrap_future(future)
     return result
+
+
+async def alongside(step: Callable[[], Awaitable[object]], fn: Callable[..., object], *args: object) -> None:
+    """Await ``step()`` on the event loop while ``fn(*args)`` runs in a worker thread; return
+    once both have ended. ``step``'s error comes out first, as it is (once ``fn`` has ended
+    too); else ``fn``'s. No task group: one create pays this."""
+    future = asyncio.wrap_future(_pool.submit(fn, *args))
+    try:
+        await step()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait([future])  # ends with fn, without raising its error
+        raise
+    with anyio.CancelScope(shield=True):
+        await future

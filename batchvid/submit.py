@@ -9,7 +9,7 @@ it off (httpx's own timeout bounds it).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from batchvid.events import Effects, JobRetrying
 from batchvid.jobs import Job
 from batchvid.journal import JobRecord
 from batchvid.lifecycle import JobLife
-from batchvid.offload import off_loop
+from batchvid.offload import alongside
 from batchvid.providers.base import Provider, TaskResult
 from batchvid.ratelimit import AdaptiveLimit, RateLimiter
 from batchvid.retry import RetryPolicy
@@ -64,8 +64,7 @@ class Submitter:
             if attempt == 0:
                 # The folder is made while the create waits for its turn and its journal line's
                 # fsync: a slot's next create waits on all of them. All are done before it leaves.
-                await _together(lambda: self._turn(life, request_id),
-                                lambda: off_loop(_write_request, job_dir, recorded))
+                await alongside(lambda: self._turn(life, request_id), _write_request, job_dir, recorded)
             else:
                 await self._turn(life, request_id)
             attempt += 1
@@ -137,21 +136,3 @@ def _write_request(job_dir: Path, recorded: Mapping[str, Any]) -> None:
     (it is written again)."""
     make_dir(job_dir)
     write_atomic(job_dir / "request.json", dumps(recorded), durable=False)
-
-
-async def _together(*steps: Callable[[], Awaitable[object]]) -> None:
-    """Run ``steps`` at once and wait for all of them; the first failed step's error (in the
-    order given) is raised as it is, not in an exception group."""
-    errors: list[Exception] = []
-
-    async def run(step: Callable[[], Awaitable[object]]) -> None:
-        try:
-            await step()
-        except Exception as exc:  # re-raised below, once the others have ended
-            errors.append(exc)
-
-    async with anyio.create_task_group() as tg:
-        for step in steps:
-            tg.start_soon(run, step)
-    if errors:
-        raise errors[0]

@@ -9,8 +9,8 @@ import anyio
 import httpx
 import pytest
 
+from batchvid.offload import alongside
 from batchvid.runner import Runner, Settings
-from batchvid.submit import _together
 from tests.helpers import make_job, make_manifest
 
 
@@ -40,20 +40,43 @@ def test_request_json_and_the_journal_line_are_on_disk_before_the_create_leaves(
     assert journaled
 
 
-def test_together_raises_the_first_failure_as_it_is_after_all_steps_end() -> None:
-    """A failed step's own error comes out (no exception group), once the other step is done."""
+def test_a_failed_turn_raises_its_own_error_after_the_request_write_ends() -> None:
+    """The create's turn failing comes out as its own error (no exception group, not the
+    write's), once the request.json write beside it has ended."""
+    import time
+
     finished: list[str] = []
 
     async def fails() -> None:
         raise OSError("no space left")
 
-    async def slow() -> None:
-        await anyio.sleep(0.01)
-        finished.append("slow")
+    def slow_write() -> None:
+        time.sleep(0.05)
+        finished.append("written")
+        raise ValueError("the write's error")
 
     async def main() -> None:
-        await _together(fails, slow)
+        await alongside(fails, slow_write)
 
     with pytest.raises(OSError, match="no space left"):
         anyio.run(main)
-    assert finished == ["slow"]
+    assert finished == ["written"]
+
+
+def test_a_failed_request_write_raises_once_the_turn_is_done() -> None:
+    """When only the write fails, its error comes out after the turn has ended."""
+    turned: list[str] = []
+
+    async def turn() -> None:
+        await anyio.sleep(0.01)
+        turned.append("turn")
+
+    def fails() -> None:
+        raise PermissionError("jobs/ is read-only")
+
+    async def main() -> None:
+        await alongside(turn, fails)
+
+    with pytest.raises(PermissionError, match="read-only"):
+        anyio.run(main)
+    assert turned == ["turn"]
