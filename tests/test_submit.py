@@ -55,11 +55,8 @@ def test_a_failed_turn_raises_its_own_error_after_the_request_write_ends() -> No
         finished.append("written")
         raise ValueError("the write's error")
 
-    async def main() -> None:
-        await alongside(fails, slow_write)
-
     with pytest.raises(OSError, match="no space left"):
-        anyio.run(main)
+        anyio.run(alongside, fails, slow_write)
     assert finished == ["written"]
 
 
@@ -74,9 +71,6 @@ def test_a_failed_request_write_raises_once_the_turn_is_done() -> None:
     def fails() -> None:
         raise PermissionError("jobs/ is read-only")
 
-    async def main() -> None:
-        await alongside(turn, fails)
-
     with pytest.raises(PermissionError, match="read-only"):
-        anyio.run(main)
+        anyio.run(alongside, turn, fails)
     assert turned == ["turn"]
