@@ -44,6 +44,8 @@ async def alongside(step: Callable[[], Awaitable[object]], fn: Callable[..., obj
     except BaseException:
         with anyio.CancelScope(shield=True):
             await asyncio.wait([future])  # ends with fn, without raising its error
+        if not future.cancelled():
+            future.exception()  # seen, and set aside for step's
         raise
     with anyio.CancelScope(shield=True):
         await future
