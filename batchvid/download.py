@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import httpx
@@ -175,8 +175,9 @@ class Downloader:
                         )
                     if writer.size == 0:
                         raise TransientError("truncated_download", "received an empty body")
-                    # fsync, rename and directory fsync off the event loop; not cancellable:
-                    # the file is in place and durable, or still the temporary one.
+                    # fsync, rename (and the directory's fsync, unless the caller makes it) off
+                    # the event loop; not cancellable: the file is in place, or still the
+                    # temporary one.
                     await off_loop(functools.partial(writer.commit, sync_dir=sync_dir))
                     digest, size = writer.sha256, writer.size
         except httpx.TooManyRedirects as exc:
@@ -188,7 +189,7 @@ class Downloader:
         return {"path": final.relative_to(self.root).as_posix(), "sha256": digest, "bytes": size}
 
     async def _cover(self, job: Job, url: str, warnings: list[str]) -> dict[str, Any] | None:
-        suffix = PurePosixPath(urlsplit(url).path).suffix.lower()
+        suffix = PurePosixPath(unquote(urlsplit(url).path)).suffix.lower()  # as httpx.URL's path
         ext = suffix if suffix in (".jpg", ".jpeg", ".png", ".webp") else ".jpg"
         for attempt in range(1, 4):
             try:
