@@ -191,6 +191,24 @@ def test_committed_video_is_renamed_then_its_directory_fsynced(
     assert calls[1:] == [("rename", "video.mp4"), ("fsync-dir", "a")]
 
 
+def test_a_commit_without_the_directory_sync_leaves_it_to_the_caller_and_nothing_to_delete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``commit(sync_dir=False)``: the data is fsynced before the rename, the directory is not
+    (the job's one directory fsync comes later), and the writer's exit unlinks nothing."""
+    job_dir = tmp_path / "jobs" / "a"
+    job_dir.mkdir(parents=True)
+    calls = _trace_syscalls(monkeypatch)
+    unlinked: list[str] = []
+    real_unlink = os.unlink
+    monkeypatch.setattr(os, "unlink", lambda path, *a, **k: (unlinked.append(str(path)), real_unlink(path, *a, **k)))
+    with hashing_writer(job_dir / "cover.png") as writer:
+        writer.write(b"png")
+        writer.commit(sync_dir=False)
+    assert [kind for kind, _ in calls] == ["fsync-file", "rename"]
+    assert unlinked == [] and (job_dir / "cover.png").read_bytes() == b"png"
+
+
 def test_new_directories_are_fsynced_into_their_parents(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
