@@ -30,11 +30,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-from av.video.reformatter import VideoReformatter
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Grey = npt.NDArray[np.uint8]
+
+# numpy and PyAV are imported where frames are measured, not with this module: the process
+# that runs the event loop uses ``Quality`` and ``check_quality`` and leaves the measuring to
+# the analysis workers (``batchvid.media.AnalysisPool``), so it need not load them.
 
 MAX_SAMPLES = 32
 MAX_SIDE = 64
@@ -43,8 +49,6 @@ FROZEN_DIFF = 0.004
 """Mean absolute difference (about one grey level in 255) below which two samples are the
 same picture."""
 MIN_KEYFRAMES = 8
-
-Grey = npt.NDArray[np.uint8]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,8 @@ def signals(samples: list[Grey], frames_decoded: int) -> Quality:
 def _means_and_diffs(samples: list[Grey]) -> tuple[list[float], list[float]]:
     """Each sample's mean luma (0-1) and the mean absolute difference of each consecutive
     pair, all samples at once (numpy's ValueError if their sizes differ)."""
+    import numpy as np
+
     stack = np.stack(samples).astype(np.float32) / np.float32(255.0)
     means: list[float] = stack.mean(axis=(1, 2)).tolist()
     diffs: list[float] = np.abs(stack[1:] - stack[:-1]).mean(axis=(1, 2)).tolist()
@@ -149,9 +155,13 @@ class _Shrinker:
     clip)."""
 
     def __init__(self) -> None:
+        from av.video.reformatter import VideoReformatter
+
         self._reformatter = VideoReformatter()
 
     def __call__(self, frame: Any) -> Grey:
+        import numpy as np
+
         scale = MAX_SIDE / max(frame.width, frame.height, 1)
         width = max(1, min(frame.width, round(frame.width * scale)))
         height = max(1, min(frame.height, round(frame.height * scale)))
