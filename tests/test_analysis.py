@@ -340,3 +340,27 @@ def test_a_process_that_hands_clips_to_workers_loads_neither_pyav_nor_numpy(
         [sys.executable, "-c", script, str(clips[0])], capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.anyio
+async def test_workers_keep_freed_memory_unless_malloc_was_tuned(
+    clips: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's environment tells glibc's malloc to keep freed blocks (and numpy's OpenBLAS
+    to start no threads), unless this process's environment tunes malloc itself."""
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+    for tuned in (False, True):
+        if tuned:
+            monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.check=0")
+        pool = AnalysisPool(workers=1, after=0)
+        try:
+            await pool.analyse(clips[0])
+            (pid,) = workers_of(pool)
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                names = {entry.split(b"=", 1)[0] for entry in environ.read().split(b"\0") if entry}
+        finally:
+            pool.close()
+        assert b"OPENBLAS_NUM_THREADS" in names
+        assert (b"MALLOC_MMAP_THRESHOLD_" in names) is not tuned
+        assert (b"MALLOC_TRIM_THRESHOLD_" in names) is not tuned
