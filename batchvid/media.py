@@ -13,13 +13,13 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
-import av
 from anyio.lowlevel import RunVar
 
 from batchvid.errors import BatchvidError
@@ -111,6 +111,8 @@ def analyse(path: str | os.PathLike[str]) -> Analysis:
 def _opened(path: str | os.PathLike[str]) -> Iterator[tuple[Any, Any]]:
     """The open container of ``path`` and its first video stream; PyAV's errors and a missing
     file or video stream as ``MediaError``."""
+    import av  # here, not above: the process that only hands clips to workers never needs it
+
     try:
         with av.open(os.fspath(path)) as container:
             if not container.streams.video:
@@ -126,6 +128,8 @@ def _opened(path: str | os.PathLike[str]) -> Iterator[tuple[Any, Any]]:
 
 
 def _info(container: Any, video: Any, frames: int, signals: Quality | None) -> MediaInfo:
+    import av
+
     rate = video.average_rate or video.guessed_rate or video.base_rate
     fps = float(rate) if rate else 0.0
     if video.duration is not None and video.time_base is not None:
@@ -149,9 +153,13 @@ def _info(container: Any, video: Any, frames: int, signals: Quality | None) -> M
 
 
 POOL_AFTER = 8
-"""Clips a process analyses on worker threads before it starts worker processes: one costs
-~0.4 s of CPU to start (its interpreter, PyAV, numpy), a simulator's clip ~5 ms, so a run of a
-few videos starts none."""
+"""Clips a process analyses on worker threads before it starts worker processes, unless told
+to start one at once (``AnalysisPool.start``): one costs ~0.35 s of CPU to start (its
+interpreter, PyAV, numpy), a simulator's clip ~5 ms, so a run of a few videos starts none."""
+
+
+WORKER_START_SECONDS = 0.5
+"""About how long a worker takes to start (0.3-0.5 s on a 2-core machine, more under load)."""
 
 
 class AnalysisPool:
@@ -159,11 +167,15 @@ class AnalysisPool:
 
     Decoding, scaling and the signals' numpy work hold the GIL for much of a clip's ~5 ms; on a
     worker thread they delay the event loop's polls and creates, in a worker process they
-    cannot. The first ``after`` clips are analysed on threads; then up to ``workers`` processes
-    (default ``os.cpu_count()``) start as clips arrive (the first alone: the others only once
-    it answers) and stay for the next ones. A clip's path goes in, its ``Analysis`` (a few KB)
-    comes out, so results are the same either way (tests/test_analysis.py). The event loop
-    writes the request and waits for the reply on the pipe itself: no thread in between.
+    cannot. The first ``after`` clips are analysed on threads, unless ``start`` was called;
+    then one worker process starts, and more (up to ``workers``, default ``os.cpu_count()``)
+    only while clips queue for longer than a worker takes to start: the queue's clips times
+    the last clips' mean time, per worker, against ``WORKER_START_SECONDS``. A
+    simulator's clips never queue that long (a second worker would cost more CPU than it
+    saves, on a core the event loop needs); a long video's do. A clip's path goes in, its
+    ``Analysis`` (a few KB) comes out, so results are the same either way
+    (tests/test_analysis.py). The event loop writes the request and waits for the reply on the
+    pipe itself: no thread in between.
 
     Workers are plain subprocesses (``python -c``), not ``multiprocessing``'s: those import
     the parent's main script again, which would run again the top-level code of a script that
@@ -180,12 +192,28 @@ class AnalysisPool:
         self._idle: list[_Worker] = []
         self._started = 0
         self._answered = False
-        """Whether a worker has answered once (then more may start at once)."""
+        """Whether a worker has answered once (then more may start)."""
         self._broken = False
         """A worker died before its first answer: workers cannot start here (a frozen
         application, say), so every clip is analysed on a thread."""
+        self._clip_seconds = 0.0
+        """A moving mean of how long a worker takes for a clip."""
         self._lock = threading.Lock()
         self._gate: RunVar[anyio.CapacityLimiter] = RunVar(f"batchvid-analysis-{id(self)}")
+
+    def start(self) -> None:
+        """Start a worker now, before any clip is there (a run with videos to fetch calls it as
+        it starts), and send every clip to workers from the first: the worker's start (~0.35 s
+        of CPU) overlaps the first tasks instead of delaying the first clips, and this process
+        does not load PyAV and numpy. Does nothing once a worker has started."""
+        with self._lock:
+            self._after = 0
+            if self._broken or self._started:
+                return
+        worker = self._take()
+        if worker is not None:
+            with self._lock:
+                self._idle.append(worker)
 
     async def analyse(self, path: Path) -> Analysis:
         """``analyse(path)``, in a worker process once the pool is worth starting."""
@@ -194,7 +222,9 @@ class AnalysisPool:
             pooled = self._after < 0 and not self._broken
         if not pooled:
             return await anyio.to_thread.run_sync(analyse, path)
-        async with self._limiter():
+        limiter = self._limiter()
+        self._grow(limiter)
+        async with limiter:
             worker = self._take()
             if worker is not None:
                 # Shielded: a reply left unread would be taken for the next clip's.
@@ -210,23 +240,34 @@ class AnalysisPool:
         return await anyio.to_thread.run_sync(analyse, path)
 
     def close(self) -> None:
-        """End the idle workers (a busy one ends when its clip is done); the next ``analyse``
-        starts new ones."""
+        """End the idle workers, all at once (a busy one ends when its clip is done; one still
+        starting is killed: it holds nothing); the next ``analyse`` starts new ones."""
         with self._lock:
             idle, self._idle = self._idle, []
             self._started -= len(idle)
         for worker in idle:
-            worker.close()
+            worker.stop(kill=not worker.answered)
+        for worker in idle:
+            worker.wait()
 
     def _limiter(self) -> anyio.CapacityLimiter:
-        """This event loop's limit on clips in workers at once: one until a worker has answered
-        (so one starts, not ``workers`` at once), then ``workers``."""
+        """This event loop's limit on clips in workers at once: as many as workers may run."""
         try:
             return self._gate.get()
         except LookupError:
-            limiter = anyio.CapacityLimiter(self._size if self._answered else 1)
+            limiter = anyio.CapacityLimiter(max(1, self._started) if self._answered else 1)
             self._gate.set(limiter)
             return limiter
+
+    def _grow(self, limiter: anyio.CapacityLimiter) -> None:
+        """Let one more worker start when the clips already queued would wait longer for the
+        running ones than a new one takes to start (its ``_take`` starts it)."""
+        with self._lock:
+            if not self._answered or self._broken or limiter.total_tokens >= self._size:
+                return
+            waiting = limiter.statistics().tasks_waiting + 1
+            if waiting * self._clip_seconds > WORKER_START_SECONDS * limiter.total_tokens:
+                limiter.total_tokens += 1
 
     def _take(self) -> _Worker | None:
         """An idle worker, else a new one; None when none can be started."""
@@ -252,13 +293,13 @@ class AnalysisPool:
         with self._lock:
             if alive:
                 self._idle.append(worker)
+                if not first:  # a first answer's time includes the worker's start
+                    self._clip_seconds = 0.8 * self._clip_seconds + 0.2 * worker.last_seconds
             else:
                 self._started -= 1
             if first:
                 self._broken = self._broken or not alive
                 self._answered = self._answered or alive
-        if first and alive:
-            self._limiter().total_tokens = self._size
 
 
 _HEADER = struct.Struct("!Q")
@@ -272,7 +313,21 @@ def worker_env() -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if name not in KEY_ENV_VARS}
     package_root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    # numpy's OpenBLAS would start a thread per core at import, for linear algebra that a
+    # worker never does: ~50 ms of a worker's start.
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    if not any(name in env for name in _MALLOC_TUNED):
+        env.update(_MALLOC_KEEP)
     return env
+
+
+_MALLOC_TUNED = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+_MALLOC_KEEP = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20)}
+"""glibc's malloc, told to keep what it frees up to these sizes (other C libraries ignore the
+variables; a user's own tuning is left alone). A clip's decoders, scalers and encoder allocate
+and free the same blocks for every clip; by default glibc hands the larger ones back to the
+kernel and faults them in again for the next clip: ~240 page faults and ~1.3 ms of kernel CPU
+per simulator clip, ~1,600 faults per 10 s 1080p clip; kept, a few in all."""
 
 
 class _Worker:
@@ -281,6 +336,8 @@ class _Worker:
 
     def __init__(self) -> None:
         self.answered = False
+        self.last_seconds = 0.0
+        """How long the last clip took, from its request to its reply."""
         if not sys.executable:
             raise OSError("no Python executable to start an analysis worker with")
         self._process = subprocess.Popen(
@@ -294,6 +351,7 @@ class _Worker:
 
     async def call(self, path: Path) -> tuple[bool, Any] | None:
         """The reply to ``path``; None when the worker has died."""
+        asked = time.monotonic()
         try:
             self._requests.write(pickle.dumps(path, pickle.HIGHEST_PROTOCOL))
             self._requests.flush()
@@ -301,6 +359,7 @@ class _Worker:
             reply = pickle.loads(data)
         except (OSError, EOFError, pickle.UnpicklingError):
             return None
+        self.last_seconds = time.monotonic() - asked
         assert isinstance(reply, tuple)
         return reply
 
@@ -318,18 +377,30 @@ class _Worker:
         return bytes(buffer[_HEADER.size :])
 
     def close(self, *, kill: bool = False) -> None:
-        """Close its input (it exits at once when idle), or ``kill`` it; and wait for it."""
+        """``stop`` it and wait for it."""
+        self.stop(kill=kill)
+        self.wait()
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Close its input (it exits at once when idle), or ``kill`` it."""
         if kill:
             self._process.kill()
         with contextlib.suppress(OSError):
             self._requests.close()
+
+    def wait(self) -> None:
+        """Wait for it to exit (after ``stop``)."""
         self._process.wait()
         assert self._process.stdout is not None
         self._process.stdout.close()
 
 
 def serve() -> None:
-    """A worker's loop (``_Worker``): analyse each path read from stdin until it closes."""
+    """A worker's loop (``_Worker``): analyse each path read from stdin until it closes.
+    PyAV and numpy are loaded first, so a worker started early is ready for its first clip."""
+    import av.video.reformatter  # noqa: F401
+    import numpy  # noqa: F401
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests = sys.stdin.buffer
     # Replies go to a copy of stdout; stdout itself becomes stderr, so that nothing printed,
@@ -361,6 +432,12 @@ atexit.register(_pool.close)
 async def analyse_off_loop(path: Path) -> Analysis:
     """``analyse(path)`` through this process's shared ``AnalysisPool``."""
     return await _pool.analyse(path)
+
+
+def start_pool() -> None:
+    """Start this process's first analysis worker now (``AnalysisPool.start``): a run that has
+    videos to fetch calls it as it starts, so the worker is ready for the first clip."""
+    _pool.start()
 
 
 def shutdown_pool() -> None:

@@ -112,10 +112,11 @@ def jpeg_of(frame: Any) -> bytes | None:
     width, height = poster_size(frame.width, frame.height)
     reformatter: VideoReformatter | None = getattr(_local, "reformatter", None)
     if reformatter is None:
-        # One per thread, kept: it keeps its scaler while the sizes stay the same.
+        # One per thread, kept: it keeps its scaler while the sizes stay the same. It scales
+        # on this thread (threads=1): the same pixels, without waking swscale's threads.
         reformatter = _local.reformatter = VideoReformatter()
     image = reformatter.reformat(
-        frame, width=width, height=height, format="yuvj420p", interpolation="BICUBIC"
+        frame, width=width, height=height, format="yuvj420p", interpolation="BICUBIC", threads=1
     )
     image.pts = 0
     encoder = av.CodecContext.create("mjpeg", "w")

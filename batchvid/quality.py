@@ -30,11 +30,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-from av.video.reformatter import VideoReformatter
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Grey = npt.NDArray[np.uint8]
+
+# numpy and PyAV are imported where frames are measured, not with this module: the process
+# that runs the event loop uses ``Quality`` and ``check_quality`` and leaves the measuring to
+# the analysis workers (``batchvid.media.AnalysisPool``), so it need not load them.
 
 MAX_SAMPLES = 32
 MAX_SIDE = 64
@@ -43,8 +49,6 @@ FROZEN_DIFF = 0.004
 """Mean absolute difference (about one grey level in 255) below which two samples are the
 same picture."""
 MIN_KEYFRAMES = 8
-
-Grey = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +91,12 @@ def measure(container: Any, stream: Any, on_packet: Callable[[Any], Any] | None 
 
 
 def signals(samples: list[Grey], frames_decoded: int) -> Quality:
-    """The signals of grey ``samples`` (2-D arrays on 0-1) in clip order."""
+    """The signals of grey ``samples`` (2-D arrays of grey levels, 0-255, of one size) in clip
+    order. Computed on all samples at once: the same float32 arithmetic as sample by sample,
+    equal to the last bit (tests/test_quality.py), without numpy's cost per call."""
     if not samples:
         return Quality(0.0, 0.0, 0.0, 0.0, frames_decoded, 0)
-    means = [float(s.mean()) for s in samples]
-    diffs = [float(np.abs(a - b).mean()) for a, b in zip(samples, samples[1:], strict=False)]
+    means, diffs = _means_and_diffs(samples)
     return Quality(
         motion=sum(diffs) / len(diffs) if diffs else 0.0,
         black_fraction=sum(m < BLACK_LUMA for m in means) / len(means),
@@ -100,6 +105,17 @@ def signals(samples: list[Grey], frames_decoded: int) -> Quality:
         frames_decoded=frames_decoded,
         samples=len(samples),
     )
+
+
+def _means_and_diffs(samples: list[Grey]) -> tuple[list[float], list[float]]:
+    """Each sample's mean luma (0-1) and the mean absolute difference of each consecutive
+    pair, all samples at once (numpy's ValueError if their sizes differ)."""
+    import numpy as np
+
+    stack = np.stack(samples).astype(np.float32) / np.float32(255.0)
+    means: list[float] = stack.mean(axis=(1, 2)).tolist()
+    diffs: list[float] = np.abs(stack[1:] - stack[:-1]).mean(axis=(1, 2)).tolist()
+    return means, diffs
 
 
 def _scan(
@@ -133,19 +149,26 @@ class _Shrinker:
     """Frames to small grey arrays. One reformatter serves every frame of a thread's clips: it
     keeps its scaler while the size and format stay the same, which ``frame.to_ndarray(width=…)``
     would build again for each frame (about 30 times slower on small clips), and a new
-    reformatter for each clip once per clip (most of the cost of a clip of 16 small frames)."""
+    reformatter for each clip once per clip (most of the cost of a clip of 16 small frames).
+    It scales on this thread alone (``threads=1``): swscale's own threads, woken for every
+    64-pixel frame, cost more than the scaling (~60 against ~17 us a frame of a simulator's
+    clip)."""
 
     def __init__(self) -> None:
+        from av.video.reformatter import VideoReformatter
+
         self._reformatter = VideoReformatter()
 
     def __call__(self, frame: Any) -> Grey:
+        import numpy as np
+
         scale = MAX_SIDE / max(frame.width, frame.height, 1)
         width = max(1, min(frame.width, round(frame.width * scale)))
         height = max(1, min(frame.height, round(frame.height * scale)))
         small = self._reformatter.reformat(
-            frame, width=width, height=height, format="gray8", interpolation="AREA"
+            frame, width=width, height=height, format="gray8", interpolation="AREA", threads=1
         )
-        return np.asarray(small.to_ndarray(), dtype=np.float32) / 255.0
+        return np.asarray(small.to_ndarray(), dtype=np.uint8)
 
 
 _local = threading.local()

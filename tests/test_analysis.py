@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from fractions import Fraction
@@ -21,6 +23,8 @@ from batchvid.media import Analysis, AnalysisPool, MediaError, analyse, probe
 from batchvid.poster import poster_jpeg, poster_size
 from batchvid.simulator.video import VideoSpec, render_video
 from tests.test_quality import make_clip
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "manifests" / "quickstart.yaml"
 
 
 def full_range_clip(path: Path) -> Path:
@@ -235,8 +239,6 @@ async def test_workers_that_cannot_start_leave_clips_to_threads(
 ) -> None:
     """When a worker dies before its first answer (no usable Python to start it with), its
     clip and every later one are analysed on threads, with no further worker started."""
-    import subprocess
-
     started: list[object] = []
     popen = subprocess.Popen
 
@@ -266,3 +268,122 @@ def test_container_without_frame_count_is_measured(tmp_path: Path) -> None:
     assert info.frame_count == 45 and info.quality is not None
     assert info.quality.frames_decoded == 45 and info.quality.samples == 32
     assert analyse(clip).info == info
+
+
+@pytest.mark.anyio
+async def test_a_started_pool_sends_the_first_clip_to_its_worker(clips: list[Path]) -> None:
+    """start() starts one worker before any clip (even with after > 0), and the first clip
+    goes to that worker; a second start() starts no other."""
+    pool = AnalysisPool(workers=2, after=8)
+    try:
+        pool.start()
+        (pid,) = workers_of(pool)
+        pool.start()
+        assert workers_of(pool) == [pid] and pool._started == 1
+        assert await pool.analyse(clips[0]) == analyse(clips[0])
+        assert workers_of(pool) == [pid]
+    finally:
+        pool.close()
+
+
+def test_close_ends_a_worker_still_starting() -> None:
+    """close() ends a worker that was started and never given a clip (it is killed, having
+    nothing to finish)."""
+    pool = AnalysisPool(workers=1)
+    pool.start()
+    (pid,) = workers_of(pool)
+    pool.close()
+    assert not _alive(pid) and pool._started == 0 and workers_of(pool) == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("start_seconds", "expected"), [(1e9, 1), (0.0, 2)])
+async def test_workers_are_added_only_when_clips_queue_longer_than_a_start(
+    clips: list[Path], monkeypatch: pytest.MonkeyPatch, start_seconds: float, expected: int
+) -> None:
+    """Clips arriving at once get a second worker only when their queue would last longer
+    than a worker takes to start (never, if starting took forever; always, if it took no
+    time)."""
+    monkeypatch.setattr("batchvid.media.WORKER_START_SECONDS", start_seconds)
+    pool = AnalysisPool(workers=2, after=0)
+    results: dict[Path, Analysis] = {}
+
+    async def one(clip: Path) -> None:
+        results[clip] = await pool.analyse(clip)
+
+    try:
+        await pool.analyse(clips[0])
+        await pool.analyse(clips[1])  # a clip's time, measured
+        async with anyio.create_task_group() as group:
+            for clip in clips * 2:
+                group.start_soon(one, clip)
+        assert results == {clip: analyse(clip) for clip in clips}
+        assert len(workers_of(pool)) == pool._started == expected
+    finally:
+        pool.close()
+
+
+def test_a_process_that_hands_clips_to_workers_loads_neither_pyav_nor_numpy(
+    clips: list[Path],
+) -> None:
+    """With the pool started, a process that analyses clips through it (as a run does) never
+    imports PyAV or numpy itself: the workers do."""
+    script = (
+        "import sys, anyio\n"
+        "from pathlib import Path\n"
+        "import batchvid.download\n"
+        "from batchvid import media\n"
+        "media.start_pool()\n"
+        "result = anyio.run(media.analyse_off_loop, Path(sys.argv[1]))\n"
+        "assert result.info.quality is not None and result.poster\n"
+        "print(sorted(m for m in ('av', 'numpy') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(clips[0])], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.anyio
+async def test_workers_keep_freed_memory_unless_malloc_was_tuned(
+    clips: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's environment tells glibc's malloc to keep freed blocks (and numpy's OpenBLAS
+    to start no threads), unless this process's environment tunes malloc itself."""
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+    for tuned in (False, True):
+        if tuned:
+            monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.check=0")
+        pool = AnalysisPool(workers=1, after=0)
+        try:
+            await pool.analyse(clips[0])
+            (pid,) = workers_of(pool)
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                names = {entry.split(b"=", 1)[0] for entry in environ.read().split(b"\0") if entry}
+        finally:
+            pool.close()
+        assert b"OPENBLAS_NUM_THREADS" in names
+        assert (b"MALLOC_MMAP_THRESHOLD_" in names) is not tuned
+        assert (b"MALLOC_TRIM_THRESHOLD_" in names) is not tuned
+
+
+def test_python_m_batchvid_runs_exit_handlers_registered_by_the_command(tmp_path: Path) -> None:
+    """`python -m batchvid` skips the interpreter's teardown but not the exit handlers that the
+    command registered (the analysis pool's close among them): they run, then it exits with
+    the command's code."""
+    marker = tmp_path / "handler-ran"
+    script = (
+        "import atexit, runpy, sys\n"
+        "import batchvid.cli\n"
+        "command = batchvid.cli.main\n"
+        "def main(argv=None):\n"
+        f"    atexit.register(lambda: open({str(marker)!r}, 'w').close())\n"
+        "    return command(argv)\n"
+        "batchvid.cli.main = main\n"
+        f"sys.argv = ['batchvid', 'validate', {str(QUICKSTART)!r}]\n"
+        "runpy.run_module('batchvid', run_name='__main__')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.startswith("ok: 1 manifest(s)"), done.stderr
+    assert marker.exists()

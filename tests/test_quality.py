@@ -183,3 +183,19 @@ def test_manifest_accepts_qc_and_license(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text(text.replace("0.5", "5"))
     with pytest.raises(ManifestErrors, match=r"bad.yaml:4:\d+: \$.qc.max_black_fraction"):
         load_manifest(tmp_path / "bad.yaml")
+
+
+def test_signals_of_samples_at_once_equal_sample_by_sample() -> None:
+    """signals() on samples of one size equals, to the last bit, the float32 arithmetic done
+    sample by sample (the mean of each, the mean absolute difference of each pair)."""
+    rng = np.random.default_rng(7)
+    samples = [rng.integers(0, 256, (36, 64), dtype=np.uint8) for _ in range(32)]
+    scaled = [np.asarray(s, dtype=np.float32) / 255.0 for s in samples]
+    means = [float(s.mean()) for s in scaled]
+    diffs = [float(np.abs(a - b).mean()) for a, b in zip(scaled, scaled[1:], strict=False)]
+    quality = signals(samples, 40)
+    assert quality.luma_mean == sum(means) / len(means)
+    assert quality.motion == sum(diffs) / len(diffs)
+    assert quality.black_fraction == sum(m < 0.06 for m in means) / len(means)
+    assert quality.samples == 32 and quality.frames_decoded == 40
+

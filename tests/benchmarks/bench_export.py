@@ -1,7 +1,7 @@
 """Export speed against GNU tar, and the cost of the quality signals against a full decode.
 
 Run: .venv/bin/python tests/benchmarks/bench_export.py [--clips 10000] [--clip-kib N]
-     [--skip-export|--skip-signals]   (temporary files go in the current directory)
+     [--skip-export|--skip-signals|--skip-analysis]   (temporary files in the current directory)
 
 1. ``batchvid export OUT --format webdataset`` of a 10,000-clip output directory (videos from
    the simulator's renderer, written straight to disk with a matching report.json and
@@ -17,6 +17,12 @@ Run: .venv/bin/python tests/benchmarks/bench_export.py [--clips 10000] [--clip-k
    Three encodings: a keyframe every second (``-g 30``), and x264's default GOP (keyframe
    every 250 frames, so the clip is nearly one group of pictures) without B-frames (preset
    ultrafast) and with them (preset veryfast).
+3. The whole analysis of a clip (``batchvid.media.analyse``: probe, signals and poster, one
+   pass), in CPU time per clip: a simulator's clip (160x90, 30 fps, 1 s, as
+   ``bench_client_cost.py`` and ``bench_throughput.py`` download) in this process (best of five
+   rounds of 200) and through an ``AnalysisPool`` of one worker (400 clips one after the other:
+   the worker's CPU from /proc and this process's, the worker's start apart); and the 10 s
+   1080p clips of 2. No target: the figures go to issue 12's client-CPU budget.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -34,9 +41,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import anyio
 import av
 import numpy as np
 
+from batchvid.media import AnalysisPool, analyse
 from batchvid.quality import measure
 from batchvid.simulator.video import VideoSpec, render_video
 
@@ -166,6 +175,67 @@ def bench_signals() -> bool:
     return ok
 
 
+def analysis_cpu(path: Path, rounds: int = 5, clips: int = 200) -> float:
+    """CPU seconds of one ``analyse`` of ``path`` in this process, best of ``rounds``."""
+    analyse(path)
+    best = []
+    for _ in range(rounds):
+        start = time.process_time()
+        for _ in range(clips):
+            analyse(path)
+        best.append((time.process_time() - start) / clips)
+    return min(best)
+
+
+def _worker_cpu(pool: AnalysisPool) -> float:
+    """CPU seconds (user + system) of the pool's idle workers so far, from /proc."""
+    ticks = 0
+    for worker in pool._idle:
+        with open(f"/proc/{worker._process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def pooled_cpu(path: Path, clips: int = 400) -> tuple[float, float, float]:
+    """(this process's CPU per clip, the worker's CPU per clip, the worker's start-up CPU)
+    for ``clips`` analyses of ``path`` through a pool of one worker, one after the other."""
+
+    async def run() -> tuple[float, float, float]:
+        pool = AnalysisPool(workers=1)
+        pool.start()
+        try:
+            await pool.analyse(path)
+            started = _worker_cpu(pool)
+            own = time.process_time()
+            for _ in range(clips):
+                await pool.analyse(path)
+            own = time.process_time() - own
+            return own / clips, (_worker_cpu(pool) - started) / clips, started
+        finally:
+            pool.close()
+
+    return anyio.run(run)
+
+
+def bench_analysis() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-analysis-") as tmp:
+        sim = Path(tmp) / "sim.mp4"
+        sim.write_bytes(render_video(VideoSpec(160, 90, 30, 1.0, False, 3)))
+        print(f"analysis, simulator clip: {analysis_cpu(sim) * 1000:.2f} ms CPU per clip in "
+              "this process")
+        own, worker, start = pooled_cpu(sim)
+        print(f"analysis, simulator clip, pool of one worker: {worker * 1000:.2f} ms CPU per clip "
+              f"in the worker, {own * 1000:.2f} ms in this process; the worker's start "
+              f"{start * 1000:.0f} ms CPU (with its first clip)")
+        for gop, preset, label in ((30, "ultrafast", "keyframe every 1 s"),
+                                   (None, "veryfast", "x264 default GOP, B-frames")):
+            path = Path(tmp) / "hd.mp4"
+            make_clip(path, gop, preset)
+            print(f"analysis, 10 s 1080p, {label}: "
+                  f"{analysis_cpu(path, rounds=3, clips=3) * 1000:.0f} ms CPU per clip")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips", type=int, default=10_000)
@@ -173,10 +243,13 @@ def main() -> int:
                         help="pad every video to this size (default: as rendered, ~3 KiB)")
     parser.add_argument("--skip-export", action="store_true")
     parser.add_argument("--skip-signals", action="store_true")
+    parser.add_argument("--skip-analysis", action="store_true")
     args = parser.parse_args()
     ok = True
     if not args.skip_signals:
         ok = bench_signals() and ok
+    if not args.skip_analysis:
+        bench_analysis()
     if not args.skip_export:
         ok = bench_export(args.clips, args.clip_kib * 1024) and ok
     return 0 if ok else 1
