@@ -5,7 +5,10 @@
 level, about 1 µs a value: over a second for the report of 10,000 jobs. ``indented`` writes the
 same text with one plain function call per container and the C string encoder; ``pieces`` yields
 it in pieces (one per item of the document's top two levels), so a 100,000-job report is written
-without its whole text, or a list of its millions of fragments, ever being in memory.
+without its whole text, or a list of its millions of fragments, ever being in memory. There,
+each dict at the bottom level (a report's job entry, a lock's pin) is written through a template
+of its shape, its scalars encoded by json's C encoder in one call (see "dicts of one shape"
+below): about the cost of ``json.dumps`` without indentation.
 
 Anything outside what batchvid writes (a non-string key, a NaN, a type JSON does not know, a
 cycle) is handed to ``json.dumps`` itself by ``indented``, so the result is always its result,
@@ -15,7 +18,7 @@ error included; ``pieces`` raises ``NotPlain`` there instead.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from json.encoder import encode_basestring  # the C one, when built
 from typing import Any
 
@@ -45,7 +48,7 @@ def indented(value: Any) -> str:
         out: list[str] = []
         _value(value, out, "\n")
         return "".join(out)
-    except (_Unusual, RecursionError, TypeError):
+    except (_Unusual, RecursionError, TypeError, ValueError):
         return reference(value)
 
 
@@ -55,13 +58,16 @@ def pieces(value: Any) -> Iterator[str]:
     at a value only ``json.dumps`` encodes: then write ``indented(value)`` instead."""
     try:
         yield from _pieces(value, "\n", 2)
-    except (_Unusual, RecursionError, TypeError):
+    except (_Unusual, RecursionError, TypeError, ValueError):
         raise NotPlain("a value json.dumps must encode") from None
 
 
 def _pieces(value: Any, nl: str, levels: int) -> Iterator[str]:
     kind = type(value)
     if levels == 0 or not value or kind not in _CONTAINERS:
+        if kind is dict and value and _ENCODER is not None and len(value) <= _MAX_KEYS:
+            yield _shaped(value, nl)
+            return
         out: list[str] = []
         _value(value, out, nl)
         yield "".join(out)
@@ -152,3 +158,131 @@ def _scalar(value: Any) -> str:
 
 
 _INF = float("inf")
+
+
+# -- dicts of one shape: a report's job entries, a lock's pins ----------------------------------
+#
+# The job entries of a report all have the same keys, nested the same way, with scalars in the
+# same places: the indented text of an entry is one text with holes for its scalars. A
+# ``_Shape`` is that text (``template``, its literal parts ``%``-escaped) and a function made
+# for it (``scalars``) that checks a dict's keys and those of its nested dicts against the
+# shape and returns its scalars in the text's order, straight-line code generated once per
+# shape (as ``dataclasses`` makes ``__init__``; keys are passed in as values, never as code).
+# The scalars are encoded by json's C encoder in one call, as a list whose item separator
+# (``_HOLE``, a control character JSON always escapes inside strings) can only appear between
+# them, so the text splits into exactly one piece per scalar. A dict that does not fit the last
+# shape used gets its own (made once per distinct shape and indentation).
+
+
+class _Misfit(Exception):
+    """A dict that does not have the shape tried."""
+
+
+class _Shape:
+    __slots__ = ("scalars", "template")
+
+    def __init__(self, signature: tuple[tuple[str, Any], ...], nl: str) -> None:
+        keys: list[str] = []
+        key_sets: list[frozenset[str]] = []
+        lines = ["def scalars(d0):"]
+        holes: list[str] = []
+
+        def walk(name: str, sig: tuple[tuple[str, Any], ...], nl: str) -> str:
+            key_sets.append(frozenset(key for key, _ in sig))
+            lines.append(f" if type({name}) is not dict or {name}.keys() != S[{len(key_sets) - 1}]: raise M")
+            inner, parts = nl + "  ", []
+            for key, sub in sig:
+                keys.append(key)
+                got = f"{name}[K[{len(keys) - 1}]]"
+                text = _STRING(key).replace("%", "%%") + ": "
+                if sub is None:
+                    holes.append(got)
+                    parts.append(text + "%s")
+                else:
+                    child = f"d{len(key_sets)}"
+                    lines.append(f" {child} = {got}")
+                    parts.append(text + walk(child, sub, inner))
+            return "{" + inner + ("," + inner).join(parts) + nl + "}"
+
+        self.template = walk("d0", signature, nl)
+        lines.append(f" return [0, {', '.join(holes)}]")
+        namespace: dict[str, Any] = {"K": tuple(keys), "S": tuple(key_sets), "M": _Misfit}
+        exec("\n".join(lines), namespace)  # code of our own making; keys are data
+        self.scalars: Callable[[dict[str, Any]], list[Any]] = namespace["scalars"]
+
+
+def _is_dict(value: Any) -> bool:
+    return type(value) is dict and bool(value)
+
+
+_HOLE = "\x00"
+_SCALARS: Any = None
+"""json's C encoder for a list of scalars, ``_HOLE`` between them (made at first use)."""
+_SHAPES: dict[tuple[str, Any], _Shape] = {}
+_LAST: dict[str, _Shape] = {}
+"""The shape last used at each indentation: the next dict there most likely has it too."""
+_MAX_SHAPES = 256
+_MAX_KEYS = 200
+"""Dicts of more keys than this in all (a report's timing of every job) go the long way."""
+
+
+def _shaped(value: dict[Any, Any], nl: str) -> str:
+    """``_value(value)``'s text for a non-empty dict, through its shape's template."""
+    global _SCALARS
+    if _SCALARS is None:
+        _SCALARS = _ENCODER(None, _refuse, _STRING, None, ":\x01 ", _HOLE, False, False, False)
+    shape = _LAST.get(nl)
+    try:
+        if shape is None:
+            raise _Misfit
+        scalars = shape.scalars(value)
+    except _Misfit:
+        shape = _shape_of(value, nl)
+        if shape is None:  # too big to be worth a template
+            out: list[str] = []
+            _dict(value, out, nl)
+            return "".join(out)
+        scalars = shape.scalars(value)
+    text = "".join(_SCALARS(scalars, 0))
+    # A non-empty dict among the scalars shows its key separator; a non-empty list, a _HOLE
+    # followed by "[" and not "]": such a dict is written the long way.
+    if ":\x01" in text or text.count(_HOLE + "[") != text.count(_HOLE + "[]"):
+        out = []
+        _dict(value, out, nl)
+        return "".join(out)
+    return shape.template % tuple(text[3:-1].split(_HOLE))
+
+
+def _shape_of(value: dict[Any, Any], nl: str) -> _Shape | None:
+    """The shape of ``value`` (made at its first use), or None for a dict of more than
+    ``_MAX_KEYS`` keys in all."""
+    budget = [_MAX_KEYS]
+    signature = _signature(value, budget)
+    if budget[0] < 0:
+        return None
+    shape = _SHAPES.get((nl, signature))
+    if shape is None:
+        if len(_SHAPES) >= _MAX_SHAPES:
+            _SHAPES.clear()
+        shape = _SHAPES[nl, signature] = _Shape(signature, nl)
+    _LAST[nl] = shape
+    return shape
+
+
+def _signature(value: dict[Any, Any], budget: list[int]) -> tuple[tuple[str, Any], ...]:
+    """The keys of ``value``, sorted, each with the signature of its value when that is a
+    non-empty dict (else None); ``budget[0]`` less the keys seen (given up below 0)."""
+    budget[0] -= len(value)
+    if budget[0] < 0:
+        return ()
+    if any(type(key) is not str for key in value):
+        raise _Unusual
+    return tuple(sorted((key, _signature(item, budget) if _is_dict(item) else None) for key, item in value.items()))
+
+
+def _refuse(value: Any) -> Any:
+    raise _Unusual  # a type JSON does not know: json.dumps decides
+
+
+_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+"""json's C encoder (None on a Python built without it: then dicts are written the long way)."""

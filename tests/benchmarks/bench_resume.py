@@ -26,6 +26,7 @@ under 3 s of wall time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -148,17 +149,30 @@ def main() -> int:
     parser.add_argument(
         "--synthesize", action="store_true", help="write the directory with the store API instead"
     )
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR",
+        help="build the directory in DIR and leave it there (reused when DIR/out exists), "
+        "to rerun or profile it again: batchvid run DIR/resume.yaml --out DIR/out",
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-resume-") as tmp_name:
-        tmp = Path(tmp_name)
-        manifest = write_manifest(tmp, args.jobs, name="resume")
+    with contextlib.ExitStack() as stack:
+        if args.keep is not None:
+            tmp = args.keep
+            tmp.mkdir(parents=True, exist_ok=True)
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-resume-")))
         out = tmp / "out"
         start = time.perf_counter()
-        if args.synthesize:
-            synthesize(manifest, out, tmp)
+        if args.keep is not None and (out / ".batchvid" / "journal.jsonl").exists():
+            manifest = tmp / "resume.yaml"
+            how = "kept from an earlier run"
         else:
-            build_real(manifest, out)
-        how = "synthesized with the store API" if args.synthesize else "real run against the simulator"
+            manifest = write_manifest(tmp, args.jobs, name="resume")
+            if args.synthesize:
+                synthesize(manifest, out, tmp)
+            else:
+                build_real(manifest, out)
+            how = "synthesized with the store API" if args.synthesize else "real run against the simulator"
         print(f"completed directory of {args.jobs:,} jobs: {how}, {time.perf_counter() - start:.1f} s")
         print("  rerun 1, --base-url on a dead port:")
         wall_dead, ok_dead = rerun(manifest, out, dead_url(), args.jobs)
