@@ -8,26 +8,16 @@ from __future__ import annotations
 
 import html
 import json
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from xml.etree import ElementTree as ET
 
 from batchvid import __version__
 from batchvid.gallery import ContentHash, write_gallery
 from batchvid.jobs import Job
+from batchvid.junit import junit_pieces, short_message
 from batchvid.store import write_atomic, write_json
-
-# Characters XML 1.0 forbids even escaped; a provider's error body may carry them.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
-
-# Markup in a provider's error body (an HTML 502 page): the hidden parts, then any tag.
-_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_TAG = re.compile(r"<!--.*?-->|</?[A-Za-z!][^<>]*>", re.DOTALL)
-_LOOKS_HTML = re.compile(r"<(!doctype|html|head|body|title|h[1-6]|p|div|center|hr|br|pre)\b", re.I)
-SHORT_MESSAGE_CHARS = 200
 
 _ROW = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
 """A metadata.jsonl line (``json.dumps(row, sort_keys=True, ensure_ascii=False)``'s text)."""
@@ -312,17 +302,6 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def short_message(text: str) -> str:
-    """A message as one short, clean line for report.md and junit.xml: an HTML page's markup
-    stripped and entities decoded (other text keeps its ``<`` and ``&``), whitespace collapsed, at most ``SHORT_MESSAGE_CHARS`` characters. The
-    whole message stays in report.json and the job's files."""
-    plain = html.unescape(_TAG.sub(" ", _HIDDEN.sub(" ", text))) if _LOOKS_HTML.search(text) else text
-    line = " ".join(plain.split())
-    if len(line) > SHORT_MESSAGE_CHARS:
-        line = line[: SHORT_MESSAGE_CHARS - 1].rstrip() + "…"
-    return line
-
-
 MARKDOWN_PROMPTS = 50
 """Up to this many enhanced jobs, report.md shows both prompts of each; beyond, a count."""
 
@@ -366,57 +345,6 @@ def _cell(text: str) -> str:
     """``text`` as literal text in one Markdown table cell: a provider's HTML error page must
     not become markup in a CI step summary."""
     return html.escape(" ".join(text.split()), quote=False).replace("|", "\\|")
-
-
-def _xml_text(value: object) -> str:
-    return _NOT_XML.sub("\ufffd", str(value))
-
-
-def render_junit(report: Mapping[str, Any]) -> str:
-    """One testcase per job; failed jobs are failures, pending jobs are skipped."""
-    return "".join(junit_pieces(report))
-
-
-def junit_pieces(report: Mapping[str, Any]) -> Iterator[str]:
-    """``render_junit``'s text in pieces, a testcase at a time (``ET.indent``'s layout)."""
-    s = report["summary"]
-    suite = ET.Element(
-        "testsuite",
-        {
-            "name": f"batchvid.{report['manifest']['name']}",
-            "tests": str(s["total"]),
-            "failures": str(s["failed"]),
-            "errors": "0",
-            "skipped": str(s["pending"]),
-        },
-    )
-    yield '<?xml version="1.0" encoding="UTF-8"?>\n'
-    if not report["jobs"]:
-        yield ET.tostring(suite, encoding="unicode") + "\n"
-        return
-    suite.text = "\n  "
-    head = ET.tostring(suite, encoding="unicode")
-    yield head[: head.rindex("</testsuite>")]
-    last = len(report["jobs"]) - 1
-    for number, j in enumerate(report["jobs"]):
-        case = _testcase(report["manifest"]["name"], j)
-        ET.indent(case, level=1)
-        case.tail = "\n" if number == last else "\n  "
-        yield ET.tostring(case, encoding="unicode")
-    yield "</testsuite>\n"
-
-
-def _testcase(suite_name: str, j: Mapping[str, Any]) -> ET.Element:
-    case = ET.Element("testcase", {"classname": suite_name, "name": j["id"]})
-    err = j["error"] or {}
-    message = short_message(str(err.get("message", "")))
-    if j["status"] == "failed":
-        node = ET.SubElement(case, "failure", {"type": _xml_text(err.get("kind", "error")),
-                                               "message": _xml_text(message)})
-        node.text = _xml_text(f"{err.get('kind')}: {message}")
-    elif j["status"] == "pending":
-        ET.SubElement(case, "skipped", {"message": _xml_text(message or "not finished")})
-    return case
 
 
 def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
