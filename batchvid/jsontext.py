@@ -18,7 +18,7 @@ error included; ``pieces`` raises ``NotPlain`` there instead.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from json.encoder import encode_basestring  # the C one, when built
 from typing import Any
 
@@ -26,6 +26,11 @@ _STRING = encode_basestring
 _INT = int.__repr__
 _FLOAT = float.__repr__
 _CONTAINERS = (dict, list, tuple)
+
+
+class Streamed(Sequence[Any]):
+    """A list whose items are made as they are read (a report's job entries): ``pieces``,
+    ``indented`` and ``reference`` write it as the list it reads as, never holding its items."""
 
 
 class _Unusual(Exception):
@@ -39,7 +44,13 @@ class NotPlain(ValueError):
 
 def reference(value: Any) -> str:
     """The text ``indented`` must equal: the standard library's (without the final newline)."""
-    return json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False)
+    return json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False, default=_listed)
+
+
+def _listed(value: Any) -> Any:
+    if isinstance(value, Streamed):
+        return list(value)
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
 
 
 def indented(value: Any) -> str:
@@ -63,6 +74,12 @@ def pieces(value: Any) -> Iterator[str]:
 
 
 def _pieces(value: Any, nl: str, levels: int) -> Iterator[str]:
+    if isinstance(value, Streamed):
+        if levels == 0 or not value:
+            value = list(value)
+        else:
+            yield from _list_pieces(value, nl, levels)
+            return
     kind = type(value)
     if levels == 0 or not value or kind not in _CONTAINERS:
         if kind is dict and value and _ENCODER is not None and len(value) <= _MAX_KEYS:
@@ -84,12 +101,24 @@ def _pieces(value: Any, nl: str, levels: int) -> Iterator[str]:
     yield nl + ("}" if kind is dict else "]")
 
 
+def _list_pieces(value: Streamed, nl: str, levels: int) -> Iterator[str]:
+    inner = nl + "  "
+    sep = "[" + inner
+    for item in value:
+        yield sep
+        yield from _pieces(item, inner, levels - 1)
+        sep = "," + inner
+    yield nl + "]"
+
+
 def _value(value: Any, out: list[str], nl: str) -> None:
     kind = type(value)
     if kind is dict:
         _dict(value, out, nl)
     elif kind is list or kind is tuple:
         _list(value, out, nl)
+    elif isinstance(value, Streamed):
+        _list(list(value), out, nl)
     else:
         out.append(_scalar(value))
 
@@ -109,9 +138,9 @@ def _dict(value: dict[Any, Any], out: list[str], nl: str) -> None:
         elif kind is dict:
             out.append(f"{sep}{_STRING(key)}: ")
             _dict(item, out, inner)
-        elif kind is list or kind is tuple:
+        elif kind is list or kind is tuple or isinstance(item, Streamed):
             out.append(f"{sep}{_STRING(key)}: ")
-            _list(item, out, inner)
+            _list(item if kind is list or kind is tuple else list(item), out, inner)
         else:
             out.append(f"{sep}{_STRING(key)}: {_scalar(item)}")
         sep = "," + inner
@@ -131,9 +160,9 @@ def _list(value: list[Any] | tuple[Any, ...], out: list[str], nl: str) -> None:
         elif kind is dict:
             out.append(sep)
             _dict(item, out, inner)
-        elif kind is list or kind is tuple:
+        elif kind is list or kind is tuple or isinstance(item, Streamed):
             out.append(sep)
-            _list(item, out, inner)
+            _list(item if kind is list or kind is tuple else list(item), out, inner)
         else:
             out.append(sep + _scalar(item))
         sep = "," + inner

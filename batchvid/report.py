@@ -9,14 +9,16 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, overload
 
 from batchvid import __version__
 from batchvid.gallery import ContentHash, write_gallery
-from batchvid.jobs import Job
+from batchvid.jsontext import Streamed
 from batchvid.junit import junit_pieces, short_message
+from batchvid.outcome import Outcome as Outcome
+from batchvid.outcome import Status as Status
 from batchvid.store import write_atomic, write_json
 
 _ROW = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
@@ -24,33 +26,7 @@ _ROW = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
 
 REPORT_VERSION = 1
 LOCK_VERSION = 1
-Status = Literal["succeeded", "skipped", "failed", "pending"]
 STATUSES: tuple[Status, ...] = ("succeeded", "skipped", "failed", "pending")
-
-
-@dataclass(slots=True)
-class Outcome:
-    """How one job ended in this run (slotted: a run holds one per job, 100,000 of them)."""
-
-    job: Job
-    status: Status
-    action: str
-    task_id: str | None = None
-    video: dict[str, Any] | None = None
-    """{path, sha256, bytes}, path relative to the output directory."""
-    cover: dict[str, Any] | None = None
-    media: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    """{kind, message} for failed and pending jobs."""
-    warnings: list[str] = field(default_factory=list)
-    attempts: int = 0
-    seconds: float | None = None
-    enhance: dict[str, Any] | None = None
-    """The prompt's rewrite (``EnhanceResult.record``) for an enhanced job, else None."""
-    poster: dict[str, Any] | None = None
-    """{path, sha256, bytes} of ``poster.jpg`` (the first frame), when one was made."""
-    provided: dict[str, Any] = field(default_factory=dict)
-    """What the provider said beside the video: ``revised_prompt``, ``provider_duration``."""
 
 
 @dataclass(frozen=True)
@@ -71,32 +47,35 @@ class RunInfo:
 
 
 def _job_entry(o: Outcome) -> dict[str, Any]:
+    video, cover, media, poster, provided = o.files()
+    job = o.job
     entry: dict[str, Any] = {
-        "id": o.job.id,
-        "index": o.job.index,
-        "key": o.job.key,
+        "id": job.id,
+        "index": job.index,
+        "key": job.key,
         "status": o.status,
         "action": o.action,
-        "sample": o.job.sample,
-        "parameters": o.job.canonical_params(),
+        "sample": job.sample,
+        "parameters": job.canonical_params(),
         "task_id": o.task_id,
-        "video": o.video,
-        "cover": o.cover,
-        "media": o.media,
+        "video": video,
+        "cover": cover,
+        "media": media,
         "error": o.error,
         "warnings": sorted(o.warnings),
-        "quality": (o.media or {}).get("quality"),
+        "quality": (media or {}).get("quality"),
     }
     if o.enhance is not None:
         entry.update(enhance_fields(o.enhance))
     # Only where there is something to say, so the entries of older reports keep their shape.
-    if o.poster is not None:
-        entry["poster"] = o.poster
-    entry.update((name, value) for name, value in sorted(o.provided.items()) if value is not None)
-    if o.job.source:
-        entry["source"] = o.job.source
-    if o.job.matrix:
-        entry["matrix"] = dict(sorted(o.job.matrix.items()))
+    if poster is not None:
+        entry["poster"] = poster
+    if provided:
+        entry.update((name, value) for name, value in sorted(provided.items()) if value is not None)
+    if job.source:
+        entry["source"] = job.source
+    if job.matrix:
+        entry["matrix"] = dict(sorted(job.matrix.items()))
     return entry
 
 
@@ -123,12 +102,49 @@ def enhance_totals(jobs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def build_report(outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
+    """report.json's content. Its ``jobs`` are a list of entries, or, when some outcome is
+    packed (a run's finished jobs), ``JobEntries``: each entry made again where it is read, so a
+    100,000-job run never holds them all (``Outcome.pack``)."""
+    jobs: Sequence[dict[str, Any]]
+    if any(o.packed for o in outcomes):
+        jobs = JobEntries(outcomes)
+    else:
+        jobs = [_job_entry(o) for o in outcomes]
     return assemble_report(
-        [_job_entry(o) for o in outcomes],
+        jobs,
         info,
         {o.job.id: {"attempts": o.attempts, "seconds": o.seconds}
          for o in outcomes if o.seconds is not None or o.attempts},
     )
+
+
+class JobEntries(Streamed):
+    """report.json's job entries, made from the outcomes as they are read (a ``Sequence``)."""
+
+    def __init__(self, outcomes: Sequence[Outcome]) -> None:
+        self._outcomes = outcomes
+
+    def __len__(self) -> int:
+        return len(self._outcomes)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return map(_job_entry, self._outcomes)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [_job_entry(o) for o in self._outcomes[index]]
+        return _job_entry(self._outcomes[index])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def assemble_report(
@@ -151,7 +167,7 @@ def assemble_report(
         "stopped": info.stopped,
         "summary": counts,
         "cost": {"amount": round(info.cost, 4), "currency": info.currency},
-        "jobs": list(jobs),
+        "jobs": jobs if isinstance(jobs, Streamed) else list(jobs),
         **extra,
         "timing": {
             "started_at": info.started_at,
@@ -196,14 +212,15 @@ def lock_data(outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
 
 
 def _pin(o: Outcome) -> dict[str, Any]:
+    video, _, _, poster, _ = o.files()
     pin: dict[str, Any] = {
         "key": o.job.key,
         "task_id": o.task_id,
-        "sha256": o.video["sha256"] if o.video else None,
+        "sha256": video["sha256"] if video else None,
         **_both_prompts(o),
     }
-    if o.poster is not None:
-        pin["poster"] = o.poster
+    if poster is not None:
+        pin["poster"] = poster
     return pin
 
 
@@ -211,18 +228,21 @@ def metadata_rows(outcomes: Iterable[Outcome]) -> Iterator[dict[str, Any]]:
     """One row per finished video, as a Hugging Face ``videofolder`` reads ``metadata.jsonl``
     (made as they are written, not all held)."""
     for o in outcomes:
-        if o.status not in ("succeeded", "skipped") or o.video is None:
+        if o.status not in ("succeeded", "skipped"):
             continue
-        media = o.media or {}
+        video, _, media, _, _ = o.files()
+        if video is None:
+            continue
+        media = media or {}
         params = o.job.canonical_params()
         yield {
-                "file_name": o.video["path"],
+                "file_name": video["path"],
                 "id": o.job.id,
                 "key": o.job.key,
                 "prompt": params.get("prompt"),
                 **_both_prompts(o),
                 "parameters": params,
-                "sha256": o.video["sha256"],
+                "sha256": video["sha256"],
                 "width": media.get("width"),
                 "height": media.get("height"),
                 "fps": media.get("fps"),

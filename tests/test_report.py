@@ -211,3 +211,22 @@ def test_junit_text_is_element_trees_for_messages_full_of_markup_quotes_and_cont
     assert render_junit(report) == _junit_by_element_tree(report)
     empty = build_report([], info)
     assert render_junit(empty) == _junit_by_element_tree(empty)
+
+
+def test_packed_outcomes_write_the_same_files_as_unpacked_ones(tmp_path: Path) -> None:
+    """A run's finished outcomes are packed (Outcome.pack): every report file, report.html
+    included, has the same bytes as from the same outcomes unpacked, and they read back equal."""
+    plain = _outcomes()
+    plain[0].poster = {"path": "jobs/ok/poster.jpg", "sha256": "b" * 64, "bytes": 3}
+    plain[0].provided = {"revised_prompt": "a fox, ünï", "provider_duration": None}
+    packed = _outcomes()
+    packed[0].poster, packed[0].provided = plain[0].poster, dict(plain[0].provided)
+    for o in packed:
+        o.pack()
+    assert all(o.packed for o in packed) and packed == plain
+    write_outputs(tmp_path / "plain", plain, _info())
+    report = write_outputs(tmp_path / "packed", packed, _info())
+    assert not isinstance(report["jobs"], list)  # made where read, never all held
+    assert report["jobs"] == build_report(plain, _info())["jobs"]
+    for name in ("report.json", "report.md", "junit.xml", "metadata.jsonl", "batchvid.lock", "report.html"):
+        assert (tmp_path / "packed" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes(), name
