@@ -258,10 +258,18 @@ AGAIN = {"reattach": "re-attached", "download": "downloaded again"}
 def succeeded_counts(report: Mapping[str, Any]) -> dict[str, int]:
     """The succeeded jobs split by how this run got them: ``generated`` (a create it paid for,
     or an older report that did not record the action), then ``AGAIN``'s words when nonzero."""
-    counts = {"generated": 0} | {word: 0 for word in AGAIN.values()}
+    counts = _new_counts()
     for job in report["jobs"]:
         if job["status"] == "succeeded":
             counts[AGAIN.get(job.get("action", "submit"), "generated")] += 1
+    return _said(counts)
+
+
+def _new_counts() -> dict[str, int]:
+    return {"generated": 0} | {word: 0 for word in AGAIN.values()}
+
+
+def _said(counts: dict[str, int]) -> dict[str, int]:
     return {word: n for word, n in counts.items() if n or word == "generated"}
 
 
@@ -273,6 +281,26 @@ def _both_prompts(o: Outcome) -> dict[str, Any]:
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
+    """report.md, from one pass over the job entries (they may be made as they are read)."""
+    counts = _new_counts()
+    failed: list[Mapping[str, Any]] = []
+    warned: list[Mapping[str, Any]] = []
+    enhanced: list[Mapping[str, Any]] = []
+    rows = []
+    for j in report["jobs"]:
+        status = j["status"]
+        if status == "succeeded":
+            counts[AGAIN.get(j.get("action", "submit"), "generated")] += 1
+        elif status in ("failed", "pending"):
+            failed.append(j)
+        if j["warnings"]:
+            warned.append(j)
+        if "enhance" in j:
+            enhanced.append(j)
+        sha = j["video"]["sha256"][:12] if j["video"] else ""
+        p = j["parameters"]
+        rows.append(f"| `{j['id']}` | {status} | {p.get('model')} | {p.get('size', '')} | {sha} "
+                    f"| {_signals(j.get('quality'))} |")
     s = report["summary"]
     manifest = report["manifest"]
     icon = {0: "✅", 1: "❌", 3: "⏸️"}.get(report["exit_code"], "❌")
@@ -281,7 +309,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
         f"{s['total']} jobs: "
         + "".join(f"**{n} {w}**, " if w == "generated" else f"{n} {w}, "
-                  for w, n in succeeded_counts(report).items())
+                  for w, n in _said(counts).items())
         + f"{s['skipped']} already done, "
         f"**{s['failed']} failed**, {s['pending']} pending · provider `{manifest['provider']}` · "
         f"cost {report['cost']['amount']:g} {report['cost']['currency']}",
@@ -296,7 +324,6 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if report["stopped"]:
         lines += [f"> Stopped early ({report['stopped']['reason']}): "
                   f"{report['stopped']['message']} — run again to resume.", ""]
-    failed = [j for j in report["jobs"] if j["status"] in ("failed", "pending")]
     if failed:
         lines += ["| job | status | kind | message |", "|---|---|---|---|"]
         for j in failed:
@@ -304,20 +331,15 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             message = _cell(short_message(str(err.get("message", ""))))
             lines.append(f"| `{j['id']}` | {j['status']} | {err.get('kind', '')} | {message} |")
         lines.append("")
-    warned = [j for j in report["jobs"] if j["warnings"]]
     if warned:
         lines += ["Warnings:", ""]
         lines += [f"- `{j['id']}`: {w}" for j in warned for w in j["warnings"]]
         lines.append("")
-    lines += enhance_markdown(report)
+    lines += enhance_markdown(report, enhanced)
     lines += ["<details><summary>All jobs</summary>", "",
               "| job | status | model | size | sha256 | motion · black · frozen |",
               "|---|---|---|---|---|---|"]
-    for j in report["jobs"]:
-        sha = j["video"]["sha256"][:12] if j["video"] else ""
-        p = j["parameters"]
-        lines.append(f"| `{j['id']}` | {j['status']} | {p.get('model')} | {p.get('size', '')} | {sha} "
-                     f"| {_signals(j.get('quality'))} |")
+    lines += rows
     lines += ["", "</details>", ""]
     return "\n".join(lines)
 
@@ -326,13 +348,16 @@ MARKDOWN_PROMPTS = 50
 """Up to this many enhanced jobs, report.md shows both prompts of each; beyond, a count."""
 
 
-def enhance_markdown(report: Mapping[str, Any]) -> list[str]:
+def enhance_markdown(
+    report: Mapping[str, Any], enhanced: Sequence[Mapping[str, Any]] | None = None
+) -> list[str]:
     """report.md's lines on prompt enhancement: each enhanced job's prompt as written and as
-    sent (or, for many jobs, the counts), and the rewrites' warnings. None without any."""
+    sent (or, for many jobs, the counts), and the rewrites' warnings. None without any.
+    ``enhanced``: the report's enhanced job entries, when already picked out."""
     totals = report.get("enhance")
     if not totals:
         return []
-    jobs = [j for j in report["jobs"] if "enhance" in j]
+    jobs = [j for j in report["jobs"] if "enhance" in j] if enhanced is None else enhanced
     lines = [
         f"Prompt enhancement: {totals['jobs']} jobs, {totals['requests']} chat requests, "
         f"{totals['tokens']} tokens; {totals['truncated']} cut to fit, "
