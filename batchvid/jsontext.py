@@ -18,7 +18,7 @@ error included; ``pieces`` raises ``NotPlain`` there instead.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from json.encoder import encode_basestring  # the C one, when built
 from typing import Any
 
@@ -31,6 +31,17 @@ _CONTAINERS = (dict, list, tuple)
 class Streamed(Sequence[Any]):
     """A list whose items are made as they are read (a report's job entries): ``pieces``,
     ``indented`` and ``reference`` write it as the list it reads as, never holding its items."""
+
+
+class StreamedItems:
+    """A dict whose items are made as they are read, in the order of their keys (a lock's pins
+    of every job): ``items()`` yields them sorted by key, each key once."""
+
+    def items(self) -> Iterable[tuple[str, Any]]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
 
 
 class _Unusual(Exception):
@@ -50,6 +61,8 @@ def reference(value: Any) -> str:
 def _listed(value: Any) -> Any:
     if isinstance(value, Streamed):
         return list(value)
+    if isinstance(value, StreamedItems):
+        return dict(value.items())
     raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
 
 
@@ -74,15 +87,17 @@ def pieces(value: Any) -> Iterator[str]:
 
 
 def _pieces(value: Any, nl: str, levels: int) -> Iterator[str]:
-    if isinstance(value, Streamed):
-        if levels == 0 or not value:
-            value = list(value)
+    if isinstance(value, Streamed | StreamedItems):
+        if not value:
+            value = [] if isinstance(value, Streamed) else {}
         else:
-            yield from _list_pieces(value, nl, levels)
+            yield from _streamed_pieces(value, nl, levels)
             return
     kind = type(value)
+    if levels == 0 and kind in _CONTAINERS and len(value) > _MAX_KEYS:
+        levels = 1  # thousands of items (a report's timing of every job): a piece each
     if levels == 0 or not value or kind not in _CONTAINERS:
-        if kind is dict and value and _ENCODER is not None and len(value) <= _MAX_KEYS:
+        if kind is dict and value and _ENCODER is not None:
             yield _shaped(value, nl)
             return
         out: list[str] = []
@@ -91,24 +106,37 @@ def _pieces(value: Any, nl: str, levels: int) -> Iterator[str]:
         return
     if kind is dict and any(type(key) is not str for key in value):
         raise _Unusual
-    inner = nl + "  "
-    sep = ("{" if kind is dict else "[") + inner
     items = sorted(value.items()) if kind is dict else ((None, v) for v in value)
+    yield from _item_pieces(items, "{" if kind is dict else "[", nl, levels)
+
+
+def _streamed_pieces(value: Streamed | StreamedItems, nl: str, levels: int) -> Iterator[str]:
+    if isinstance(value, Streamed):
+        yield from _item_pieces(((None, v) for v in value), "[", nl, max(levels, 1))
+        return
+    yield from _item_pieces(_in_order(value.items()), "{", nl, max(levels, 1))
+
+
+def _in_order(items: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """``items``, each key checked to be a string after the one before (json.dumps's order)."""
+    last = None
+    for key, item in items:
+        if type(key) is not str or (last is not None and key <= last):
+            raise _Unusual
+        last = key
+        yield key, item
+
+
+def _item_pieces(
+    items: Iterable[tuple[str | None, Any]], opening: str, nl: str, levels: int
+) -> Iterator[str]:
+    inner = nl + "  "
+    sep = opening + inner
     for key, item in items:
         yield sep if key is None else f"{sep}{_STRING(key)}: "
         yield from _pieces(item, inner, levels - 1)
         sep = "," + inner
-    yield nl + ("}" if kind is dict else "]")
-
-
-def _list_pieces(value: Streamed, nl: str, levels: int) -> Iterator[str]:
-    inner = nl + "  "
-    sep = "[" + inner
-    for item in value:
-        yield sep
-        yield from _pieces(item, inner, levels - 1)
-        sep = "," + inner
-    yield nl + "]"
+    yield nl + ("}" if opening == "{" else "]")
 
 
 def _value(value: Any, out: list[str], nl: str) -> None:
@@ -119,6 +147,8 @@ def _value(value: Any, out: list[str], nl: str) -> None:
         _list(value, out, nl)
     elif isinstance(value, Streamed):
         _list(list(value), out, nl)
+    elif isinstance(value, StreamedItems):
+        _dict(dict(value.items()), out, nl)
     else:
         out.append(_scalar(value))
 

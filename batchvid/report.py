@@ -15,7 +15,7 @@ from typing import Any, overload
 
 from batchvid import __version__
 from batchvid.gallery import ContentHash, write_gallery
-from batchvid.jsontext import Streamed
+from batchvid.jsontext import Streamed, StreamedItems
 from batchvid.junit import junit_pieces, short_message
 from batchvid.outcome import Outcome as Outcome
 from batchvid.outcome import Status as Status
@@ -199,16 +199,23 @@ def lock_document(name: str, provider: str, jobs: Mapping[str, Any]) -> dict[str
 
 
 def lock_data(outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
-    """job id -> key, task id, video sha256: the pin to commit beside the manifest."""
-    return lock_document(
-        info.name,
-        info.provider,
-        {
-            o.job.id: _pin(o)
-            for o in outcomes
-            if o.status in ("succeeded", "skipped")
-        },
-    )
+    """job id -> key, task id, video sha256: the pin to commit beside the manifest (each pin
+    made as it is written: ``Pins``)."""
+    return lock_document(info.name, info.provider, {}) | {"jobs": Pins(outcomes)}
+
+
+class Pins(StreamedItems):
+    """batchvid.lock's ``jobs``: the done jobs' pins by id, made as they are read."""
+
+    def __init__(self, outcomes: Sequence[Outcome]) -> None:
+        self._done = sorted((o for o in outcomes if o.status in ("succeeded", "skipped")),
+                            key=lambda o: o.job.id)
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        return ((o.job.id, _pin(o)) for o in self._done)
 
 
 def _pin(o: Outcome) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from batchvid.durable import dumps, write_json
-from batchvid.jsontext import NotPlain, indented, pieces, reference
+from batchvid.jsontext import NotPlain, Streamed, StreamedItems, indented, pieces, reference
 
 
 def _value(rng: random.Random, depth: int = 0) -> Any:
@@ -129,3 +129,47 @@ def test_a_dict_too_big_for_a_template_gets_the_standard_librarys_text() -> None
     report = {"timing": {"jobs": {f"j{i}": {"attempts": 1, "seconds": i / 7} for i in range(3000)}},
               "jobs": [{"big": {str(i): {"x": i} for i in range(300)}}]}
     assert "".join(pieces(report)) == reference(report)
+
+
+class _Rows(Streamed):
+    def __init__(self, n: int) -> None:
+        self.n, self.reads = n, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: Any) -> Any:
+        raise AssertionError("read in order, never indexed")
+
+    def __iter__(self) -> Any:
+        self.reads += 1
+        return ({"id": f"j{i}", "media": {"fps": 30.0, "q": [i]}} for i in range(self.n))
+
+
+class _Pins(StreamedItems):
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def items(self) -> Any:
+        return ((k, {"sha256": k * 2}) for k in self.keys)
+
+
+def test_streamed_lists_and_dicts_are_written_as_the_list_and_dict_they_read_as(tmp_path: Path) -> None:
+    """A report whose jobs are made as they are read, and a lock whose pins are: the text of the
+    materialised document; empty ones too."""
+    rows, pins = _Rows(300), _Pins([f"p{i:04d}" for i in range(3000)])
+    doc = {"jobs": rows, "lock": {"jobs": pins}, "none": _Rows(0), "nothing": _Pins([])}
+    plain = {"jobs": list(rows), "lock": {"jobs": dict(pins.items())}, "none": [], "nothing": {}}
+    assert "".join(pieces(doc)) == reference(plain) == reference(doc) == indented(doc)
+    write_json(tmp_path / "doc.json", doc)
+    assert (tmp_path / "doc.json").read_text() == dumps(plain)
+
+
+def test_streamed_items_out_of_key_order_are_left_to_json_dumps() -> None:
+    """Pins not in key order: pieces says NotPlain (json.dumps sorts them)."""
+    with pytest.raises(NotPlain):
+        "".join(pieces({"jobs": _Pins(["b", "a"])}))
+    assert reference({"jobs": _Pins(["b", "a"])}) == reference({"jobs": {"a": {"sha256": "aa"}, "b": {"sha256": "bb"}}})
