@@ -91,7 +91,11 @@ def enhance_fields(rewrite: Mapping[str, Any]) -> dict[str, Any]:
 def enhance_totals(jobs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """report.json's ``enhance``: the enhanced jobs, and the chat requests and tokens behind
     their prompts (those of an earlier run included: a reused rewrite costs nothing again)."""
-    enhanced = [j["enhance"] for j in jobs if "enhance" in j]
+    return _enhance_totals([j["enhance"] for j in jobs if "enhance" in j])
+
+
+def _enhance_totals(enhanced: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``enhance_totals`` of the enhanced entries' ``enhance`` sections."""
     return {
         "jobs": len(enhanced),
         "requests": sum(e.get("requests") or 0 for e in enhanced),
@@ -152,11 +156,14 @@ def assemble_report(
 ) -> dict[str, Any]:
     """The report from its job entries (in manifest order) and the run's facts."""
     counts: dict[str, int] = {s: 0 for s in STATUSES}
-    for j in jobs:
+    enhanced = []
+    for j in jobs:  # one pass: the entries may be made as they are read
         counts[j["status"]] += 1
+        if "enhance" in j:
+            enhanced.append(j["enhance"])
     counts["total"] = len(jobs)
     shard = {"shard": {"index": info.shard[0], "count": info.shard[1]}} if info.shard else {}
-    totals = enhance_totals(jobs)
+    totals = _enhance_totals(enhanced)
     extra = {"enhance": totals} if totals["jobs"] else {}
     return {
         "report_version": REPORT_VERSION,
