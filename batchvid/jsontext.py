@@ -5,7 +5,10 @@
 level, about 1 µs a value: over a second for the report of 10,000 jobs. ``indented`` writes the
 same text with one plain function call per container and the C string encoder; ``pieces`` yields
 it in pieces (one per item of the document's top two levels), so a 100,000-job report is written
-without its whole text, or a list of its millions of fragments, ever being in memory.
+without its whole text, or a list of its millions of fragments, ever being in memory. There,
+each dict at the bottom level (a report's job entry, a lock's pin) is written through a template
+of its shape, its scalars encoded by json's C encoder in one call (see "dicts of one shape"
+below): about the cost of ``json.dumps`` without indentation.
 
 Anything outside what batchvid writes (a non-string key, a NaN, a type JSON does not know, a
 cycle) is handed to ``json.dumps`` itself by ``indented``, so the result is always its result,
@@ -15,7 +18,7 @@ error included; ``pieces`` raises ``NotPlain`` there instead.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from json.encoder import encode_basestring  # the C one, when built
 from typing import Any
 
@@ -23,6 +26,22 @@ _STRING = encode_basestring
 _INT = int.__repr__
 _FLOAT = float.__repr__
 _CONTAINERS = (dict, list, tuple)
+
+
+class Streamed(Sequence[Any]):
+    """A list whose items are made as they are read (a report's job entries): ``pieces``,
+    ``indented`` and ``reference`` write it as the list it reads as, never holding its items."""
+
+
+class StreamedItems:
+    """A dict whose items are made as they are read, in the order of their keys (a lock's pins
+    of every job): ``items()`` yields them sorted by key, each key once."""
+
+    def items(self) -> Iterable[tuple[str, Any]]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
 
 
 class _Unusual(Exception):
@@ -36,7 +55,15 @@ class NotPlain(ValueError):
 
 def reference(value: Any) -> str:
     """The text ``indented`` must equal: the standard library's (without the final newline)."""
-    return json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False)
+    return json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False, default=_listed)
+
+
+def _listed(value: Any) -> Any:
+    if isinstance(value, Streamed):
+        return list(value)
+    if isinstance(value, StreamedItems):
+        return dict(value.items())
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
 
 
 def indented(value: Any) -> str:
@@ -45,7 +72,7 @@ def indented(value: Any) -> str:
         out: list[str] = []
         _value(value, out, "\n")
         return "".join(out)
-    except (_Unusual, RecursionError, TypeError):
+    except (_Unusual, RecursionError, TypeError, ValueError):
         return reference(value)
 
 
@@ -55,27 +82,61 @@ def pieces(value: Any) -> Iterator[str]:
     at a value only ``json.dumps`` encodes: then write ``indented(value)`` instead."""
     try:
         yield from _pieces(value, "\n", 2)
-    except (_Unusual, RecursionError, TypeError):
+    except (_Unusual, RecursionError, TypeError, ValueError):
         raise NotPlain("a value json.dumps must encode") from None
 
 
 def _pieces(value: Any, nl: str, levels: int) -> Iterator[str]:
+    if isinstance(value, Streamed | StreamedItems):
+        if not value:
+            value = [] if isinstance(value, Streamed) else {}
+        else:
+            yield from _streamed_pieces(value, nl, levels)
+            return
     kind = type(value)
+    if levels == 0 and kind in _CONTAINERS and len(value) > _MAX_KEYS:
+        levels = 1  # thousands of items (a report's timing of every job): a piece each
     if levels == 0 or not value or kind not in _CONTAINERS:
+        if kind is dict and value and _ENCODER is not None:
+            yield _shaped(value, nl)
+            return
         out: list[str] = []
         _value(value, out, nl)
         yield "".join(out)
         return
     if kind is dict and any(type(key) is not str for key in value):
         raise _Unusual
-    inner = nl + "  "
-    sep = ("{" if kind is dict else "[") + inner
     items = sorted(value.items()) if kind is dict else ((None, v) for v in value)
+    yield from _item_pieces(items, "{" if kind is dict else "[", nl, levels)
+
+
+def _streamed_pieces(value: Streamed | StreamedItems, nl: str, levels: int) -> Iterator[str]:
+    if isinstance(value, Streamed):
+        yield from _item_pieces(((None, v) for v in value), "[", nl, max(levels, 1))
+        return
+    yield from _item_pieces(_in_order(value.items()), "{", nl, max(levels, 1))
+
+
+def _in_order(items: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """``items``, each key checked to be a string after the one before (json.dumps's order)."""
+    last = None
+    for key, item in items:
+        if type(key) is not str or (last is not None and key <= last):
+            raise _Unusual
+        last = key
+        yield key, item
+
+
+def _item_pieces(
+    items: Iterable[tuple[str | None, Any]], opening: str, nl: str, levels: int
+) -> Iterator[str]:
+    inner = nl + "  "
+    sep = opening + inner
     for key, item in items:
         yield sep if key is None else f"{sep}{_STRING(key)}: "
         yield from _pieces(item, inner, levels - 1)
         sep = "," + inner
-    yield nl + ("}" if kind is dict else "]")
+    yield nl + ("}" if opening == "{" else "]")
 
 
 def _value(value: Any, out: list[str], nl: str) -> None:
@@ -84,6 +145,10 @@ def _value(value: Any, out: list[str], nl: str) -> None:
         _dict(value, out, nl)
     elif kind is list or kind is tuple:
         _list(value, out, nl)
+    elif isinstance(value, Streamed):
+        _list(list(value), out, nl)
+    elif isinstance(value, StreamedItems):
+        _dict(dict(value.items()), out, nl)
     else:
         out.append(_scalar(value))
 
@@ -103,9 +168,9 @@ def _dict(value: dict[Any, Any], out: list[str], nl: str) -> None:
         elif kind is dict:
             out.append(f"{sep}{_STRING(key)}: ")
             _dict(item, out, inner)
-        elif kind is list or kind is tuple:
+        elif kind is list or kind is tuple or isinstance(item, Streamed):
             out.append(f"{sep}{_STRING(key)}: ")
-            _list(item, out, inner)
+            _list(item if kind is list or kind is tuple else list(item), out, inner)
         else:
             out.append(f"{sep}{_STRING(key)}: {_scalar(item)}")
         sep = "," + inner
@@ -125,9 +190,9 @@ def _list(value: list[Any] | tuple[Any, ...], out: list[str], nl: str) -> None:
         elif kind is dict:
             out.append(sep)
             _dict(item, out, inner)
-        elif kind is list or kind is tuple:
+        elif kind is list or kind is tuple or isinstance(item, Streamed):
             out.append(sep)
-            _list(item, out, inner)
+            _list(item if kind is list or kind is tuple else list(item), out, inner)
         else:
             out.append(sep + _scalar(item))
         sep = "," + inner
@@ -152,3 +217,131 @@ def _scalar(value: Any) -> str:
 
 
 _INF = float("inf")
+
+
+# -- dicts of one shape: a report's job entries, a lock's pins ----------------------------------
+#
+# The job entries of a report all have the same keys, nested the same way, with scalars in the
+# same places: the indented text of an entry is one text with holes for its scalars. A
+# ``_Shape`` is that text (``template``, its literal parts ``%``-escaped) and a function made
+# for it (``scalars``) that checks a dict's keys and those of its nested dicts against the
+# shape and returns its scalars in the text's order, straight-line code generated once per
+# shape (as ``dataclasses`` makes ``__init__``; keys are passed in as values, never as code).
+# The scalars are encoded by json's C encoder in one call, as a list whose item separator
+# (``_HOLE``, a control character JSON always escapes inside strings) can only appear between
+# them, so the text splits into exactly one piece per scalar. A dict that does not fit the last
+# shape used gets its own (made once per distinct shape and indentation).
+
+
+class _Misfit(Exception):
+    """A dict that does not have the shape tried."""
+
+
+class _Shape:
+    __slots__ = ("scalars", "template")
+
+    def __init__(self, signature: tuple[tuple[str, Any], ...], nl: str) -> None:
+        keys: list[str] = []
+        key_sets: list[frozenset[str]] = []
+        lines = ["def scalars(d0):"]
+        holes: list[str] = []
+
+        def walk(name: str, sig: tuple[tuple[str, Any], ...], nl: str) -> str:
+            key_sets.append(frozenset(key for key, _ in sig))
+            lines.append(f" if type({name}) is not dict or {name}.keys() != S[{len(key_sets) - 1}]: raise M")
+            inner, parts = nl + "  ", []
+            for key, sub in sig:
+                keys.append(key)
+                got = f"{name}[K[{len(keys) - 1}]]"
+                text = _STRING(key).replace("%", "%%") + ": "
+                if sub is None:
+                    holes.append(got)
+                    parts.append(text + "%s")
+                else:
+                    child = f"d{len(key_sets)}"
+                    lines.append(f" {child} = {got}")
+                    parts.append(text + walk(child, sub, inner))
+            return "{" + inner + ("," + inner).join(parts) + nl + "}"
+
+        self.template = walk("d0", signature, nl)
+        lines.append(f" return [0, {', '.join(holes)}]")
+        namespace: dict[str, Any] = {"K": tuple(keys), "S": tuple(key_sets), "M": _Misfit}
+        exec("\n".join(lines), namespace)  # code of our own making; keys are data
+        self.scalars: Callable[[dict[str, Any]], list[Any]] = namespace["scalars"]
+
+
+def _is_dict(value: Any) -> bool:
+    return type(value) is dict and bool(value)
+
+
+_HOLE = "\x00"
+_SCALARS: Any = None
+"""json's C encoder for a list of scalars, ``_HOLE`` between them (made at first use)."""
+_SHAPES: dict[tuple[str, Any], _Shape] = {}
+_LAST: dict[str, _Shape] = {}
+"""The shape last used at each indentation: the next dict there most likely has it too."""
+_MAX_SHAPES = 256
+_MAX_KEYS = 200
+"""Dicts of more keys than this in all (a report's timing of every job) go the long way."""
+
+
+def _shaped(value: dict[Any, Any], nl: str) -> str:
+    """``_value(value)``'s text for a non-empty dict, through its shape's template."""
+    global _SCALARS
+    if _SCALARS is None:
+        _SCALARS = _ENCODER(None, _refuse, _STRING, None, ":\x01 ", _HOLE, False, False, False)
+    shape = _LAST.get(nl)
+    try:
+        if shape is None:
+            raise _Misfit
+        scalars = shape.scalars(value)
+    except _Misfit:
+        shape = _shape_of(value, nl)
+        if shape is None:  # too big to be worth a template
+            out: list[str] = []
+            _dict(value, out, nl)
+            return "".join(out)
+        scalars = shape.scalars(value)
+    text = "".join(_SCALARS(scalars, 0))
+    # A non-empty dict among the scalars shows its key separator; a non-empty list, a _HOLE
+    # followed by "[" and not "]": such a dict is written the long way.
+    if ":\x01" in text or text.count(_HOLE + "[") != text.count(_HOLE + "[]"):
+        out = []
+        _dict(value, out, nl)
+        return "".join(out)
+    return shape.template % tuple(text[3:-1].split(_HOLE))
+
+
+def _shape_of(value: dict[Any, Any], nl: str) -> _Shape | None:
+    """The shape of ``value`` (made at its first use), or None for a dict of more than
+    ``_MAX_KEYS`` keys in all."""
+    budget = [_MAX_KEYS]
+    signature = _signature(value, budget)
+    if budget[0] < 0:
+        return None
+    shape = _SHAPES.get((nl, signature))
+    if shape is None:
+        if len(_SHAPES) >= _MAX_SHAPES:
+            _SHAPES.clear()
+        shape = _SHAPES[nl, signature] = _Shape(signature, nl)
+    _LAST[nl] = shape
+    return shape
+
+
+def _signature(value: dict[Any, Any], budget: list[int]) -> tuple[tuple[str, Any], ...]:
+    """The keys of ``value``, sorted, each with the signature of its value when that is a
+    non-empty dict (else None); ``budget[0]`` less the keys seen (given up below 0)."""
+    budget[0] -= len(value)
+    if budget[0] < 0:
+        return ()
+    if any(type(key) is not str for key in value):
+        raise _Unusual
+    return tuple(sorted((key, _signature(item, budget) if _is_dict(item) else None) for key, item in value.items()))
+
+
+def _refuse(value: Any) -> Any:
+    raise _Unusual  # a type JSON does not know: json.dumps decides
+
+
+_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+"""json's C encoder (None on a Python built without it: then dicts are written the long way)."""

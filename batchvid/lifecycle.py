@@ -190,6 +190,7 @@ class JobLife:
         event = JobDownloaded(self.job.id, video["bytes"]) if downloaded else None
         await self._commit(S, entry, event, status="succeeded", error=None, video=video,
                            cover=cover, media=media, poster=poster, provided=said)
+        self.outcome.pack()  # its records as one compact text until the report is written
 
     def failed(
         self,

@@ -8,59 +8,25 @@ from __future__ import annotations
 
 import html
 import json
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-from xml.etree import ElementTree as ET
+from typing import Any, overload
 
 from batchvid import __version__
 from batchvid.gallery import ContentHash, write_gallery
-from batchvid.jobs import Job
+from batchvid.jsontext import Streamed, StreamedItems
+from batchvid.junit import junit_pieces, short_message
+from batchvid.outcome import Outcome as Outcome
+from batchvid.outcome import Status as Status
 from batchvid.store import write_atomic, write_json
-
-# Characters XML 1.0 forbids even escaped; a provider's error body may carry them.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
-
-# Markup in a provider's error body (an HTML 502 page): the hidden parts, then any tag.
-_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_TAG = re.compile(r"<!--.*?-->|</?[A-Za-z!][^<>]*>", re.DOTALL)
-_LOOKS_HTML = re.compile(r"<(!doctype|html|head|body|title|h[1-6]|p|div|center|hr|br|pre)\b", re.I)
-SHORT_MESSAGE_CHARS = 200
 
 _ROW = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
 """A metadata.jsonl line (``json.dumps(row, sort_keys=True, ensure_ascii=False)``'s text)."""
 
 REPORT_VERSION = 1
 LOCK_VERSION = 1
-Status = Literal["succeeded", "skipped", "failed", "pending"]
 STATUSES: tuple[Status, ...] = ("succeeded", "skipped", "failed", "pending")
-
-
-@dataclass(slots=True)
-class Outcome:
-    """How one job ended in this run (slotted: a run holds one per job, 100,000 of them)."""
-
-    job: Job
-    status: Status
-    action: str
-    task_id: str | None = None
-    video: dict[str, Any] | None = None
-    """{path, sha256, bytes}, path relative to the output directory."""
-    cover: dict[str, Any] | None = None
-    media: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    """{kind, message} for failed and pending jobs."""
-    warnings: list[str] = field(default_factory=list)
-    attempts: int = 0
-    seconds: float | None = None
-    enhance: dict[str, Any] | None = None
-    """The prompt's rewrite (``EnhanceResult.record``) for an enhanced job, else None."""
-    poster: dict[str, Any] | None = None
-    """{path, sha256, bytes} of ``poster.jpg`` (the first frame), when one was made."""
-    provided: dict[str, Any] = field(default_factory=dict)
-    """What the provider said beside the video: ``revised_prompt``, ``provider_duration``."""
 
 
 @dataclass(frozen=True)
@@ -81,32 +47,35 @@ class RunInfo:
 
 
 def _job_entry(o: Outcome) -> dict[str, Any]:
+    video, cover, media, poster, provided = o.files()
+    job = o.job
     entry: dict[str, Any] = {
-        "id": o.job.id,
-        "index": o.job.index,
-        "key": o.job.key,
+        "id": job.id,
+        "index": job.index,
+        "key": job.key,
         "status": o.status,
         "action": o.action,
-        "sample": o.job.sample,
-        "parameters": o.job.canonical_params(),
+        "sample": job.sample,
+        "parameters": job.canonical_params(),
         "task_id": o.task_id,
-        "video": o.video,
-        "cover": o.cover,
-        "media": o.media,
+        "video": video,
+        "cover": cover,
+        "media": media,
         "error": o.error,
         "warnings": sorted(o.warnings),
-        "quality": (o.media or {}).get("quality"),
+        "quality": (media or {}).get("quality"),
     }
     if o.enhance is not None:
         entry.update(enhance_fields(o.enhance))
     # Only where there is something to say, so the entries of older reports keep their shape.
-    if o.poster is not None:
-        entry["poster"] = o.poster
-    entry.update((name, value) for name, value in sorted(o.provided.items()) if value is not None)
-    if o.job.source:
-        entry["source"] = o.job.source
-    if o.job.matrix:
-        entry["matrix"] = dict(sorted(o.job.matrix.items()))
+    if poster is not None:
+        entry["poster"] = poster
+    if provided:
+        entry.update((name, value) for name, value in sorted(provided.items()) if value is not None)
+    if job.source:
+        entry["source"] = job.source
+    if job.matrix:
+        entry["matrix"] = dict(sorted(job.matrix.items()))
     return entry
 
 
@@ -122,7 +91,11 @@ def enhance_fields(rewrite: Mapping[str, Any]) -> dict[str, Any]:
 def enhance_totals(jobs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """report.json's ``enhance``: the enhanced jobs, and the chat requests and tokens behind
     their prompts (those of an earlier run included: a reused rewrite costs nothing again)."""
-    enhanced = [j["enhance"] for j in jobs if "enhance" in j]
+    return _enhance_totals([j["enhance"] for j in jobs if "enhance" in j])
+
+
+def _enhance_totals(enhanced: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``enhance_totals`` of the enhanced entries' ``enhance`` sections."""
     return {
         "jobs": len(enhanced),
         "requests": sum(e.get("requests") or 0 for e in enhanced),
@@ -133,12 +106,49 @@ def enhance_totals(jobs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def build_report(outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
+    """report.json's content. Its ``jobs`` are a list of entries, or, when some outcome is
+    packed (a run's finished jobs), ``JobEntries``: each entry made again where it is read, so a
+    100,000-job run never holds them all (``Outcome.pack``)."""
+    jobs: Sequence[dict[str, Any]]
+    if any(o.packed for o in outcomes):
+        jobs = JobEntries(outcomes)
+    else:
+        jobs = [_job_entry(o) for o in outcomes]
     return assemble_report(
-        [_job_entry(o) for o in outcomes],
+        jobs,
         info,
         {o.job.id: {"attempts": o.attempts, "seconds": o.seconds}
          for o in outcomes if o.seconds is not None or o.attempts},
     )
+
+
+class JobEntries(Streamed):
+    """report.json's job entries, made from the outcomes as they are read (a ``Sequence``)."""
+
+    def __init__(self, outcomes: Sequence[Outcome]) -> None:
+        self._outcomes = outcomes
+
+    def __len__(self) -> int:
+        return len(self._outcomes)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return map(_job_entry, self._outcomes)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [_job_entry(o) for o in self._outcomes[index]]
+        return _job_entry(self._outcomes[index])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def assemble_report(
@@ -146,11 +156,14 @@ def assemble_report(
 ) -> dict[str, Any]:
     """The report from its job entries (in manifest order) and the run's facts."""
     counts: dict[str, int] = {s: 0 for s in STATUSES}
-    for j in jobs:
+    enhanced = []
+    for j in jobs:  # one pass: the entries may be made as they are read
         counts[j["status"]] += 1
+        if "enhance" in j:
+            enhanced.append(j["enhance"])
     counts["total"] = len(jobs)
     shard = {"shard": {"index": info.shard[0], "count": info.shard[1]}} if info.shard else {}
-    totals = enhance_totals(jobs)
+    totals = _enhance_totals(enhanced)
     extra = {"enhance": totals} if totals["jobs"] else {}
     return {
         "report_version": REPORT_VERSION,
@@ -161,7 +174,7 @@ def assemble_report(
         "stopped": info.stopped,
         "summary": counts,
         "cost": {"amount": round(info.cost, 4), "currency": info.currency},
-        "jobs": list(jobs),
+        "jobs": jobs if isinstance(jobs, Streamed) else list(jobs),
         **extra,
         "timing": {
             "started_at": info.started_at,
@@ -193,27 +206,35 @@ def lock_document(name: str, provider: str, jobs: Mapping[str, Any]) -> dict[str
 
 
 def lock_data(outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
-    """job id -> key, task id, video sha256: the pin to commit beside the manifest."""
-    return lock_document(
-        info.name,
-        info.provider,
-        {
-            o.job.id: _pin(o)
-            for o in outcomes
-            if o.status in ("succeeded", "skipped")
-        },
-    )
+    """job id -> key, task id, video sha256: the pin to commit beside the manifest (each pin
+    made as it is written: ``Pins``)."""
+    return lock_document(info.name, info.provider, {}) | {"jobs": Pins(outcomes)}
+
+
+class Pins(StreamedItems):
+    """batchvid.lock's ``jobs``: the done jobs' pins by id, made as they are read."""
+
+    def __init__(self, outcomes: Sequence[Outcome]) -> None:
+        self._done = sorted((o for o in outcomes if o.status in ("succeeded", "skipped")),
+                            key=lambda o: o.job.id)
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        return ((o.job.id, _pin(o)) for o in self._done)
 
 
 def _pin(o: Outcome) -> dict[str, Any]:
+    video, _, _, poster, _ = o.files()
     pin: dict[str, Any] = {
         "key": o.job.key,
         "task_id": o.task_id,
-        "sha256": o.video["sha256"] if o.video else None,
+        "sha256": video["sha256"] if video else None,
         **_both_prompts(o),
     }
-    if o.poster is not None:
-        pin["poster"] = o.poster
+    if poster is not None:
+        pin["poster"] = poster
     return pin
 
 
@@ -221,18 +242,21 @@ def metadata_rows(outcomes: Iterable[Outcome]) -> Iterator[dict[str, Any]]:
     """One row per finished video, as a Hugging Face ``videofolder`` reads ``metadata.jsonl``
     (made as they are written, not all held)."""
     for o in outcomes:
-        if o.status not in ("succeeded", "skipped") or o.video is None:
+        if o.status not in ("succeeded", "skipped"):
             continue
-        media = o.media or {}
+        video, _, media, _, _ = o.files()
+        if video is None:
+            continue
+        media = media or {}
         params = o.job.canonical_params()
         yield {
-                "file_name": o.video["path"],
+                "file_name": video["path"],
                 "id": o.job.id,
                 "key": o.job.key,
                 "prompt": params.get("prompt"),
                 **_both_prompts(o),
                 "parameters": params,
-                "sha256": o.video["sha256"],
+                "sha256": video["sha256"],
                 "width": media.get("width"),
                 "height": media.get("height"),
                 "fps": media.get("fps"),
@@ -248,10 +272,18 @@ AGAIN = {"reattach": "re-attached", "download": "downloaded again"}
 def succeeded_counts(report: Mapping[str, Any]) -> dict[str, int]:
     """The succeeded jobs split by how this run got them: ``generated`` (a create it paid for,
     or an older report that did not record the action), then ``AGAIN``'s words when nonzero."""
-    counts = {"generated": 0} | {word: 0 for word in AGAIN.values()}
+    counts = _new_counts()
     for job in report["jobs"]:
         if job["status"] == "succeeded":
             counts[AGAIN.get(job.get("action", "submit"), "generated")] += 1
+    return _said(counts)
+
+
+def _new_counts() -> dict[str, int]:
+    return {"generated": 0} | {word: 0 for word in AGAIN.values()}
+
+
+def _said(counts: dict[str, int]) -> dict[str, int]:
     return {word: n for word, n in counts.items() if n or word == "generated"}
 
 
@@ -263,6 +295,26 @@ def _both_prompts(o: Outcome) -> dict[str, Any]:
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
+    """report.md, from one pass over the job entries (they may be made as they are read)."""
+    counts = _new_counts()
+    failed: list[Mapping[str, Any]] = []
+    warned: list[Mapping[str, Any]] = []
+    enhanced: list[Mapping[str, Any]] = []
+    rows = []
+    for j in report["jobs"]:
+        status = j["status"]
+        if status == "succeeded":
+            counts[AGAIN.get(j.get("action", "submit"), "generated")] += 1
+        elif status in ("failed", "pending"):
+            failed.append(j)
+        if j["warnings"]:
+            warned.append(j)
+        if "enhance" in j:
+            enhanced.append(j)
+        sha = j["video"]["sha256"][:12] if j["video"] else ""
+        p = j["parameters"]
+        rows.append(f"| `{j['id']}` | {status} | {p.get('model')} | {p.get('size', '')} | {sha} "
+                    f"| {_signals(j.get('quality'))} |")
     s = report["summary"]
     manifest = report["manifest"]
     icon = {0: "✅", 1: "❌", 3: "⏸️"}.get(report["exit_code"], "❌")
@@ -271,7 +323,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
         f"{s['total']} jobs: "
         + "".join(f"**{n} {w}**, " if w == "generated" else f"{n} {w}, "
-                  for w, n in succeeded_counts(report).items())
+                  for w, n in _said(counts).items())
         + f"{s['skipped']} already done, "
         f"**{s['failed']} failed**, {s['pending']} pending · provider `{manifest['provider']}` · "
         f"cost {report['cost']['amount']:g} {report['cost']['currency']}",
@@ -286,7 +338,6 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if report["stopped"]:
         lines += [f"> Stopped early ({report['stopped']['reason']}): "
                   f"{report['stopped']['message']} — run again to resume.", ""]
-    failed = [j for j in report["jobs"] if j["status"] in ("failed", "pending")]
     if failed:
         lines += ["| job | status | kind | message |", "|---|---|---|---|"]
         for j in failed:
@@ -294,46 +345,33 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             message = _cell(short_message(str(err.get("message", ""))))
             lines.append(f"| `{j['id']}` | {j['status']} | {err.get('kind', '')} | {message} |")
         lines.append("")
-    warned = [j for j in report["jobs"] if j["warnings"]]
     if warned:
         lines += ["Warnings:", ""]
         lines += [f"- `{j['id']}`: {w}" for j in warned for w in j["warnings"]]
         lines.append("")
-    lines += enhance_markdown(report)
+    lines += enhance_markdown(report, enhanced)
     lines += ["<details><summary>All jobs</summary>", "",
               "| job | status | model | size | sha256 | motion · black · frozen |",
               "|---|---|---|---|---|---|"]
-    for j in report["jobs"]:
-        sha = j["video"]["sha256"][:12] if j["video"] else ""
-        p = j["parameters"]
-        lines.append(f"| `{j['id']}` | {j['status']} | {p.get('model')} | {p.get('size', '')} | {sha} "
-                     f"| {_signals(j.get('quality'))} |")
+    lines += rows
     lines += ["", "</details>", ""]
     return "\n".join(lines)
-
-
-def short_message(text: str) -> str:
-    """A message as one short, clean line for report.md and junit.xml: an HTML page's markup
-    stripped and entities decoded (other text keeps its ``<`` and ``&``), whitespace collapsed, at most ``SHORT_MESSAGE_CHARS`` characters. The
-    whole message stays in report.json and the job's files."""
-    plain = html.unescape(_TAG.sub(" ", _HIDDEN.sub(" ", text))) if _LOOKS_HTML.search(text) else text
-    line = " ".join(plain.split())
-    if len(line) > SHORT_MESSAGE_CHARS:
-        line = line[: SHORT_MESSAGE_CHARS - 1].rstrip() + "…"
-    return line
 
 
 MARKDOWN_PROMPTS = 50
 """Up to this many enhanced jobs, report.md shows both prompts of each; beyond, a count."""
 
 
-def enhance_markdown(report: Mapping[str, Any]) -> list[str]:
+def enhance_markdown(
+    report: Mapping[str, Any], enhanced: Sequence[Mapping[str, Any]] | None = None
+) -> list[str]:
     """report.md's lines on prompt enhancement: each enhanced job's prompt as written and as
-    sent (or, for many jobs, the counts), and the rewrites' warnings. None without any."""
+    sent (or, for many jobs, the counts), and the rewrites' warnings. None without any.
+    ``enhanced``: the report's enhanced job entries, when already picked out."""
     totals = report.get("enhance")
     if not totals:
         return []
-    jobs = [j for j in report["jobs"] if "enhance" in j]
+    jobs = [j for j in report["jobs"] if "enhance" in j] if enhanced is None else enhanced
     lines = [
         f"Prompt enhancement: {totals['jobs']} jobs, {totals['requests']} chat requests, "
         f"{totals['tokens']} tokens; {totals['truncated']} cut to fit, "
@@ -366,57 +404,6 @@ def _cell(text: str) -> str:
     """``text`` as literal text in one Markdown table cell: a provider's HTML error page must
     not become markup in a CI step summary."""
     return html.escape(" ".join(text.split()), quote=False).replace("|", "\\|")
-
-
-def _xml_text(value: object) -> str:
-    return _NOT_XML.sub("\ufffd", str(value))
-
-
-def render_junit(report: Mapping[str, Any]) -> str:
-    """One testcase per job; failed jobs are failures, pending jobs are skipped."""
-    return "".join(junit_pieces(report))
-
-
-def junit_pieces(report: Mapping[str, Any]) -> Iterator[str]:
-    """``render_junit``'s text in pieces, a testcase at a time (``ET.indent``'s layout)."""
-    s = report["summary"]
-    suite = ET.Element(
-        "testsuite",
-        {
-            "name": f"batchvid.{report['manifest']['name']}",
-            "tests": str(s["total"]),
-            "failures": str(s["failed"]),
-            "errors": "0",
-            "skipped": str(s["pending"]),
-        },
-    )
-    yield '<?xml version="1.0" encoding="UTF-8"?>\n'
-    if not report["jobs"]:
-        yield ET.tostring(suite, encoding="unicode") + "\n"
-        return
-    suite.text = "\n  "
-    head = ET.tostring(suite, encoding="unicode")
-    yield head[: head.rindex("</testsuite>")]
-    last = len(report["jobs"]) - 1
-    for number, j in enumerate(report["jobs"]):
-        case = _testcase(report["manifest"]["name"], j)
-        ET.indent(case, level=1)
-        case.tail = "\n" if number == last else "\n  "
-        yield ET.tostring(case, encoding="unicode")
-    yield "</testsuite>\n"
-
-
-def _testcase(suite_name: str, j: Mapping[str, Any]) -> ET.Element:
-    case = ET.Element("testcase", {"classname": suite_name, "name": j["id"]})
-    err = j["error"] or {}
-    message = short_message(str(err.get("message", "")))
-    if j["status"] == "failed":
-        node = ET.SubElement(case, "failure", {"type": _xml_text(err.get("kind", "error")),
-                                               "message": _xml_text(message)})
-        node.text = _xml_text(f"{err.get('kind')}: {message}")
-    elif j["status"] == "pending":
-        ET.SubElement(case, "skipped", {"message": _xml_text(message or "not finished")})
-    return case
 
 
 def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:

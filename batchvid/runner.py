@@ -236,6 +236,8 @@ class Runner:
     ) -> None:
         s = self.settings
         work = [(step, life) for step, life in zip(plan.steps, lives, strict=True) if step.action in ACTIVE]
+        if not work:  # every job done or kept failed: no client, no transport (aiohttp unimported)
+            return
         # Tasks already running on the server go first: they hold server capacity already.
         work.sort(key=lambda pair: pair[0].action == "submit")
         timeout = httpx.Timeout(s.http_timeout, connect=min(10.0, s.http_timeout))

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from batchvid.durable import dumps, write_json
-from batchvid.jsontext import NotPlain, indented, pieces, reference
+from batchvid.jsontext import NotPlain, Streamed, StreamedItems, indented, pieces, reference
 
 
 def _value(rng: random.Random, depth: int = 0) -> Any:
@@ -76,3 +76,100 @@ def test_write_json_writes_dumps_text_even_for_a_value_pieces_cannot_encode(tmp_
     write_json(tmp_path / "b.json", odd)
     assert (tmp_path / "b.json").read_text() == dumps(odd)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def _entry(rng: random.Random, i: int) -> dict[str, Any]:
+    """A job entry whose shape varies the way a report's do (and some ways they do not)."""
+    entry: dict[str, Any] = {
+        "id": f"job-{i}", "index": i, "status": rng.choice(["succeeded", "failed"]),
+        "video": {"path": f"jobs/{i}/video.mp4", "sha256": "ab" * 32, "bytes": i},
+        "media": {"fps": 30.0, "quality": {"motion": rng.random(), "black": 0.0}, "codec": "h264"},
+        "warnings": [], "error": None, "100%": "50% off %s %(x)s", "é\"\\": "\u2028<",
+    }
+    roll = rng.random()
+    if roll < 0.1:
+        entry["video"] = None
+    elif roll < 0.2:
+        entry["error"] = {"kind": "x", "message": rng.choice(["", "{\"a\": [1]}", ': {"', "\x00["])}
+    elif roll < 0.3:
+        entry["warnings"] = ["one", "two"][: rng.randint(1, 2)]
+    elif roll < 0.4:
+        entry["media"]["quality"] = {"motion": [1, {"deep": {}}], "black": {"only": 1}}
+    elif roll < 0.45:
+        entry["media"] = {}
+    elif roll < 0.5:
+        entry["media"]["quality"] = {"motion": rng.choice([[], {}, (), (1,), [None]])}
+    elif roll < 0.55:
+        entry["extra"] = {"k": ("t", 1)}
+    return entry
+
+
+def test_entries_of_one_shape_or_of_many_get_the_standard_librarys_text() -> None:
+    """A list of job entries whose shapes repeat, alternate and nest containers differently:
+    each written through its shape's template is json.dumps's text."""
+    rng = random.Random(7)
+    report = {"jobs": [_entry(rng, i) for i in range(600)], "timing": {"jobs": {"a": {"s": 1.5}}}}
+    assert "".join(pieces(report)) == reference(report)
+    lock = {"jobs": {f"j{i}": {"key": "k", "sha256": None, "poster": {"path": "p"} if i % 3 else None}
+                     for i in range(300)}}
+    assert "".join(pieces(lock)) == reference(lock)
+
+
+def test_a_nan_inside_an_entry_of_a_known_shape_is_left_to_json_dumps() -> None:
+    """An entry with a NaN where its shape's other entries have numbers: pieces says NotPlain."""
+    jobs = [{"id": str(i), "media": {"fps": 30.0}} for i in range(3)] + [{"id": "x", "media": {"fps": float("nan")}}]
+    with pytest.raises(NotPlain):
+        "".join(pieces({"jobs": jobs}))
+    assert indented({"jobs": jobs}) == reference({"jobs": jobs})
+
+
+def test_a_dict_too_big_for_a_template_gets_the_standard_librarys_text() -> None:
+    """A bottom-level dict of thousands of keys (a report's per-job timing) is written the long
+    way, with the same text."""
+    report = {"timing": {"jobs": {f"j{i}": {"attempts": 1, "seconds": i / 7} for i in range(3000)}},
+              "jobs": [{"big": {str(i): {"x": i} for i in range(300)}}]}
+    assert "".join(pieces(report)) == reference(report)
+
+
+class _Rows(Streamed):
+    def __init__(self, n: int) -> None:
+        self.n, self.reads = n, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: Any) -> Any:
+        raise AssertionError("read in order, never indexed")
+
+    def __iter__(self) -> Any:
+        self.reads += 1
+        return ({"id": f"j{i}", "media": {"fps": 30.0, "q": [i]}} for i in range(self.n))
+
+
+class _Pins(StreamedItems):
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def items(self) -> Any:
+        return ((k, {"sha256": k * 2}) for k in self.keys)
+
+
+def test_streamed_lists_and_dicts_are_written_as_the_list_and_dict_they_read_as(tmp_path: Path) -> None:
+    """A report whose jobs are made as they are read, and a lock whose pins are: the text of the
+    materialised document; empty ones too."""
+    rows, pins = _Rows(300), _Pins([f"p{i:04d}" for i in range(3000)])
+    doc = {"jobs": rows, "lock": {"jobs": pins}, "none": _Rows(0), "nothing": _Pins([])}
+    plain = {"jobs": list(rows), "lock": {"jobs": dict(pins.items())}, "none": [], "nothing": {}}
+    assert "".join(pieces(doc)) == reference(plain) == reference(doc) == indented(doc)
+    write_json(tmp_path / "doc.json", doc)
+    assert (tmp_path / "doc.json").read_text() == dumps(plain)
+
+
+def test_streamed_items_out_of_key_order_are_left_to_json_dumps() -> None:
+    """Pins not in key order: pieces says NotPlain (json.dumps sorts them)."""
+    with pytest.raises(NotPlain):
+        "".join(pieces({"jobs": _Pins(["b", "a"])}))
+    assert reference({"jobs": _Pins(["b", "a"])}) == reference({"jobs": {"a": {"sha256": "aa"}, "b": {"sha256": "bb"}}})

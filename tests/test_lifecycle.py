@@ -83,3 +83,19 @@ def test_every_state_is_in_the_table_and_final_states_have_no_moves() -> None:
     assert set(TRANSITIONS) == set(JobState)
     for final in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED):
         assert TRANSITIONS[final] == frozenset()
+
+
+@pytest.mark.anyio
+async def test_a_succeeded_outcome_keeps_its_records_packed_and_reads_them_back(tmp_path: Path) -> None:
+    """After the success the outcome holds its files records as one packed text (a run holds
+    100,000 of them), and they read back equal."""
+    life, journal, _ = _life(tmp_path)
+    await life.submitted("t1")
+    life.downloading()
+    video = {"path": "jobs/a/video.mp4", "sha256": "00", "bytes": 3}
+    media = {"fps": 30.0, "quality": {"motion": 0.125, "black_fraction": 0.0}, "codec": "h264"}
+    poster = {"path": "jobs/a/poster.jpg", "sha256": "11", "bytes": 2}
+    await life.succeeded("t1", video, None, media, poster=poster, provided={"revised_prompt": "ü"})
+    journal.close()
+    assert life.outcome.packed
+    assert life.outcome.files() == (video, None, media, poster, {"revised_prompt": "ü"})

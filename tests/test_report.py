@@ -9,7 +9,8 @@ from xml.etree import ElementTree as ET
 
 import jsonschema
 
-from batchvid.report import Outcome, RunInfo, build_report, render_junit, write_outputs
+from batchvid.junit import render_junit
+from batchvid.report import Outcome, RunInfo, build_report, write_outputs
 from tests.helpers import make_job
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "schemas" / "report.schema.json").read_text())
@@ -169,3 +170,63 @@ def test_junit_written_a_testcase_at_a_time_has_the_whole_tree_layout() -> None:
     empty = build_report([], _info())
     assert render_junit(empty).endswith('skipped="0" />\n')
     assert render_junit(empty) == _junit_whole_tree(empty)
+
+
+def _junit_by_element_tree(report: dict[str, object]) -> str:
+    """junit.xml as earlier versions built it: an ElementTree per testcase, ET.indent's layout."""
+    from batchvid.junit import _clean, short_message
+
+    s, name = report["summary"], report["manifest"]["name"]  # type: ignore[index]
+    suite = ET.Element("testsuite", {"name": f"batchvid.{name}", "tests": str(s["total"]),  # type: ignore[index]
+                                     "failures": str(s["failed"]), "errors": "0",  # type: ignore[index]
+                                     "skipped": str(s["pending"])})  # type: ignore[index]
+    for j in report["jobs"]:  # type: ignore[attr-defined]
+        case = ET.SubElement(suite, "testcase", {"classname": name, "name": j["id"]})
+        err = j["error"] or {}
+        message = short_message(str(err.get("message", "")))
+        if j["status"] == "failed":
+            node = ET.SubElement(case, "failure", {"type": _clean(err.get("kind", "error")),
+                                                   "message": _clean(message)})
+            node.text = _clean(f"{err.get('kind')}: {message}")
+        elif j["status"] == "pending":
+            ET.SubElement(case, "skipped", {"message": _clean(message or "not finished")})
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+
+
+def test_junit_text_is_element_trees_for_messages_full_of_markup_quotes_and_control_characters() -> None:
+    """Messages and kinds with <, >, &, quotes, tabs, newlines, CR and control characters, and
+    a manifest name with quotes: the same bytes as ElementTree's serialisation."""
+    hostile = ['a "quoted" <b>&amp; \'x\'', "tab\there\r\nnew\nline", "bell\x07\x1b[0m", "", "ünï ≠ 😀",
+               "<html><body><h1>502 Bad Gateway</h1></body></html>"]
+    outcomes = []
+    for i, text in enumerate(hostile * 2):
+        status = ["failed", "pending", "succeeded"][i % 3]
+        o = Outcome(make_job(f"job-{i}", i), status, "submit")
+        if status != "succeeded":
+            o.error = {"kind": f"k<{i}>\"&\t\r\n{text[:3]}", "message": text}
+        outcomes.append(o)
+    info = dataclasses.replace(_info(), name='say "hi" & <go>')
+    report = build_report(outcomes, info)
+    assert render_junit(report) == _junit_by_element_tree(report)
+    empty = build_report([], info)
+    assert render_junit(empty) == _junit_by_element_tree(empty)
+
+
+def test_packed_outcomes_write_the_same_files_as_unpacked_ones(tmp_path: Path) -> None:
+    """A run's finished outcomes are packed (Outcome.pack): every report file, report.html
+    included, has the same bytes as from the same outcomes unpacked, and they read back equal."""
+    plain = _outcomes()
+    plain[0].poster = {"path": "jobs/ok/poster.jpg", "sha256": "b" * 64, "bytes": 3}
+    plain[0].provided = {"revised_prompt": "a fox, ünï", "provider_duration": None}
+    packed = _outcomes()
+    packed[0].poster, packed[0].provided = plain[0].poster, dict(plain[0].provided)
+    for o in packed:
+        o.pack()
+    assert all(o.packed for o in packed) and packed == plain
+    write_outputs(tmp_path / "plain", plain, _info())
+    report = write_outputs(tmp_path / "packed", packed, _info())
+    assert not isinstance(report["jobs"], list)  # made where read, never all held
+    assert report["jobs"] == build_report(plain, _info())["jobs"]
+    for name in ("report.json", "report.md", "junit.xml", "metadata.jsonl", "batchvid.lock", "report.html"):
+        assert (tmp_path / "packed" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes(), name

@@ -1,6 +1,11 @@
 """Resume: rerunning a completed 10,000-job output directory sends nothing and takes < 3 s.
 
-Run: ``.venv/bin/python tests/benchmarks/bench_resume.py [--jobs N] [--synthesize]``
+Run: ``.venv/bin/python tests/benchmarks/bench_resume.py [--jobs N] [--synthesize] [--keep DIR]``
+
+``--keep DIR`` builds the directory in DIR and leaves it there; given again, it reruns the kept
+directory without building it (profile a rerun with ``batchvid run DIR/resume.yaml --out DIR/out``).
+``--jobs 100000 --synthesize`` builds the 100,000-job directory (a JSONL prompts file with an id
+per row: see ``ID_COLLISIONS_FROM``) in several minutes, ~1.5 GB.
 
 Building the completed directory:
 
@@ -26,6 +31,7 @@ under 3 s of wall time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -43,6 +49,32 @@ from _harness import GEEKAI, batchvid, check, count, run_child, run_env, write_m
 from _harness import simulator as start_simulator
 
 TARGET_SECONDS = 3.0
+TARGET_SECONDS_100K = 10.0
+"""Issue 12: a finished 10,000-job directory reruns in < 3 s, a 100,000-job one in < 10 s."""
+
+
+ID_COLLISIONS_FROM = 20_000
+"""A .txt prompts file's ids are 8 hex digits of the prompt's hash: at 100,000 rows two of them
+collide (the manifest is rightly refused), so larger manifests give each row its own id."""
+
+
+def resume_manifest(directory: Path, jobs: int) -> Path:
+    """``directory/resume.yaml``: ``jobs`` text-to-video jobs from a .txt prompts file, or, past
+    ``ID_COLLISIONS_FROM``, a JSONL prompts file with an id per row (as ``bench_100k.py``)."""
+    if jobs <= ID_COLLISIONS_FROM:
+        return write_manifest(directory, jobs, name="resume")
+    (directory / "resume.jsonl").write_text(
+        "".join(json.dumps({"id": f"r{i:06d}", "prompt": f"Scene {i}: a lighthouse in weather number {i}"})
+                + "\n" for i in range(jobs)),
+        encoding="utf-8",
+    )
+    path = directory / "resume.yaml"
+    path.write_text(
+        "version: 1\nname: resume\nprovider: geekai\ndefaults:\n  model: cogvideox-flash\n"
+        "jobs:\n  - id: s\n    prompts_file: resume.jsonl\n",
+        encoding="utf-8",
+    )
+    return path
 
 
 def dead_url() -> str:
@@ -148,17 +180,30 @@ def main() -> int:
     parser.add_argument(
         "--synthesize", action="store_true", help="write the directory with the store API instead"
     )
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR",
+        help="build the directory in DIR and leave it there (reused when DIR/out exists), "
+        "to rerun or profile it again: batchvid run DIR/resume.yaml --out DIR/out",
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-resume-") as tmp_name:
-        tmp = Path(tmp_name)
-        manifest = write_manifest(tmp, args.jobs, name="resume")
+    with contextlib.ExitStack() as stack:
+        if args.keep is not None:
+            tmp = args.keep
+            tmp.mkdir(parents=True, exist_ok=True)
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-resume-")))
         out = tmp / "out"
         start = time.perf_counter()
-        if args.synthesize:
-            synthesize(manifest, out, tmp)
+        if args.keep is not None and (out / ".batchvid" / "journal.jsonl").exists():
+            manifest = tmp / "resume.yaml"
+            how = "kept from an earlier run"
         else:
-            build_real(manifest, out)
-        how = "synthesized with the store API" if args.synthesize else "real run against the simulator"
+            manifest = resume_manifest(tmp, args.jobs)
+            if args.synthesize:
+                synthesize(manifest, out, tmp)
+            else:
+                build_real(manifest, out)
+            how = "synthesized with the store API" if args.synthesize else "real run against the simulator"
         print(f"completed directory of {args.jobs:,} jobs: {how}, {time.perf_counter() - start:.1f} s")
         print("  rerun 1, --base-url on a dead port:")
         wall_dead, ok_dead = rerun(manifest, out, dead_url(), args.jobs)
@@ -168,8 +213,9 @@ def main() -> int:
             requests = count(sim.stats())
         print(f"    HTTP requests received by the simulator: {requests}")
     worst = max(wall_dead, wall_sim)
-    ok = ok_dead and ok_sim and requests == 0 and worst < TARGET_SECONDS
-    print(f"worst rerun {worst:.2f} s (target < {TARGET_SECONDS:g} s), requests {requests} "
+    target = TARGET_SECONDS if args.jobs <= 10_000 else TARGET_SECONDS_100K
+    ok = ok_dead and ok_sim and requests == 0 and worst < target
+    print(f"worst rerun {worst:.2f} s (target < {target:g} s), requests {requests} "
           f"(target 0): {check(ok)}")
     return 0 if ok else 1
 

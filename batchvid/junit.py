@@ -1,0 +1,93 @@
+"""junit.xml: one testcase per job; failed jobs are failures, pending jobs are skipped.
+
+Written as text, a testcase at a time, with the bytes ``xml.etree.ElementTree`` gives the whole
+suite after ``ET.indent`` (attributes in the order set, ``ET``'s escapes, empty elements as
+``<name ... />``): building an element tree per job cost more than the rest of the file.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+# Characters XML 1.0 forbids even escaped; a provider's error body may carry them.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+# Markup in a provider's error body (an HTML 502 page): the hidden parts, then any tag.
+_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<!--.*?-->|</?[A-Za-z!][^<>]*>", re.DOTALL)
+_LOOKS_HTML = re.compile(r"<(!doctype|html|head|body|title|h[1-6]|p|div|center|hr|br|pre)\b", re.I)
+SHORT_MESSAGE_CHARS = 200
+
+_TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+"""``ET``'s escapes in an element's text."""
+_ATTRIBUTE = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#09;"}
+)
+"""``ET``'s escapes in an attribute's value."""
+
+
+def short_message(text: str) -> str:
+    """A message as one short, clean line for report.md and junit.xml: an HTML page's markup
+    stripped and entities decoded (other text keeps its ``<`` and ``&``), whitespace collapsed, at most ``SHORT_MESSAGE_CHARS`` characters. The
+    whole message stays in report.json and the job's files."""
+    plain = html.unescape(_TAG.sub(" ", _HIDDEN.sub(" ", text))) if _LOOKS_HTML.search(text) else text
+    line = " ".join(plain.split())
+    if len(line) > SHORT_MESSAGE_CHARS:
+        line = line[: SHORT_MESSAGE_CHARS - 1].rstrip() + "…"
+    return line
+
+
+def _clean(value: object) -> str:
+    return _NOT_XML.sub("\ufffd", str(value))
+
+
+def _attributes(**values: str) -> str:
+    return "".join(f' {name}="{value.translate(_ATTRIBUTE)}"' for name, value in values.items())
+
+
+def render_junit(report: Mapping[str, Any]) -> str:
+    """One testcase per job; failed jobs are failures, pending jobs are skipped."""
+    return "".join(junit_pieces(report))
+
+
+def junit_pieces(report: Mapping[str, Any]) -> Iterator[str]:
+    """``render_junit``'s text in pieces, a testcase at a time."""
+    s = report["summary"]
+    name = report["manifest"]["name"]
+    suite = "<testsuite" + _attributes(
+        name=f"batchvid.{name}",
+        tests=str(s["total"]),
+        failures=str(s["failed"]),
+        errors="0",
+        skipped=str(s["pending"]),
+    )
+    yield '<?xml version="1.0" encoding="UTF-8"?>\n'
+    jobs = report["jobs"]
+    if not jobs:
+        yield suite + " />\n"
+        return
+    yield suite + ">\n  "
+    opening = "<testcase" + _attributes(classname=name)
+    last = len(jobs) - 1
+    for number, j in enumerate(jobs):
+        yield _testcase(opening, j) + ("\n" if number == last else "\n  ")
+    yield "</testsuite>\n"
+
+
+def _testcase(opening: str, j: Mapping[str, Any]) -> str:
+    head = f'{opening} name="{j["id"].translate(_ATTRIBUTE)}"'
+    status = j["status"]
+    if status != "failed" and status != "pending":
+        return head + " />"
+    err = j["error"] or {}
+    message = short_message(str(err.get("message", "")))
+    if status == "failed":
+        kind = _clean(err.get("kind", "error"))
+        text = _clean(f"{err.get('kind')}: {message}").translate(_TEXT)
+        child = f"<failure{_attributes(type=kind, message=_clean(message))}>{text}</failure>"
+    else:
+        child = f"<skipped{_attributes(message=_clean(message or 'not finished'))} />"
+    return f"{head}>\n    {child}\n  </testcase>"
