@@ -50,8 +50,8 @@ SAMPLES = 64
 """Durations remembered per kind: recent tasks say the most about the next ones."""
 MIN_SAMPLES = 4
 BACKOFF = 1.5
-POLL_COST = 1 / 300
-"""What a poll is worth in waiting, as a share of the median task duration (0.4 s for tasks of
+POLL_COST = 1 / 200
+"""What a poll is worth in waiting, as a share of the median task duration (0.6 s for tasks of
 two minutes): the schedule adds a poll where it brings the ends it sees that much sooner."""
 FIRST = 0.1
 """The quantile of the learned durations below which the first poll is kept (module doc)."""

@@ -66,19 +66,20 @@ def test_every_end_is_seen_within_max_after_the_floor() -> None:
 
 
 def test_polls_are_dense_where_tasks_end_and_sparse_where_none_do() -> None:
-    """Tasks ending at 50-70 s or at 170-190 s: polls every MIN there, every MAX in between."""
+    """Tasks ending at 50-70 s or at 170-190 s: polls about every MIN there (within a tenth of
+    it), every MAX in between."""
     ends = [50 + 20 * i / 31 for i in range(32)] + [170 + 20 * i / 31 for i in range(32)]
     times = poll_times(learned(ends), 200)
     gaps = {round(a): b - a for a, b in zip(times, times[1:], strict=False)}
     in_clusters = [gap for at, gap in gaps.items() if 50 <= at < 65 or 170 <= at < 185]
     between = [gap for at, gap in gaps.items() if 75 <= at <= 150]
-    assert len(in_clusters) >= 5 and max(in_clusters) <= 5 + 1e-9
+    assert len(in_clusters) >= 5 and max(in_clusters) <= 5.5
     assert len(between) >= 4 and min(between) >= 15 - 1e-9
 
 
-def test_learning_sees_ends_sooner_than_the_backoff_with_fewer_polls_than_polling_at_min() -> None:
-    """Over 60-180 s tasks, a task's end is seen in under half the plain backoff's delay on
-    average and never later than MAX after it, at fewer polls than polling every MIN from 60 s."""
+def test_learning_sees_ends_sooner_than_the_backoff_with_fewer_polls() -> None:
+    """Over 60-180 s tasks, a task's end is seen in under 0.6 of the plain backoff's delay on
+    average and never later than MAX after it, with fewer polls than the backoff makes."""
 
     def cost(schedule: PollSchedule) -> tuple[float, float, float]:
         late, polls = [], []
@@ -89,11 +90,10 @@ def test_learning_sees_ends_sooner_than_the_backoff_with_fewer_polls_than_pollin
         return sum(late) / len(late), max(late), sum(polls) / len(polls)
 
     late, latest, polls = cost(learned(EVEN))
-    plain_late, _, _ = cost(PollSchedule(5, 15))
-    every_min = sum(math.ceil((end - 60) / 5) + 1 for end in EVEN) / len(EVEN)
+    plain_late, _, plain_polls = cost(PollSchedule(5, 15))
     assert latest <= 15
-    assert late < 0.5 * plain_late
-    assert polls < 0.9 * every_min
+    assert late < 0.6 * plain_late
+    assert polls < 0.8 * plain_polls
 
 
 def test_a_floor_learned_too_high_comes_down() -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from batchvid import polling
+from batchvid import polling, ratelimit
 
 TIER = 5
 SCALE = 25.0
@@ -78,7 +78,10 @@ class Even:
         pass
 
 
-def race(schedule: polling.PollSchedule | Even, seed: int, create_path: float, start: float) -> Outcome:
+def race(
+    schedule: polling.PollSchedule | Even, seed: int, create_path: float, start: float,
+    burst: int = ratelimit.BURST,
+) -> Outcome:
     """One run of the race on virtual time."""
     draw, rng = task_seconds(seed), random.Random(seed)
     events: list[tuple[float, int, str, dict[str, float]]] = []
@@ -89,7 +92,7 @@ def race(schedule: polling.PollSchedule | Even, seed: int, create_path: float, s
         counter += 1
         heapq.heappush(events, (when, counter, what, task))
 
-    waiting, last_create, out = JOBS, -math.inf, Outcome(0.0, 0, 0.0)
+    waiting, due, out = JOBS, -math.inf, Outcome(0.0, 0, 0.0)
     delays: dict[int, polling._Delays | Even] = {}
     for _ in range(TIER):
         at(start, "slot", {})
@@ -99,7 +102,9 @@ def race(schedule: polling.PollSchedule | Even, seed: int, create_path: float, s
             if not waiting:
                 continue
             waiting -= 1
-            sent = last_create = max(now + create_path, last_create + RPM_SPACING)
+            # the create limiter's token bucket (ratelimit.RateLimiter): a burst, then spaced
+            sent = max(now + create_path, due - (burst - 1) * RPM_SPACING)
+            due = max(due, sent) + RPM_SPACING
             task = {"ends": sent + CREATE_LATENCY / 2 + draw(), "created": sent + CREATE_LATENCY,
                     "running": math.nan}
             delays[id(task)] = schedule.delays(None, rng)
@@ -121,10 +126,13 @@ def race(schedule: polling.PollSchedule | Even, seed: int, create_path: float, s
     return out
 
 
-def report(name: str, make: Callable[[], polling.PollSchedule | Even], seeds: range, path: float, start: float) -> None:
+def report(
+    name: str, make: Callable[[], polling.PollSchedule | Even], seeds: range, path: float, start: float,
+    burst: int,
+) -> None:
     ratios, polls, late = [], 0, 0.0
     for seed in seeds:
-        out = race(make(), seed, path, start)
+        out = race(make(), seed, path, start, burst)
         ratios.append(perfect_wall(seed) / out.wall)
         polls += out.polls
         late += out.late
@@ -141,6 +149,8 @@ def main() -> int:
     parser.add_argument("--create-path", type=float, default=0.015,
                         help="seconds from a poll's answer to the next create leaving")
     parser.add_argument("--start", type=float, default=0.15, help="seconds before the first create")
+    parser.add_argument("--burst", type=int, default=ratelimit.BURST,
+                        help="the create limiter's burst (default ratelimit.BURST; 1: evenly spaced)")
     args = parser.parse_args()
     seeds = range(1, args.seeds + 1)
     print(f"{JOBS} jobs on {TIER} slots, tasks 60-180 s scaled 1/{SCALE:g}, seeds 1-{args.seeds}, "
@@ -148,10 +158,10 @@ def main() -> int:
     for cost in args.poll_cost or [polling.POLL_COST]:
         polling.POLL_COST = cost
         report(f"learned, POLL_COST 1/{1 / cost:g}", lambda: polling.PollSchedule(*POLL), seeds,
-               args.create_path, args.start)
+               args.create_path, args.start, args.burst)
     for spacing in (0.3, 0.4):
         report(f"even from 2.4 s, {spacing:g} s", lambda s=spacing: Even(2.4, s), seeds,
-               args.create_path, args.start)
+               args.create_path, args.start, args.burst)
     return 0
 
 
