@@ -7,13 +7,13 @@ and generation parameters; a 10-second video takes longer than a 5-second one). 
 each time up to ``poll_max``. After that, every new task of the kind follows one plan of poll
 times, made from the learned durations (``Durations.plan``):
 
-- each poll is followed by the next one where the share of tasks ending in between (``E``),
-  times the spacing (``d``), is twice the share still running (``S``) times what a poll is
-  worth in waiting (``w``, ``POLL_COST``): ``d = sqrt(2 S w d / E)``, sparse where few tasks
-  end or most are long done, dense where many end. That spacing minimises the polls plus the
-  wait between a task's end and the poll that sees it, counted in polls: over a stretch where
-  tasks end evenly, ``S / d`` polls per second against ``E / 2`` of waiting per second, ``E / d``
-  the share ending per second, weighted by ``1 / w``;
+- each poll is followed by the next one at the spacing ``d`` where the share of tasks ending in
+  between (``E``) times ``d`` is twice the share still running (``S``) times what a poll is
+  worth in waiting (``w``: ``POLL_COST`` of the median duration): ``E d = 2 S w``. Where tasks
+  end at a steady rate ``f`` (``E = f d``) that is ``d = sqrt(2 S w / f)``, the spacing that
+  minimises the polls (``S / d`` per second) plus the waiting between a task's end and the poll
+  that sees it, counted in polls (``f d / 2`` per second, over ``w``): sparse where few tasks
+  end or most are long done, dense where many end;
 - the first poll comes where the tasks ended before it are as many as end in the spacing after
   it: a poll before the early finishers is wasted, one long after them keeps them waiting;
 - none is closer to the one before than ``poll_min`` or further than ``poll_max``, so a long or
@@ -98,6 +98,7 @@ class Durations:
             before = at
         self.shares[-1] = 1.0
         self.count = n
+        self.median = self.quantile(0.5)
 
     def share_below(self, seconds: float) -> float:
         """The share of tasks ended ``seconds`` after their create."""
@@ -125,20 +126,20 @@ class Durations:
         ``poll_max``: where the share of tasks ending in between, times the spacing, is twice
         the share still running times what a poll is worth in waiting."""
         ended = self.share_below(at)
-        target = 2 * (1 - ended) * POLL_COST * self.quantile(0.5)
+        target = 2 * (1 - ended) * POLL_COST * self.median
 
         def weight(spacing: float) -> float:
             return spacing * (self.share_below(at + spacing) - ended)
 
         if weight(poll_max) <= target:
             return poll_max
-        low, high = poll_min, poll_max
-        for _ in range(20):
-            if weight(low) >= target:
-                break
+        if weight(poll_min) >= target:
+            return poll_min
+        low, high = poll_min, poll_max  # weight(low) < target <= weight(high)
+        for _ in range(12):
             middle = (low + high) / 2
             low, high = (middle, high) if weight(middle) < target else (low, middle)
-        return low
+        return high
 
     def plan(self, poll_min: float, poll_max: float) -> list[float]:
         """The poll times of a new task, in seconds after its create (module doc)."""
