@@ -4,25 +4,29 @@ A finished task holds its in-flight slot until a poll sees it, so polling late c
 and polling early costs requests. Durations are learned per kind of task (``task_kind``: model
 and generation parameters; a 10-second video takes longer than a 5-second one). Until
 ``MIN_SAMPLES`` tasks of a kind have finished, polls start at ``poll_min`` and back off by half
-each time up to ``poll_max``. After that, a new task sleeps until just before the early
-finishers (the floor, below the ``LOW`` quantile of the observed durations), and each next poll
-is placed where about ``HAZARD`` of the tasks still running at the last one have ended: dense
-where tasks end, sparse where few do. Past the late finishers (the ``HIGH`` quantile) polls
-back off again, from ``poll_min``. No sleep after the floor is below ``poll_min`` or above
-``poll_max``: a long or odd task is never polled less often than every ``poll_max``.
+each time up to ``poll_max``. After that, every new task of the kind follows one plan of poll
+times, made from the learned durations (``Durations.plan``):
 
-Why a share of the tasks still running: a poll costs a request only while the task runs, and a
-late poll costs only the tasks that ended since the one before. Spacing polls by that share
-(wide early, when most tasks are still far from done; tighter as the survivors near the end) is
-near the best trade between the two: for durations spread evenly and known, it sees a task end
-~10 % sooner than evenly spaced polls at the same number of requests. The share sets the trade:
-``tests/benchmarks/model_race.py`` shows the race's wall time and polls for other values.
+- each poll is followed by the next one at the spacing ``d`` where the share of tasks ending in
+  between (``E``) times ``d`` is twice the share still running (``S``) times what a poll is
+  worth in waiting (``w``: ``POLL_COST`` of the median duration): ``E d = 2 S w``. Where tasks
+  end at a steady rate ``f`` (``E = f d``) that is ``d = sqrt(2 S w / f)``, the spacing that
+  minimises the polls (``S / d`` per second) plus the waiting between a task's end and the poll
+  that sees it, counted in polls (``f d / 2`` per second, over ``w``): sparse where few tasks
+  end or most are long done, dense where many end;
+- the first poll comes where the tasks ended before it are as many as end in the spacing after
+  it: a poll before the early finishers is wasted, one long after them keeps them waiting;
+- none is closer to the one before than ``poll_min`` or further than ``poll_max``, so a long or
+  odd task is never polled less often than every ``poll_max``; past the plan's last poll (the
+  longest task seen) polls back off again from ``poll_min``.
 
-A duration is observed when a poll sees the task end, so it is an upper bound: a task that ended
-before its first poll is seen at that poll. The floor is therefore kept one spacing below the
-``LOW`` quantile of what was seen, and further below while few tasks have been seen (by a share
-2/n of it, n the tasks seen), so a floor learned too high from a few long first tasks does not
-hold itself up.
+A duration is learned as a span: the task ended after the last poll that saw it running and by
+the one that saw it end, so it is spread over that span. A task seen ended at its first poll
+ended before it: its span reaches one spacing back, so if the first poll comes too late the
+tasks it sees pull it earlier. The first poll is also kept below the ``FIRST`` quantile by a
+share 2/n of it (n the tasks seen): a plan learned from a few long first tasks does not hold
+itself up. ``tests/benchmarks/model_race.py`` shows the race's wall time and polls for other
+values of ``POLL_COST``.
 """
 
 from __future__ import annotations
@@ -46,10 +50,11 @@ SAMPLES = 64
 """Durations remembered per kind: recent tasks say the most about the next ones."""
 MIN_SAMPLES = 4
 BACKOFF = 1.5
-LOW, HIGH = 0.05, 0.95
-"""The quantiles of the observed durations that bound where polls follow them."""
-HAZARD = 0.07
-"""The share of the tasks still running at one poll that have ended by the next."""
+POLL_COST = 1 / 200
+"""What a poll is worth in waiting, as a share of the median task duration (0.6 s for tasks of
+two minutes): the schedule adds a poll where it brings the ends it sees that much sooner."""
+FIRST = 0.1
+"""The quantile of the learned durations below which the first poll is kept (module doc)."""
 JITTER = 0.1
 """A sleep is shortened by up to this share of the spacing: polls of tasks created together
 spread out, and a poll is only ever made earlier."""
@@ -63,62 +68,154 @@ def task_kind(job: Job) -> Hashable:
 
 
 @dataclass(frozen=True)
+class Span:
+    """One task's end, known to lie after ``low`` and by ``high`` seconds after its create."""
+
+    low: float
+    high: float
+
+
 class Durations:
-    """The observed durations of one kind of task, sorted, as a distribution."""
+    """The learned durations of one kind of task as a distribution: each span spread evenly
+    over its length, so the share ended by a time is piecewise linear in it."""
 
-    ordered: Sequence[float]
-
-    def quantile(self, q: float) -> float:
-        """The ``q`` quantile, interpolated between neighbouring observations."""
-        at = min(max(q, 0.0), 1.0) * (len(self.ordered) - 1)
-        below = math.floor(at)
-        above = min(below + 1, len(self.ordered) - 1)
-        return self.ordered[below] + (self.ordered[above] - self.ordered[below]) * (at - below)
+    def __init__(self, spans: Sequence[Span]) -> None:
+        n = len(spans)
+        slopes: dict[float, float] = {}
+        for span in spans:
+            width = max(span.high - span.low, 1e-9)
+            low = span.high - width
+            slopes[low] = slopes.get(low, 0.0) + 1 / (n * width)
+            slopes[span.high] = slopes.get(span.high, 0.0) - 1 / (n * width)
+        self.times = sorted(slopes)
+        self.shares: list[float] = []
+        share = slope = 0.0
+        before = self.times[0]
+        for at in self.times:
+            share += slope * (at - before)
+            self.shares.append(min(share, 1.0))
+            slope += slopes[at]
+            before = at
+        self.shares[-1] = 1.0
+        self.count = n
+        self.median = self.quantile(0.5)
 
     def share_below(self, seconds: float) -> float:
-        """The share of tasks ended ``seconds`` after their create (``quantile``'s inverse)."""
-        ordered, n = self.ordered, len(self.ordered)
-        i = bisect.bisect_right(ordered, seconds)
+        """The share of tasks ended ``seconds`` after their create."""
+        times, shares = self.times, self.shares
+        i = bisect.bisect_right(times, seconds)
         if i == 0:
             return 0.0
-        if i == n:
+        if i == len(times):
             return 1.0
-        return (i - 1 + (seconds - ordered[i - 1]) / (ordered[i] - ordered[i - 1])) / (n - 1)
+        return shares[i - 1] + (shares[i] - shares[i - 1]) * (seconds - times[i - 1]) / (times[i] - times[i - 1])
 
-    @property
-    def floor(self) -> float:
-        """No poll before this (module doc)."""
-        low = self.quantile(LOW)
-        first_spacing = self.quantile(LOW + HAZARD) - low
-        return max(0.0, min(low - first_spacing, low * (1 - 2 / len(self.ordered))))
+    def quantile(self, q: float) -> float:
+        """The time by which a share ``q`` of tasks had ended (``share_below``'s inverse)."""
+        times, shares = self.times, self.shares
+        i = bisect.bisect_left(shares, min(max(q, 0.0), 1.0))
+        if i == 0:
+            return times[0]
+        if i == len(times):
+            return times[-1]
+        rise = shares[i] - shares[i - 1]
+        return times[i - 1] + (times[i] - times[i - 1]) * ((q - shares[i - 1]) / rise if rise > 0 else 0.0)
+
+    def spacing(self, at: float, poll_min: float, poll_max: float) -> float:
+        """From a poll ``at`` seconds to the next (module doc), within ``poll_min`` and
+        ``poll_max``: where the share of tasks ending in between, times the spacing, is twice
+        the share still running times what a poll is worth in waiting."""
+        ended = self.share_below(at)
+        target = 2 * (1 - ended) * POLL_COST * self.median
+
+        def weight(spacing: float) -> float:
+            return spacing * (self.share_below(at + spacing) - ended)
+
+        if weight(poll_max) <= target:
+            return poll_max
+        if weight(poll_min) >= target:
+            return poll_min
+        low, high = poll_min, poll_max  # weight(low) < target <= weight(high)
+        for _ in range(12):
+            middle = (low + high) / 2
+            low, high = (middle, high) if weight(middle) < target else (low, middle)
+        return high
+
+    def plan(self, poll_min: float, poll_max: float) -> list[float]:
+        """The poll times of a new task, in seconds after its create (module doc)."""
+        start, end = self.times[0], self.times[-1]
+        step = max(poll_min / 4, (end - start) / 200)
+        first = start
+        while first < end:
+            after = self.spacing(first, poll_min, poll_max)
+            if self.share_below(first) >= self.share_below(first + after) - self.share_below(first):
+                break
+            first += step
+        first = max(0.0, min(first, self.quantile(FIRST) * (1 - 2 / self.count)))
+        times = [first]
+        while times[-1] < end:
+            after = times[-1] + self.spacing(times[-1], poll_min, poll_max)
+            times.append(after if after <= end else max(end, times[-1] + poll_min))
+        return times
+
+
+class _Learned:
+    """What is known of one kind of task: recent spans, and the plan made from them."""
+
+    def __init__(self) -> None:
+        self.spans: deque[Span] = deque(maxlen=SAMPLES)
+        self.plan: list[float] | None = None
+        self.fresh = 0
+        """Spans added since the plan was made."""
 
 
 class PollSchedule:
     def __init__(self, poll_min: float, poll_max: float) -> None:
         self.poll_min = poll_min
         self.poll_max = poll_max
-        self._seen: dict[Hashable, deque[float]] = {}
+        self._kinds: dict[Hashable, _Learned] = {}
 
-    def observe(self, seconds: float, kind: Hashable = None) -> None:
-        """A task of this run finished ``seconds`` after it was created (as seen by polling)."""
-        self._seen.setdefault(kind, deque(maxlen=SAMPLES)).append(seconds)
+    def observe(self, seconds: float, kind: Hashable = None, running: float | None = None) -> None:
+        """A task of this run was seen ended ``seconds`` after its create, having been seen
+        running ``running`` seconds after it (None: the first poll saw it ended)."""
+        learned = self._kinds.setdefault(kind, _Learned())
+        if running is None:  # ended before its first poll: one spacing back (module doc)
+            plan = learned.plan
+            running = seconds - (plan[1] - plan[0] if plan is not None and len(plan) > 1 else self.poll_min)
+        learned.spans.append(Span(max(0.0, min(running, seconds)), seconds))
+        learned.fresh += 1
 
     def durations(self, kind: Hashable = None) -> Durations | None:
         """What was learned of tasks of ``kind``, or None before ``MIN_SAMPLES`` of them."""
-        seen = self._seen.get(kind, ())
-        return Durations(sorted(seen)) if len(seen) >= MIN_SAMPLES else None
+        learned = self._kinds.get(kind)
+        if learned is None or len(learned.spans) < MIN_SAMPLES:
+            return None
+        return Durations(learned.spans)
+
+    def plan(self, kind: Hashable = None) -> list[float] | None:
+        """The poll times of a new task of ``kind`` (``Durations.plan``), remade once an
+        eighth of the spans it came from are new; None before ``MIN_SAMPLES`` tasks."""
+        learned = self._kinds.get(kind)
+        if learned is None or len(learned.spans) < MIN_SAMPLES:
+            return None
+        if learned.plan is None or learned.fresh >= max(1, len(learned.spans) // 8):
+            learned.plan = Durations(learned.spans).plan(self.poll_min, self.poll_max)
+            learned.fresh = 0
+        return learned.plan
 
     def delays(self, kind: Hashable = None, rng: random.Random | None = None) -> _Delays:
         """The sleeps before each poll of one new task of ``kind``; ``rng`` jitters them."""
-        return _Delays(self, self.durations(kind), rng)
+        return _Delays(self, self.plan(kind), rng)
 
 
 class _Delays:
-    def __init__(self, schedule: PollSchedule, learned: Durations | None, rng: random.Random | None) -> None:
+    def __init__(self, schedule: PollSchedule, plan: Sequence[float] | None, rng: random.Random | None) -> None:
         self.poll_min, self.poll_max = schedule.poll_min, schedule.poll_max
-        self.learned = learned
+        self.plan = plan
         self.rng = rng
         self.interval = schedule.poll_min
+        self.step = 0
+        """The index in ``plan`` of the next poll."""
 
     def next(self, elapsed: float) -> float:
         """How long to sleep before the next poll, ``elapsed`` seconds after the create
@@ -130,24 +227,18 @@ class _Delays:
 
     def _planned(self, elapsed: float) -> tuple[float, float]:
         """The sleep without jitter, and the spacing of polls it belongs to."""
-        d = self.learned
-        if d is not None:
-            floor = d.floor
-            if elapsed + self.poll_min < floor:
-                return floor - elapsed, self._spacing(d, floor)
-            if elapsed < d.quantile(HIGH):
-                spacing = self._spacing(d, elapsed)
-                return spacing, spacing
+        plan = self.plan
+        if plan is not None and elapsed < plan[-1]:
+            i = max(self.step, bisect.bisect_right(plan, elapsed))
+            if i < len(plan):
+                self.step = i + 1
+                if i == 0:  # until the first poll
+                    return max(plan[0] - elapsed, self.poll_min), self.poll_min
+                spacing = min(self.poll_max, max(self.poll_min, plan[i] - plan[i - 1]))
+                return min(self.poll_max, max(self.poll_min, plan[i] - elapsed)), spacing
         delay = self.interval
         self.interval = min(self.poll_max, self.interval * BACKOFF)
         return delay, delay
-
-    def _spacing(self, d: Durations, elapsed: float) -> float:
-        """From ``elapsed`` to where ``HAZARD`` of the tasks running then have ended, within
-        ``poll_min`` and ``poll_max``."""
-        ended = d.share_below(elapsed)
-        until = d.quantile(ended + HAZARD * (1 - ended))
-        return min(self.poll_max, max(self.poll_min, until - elapsed))
 
 
 @dataclass
@@ -184,10 +275,14 @@ class Poller:
         run: its age is unknown, so it is polled on the plain backoff and teaches nothing.
         ``kind`` (``task_kind``) says which tasks' durations to learn from."""
         delays = self.schedule.delays(kind, self.fx.rng)
+        running: float | None = None  # when a poll last saw it running, after the create
         while task.status == "running":
             elapsed = math.inf if created_at is None else self.fx.clock() - created_at
             await self.fx.sleep(delays.next(elapsed))
+            sent = self.fx.clock()
             task = await self.poll(job_id, task.task_id)
+            if task.status == "running" and created_at is not None:
+                running = sent - created_at
         if created_at is not None:
-            self.schedule.observe(self.fx.clock() - created_at, kind)
+            self.schedule.observe(self.fx.clock() - created_at, kind, running)
         return task

@@ -2,11 +2,14 @@
 
 ``RateLimiter`` bounds how often create requests go out (``--rpm``). Its guarantee: in **any**
 window of ``period`` seconds there are at most ``rate`` grants (at most ``max(1, floor(rate))``
-when ``rate`` is fractional), and grants are spaced at least ``period / rate`` apart. The
-spacing is a deliberate choice: it also rules out a burst after idle time, so a server whose own
-window is shorter or differently aligned than ours never sees ``rate`` requests at once. The
-sliding log of the last grants is kept as well, so the window guarantee holds exactly and does
-not rest on float sums of spacings.
+when ``rate`` is fractional), and in any span of ``t`` seconds at most ``burst + t * rate /
+period``: a token bucket of ``burst`` grants (``BURST``, never more than the window allows),
+refilled one every ``period / rate`` seconds. So a run's first tasks, or tasks whose slots
+free together, start together, and a grant that came late (a busy event loop) is made up for
+by the next ones instead of lost; but no server ever sees more than ``burst`` at once, and a
+crowd after idle time is spaced again after its first ``burst``. The sliding log of the last
+grants is kept as well, so the window guarantee holds exactly and does not rest on float sums
+of spacings.
 
 ``AdaptiveLimit`` caps tasks in flight (``--max-in-flight``): a slot is held from the create
 request until the task is terminal. A provider's "concurrency too high" answer (BigModel 1302)
@@ -34,6 +37,9 @@ Sleep = Callable[[float], Awaitable[None]]
 
 _EPSILON = 1e-9
 """Float slack when comparing a computed grant time with the clock."""
+BURST = 5
+"""Grants a ``RateLimiter`` gives at once after enough quiet time: BigModel's lowest tier runs
+five tasks at once, so a run's first five creates need not wait for each other."""
 
 
 class _Held:
@@ -58,9 +64,10 @@ class _Held:
 
 
 class RateLimiter(_Held):
-    """At most ``rate`` acquisitions per ``period`` seconds, evenly spaced; FIFO.
+    """At most ``rate`` acquisitions per ``period`` seconds, ``burst`` at once; FIFO.
 
-    ``rate`` None or 0 means unlimited (``pause_until``/``penalize`` still apply).
+    ``rate`` None or 0 means unlimited (``pause_until``/``penalize`` still apply). ``burst``
+    (default ``BURST``) is capped at the window's count; 1 spaces every grant evenly.
     """
 
     def __init__(
@@ -68,6 +75,7 @@ class RateLimiter(_Held):
         rate: float | None,
         period: float = 60.0,
         *,
+        burst: int = BURST,
         clock: Clock = time.monotonic,
         sleep: Sleep = anyio.sleep,
     ) -> None:
@@ -75,6 +83,8 @@ class RateLimiter(_Held):
             raise ValueError(f"rate must be a finite number >= 0, not {rate!r}")
         if period <= 0 or not math.isfinite(period):
             raise ValueError(f"period must be a finite number > 0, not {period!r}")
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1, not {burst!r}")
         self.rate = float(rate or 0.0)
         self.period = float(period)
         self._clock = clock
@@ -82,6 +92,10 @@ class RateLimiter(_Held):
         self._interval = self.period / self.rate if self.rate else 0.0
         self._window = max(1, math.floor(self.rate)) if self.rate else 0
         self._grants: deque[float] = deque(maxlen=self._window or 1)
+        self.burst = min(burst, self._window) if self._window else burst
+        self._due = -math.inf
+        """When the next grant would be due if every grant were spaced evenly (the bucket's
+        state: a grant may come up to ``burst - 1`` spacings before it)."""
         self._paused_until = -math.inf
         self._lock = anyio.Lock()
 
@@ -91,7 +105,7 @@ class RateLimiter(_Held):
 
     @property
     def interval(self) -> float:
-        """The minimum spacing between two grants, in seconds (0 when unlimited)."""
+        """The spacing of grants beyond a burst, in seconds (0 when unlimited)."""
         return self._interval
 
     @property
@@ -100,8 +114,11 @@ class RateLimiter(_Held):
         return self._paused_until
 
     def pause_until(self, when: float) -> None:
-        """Grant nothing before clock time ``when``. Pauses only ever extend, never shorten."""
+        """Grant nothing before clock time ``when``, and from then on space grants without a
+        burst until the bucket refills: the server asked for less. Pauses only ever extend,
+        never shorten."""
         self._paused_until = max(self._paused_until, when)
+        self._due = max(self._due, when + (self.burst - 1) * self._interval)
 
     def penalize(self, seconds: float) -> None:
         """Grant nothing for ``seconds`` from now (after a 429 with ``Retry-After``)."""
@@ -112,7 +129,7 @@ class RateLimiter(_Held):
         """The earliest clock time at which the next acquisition could be granted."""
         when = self._paused_until
         if self._window and self._grants:
-            when = max(when, self._grants[-1] + self._interval)
+            when = max(when, self._due - (self.burst - 1) * self._interval)
             if len(self._grants) == self._window:
                 when = max(when, self._grants[0] + self.period)
         return when
@@ -136,7 +153,9 @@ class RateLimiter(_Held):
                     break
                 await self._sleep(wait)
             if not self.unlimited:
-                self._grants.append(max(due, self._clock()))
+                granted = max(due, self._clock())
+                self._grants.append(granted)
+                self._due = max(self._due, granted) + self._interval
 
     def release(self) -> None:
         """Nothing to give back: a grant is spent once taken."""

@@ -109,10 +109,10 @@ def max_in_window(times: list[float], period: float) -> int:
 
 
 @pytest.mark.anyio
-async def test_simultaneous_arrivals_are_spaced_evenly() -> None:
-    """Five waiters at once are granted period/rate apart, the first immediately."""
+async def test_simultaneous_arrivals_are_spaced_evenly_without_a_burst() -> None:
+    """With burst 1, five waiters at once are granted period/rate apart, the first immediately."""
     vt = VirtualTime()
-    limiter = RateLimiter(6, 60, clock=vt.clock, sleep=vt.sleep)
+    limiter = RateLimiter(6, 60, burst=1, clock=vt.clock, sleep=vt.sleep)
     grants: list[float] = []
 
     async def main() -> None:
@@ -129,13 +129,58 @@ async def test_simultaneous_arrivals_are_spaced_evenly() -> None:
 
 
 @pytest.mark.anyio
+async def test_simultaneous_arrivals_get_a_burst_then_spacing() -> None:
+    """Eight waiters at once at 6 a minute: the first `burst` are granted together, the next
+    period/rate apart, and the seventh waits for the window: never more than 6 in 60 s."""
+    vt = VirtualTime()
+    limiter = RateLimiter(6, 60, burst=3, clock=vt.clock, sleep=vt.sleep)
+    grants: list[float] = []
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(8):
+                tg.start_soon(record, limiter, vt, grants)
+
+    await vt.run(main)
+    assert grants == pytest.approx([0, 0, 0, 10, 20, 30, 60, 60])
+
+
+@pytest.mark.anyio
+async def test_a_late_grant_is_made_up_for() -> None:
+    """A caller that comes back late for its next grant (a busy loop) may take the ones it
+    missed at once, up to the burst, so the rate over time is kept."""
+    vt = VirtualTime()
+    limiter = RateLimiter(60, 60, burst=3, clock=vt.clock, sleep=vt.sleep)
+    grants: list[float] = []
+
+    async def main() -> None:
+        for _ in range(3):
+            await record(limiter, vt, grants)  # the burst at 0
+        await record(limiter, vt, grants)  # 1
+        await vt.sleep(2.5)  # late: grants due at 2 and 3 were missed
+        for _ in range(4):
+            await record(limiter, vt, grants)
+
+    await vt.run(main)
+    assert grants == pytest.approx([0, 0, 0, 1, 3.5, 3.5, 4, 5])
+
+
+def test_burst_is_capped_by_the_window() -> None:
+    """A limiter of 2 per minute never grants more than 2 at once, whatever burst is asked."""
+    assert RateLimiter(2, 60, burst=5).burst == 2
+    assert RateLimiter(0.5, 60, burst=5).burst == 1
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("rate", [1, 3, 7.5, 30])
+@pytest.mark.parametrize("burst", [1, 5])
 @pytest.mark.parametrize("seed", range(4))
-async def test_no_window_ever_holds_more_than_rate(rate: float, seed: int) -> None:
-    """For random arrival patterns, no 60 s window contains more than `rate` grants."""
+async def test_no_window_ever_holds_more_than_rate(rate: float, burst: int, seed: int) -> None:
+    """For random arrival patterns, no 60 s window contains more than `rate` grants, and no
+    span of t seconds more than `burst` + t * rate / 60."""
     rng = random.Random(seed)
     vt = VirtualTime()
-    limiter = RateLimiter(rate, 60, clock=vt.clock, sleep=vt.sleep)
+    limiter = RateLimiter(rate, 60, burst=burst, clock=vt.clock, sleep=vt.sleep)
     grants: list[float] = []
     arrivals: list[float] = []
     t = 0.0
@@ -158,12 +203,14 @@ async def test_no_window_ever_holds_more_than_rate(rate: float, seed: int) -> No
     assert len(grants) == len(arrivals)
     assert max_in_window(grants, 60) <= int(rate)
     ordered = sorted(grants)
-    assert all(b - a >= 60 / rate - TOLERANCE for a, b in itertools.pairwise(ordered))
+    bucket = min(burst, int(rate))
+    for i, j in itertools.combinations(range(len(ordered)), 2):
+        assert j - i + 1 <= bucket + (ordered[j] - ordered[i]) * rate / 60 + TOLERANCE
 
 
 @pytest.mark.anyio
-async def test_no_burst_after_idle_time() -> None:
-    """After a long idle stretch a crowd of waiters is still spaced, not let through at once."""
+async def test_no_more_than_the_burst_after_idle_time() -> None:
+    """After a long idle stretch a crowd of waiters gets the burst at once, then is spaced."""
     vt = VirtualTime()
     limiter = RateLimiter(30, 60, clock=vt.clock, sleep=vt.sleep)
     grants: list[float] = []
@@ -182,7 +229,7 @@ async def test_no_burst_after_idle_time() -> None:
                 tg.start_soon(one)
 
     await vt.run(main)
-    assert grants == pytest.approx([1004 + 2 * i for i in range(10)])
+    assert grants == pytest.approx([1000] * 5 + [1000 + 2 * i for i in range(1, 6)])
 
 
 @pytest.mark.anyio
@@ -193,7 +240,7 @@ async def test_sequential_callers_with_self_advancing_sleep() -> None:
     async def sleep(seconds: float) -> None:
         now[0] += seconds
 
-    limiter = RateLimiter(2, 60, clock=lambda: now[0], sleep=sleep)
+    limiter = RateLimiter(2, 60, burst=1, clock=lambda: now[0], sleep=sleep)
     grants = []
     for _ in range(4):
         await limiter.acquire()
@@ -277,7 +324,7 @@ async def record(limiter: RateLimiter, vt: VirtualTime, grants: list[float]) -> 
 async def test_penalty_during_a_wait_extends_it() -> None:
     """A pause set while the head waiter sleeps is honoured when it wakes."""
     vt = VirtualTime()
-    limiter = RateLimiter(2, 60, clock=vt.clock, sleep=vt.sleep)
+    limiter = RateLimiter(2, 60, burst=1, clock=vt.clock, sleep=vt.sleep)
     grants: list[float] = []
 
     async def main() -> None:
@@ -289,6 +336,23 @@ async def test_penalty_during_a_wait_extends_it() -> None:
 
     await vt.run(main)
     assert grants == pytest.approx([55])
+
+
+@pytest.mark.anyio
+async def test_no_burst_right_after_a_penalty() -> None:
+    """Waiters held by a penalty are spaced when it ends, not let through as a burst."""
+    vt = VirtualTime()
+    limiter = RateLimiter(6, 60, burst=3, clock=vt.clock, sleep=vt.sleep)
+    grants: list[float] = []
+
+    async def main() -> None:
+        limiter.penalize(30)
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(record, limiter, vt, grants)
+
+    await vt.run(main)
+    assert grants == pytest.approx([30, 40, 50])
 
 
 def test_pause_until_only_extends() -> None:
@@ -314,11 +378,11 @@ async def test_unlimited_grants_at_once(rate: float | None) -> None:
     assert vt.now == 0
 
 
-@pytest.mark.parametrize(("rate", "period"), [(-1, 60), (float("inf"), 60), (5, 0)])
-def test_rejects_nonsense_settings(rate: float, period: float) -> None:
-    """Negative or infinite rates and non-positive periods are refused."""
+@pytest.mark.parametrize(("rate", "period", "burst"), [(-1, 60, 1), (float("inf"), 60, 1), (5, 0, 1), (5, 60, 0)])
+def test_rejects_nonsense_settings(rate: float, period: float, burst: int) -> None:
+    """Negative or infinite rates, non-positive periods and bursts below 1 are refused."""
     with pytest.raises(ValueError):
-        RateLimiter(rate, period)
+        RateLimiter(rate, period, burst=burst)
 
 
 # --- AdaptiveLimit ----------------------------------------------------------------------------
