@@ -3,10 +3,7 @@
 Once the command has returned, the process ends as soon as its exit handlers have run (the
 analysis workers waited for, logging flushed, temporary files removed): the interpreter's own
 teardown, which frees every module and object one by one, is skipped. It changes nothing a run
-leaves behind and costs ~0.1 s after a run on a quiet machine, ~0.5 s under load. Exit
-handlers registered before this module runs (a ``sitecustomize``'s, coverage's in a
-subprocess, a wrapper's that runs this module with ``runpy``) are skipped with it; the
-``batchvid`` command (``batchvid.cli:main``) keeps the full teardown.
+leaves behind and costs ~0.1 s after a run on a quiet machine, ~0.5 s under load.
 """
 
 import atexit
