@@ -24,8 +24,6 @@ from batchvid.poster import poster_jpeg, poster_size
 from batchvid.simulator.video import VideoSpec, render_video
 from tests.test_quality import make_clip
 
-QUICKSTART = Path(__file__).resolve().parents[1] / "manifests" / "quickstart.yaml"
-
 
 def full_range_clip(path: Path) -> Path:
     """A full-range (yuvj420p) clip with the deblocking filter on (preset medium)."""
@@ -366,24 +364,3 @@ async def test_workers_keep_freed_memory_unless_malloc_was_tuned(
         assert b"OPENBLAS_NUM_THREADS" in names
         assert (b"MALLOC_MMAP_THRESHOLD_" in names) is not tuned
         assert (b"MALLOC_TRIM_THRESHOLD_" in names) is not tuned
-
-
-def test_python_m_batchvid_runs_exit_handlers_registered_by_the_command(tmp_path: Path) -> None:
-    """`python -m batchvid` skips the interpreter's teardown but not the exit handlers that the
-    command registered (the analysis pool's close among them): they run, then it exits with
-    the command's code."""
-    marker = tmp_path / "handler-ran"
-    script = (
-        "import atexit, runpy, sys\n"
-        "import batchvid.cli\n"
-        "command = batchvid.cli.main\n"
-        "def main(argv=None):\n"
-        f"    atexit.register(lambda: open({str(marker)!r}, 'w').close())\n"
-        "    return command(argv)\n"
-        "batchvid.cli.main = main\n"
-        f"sys.argv = ['batchvid', 'validate', {str(QUICKSTART)!r}]\n"
-        "runpy.run_module('batchvid', run_name='__main__')\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
-    assert done.returncode == 0 and done.stdout.startswith("ok: 1 manifest(s)"), done.stderr
-    assert marker.exists()
