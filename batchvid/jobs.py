@@ -222,7 +222,16 @@ def _key_payload(
     return payload
 
 
-_PROMPT_MARK = "\x00prompt\x00"
+PROMPT_MARK = "\x00prompt\x00"
+"""A placeholder prompt: JSON spelled with it, cut around it, spells every prompt's JSON."""
+_SPELLED_MARK = encode_basestring(PROMPT_MARK)
+
+
+def cut_at_prompt(spelled: str) -> tuple[str, str] | None:
+    """What JSON spelled with ``PROMPT_MARK`` holds before and after it (the JSON with any
+    prompt ``p`` is ``head + encode_basestring(p) + tail``), or None if the mark is not alone."""
+    head, found, tail = spelled.partition(_SPELLED_MARK)
+    return (head, tail) if found and _SPELLED_MARK not in tail else None
 
 
 class PromptKeys:
@@ -236,10 +245,9 @@ class PromptKeys:
     __slots__ = ("_head", "_tail", "usable")
 
     def __init__(self, provider: str, params: Mapping[str, Any], sample: int, enhance_json: str | None) -> None:
-        payload = _key_payload(provider, {**params, "prompt": _PROMPT_MARK}, None, sample, enhance_json)
-        mark = encode_basestring(_PROMPT_MARK)
-        self.usable = payload.count(mark) == 1
-        self._head, _, self._tail = payload.partition(mark)
+        payload = _key_payload(provider, {**params, "prompt": PROMPT_MARK}, None, sample, enhance_json)
+        self._head, self._tail = cut_at_prompt(payload) or ("", "")
+        self.usable = bool(self._head)
 
     def key(self, prompt: str) -> str:
         """``job_key(provider, {**params, "prompt": prompt}, None, sample, ...)``."""

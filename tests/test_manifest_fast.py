@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from batchvid.display import plan_table
-from batchvid.errors import ManifestErrors
+from batchvid.errors import Location, ManifestErrors
 from batchvid.jobs import Job, JobFields, PromptKeys, job_key
 from batchvid.manifest import expand, load_manifest
 from batchvid.manifest.messages import validators
-from batchvid.manifest.rows import _jsonl_line_by_line, parse_rows
+from batchvid.manifest.rows import _jsonl_line_by_line, _LocationFields, _RowIds, parse_rows, row_id
 from batchvid.plan import decide, make_plan
 from batchvid.schemas import load_schema
 from batchvid.store import JobRecord
@@ -89,6 +89,35 @@ ROWS = [
     {"id": "a18", "prompt": "A lighthouse at dusk"},
 ]
 
+MIXED_ROWS = [  # rows with parameters of their own, interleaved: a template per shape
+    {"prompt": "No id, its own fps", "fps": 60},
+    {"id": "m2", "prompt": "Prompt only"},
+    {"fps": 60, "prompt": "No id, the keys the other way round"},
+    {"id": "m4", "prompt": "Its own fps again", "fps": 60},
+    {"id": "m5", "prompt": "Its own size", "size": "1280x720"},
+    {"id": "m6", "prompt": "Its own fps as a float", "fps": 60.0},
+    {"id": "m7", "prompt": "Size and audio", "size": "1280x720", "with_audio": True},
+    {"id": "m8", "prompt": "Audio and size", "with_audio": True, "size": "1280x720"},
+    {"id": "m9", "prompt": "Its own fps once more", "fps": 60},
+    {"prompt": "No id, no fps"},
+]
+
+BAD_MIXED_ROWS = [  # shapes whose request is wrong, met more than once, beside good ones
+    {"id": "b1", "prompt": "A fps the model lacks", "fps": 24},
+    {"id": "b2", "prompt": "A good one", "fps": 60},
+    {"id": "b3", "prompt": "The same wrong fps", "fps": 24},
+    {"prompt": "No id, the same wrong fps", "fps": 24},
+    {"id": "b5", "prompt": "A list", "fps": [60]},
+    {"id": "b6", "prompt": "A list again", "fps": [60]},
+    {"id": "b7", "fps": 60},
+    {"id": "b8", "prompt": "An image of its own", "image": "missing.png"},
+    {"id": "b9", "prompt": "A good one", "fps": 60},
+    {"id": "b10", "prompt": "A good one"},
+    {"prompt": "A good one", "fps": 60},
+    {"id": "b12", "prompt": "Prompt only, then a bad fps"},
+    {"id": "b13", "prompt": "A float fps the model lacks", "fps": 24.0},
+]
+
 
 def _manifest(tmp_path: Path, rows: list[dict[str, Any]], job_keys: str = "") -> Path:
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -112,8 +141,14 @@ def _outcome(path: Path) -> tuple[list[tuple[Any, ...]], list[str]]:
 
 @pytest.mark.parametrize(
     "rows",
-    [ROWS, [r for r in ROWS if r.get("id") in ("a1", "a2", "a4", "a18")] + [{"prompt": "x"}]],
-    ids=["with-errors", "valid"],
+    [
+        ROWS,
+        [r for r in ROWS if r.get("id") in ("a1", "a2", "a4", "a18")] + [{"prompt": "x"}],
+        MIXED_ROWS,
+        BAD_MIXED_ROWS,
+        ROWS + MIXED_ROWS + BAD_MIXED_ROWS,
+    ],
+    ids=["with-errors", "valid", "mixed", "mixed-with-errors", "all"],
 )
 @pytest.mark.parametrize("job_keys", ["", "    size: 1280x720\n", "    prompt: a default ${x}\n"])
 def test_rows_shortcut_agrees_with_the_general_expansion(
@@ -127,6 +162,60 @@ def test_rows_shortcut_agrees_with_the_general_expansion(
     slow = _outcome(path)
     assert fast == slow
     assert fast[0] or fast[1]  # something was compared
+
+
+@pytest.mark.parametrize("job_keys", ["", "    size: 1280x720\n", "    enhance: {model: glm-4-flash}\n"])
+def test_mixed_rows_take_the_shortcut_and_agree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, job_keys: str
+) -> None:
+    """Rows with parameters of their own go through _request once per shape, not once per row,
+    and their jobs are those of the general expansion."""
+    path = _manifest(tmp_path, MIXED_ROWS, job_keys)
+    calls: list[object] = []
+    original = expand._request
+
+    def counted(*args: Any) -> Any:
+        calls.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(expand, "_request", counted)
+    fast = _outcome(path)
+    shapes = len(calls)
+    monkeypatch.setattr(expand, "_expand_rows", expand._expand_combinations)
+    assert fast == _outcome(path) and fast[0]
+    assert shapes == 7 < len(MIXED_ROWS)  # prompt; fps; fps first; size; fps 60.0; size+audio; audio+size
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"prompt": "p"},
+        {"prompt": "p", "fps": 60},
+        {"fps": 60, "prompt": "灯塔 \u2028 \" \\"},
+        {"prompt": "p", "fps": 60.5, "size": "1280x720", "with_audio": False, "quality": None},
+        {"prompt": "p", "fps": [60]},
+        {"prompt": 42},
+        {"fps": 60},
+        {"prompt": "\x00prompt\x00"},
+        {"prompt": "p", "size": "\x00prompt\x00"},
+    ],
+)
+def test_row_ids_spelled_per_shape_are_row_id(fields: dict[str, Any]) -> None:
+    """An id-less row's id from its shape's spelled JSON equals row_id of its fields, the
+    second time (spelled) as the first."""
+    ids = _RowIds()
+    assert ids.of(dict(fields)) == row_id(fields)
+    if isinstance(fields.get("prompt"), str):
+        other = {**fields, "prompt": fields["prompt"] + " and more"}
+        assert ids.of(other) == row_id(other)
+
+
+def test_location_fields_freeze_into_an_equal_location() -> None:
+    """_LocationFields(file, line).freeze() is a Location equal to Location(file, line, 1), and as frozen."""
+    built = _LocationFields("rows.jsonl", 7).freeze()
+    assert type(built) is Location and built == Location("rows.jsonl", 7, 1) and hash(built) == hash(Location("rows.jsonl", 7, 1))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.line = 8  # type: ignore[misc]
 
 
 def test_rows_shortcut_reports_a_bad_shared_default_once_per_place(tmp_path: Path) -> None:

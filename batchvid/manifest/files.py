@@ -16,7 +16,7 @@ from batchvid.errors import Location, ManifestError
 from batchvid.images import ImageLoader, ImageProblem
 from batchvid.jobs import Job, JobFields, PromptKeys, canonical_json, job_key
 from batchvid.manifest.context import Claims, Context, Scope
-from batchvid.manifest.expand import Request, SharedRows, bounded_id
+from batchvid.manifest.expand import Request, SharedRows, Template, bounded_id
 from batchvid.manifest.place import Origin, place
 
 if TYPE_CHECKING:
@@ -32,6 +32,9 @@ def build_jobs(context: Context, scope: Scope, requests: Iterable[Request | Shar
         else:
             maker.add(item)
     return maker.jobs
+
+
+_Spelled = tuple["EnhanceSettings | None", "str | None", list[PromptKeys]]
 
 
 class _Jobs:
@@ -74,26 +77,34 @@ class _Jobs:
                 self.jobs.append(fields.freeze())
 
     def add_rows(self, run: SharedRows) -> None:
-        """The jobs of rows that differ in their prompt alone: ``add`` for each, in one loop."""
-        enhance, fingerprint = self.enhancement(run.origin) or (None, None)
-        spelled = [PromptKeys(self.scope.provider, run.params, sample, fingerprint) for sample in range(run.samples)]
-        provider, source, values, jobs = self.scope.provider, run.source, run.origin.values, self.jobs
-        ids, keys = self.ids, self.keys
-        for row in run.rows:
+        """The jobs of rows whose requests are their shape's template with their prompt: ``add``
+        for each, in one loop, each key spelled from its template's (``PromptKeys``)."""
+        provider, source, jobs, ids, keys = self.scope.provider, run.source, self.jobs, self.ids, self.keys
+        spelled: dict[Template, _Spelled] = {}
+        for row, template in zip(run.rows, run.templates, strict=True):
+            found = spelled.get(template)
+            if found is None:
+                found = spelled[template] = self._spelled(template, run.samples)
+            enhance, fingerprint, keyed = found
             prompt = row.fields["prompt"]
-            params = {**run.params, "prompt": prompt}
+            params = {**template.params, "prompt": prompt}
             head = bounded_id(f"{source}-{row.id}")
-            for sample, spelling in enumerate(spelled):
+            for sample, spelling in enumerate(keyed):
                 job_id = f"{head}-s{sample}" if run.samples > 1 else head
                 key = spelling.key(prompt) if spelling.usable else job_key(provider, params, None, sample, enhance_json=fingerprint)
                 if job_id in ids or key in keys:  # taken: claim() says by whom, or lets it pass
-                    if not self.claim(job_id, key, row.location, run.origin.job_index):
+                    if not self.claim(job_id, key, row.location, template.origin.job_index):
                         continue
                 else:  # what claim() does with free names, inline
                     ids[job_id], keys[key] = row.location, job_id
                 fields = JobFields(job_id, key, len(jobs), provider, params, None, sample, row.location, source,
-                                   enhance, values)
+                                   enhance, template.origin.values)
                 jobs.append(fields.freeze())
+
+    def _spelled(self, template: Template, samples: int) -> _Spelled:
+        """The enhancement of a template's rows, its fingerprint and their keys' spelling per sample."""
+        enhance, fingerprint = self.enhancement(template.origin) or (None, None)
+        return enhance, fingerprint, [PromptKeys(self.scope.provider, template.params, s, fingerprint) for s in range(samples)]
 
     def claim(self, job_id: str, key: str, location: Location, index: int) -> bool:
         """Whether the job may be added: a duplicate id, or a request another job sends, is reported."""
