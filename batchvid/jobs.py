@@ -11,7 +11,7 @@ import difflib
 import fnmatch
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from pathlib import Path
@@ -104,6 +104,36 @@ class Job:
         if self.image is not None:
             out["image"] = self.image.describe()
         return out
+
+
+class PromptParams(Mapping[str, Any]):
+    """``{**shared, "prompt": prompt}`` without a dict of its own: the parameters of one of the
+    many jobs that differ in their prompt alone (a prompts file's rows), 48 bytes where the
+    dict takes 184. Equal to that dict, in its order (``shared`` holds a "prompt"); read-only,
+    as every Job's parameters are."""
+
+    __slots__ = ("_shared", "_prompt")
+
+    def __init__(self, shared: dict[str, Any], prompt: str) -> None:
+        self._shared, self._prompt = shared, prompt
+
+    def __getitem__(self, name: str) -> Any:
+        return self._prompt if name == "prompt" else self._shared[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._prompt if name == "prompt" else self._shared.get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._shared
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._shared)
+
+    def __len__(self) -> int:
+        return len(self._shared)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 class JobFields:

@@ -14,7 +14,7 @@ import pytest
 
 from batchvid.display import plan_table
 from batchvid.errors import Location, ManifestErrors
-from batchvid.jobs import Job, JobFields, PromptKeys, job_key
+from batchvid.jobs import Job, JobFields, PromptKeys, PromptParams, job_key
 from batchvid.manifest import expand, load_manifest
 from batchvid.manifest.messages import validators
 from batchvid.manifest.rows import _jsonl_line_by_line, _LocationFields, _RowIds, parse_rows, row_id
@@ -311,3 +311,32 @@ def test_the_prompt_check_agrees_with_the_schema() -> None:
     samples = ["", "a", " a ", "\n\n", "".join(spaces), "\u200b", "\ufeff", "x" * 512, "x" * 513, " " * 512, *spaces]
     for text in samples:
         assert checks.prompt_ok(text) == prompt.is_valid(text), repr(text)
+
+
+def test_prompt_params_are_the_dict_they_stand_for() -> None:
+    """PromptParams(shared, prompt) reads, iterates (in order), compares, copies and pickles as
+    {**shared, "prompt": prompt}, and keys the same."""
+    import copy
+    import pickle
+
+    shared = {"model": "cogvideox-3", "prompt": "first", "size": "1280x720", "fps": 60}
+    params = PromptParams(shared, "second")
+    expected = {**shared, "prompt": "second"}
+    assert params == expected and expected == params and params != shared
+    assert list(params.items()) == list(expected.items()) and dict(params) == expected
+    assert params["prompt"] == params.get("prompt") == "second" and params.get("quality", "-") == "-"
+    assert "fps" in params and "quality" not in params and len(params) == 4
+    with pytest.raises(KeyError):
+        params["quality"]
+    assert {**params} == expected and repr(params) == repr(expected)
+    assert pickle.loads(pickle.dumps(params)) == expected and copy.deepcopy(params) == expected
+    assert job_key("geekai", params, None, 1) == job_key("geekai", expected, None, 1)
+    assert shared["prompt"] == "first"
+
+
+def test_prompts_file_jobs_share_their_template(tmp_path: Path) -> None:
+    """Jobs of a prompts file's rows hold PromptParams over one shared template per shape."""
+    manifest = load_manifest(_manifest(tmp_path, [{"id": "a", "prompt": "p"}, {"id": "b", "prompt": "q"}]))
+    first, second = (job.params for job in manifest.jobs[::2])
+    assert isinstance(first, PromptParams) and isinstance(second, PromptParams)
+    assert first._shared is second._shared and (first["prompt"], second["prompt"]) == ("p", "q")

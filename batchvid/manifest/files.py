@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from batchvid.errors import Location, ManifestError
 from batchvid.images import ImageLoader, ImageProblem
-from batchvid.jobs import Job, JobFields, PromptKeys, canonical_json, job_key
+from batchvid.jobs import Job, JobFields, PromptKeys, PromptParams, canonical_json, job_key
 from batchvid.manifest.context import Claims, Context, Scope
 from batchvid.manifest.expand import Request, SharedRows, Template, bounded_id
 from batchvid.manifest.place import Origin, place
@@ -87,7 +87,7 @@ class _Jobs:
                 found = spelled[template] = self._spelled(template, run.samples)
             enhance, fingerprint, keyed = found
             prompt = row.fields["prompt"]
-            params = {**template.params, "prompt": prompt}
+            params = PromptParams(template.params, prompt)
             head = bounded_id(f"{source}-{row.id}")
             for sample, spelling in enumerate(keyed):
                 job_id = f"{head}-s{sample}" if run.samples > 1 else head
