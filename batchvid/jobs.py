@@ -7,7 +7,6 @@ reports read them.
 from __future__ import annotations
 
 import base64
-import difflib
 import fnmatch
 import hashlib
 import json
@@ -315,6 +314,8 @@ def _nothing_selected(pattern: str, jobs: Sequence[Job]) -> str:
     names = list(dict.fromkeys(j.source for j in jobs if j.source))
     if len(jobs) <= 1000:
         names += [j.id for j in jobs]
+    import difflib  # only to say what was meant
+
     close = difflib.get_close_matches(pattern, names, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"--only {pattern}: no job id matches{hint} (see `batchvid plan`)"

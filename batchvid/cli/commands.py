@@ -28,12 +28,13 @@ from batchvid.errors import (
     OutputDirError,
     UsageError,
 )
-from batchvid.events import Subscriber
 from batchvid.gcpause import paused_gc
 from batchvid.jobs import Manifest
 
 if TYPE_CHECKING:
     import httpx
+
+    from batchvid.events import Subscriber  # the run's events: not imported to validate or plan
 
 # -- commands ---------------------------------------------------------------------------------
 
