@@ -340,3 +340,15 @@ def test_prompts_file_jobs_share_their_template(tmp_path: Path) -> None:
     first, second = (job.params for job in manifest.jobs[::2])
     assert isinstance(first, PromptParams) and isinstance(second, PromptParams)
     assert first._shared is second._shared and (first["prompt"], second["prompt"]) == ("p", "q")
+
+
+def test_new_job_steps_are_frozen_steps(tmp_path: Path) -> None:
+    """A plan's new-job step is a Step equal to Step(job, "submit", "new job"), and as frozen."""
+    from batchvid.plan import Step, _StepFields
+
+    assert _StepFields.__slots__ == Step.__slots__
+    job = make_job("a", 0)
+    (step,) = make_plan([job], {}, tmp_path, provider="geekai").steps
+    assert type(step) is Step and step == Step(job, "submit", "new job")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        step.action = "skip"  # type: ignore[misc]
