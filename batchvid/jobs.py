@@ -10,9 +10,10 @@ import base64
 import fnmatch
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
+from operator import add, attrgetter, methodcaller
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -281,6 +282,16 @@ class PromptKeys:
     def key(self, prompt: str) -> str:
         """``job_key(provider, {**params, "prompt": prompt}, None, sample, ...)``."""
         return hashlib.sha256((self._head + encode_basestring(prompt) + self._tail).encode()).hexdigest()
+
+
+_HEAD, _TAIL, _HEXDIGEST = attrgetter("_head"), attrgetter("_tail"), methodcaller("hexdigest")
+
+
+def spelled_keys(spellings: Iterable[PromptKeys], prompts: Iterable[str]) -> list[str]:
+    """``spelling.key(prompt)`` of each pair (every spelling usable), in C-level passes."""
+    spellings = list(spellings)
+    payloads = map(add, map(add, map(_HEAD, spellings), map(encode_basestring, prompts)), map(_TAIL, spellings))
+    return list(map(_HEXDIGEST, map(hashlib.sha256, map(str.encode, payloads))))
 
 
 def matches(job: Job, pattern: str) -> bool:

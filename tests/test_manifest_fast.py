@@ -14,8 +14,8 @@ import pytest
 
 from batchvid.display import plan_table
 from batchvid.errors import Location, ManifestErrors
-from batchvid.jobs import Job, JobFields, PromptKeys, PromptParams, job_key
-from batchvid.manifest import expand, load_manifest
+from batchvid.jobs import Job, JobFields, PromptKeys, PromptParams, job_key, spelled_keys
+from batchvid.manifest import expand, files, load_manifest
 from batchvid.manifest.messages import validators
 from batchvid.manifest.rows import _jsonl_line_by_line, _LocationFields, _RowIds, parse_rows, row_id
 from batchvid.plan import decide, make_plan
@@ -119,12 +119,12 @@ BAD_MIXED_ROWS = [  # shapes whose request is wrong, met more than once, beside 
 ]
 
 
-def _manifest(tmp_path: Path, rows: list[dict[str, Any]], job_keys: str = "") -> Path:
+def _manifest(tmp_path: Path, rows: list[dict[str, Any]], job_keys: str = "", samples: int = 2, job_id: str = "s") -> Path:
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     path = tmp_path / "m.yaml"
     path.write_text(
         "version: 1\ndefaults:\n  model: cogvideox-3\n  fps: 30.0\n"
-        f"jobs:\n  - id: s\n    prompts_file: rows.jsonl\n    samples: 2\n{job_keys}",
+        f"jobs:\n  - id: {job_id}\n    prompts_file: rows.jsonl\n    samples: {samples}\n{job_keys}",
         encoding="utf-8",
     )
     return path
@@ -151,12 +151,13 @@ def _outcome(path: Path) -> tuple[list[tuple[Any, ...]], list[str]]:
     ids=["with-errors", "valid", "mixed", "mixed-with-errors", "all"],
 )
 @pytest.mark.parametrize("job_keys", ["", "    size: 1280x720\n", "    prompt: a default ${x}\n"])
+@pytest.mark.parametrize("samples", [1, 2])
 def test_rows_shortcut_agrees_with_the_general_expansion(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]], job_keys: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]], job_keys: str, samples: int
 ) -> None:
     """A prompts file's jobs and located errors are the same with the rows' shortcut as through
     _request for every row: keys, params (in order), ids, locations, each message."""
-    path = _manifest(tmp_path, rows, job_keys)
+    path = _manifest(tmp_path, rows, job_keys, samples)
     fast = _outcome(path)
     monkeypatch.setattr(expand, "_expand_rows", expand._expand_combinations)
     slow = _outcome(path)
@@ -165,12 +166,13 @@ def test_rows_shortcut_agrees_with_the_general_expansion(
 
 
 @pytest.mark.parametrize("job_keys", ["", "    size: 1280x720\n", "    enhance: {model: glm-4-flash}\n"])
+@pytest.mark.parametrize("samples", [1, 2])
 def test_mixed_rows_take_the_shortcut_and_agree(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, job_keys: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, job_keys: str, samples: int
 ) -> None:
     """Rows with parameters of their own go through _request once per shape, not once per row,
     and their jobs are those of the general expansion."""
-    path = _manifest(tmp_path, MIXED_ROWS, job_keys)
+    path = _manifest(tmp_path, MIXED_ROWS, job_keys, samples)
     calls: list[object] = []
     original = expand._request
 
@@ -352,3 +354,35 @@ def test_new_job_steps_are_frozen_steps(tmp_path: Path) -> None:
     assert type(step) is Step and step == Step(job, "submit", "new job")
     with pytest.raises(dataclasses.FrozenInstanceError):
         step.action = "skip"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        MIXED_ROWS,
+        MIXED_ROWS + [{"id": "m2", "prompt": "A duplicate id"}],
+        MIXED_ROWS + [{"id": "m11", "prompt": "Prompt only"}],  # the same request as m2
+        MIXED_ROWS + [{"id": "x" * 100, "prompt": "An id cut to the limit (with the job's)"}],
+    ],
+    ids=["usual", "duplicate-id", "duplicate-request", "long-id"],
+)
+def test_runs_added_at_once_agree_with_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]]
+) -> None:
+    """A run of one-sample rows is added in bulk only when no id or key is taken or too long,
+    and its jobs (or errors) are those of the row-by-row loop."""
+    path = _manifest(tmp_path, rows, samples=1, job_id="j" * 100)
+    taken: list[bool] = []
+    at_once = files._Jobs._add_at_once
+    monkeypatch.setattr(files._Jobs, "_add_at_once", lambda self, run: taken.append(at_once(self, run)) or taken[-1])
+    fast = _outcome(path)
+    monkeypatch.setattr(files._Jobs, "_add_at_once", lambda self, run: False)
+    assert fast == _outcome(path) and (fast[0] or fast[1])
+    assert taken == [rows is MIXED_ROWS]
+
+
+def test_spelled_keys_are_each_prompts_key() -> None:
+    """spelled_keys of (spelling, prompt) pairs equals each spelling's key of its prompt."""
+    spellings = [PromptKeys("geekai", {"model": "cogvideox-3", "prompt": "p", "fps": fps}, 0, None) for fps in (30, 60)]
+    pairs = [(spellings[i % 2], prompt) for i, prompt in enumerate(TRICKY_PROMPTS)]
+    assert spelled_keys([s for s, _ in pairs], [p for _, p in pairs]) == [s.key(p) for s, p in pairs]

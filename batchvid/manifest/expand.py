@@ -31,7 +31,7 @@ MAX_JOBS = 100_000
 WARN_JOBS = 5_000
 """A job whose matrix expands to more than this many jobs gets a warning with the count."""
 
-_MAX_ID_LENGTH = 200
+MAX_ID_LENGTH = 200
 _VARIABLE = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 _SLUG_UNSAFE = re.compile(r"[^a-z0-9._]+")
 _STRUCTURE = frozenset({"id", "matrix", "samples", "prompts_file", "prompt", "image"})
@@ -354,9 +354,9 @@ def _digest(text: str) -> str:
 
 def bounded_id(expanded_id: str) -> str:
     """An expanded id cut to the limit, a hash of the whole appended when it is cut."""
-    if len(expanded_id) <= _MAX_ID_LENGTH:
+    if len(expanded_id) <= MAX_ID_LENGTH:
         return expanded_id
-    return expanded_id[: _MAX_ID_LENGTH - 9].rstrip("-") + "-" + _digest(expanded_id)
+    return expanded_id[: MAX_ID_LENGTH - 9].rstrip("-") + "-" + _digest(expanded_id)
 
 
 def _slug(value: Any) -> str:

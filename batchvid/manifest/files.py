@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 from batchvid.errors import Location, ManifestError
 from batchvid.images import ImageLoader, ImageProblem
-from batchvid.jobs import Job, JobFields, PromptKeys, PromptParams, canonical_json, job_key
+from batchvid.jobs import (
+    Job,
+    JobFields,
+    PromptKeys,
+    PromptParams,
+    canonical_json,
+    job_key,
+    spelled_keys,
+)
 from batchvid.manifest.context import Claims, Context, Scope
+from batchvid.manifest.expand import MAX_ID_LENGTH as _MAX_ID
 from batchvid.manifest.expand import Request, SharedRows, Template, bounded_id
 from batchvid.manifest.place import Origin, place
 
@@ -79,6 +89,8 @@ class _Jobs:
     def add_rows(self, run: SharedRows) -> None:
         """The jobs of rows whose requests are their shape's template with their prompt: ``add``
         for each, in one loop, each key spelled from its template's (``PromptKeys``)."""
+        if self._add_at_once(run):
+            return
         provider, source, jobs, ids, keys = self.scope.provider, run.source, self.jobs, self.ids, self.keys
         spelled: dict[Template, _Spelled] = {}
         for row, template in zip(run.rows, run.templates, strict=True):
@@ -100,6 +112,35 @@ class _Jobs:
                 fields = JobFields(job_id, key, len(jobs), provider, params, None, sample, row.location, source,
                                    enhance, template.origin.values)
                 jobs.append(fields.freeze())
+
+    def _add_at_once(self, run: SharedRows) -> bool:
+        """``add_rows`` of the usual run in C-level passes over its rows (``map``), not a loop:
+        one sample a row, every id short and new, every key new and its own. False (nothing
+        added) for any other run: the loop then says which id or key is taken, and by whom."""
+        if run.samples != 1:
+            return False
+        made = {template: self._spelled(template, 1) for template in dict.fromkeys(run.templates)}
+        if not all(keyed[0].usable for _, _, keyed in made.values()):
+            return False
+        per_row = [made[template] for template in run.templates]
+        prompts = [row.fields["prompt"] for row in run.rows]
+        job_ids = [f"{run.source}-{row.id}" for row in run.rows]
+        keys = spelled_keys((keyed[0] for _, _, keyed in per_row), prompts)
+        fresh = len(set(job_ids)) == len(job_ids) == len(set(keys)) and max(map(len, job_ids), default=0) <= _MAX_ID
+        if not (fresh and self.ids.keys().isdisjoint(job_ids) and self.keys.keys().isdisjoint(keys)):
+            return False
+        locations = [row.location for row in run.rows]
+        self.ids.update(zip(job_ids, locations, strict=True))
+        self.keys.update(zip(keys, job_ids, strict=True))
+        start, count = len(self.jobs), len(job_ids)
+        fields = map(
+            JobFields, job_ids, keys, range(start, start + count), repeat(self.scope.provider),
+            map(PromptParams, [template.params for template in run.templates], prompts), repeat(None), repeat(0),
+            locations, repeat(run.source), [enhance for enhance, _, _ in per_row],
+            [template.origin.values for template in run.templates],
+        )  # fmt: skip
+        self.jobs.extend(map(JobFields.freeze, fields))
+        return True
 
     def _spelled(self, template: Template, samples: int) -> _Spelled:
         """The enhancement of a template's rows, its fingerprint and their keys' spelling per sample."""
