@@ -62,10 +62,13 @@ def _plan(args: argparse.Namespace, manifest: Manifest) -> int:
     from batchvid.display import plan_table
     from batchvid.plan import plan_to_json
     from batchvid.settings import plan_for
-    from batchvid.store import read_records
 
     settings = build_settings(args, manifest)
-    records = read_records(settings.out_dir) if settings.out_dir.exists() else {}
+    records = {}
+    if settings.out_dir.exists():  # else nothing to read: the store (and anyio) not even imported
+        from batchvid.store import read_records
+
+        records = read_records(settings.out_dir)
     plan = plan_for(manifest, settings, records)
     with paused_gc():  # a row (or a mapping) per job, all alive until printed
         if getattr(args, "json", False):
