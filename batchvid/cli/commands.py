@@ -42,13 +42,16 @@ if TYPE_CHECKING:
 def cmd_validate(args: argparse.Namespace) -> int:
     errors: list[ManifestError] = []
     jobs = 0
-    for path in args.manifests:
-        try:
-            jobs += len(load(path, args.provider, args.root).jobs)
-        except ManifestErrors as exc:
-            errors.extend(exc.errors)
-        except ManifestError as exc:
-            errors.append(exc)
+    # The collector stays off until each manifest is dropped: on again right after a load, it
+    # would first walk every object of the manifest (a fifth of a 100,000-job validate).
+    with paused_gc():
+        for path in args.manifests:
+            try:
+                jobs += len(load(path, args.provider, args.root).jobs)
+            except ManifestErrors as exc:
+                errors.extend(exc.errors)
+            except ManifestError as exc:
+                errors.append(exc)
     for error in errors:
         print(ManifestError.__str__(error), file=sys.stderr)
     if errors:
@@ -82,7 +85,8 @@ def _plan(args: argparse.Namespace, manifest: Manifest) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    return _plan(args, load(args.manifest, args.provider, args.root))
+    with paused_gc():  # as for validate: the manifest and the plan live until the command ends
+        return _plan(args, load(args.manifest, args.provider, args.root))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
