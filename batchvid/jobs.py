@@ -78,7 +78,8 @@ class Job:
     """Position in the expanded manifest: reports list jobs in this order."""
     provider: str
     params: Mapping[str, Any]
-    """Generation parameters other than the image (model, prompt, size, fps, …), as written."""
+    """Generation parameters other than the image (model, prompt, size, fps, …), as written: a
+    dict, or for a prompts file's rows a ``PromptParams`` equal to it (read-only either way)."""
     image: Image | None = None
     sample: int = 0
     location: Location | None = field(default=None, compare=False)
