@@ -7,13 +7,13 @@ reports read them.
 from __future__ import annotations
 
 import base64
-import difflib
 import fnmatch
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
+from operator import add, attrgetter, methodcaller
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,7 +78,8 @@ class Job:
     """Position in the expanded manifest: reports list jobs in this order."""
     provider: str
     params: Mapping[str, Any]
-    """Generation parameters other than the image (model, prompt, size, fps, …), as written."""
+    """Generation parameters other than the image (model, prompt, size, fps, …), as written: a
+    dict, or for a prompts file's rows a ``PromptParams`` equal to it (read-only either way)."""
     image: Image | None = None
     sample: int = 0
     location: Location | None = field(default=None, compare=False)
@@ -104,6 +105,36 @@ class Job:
         if self.image is not None:
             out["image"] = self.image.describe()
         return out
+
+
+class PromptParams(Mapping[str, Any]):
+    """``{**shared, "prompt": prompt}`` without a dict of its own: the parameters of one of the
+    many jobs that differ in their prompt alone (a prompts file's rows), 48 bytes where the
+    dict takes 184. Equal to that dict, in its order (``shared`` holds a "prompt"); read-only,
+    as every Job's parameters are."""
+
+    __slots__ = ("_shared", "_prompt")
+
+    def __init__(self, shared: dict[str, Any], prompt: str) -> None:
+        self._shared, self._prompt = shared, prompt
+
+    def __getitem__(self, name: str) -> Any:
+        return self._prompt if name == "prompt" else self._shared[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._prompt if name == "prompt" else self._shared.get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._shared
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._shared)
+
+    def __len__(self) -> int:
+        return len(self._shared)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 class JobFields:
@@ -222,7 +253,16 @@ def _key_payload(
     return payload
 
 
-_PROMPT_MARK = "\x00prompt\x00"
+PROMPT_MARK = "\x00prompt\x00"
+"""A placeholder prompt: JSON spelled with it, cut around it, spells every prompt's JSON."""
+_SPELLED_MARK = encode_basestring(PROMPT_MARK)
+
+
+def cut_at_prompt(spelled: str) -> tuple[str, str] | None:
+    """What JSON spelled with ``PROMPT_MARK`` holds before and after it (the JSON with any
+    prompt ``p`` is ``head + encode_basestring(p) + tail``), or None if the mark is not alone."""
+    head, found, tail = spelled.partition(_SPELLED_MARK)
+    return (head, tail) if found and _SPELLED_MARK not in tail else None
 
 
 class PromptKeys:
@@ -236,14 +276,23 @@ class PromptKeys:
     __slots__ = ("_head", "_tail", "usable")
 
     def __init__(self, provider: str, params: Mapping[str, Any], sample: int, enhance_json: str | None) -> None:
-        payload = _key_payload(provider, {**params, "prompt": _PROMPT_MARK}, None, sample, enhance_json)
-        mark = encode_basestring(_PROMPT_MARK)
-        self.usable = payload.count(mark) == 1
-        self._head, _, self._tail = payload.partition(mark)
+        payload = _key_payload(provider, {**params, "prompt": PROMPT_MARK}, None, sample, enhance_json)
+        self._head, self._tail = cut_at_prompt(payload) or ("", "")
+        self.usable = bool(self._head)
 
     def key(self, prompt: str) -> str:
         """``job_key(provider, {**params, "prompt": prompt}, None, sample, ...)``."""
         return hashlib.sha256((self._head + encode_basestring(prompt) + self._tail).encode()).hexdigest()
+
+
+_HEAD, _TAIL, _HEXDIGEST = attrgetter("_head"), attrgetter("_tail"), methodcaller("hexdigest")
+
+
+def spelled_keys(spellings: Iterable[PromptKeys], prompts: Iterable[str]) -> list[str]:
+    """``spelling.key(prompt)`` of each pair (every spelling usable), in C-level passes."""
+    spellings = list(spellings)
+    payloads = map(add, map(add, map(_HEAD, spellings), map(encode_basestring, prompts)), map(_TAIL, spellings))
+    return list(map(_HEXDIGEST, map(hashlib.sha256, map(str.encode, payloads))))
 
 
 def matches(job: Job, pattern: str) -> bool:
@@ -277,6 +326,8 @@ def _nothing_selected(pattern: str, jobs: Sequence[Job]) -> str:
     names = list(dict.fromkeys(j.source for j in jobs if j.source))
     if len(jobs) <= 1000:
         names += [j.id for j in jobs]
+    import difflib  # only to say what was meant
+
     close = difflib.get_close_matches(pattern, names, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"--only {pattern}: no job id matches{hint} (see `batchvid plan`)"

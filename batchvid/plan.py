@@ -9,16 +9,17 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from batchvid.billing import UNCONFIRMED_KIND, Verdict, unanswered_create
 from batchvid.errors import UsageError
 from batchvid.gcpause import paused_gc
 from batchvid.jobs import Job, matches
-from batchvid.journal import JobRecord
-from batchvid.providers import get_provider
-from batchvid.report import Status
-from batchvid.store import verify_file
+
+if TYPE_CHECKING:  # the providers (httpx), the store (anyio) and the report: only where used, so
+    # that planning new jobs (``batchvid plan`` of a fresh output directory) imports none of them
+    from batchvid.journal import JobRecord
+    from batchvid.report import Status
 
 Action = Literal["submit", "reattach", "download", "skip", "keep-failed"]
 
@@ -182,7 +183,22 @@ def decide(
 
 
 def _new_job(job: Job, record: JobRecord | None = None) -> Step:
-    return Step(job, "submit", "new job", record)  # positional: a third cheaper, per job
+    return _StepFields(job, record).freeze()
+
+
+class _StepFields:
+    """``Step(job, "submit", "new job", record)`` without the frozen ``__init__``, at a third of
+    the cost (``freeze`` makes it the Step it is, as ``jobs.JobFields`` does for a Job): one per
+    new job of a plan."""
+
+    __slots__ = ("job", "action", "reason", "record", "enhance")
+
+    def __init__(self, job: Job, record: JobRecord | None) -> None:
+        self.job, self.action, self.reason, self.record, self.enhance = job, "submit", "new job", record, False
+
+    def freeze(self) -> Step:
+        self.__class__ = Step  # type: ignore[assignment]
+        return self  # type: ignore[return-value]
 
 
 def _unanswered(job: Job, record: JobRecord, *, retry_failed: bool, idempotent: bool) -> Step:
@@ -224,6 +240,8 @@ def _failed(job: Job, record: JobRecord, *, retry_failed: bool) -> Step:
 
 def _done(job: Job, record: JobRecord, out_dir: Path) -> Step:
     """A succeeded job: skipped when its video verifies under its id, else fetched again."""
+    from batchvid.store import verify_file
+
     assert record.video is not None
     video = out_dir / "jobs" / job.id / "video.mp4"
     problem = verify_file(video, record.video, unchanged=record.stat)
@@ -263,6 +281,8 @@ def edited_reason(job: Job, earlier: JobRecord, out_dir: Path, provider: str) ->
         before = None
     if not isinstance(before, dict):
         return f"edited since its earlier request{task}: a new job"
+    from batchvid.providers import get_provider
+
     after = get_provider(provider).recorded_body(job)
     changes = []
     for name in sorted((set(before) | set(after)) - NOT_COMPARED):
@@ -324,7 +344,7 @@ def _steps(
     shard: tuple[int, int] | None,
     re_enhance: bool,
 ) -> list[Step]:
-    idempotent = get_provider(provider).idempotent
+    idempotent = _idempotent(provider) if records else False  # asked only of a journaled job
     chosen = {job.key for job in select(jobs, only, shard)} if only or shard is not None else None
     by_id = {record.id: record for record in records.values()}
     steps: list[Step] = []
@@ -351,6 +371,13 @@ def _steps(
             if step.action == "skip":
                 steps.append(step)
     return steps
+
+
+def _idempotent(provider: str) -> bool:
+    """Whether the provider refuses a duplicate create by its key (``billing.unanswered_create``)."""
+    from batchvid.providers import get_provider
+
+    return get_provider(provider).idempotent
 
 
 def mark_enhance(step: Step, re_enhance: bool) -> Step:

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from batchvid.display import plan_table
-from batchvid.errors import ManifestErrors
-from batchvid.jobs import Job, JobFields, PromptKeys, job_key
-from batchvid.manifest import expand, load_manifest
+from batchvid.errors import Location, ManifestErrors
+from batchvid.jobs import Job, JobFields, PromptKeys, PromptParams, job_key, spelled_keys
+from batchvid.manifest import expand, files, load_manifest
 from batchvid.manifest.messages import validators
-from batchvid.manifest.rows import _jsonl_line_by_line, parse_rows
+from batchvid.manifest.rows import _jsonl_line_by_line, _LocationFields, _RowIds, parse_rows, row_id
 from batchvid.plan import decide, make_plan
 from batchvid.schemas import load_schema
 from batchvid.store import JobRecord
@@ -89,13 +89,42 @@ ROWS = [
     {"id": "a18", "prompt": "A lighthouse at dusk"},
 ]
 
+MIXED_ROWS = [  # rows with parameters of their own, interleaved: a template per shape
+    {"prompt": "No id, its own fps", "fps": 60},
+    {"id": "m2", "prompt": "Prompt only"},
+    {"fps": 60, "prompt": "No id, the keys the other way round"},
+    {"id": "m4", "prompt": "Its own fps again", "fps": 60},
+    {"id": "m5", "prompt": "Its own size", "size": "1280x720"},
+    {"id": "m6", "prompt": "Its own fps as a float", "fps": 60.0},
+    {"id": "m7", "prompt": "Size and audio", "size": "1280x720", "with_audio": True},
+    {"id": "m8", "prompt": "Audio and size", "with_audio": True, "size": "1280x720"},
+    {"id": "m9", "prompt": "Its own fps once more", "fps": 60},
+    {"prompt": "No id, no fps"},
+]
 
-def _manifest(tmp_path: Path, rows: list[dict[str, Any]], job_keys: str = "") -> Path:
+BAD_MIXED_ROWS = [  # shapes whose request is wrong, met more than once, beside good ones
+    {"id": "b1", "prompt": "A fps the model lacks", "fps": 24},
+    {"id": "b2", "prompt": "A good one", "fps": 60},
+    {"id": "b3", "prompt": "The same wrong fps", "fps": 24},
+    {"prompt": "No id, the same wrong fps", "fps": 24},
+    {"id": "b5", "prompt": "A list", "fps": [60]},
+    {"id": "b6", "prompt": "A list again", "fps": [60]},
+    {"id": "b7", "fps": 60},
+    {"id": "b8", "prompt": "An image of its own", "image": "missing.png"},
+    {"id": "b9", "prompt": "A good one", "fps": 60},
+    {"id": "b10", "prompt": "A good one"},
+    {"prompt": "A good one", "fps": 60},
+    {"id": "b12", "prompt": "Prompt only, then a bad fps"},
+    {"id": "b13", "prompt": "A float fps the model lacks", "fps": 24.0},
+]
+
+
+def _manifest(tmp_path: Path, rows: list[dict[str, Any]], job_keys: str = "", samples: int = 2, job_id: str = "s") -> Path:
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     path = tmp_path / "m.yaml"
     path.write_text(
         "version: 1\ndefaults:\n  model: cogvideox-3\n  fps: 30.0\n"
-        f"jobs:\n  - id: s\n    prompts_file: rows.jsonl\n    samples: 2\n{job_keys}",
+        f"jobs:\n  - id: {job_id}\n    prompts_file: rows.jsonl\n    samples: {samples}\n{job_keys}",
         encoding="utf-8",
     )
     return path
@@ -112,21 +141,83 @@ def _outcome(path: Path) -> tuple[list[tuple[Any, ...]], list[str]]:
 
 @pytest.mark.parametrize(
     "rows",
-    [ROWS, [r for r in ROWS if r.get("id") in ("a1", "a2", "a4", "a18")] + [{"prompt": "x"}]],
-    ids=["with-errors", "valid"],
+    [
+        ROWS,
+        [r for r in ROWS if r.get("id") in ("a1", "a2", "a4", "a18")] + [{"prompt": "x"}],
+        MIXED_ROWS,
+        BAD_MIXED_ROWS,
+        ROWS + MIXED_ROWS + BAD_MIXED_ROWS,
+    ],
+    ids=["with-errors", "valid", "mixed", "mixed-with-errors", "all"],
 )
 @pytest.mark.parametrize("job_keys", ["", "    size: 1280x720\n", "    prompt: a default ${x}\n"])
+@pytest.mark.parametrize("samples", [1, 2])
 def test_rows_shortcut_agrees_with_the_general_expansion(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]], job_keys: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]], job_keys: str, samples: int
 ) -> None:
     """A prompts file's jobs and located errors are the same with the rows' shortcut as through
     _request for every row: keys, params (in order), ids, locations, each message."""
-    path = _manifest(tmp_path, rows, job_keys)
+    path = _manifest(tmp_path, rows, job_keys, samples)
     fast = _outcome(path)
     monkeypatch.setattr(expand, "_expand_rows", expand._expand_combinations)
     slow = _outcome(path)
     assert fast == slow
     assert fast[0] or fast[1]  # something was compared
+
+
+@pytest.mark.parametrize("job_keys", ["", "    size: 1280x720\n", "    enhance: {model: glm-4-flash}\n"])
+@pytest.mark.parametrize("samples", [1, 2])
+def test_mixed_rows_take_the_shortcut_and_agree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, job_keys: str, samples: int
+) -> None:
+    """Rows with parameters of their own go through _request once per shape, not once per row,
+    and their jobs are those of the general expansion."""
+    path = _manifest(tmp_path, MIXED_ROWS, job_keys, samples)
+    calls: list[object] = []
+    original = expand._request
+
+    def counted(*args: Any) -> Any:
+        calls.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(expand, "_request", counted)
+    fast = _outcome(path)
+    shapes = len(calls)
+    monkeypatch.setattr(expand, "_expand_rows", expand._expand_combinations)
+    assert fast == _outcome(path) and fast[0]
+    assert shapes == 7 < len(MIXED_ROWS)  # prompt; fps; fps first; size; fps 60.0; size+audio; audio+size
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"prompt": "p"},
+        {"prompt": "p", "fps": 60},
+        {"fps": 60, "prompt": "灯塔 \u2028 \" \\"},
+        {"prompt": "p", "fps": 60.5, "size": "1280x720", "with_audio": False, "quality": None},
+        {"prompt": "p", "fps": [60]},
+        {"prompt": 42},
+        {"fps": 60},
+        {"prompt": "\x00prompt\x00"},
+        {"prompt": "p", "size": "\x00prompt\x00"},
+    ],
+)
+def test_row_ids_spelled_per_shape_are_row_id(fields: dict[str, Any]) -> None:
+    """An id-less row's id from its shape's spelled JSON equals row_id of its fields, the
+    second time (spelled) as the first."""
+    ids = _RowIds()
+    assert ids.of(dict(fields)) == row_id(fields)
+    if isinstance(fields.get("prompt"), str):
+        other = {**fields, "prompt": fields["prompt"] + " and more"}
+        assert ids.of(other) == row_id(other)
+
+
+def test_location_fields_freeze_into_an_equal_location() -> None:
+    """_LocationFields(file, line).freeze() is a Location equal to Location(file, line, 1), and as frozen."""
+    built = _LocationFields("rows.jsonl", 7).freeze()
+    assert type(built) is Location and built == Location("rows.jsonl", 7, 1) and hash(built) == hash(Location("rows.jsonl", 7, 1))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.line = 8  # type: ignore[misc]
 
 
 def test_rows_shortcut_reports_a_bad_shared_default_once_per_place(tmp_path: Path) -> None:
@@ -222,3 +313,76 @@ def test_the_prompt_check_agrees_with_the_schema() -> None:
     samples = ["", "a", " a ", "\n\n", "".join(spaces), "\u200b", "\ufeff", "x" * 512, "x" * 513, " " * 512, *spaces]
     for text in samples:
         assert checks.prompt_ok(text) == prompt.is_valid(text), repr(text)
+
+
+def test_prompt_params_are_the_dict_they_stand_for() -> None:
+    """PromptParams(shared, prompt) reads, iterates (in order), compares, copies and pickles as
+    {**shared, "prompt": prompt}, and keys the same."""
+    import copy
+    import pickle
+
+    shared = {"model": "cogvideox-3", "prompt": "first", "size": "1280x720", "fps": 60}
+    params = PromptParams(shared, "second")
+    expected = {**shared, "prompt": "second"}
+    assert params == expected and expected == params and params != shared
+    assert list(params.items()) == list(expected.items()) and dict(params) == expected
+    assert params["prompt"] == params.get("prompt") == "second" and params.get("quality", "-") == "-"
+    assert "fps" in params and "quality" not in params and len(params) == 4
+    with pytest.raises(KeyError):
+        params["quality"]
+    assert {**params} == expected and repr(params) == repr(expected)
+    assert pickle.loads(pickle.dumps(params)) == expected and copy.deepcopy(params) == expected
+    assert job_key("geekai", params, None, 1) == job_key("geekai", expected, None, 1)
+    assert shared["prompt"] == "first"
+
+
+def test_prompts_file_jobs_share_their_template(tmp_path: Path) -> None:
+    """Jobs of a prompts file's rows hold PromptParams over one shared template per shape."""
+    manifest = load_manifest(_manifest(tmp_path, [{"id": "a", "prompt": "p"}, {"id": "b", "prompt": "q"}]))
+    first, second = (job.params for job in manifest.jobs[::2])
+    assert isinstance(first, PromptParams) and isinstance(second, PromptParams)
+    assert first._shared is second._shared and (first["prompt"], second["prompt"]) == ("p", "q")
+
+
+def test_new_job_steps_are_frozen_steps(tmp_path: Path) -> None:
+    """A plan's new-job step is a Step equal to Step(job, "submit", "new job"), and as frozen."""
+    from batchvid.plan import Step, _StepFields
+
+    assert _StepFields.__slots__ == Step.__slots__
+    job = make_job("a", 0)
+    (step,) = make_plan([job], {}, tmp_path, provider="geekai").steps
+    assert type(step) is Step and step == Step(job, "submit", "new job")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        step.action = "skip"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        MIXED_ROWS,
+        MIXED_ROWS + [{"id": "m2", "prompt": "A duplicate id"}],
+        MIXED_ROWS + [{"id": "m11", "prompt": "Prompt only"}],  # the same request as m2
+        MIXED_ROWS + [{"id": "x" * 100, "prompt": "An id cut to the limit (with the job's)"}],
+    ],
+    ids=["usual", "duplicate-id", "duplicate-request", "long-id"],
+)
+def test_runs_added_at_once_agree_with_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]]
+) -> None:
+    """A run of one-sample rows is added in bulk only when no id or key is taken or too long,
+    and its jobs (or errors) are those of the row-by-row loop."""
+    path = _manifest(tmp_path, rows, samples=1, job_id="j" * 100)
+    taken: list[bool] = []
+    at_once = files._Jobs._add_at_once
+    monkeypatch.setattr(files._Jobs, "_add_at_once", lambda self, run: taken.append(at_once(self, run)) or taken[-1])
+    fast = _outcome(path)
+    monkeypatch.setattr(files._Jobs, "_add_at_once", lambda self, run: False)
+    assert fast == _outcome(path) and (fast[0] or fast[1])
+    assert taken == [rows is MIXED_ROWS]
+
+
+def test_spelled_keys_are_each_prompts_key() -> None:
+    """spelled_keys of (spelling, prompt) pairs equals each spelling's key of its prompt."""
+    spellings = [PromptKeys("geekai", {"model": "cogvideox-3", "prompt": "p", "fps": fps}, 0, None) for fps in (30, 60)]
+    pairs = [(spellings[i % 2], prompt) for i, prompt in enumerate(TRICKY_PROMPTS)]
+    assert spelled_keys([s for s, _ in pairs], [p for _, p in pairs]) == [s.key(p) for s, p in pairs]

@@ -31,7 +31,7 @@ MAX_JOBS = 100_000
 WARN_JOBS = 5_000
 """A job whose matrix expands to more than this many jobs gets a warning with the count."""
 
-_MAX_ID_LENGTH = 200
+MAX_ID_LENGTH = 200
 _VARIABLE = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 _SLUG_UNSAFE = re.compile(r"[^a-z0-9._]+")
 _STRUCTURE = frozenset({"id", "matrix", "samples", "prompts_file", "prompt", "image"})
@@ -52,17 +52,28 @@ class Request(NamedTuple):
     samples: int
 
 
+class Template:
+    """A checked, canonical request of a manifest job's row: what every row of the same shape
+    (``_shape``) sends, with its own prompt put in (its position in ``params`` is the same)."""
+
+    __slots__ = ("params", "origin")
+
+    def __init__(self, params: dict[str, Any], origin: Origin) -> None:
+        self.params = params
+        """Checked and canonical: what ``_request`` made of the first row of the shape."""
+        self.origin = origin
+        """That row's: anything said of the request but its prompt is said of every such row."""
+
+
 class SharedRows(NamedTuple):
-    """Consecutive rows of one manifest job that set a prompt and nothing else (no ``${``, no
-    image in the job): their requests differ in the prompt alone. Each is ``params`` with its
-    row's prompt, and becomes the jobs a ``Request`` would (``files.build_jobs``)."""
+    """Consecutive rows of one manifest job (no image in the job) that each set a prompt without
+    ``${``, and whose requests are their shape's ``Template`` with their prompt: each becomes
+    the jobs a ``Request`` would (``files.build_jobs``)."""
 
     source: str
-    params: dict[str, Any]
-    """Checked and canonical: what ``_request`` made of the first of the rows."""
-    origin: Origin
-    """The first row's: anything said of the request but its prompt is said of every row's."""
     rows: list[Row]
+    templates: list[Template]
+    """Each row's, in step with ``rows``."""
     samples: int
 
 
@@ -173,26 +184,36 @@ def _expand_rows(
 ) -> Iterator[Request | SharedRows]:
     """The requests of a job with a prompts file and no matrix: ``_expand_combinations``'s, faster.
 
-    A row that sets a prompt and nothing else, without ``${``, differs from every other such
-    row of the job in its prompt alone: once one of them has passed ``_request``, the others
-    need only their prompt checked. Runs of such rows go on as ``SharedRows``.
+    Rows of one shape (the same keys in the same order, the same values but the prompt's), each
+    with a valid prompt without ``${``, send the same request but for the prompt: once the first
+    of them has passed ``_request``, the others need only their prompt checked. Runs of such
+    rows go on as ``SharedRows``; a row of a shape whose request is wrong goes through
+    ``_request`` itself (its problems are reported where it wrote them).
     """
     job_id: str = family.job["id"]
     no_values: dict[str, Any] = {}
     prompt_ok = context.checks.prompt_ok
+    shared = "image" not in base
+    templates: dict[Any, Template | None] = {}
     run: SharedRows | None = None
     for row in family.rows:
         assert row is not None
-        prompt = row.fields.get("prompt") if len(row.fields) == 1 else None
-        if type(prompt) is str and prompt and "$" not in prompt and prompt_ok(prompt) and "image" not in base:
-            if run is None:
+        prompt = row.fields.get("prompt")
+        if shared and type(prompt) is str and prompt and "$" not in prompt and prompt_ok(prompt):
+            shape = _shape(row.fields)
+            if shape is not None and shape not in templates:  # its shape's first row: checked in full
                 origin = Origin(family.index, family.job, row, (), (), no_values)
                 params = _request(context, scope, origin, base, family.samples)
-                if params is None:  # what the job or the defaults set is wrong: reported
-                    continue
-                run = SharedRows(job_id, params, origin, [], family.samples)
-            run.rows.append(row)
-            continue
+                templates[shape] = None if params is None else Template(params, origin)
+                if params is None:
+                    continue  # reported
+            template = templates.get(shape) if shape is not None else None
+            if template is not None:
+                if run is None:
+                    run = SharedRows(job_id, [], [], family.samples)
+                run.rows.append(row)
+                run.templates.append(template)
+                continue
         if run is not None:
             yield run
             run = None
@@ -202,6 +223,22 @@ def _expand_rows(
             yield Request(bounded_id(f"{job_id}-{row.id}"), job_id, params, origin, row.location, family.samples)
     if run is not None:
         yield run
+
+
+def _shape(fields: Mapping[str, Any]) -> Any:
+    """What decides a row's request besides its prompt: its keys in order and its other values
+    (1, 1.0 and true kept apart); None when a row must be expanded alone (an image, or a list
+    or mapping where a scalar belongs)."""
+    if len(fields) == 1:
+        return ()
+    if "image" in fields:
+        return None
+    shape = (tuple(fields), tuple((type(v), v) for k, v in fields.items() if k != "prompt"))
+    try:
+        hash(shape)
+    except TypeError:
+        return None
+    return shape
 
 
 def _request(
@@ -317,9 +354,9 @@ def _digest(text: str) -> str:
 
 def bounded_id(expanded_id: str) -> str:
     """An expanded id cut to the limit, a hash of the whole appended when it is cut."""
-    if len(expanded_id) <= _MAX_ID_LENGTH:
+    if len(expanded_id) <= MAX_ID_LENGTH:
         return expanded_id
-    return expanded_id[: _MAX_ID_LENGTH - 9].rstrip("-") + "-" + _digest(expanded_id)
+    return expanded_id[: MAX_ID_LENGTH - 9].rstrip("-") + "-" + _digest(expanded_id)
 
 
 def _slug(value: Any) -> str:

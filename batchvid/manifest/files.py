@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 from batchvid.errors import Location, ManifestError
 from batchvid.images import ImageLoader, ImageProblem
-from batchvid.jobs import Job, JobFields, PromptKeys, canonical_json, job_key
+from batchvid.jobs import (
+    Job,
+    JobFields,
+    PromptKeys,
+    PromptParams,
+    canonical_json,
+    job_key,
+    spelled_keys,
+)
 from batchvid.manifest.context import Claims, Context, Scope
-from batchvid.manifest.expand import Request, SharedRows, bounded_id
+from batchvid.manifest.expand import MAX_ID_LENGTH as _MAX_ID
+from batchvid.manifest.expand import Request, SharedRows, Template, bounded_id
 from batchvid.manifest.place import Origin, place
 
 if TYPE_CHECKING:
@@ -32,6 +42,9 @@ def build_jobs(context: Context, scope: Scope, requests: Iterable[Request | Shar
         else:
             maker.add(item)
     return maker.jobs
+
+
+_Spelled = tuple["EnhanceSettings | None", "str | None", list[PromptKeys]]
 
 
 class _Jobs:
@@ -74,26 +87,65 @@ class _Jobs:
                 self.jobs.append(fields.freeze())
 
     def add_rows(self, run: SharedRows) -> None:
-        """The jobs of rows that differ in their prompt alone: ``add`` for each, in one loop."""
-        enhance, fingerprint = self.enhancement(run.origin) or (None, None)
-        spelled = [PromptKeys(self.scope.provider, run.params, sample, fingerprint) for sample in range(run.samples)]
-        provider, source, values, jobs = self.scope.provider, run.source, run.origin.values, self.jobs
-        ids, keys = self.ids, self.keys
-        for row in run.rows:
+        """The jobs of rows whose requests are their shape's template with their prompt: ``add``
+        for each, in one loop, each key spelled from its template's (``PromptKeys``)."""
+        if self._add_at_once(run):
+            return
+        provider, source, jobs, ids, keys = self.scope.provider, run.source, self.jobs, self.ids, self.keys
+        spelled: dict[Template, _Spelled] = {}
+        for row, template in zip(run.rows, run.templates, strict=True):
+            found = spelled.get(template)
+            if found is None:
+                found = spelled[template] = self._spelled(template, run.samples)
+            enhance, fingerprint, keyed = found
             prompt = row.fields["prompt"]
-            params = {**run.params, "prompt": prompt}
+            params = PromptParams(template.params, prompt)
             head = bounded_id(f"{source}-{row.id}")
-            for sample, spelling in enumerate(spelled):
+            for sample, spelling in enumerate(keyed):
                 job_id = f"{head}-s{sample}" if run.samples > 1 else head
                 key = spelling.key(prompt) if spelling.usable else job_key(provider, params, None, sample, enhance_json=fingerprint)
                 if job_id in ids or key in keys:  # taken: claim() says by whom, or lets it pass
-                    if not self.claim(job_id, key, row.location, run.origin.job_index):
+                    if not self.claim(job_id, key, row.location, template.origin.job_index):
                         continue
                 else:  # what claim() does with free names, inline
                     ids[job_id], keys[key] = row.location, job_id
                 fields = JobFields(job_id, key, len(jobs), provider, params, None, sample, row.location, source,
-                                   enhance, values)
+                                   enhance, template.origin.values)
                 jobs.append(fields.freeze())
+
+    def _add_at_once(self, run: SharedRows) -> bool:
+        """``add_rows`` of the usual run in C-level passes over its rows (``map``), not a loop:
+        one sample a row, every id short and new, every key new and its own. False (nothing
+        added) for any other run: the loop then says which id or key is taken, and by whom."""
+        if run.samples != 1:
+            return False
+        made = {template: self._spelled(template, 1) for template in dict.fromkeys(run.templates)}
+        if not all(keyed[0].usable for _, _, keyed in made.values()):
+            return False
+        per_row = [made[template] for template in run.templates]
+        prompts = [row.fields["prompt"] for row in run.rows]
+        job_ids = [f"{run.source}-{row.id}" for row in run.rows]
+        keys = spelled_keys((keyed[0] for _, _, keyed in per_row), prompts)
+        fresh = len(set(job_ids)) == len(job_ids) == len(set(keys)) and max(map(len, job_ids), default=0) <= _MAX_ID
+        if not (fresh and self.ids.keys().isdisjoint(job_ids) and self.keys.keys().isdisjoint(keys)):
+            return False
+        locations = [row.location for row in run.rows]
+        self.ids.update(zip(job_ids, locations, strict=True))
+        self.keys.update(zip(keys, job_ids, strict=True))
+        start, count = len(self.jobs), len(job_ids)
+        fields = map(
+            JobFields, job_ids, keys, range(start, start + count), repeat(self.scope.provider),
+            map(PromptParams, [template.params for template in run.templates], prompts), repeat(None), repeat(0),
+            locations, repeat(run.source), [enhance for enhance, _, _ in per_row],
+            [template.origin.values for template in run.templates],
+        )  # fmt: skip
+        self.jobs.extend(map(JobFields.freeze, fields))
+        return True
+
+    def _spelled(self, template: Template, samples: int) -> _Spelled:
+        """The enhancement of a template's rows, its fingerprint and their keys' spelling per sample."""
+        enhance, fingerprint = self.enhancement(template.origin) or (None, None)
+        return enhance, fingerprint, [PromptKeys(self.scope.provider, template.params, s, fingerprint) for s in range(samples)]
 
     def claim(self, job_id: str, key: str, location: Location, index: int) -> bool:
         """Whether the job may be added: a duplicate id, or a request another job sends, is reported."""

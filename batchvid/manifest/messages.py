@@ -6,7 +6,6 @@ this module turns a jsonschema ``ValidationError`` into ``Issue`` values a perso
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 import sys
@@ -128,6 +127,8 @@ def spell(value: Any) -> str:
 
 
 def suggest(word: str, candidates: Iterable[str]) -> str:
+    import difflib  # only for a manifest with a misspelt name
+
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
