@@ -7,19 +7,8 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
-from batchvid.clean import Leftover
 from batchvid.events import (
     Event,
     JobFinished,
@@ -31,7 +20,11 @@ from batchvid.events import (
     RunStopping,
 )
 from batchvid.plan import Plan, Step
-from batchvid.report import succeeded_counts
+
+if TYPE_CHECKING:  # the progress bar's library and the output directory's modules: not to plan
+    from rich.console import Console
+
+    from batchvid.clean import Leftover
 
 PROGRESS_INTERVAL = 10.0
 """Seconds between two progress lines in a log that is not a terminal (besides the run's
@@ -82,6 +75,8 @@ def plan_table(plan: Plan, max_in_flight: int, rpm: float | None) -> str:
 
 
 def run_summary(report: Mapping[str, Any], out_dir: str) -> str:
+    from batchvid.report import succeeded_counts
+
     s = report["summary"]
     lines = [
         f"{s['total']} jobs: "
@@ -175,6 +170,16 @@ class ProgressDisplay:
     """Subscriber: a live bar with done, failed, in flight and queued, elapsed and ETA."""
 
     def __init__(self, console: Console | None = None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         self.console = console or Console(stderr=True)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),

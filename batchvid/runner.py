@@ -42,6 +42,7 @@ from batchvid.errors import ProviderError, RunFatalError, UsageError
 from batchvid.events import Broadcaster, Effects, RunFinished, RunStarted, Subscriber, scrubber
 from batchvid.jobs import Manifest
 from batchvid.lifecycle import JobLife
+from batchvid.media import start_pool
 from batchvid.plan import ACTIVE, STATUS_OF_ACTION, UNANSWERED_CREATE, Plan, Step
 from batchvid.polling import Poller, PollSchedule
 from batchvid.providers import get_provider
@@ -238,6 +239,9 @@ class Runner:
         work = [(step, life) for step, life in zip(plan.steps, lives, strict=True) if step.action in ACTIVE]
         if not work:  # every job done or kept failed: no client, no transport (aiohttp unimported)
             return
+        # The first analysis worker boots while the first creates go out, so no clip waits for
+        # it and this process never loads PyAV or numpy on its event loop.
+        start_pool()
         # Tasks already running on the server go first: they hold server capacity already.
         work.sort(key=lambda pair: pair[0].action == "submit")
         timeout = httpx.Timeout(s.http_timeout, connect=min(10.0, s.http_timeout))
