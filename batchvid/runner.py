@@ -20,7 +20,7 @@ import datetime as dt
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -63,13 +63,27 @@ __all__ = ["RunResult", "Runner", "Settings", "plan_for", "scrubber"]
 @dataclass(repr=False)
 class RunResult:
     """How a run ended: the exit code the CLI returns (0 all done, 1 some failed, 3 stopped
-    early and resumable), each job's outcome in manifest order, report.json's content, and why
-    the run stopped early (None when it did not)."""
+    early and resumable), each job's outcome in manifest order, the report as written, and why
+    the run stopped early (None when it did not).
+
+    ``written`` is report.json's content with its ``jobs`` possibly a sequence whose entries
+    are made as they are read (``report.JobEntries``: a 100,000-job run never holds them all);
+    ``report`` is the same content as plain JSON values, ``json.dumps``-able, made on first use.
+    """
 
     exit_code: int
     outcomes: list[Outcome]
-    report: dict[str, Any]
+    written: dict[str, Any]
     stopped: dict[str, str] | None
+    _plain: dict[str, Any] | None = field(default=None, init=False)
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """report.json's content, its jobs a list (as ``json.loads`` of the file gives it)."""
+        if self._plain is None:
+            jobs = self.written["jobs"]
+            self._plain = self.written if isinstance(jobs, list) else {**self.written, "jobs": list(jobs)}
+        return self._plain
 
     def __repr__(self) -> str:
         # Short: asyncio's runner formats the main task's repr, result included, when it puts

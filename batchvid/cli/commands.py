@@ -123,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             subscribers.append(ProgressLines())
     runner = Runner(manifest, settings, transport=transport, subscribers=subscribers)
     result = anyio.run(runner.run, backend_options=backend_options(not args.no_uvloop))
-    print(run_summary(result.report, str(settings.out_dir)))
+    print(run_summary(result.written, str(settings.out_dir)))
     append_step_summary(settings.out_dir / "report.md")
     return result.exit_code
 
