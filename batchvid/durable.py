@@ -115,7 +115,7 @@ def _write_pieces(fh: BinaryIO, pieces: Iterable[str]) -> None:
 _PIECES_BYTES = 1 << 20
 
 
-def file_stat(path: Path) -> dict[str, int] | None:
+def file_stat(path: str | Path) -> dict[str, int] | None:
     """What says a file is unchanged without reading it: size, mtime_ns and inode (None when
     it cannot be stat'ed)."""
     try:

@@ -218,7 +218,7 @@ def read_records(root: Path) -> dict[str, JobRecord]:
 
 
 def verify_file(
-    path: Path, expected: Mapping[str, Any], *, unchanged: Mapping[str, int] | None = None
+    path: str | Path, expected: Mapping[str, Any], *, unchanged: Mapping[str, int] | None = None
 ) -> str | None:
     """None if ``path`` exists with the expected sha256 and size, else why not. With
     ``unchanged`` (the file's ``file_stat`` when it was hashed), a file that still has that size,
@@ -230,7 +230,7 @@ def verify_file(
     ):
         return None
     try:
-        digest, size = sha256_file(path)
+        digest, size = sha256_file(Path(path))
     except FileNotFoundError:
         return "missing"
     except OSError as exc:
