@@ -155,7 +155,8 @@ def _info(container: Any, video: Any, frames: int, signals: Quality | None) -> M
 POOL_AFTER = 8
 """Clips a process analyses on worker threads before it starts worker processes, unless told
 to start one at once (``AnalysisPool.start``): one costs ~0.35 s of CPU to start (its
-interpreter, PyAV, numpy), a simulator's clip ~5 ms, so a run of a few videos starts none."""
+interpreter, PyAV, numpy), a simulator's clip ~5 ms. A run with work always starts one at once
+(``start_pool``), so this threshold serves only callers of ``analyse_off_loop`` that do not."""
 
 
 WORKER_START_SECONDS = 0.5
