@@ -312,11 +312,23 @@ def test_embed_video_only_with_parquet(out: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
-def test_export_of_a_directory_without_report(tmp_path: Path) -> None:
-    """A directory that is not a finished run gives a clear error, exit code 1."""
+def test_export_of_a_directory_without_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A directory that is not a finished run is refused with exit 2, as status and verify do."""
     (tmp_path / "empty").mkdir()
     assert main(["export", str(tmp_path / "empty"), "--format", "parquet",
-                 "--to", str(tmp_path / "x")]) == 1
+                 "--to", str(tmp_path / "x")]) == 2
+    assert "report.json not found" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_of_a_missing_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A directory that does not exist is refused with exit 2, naming it."""
+    assert main(["export", str(tmp_path / "nowhere"), "--format", "webdataset",
+                 "--to", str(tmp_path / "x")]) == 2
+    assert "nowhere: no such output directory" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_parquet_without_pyarrow_names_the_extra(

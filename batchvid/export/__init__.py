@@ -96,7 +96,9 @@ def load_run(root: Path, *, include_failed: bool = False) -> Run:
         report = read_report(root)
         metadata = read_json_lines(root / "metadata.jsonl")
     except OutputDirError as exc:
-        raise ExportError(f"{exc}; export takes the directory of a finished `batchvid run`") from exc
+        raise OutputDirError(
+            f"{exc}; export takes the directory of a finished `batchvid run`"
+        ) from exc
     jobs = {job["id"]: job for job in report["jobs"]}
     rows = []
     for row in metadata:
@@ -142,7 +144,7 @@ def export(out: Path, options: ExportOptions) -> dict[str, Any]:
 
 def _check_target(out: Path, to: Path) -> None:
     if not out.is_dir():
-        raise ExportError(f"{out}: no such output directory")
+        raise OutputDirError(f"{out}: no such output directory")
     source, target = out.resolve(), to.resolve()
     if target == source or source in target.parents:
         raise UsageError(f"--to {to}: an export never writes into the output directory {out}")
