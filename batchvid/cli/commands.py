@@ -226,7 +226,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from batchvid.simulator import config_from_args, serve
+    from batchvid.simulator import Simulator, config_from_args, serve
 
     def ready(base_url: str) -> None:
         print(
@@ -235,8 +235,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    config = config_from_args(args)
+    state_dir = Path(args.state_dir) if args.state_dir else None
+    if state_dir is not None:
+        try:
+            (state_dir / "tasks").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--state-dir {state_dir}: cannot use it ({exc.strerror})") from exc
+    simulator = Simulator(config, state_dir=state_dir)
     try:
-        serve(config_from_args(args), host=args.host, port=args.port, on_ready=ready)
+        serve(host=args.host, port=args.port, simulator=simulator, on_ready=ready)
     except KeyboardInterrupt:
         pass
     return EXIT_OK

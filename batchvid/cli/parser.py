@@ -131,6 +131,8 @@ def _tool_commands(sub: Subparsers) -> None:
                    help="probability that a created task's response is dropped")
     p.add_argument("--video-seconds", type=float, metavar="S", help="length of returned videos")
     p.add_argument("--download-bytes", type=int, metavar="N", help="pad every video to N bytes")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="keep tasks in DIR, so a restarted simulator still knows them")
 
     p = sub.add_parser("schema", help="print a JSON Schema")
     p.add_argument("which", nargs="?", default="manifest", metavar="{manifest,report}")
