@@ -325,6 +325,8 @@ def _fold(records: dict[str, JobRecord], line: Mapping[str, Any]) -> None:
         previous.enhanced = {name: get(name, default) for name, default in _REWRITE_DEFAULTS.items()}
         previous.fresh = True
         return
+    if previous is not None:
+        key = previous.key  # the string the records' dict holds: one copy per job, not two
     record = records[key] = JobRecord(key, line["id"], event)
     if previous is not None:
         record.creates, record.enhanced = previous.creates, previous.enhanced

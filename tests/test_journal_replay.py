@@ -165,3 +165,12 @@ def test_a_last_line_that_lost_only_its_newline_is_kept_on_open(tmp_path: Path) 
     journal.append(Refused("k2", "b"))
     journal.close()
     assert list(read_entries(path)) == [Submitted("k1", "a", "t1"), done, Refused("k2", "b")]
+
+
+def test_a_record_keeps_the_key_string_its_dict_holds(tmp_path: Path) -> None:
+    """A job's later lines do not keep another copy of its key: the record's key is the dict's."""
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(encode(Submitting("k" * 64, "a", "bv-1")) + encode(Submitted("k" * 64, "a", "t1")))
+    records = Journal(path).replay()
+    (key, record), = records.items()
+    assert record.key is key and record.state == "submitted"
