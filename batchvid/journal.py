@@ -36,6 +36,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
+from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Literal
 
@@ -43,6 +44,7 @@ import anyio
 
 from batchvid.durable import fsync_dir, make_dir
 from batchvid.errors import OutputDirError
+from batchvid.gcpause import paused_gc
 from batchvid.offload import off_loop
 
 RecordState = Literal["submitting", "refused", "submitted", "succeeded", "failed", "enhanced"]
@@ -198,6 +200,10 @@ def read_entries(path: Path) -> Iterator[Entry]:
         yield entry_from_dict(data)
 
 
+CHUNK_LINES = 64
+"""Lines decoded by one call of the JSON scanner (``_decode_chunk``)."""
+
+
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
     """The decoded lines of a journal file, each checked to be an entry (``entry_from_dict``'s
     checks), with ``read_entries``'s handling of a torn tail and of corruption."""
@@ -208,20 +214,56 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
     except OSError as exc:
         raise OutputDirError(f"{path} cannot be read: {exc}") from exc
     with fh:
-        for number, raw in enumerate(fh, start=1):
-            if not raw.strip():
+        number = 0
+        while chunk := list(islice(fh, CHUNK_LINES)):
+            decoded = _decode_chunk(chunk)
+            if decoded is not None:
+                number += len(chunk)
+                yield from decoded
                 continue
-            try:
-                data = _decode_line(raw.decode("utf-8"))
-                _check(data)
-            except (ValueError, KeyError, TypeError) as exc:
-                if not fh.read(1):  # the torn tail of a crash: the write never finished
-                    return
-                raise OutputDirError(
-                    f"{path}:{number}: the journal is corrupt ({exc}); "
-                    "move the output directory aside or repair that line"
-                ) from exc
-            yield data
+            for at, raw in enumerate(chunk, start=1):  # a line a time, to name the bad one
+                if not raw.strip():
+                    continue
+                try:
+                    data = _decode_line(raw.decode("utf-8"))
+                    _check(data)
+                except (ValueError, KeyError, TypeError) as exc:
+                    if at == len(chunk) and not fh.read(1):  # the torn tail of a crash
+                        return
+                    raise OutputDirError(
+                        f"{path}:{number + at}: the journal is corrupt ({exc}); "
+                        "move the output directory aside or repair that line"
+                    ) from exc
+                yield data
+            number += len(chunk)
+
+
+def _decode_chunk(chunk: list[bytes]) -> list[dict[str, Any]] | None:
+    """The checked objects of a run of journal lines, decoded as one JSON array: one scanner
+    call for them all, whose objects share their key strings (a call per line made its own
+    copy of every key: ~1.1 KB of a ``succeeded`` line's ~3.5 KB once decoded; 64 lines a call
+    is also the fastest). None, and the caller reads the lines one by one, unless each line
+    starts and ends as an object and the array holds as many entries as there are lines: a
+    line that is not one object (cut, or two on one line) fails one of these, short of lines
+    crafted to pair up across the joins."""
+    try:
+        texts = [raw.decode("utf-8") for raw in chunk if not raw.isspace()]
+    except ValueError:
+        return None
+    for text in texts:
+        if text[0] != "{" or (text[-2:] != "}\n" and text.rstrip()[-1:] != "}"):
+            return None
+    joined = "[" + ",".join(texts) + "]"
+    try:
+        values, end = _SCAN(joined, 0)
+        if end != len(joined) or len(values) != len(texts):
+            return None
+        for value in values:
+            _check(value)
+    except (StopIteration, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    checked: list[dict[str, Any]] = values
+    return checked
 
 
 def _check(data: Any) -> None:
@@ -283,6 +325,8 @@ def _fold(records: dict[str, JobRecord], line: Mapping[str, Any]) -> None:
         previous.enhanced = {name: get(name, default) for name, default in _REWRITE_DEFAULTS.items()}
         previous.fresh = True
         return
+    if previous is not None:
+        key = previous.key  # the string the records' dict holds: one copy per job, not two
     record = records[key] = JobRecord(key, line["id"], event)
     if previous is not None:
         record.creates, record.enhanced = previous.creates, previous.enhanced
@@ -328,6 +372,18 @@ def _after_last_newline(path: Path, size: int) -> int:
     return 0
 
 
+def _is_entry(path: Path, offset: int) -> bool:
+    """Whether the file's bytes from ``offset`` on are one journal entry (``_check``)."""
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        tail = fh.read()
+    try:
+        _check(_decode_line(tail.decode("utf-8")))
+    except (ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
 class Journal:
     """Append-only JSON lines, each fsynced before ``append`` or ``commit`` returns.
 
@@ -359,9 +415,14 @@ class Journal:
         if size:
             end = _after_last_newline(self.path, size)
             if end != size:
-                # The torn tail of a crash, which replay() ignored: drop it, or the next entry
-                # would be glued onto it and lost.
-                os.truncate(self.path, end)
+                if _is_entry(self.path, end):
+                    # A whole line that lost only its newline, which replay() read: keep it.
+                    self._fh.write(b"\n")
+                    self._fh.flush()
+                else:
+                    # The torn tail of a crash, which replay() ignored: drop it, or the next
+                    # entry would be glued onto it and lost.
+                    os.truncate(self.path, end)
                 os.fsync(self._fh.fileno())
 
     def close(self) -> None:
@@ -413,8 +474,10 @@ class Journal:
 
     def replay(self) -> dict[str, JobRecord]:
         """Fold the journal into the latest record per key (see ``read_entries``), straight
-        from its decoded lines."""
+        from its decoded lines. The records (a few dicts per finished job, all alive until the
+        run ends, no cycles) are built without the cyclic collector's rescans (``paused_gc``)."""
         records: dict[str, JobRecord] = {}
-        for line in _lines(self.path):
-            _fold(records, line)
+        with paused_gc():
+            for line in _lines(self.path):
+                _fold(records, line)
         return records

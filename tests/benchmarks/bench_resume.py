@@ -4,6 +4,8 @@ Run: ``.venv/bin/python tests/benchmarks/bench_resume.py [--jobs N] [--synthesiz
 
 ``--keep DIR`` builds the directory in DIR and leaves it there; given again, it reruns the kept
 directory without building it (profile a rerun with ``batchvid run DIR/resume.yaml --out DIR/out``).
+``--replay`` also measures the journal replay alone, in this process after the reruns: its CPU
+(best of three) and, traced by tracemalloc, the bytes and memory blocks its records keep per job.
 ``--jobs 100000 --synthesize`` builds the 100,000-job directory (a JSONL prompts file with an id
 per row: see ``ID_COLLISIONS_FROM``) in several minutes, ~1.5 GB.
 
@@ -147,6 +149,34 @@ def synthesize(manifest_path: Path, out: Path, tmp: Path) -> None:
     os.sync()
 
 
+def measure_replay(out: Path) -> None:
+    """The journal replay alone: CPU per job (best of three), and what its records keep."""
+    import gc
+    import resource
+    import tracemalloc
+
+    from batchvid.store import read_records
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    best = float("inf")
+    for _ in range(3):
+        start = cpu()
+        jobs = len(read_records(out))
+        best = min(best, cpu() - start)
+    gc.collect()
+    tracemalloc.start()
+    records = read_records(out)
+    kept = tracemalloc.take_snapshot().statistics("filename")
+    tracemalloc.stop()
+    size, blocks = sum(s.size for s in kept), sum(s.count for s in kept)
+    print(f"  journal replay alone: {jobs:,} records, CPU {best:.2f} s ({best / jobs * 1e6:.1f} us per job), "
+          f"kept {size / jobs:,.0f} bytes and {blocks / jobs:.1f} blocks per job")
+    del records
+
+
 def build_real(manifest: Path, out: Path) -> None:
     with start_simulator("--latency", "0") as sim:
         run = run_child(
@@ -185,6 +215,10 @@ def main() -> int:
         help="build the directory in DIR and leave it there (reused when DIR/out exists), "
         "to rerun or profile it again: batchvid run DIR/resume.yaml --out DIR/out",
     )
+    parser.add_argument(
+        "--replay", action="store_true",
+        help="also measure the journal replay alone (CPU, bytes and blocks kept per job)",
+    )
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         if args.keep is not None:
@@ -212,6 +246,8 @@ def main() -> int:
             wall_sim, ok_sim = rerun(manifest, out, sim.url + GEEKAI, args.jobs)
             requests = count(sim.stats())
         print(f"    HTTP requests received by the simulator: {requests}")
+        if args.replay:  # last: a child's max RSS counts this process's at the fork
+            measure_replay(out)
     worst = max(wall_dead, wall_sim)
     target = TARGET_SECONDS if args.jobs <= 10_000 else TARGET_SECONDS_100K
     ok = ok_dead and ok_sim and requests == 0 and worst < target
