@@ -69,6 +69,11 @@ def render_markdown(report: Mapping[str, Any], jobs: MarkdownJobs | None = None)
         jobs = MarkdownJobs()
         for j in report["jobs"]:
             jobs.add(j)
+    return "\n".join(markdown_lines(report, jobs))
+
+
+def markdown_lines(report: Mapping[str, Any], jobs: MarkdownJobs) -> list[str]:
+    """report.md's lines (joined by newlines, without a last one), ``jobs`` gathered."""
     s = report["summary"]
     manifest = report["manifest"]
     icon = {0: "✅", 1: "❌", 3: "⏸️"}.get(report["exit_code"], "❌")
@@ -109,7 +114,7 @@ def render_markdown(report: Mapping[str, Any], jobs: MarkdownJobs | None = None)
               "|---|---|---|---|---|---|"]
     lines += jobs.rows
     lines += ["", "</details>", ""]
-    return "\n".join(lines)
+    return lines
 
 
 MARKDOWN_PROMPTS = 50

@@ -13,6 +13,7 @@ reference, and the fallback for a value only ``json.dumps`` writes (a NaN, a hug
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from batchvid.gallery import ContentHash, poster_link, write_gallery
 from batchvid.jsontext import Encoded, Shape, shaped_parts
 from batchvid.jsontext import encode_string as _string
 from batchvid.junit import JUNIT_END, junit_start, testcase, testcase_opening
+from batchvid.markdown import markdown_lines
 from batchvid.outcome import Files, Outcome
 from batchvid.report import (
     MarkdownJobs,
@@ -32,7 +34,6 @@ from batchvid.report import (
     lock_data,
     metadata_row,
     metadata_text,
-    render_markdown,
     write_legacy,
 )
 
@@ -130,7 +131,11 @@ class _Pass(Encoded):
             self._start()
         markdown = _TextFile(self._root / "report.md")
         self._files.insert(0, markdown)
-        markdown.write(render_markdown(self._report, self.markdown))
+        lines = markdown_lines(self._report, self.markdown)
+        for line in itertools.islice(lines, len(lines) - 1):
+            markdown.write(line + "\n")
+        markdown.write(lines[-1])
+        self.markdown = MarkdownJobs()  # its rows, no longer needed, not held while the rest is written
         report_json.commit()
         for opened in self._files:
             opened.commit()
@@ -233,4 +238,5 @@ class _TextFile:
         self.discard()
 
 
-_BATCH_CHARS = 1 << 20
+_BATCH_CHARS = 1 << 18
+"""Pieces gathered per write: three files are open at once, so less than durable's 1 MiB."""
