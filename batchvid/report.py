@@ -340,6 +340,15 @@ def succeeded_counts(report: Mapping[str, Any]) -> dict[str, int]:
     return _succeeded_counts(report)
 
 
+def entries_with_status(report: Mapping[str, Any], status: str) -> Iterator[Mapping[str, Any]]:
+    """The report's job entries of ``status``; of a report written from outcomes, only those
+    entries are made (the run's summary lists its failed jobs)."""
+    jobs = report["jobs"]
+    if isinstance(jobs, JobEntries):
+        return (_job_entry(o) for o in jobs.outcomes if o.status == status)
+    return (j for j in jobs if j["status"] == status)
+
+
 def _both_prompts(o: Outcome) -> dict[str, Any]:
     """``prompt`` as sent and ``prompt_original`` as written, for an enhanced job only."""
     if o.enhance is None:

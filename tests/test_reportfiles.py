@@ -14,6 +14,7 @@ from batchvid.report import (
     Outcome,
     RunInfo,
     build_report,
+    entries_with_status,
     succeeded_counts,
     write_legacy,
     write_outputs,
@@ -166,3 +167,11 @@ def test_succeeded_counts_of_a_written_report_are_those_of_its_entries(tmp_path:
     counts = succeeded_counts(report)
     assert counts == succeeded_counts({"jobs": list(report["jobs"])})
     assert sum(counts.values()) == sum(o.status == "succeeded" for o in outcomes) > 0
+
+
+def test_entries_with_a_status_of_a_written_report_are_its_entries_of_that_status(tmp_path: Path) -> None:
+    """The failed entries the CLI's summary lists, made from the outcomes, are the report's."""
+    report = write_outputs(tmp_path, _run(6, 50), _info())
+    failed = list(entries_with_status(report, "failed"))
+    assert failed == [j for j in report["jobs"] if j["status"] == "failed"] and failed
+    assert list(entries_with_status({"jobs": list(report["jobs"])}, "failed")) == failed
