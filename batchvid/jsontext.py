@@ -135,18 +135,21 @@ def _pieces(value: Any, nl: str, levels: int) -> Iterator[str]:
 
 
 def _streamed_pieces(value: Streamed | StreamedItems, nl: str, levels: int) -> Iterator[str]:
-    if isinstance(value, Encoded):
-        inner = nl + "  "
+    """A piece per item (``item_text``'s: the text of its own pieces joined)."""
+    inner = nl + "  "
+    if isinstance(value, Streamed):
+        texts = value.texts(inner) if isinstance(value, Encoded) else (item_text(v, inner) for v in value)
         sep = "[" + inner
-        for text in value.texts(inner):
+        for text in texts:
             yield sep + text
             sep = "," + inner
         yield nl + "]"
         return
-    if isinstance(value, Streamed):
-        yield from _item_pieces(((None, v) for v in value), "[", nl, max(levels, 1))
-        return
-    yield from _item_pieces(_in_order(value.items()), "{", nl, max(levels, 1))
+    sep = "{" + inner
+    for key, item in _in_order(value.items()):
+        yield f"{sep}{_STRING(key)}: {item_text(item, inner)}"
+        sep = "," + inner
+    yield nl + "}"
 
 
 def _in_order(items: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
