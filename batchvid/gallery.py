@@ -64,7 +64,7 @@ def script_json(value: Any) -> Markup:
 def _href(path: Any) -> str | None:
     """A relative link to a file of the output directory, or None for anything else."""
     if isinstance(path, str) and _SAFE_RELATIVE.match(path) and ".." not in path:
-        return quote(path)
+        return path  # as quote(path) gives it: every character it allows is URL-safe
     return None
 
 
@@ -106,21 +106,28 @@ def ensure_posters(
     posters: dict[str, str] = {}
     base = os.fspath(root)
     for job in jobs:
-        if job.get("status") not in ("succeeded", "skipped"):
-            continue
-        recorded = _href((job.get("poster") or {}).get("path"))
-        if recorded is not None and not make:
-            posters[job["id"]] = recorded
-            continue
-        video = (job.get("video") or {}).get("path")
-        if not isinstance(video, str) or _href(video) is None:
-            continue
-        link = f"{video.rsplit('/', 1)[0]}/{POSTER_NAME}"
-        target = os.path.join(base, link)
-        # Plain os.path: for each job of an older directory at every report.
-        if os.path.isfile(target) or (make and make_poster(root / video, Path(target))):
-            posters[job["id"]] = quote(link)
+        link = poster_link(base, job, make=make)
+        if link is not None:
+            posters[job["id"]] = link
     return posters
+
+
+def poster_link(base: str, job: Mapping[str, Any], *, make: bool = False) -> str | None:
+    """``ensure_posters``'s link for one job entry (``base``: the output directory), or None."""
+    if job.get("status") not in ("succeeded", "skipped"):
+        return None
+    recorded = _href((job.get("poster") or {}).get("path"))
+    if recorded is not None and not make:
+        return recorded
+    video = (job.get("video") or {}).get("path")
+    if not isinstance(video, str) or _href(video) is None:
+        return None
+    link = f"{video.rsplit('/', 1)[0]}/{POSTER_NAME}"
+    target = os.path.join(base, link)
+    # Plain os.path: for each job of an older directory at every report.
+    if os.path.isfile(target) or (make and make_poster(Path(base) / video, Path(target))):
+        return quote(link)
+    return None
 
 
 def gallery_data(report: Mapping[str, Any], posters: Mapping[str, str]) -> dict[str, Any]:
@@ -147,7 +154,10 @@ def _cards(report: Mapping[str, Any], posters: Mapping[str, str]) -> Iterator[di
 
 
 def _sweeps(report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [s.to_dict() for s in find_sweeps(report["jobs"])]
+    jobs = report["jobs"]
+    # Entries made as they are read offer the fields a sweep is found by, without their files.
+    light = getattr(jobs, "without_files", None)
+    return [s.to_dict() for s in find_sweeps(jobs if light is None else light())]
 
 
 def _data_pieces(report: Mapping[str, Any], posters: Mapping[str, str]) -> Iterator[str]:
@@ -212,14 +222,15 @@ class ContentHash:
     def write_report(self, path: Path, report: Mapping[str, Any]) -> None:
         """Write report.json (``durable.dumps``'s text), hashing it on the way."""
         try:
-            write_atomic(path, self._report_pieces(report))
+            write_atomic(path, self.report_pieces(report))
         except NotPlain:
             text = dumps(report)
             write_atomic(path, text)
             self._digest = _sources_digest()
             self._digest.update(text[: text.rfind(_TIMING_KEY)].encode("utf-8"))
 
-    def _report_pieces(self, report: Mapping[str, Any]) -> Iterator[str]:
+    def report_pieces(self, report: Mapping[str, Any]) -> Iterator[str]:
+        """report.json's text in pieces (``jsontext.pieces``: may raise ``NotPlain``), hashed."""
         digest, hashing = _sources_digest(), True
         for piece in pieces(report):
             if hashing and piece.startswith(_TIMING_PIECE):
@@ -320,14 +331,17 @@ def write_gallery(
     make_posters: bool = False,
     report_text: str | None = None,
     content: ContentHash | None = None,
+    posters: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``root/report.html`` for ``report`` (with ``make_posters``, making missing
     posters first: see ``ensure_posters``); returns it.
 
     A page that already shows this content (a rerun that changed nothing) only gets its timing
     facts renewed: rendering 10,000 cards again would cost a second or more for the same bytes.
+    ``posters``: ``ensure_posters``'s links, when already found.
     """
-    posters = ensure_posters(root, report["jobs"], make=make_posters)
+    if posters is None:
+        posters = ensure_posters(root, report["jobs"], make=make_posters)
     target = root / GALLERY_NAME
     if content is not None:
         digest = content.digest(report, posters)

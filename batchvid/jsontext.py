@@ -23,6 +23,8 @@ from json.encoder import encode_basestring  # the C one, when built
 from typing import Any
 
 _STRING = encode_basestring
+encode_string = encode_basestring
+"""A string's JSON text, UTF-8 kept (json's C function)."""
 _INT = int.__repr__
 _FLOAT = float.__repr__
 _CONTAINERS = (dict, list, tuple)
@@ -31,6 +33,28 @@ _CONTAINERS = (dict, list, tuple)
 class Streamed(Sequence[Any]):
     """A list whose items are made as they are read (a report's job entries): ``pieces``,
     ``indented`` and ``reference`` write it as the list it reads as, never holding its items."""
+
+
+class Encoded(Streamed):
+    """A ``Streamed`` whose writer encodes its items itself: ``pieces`` asks ``texts(nl)`` for
+    each item's text at the indentation it is written at (``item_text(item, nl)``'s), and
+    writes them as they are; ``reference`` and ``indented`` read it as the list it is."""
+
+    def texts(self, nl: str) -> Iterator[str]:
+        raise NotImplementedError
+
+
+def item_text(value: Any, nl: str) -> str:
+    """``value``'s text as an item written at indentation ``nl`` (``Encoded.texts``); raises
+    ``NotPlain`` at a value only ``json.dumps`` encodes."""
+    try:
+        if type(value) is dict and value and _ENCODER is not None:
+            return _shaped(value, nl)
+        out: list[str] = []
+        _value(value, out, nl)
+        return "".join(out)
+    except (_Unusual, RecursionError, TypeError, ValueError):
+        raise NotPlain("a value json.dumps must encode") from None
 
 
 class StreamedItems:
@@ -111,10 +135,21 @@ def _pieces(value: Any, nl: str, levels: int) -> Iterator[str]:
 
 
 def _streamed_pieces(value: Streamed | StreamedItems, nl: str, levels: int) -> Iterator[str]:
+    """A piece per item (``item_text``'s: the text of its own pieces joined)."""
+    inner = nl + "  "
     if isinstance(value, Streamed):
-        yield from _item_pieces(((None, v) for v in value), "[", nl, max(levels, 1))
+        texts = value.texts(inner) if isinstance(value, Encoded) else (item_text(v, inner) for v in value)
+        sep = "[" + inner
+        for text in texts:
+            yield sep + text
+            sep = "," + inner
+        yield nl + "]"
         return
-    yield from _item_pieces(_in_order(value.items()), "{", nl, max(levels, 1))
+    sep = "{" + inner
+    for key, item in _in_order(value.items()):
+        yield f"{sep}{_STRING(key)}: {item_text(item, inner)}"
+        sep = "," + inner
+    yield nl + "}"
 
 
 def _in_order(items: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
@@ -223,7 +258,7 @@ _INF = float("inf")
 #
 # The job entries of a report all have the same keys, nested the same way, with scalars in the
 # same places: the indented text of an entry is one text with holes for its scalars. A
-# ``_Shape`` is that text (``template``, its literal parts ``%``-escaped) and a function made
+# ``Shape`` is that text (``template``, its literal parts ``%``-escaped) and a function made
 # for it (``scalars``) that checks a dict's keys and those of its nested dicts against the
 # shape and returns its scalars in the text's order, straight-line code generated once per
 # shape (as ``dataclasses`` makes ``__init__``; keys are passed in as values, never as code).
@@ -237,16 +272,24 @@ class _Misfit(Exception):
     """A dict that does not have the shape tried."""
 
 
-class _Shape:
-    __slots__ = ("scalars", "template")
+class Shape:
+    """The shape of a dict (``shaped_parts``): ``holes``, the position of each scalar among
+    the encoded parts by its path of keys; ``nested``, the signature of each non-empty dict
+    inside by its path (``()``: the dict itself): sorted (key, signature of a non-empty dict
+    or None) pairs."""
+
+    __slots__ = ("holes", "nested", "scalars", "template")
 
     def __init__(self, signature: tuple[tuple[str, Any], ...], nl: str) -> None:
         keys: list[str] = []
         key_sets: list[frozenset[str]] = []
         lines = ["def scalars(d0):"]
         holes: list[str] = []
+        self.holes: dict[tuple[str, ...], int] = {}
+        self.nested: dict[tuple[str, ...], tuple[tuple[str, Any], ...]] = {}
 
-        def walk(name: str, sig: tuple[tuple[str, Any], ...], nl: str) -> str:
+        def walk(name: str, sig: tuple[tuple[str, Any], ...], nl: str, path: tuple[str, ...]) -> str:
+            self.nested[path] = sig
             key_sets.append(frozenset(key for key, _ in sig))
             lines.append(f" if type({name}) is not dict or {name}.keys() != S[{len(key_sets) - 1}]: raise M")
             inner, parts = nl + "  ", []
@@ -255,15 +298,16 @@ class _Shape:
                 got = f"{name}[K[{len(keys) - 1}]]"
                 text = _STRING(key).replace("%", "%%") + ": "
                 if sub is None:
+                    self.holes[(*path, key)] = len(holes)
                     holes.append(got)
                     parts.append(text + "%s")
                 else:
                     child = f"d{len(key_sets)}"
                     lines.append(f" {child} = {got}")
-                    parts.append(text + walk(child, sub, inner))
+                    parts.append(text + walk(child, sub, inner, (*path, key)))
             return "{" + inner + ("," + inner).join(parts) + nl + "}"
 
-        self.template = walk("d0", signature, nl)
+        self.template = walk("d0", signature, nl, ())
         lines.append(f" return [0, {', '.join(holes)}]")
         namespace: dict[str, Any] = {"K": tuple(keys), "S": tuple(key_sets), "M": _Misfit}
         exec("\n".join(lines), namespace)  # code of our own making; keys are data
@@ -277,8 +321,8 @@ def _is_dict(value: Any) -> bool:
 _HOLE = "\x00"
 _SCALARS: Any = None
 """json's C encoder for a list of scalars, ``_HOLE`` between them (made at first use)."""
-_SHAPES: dict[tuple[str, Any], _Shape] = {}
-_LAST: dict[str, _Shape] = {}
+_SHAPES: dict[tuple[str, Any], Shape] = {}
+_LAST: dict[str, Shape] = {}
 """The shape last used at each indentation: the next dict there most likely has it too."""
 _MAX_SHAPES = 256
 _MAX_KEYS = 200
@@ -287,6 +331,31 @@ _MAX_KEYS = 200
 
 def _shaped(value: dict[Any, Any], nl: str) -> str:
     """``_value(value)``'s text for a non-empty dict, through its shape's template."""
+    shaped = _parts(value, nl)
+    if shaped is None:
+        out: list[str] = []
+        _dict(value, out, nl)
+        return "".join(out)
+    shape, parts = shaped
+    return shape.template % parts
+
+
+def shaped_parts(value: Any, nl: str) -> tuple[str, Shape | None, tuple[str, ...]]:
+    """``item_text(value, nl)``, with, for a dict written through a template of its shape, the
+    shape and its scalars' texts (else None and no parts). Raises ``NotPlain`` as ``item_text``."""
+    try:
+        shaped = _parts(value, nl) if type(value) is dict and value and _ENCODER is not None else None
+    except (_Unusual, RecursionError, TypeError, ValueError):
+        raise NotPlain("a value json.dumps must encode") from None
+    if shaped is None:
+        return item_text(value, nl), None, ()
+    shape, parts = shaped
+    return shape.template % parts, shape, parts
+
+
+def _parts(value: dict[Any, Any], nl: str) -> tuple[Shape, tuple[str, ...]] | None:
+    """The shape of non-empty dict ``value`` and the texts of its scalars, or None for a dict
+    written the long way (too many keys, or a non-empty list or dict among its scalars)."""
     global _SCALARS
     if _SCALARS is None:
         _SCALARS = _ENCODER(None, _refuse, _STRING, None, ":\x01 ", _HOLE, False, False, False)
@@ -298,21 +367,17 @@ def _shaped(value: dict[Any, Any], nl: str) -> str:
     except _Misfit:
         shape = _shape_of(value, nl)
         if shape is None:  # too big to be worth a template
-            out: list[str] = []
-            _dict(value, out, nl)
-            return "".join(out)
+            return None
         scalars = shape.scalars(value)
     text = "".join(_SCALARS(scalars, 0))
     # A non-empty dict among the scalars shows its key separator; a non-empty list, a _HOLE
     # followed by "[" and not "]": such a dict is written the long way.
     if ":\x01" in text or text.count(_HOLE + "[") != text.count(_HOLE + "[]"):
-        out = []
-        _dict(value, out, nl)
-        return "".join(out)
-    return shape.template % tuple(text[3:-1].split(_HOLE))
+        return None
+    return shape, tuple(text[3:-1].split(_HOLE))
 
 
-def _shape_of(value: dict[Any, Any], nl: str) -> _Shape | None:
+def _shape_of(value: dict[Any, Any], nl: str) -> Shape | None:
     """The shape of ``value`` (made at its first use), or None for a dict of more than
     ``_MAX_KEYS`` keys in all."""
     budget = [_MAX_KEYS]
@@ -323,7 +388,7 @@ def _shape_of(value: dict[Any, Any], nl: str) -> _Shape | None:
     if shape is None:
         if len(_SHAPES) >= _MAX_SHAPES:
             _SHAPES.clear()
-        shape = _SHAPES[nl, signature] = _Shape(signature, nl)
+        shape = _SHAPES[nl, signature] = Shape(signature, nl)
     _LAST[nl] = shape
     return shape
 

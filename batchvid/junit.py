@@ -55,29 +55,40 @@ def render_junit(report: Mapping[str, Any]) -> str:
 
 def junit_pieces(report: Mapping[str, Any]) -> Iterator[str]:
     """``render_junit``'s text in pieces, a testcase at a time."""
+    jobs = report["jobs"]
+    yield junit_start(report, bool(jobs))
+    if not jobs:
+        return
+    opening = testcase_opening(report)
+    last = len(jobs) - 1
+    for number, j in enumerate(jobs):
+        yield testcase(opening, j) + ("\n" if number == last else "\n  ")
+    yield JUNIT_END
+
+
+JUNIT_END = "</testsuite>\n"
+
+
+def junit_start(report: Mapping[str, Any], jobs: bool) -> str:
+    """junit.xml up to its first testcase (the whole file when there are no ``jobs``)."""
     s = report["summary"]
-    name = report["manifest"]["name"]
     suite = "<testsuite" + _attributes(
-        name=f"batchvid.{name}",
+        name=f"batchvid.{report['manifest']['name']}",
         tests=str(s["total"]),
         failures=str(s["failed"]),
         errors="0",
         skipped=str(s["pending"]),
     )
-    yield '<?xml version="1.0" encoding="UTF-8"?>\n'
-    jobs = report["jobs"]
-    if not jobs:
-        yield suite + " />\n"
-        return
-    yield suite + ">\n  "
-    opening = "<testcase" + _attributes(classname=name)
-    last = len(jobs) - 1
-    for number, j in enumerate(jobs):
-        yield _testcase(opening, j) + ("\n" if number == last else "\n  ")
-    yield "</testsuite>\n"
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + suite + (">\n  " if jobs else " />\n")
 
 
-def _testcase(opening: str, j: Mapping[str, Any]) -> str:
+def testcase_opening(report: Mapping[str, Any]) -> str:
+    """The start of every testcase of ``report`` (its class name)."""
+    return "<testcase" + _attributes(classname=report["manifest"]["name"])
+
+
+def testcase(opening: str, j: Mapping[str, Any]) -> str:
+    """Job entry ``j``'s testcase (``opening``: ``testcase_opening``), without the whitespace around it."""
     head = f'{opening} name="{j["id"].translate(_ATTRIBUTE)}"'
     status = j["status"]
     if status != "failed" and status != "pending":

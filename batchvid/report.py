@@ -6,7 +6,6 @@ report.json, so the same manifest and the same results give the same bytes.
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +15,13 @@ from typing import Any, overload
 from batchvid import __version__
 from batchvid.gallery import ContentHash, write_gallery
 from batchvid.jsontext import Streamed, StreamedItems
-from batchvid.junit import junit_pieces, short_message
+from batchvid.junit import junit_pieces
+from batchvid.markdown import AGAIN as AGAIN
+from batchvid.markdown import MarkdownJobs as MarkdownJobs
+from batchvid.markdown import counted_succeeded
+from batchvid.markdown import render_markdown as render_markdown
+from batchvid.markdown import succeeded_counts as _succeeded_counts
+from batchvid.outcome import Files
 from batchvid.outcome import Outcome as Outcome
 from batchvid.outcome import Status as Status
 from batchvid.store import write_atomic, write_json
@@ -47,7 +52,12 @@ class RunInfo:
 
 
 def _job_entry(o: Outcome) -> dict[str, Any]:
-    video, cover, media, poster, provided = o.files()
+    return job_entry(o, o.files())
+
+
+def job_entry(o: Outcome, files: Files) -> dict[str, Any]:
+    """report.json's entry of ``o``, its files records (``Outcome.files``) given."""
+    video, cover, media, poster, provided = files
     job = o.job
     entry: dict[str, Any] = {
         "id": job.id,
@@ -114,25 +124,20 @@ def build_report(outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
         jobs = JobEntries(outcomes)
     else:
         jobs = [_job_entry(o) for o in outcomes]
-    return assemble_report(
-        jobs,
-        info,
-        {o.job.id: {"attempts": o.attempts, "seconds": o.seconds}
-         for o in outcomes if o.seconds is not None or o.attempts},
-    )
+    return assemble_report(jobs, info, _job_timing(outcomes))
 
 
-class JobEntries(Streamed):
-    """report.json's job entries, made from the outcomes as they are read (a ``Sequence``)."""
+class _Made(Streamed):
+    """Dicts made from outcomes as they are read (a ``Sequence``), by ``make``."""
 
-    def __init__(self, outcomes: Sequence[Outcome]) -> None:
-        self._outcomes = outcomes
+    def __init__(self, outcomes: Sequence[Outcome], make: Callable[[Outcome], dict[str, Any]]) -> None:
+        self._outcomes, self._make = outcomes, make
 
     def __len__(self) -> int:
         return len(self._outcomes)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return map(_job_entry, self._outcomes)
+        return map(self._make, self._outcomes)
 
     @overload
     def __getitem__(self, index: int) -> dict[str, Any]: ...
@@ -142,13 +147,39 @@ class JobEntries(Streamed):
 
     def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
         if isinstance(index, slice):
-            return [_job_entry(o) for o in self._outcomes[index]]
-        return _job_entry(self._outcomes[index])
+            return [self._make(o) for o in self._outcomes[index]]
+        return self._make(self._outcomes[index])
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and list(self) == list(other)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+class JobEntries(_Made):
+    """report.json's job entries, made from the outcomes as they are read (a ``Sequence``)."""
+
+    def __init__(self, outcomes: Sequence[Outcome]) -> None:
+        super().__init__(outcomes, _job_entry)
+
+    @property
+    def outcomes(self) -> Sequence[Outcome]:
+        return self._outcomes
+
+    def without_files(self) -> Sequence[dict[str, Any]]:
+        """The entries with their job's fields only (id, sample, parameters, source, matrix),
+        made without decoding an outcome: what the gallery finds sweeps by."""
+        return _Made(self._outcomes, _job_fields)
+
+
+def _job_fields(o: Outcome) -> dict[str, Any]:
+    job = o.job
+    fields: dict[str, Any] = {"id": job.id, "sample": job.sample, "parameters": job.canonical_params()}
+    if job.source:
+        fields["source"] = job.source
+    if job.matrix:
+        fields["matrix"] = dict(sorted(job.matrix.items()))
+    return fields
 
 
 def assemble_report(
@@ -161,6 +192,31 @@ def assemble_report(
         counts[j["status"]] += 1
         if "enhance" in j:
             enhanced.append(j["enhance"])
+    return _assembled(jobs, info, job_timing, counts, enhanced)
+
+
+def lazy_report(outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
+    """``build_report``'s content, its ``jobs`` always ``JobEntries`` and the rest made from
+    the outcomes without making their entries."""
+    counts: dict[str, int] = {s: 0 for s in STATUSES}
+    for o in outcomes:
+        counts[o.status] += 1
+    enhanced = [enhance_fields(o.enhance)["enhance"] for o in outcomes if o.enhance is not None]
+    return _assembled(JobEntries(outcomes), info, _job_timing(outcomes), counts, enhanced)
+
+
+def _job_timing(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    return {o.job.id: {"attempts": o.attempts, "seconds": o.seconds}
+            for o in outcomes if o.seconds is not None or o.attempts}
+
+
+def _assembled(
+    jobs: Sequence[dict[str, Any]],
+    info: RunInfo,
+    job_timing: Mapping[str, Any],
+    counts: dict[str, int],
+    enhanced: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
     counts["total"] = len(jobs)
     shard = {"shard": {"index": info.shard[0], "count": info.shard[1]}} if info.shard else {}
     totals = _enhance_totals(enhanced)
@@ -242,49 +298,55 @@ def metadata_rows(outcomes: Iterable[Outcome]) -> Iterator[dict[str, Any]]:
     """One row per finished video, as a Hugging Face ``videofolder`` reads ``metadata.jsonl``
     (made as they are written, not all held)."""
     for o in outcomes:
-        if o.status not in ("succeeded", "skipped"):
-            continue
-        video, _, media, _, _ = o.files()
-        if video is None:
-            continue
-        media = media or {}
+        if o.status in ("succeeded", "skipped"):
+            video, _, media, _, _ = o.files()
+            if video is not None:
+                yield metadata_row(o, video, media)
+
+
+def metadata_row(
+    o: Outcome,
+    video: Mapping[str, Any],
+    media: Mapping[str, Any] | None,
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The metadata.jsonl row of finished outcome ``o``, its ``video`` and ``media`` records
+    given (and its job's ``canonical_params()``, when made already)."""
+    media = media or {}
+    if params is None:
         params = o.job.canonical_params()
-        yield {
-                "file_name": video["path"],
-                "id": o.job.id,
-                "key": o.job.key,
-                "prompt": params.get("prompt"),
-                **_both_prompts(o),
-                "parameters": params,
-                "sha256": video["sha256"],
-                "width": media.get("width"),
-                "height": media.get("height"),
-                "fps": media.get("fps"),
-                "duration": media.get("duration"),
-                "quality": media.get("quality"),
-        }
-
-
-AGAIN = {"reattach": "re-attached", "download": "downloaded again"}
-"""How a succeeded job that this run did not pay for is counted (none of them is "generated")."""
+    return {
+        "file_name": video["path"],
+        "id": o.job.id,
+        "key": o.job.key,
+        "prompt": params.get("prompt"),
+        **_both_prompts(o),
+        "parameters": params,
+        "sha256": video["sha256"],
+        "width": media.get("width"),
+        "height": media.get("height"),
+        "fps": media.get("fps"),
+        "duration": media.get("duration"),
+        "quality": media.get("quality"),
+    }
 
 
 def succeeded_counts(report: Mapping[str, Any]) -> dict[str, int]:
-    """The succeeded jobs split by how this run got them: ``generated`` (a create it paid for,
-    or an older report that did not record the action), then ``AGAIN``'s words when nonzero."""
-    counts = _new_counts()
-    for job in report["jobs"]:
-        if job["status"] == "succeeded":
-            counts[AGAIN.get(job.get("action", "submit"), "generated")] += 1
-    return _said(counts)
+    """``markdown.succeeded_counts``; of a report written from outcomes, counted from them
+    without making the entries again."""
+    jobs = report["jobs"]
+    if isinstance(jobs, JobEntries):
+        return counted_succeeded((o.status, o.action) for o in jobs.outcomes)
+    return _succeeded_counts(report)
 
 
-def _new_counts() -> dict[str, int]:
-    return {"generated": 0} | {word: 0 for word in AGAIN.values()}
-
-
-def _said(counts: dict[str, int]) -> dict[str, int]:
-    return {word: n for word, n in counts.items() if n or word == "generated"}
+def entries_with_status(report: Mapping[str, Any], status: str) -> Iterator[Mapping[str, Any]]:
+    """The report's job entries of ``status``; of a report written from outcomes, only those
+    entries are made (the run's summary lists its failed jobs)."""
+    jobs = report["jobs"]
+    if isinstance(jobs, JobEntries):
+        return (_job_entry(o) for o in jobs.outcomes if o.status == status)
+    return (j for j in jobs if j["status"] == status)
 
 
 def _both_prompts(o: Outcome) -> dict[str, Any]:
@@ -294,123 +356,23 @@ def _both_prompts(o: Outcome) -> dict[str, Any]:
     return {"prompt": o.enhance["prompt"], "prompt_original": o.enhance["original"]}
 
 
-def render_markdown(report: Mapping[str, Any]) -> str:
-    """report.md, from one pass over the job entries (they may be made as they are read)."""
-    counts = _new_counts()
-    failed: list[Mapping[str, Any]] = []
-    warned: list[Mapping[str, Any]] = []
-    enhanced: list[Mapping[str, Any]] = []
-    rows = []
-    for j in report["jobs"]:
-        status = j["status"]
-        if status == "succeeded":
-            counts[AGAIN.get(j.get("action", "submit"), "generated")] += 1
-        elif status in ("failed", "pending"):
-            failed.append(j)
-        if j["warnings"]:
-            warned.append(j)
-        if "enhance" in j:
-            enhanced.append(j)
-        sha = j["video"]["sha256"][:12] if j["video"] else ""
-        p = j["parameters"]
-        rows.append(f"| `{j['id']}` | {status} | {p.get('model')} | {p.get('size', '')} | {sha} "
-                    f"| {_signals(j.get('quality'))} |")
-    s = report["summary"]
-    manifest = report["manifest"]
-    icon = {0: "✅", 1: "❌", 3: "⏸️"}.get(report["exit_code"], "❌")
-    lines = [
-        f"## {icon} batchvid: {manifest['name']}",
-        "",
-        f"{s['total']} jobs: "
-        + "".join(f"**{n} {w}**, " if w == "generated" else f"{n} {w}, "
-                  for w, n in _said(counts).items())
-        + f"{s['skipped']} already done, "
-        f"**{s['failed']} failed**, {s['pending']} pending · provider `{manifest['provider']}` · "
-        f"cost {report['cost']['amount']:g} {report['cost']['currency']}",
-        "",
-        "Every job with its poster, video, prompt and parameters: [report.html](report.html)",
-        "",
-    ]
-    if report.get("shards"):
-        count, shards = report["shards"]["count"], report["shards"]
-        lines += [f"> Partial merge: shards {', '.join(f'{i}/{count}' for i in shards['merged'])} "
-                  f"are in; {', '.join(f'{i}/{count}' for i in shards['missing'])} missing.", ""]
-    if report["stopped"]:
-        lines += [f"> Stopped early ({report['stopped']['reason']}): "
-                  f"{report['stopped']['message']} — run again to resume.", ""]
-    if failed:
-        lines += ["| job | status | kind | message |", "|---|---|---|---|"]
-        for j in failed:
-            err = j["error"] or {}
-            message = _cell(short_message(str(err.get("message", ""))))
-            lines.append(f"| `{j['id']}` | {j['status']} | {err.get('kind', '')} | {message} |")
-        lines.append("")
-    if warned:
-        lines += ["Warnings:", ""]
-        lines += [f"- `{j['id']}`: {w}" for j in warned for w in j["warnings"]]
-        lines.append("")
-    lines += enhance_markdown(report, enhanced)
-    lines += ["<details><summary>All jobs</summary>", "",
-              "| job | status | model | size | sha256 | motion · black · frozen |",
-              "|---|---|---|---|---|---|"]
-    lines += rows
-    lines += ["", "</details>", ""]
-    return "\n".join(lines)
-
-
-MARKDOWN_PROMPTS = 50
-"""Up to this many enhanced jobs, report.md shows both prompts of each; beyond, a count."""
-
-
-def enhance_markdown(
-    report: Mapping[str, Any], enhanced: Sequence[Mapping[str, Any]] | None = None
-) -> list[str]:
-    """report.md's lines on prompt enhancement: each enhanced job's prompt as written and as
-    sent (or, for many jobs, the counts), and the rewrites' warnings. None without any.
-    ``enhanced``: the report's enhanced job entries, when already picked out."""
-    totals = report.get("enhance")
-    if not totals:
-        return []
-    jobs = [j for j in report["jobs"] if "enhance" in j] if enhanced is None else enhanced
-    lines = [
-        f"Prompt enhancement: {totals['jobs']} jobs, {totals['requests']} chat requests, "
-        f"{totals['tokens']} tokens; {totals['truncated']} cut to fit, "
-        f"{totals['fallback']} sent as written.",
-        "",
-    ]
-    if len(jobs) <= MARKDOWN_PROMPTS:
-        lines += ["| job | enhance | prompt as written | prompt as sent |", "|---|---|---|---|"]
-        lines += [
-            f"| `{j['id']}` | {j['enhance']['status']} | {_cell(j['prompt_original'])} | {_cell(j['prompt'])} |"
-            for j in jobs
-        ]
-        lines.append("")
-    warned = [j for j in jobs if j["enhance"].get("warning")]
-    if warned:
-        lines += [f"- `{j['id']}`: {_cell(j['enhance']['warning'])}" for j in warned]
-        lines.append("")
-    return lines
-
-
-def _signals(quality: Mapping[str, Any] | None) -> str:
-    """A clip's quality signals in one table cell: motion, then black and frozen shares."""
-    if not quality:
-        return ""
-    return (f"{quality['motion']:.3f} · {quality['black_fraction']:.0%} · "
-            f"{quality['frozen_fraction']:.0%}")
-
-
-def _cell(text: str) -> str:
-    """``text`` as literal text in one Markdown table cell: a provider's HTML error page must
-    not become markup in a CI step summary."""
-    return html.escape(" ".join(text.split()), quote=False).replace("|", "\\|")
-
-
 def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
-    """Write every report file atomically; returns the report."""
-    report = build_report(outcomes, info)
+    """Write every report file atomically, in one pass over the outcomes
+    (``batchvid.reportfiles``); returns the report, its ``jobs`` made as they are read."""
+    from batchvid.reportfiles import write_outputs
+
+    return write_outputs(root, outcomes, info)
+
+
+def write_legacy(root: Path, report: Mapping[str, Any], outcomes: Sequence[Outcome], info: RunInfo) -> None:
+    """``write_outputs``'s files, a file at a time (the reference ``batchvid.reportfiles``
+    must equal, and what it falls back to)."""
     _write_files(root, report, metadata_rows(outcomes), lambda: lock_data(outcomes, info))
-    return report
+
+
+def metadata_text(row: Mapping[str, Any]) -> str:
+    """A metadata.jsonl line."""
+    return _ROW(row) + "\n"
 
 
 def write_report_files(
@@ -434,7 +396,7 @@ def _write_files(
     write_atomic(root / "junit.xml", junit_pieces(report))
     write_atomic(
         root / "metadata.jsonl",
-        (_ROW(r) + "\n" for r in rows),
+        map(metadata_text, rows),
     )
     write_json(root / "batchvid.lock", lock())
     write_gallery(root, report, content=content)

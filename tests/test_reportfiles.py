@@ -1,0 +1,177 @@
+"""The one-pass report writer: the same bytes as the file-at-a-time reference, for any run."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchvid.jobs import Job
+from batchvid.report import (
+    Outcome,
+    RunInfo,
+    build_report,
+    entries_with_status,
+    succeeded_counts,
+    write_legacy,
+    write_outputs,
+)
+from tests.helpers import make_job
+
+FILES = ("report.json", "report.md", "junit.xml", "metadata.jsonl", "batchvid.lock", "report.html")
+TEXTS = ["a fox", "ünï ≠ 😀", "line\u2028sep\u2029para", 'say "hi" & <b>', "{0} {x} %s %%", "tab\there\nnew",
+         "<html><body><h1>502</h1></body></html>", "", "bell\x07\x1b[0m", "a|b"]
+
+
+def _info(**changes: Any) -> RunInfo:
+    info = RunInfo("m.yaml", "demo ✓", "geekai", 1, None, "2026-01-01T00:00:00+00:00",
+                   "2026-01-01T00:00:09+00:00", 9.0, 1.25, "CNY")
+    return dataclasses.replace(info, **changes)
+
+
+def _sha(rng: random.Random) -> str:
+    return "".join(rng.choice("0123456789abcdef") for _ in range(64))
+
+
+def _media(rng: random.Random) -> dict[str, Any] | None:
+    kind = rng.randrange(5)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return {}
+    media: dict[str, Any] = {"width": 160, "height": rng.choice([90, 10**30]), "fps": rng.choice([30.0, 24, 0.1]),
+                             "duration": 1.0, "has_audio": rng.random() < 0.5, "codec": "h264"}
+    if kind >= 3:
+        media["quality"] = {"motion": rng.random(), "black_fraction": 0.0, "frozen_fraction": 0.5,
+                            "note": rng.choice(TEXTS)}
+    if kind == 4:
+        del media["duration"]
+    return media
+
+
+def _job(rng: random.Random, n: int) -> Job:
+    params: dict[str, Any] = {"prompt": rng.choice(TEXTS) + f" {n}", "fps": rng.choice([30, 60])}
+    if rng.random() < 0.2:
+        params["we{ird}%"] = rng.choice(TEXTS)
+    if rng.random() < 0.1:
+        del params["prompt"]
+    job = make_job(f"{rng.choice(['sweep-fox', 'z', 'a', 'ünï'])}-{n}", n, **params)
+    if rng.random() < 0.2:
+        job = dataclasses.replace(job, source="sweep", matrix={"animal": rng.choice(["fox", "owl"]), "n": n % 3})
+    return job
+
+
+def _outcome(rng: random.Random, n: int) -> Outcome:
+    job = _job(rng, n)
+    status = rng.choice(["succeeded", "succeeded", "skipped", "failed", "pending"])
+    action = {"skipped": "skip"}.get(status, rng.choice(["submit", "reattach", "download"]))
+    o = Outcome(job, status, action, task_id=rng.choice([None, f"t{n}", "ünï"]),
+                attempts=rng.randrange(3), seconds=rng.choice([None, 1.5, 0.25]))
+    if status in ("succeeded", "skipped") or rng.random() < 0.3:
+        o.video = {"path": f"jobs/{job.id}/video.mp4", "sha256": _sha(rng), "bytes": rng.randrange(10**6)}
+        o.media = _media(rng)
+    if rng.random() < 0.5:
+        o.poster = {"path": f"jobs/{job.id}/poster.jpg", "sha256": _sha(rng), "bytes": 3}
+    if rng.random() < 0.2:
+        o.cover = {"path": f"jobs/{job.id}/cover.jpg", "sha256": _sha(rng), "bytes": 4}
+    if rng.random() < 0.3:
+        o.provided = {"revised_prompt": rng.choice(TEXTS), "provider_duration": rng.choice([None, 5])}
+    if status in ("failed", "pending"):
+        o.error = {"kind": rng.choice(["content_filter", "not_started"]), "message": rng.choice(TEXTS)}
+    if rng.random() < 0.15:
+        o.warnings = [rng.choice(TEXTS), "b warning"]
+    if rng.random() < 0.2:
+        o.enhance = {"prompt": rng.choice(TEXTS), "original": rng.choice(TEXTS), "status": "ok",
+                     "warning": rng.choice([None, "cut"]), "model": "glm-4-flash", "requests": 1, "tokens": 12}
+    if rng.random() < 0.5:
+        o.pack()
+    return o
+
+
+def _run(seed: int, jobs: int) -> list[Outcome]:
+    rng = random.Random(seed)
+    return [_outcome(rng, n) for n in range(jobs)]
+
+
+def _reference(root: Path, outcomes: list[Outcome], info: RunInfo) -> None:
+    write_legacy(root, build_report(outcomes, info), outcomes, info)
+
+
+def _assert_same(tmp_path: Path, outcomes: list[Outcome], info: RunInfo) -> None:
+    _reference(tmp_path / "reference", outcomes, info)
+    report = write_outputs(tmp_path / "one-pass", outcomes, info)
+    for name in FILES:
+        assert (tmp_path / "one-pass" / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
+    assert report["jobs"] == build_report(outcomes, info)["jobs"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_hostile_runs_write_the_reference_bytes(tmp_path: Path, seed: int) -> None:
+    """Runs of every status, packed or not, with non-ASCII, U+2028, braces, big ints, enhanced
+    jobs, sweeps and odd media: every file has the reference writer's bytes."""
+    _assert_same(tmp_path, _run(seed, 60), _info(shard=(1, 2) if seed % 2 else None))
+
+
+def test_a_rerun_over_the_files_keeps_the_reference_bytes(tmp_path: Path) -> None:
+    """Written over an earlier run's files (report.html then only retimed), the bytes still match."""
+    outcomes = _run(99, 40)
+    for root in (tmp_path / "reference", tmp_path / "one-pass"):
+        write_outputs(root, outcomes, _info(seconds=1.0))
+    _assert_same(tmp_path, outcomes, _info())
+
+
+def test_a_nan_falls_back_to_the_reference_writer(tmp_path: Path) -> None:
+    """A NaN (only json.dumps writes it) in one job's media: the same bytes, NaN included."""
+    outcomes = _run(3, 20)
+    outcomes[7].media = {"width": 1, "fps": float("nan")}
+    outcomes[7].status = "succeeded"
+    outcomes[7].video = {"path": "jobs/x/video.mp4", "sha256": "a" * 64, "bytes": 1}
+    _assert_same(tmp_path, outcomes, _info())
+    assert "NaN" in (tmp_path / "one-pass" / "report.json").read_text()
+
+
+def test_an_int_json_cannot_write_fails_as_the_reference_does(tmp_path: Path) -> None:
+    """An int too long to print (Python's digit limit) raises the reference writer's error, and
+    no temporary file is left behind."""
+    outcomes = _run(5, 10)
+    outcomes[2].attempts = 10**5000
+    with pytest.raises(ValueError) as reference:
+        _reference(tmp_path / "reference", outcomes, _info())
+    with pytest.raises(ValueError) as one_pass:
+        write_outputs(tmp_path / "one-pass", outcomes, _info())
+    assert str(one_pass.value) == str(reference.value)
+    assert not [p.name for p in (tmp_path / "one-pass").iterdir() if p.name.startswith(".")]
+
+
+def test_an_empty_run_writes_the_reference_bytes(tmp_path: Path) -> None:
+    """No jobs at all: the same (empty) files."""
+    _assert_same(tmp_path, [], _info())
+
+
+def test_metadata_rows_read_off_an_entry_match_when_a_provider_field_shadows_one(tmp_path: Path) -> None:
+    """A provider's field named like an entry field the row is read from ("key") stands in the
+    entry in its place; its row is made the long way and still matches."""
+    outcomes = _run(11, 12)
+    for o in outcomes:
+        o.provided = {"key": "shadow", "revised_prompt": "x"}
+    _assert_same(tmp_path, outcomes, _info())
+
+
+def test_succeeded_counts_of_a_written_report_are_those_of_its_entries(tmp_path: Path) -> None:
+    """The counts the CLI's summary shows, taken from the outcomes, equal the entries' counts."""
+    outcomes = _run(4, 80)
+    report = write_outputs(tmp_path, outcomes, _info())
+    counts = succeeded_counts(report)
+    assert counts == succeeded_counts({"jobs": list(report["jobs"])})
+    assert sum(counts.values()) == sum(o.status == "succeeded" for o in outcomes) > 0
+
+
+def test_entries_with_a_status_of_a_written_report_are_its_entries_of_that_status(tmp_path: Path) -> None:
+    """The failed entries the CLI's summary lists, made from the outcomes, are the report's."""
+    report = write_outputs(tmp_path, _run(6, 50), _info())
+    failed = list(entries_with_status(report, "failed"))
+    assert failed == [j for j in report["jobs"] if j["status"] == "failed"] and failed
+    assert list(entries_with_status({"jobs": list(report["jobs"])}, "failed")) == failed
