@@ -133,6 +133,23 @@ def with_rewrite(outcome: Outcome, step: Step) -> Outcome:
     return outcome
 
 
+LIVE_AHEAD = 128
+"""How many jobs past their task (downloading, analysing) may be under way beside the
+``--max-in-flight`` ones before the next job waits to start. Without a bound, a run whose
+tasks end faster than their videos are fetched and analysed (the simulator at latency 0)
+piles up finished tasks, ~14 KB each (their answers, frames, buffers): half of a 100,000-job
+run at once, and the process's memory never shrinks back. 128 is more than the transport's
+100 connections: the bound never holds back a download that could otherwise be sent."""
+
+
+async def _take(live: anyio.Semaphore) -> None:
+    """A place among the jobs under way (without a checkpoint when one is free)."""
+    try:
+        live.acquire_nowait()
+    except anyio.WouldBlock:
+        await live.acquire()
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -272,11 +289,14 @@ class Runner:
             if s.handle_signals:
                 outer.start_soon(self.stopper.watch_signals)
             self.stopper.jobs_scope = anyio.CancelScope()
+            live = anyio.Semaphore(s.max_in_flight + LIVE_AHEAD)
             with self.stopper.jobs_scope:
                 async with anyio.create_task_group() as tg:
                     for step, life in work:
-                        slot = await self._admit(step, budget)
+                        await _take(live)
+                        slot = await self._admit(step, budget, live)
                         if slot is None:
+                            live.release()
                             if self.stopper.halted:
                                 break
                             continue  # over budget: later free jobs still start
@@ -344,7 +364,7 @@ class Runner:
         self.out.journal.append(entry_of(job, result))
         return Rewrite(job, result, asked=True)
 
-    async def _admit(self, step: Step, budget: Budget) -> Slot | None:
+    async def _admit(self, step: Step, budget: Budget, live: anyio.Semaphore) -> Slot | None:
         """The job's in-flight slot once it may start, or None when it does not start: over
         budget (later free jobs still may) or the run is stopping."""
         if step.pays:
@@ -361,7 +381,7 @@ class Runner:
             if holds_slot:
                 self.in_flight.release()
             return None
-        return Slot(self.in_flight, holds_slot)
+        return Slot(self.in_flight, holds_slot, live)
 
     def _driver(
         self,
