@@ -9,7 +9,10 @@ hash: at 100,000 rows two of them collide, and the manifest is rightly refused):
 
 1. ``batchvid validate`` and ``batchvid plan`` (empty output directory): each < 1.5 s wall;
 2. ``batchvid run`` against the simulator (its own process) at latency 0, ``--max-in-flight 16``,
-   no rpm limit: every job succeeds, peak RSS < 300 MB (the run takes many minutes at 100,000);
+   no rpm limit: every job succeeds, the run's own process's peak RSS < 300 MB (the run takes
+   many minutes at 100,000). Each process's peak is sampled apart (``memwatch``: VmHWM of the
+   run, of each analysis worker, of the simulator) and printed; wait4's figure, the largest of
+   the run and the workers it waited for, is printed too but judges nothing;
 3. the same ``batchvid run`` again, against a fresh counting simulator: every job skipped,
    0 requests, < 10 s wall (it replays the journal, checks every video against the size,
    mtime_ns and inode journaled with it, and rewrites the report files).
@@ -20,7 +23,9 @@ hash: at 100,000 rows two of them collide, and the manifest is rightly refused):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
 import tempfile
 import time
@@ -29,9 +34,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from _harness import GEEKAI, ROOT, ChildRun, batchvid, check, count, run_child, run_env
+from _harness import GEEKAI, ChildRun, batchvid, check, count, run_child, run_env
 from _harness import simulator as start_simulator
-from memwatch import Watch, run_watched
+from memwatch import Watch
 
 TARGET_CHECK_SECONDS = 1.5
 TARGET_RUN_RSS_MB = 300.0
@@ -78,25 +83,24 @@ def checks(manifest: Path, out: Path) -> tuple[bool, bool]:
 
 
 def run_all(manifest: Path, out: Path, jobs: int, label: str) -> tuple[ChildRun, dict[str, int], int, Watch]:
-    """One ``batchvid run`` of the manifest against a fresh simulator at latency 0, its
-    memory sampled per process (``memwatch``): ``run.max_rss_mb`` is the run's own process's
-    peak (VmHWM), not wait4's, which is the largest of it and its analysis workers."""
-    with start_simulator("--latency", "0") as sim:
-        code, wall, cpu, wait4_rss, watch, stdout, stderr = run_watched(
+    """One ``batchvid run`` of the manifest against a fresh simulator at latency 0, the memory
+    of every process sampled apart (``memwatch``): wait4's peak RSS is the largest of the run
+    and the analysis workers it waited for, so ``run.max_rss_mb`` is set to the run's own."""
+    with Watch(os.getpid()) as watch, start_simulator("--latency", "0") as sim:
+        run = run_child(
             batchvid("run", str(manifest), "--out", str(out), "--base-url", sim.url + GEEKAI,
                      "--rpm", "1000000", "--max-in-flight", "16", "--no-progress"),
-            env=run_env(), cwd=ROOT, extra={sim.proc.pid: "simulator (beside the run)"},
+            env=run_env(),
         )
         requests = count(sim.stats())
-    own = watch.main.hwm_mb if watch.main is not None else float("nan")
-    run = ChildRun(code, wall, cpu, float("nan"), float("nan"), own, stdout, stderr)
-    print(f"  {label:<22} exit {code}, wall {wall:6.2f} s, CPU {cpu:6.2f} s (with its workers), "
-          f"wait4 peak RSS {wait4_rss:5.0f} MB (the largest of the process and its workers)")
-    for line in watch.lines():
+    show(label, run)
+    print(f"    {'':<22} (wait4's peak RSS: the largest of the run and its analysis workers)")
+    for line in watch.lines(skip_watched=True):
         print(f"    {line}")
-    print(f"    the run's RSS over time: {watch.at()}")
-    if code not in (0, 1):
-        print(stdout[-1000:], stderr[-2000:], file=sys.stderr)
+    own = watch.named("batchvid run")
+    if own:
+        print(f"    the run's RSS over time: {watch.at(own[0])}")
+    run = dataclasses.replace(run, max_rss_mb=own[0].hwm_mb if own else float("nan"))
     summary = json.loads((out / "report.json").read_text())["summary"] if run.returncode == 0 else {}
     return run, summary, requests, watch
 
@@ -122,7 +126,7 @@ def main() -> int:
         print(f"  run: {done:,} of {args.jobs:,} succeeded, {requests:,} requests, "
               f"{time.perf_counter() - start:.0f} s, the run's own peak RSS {run.max_rss_mb:.0f} MB "
               f"(target < {TARGET_RUN_RSS_MB:g} MB): {check(run_ok)}; largest worker "
-              f"{max((p.hwm_mb for p in watch.others() if 'worker' in p.name), default=0):.0f} MB")
+              f"{max((p.hwm_mb for p in watch.named('python -c')), default=0):.0f} MB")
         if args.skip_resume:
             return 0 if ok and run_ok else 1
         again, summary, requests, _ = run_all(manifest, out, args.jobs, "batchvid run (resume)")

@@ -52,6 +52,28 @@ def mallinfo2() -> Mallinfo2 | None:
 MB = 1 << 20
 
 
+def arenas() -> list[tuple[int, int, int]]:
+    """glibc's ``malloc_info``, per arena: (number, bytes from the system, bytes free in it)."""
+    import re
+
+    libc = ctypes.CDLL(None)
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    with tempfile.NamedTemporaryFile(suffix=".xml") as tmp:
+        fp = libc.fopen(tmp.name.encode(), b"w")
+        libc.malloc_info(0, fp)
+        libc.fclose(fp)
+        text = Path(tmp.name).read_text()
+    rows = []
+    for number, body in re.findall(r'<heap nr="(\d+)">(.*?)</heap>', text, re.S):
+        system = re.search(r'<system type="current" size="(\d+)"', body)
+        free = re.findall(r'<total type="(?:fast|rest)" count="\d+" size="(\d+)"', body)
+        rows.append((int(number), int(system.group(1)) if system else 0, sum(map(int, free))))
+    return rows
+
+
 def finished(out: Path) -> int:
     """How many jobs the journal says succeeded so far."""
     return progress(out)[1]
@@ -136,6 +158,9 @@ def main() -> int:
         stop.set()
         thread.join()
         print(line(start, args.tracemalloc, out), "(after the run)", flush=True)
+        for number, system, free in arenas():
+            if system > MB:
+                print(f"  arena {number:2d}: {system / MB:6.1f} MB from the system, {free / MB:6.1f} MB free in it")
         gc.collect()
         print(line(start, args.tracemalloc, out), "(after gc.collect)", f"exit {code}", flush=True)
     if len(counts) >= 2 and counts[-1][0] > counts[0][0]:

@@ -10,17 +10,15 @@ for*: a ``batchvid run``'s figure is the larger of its own peak and its analysis
 - ``VmRSS`` and its parts ``RssAnon`` (heap, thread stacks: what grows with jobs) and
   ``RssFile`` (mapped code and libraries), kept as a time series for the watched process.
 
-Use it around a ``subprocess.Popen`` (``with Watch(proc.pid) as watch: ... proc.wait()``), or
-from the command line on a running process: ``python tests/benchmarks/memwatch.py PID``.
+Watch a benchmark's own pid around ``_harness.run_child`` to see every child it starts (the run,
+its workers, a simulator), or from the command line a running process:
+``python tests/benchmarks/memwatch.py PID``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -84,11 +82,14 @@ class Process:
     anon_mb: float = 0.0
     threads: int = 0
     series: list[tuple[float, float, float]] = field(default_factory=list)
-    """(seconds since the start, VmRSS MB, RssAnon MB), for the watched process only."""
+    """(seconds since the start, VmRSS MB, RssAnon MB) at each sample."""
 
 
 class Watch:
     """Samples ``pid`` and its descendants every ``interval`` seconds on a thread."""
+
+    # A descendant that lives shorter than ``interval`` may be missed; one that lives longer
+    # is seen with its exact peak, whenever that was (VmHWM).
 
     def __init__(self, pid: int, interval: float = 0.25, *, extra: dict[int, str] | None = None) -> None:
         self.pid = pid
@@ -128,8 +129,7 @@ class Watch:
             seen.rss_mb = max(seen.rss_mb, rss)
             seen.anon_mb = max(seen.anon_mb, anon)
             seen.threads = max(seen.threads, values.get("Threads", 0))
-            if pid == self.pid:
-                seen.series.append((now, rss, anon))
+            seen.series.append((now, rss, anon))
 
     def _loop(self) -> None:
         while True:
@@ -138,55 +138,28 @@ class Watch:
                 self.sample()
                 return
 
-    @property
-    def main(self) -> Process | None:
-        return self.seen.get(self.pid)
+    def named(self, prefix: str) -> list[Process]:
+        """The processes seen whose label starts with ``prefix``, the largest peak first."""
+        return sorted((p for p in self.seen.values() if p.name.startswith(prefix)), key=lambda p: -p.hwm_mb)
 
-    def others(self) -> list[Process]:
-        """Every process seen but the watched one, the largest peak first."""
-        return sorted((p for p in self.seen.values() if p.pid != self.pid), key=lambda p: -p.hwm_mb)
-
-    def lines(self) -> list[str]:
-        """A line per process: peak RSS (VmHWM), the largest anonymous RSS and thread count."""
-        rows = [p for p in (self.main,) if p is not None] + self.others()
+    def lines(self, skip_watched: bool = False) -> list[str]:
+        """A line per process, the largest peak first: peak RSS (VmHWM), the largest anonymous
+        RSS and thread count (without the watched process itself, with ``skip_watched``)."""
+        rows = sorted(self.seen.values(), key=lambda p: -p.hwm_mb)
+        rows = [p for p in rows if not (skip_watched and p.pid == self.pid)]
         return [
             f"{p.name:<30} pid {p.pid:>7}: peak RSS {p.hwm_mb:6.1f} MB (anon {p.anon_mb:6.1f}), "
             f"threads {p.threads}"
             for p in rows
         ]
 
-    def at(self, fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)) -> str:
-        """The watched process's RSS at these fractions of its life (growth over time)."""
-        main = self.main
-        if main is None or not main.series:
+    def at(self, process: Process, fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)) -> str:
+        """A process's RSS at these fractions of the time it was seen (growth over time)."""
+        series = process.series
+        if not series:
             return ""
-        series = main.series
         points = [series[min(len(series) - 1, int(f * (len(series) - 1)))] for f in fractions]
         return ", ".join(f"{t:.0f} s: {rss:.0f} MB (anon {anon:.0f})" for t, rss, anon in points)
-
-
-def run_watched(
-    argv: list[str], *, env: dict[str, str], cwd: Path, extra: dict[int, str] | None = None
-) -> tuple[int, float, float, float, Watch, str, str]:
-    """Run ``argv`` to its end under a ``Watch``: (exit code, wall, CPU of the process and its
-    waited-for children, wait4's peak RSS MB, the watch, stdout, stderr)."""
-    full_env = {**os.environ, **env}
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdout=out, stderr=err, text=True)
-        with Watch(proc.pid, extra=extra) as watch:
-            try:
-                _, code, usage = os.wait4(proc.pid, 0)
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(code)
-        out.seek(0)
-        err.seek(0)
-        cpu = usage.ru_utime + usage.ru_stime
-        return proc.returncode, wall, cpu, usage.ru_maxrss / 1024, watch, out.read(), err.read()
 
 
 def main() -> int:
@@ -202,7 +175,9 @@ def main() -> int:
             pass
     for line in watch.lines():
         print(line)
-    print("over time:", watch.at())
+    watched = watch.seen.get(args.pid)
+    if watched is not None:
+        print("over time:", watch.at(watched))
     return 0
 
 
