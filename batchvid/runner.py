@@ -11,7 +11,8 @@ its own module (see docs/architecture.md):
 Three things pace the jobs: an in-flight cap, held from the create request until the task is
 terminal (providers count tasks, not requests) and lowered for a while when the server says
 1302; a create-request rate limiter (never above ``rpm`` in any 60-second window); and
-per-step retry policies that honour ``Retry-After``.
+per-step retry policies that honour ``Retry-After``. A fourth bounds the run's memory: at most
+``LIVE_AHEAD`` jobs past their task (downloading, analysing) beside the in-flight ones.
 """
 
 from __future__ import annotations

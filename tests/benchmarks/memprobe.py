@@ -121,6 +121,7 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--tracemalloc", action="store_true")
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--frames", type=int, default=1, help="tracemalloc's frames per trace")
     parser.add_argument("--census", action="store_true", help="count live objects by type at each sample")
     parser.add_argument("--in-flight", default="16")
     args = parser.parse_args()
@@ -134,7 +135,7 @@ def main() -> int:
     stop = threading.Event()
     start = time.monotonic()
     if args.tracemalloc:
-        tracemalloc.start(8)
+        tracemalloc.start(args.frames)
 
     def sample() -> None:
         while not stop.wait(args.interval):
@@ -142,7 +143,7 @@ def main() -> int:
             if args.census:
                 counts.append((finished(out), census()))
                 del counts[1:-1]
-            if args.tracemalloc:
+            if args.tracemalloc and finished(out) >= args.jobs // 10:  # past the start
                 snapshots.append(tracemalloc.take_snapshot())
                 del snapshots[1:-1]  # the first and the latest
 
@@ -170,7 +171,8 @@ def main() -> int:
             print(f"  {gained / (after - before):8.2f} {name}")
     if args.tracemalloc and len(snapshots) >= 2:
         print(f"\nlargest growth, {args.top} lines (first snapshot to last):")
-        for stat in snapshots[-1].compare_to(snapshots[0], "traceback")[: args.top]:
+        stats = snapshots[-1].compare_to(snapshots[0], "traceback")
+        for stat in sorted(stats, key=lambda st: -st.size_diff)[: args.top]:
             print(f"  {stat.size_diff / MB:+7.2f} MB {stat.count_diff:+8d} blocks")
             for frame in stat.traceback.format()[-8:]:
                 print("     ", frame)
