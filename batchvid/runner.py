@@ -220,20 +220,16 @@ class Runner:
                     "rewrite first with `batchvid enhance`, or run without --max-cost"
                 )
             budget = Budget(self.settings.max_cost, plan.prices, plan.currency)
-            lives = [
-                JobLife(s.job, with_rewrite(initial_outcome(s), s), self.out.journal, self.emit,
-                        self.scrub, self.out.root)
-                for s in plan.steps
-            ]
+            # One outcome per job for the report; a job's JobLife only while it runs.
+            outcomes = [with_rewrite(initial_outcome(s), s) for s in plan.steps]
             relocations = Relocations(self.out.root, self.out.state_dir)
             relocations.stage(self.manifest.jobs, records)
             self.emit(RunStarted(len(plan.steps), plan.counts()))
             try:
-                await self._execute(plan, lives, budget, relocations)
+                await self._execute(plan, outcomes, budget, relocations)
                 relocations.cleanup()
             finally:
                 with anyio.CancelScope(shield=True):
-                    outcomes = [life.outcome for life in lives]
                     for outcome in outcomes:
                         _say_task_not_finished(outcome)
                     report = self._report(outcomes, budget, started_wall, started)
@@ -265,17 +261,18 @@ class Runner:
         return report
 
     async def _execute(
-        self, plan: Plan, lives: list[JobLife], budget: Budget, relocations: Relocations
+        self, plan: Plan, outcomes: list[Outcome], budget: Budget, relocations: Relocations
     ) -> None:
         s = self.settings
-        work = [(step, life) for step, life in zip(plan.steps, lives, strict=True) if step.action in ACTIVE]
+        steps = plan.steps
+        work = [i for i, step in enumerate(steps) if step.action in ACTIVE]
         if not work:  # every job done or kept failed: no client, no transport (aiohttp unimported)
             return
         # The first analysis worker boots while the first creates go out, so no clip waits for
         # it and this process never loads PyAV or numpy on its event loop.
         start_pool()
         # Tasks already running on the server go first: they hold server capacity already.
-        work.sort(key=lambda pair: pair[0].action == "submit")
+        work.sort(key=lambda i: steps[i].action == "submit")
         timeout = httpx.Timeout(s.http_timeout, connect=min(10.0, s.http_timeout))
         # One transport under both clients: sharing it is safe (batchvid.transport).
         transport = self._transport()
@@ -293,7 +290,8 @@ class Runner:
             live = anyio.Semaphore(s.max_in_flight + LIVE_AHEAD)
             with self.stopper.jobs_scope:
                 async with anyio.create_task_group() as tg:
-                    for step, life in work:
+                    for i in work:
+                        step = steps[i]
                         await _take(live)
                         slot = await self._admit(step, budget, live)
                         if slot is None:
@@ -301,6 +299,8 @@ class Runner:
                             if self.stopper.halted:
                                 break
                             continue  # over budget: later free jobs still start
+                        life = JobLife(step.job, outcomes[i], self.out.journal, self.emit, self.scrub,
+                                       self.out.root)
                         tg.start_soon(driver.run, step, life, slot)
             outer.cancel_scope.cancel()
 
