@@ -121,9 +121,12 @@ class Watch:
             values = status(pid)
             if values is None:
                 continue
+            name = self.extra.get(pid) or label(pid)
             seen = self.seen.get(pid)
-            if seen is None:
-                seen = self.seen[pid] = Process(pid, self.extra.get(pid) or label(pid))
+            if seen is None or seen.name != name or values["VmHWM"] / 1024 < seen.hwm_mb:
+                # New, or it has exec'd since (a child is seen between fork and exec with its
+                # parent's command line and pages; VmHWM, else never lower, starts again).
+                seen = self.seen[pid] = Process(pid, name)
             rss, anon = values.get("VmRSS", 0) / 1024, values.get("RssAnon", 0) / 1024
             seen.hwm_mb = max(seen.hwm_mb, values["VmHWM"] / 1024)
             seen.rss_mb = max(seen.rss_mb, rss)
