@@ -100,6 +100,8 @@ def run_all(manifest: Path, out: Path, jobs: int, label: str) -> tuple[ChildRun,
     own = watch.named("batchvid run")
     if own:
         print(f"    the run's RSS over time: {watch.at(own[0])}")
+    for worker in watch.named("python -c"):
+        print(f"    analysis worker {worker.pid}'s RSS over time: {watch.at(worker)}")
     run = dataclasses.replace(run, max_rss_mb=own[0].hwm_mb if own else float("nan"))
     summary = json.loads((out / "report.json").read_text())["summary"] if run.returncode == 0 else {}
     return run, summary, requests, watch
