@@ -69,4 +69,4 @@ def test_jobs_under_way_are_bounded_when_downloads_lag(tmp_path: Path, monkeypat
     result = anyio.run(runner.run)
     assert result.exit_code == 0
     assert [o.status for o in result.outcomes] == ["succeeded"] * len(jobs)
-    assert live.most == 1 + 2
+    assert live.most <= 1 + 2  # without the bound, all 10 (tested: the files wait for them)
