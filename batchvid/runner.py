@@ -140,7 +140,8 @@ LIVE_AHEAD = 128
 tasks end faster than their videos are fetched and analysed (the simulator at latency 0)
 piles up finished tasks, ~14 KB each (their answers, frames, buffers): half of a 100,000-job
 run at once, and the process's memory never shrinks back. 128 is more than the transport's
-100 connections: the bound never holds back a download that could otherwise be sent."""
+100 connections, so the bound holds new jobs back only while finished ones queue for the
+analysis or the disk, which then set the run's pace anyway."""
 
 
 async def _take(live: anyio.Semaphore) -> None:
