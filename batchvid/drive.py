@@ -27,16 +27,28 @@ from batchvid.submit import Submitter
 
 
 class Slot:
-    """A job's hold on the in-flight cap, released once."""
+    """A job's hold on the in-flight cap, released once (``release``, when its task ends), and
+    on the run's bound of jobs under way (``live``), released with it when the job ends
+    (``close``)."""
 
-    def __init__(self, limit: AdaptiveLimit, held: bool) -> None:
+    __slots__ = ("_held", "_limit", "_live")
+
+    def __init__(self, limit: AdaptiveLimit, held: bool, live: anyio.Semaphore | None = None) -> None:
         self._limit = limit
         self._held = held
+        self._live = live
 
     def release(self) -> None:
         if self._held:
             self._held = False
             self._limit.release()
+
+    def close(self) -> None:
+        """The job has ended: both holds go."""
+        self.release()
+        if self._live is not None:
+            live, self._live = self._live, None
+            live.release()
 
 
 @dataclass
@@ -73,7 +85,7 @@ class JobDriver:
         except ProviderError as exc:  # job-fatal, or transient with retries exhausted
             life.failed(exc.kind, exc.detail)
         finally:
-            slot.release()
+            slot.close()
             if step.pays:
                 self.budget.settle(step.job, outcome.task_id, (outcome.error or {}).get("kind"))
             outcome.seconds = round(self.fx.clock() - started, 3)

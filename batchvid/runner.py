@@ -11,7 +11,8 @@ its own module (see docs/architecture.md):
 Three things pace the jobs: an in-flight cap, held from the create request until the task is
 terminal (providers count tasks, not requests) and lowered for a while when the server says
 1302; a create-request rate limiter (never above ``rpm`` in any 60-second window); and
-per-step retry policies that honour ``Retry-After``.
+per-step retry policies that honour ``Retry-After``. A fourth bounds the run's memory: at most
+``LIVE_AHEAD`` jobs past their task (downloading, analysing) beside the in-flight ones.
 """
 
 from __future__ import annotations
@@ -133,6 +134,24 @@ def with_rewrite(outcome: Outcome, step: Step) -> Outcome:
     return outcome
 
 
+LIVE_AHEAD = 128
+"""How many jobs past their task (downloading, analysing) may be under way beside the
+``--max-in-flight`` ones before the next job waits to start. Without a bound, a run whose
+tasks end faster than their videos are fetched and analysed (the simulator at latency 0)
+piles up finished tasks, ~14 KB each (their answers, frames, buffers): half of a 100,000-job
+run at once, and the process's memory never shrinks back. 128 is more than the transport's
+100 connections, so the bound holds new jobs back only while finished ones queue for the
+analysis or the disk, which then set the run's pace anyway."""
+
+
+async def _take(live: anyio.Semaphore) -> None:
+    """A place among the jobs under way (without a checkpoint when one is free)."""
+    try:
+        live.acquire_nowait()
+    except anyio.WouldBlock:
+        await live.acquire()
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -202,20 +221,16 @@ class Runner:
                     "rewrite first with `batchvid enhance`, or run without --max-cost"
                 )
             budget = Budget(self.settings.max_cost, plan.prices, plan.currency)
-            lives = [
-                JobLife(s.job, with_rewrite(initial_outcome(s), s), self.out.journal, self.emit,
-                        self.scrub, self.out.root)
-                for s in plan.steps
-            ]
+            # One outcome per job for the report; a job's JobLife only while it runs.
+            outcomes = [with_rewrite(initial_outcome(s), s) for s in plan.steps]
             relocations = Relocations(self.out.root, self.out.state_dir)
             relocations.stage(self.manifest.jobs, records)
             self.emit(RunStarted(len(plan.steps), plan.counts()))
             try:
-                await self._execute(plan, lives, budget, relocations)
+                await self._execute(plan, outcomes, budget, relocations)
                 relocations.cleanup()
             finally:
                 with anyio.CancelScope(shield=True):
-                    outcomes = [life.outcome for life in lives]
                     for outcome in outcomes:
                         _say_task_not_finished(outcome)
                     report = self._report(outcomes, budget, started_wall, started)
@@ -247,17 +262,18 @@ class Runner:
         return report
 
     async def _execute(
-        self, plan: Plan, lives: list[JobLife], budget: Budget, relocations: Relocations
+        self, plan: Plan, outcomes: list[Outcome], budget: Budget, relocations: Relocations
     ) -> None:
         s = self.settings
-        work = [(step, life) for step, life in zip(plan.steps, lives, strict=True) if step.action in ACTIVE]
+        steps = plan.steps
+        work = [i for i, step in enumerate(steps) if step.action in ACTIVE]
         if not work:  # every job done or kept failed: no client, no transport (aiohttp unimported)
             return
         # The first analysis worker boots while the first creates go out, so no clip waits for
         # it and this process never loads PyAV or numpy on its event loop.
         start_pool()
         # Tasks already running on the server go first: they hold server capacity already.
-        work.sort(key=lambda pair: pair[0].action == "submit")
+        work.sort(key=lambda i: steps[i].action == "submit")
         timeout = httpx.Timeout(s.http_timeout, connect=min(10.0, s.http_timeout))
         # One transport under both clients: sharing it is safe (batchvid.transport).
         transport = self._transport()
@@ -272,14 +288,20 @@ class Runner:
             if s.handle_signals:
                 outer.start_soon(self.stopper.watch_signals)
             self.stopper.jobs_scope = anyio.CancelScope()
+            live = anyio.Semaphore(s.max_in_flight + LIVE_AHEAD)
             with self.stopper.jobs_scope:
                 async with anyio.create_task_group() as tg:
-                    for step, life in work:
-                        slot = await self._admit(step, budget)
+                    for i in work:
+                        step = steps[i]
+                        await _take(live)
+                        slot = await self._admit(step, budget, live)
                         if slot is None:
+                            live.release()
                             if self.stopper.halted:
                                 break
                             continue  # over budget: later free jobs still start
+                        life = JobLife(step.job, outcomes[i], self.out.journal, self.emit, self.scrub,
+                                       self.out.root)
                         tg.start_soon(driver.run, step, life, slot)
             outer.cancel_scope.cancel()
 
@@ -344,7 +366,7 @@ class Runner:
         self.out.journal.append(entry_of(job, result))
         return Rewrite(job, result, asked=True)
 
-    async def _admit(self, step: Step, budget: Budget) -> Slot | None:
+    async def _admit(self, step: Step, budget: Budget, live: anyio.Semaphore) -> Slot | None:
         """The job's in-flight slot once it may start, or None when it does not start: over
         budget (later free jobs still may) or the run is stopping."""
         if step.pays:
@@ -361,7 +383,7 @@ class Runner:
             if holds_slot:
                 self.in_flight.release()
             return None
-        return Slot(self.in_flight, holds_slot)
+        return Slot(self.in_flight, holds_slot, live)
 
     def _driver(
         self,
