@@ -66,16 +66,24 @@ def make_dir(path: Path, *, durable: bool = True) -> None:
             fsync_dir(created.parent)
 
 
-def create_temp(final: Path, suffix: str) -> tuple[int, Path]:
+def create_temp(final: Path, suffix: str, *, durable: bool = True) -> tuple[int, Path]:
     """A new, empty temporary file beside ``final`` (``.NAME.<random><suffix>``), opened for
-    writing. Unlike ``tempfile.mkstemp`` (always 0600) its mode is what the umask gives, so the
-    renamed output file gets the same mode as any file the user creates (0644 under umask 022)."""
+    writing, its directory made first when missing (``make_dir``, ``durable`` as given). Unlike
+    ``tempfile.mkstemp`` (always 0600) its mode is what the umask gives, so the renamed output
+    file gets the same mode as any file the user creates (0644 under umask 022)."""
+    made = False
     while True:
         tmp = final.with_name(f".{final.name}.{_names.getrandbits(32):08x}{suffix}")
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
         except FileExistsError:
             continue
+        except FileNotFoundError:
+            # The directory is missing (it nearly always exists: no stat to ask first).
+            if made:
+                raise
+            make_dir(final.parent, durable=durable)
+            made = True
 
 
 _names = random.Random()
@@ -89,8 +97,7 @@ def write_atomic(path: Path, data: bytes | str | Iterable[str], *, durable: bool
     on), fsync the file before the rename and its directory after it."""
     if isinstance(data, str):
         data = data.encode("utf-8")
-    make_dir(path.parent, durable=durable)
-    fd, tmp = create_temp(path, ".tmp")
+    fd, tmp = create_temp(path, ".tmp", durable=durable)
     try:
         if isinstance(data, bytes):
             # Straight to the descriptor: a buffered file object costs three more system
@@ -173,7 +180,6 @@ class HashingWriter:
 
     def __init__(self, final: Path) -> None:
         self.final = final
-        make_dir(final.parent)
         self._fd, self.tmp = create_temp(final, ".part")
         self._open = True
         self._digest = hashlib.sha256()

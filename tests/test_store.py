@@ -219,6 +219,31 @@ def test_new_directories_are_fsynced_into_their_parents(
     assert dirs == [tmp_path.name, "jobs", "a"]
 
 
+def test_a_download_into_a_missing_folder_makes_it_durably_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A video whose jobs/<id>/ is gone gets the folder back, synced into its parents, before
+    its own fsync and rename."""
+    calls = _trace_syscalls(monkeypatch)
+    with hashing_writer(tmp_path / "jobs" / "a" / "video.mp4") as writer:
+        writer.write(b"mp4")
+        writer.commit()
+    kinds = [kind if kind != "fsync-file" else f"{kind} {name.startswith('.video.mp4.')}" for kind, name in calls]
+    assert kinds == ["fsync-dir", "fsync-dir", "fsync-file True", "rename", "fsync-dir"]
+    assert [name for kind, name in calls if kind != "fsync-file"] == [tmp_path.name, "jobs", "video.mp4", "a"]
+    assert (tmp_path / "jobs" / "a" / "video.mp4").read_bytes() == b"mp4"
+
+
+def test_a_non_durable_write_into_a_missing_folder_makes_it_without_syncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``request.json``-like writes (``durable=False``) create a missing folder, syncing nothing."""
+    calls = _trace_syscalls(monkeypatch)
+    write_atomic(tmp_path / "jobs" / "b" / "request.json", "{}\n", durable=False)
+    assert calls == [("rename", "request.json")]
+    assert (tmp_path / "jobs" / "b" / "request.json").read_text() == "{}\n"
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
 def test_output_files_get_the_mode_the_umask_gives(tmp_path: Path, umask: int) -> None:
     """Reports and videos are created 0666 minus the umask (0644 under 022), not 0600."""
