@@ -51,16 +51,22 @@ def fsync_dir(path: Path) -> None:
 def make_dir(path: Path, *, durable: bool = True) -> None:
     """Create ``path`` and any missing parents; with ``durable``, fsync the parent of each
     directory created so the new entries survive a power cut."""
-    if os.path.isdir(path):
-        return
-    # The missing ones are those below the nearest existing ancestor (whose own ancestors
-    # exist): a new job folder costs two stats, not one per level up to the root.
-    missing = [path]
-    for parent in path.parents:
-        if os.path.isdir(parent):
-            break
-        missing.append(parent)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(path)  # a new job folder: its parent, jobs/, exists (no stat to ask first)
+        missing = [path]
+    except FileExistsError:
+        if os.path.isdir(path):
+            return
+        raise
+    except FileNotFoundError:
+        # The missing ones are those below the nearest existing ancestor (whose own
+        # ancestors exist): not one stat per level up to the root.
+        missing = [path]
+        for parent in path.parents:
+            if os.path.isdir(parent):
+                break
+            missing.append(parent)
+        path.mkdir(parents=True, exist_ok=True)
     if durable:
         for created in reversed(missing):
             fsync_dir(created.parent)

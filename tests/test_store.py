@@ -13,6 +13,7 @@ from batchvid.store import (
     Journal,
     OutputDir,
     hashing_writer,
+    make_dir,
     sha256_file,
     verify_file,
     write_atomic,
@@ -232,6 +233,20 @@ def test_a_download_into_a_missing_folder_makes_it_durably_first(
     assert kinds == ["fsync-dir", "fsync-dir", "fsync-file True", "rename", "fsync-dir"]
     assert [name for kind, name in calls if kind != "fsync-file"] == [tmp_path.name, "jobs", "video.mp4", "a"]
     assert (tmp_path / "jobs" / "a" / "video.mp4").read_bytes() == b"mp4"
+
+
+def test_making_an_existing_folder_syncs_nothing_and_a_file_in_the_way_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make_dir`` leaves an existing folder alone and refuses to replace a file."""
+    (tmp_path / "jobs" / "a").mkdir(parents=True)
+    (tmp_path / "jobs" / "f").write_text("x")
+    calls = _trace_syscalls(monkeypatch)
+    make_dir(tmp_path / "jobs" / "a")
+    make_dir(tmp_path / "jobs" / "b")
+    assert calls == [("fsync-dir", "jobs")]
+    with pytest.raises(FileExistsError):
+        make_dir(tmp_path / "jobs" / "f")
 
 
 def test_a_non_durable_write_into_a_missing_folder_makes_it_without_syncs(
