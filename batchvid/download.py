@@ -30,6 +30,7 @@ from batchvid.events import Effects, JobRetrying
 from batchvid.jobs import Job
 from batchvid.offload import off_loop
 from batchvid.polling import Poller
+from batchvid.providers.answers import parse_url
 from batchvid.providers.base import TaskResult, video_results
 from batchvid.retry import RetryPolicy
 
@@ -158,7 +159,7 @@ class Downloader:
         """Stream ``url`` to ``final`` through a temporary file, hashing as it goes.
         ``sync_dir=False``: the caller fsyncs ``final``'s directory before journaling it
         (``HashingWriter.commit``)."""
-        parsed = httpx.URL(url)  # parsed once: the client takes it as it is
+        parsed = parse_url(url)  # parsed once (when the answer was read): the client takes it as it is
         if parsed.scheme not in ("http", "https"):
             raise JobFatalError(
                 "bad_response", f"result URL has scheme {parsed.scheme!r}; only http(s) is fetched"

@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import itertools
 import os
-import secrets
+import random
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -51,25 +51,50 @@ def fsync_dir(path: Path) -> None:
 def make_dir(path: Path, *, durable: bool = True) -> None:
     """Create ``path`` and any missing parents; with ``durable``, fsync the parent of each
     directory created so the new entries survive a power cut."""
-    if path.is_dir():
-        return
-    missing = [p for p in (path, *path.parents) if not p.is_dir()]
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(path)  # a new job folder: its parent, jobs/, exists (no stat to ask first)
+        missing = [path]
+    except FileExistsError:
+        if os.path.isdir(path):
+            return
+        raise
+    except FileNotFoundError:
+        # The missing ones are those below the nearest existing ancestor (whose own
+        # ancestors exist): not one stat per level up to the root.
+        missing = [path]
+        for parent in path.parents:
+            if os.path.isdir(parent):
+                break
+            missing.append(parent)
+        path.mkdir(parents=True, exist_ok=True)
     if durable:
         for created in reversed(missing):
             fsync_dir(created.parent)
 
 
-def create_temp(final: Path, suffix: str) -> tuple[int, Path]:
+def create_temp(final: Path, suffix: str, *, durable: bool = True) -> tuple[int, Path]:
     """A new, empty temporary file beside ``final`` (``.NAME.<random><suffix>``), opened for
-    writing. Unlike ``tempfile.mkstemp`` (always 0600) its mode is what the umask gives, so the
-    renamed output file gets the same mode as any file the user creates (0644 under umask 022)."""
+    writing, its directory made first when missing (``make_dir``, ``durable`` as given). Unlike
+    ``tempfile.mkstemp`` (always 0600) its mode is what the umask gives, so the renamed output
+    file gets the same mode as any file the user creates (0644 under umask 022)."""
+    made = False
     while True:
-        tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}{suffix}")
+        tmp = final.with_name(f".{final.name}.{_names.getrandbits(32):08x}{suffix}")
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
         except FileExistsError:
             continue
+        except FileNotFoundError:
+            # The directory is missing (it nearly always exists: no stat to ask first).
+            if made:
+                raise
+            make_dir(final.parent, durable=durable)
+            made = True
+
+
+_names = random.Random()
+"""Temporary names' random parts: unique enough to rarely collide (``O_EXCL`` retries when
+they do), without a ``getrandom`` system call per file (``secrets``); seeded from the OS."""
 
 
 def write_atomic(path: Path, data: bytes | str | Iterable[str], *, durable: bool = True) -> None:
@@ -78,17 +103,23 @@ def write_atomic(path: Path, data: bytes | str | Iterable[str], *, durable: bool
     on), fsync the file before the rename and its directory after it."""
     if isinstance(data, str):
         data = data.encode("utf-8")
-    make_dir(path.parent, durable=durable)
-    fd, tmp = create_temp(path, ".tmp")
+    fd, tmp = create_temp(path, ".tmp", durable=durable)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            if isinstance(data, bytes):
-                fh.write(data)
-            else:
+        if isinstance(data, bytes):
+            # Straight to the descriptor: a buffered file object costs three more system
+            # calls (fstat, isatty's ioctl, lseek) and its setup, for one write.
+            try:
+                _write_all(fd, (data,))
+                if durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        else:
+            with os.fdopen(fd, "wb") as fh:
                 _write_pieces(fh, data)
-            fh.flush()
-            if durable:
-                os.fsync(fh.fileno())
+                fh.flush()
+                if durable:
+                    os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -155,7 +186,6 @@ class HashingWriter:
 
     def __init__(self, final: Path) -> None:
         self.final = final
-        make_dir(final.parent)
         self._fd, self.tmp = create_temp(final, ".part")
         self._open = True
         self._digest = hashlib.sha256()

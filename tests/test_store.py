@@ -13,6 +13,7 @@ from batchvid.store import (
     Journal,
     OutputDir,
     hashing_writer,
+    make_dir,
     sha256_file,
     verify_file,
     write_atomic,
@@ -217,6 +218,45 @@ def test_new_directories_are_fsynced_into_their_parents(
     write_atomic(tmp_path / "jobs" / "a" / "x.json", "{}\n")
     dirs = [name for kind, name in calls if kind == "fsync-dir"]
     assert dirs == [tmp_path.name, "jobs", "a"]
+
+
+def test_a_download_into_a_missing_folder_makes_it_durably_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A video whose jobs/<id>/ is gone gets the folder back, synced into its parents, before
+    its own fsync and rename."""
+    calls = _trace_syscalls(monkeypatch)
+    with hashing_writer(tmp_path / "jobs" / "a" / "video.mp4") as writer:
+        writer.write(b"mp4")
+        writer.commit()
+    kinds = [kind if kind != "fsync-file" else f"{kind} {name.startswith('.video.mp4.')}" for kind, name in calls]
+    assert kinds == ["fsync-dir", "fsync-dir", "fsync-file True", "rename", "fsync-dir"]
+    assert [name for kind, name in calls if kind != "fsync-file"] == [tmp_path.name, "jobs", "video.mp4", "a"]
+    assert (tmp_path / "jobs" / "a" / "video.mp4").read_bytes() == b"mp4"
+
+
+def test_making_an_existing_folder_syncs_nothing_and_a_file_in_the_way_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make_dir`` leaves an existing folder alone and refuses to replace a file."""
+    (tmp_path / "jobs" / "a").mkdir(parents=True)
+    (tmp_path / "jobs" / "f").write_text("x")
+    calls = _trace_syscalls(monkeypatch)
+    make_dir(tmp_path / "jobs" / "a")
+    make_dir(tmp_path / "jobs" / "b")
+    assert calls == [("fsync-dir", "jobs")]
+    with pytest.raises(FileExistsError):
+        make_dir(tmp_path / "jobs" / "f")
+
+
+def test_a_non_durable_write_into_a_missing_folder_makes_it_without_syncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``request.json``-like writes (``durable=False``) create a missing folder, syncing nothing."""
+    calls = _trace_syscalls(monkeypatch)
+    write_atomic(tmp_path / "jobs" / "b" / "request.json", "{}\n", durable=False)
+    assert calls == [("rename", "request.json")]
+    assert (tmp_path / "jobs" / "b" / "request.json").read_text() == "{}\n"
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])

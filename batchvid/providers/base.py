@@ -162,7 +162,8 @@ class Provider(abc.ABC):
 
     async def poll(self, client: httpx.AsyncClient, task_id: str) -> TaskResult:
         """Fetch the task's current state."""
-        paths = [path.format(id=quote_id(task_id)) for path in self.poll_paths]
+        quoted = quote_id(task_id)
+        paths = [path.format(id=quoted) for path in self.poll_paths]
         for path in paths:
             raw = await send(client, "GET", path)
             if raw.status != 404:
@@ -189,9 +190,10 @@ class Provider(abc.ABC):
         return classify(raw, label=self.label, env=self.key_env_vars[0], codes=self.codes)
 
     def result(self, payload: dict[str, Any], task_id: str) -> TaskResult:
-        return task_result(
-            payload, task_id, label=self.label, failure_message=failure_message(payload, self.label)
-        )
+        # Why a task failed is only worked out for a failed one: most answers say "running".
+        failed = task_status(payload.get("task_status")) == "failed"
+        why = failure_message(payload, self.label) if failed else None
+        return task_result(payload, task_id, label=self.label, failure_message=why)
 
     def _known_code(self, payload: dict[str, Any] | None) -> bool:
         code, _ = error_fields(payload)
