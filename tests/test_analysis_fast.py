@@ -3,6 +3,7 @@ second read of the clip, and MP4's format named against FFmpeg's guess."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +91,13 @@ def test_format_of_other_files_is_left_to_ffmpeg(tmp_path: Path) -> None:
     (tmp_path / "short").write_bytes(b"\0\0")
     assert media._format_of(tmp_path / "short") is None
     assert media._format_of(tmp_path / "missing.mp4") is None
+
+
+def test_packed_analysis_reads_back_equal(clips: list[Path]) -> None:  # noqa: F811
+    """A worker's plain-value form of an analysis reads back to an equal one, for analyses
+    with signals and a poster and for one with neither."""
+    for clip in clips[:3]:
+        result = analyse(clip)
+        assert media._unpacked(media._packed(result)) == result
+    bare = media.Analysis(dataclasses.replace(analyse(clips[0]).info, quality=None), None)
+    assert media._unpacked(media._packed(bare)) == bare
