@@ -20,7 +20,8 @@ Which frames are sampled, so the cost does not follow the clip's length:
   no frame decodes without the ones before it, so the clip is decoded in one pass up to its
   last sample, which is the first decoded frame at or after each of 32 evenly spread times.
   Frames nothing refers to (most B-frames) and the loop filter are skipped, which saves little
-  (measured: 0.9-1.0 of a full decode in CPU time, tests/benchmarks/README.md).
+  (measured: 0.9-1.0 of a full decode in CPU time, tests/benchmarks/README.md). An MP4 clip
+  of up to ``KEEP_BYTES`` is decoded from the packets the scan kept, not read a second time.
 
 ``check_quality`` compares the signals with a manifest's ``qc:`` thresholds.
 """
