@@ -190,9 +190,10 @@ class AnalysisPool:
     (tests/test_analysis.py). The event loop writes the request and waits for the reply on the
     pipe itself: no thread in between.
 
-    Workers are plain subprocesses (``python -c``), not ``multiprocessing``'s: those import
+    Workers are plain subprocesses (``python -P -c``), not ``multiprocessing``'s: those import
     the parent's main script again, which would run again the top-level code of a script that
-    calls batchvid without an ``if __name__ == "__main__":`` guard. They run in a session of
+    calls batchvid without an ``if __name__ == "__main__":`` guard (``-P``: this process's
+    batchvid, not one in the working directory). They run in a session of
     their own, so a Ctrl-C at the terminal does not reach them (the first one lets downloads
     under way finish, analysis included); they exit when their input closes: on ``close``, at
     this process's exit, or when it dies. A worker that dies is replaced, and its clip analysed
@@ -353,7 +354,7 @@ class _Worker:
         if not sys.executable:
             raise OSError("no Python executable to start an analysis worker with")
         self._process = subprocess.Popen(
-            [sys.executable, "-c", "from batchvid.media import serve; serve()"],
+            [sys.executable, "-P", "-c", "from batchvid.media import serve; serve()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=worker_env(), start_new_session=True,
         )
         assert self._process.stdin is not None and self._process.stdout is not None

@@ -101,3 +101,20 @@ def test_packed_analysis_reads_back_equal(clips: list[Path]) -> None:  # noqa: F
         assert media._unpacked(media._packed(result)) == result
     bare = media.Analysis(dataclasses.replace(analyse(clips[0]).info, quality=None), None)
     assert media._unpacked(media._packed(bare)) == bare
+
+
+@pytest.mark.anyio
+async def test_workers_use_this_batchvid_not_the_working_directorys(
+    clips: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """A worker started from a directory holding another ``batchvid`` package imports this
+    process's, as a run from inside another checkout needs."""
+    (tmp_path / "batchvid").mkdir()
+    (tmp_path / "batchvid" / "__init__.py").write_text("raise ImportError('the wrong batchvid')\n")
+    monkeypatch.chdir(tmp_path)
+    pool = media.AnalysisPool(workers=1, after=0)
+    try:
+        assert await pool.analyse(clips[0]) == analyse(clips[0])
+        assert len(pool._idle) == 1 and not pool._broken
+    finally:
+        pool.close()
