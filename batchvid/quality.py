@@ -50,10 +50,10 @@ FROZEN_DIFF = 0.004
 """Mean absolute difference (about one grey level in 255) below which two samples are the
 same picture."""
 MIN_KEYFRAMES = 8
-KEEP_BYTES = 64 << 20
+KEEP_BYTES = 16 << 20
 """Packets of a clip that the scan keeps, in bytes, so that the sequential sampling decodes
 them without reading the clip again (a seek and a second demux: ~0.4 ms of a simulator clip's
-~3); a larger clip is read again."""
+~5); a larger clip (a generated clip is a few MB) is read again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +90,7 @@ def measure(container: Any, stream: Any, on_packet: Callable[[Any], Any] | None 
     times, keyframes = _scan(container, stream, on_packet, kept)
     grey = _shrinker()
     if len(keyframes) >= MIN_KEYFRAMES:
+        kept = None  # not needed: each sample is reached by a seek
         samples = [grey(f) for f in _keyframe_samples(container, stream, keyframes)]
     else:
         samples = [grey(f) for f in _sequential_samples(container, stream, times, kept)]
