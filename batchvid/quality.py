@@ -20,7 +20,8 @@ Which frames are sampled, so the cost does not follow the clip's length:
   no frame decodes without the ones before it, so the clip is decoded in one pass up to its
   last sample, which is the first decoded frame at or after each of 32 evenly spread times.
   Frames nothing refers to (most B-frames) and the loop filter are skipped, which saves little
-  (measured: 0.9-1.0 of a full decode in CPU time, tests/benchmarks/README.md).
+  (measured: 0.9-1.0 of a full decode in CPU time, tests/benchmarks/README.md). An MP4 clip
+  of up to ``KEEP_BYTES`` is decoded from the packets the scan kept, not read a second time.
 
 ``check_quality`` compares the signals with a manifest's ``qc:`` thresholds.
 """
@@ -49,6 +50,10 @@ FROZEN_DIFF = 0.004
 """Mean absolute difference (about one grey level in 255) below which two samples are the
 same picture."""
 MIN_KEYFRAMES = 8
+KEEP_BYTES = 16 << 20
+"""Packets of a clip that the scan keeps, in bytes, so that the sequential sampling decodes
+them without reading the clip again (a seek and a second demux: ~0.4 ms of a simulator clip's
+~5); a larger clip (a generated clip is a few MB) is read again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +86,14 @@ def measure(container: Any, stream: Any, on_packet: Callable[[Any], Any] | None 
     takes its first frame from them: ``batchvid.media.analyse``). PyAV's errors propagate;
     ``batchvid.media.probe`` turns them into ``MediaError``.
     """
-    times, keyframes = _scan(container, stream, on_packet)
+    kept: list[Any] | None = [] if _rereads_alike(container) else None
+    times, keyframes = _scan(container, stream, on_packet, kept)
     grey = _shrinker()
     if len(keyframes) >= MIN_KEYFRAMES:
+        kept = None  # not needed: each sample is reached by a seek
         samples = [grey(f) for f in _keyframe_samples(container, stream, keyframes)]
     else:
-        samples = [grey(f) for f in _sequential_samples(container, stream, times)]
+        samples = [grey(f) for f in _sequential_samples(container, stream, times, kept)]
     return signals(samples, len(times))
 
 
@@ -112,21 +119,35 @@ def _means_and_diffs(samples: list[Grey]) -> tuple[list[float], list[float]]:
     pair, all samples at once (numpy's ValueError if their sizes differ)."""
     import numpy as np
 
-    stack = np.stack(samples).astype(np.float32) / np.float32(255.0)
+    stack = np.stack(samples).astype(np.float32)
+    stack /= np.float32(255.0)
     means: list[float] = stack.mean(axis=(1, 2)).tolist()
-    diffs: list[float] = np.abs(stack[1:] - stack[:-1]).mean(axis=(1, 2)).tolist()
+    steps = np.subtract(stack[1:], stack[:-1])
+    np.abs(steps, out=steps)
+    diffs: list[float] = steps.mean(axis=(1, 2)).tolist()
     return means, diffs
 
 
 def _scan(
-    container: Any, stream: Any, on_packet: Callable[[Any], Any] | None = None
+    container: Any,
+    stream: Any,
+    on_packet: Callable[[Any], Any] | None = None,
+    kept: list[Any] | None = None,
 ) -> tuple[list[int], list[int]]:
     """Presentation times of the frames with data, and of the keyframes, sorted; from the
-    packets alone (none is decoded here)."""
+    packets alone (none is decoded here). Every packet read goes into ``kept`` too (given),
+    while they hold at most ``KEEP_BYTES``; past that ``kept`` is emptied and left so."""
     times: list[int] = []
     keyframes: list[int] = []
+    held = 0
     for packet in container.demux(stream):
-        if not packet.size:
+        size = packet.size
+        if kept is not None and held <= KEEP_BYTES:
+            kept.append(packet)
+            held += size
+            if held > KEEP_BYTES:
+                kept.clear()
+        if not size:
             continue
         if on_packet is not None:
             on_packet(packet)
@@ -135,6 +156,8 @@ def _scan(
             keyframes.append(packet.pts)
     times.sort()
     keyframes.sort()
+    if kept and not kept[0].is_keyframe:
+        kept.clear()
     return times, keyframes
 
 
@@ -168,7 +191,10 @@ class _Shrinker:
         small = self._reformatter.reformat(
             frame, width=width, height=height, format="gray8", interpolation="AREA", threads=1
         )
-        return np.asarray(small.to_ndarray(), dtype=np.uint8)
+        # The plane's bytes as they are (``to_ndarray`` costs ~4 us more a frame to the same).
+        plane = small.planes[0]
+        rows = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)
+        return rows[:height, :width]
 
 
 _local = threading.local()
@@ -191,19 +217,25 @@ def _keyframe_samples(container: Any, stream: Any, keyframes: list[int]) -> Iter
             break
 
 
-def _sequential_samples(container: Any, stream: Any, times: list[int]) -> Iterator[Any]:
+def _sequential_samples(
+    container: Any, stream: Any, times: list[int], kept: list[Any] | None = None
+) -> Iterator[Any]:
     """The first decoded frame at or after each of up to ``MAX_SAMPLES`` evenly spread
     presentation times. Frames no other frame refers to are not decoded (``skip_frame =
-    NONREF``: most B-frames), nor is the loop filter run; decoding stops after the last sample."""
+    NONREF``: most B-frames), nor is the loop filter run; decoding stops after the last sample.
+    The packets are ``kept`` ones when there are (``_scan``), else read again from the start."""
     wanted = [times[i] for i in _spread(min(MAX_SAMPLES, len(times)), len(times))]
     if not wanted:
         return
-    container.seek(0, stream=stream, backward=True, any_frame=False)
-    stream.codec_context.skip_frame = "NONREF"
-    stream.codec_context.options = {"skip_loop_filter": "all"}
+    codec = stream.codec_context
+    if not kept:
+        container.seek(0, stream=stream, backward=True, any_frame=False)
+    codec.skip_frame = "NONREF"
+    codec.options = {"skip_loop_filter": "all"}
+    decoded = _decoded(codec, kept) if kept else container.decode(stream)
     targets = iter(wanted)
     target: int | None = next(targets)
-    for index, frame in enumerate(container.decode(stream)):
+    for index, frame in enumerate(decoded):
         pts = frame.pts if frame.pts is not None else index
         if target is None or pts < target:
             continue
@@ -212,6 +244,20 @@ def _sequential_samples(container: Any, stream: Any, times: list[int]) -> Iterat
             target = next(targets, None)
         if target is None:
             return
+
+
+def _decoded(codec: Any, packets: list[Any]) -> Iterator[Any]:
+    """The frames of ``packets`` through ``codec``, as ``container.decode`` gives them when it
+    reads the same packets (each decoded as it comes, the empty one at the end draining)."""
+    for packet in packets:
+        yield from codec.decode(packet)
+
+
+def _rereads_alike(container: Any) -> bool:
+    """Whether ``container``'s demuxer gives, after a seek to the start, the packets it gave
+    first: MP4's (the mov demuxer) reads its samples from the index, timestamps included. Other
+    demuxers may make timestamps up as they read, so their clips are read again instead."""
+    return "mp4" in container.format.name.split(",")
 
 
 QC_KEYS = ("max_black_fraction", "min_motion", "max_frozen_fraction")
