@@ -156,6 +156,9 @@ class RateLimiter(_Held):
                 granted = max(due, self._clock())
                 self._grants.append(granted)
                 self._due = max(self._due, granted) + self._interval
+                # A grant a whole period old limits no later one: keep only the last period's.
+                while self._grants[0] <= granted - self.period:
+                    self._grants.popleft()
 
     def release(self) -> None:
         """Nothing to give back: a grant is spent once taken."""

@@ -249,6 +249,23 @@ async def test_sequential_callers_with_self_advancing_sleep() -> None:
 
 
 @pytest.mark.anyio
+async def test_only_the_last_periods_grants_are_kept() -> None:
+    """At a very high rate the limiter keeps the grants of the last period only, not one per
+    grant ever given (a 100,000-job run at --rpm 1000000 kept them all), and still spaces them."""
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    limiter = RateLimiter(1_000_000, 60, burst=1, clock=lambda: now[0], sleep=sleep)
+    for _ in range(5_000):
+        await limiter.acquire()
+        now[0] += 0.5
+    assert len(limiter._grants) == 120
+    assert limiter.next_grant() <= now[0]
+
+
+@pytest.mark.anyio
 async def test_waiters_are_served_in_arrival_order() -> None:
     """Waiters queued behind one another get their grants in the order they arrived."""
     vt = VirtualTime()
