@@ -13,9 +13,10 @@ import itertools
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from operator import attrgetter, itemgetter, methodcaller
+from typing import Any, NamedTuple, cast
 
 from batchvid.errors import Location
 from batchvid.jobs import canonical_json
@@ -190,14 +191,80 @@ def _expand_rows(
     rows go on as ``SharedRows``; a row of a shape whose request is wrong goes through
     ``_request`` itself (its problems are reported where it wrote them).
     """
+    rows = cast("list[Row]", list(family.rows))  # a prompts file's: no None among them
+    templates: dict[Any, Template | None] = {}
+    shapes = _shared_shapes(context, rows) if "image" not in base else None
+    if shapes is None:
+        return _rows_in_turn(context, scope, family, base, rows, templates, None)
+    return _rows_at_once(context, scope, family, base, rows, shapes, templates)
+
+
+_MANY_SHAPES = 64
+"""More distinct shapes than this in one prompts file: its rows go one by one."""
+_FIELDS, _GET_PROMPT = attrgetter("fields"), methodcaller("get", "prompt")
+
+
+def _shared_shapes(context: Context, rows: list[Row]) -> list[Any] | None:
+    """Each row's ``_shape`` when every row may share its shape's template (a valid prompt
+    without ``${``, a shape), checked in C-level passes over the rows; else None."""
+    fields_list = list(map(_FIELDS, rows))
+    prompts = list(map(_GET_PROMPT, fields_list))
+    if set(map(type, prompts)) != {str} or not all(prompts) or "$" in "".join(prompts):
+        return None
+    if not context.checks.prompts_ok(prompts):
+        return None
+    if set(map(len, fields_list)) == {1}:  # the prompt alone
+        return [()] * len(rows)
+    shapes = [() if len(fields) == 1 else _shape(fields) for fields in fields_list]
+    return None if None in shapes else shapes
+
+
+def _rows_at_once(
+    context: Context,
+    scope: Scope,
+    family: _Family,
+    base: Mapping[str, Any],
+    rows: list[Row],
+    shapes: list[Any],
+    templates: dict[Any, Template | None],
+) -> Iterator[Request | SharedRows]:
+    """``_rows_in_turn`` of rows that all may share their shape's template (``_shared_shapes``):
+    ``_request`` of each shape's first row, in row order, then the rows as one run. A shape
+    whose request is wrong hands the rows after its first to ``_rows_in_turn``."""
+    firsts = dict(zip(reversed(shapes), range(len(shapes) - 1, -1, -1), strict=True))
+    if len(firsts) > _MANY_SHAPES:
+        yield from _rows_in_turn(context, scope, family, base, rows, templates, None)
+        return
+    job_id: str = family.job["id"]
+    made: dict[Any, Template] = {}
+    for shape, first in sorted(firsts.items(), key=itemgetter(1)):
+        origin = Origin(family.index, family.job, rows[first], (), (), {})
+        params = _request(context, scope, origin, base, family.samples)
+        if params is None:  # reported; the rows before it are a run of good shapes
+            templates.update(made)
+            templates[shape] = None
+            run = SharedRows(job_id, rows[:first], [made[s] for s in shapes[:first]], family.samples)
+            yield from _rows_in_turn(context, scope, family, base, rows[first + 1 :], templates, run if first else None)
+            return
+        made[shape] = Template(params, origin)
+    yield SharedRows(job_id, rows, list(map(made.__getitem__, shapes)), family.samples)
+
+
+def _rows_in_turn(
+    context: Context,
+    scope: Scope,
+    family: _Family,
+    base: Mapping[str, Any],
+    rows: Iterable[Row],
+    templates: dict[Any, Template | None],
+    run: SharedRows | None,
+) -> Iterator[Request | SharedRows]:
+    """``_expand_rows`` row by row, after ``templates`` and ``run`` made so far."""
     job_id: str = family.job["id"]
     no_values: dict[str, Any] = {}
     prompt_ok = context.checks.prompt_ok
     shared = "image" not in base
-    templates: dict[Any, Template | None] = {}
-    run: SharedRows | None = None
-    for row in family.rows:
-        assert row is not None
+    for row in rows:
         prompt = row.fields.get("prompt")
         if shared and type(prompt) is str and prompt and "$" not in prompt and prompt_ok(prompt):
             shape = _shape(row.fields)

@@ -13,7 +13,9 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping
+from itertools import repeat
 from json.encoder import encode_basestring
+from operator import add, contains, itemgetter, methodcaller
 from typing import Any
 
 from batchvid.errors import Location, ManifestErrors
@@ -62,9 +64,26 @@ class _RowIds:
             return row_id(fields)
         return hashlib.sha256((cut[0] + encode_basestring(prompt) + cut[1]).encode()).hexdigest()[:8]
 
+    def many(self, givens: list[Any], fields_list: list[Fields]) -> list[str]:
+        """Each row's id: the one ``given``, or if None ``of`` its fields; prompt-only rows
+        in C-level passes (``jobs.spelled_keys``'s way)."""
+        bare = [f for g, f in zip(givens, fields_list, strict=True) if g is None]
+        if set(map(len, bare)) != {1} or set(map(type, map(_PROMPT_OF, bare))) != {str}:
+            return [self.of(f) if g is None else g for g, f in zip(givens, fields_list, strict=True)]
+        cut = self._spelled[()] if () in self._spelled else self._spell((), {"prompt": ""})
+        if cut is None:
+            return [self.of(f) if g is None else g for g, f in zip(givens, fields_list, strict=True)]
+        head, tail = repeat(cut[0]), repeat(cut[1])
+        spelled = map(add, map(add, head, map(encode_basestring, map(_PROMPT_OF, bare))), tail)
+        made = iter(map(_EIGHT, map(_HEXDIGEST, map(hashlib.sha256, map(str.encode, spelled)))))
+        return [next(made) if g is None else g for g in givens]
+
     def _spell(self, others: Any, fields: Fields) -> tuple[str, str] | None:
         cut = self._spelled[others] = cut_at_prompt(canonical_json({**fields, "prompt": PROMPT_MARK}))
         return cut
+
+
+_PROMPT_OF, _HEXDIGEST, _EIGHT = methodcaller("get", "prompt"), methodcaller("hexdigest"), itemgetter(slice(0, 8))
 
 
 class _LocationFields:
@@ -223,10 +242,15 @@ def load_rows(context: Context, index: int, reference: str) -> list[Row] | None:
     prefix = format_path(where)
     for line, column, message in problems:
         context.error(Location(display, line, column), prefix, message)
+    raw = list(raw_rows)
+    lines, fields_list = list(map(_FIRST, raw)), list(map(_SECOND, raw))
+    givens = list(map(_POP_ID, fields_list))  # the rows' fields are this load's own: no copy
+    at_once = _rows_at_once(context, display, lines, fields_list, givens)
+    if at_once is not None:
+        return at_once
     rows = []
     id_ok, ids = context.checks.id_ok, _RowIds()
-    for number, (line, fields) in enumerate(raw_rows):
-        given = fields.pop("id", None)  # the row's fields are this load's own: no copy
+    for number, (line, fields, given) in enumerate(zip(lines, fields_list, givens, strict=True)):
         if "provider" not in fields:  # the usual rows, inline
             if type(given) is str and id_ok(given):
                 rows.append(Row(number, _LocationFields(display, line).freeze(), given, fields))
@@ -238,6 +262,33 @@ def load_rows(context: Context, index: int, reference: str) -> list[Row] | None:
         if row is not None:
             rows.append(row)
     return rows
+
+
+_FIRST, _SECOND, _POP_ID = itemgetter(0), itemgetter(1), methodcaller("pop", "id", None)
+
+
+def _rows_at_once(
+    context: Context, display: str, lines: list[int], fields_list: list[Fields], givens: list[Any]
+) -> list[Row] | None:
+    """``load_rows``'s rows when each is usual (no provider; an id that passes ``$defs/id``, or
+    none), built in C-level passes over the rows (``map``) rather than a loop; else None (the
+    loop then reports each unusual row)."""
+    if any(map(contains, fields_list, repeat("provider"))):
+        return None
+    kinds = set(map(type, givens))
+    if not kinds <= {str, type(None)}:
+        return None
+    plain = type(None) not in kinds
+    if not context.checks.ids_ok(givens if plain else [g for g in givens if g is not None]):
+        return None
+    ids = givens if plain else _RowIds().many(givens, fields_list)
+    locations = map(_LocationFields.freeze, map(_LocationFields, repeat(display), lines))
+    return list(map(_new_tuple, repeat(Row), zip(range(len(ids)), locations, ids, fields_list, strict=True)))
+
+
+_new_tuple: Any = tuple.__new__
+"""``_new_tuple(Row, (number, location, id, fields))`` is ``Row(number, location, id, fields)``
+without the Python-level ``__new__`` of a named tuple."""
 
 
 def _checked_row(
