@@ -198,14 +198,16 @@ def _new_job(job: Job, record: JobRecord | None = None) -> Step:
 
 
 class _StepFields:
-    """``Step(job, "submit", "new job", record)`` without the frozen ``__init__``, at a third of
-    the cost (``freeze`` makes it the Step it is, as ``jobs.JobFields`` does for a Job): one per
-    new job of a plan."""
+    """``Step(job, action, reason, record)`` without the frozen ``__init__``, at a third of the
+    cost (``freeze`` makes it the Step it is, as ``jobs.JobFields`` does for a Job): one per new
+    job of a plan, and one per verified job of a rerun."""
 
     __slots__ = ("job", "action", "reason", "record", "enhance")
 
-    def __init__(self, job: Job, record: JobRecord | None) -> None:
-        self.job, self.action, self.reason, self.record, self.enhance = job, "submit", "new job", record, False
+    def __init__(
+        self, job: Job, record: JobRecord | None, action: Action = "submit", reason: str = "new job"
+    ) -> None:
+        self.job, self.action, self.reason, self.record, self.enhance = job, action, reason, record, False
 
     def freeze(self) -> Step:
         self.__class__ = Step  # type: ignore[assignment]
@@ -257,7 +259,7 @@ def _done(job: Job, record: JobRecord, out_dir: Path) -> Step:
     video = f"{out_dir}/jobs/{job.id}/video.mp4"  # a string: a rerun checks every done job's
     problem = verify_file(video, record.video, unchanged=record.stat)
     if problem is None and record.id == job.id:
-        return Step(job, "skip", f"done; video verified ({record.video['sha256'][:12]})", record)
+        return _StepFields(job, record, "skip", f"done; video verified ({record.video['sha256'][:12]})").freeze()
     if record.id != job.id:
         return Step(
             job,
@@ -355,7 +357,9 @@ def _steps(
     shard: tuple[int, int] | None,
     re_enhance: bool,
 ) -> list[Step]:
-    idempotent = _idempotent(provider) if records else False  # asked only of a journaled job
+    # Asked (of the providers: httpx) only when a create's answer is missing (``_unanswered``).
+    unanswered = any(record.state == "submitting" for record in records.values())
+    idempotent = _idempotent(provider) if unanswered else False
     chosen = {job.key for job in select(jobs, only, shard)} if only or shard is not None else None
     if not records and chosen is None and list(map(_ENHANCE, jobs)).count(None) == len(jobs):
         # Every job new and plain (the loop's first branch for each): in C-level passes.

@@ -508,3 +508,39 @@ def test_a_plan_of_many_shapes_is_tabled_and_priced_as_job_by_job(tmp_path: Path
     table = plan_table(plan, 4, None).splitlines()
     assert table[: len(expected)] == expected
     assert table[len(expected) + 2] == f"estimated cost: {plan.cost:g} CNY + unknown price for no-such-model (set pricing: in the manifest)"
+
+
+def test_a_verified_jobs_step_is_a_frozen_step(tmp_path: Path) -> None:
+    """A rerun's step for a job whose video verifies is a Step equal to Step(job, "skip", ...), and as frozen."""
+    import hashlib
+
+    from batchvid.plan import Step
+
+    job = make_job("a", 0)
+    video = tmp_path / "jobs" / "a" / "video.mp4"
+    video.parent.mkdir(parents=True)
+    video.write_bytes(b"frames")
+    digest = hashlib.sha256(b"frames").hexdigest()
+    record = JobRecord(job.key, "a", "succeeded", "t1", video={"path": "jobs/a/video.mp4", "sha256": digest, "bytes": 6})
+    (step,) = make_plan([job], {job.key: record}, tmp_path, provider="geekai").steps
+    assert type(step) is Step and step == Step(job, "skip", f"done; video verified ({digest[:12]})", record)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        step.action = "submit"  # type: ignore[misc]
+
+
+def test_the_provider_is_asked_for_idempotence_only_for_an_unanswered_create(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning a journaled directory asks the providers (importing httpx) only when a create's
+    answer is missing, the one decision that depends on it."""
+    import batchvid.plan as plan_module
+
+    asked: list[str] = []
+    monkeypatch.setattr(plan_module, "_idempotent", lambda provider: asked.append(provider) or True)
+    jobs = [make_job("a", 0), make_job("b", 1)]
+    failed = JobRecord(jobs[0].key, "a", "failed", "t1", error={"kind": "timeout", "message": "m"})
+    make_plan(jobs, {jobs[0].key: failed}, tmp_path, provider="bigmodel")
+    assert asked == []
+    sent = JobRecord(jobs[1].key, "b", "submitting", None)
+    plan = make_plan(jobs, {jobs[0].key: failed, jobs[1].key: sent}, tmp_path, provider="bigmodel")
+    assert asked == ["bigmodel"] and plan.steps[1].action == "submit"

@@ -13,9 +13,9 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping
-from itertools import repeat
+from itertools import compress, repeat
 from json.encoder import encode_basestring
-from operator import add, contains, itemgetter, methodcaller
+from operator import add, and_, contains, eq, is_, itemgetter, methodcaller
 from typing import Any
 
 from batchvid.errors import Location, ManifestErrors
@@ -65,18 +65,19 @@ class _RowIds:
         return hashlib.sha256((cut[0] + encode_basestring(prompt) + cut[1]).encode()).hexdigest()[:8]
 
     def many(self, givens: list[Any], fields_list: list[Fields]) -> list[str]:
-        """Each row's id: the one ``given``, or if None ``of`` its fields; prompt-only rows
-        in C-level passes (``jobs.spelled_keys``'s way)."""
-        bare = [f for g, f in zip(givens, fields_list, strict=True) if g is None]
-        if set(map(len, bare)) != {1} or set(map(type, map(_PROMPT_OF, bare))) != {str}:
-            return [self.of(f) if g is None else g for g, f in zip(givens, fields_list, strict=True)]
+        """Each row's id: the one ``given``, or if None ``of`` its fields; those of rows that
+        hold a prompt alone in C-level passes (``jobs.spelled_keys``'s way)."""
+        bare = [fields for given, fields in zip(givens, fields_list, strict=True) if given is None]
+        prompts = list(map(_PROMPT_OF, bare))
+        alone = list(map(and_, map(eq, map(len, bare), repeat(1)), map(is_, map(type, prompts), repeat(str))))
         cut = self._spelled[()] if () in self._spelled else self._spell((), {"prompt": ""})
         if cut is None:
-            return [self.of(f) if g is None else g for g, f in zip(givens, fields_list, strict=True)]
-        head, tail = repeat(cut[0]), repeat(cut[1])
-        spelled = map(add, map(add, head, map(encode_basestring, map(_PROMPT_OF, bare))), tail)
-        made = iter(map(_EIGHT, map(_HEXDIGEST, map(hashlib.sha256, map(str.encode, spelled)))))
-        return [next(made) if g is None else g for g in givens]
+            alone = [False] * len(bare)
+        head, tail = repeat(cut[0] if cut else ""), repeat(cut[1] if cut else "")
+        spelled = map(add, map(add, head, map(encode_basestring, compress(prompts, alone))), tail)
+        quick = map(_EIGHT, map(_HEXDIGEST, map(hashlib.sha256, map(str.encode, spelled))))
+        made = iter([next(quick) if simple else self.of(fields) for simple, fields in zip(alone, bare, strict=True)])
+        return [next(made) if given is None else given for given in givens]
 
     def _spell(self, others: Any, fields: Fields) -> tuple[str, str] | None:
         cut = self._spelled[others] = cut_at_prompt(canonical_json({**fields, "prompt": PROMPT_MARK}))
