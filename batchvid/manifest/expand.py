@@ -15,7 +15,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from operator import attrgetter, itemgetter, methodcaller
+from itertools import repeat
+from operator import attrgetter, contains, itemgetter, methodcaller
 from typing import Any, NamedTuple, cast
 
 from batchvid.errors import Location
@@ -209,13 +210,14 @@ def _shared_shapes(context: Context, rows: list[Row]) -> list[Any] | None:
     without ``${``, a shape), checked in C-level passes over the rows; else None."""
     fields_list = list(map(_FIELDS, rows))
     prompts = list(map(_GET_PROMPT, fields_list))
-    if set(map(type, prompts)) != {str} or not all(prompts) or "$" in "".join(prompts):
+    if set(map(type, prompts)) != {str} or not all(prompts) or any(map(contains, prompts, repeat("$"))):
         return None
     if not context.checks.prompts_ok(prompts):
         return None
     if set(map(len, fields_list)) == {1}:  # the prompt alone
         return [()] * len(rows)
-    shapes = [() if len(fields) == 1 else _shape(fields) for fields in fields_list]
+    seen: dict[Any, Any] = {}  # one tuple per shape is kept, not one per row
+    shapes = [() if len(fields) == 1 else seen.setdefault(shape := _shape(fields), shape) for fields in fields_list]
     return None if None in shapes else shapes
 
 
