@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from operator import attrgetter, contains, itemgetter, methodcaller
+from operator import attrgetter, contains, methodcaller
 from typing import Any, NamedTuple, cast
 
 from batchvid.errors import Location
@@ -205,9 +205,10 @@ _MANY_SHAPES = 64
 _FIELDS, _GET_PROMPT = attrgetter("fields"), methodcaller("get", "prompt")
 
 
-def _shared_shapes(context: Context, rows: list[Row]) -> list[Any] | None:
-    """Each row's ``_shape`` when every row may share its shape's template (a valid prompt
-    without ``${``, a shape), checked in C-level passes over the rows; else None."""
+def _shared_shapes(context: Context, rows: list[Row]) -> tuple[list[Any], list[int]] | None:
+    """The rows' distinct ``_shape``s (in order of first appearance) and each row's number
+    among them, when every row may share its shape's template (a valid prompt without ``${``,
+    a shape), checked in C-level passes over the rows; else None."""
     fields_list = list(map(_FIELDS, rows))
     prompts = list(map(_GET_PROMPT, fields_list))
     if set(map(type, prompts)) != {str} or not all(prompts) or any(map(contains, prompts, repeat("$"))):
@@ -215,10 +216,10 @@ def _shared_shapes(context: Context, rows: list[Row]) -> list[Any] | None:
     if not context.checks.prompts_ok(prompts):
         return None
     if set(map(len, fields_list)) == {1}:  # the prompt alone
-        return [()] * len(rows)
-    seen: dict[Any, Any] = {}  # one tuple per shape is kept, not one per row
-    shapes = [() if len(fields) == 1 else seen.setdefault(shape := _shape(fields), shape) for fields in fields_list]
-    return None if None in shapes else shapes
+        return [()], [0] * len(rows)
+    seen: dict[Any, int] = {}
+    numbers = [seen.setdefault(_shape(fields) if len(fields) > 1 else (), len(seen)) for fields in fields_list]
+    return None if None in seen else (list(seen), numbers)
 
 
 def _rows_at_once(
@@ -227,29 +228,31 @@ def _rows_at_once(
     family: _Family,
     base: Mapping[str, Any],
     rows: list[Row],
-    shapes: list[Any],
+    shapes: tuple[list[Any], list[int]],
     templates: dict[Any, Template | None],
 ) -> Iterator[Request | SharedRows]:
     """``_rows_in_turn`` of rows that all may share their shape's template (``_shared_shapes``):
     ``_request`` of each shape's first row, in row order, then the rows as one run. A shape
     whose request is wrong hands the rows after its first to ``_rows_in_turn``."""
-    firsts = dict(zip(reversed(shapes), range(len(shapes) - 1, -1, -1), strict=True))
-    if len(firsts) > _MANY_SHAPES:
+    distinct, numbers = shapes
+    if len(distinct) > _MANY_SHAPES:
         yield from _rows_in_turn(context, scope, family, base, rows, templates, None)
         return
+    firsts = dict(zip(reversed(numbers), range(len(numbers) - 1, -1, -1), strict=True))
     job_id: str = family.job["id"]
-    made: dict[Any, Template] = {}
-    for shape, first in sorted(firsts.items(), key=itemgetter(1)):
+    made: list[Template] = []
+    for number, shape in enumerate(distinct):  # in the order of their first rows
+        first = firsts[number]
         origin = Origin(family.index, family.job, rows[first], (), (), {})
         params = _request(context, scope, origin, base, family.samples)
         if params is None:  # reported; the rows before it are a run of good shapes
-            templates.update(made)
+            templates.update(zip(distinct, made, strict=False))
             templates[shape] = None
-            run = SharedRows(job_id, rows[:first], [made[s] for s in shapes[:first]], family.samples)
+            run = SharedRows(job_id, rows[:first], list(map(made.__getitem__, numbers[:first])), family.samples)
             yield from _rows_in_turn(context, scope, family, base, rows[first + 1 :], templates, run if first else None)
             return
-        made[shape] = Template(params, origin)
-    yield SharedRows(job_id, rows, list(map(made.__getitem__, shapes)), family.samples)
+        made.append(Template(params, origin))
+    yield SharedRows(job_id, rows, list(map(made.__getitem__, numbers)), family.samples)
 
 
 def _rows_in_turn(
