@@ -10,17 +10,19 @@ import base64
 import fnmatch
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from operator import add, attrgetter, methodcaller
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from batchvid.errors import Location, UsageError
 
 if TYPE_CHECKING:
     from batchvid.enhance.settings import EnhanceSettings
+
+T = TypeVar("T")
 
 # Generation parameters in the order they are shown; what each model accepts is in the schema.
 GENERATION_PARAMETERS = (
@@ -135,6 +137,29 @@ class PromptParams(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return repr(dict(self))
+
+
+def model_of(params: Mapping[str, Any]) -> str:
+    """``Job.model`` of a job with these parameters."""
+    return str(params["model"])
+
+
+def shared_column(jobs: Iterable[Job], read: Callable[[Mapping[str, Any]], T]) -> list[T]:
+    """``read(job.params)`` of each job, for a ``read`` that does not look at the prompt (the
+    model, the size): read again only when a job's parameters dict is not its predecessor's, so
+    about once per template for a prompts file's jobs (each ``PromptParams`` reads through to
+    its template's dict) rather than once per job."""
+    column: list[T] = []
+    append, last, value = column.append, None, cast(T, None)
+    for params in map(_PARAMS, jobs):
+        shared = getattr(params, "_shared", params)  # a plain dict stands for itself
+        if shared is not last:
+            last, value = shared, read(shared)
+        append(value)
+    return column
+
+
+_PARAMS = attrgetter("params")
 
 
 class JobFields:

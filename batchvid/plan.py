@@ -8,13 +8,15 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import repeat
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from batchvid.billing import UNCONFIRMED_KIND, Verdict, unanswered_create
 from batchvid.errors import UsageError
 from batchvid.gcpause import paused_gc
-from batchvid.jobs import Job, matches
+from batchvid.jobs import Job, matches, model_of, shared_column
 
 if TYPE_CHECKING:  # the providers (httpx), the store (anyio) and the report: only where used, so
     # that planning new jobs (``batchvid plan`` of a fresh output directory) imports none of them
@@ -83,36 +85,45 @@ class Plan:
     currency: str = CURRENCY
 
     def count(self, action: Action) -> int:
-        return sum(1 for s in self.steps if s.action == action)
+        return list(map(_ACTION, self.steps)).count(action)
 
     def counts(self) -> dict[str, int]:
         """How many steps take each action, in ``Action`` order, leaving out the zeros."""
-        tally = Counter(s.action for s in self.steps)
+        tally = Counter(map(_ACTION, self.steps))
         return {action: tally[action] for action in get_args(Action) if tally[action]}
 
     def price(self, job: Job) -> float | None:
         return self.prices.get(job.model)
 
+    def _submitted_models(self) -> list[str]:
+        """The model of each submit, in order (read once per parameters dict: ``shared_column``)."""
+        return shared_column((s.job for s in self.steps if s.action == "submit"), model_of)
+
     @property
     def cost(self) -> float:
         """Known cost of the submits (unknown prices count as zero; see ``unpriced``)."""
-        price = self.prices.get
-        return sum(price(s.job.model) or 0.0 for s in self.steps if s.action == "submit")
+        models = self._submitted_models()
+        price = {model: self.prices.get(model) or 0.0 for model in set(models)}
+        return sum(map(price.__getitem__, models))  # the same additions, in the same order
 
     @property
     def unpriced(self) -> list[str]:
-        models = {s.job.model for s in self.steps if s.action == "submit"}
+        models = set(self._submitted_models())
         return sorted(model for model in models if model not in self.prices)
 
     def estimated_seconds(self, max_in_flight: int, rpm: float | None) -> float:
         """Wall time if the provider's limits bind: tasks in waves of ``max_in_flight``, creates
         paced by ``rpm``; whichever is slower."""
-        active = sum(1 for s in self.steps if s.action in ACTIVE)
+        tally = Counter(map(_ACTION, self.steps))
+        active = sum(tally[action] for action in ACTIVE)
         if not active:
             return 0.0
         waves = math.ceil(active / max(1, max_in_flight)) * ASSUMED_TASK_SECONDS
-        paced = (self.count("submit") / rpm * 60.0) if rpm else 0.0
+        paced = (tally["submit"] / rpm * 60.0) if rpm else 0.0
         return max(waves, paced)
+
+
+_ACTION, _ENHANCE = attrgetter("action"), attrgetter("enhance")
 
 
 def prices_for(provider: str, overrides: Mapping[str, float]) -> dict[str, float]:
@@ -187,14 +198,16 @@ def _new_job(job: Job, record: JobRecord | None = None) -> Step:
 
 
 class _StepFields:
-    """``Step(job, "submit", "new job", record)`` without the frozen ``__init__``, at a third of
-    the cost (``freeze`` makes it the Step it is, as ``jobs.JobFields`` does for a Job): one per
-    new job of a plan."""
+    """``Step(job, action, reason, record)`` without the frozen ``__init__``, at a third of the
+    cost (``freeze`` makes it the Step it is, as ``jobs.JobFields`` does for a Job): one per new
+    job of a plan, and one per verified job of a rerun."""
 
     __slots__ = ("job", "action", "reason", "record", "enhance")
 
-    def __init__(self, job: Job, record: JobRecord | None) -> None:
-        self.job, self.action, self.reason, self.record, self.enhance = job, "submit", "new job", record, False
+    def __init__(
+        self, job: Job, record: JobRecord | None, action: Action = "submit", reason: str = "new job"
+    ) -> None:
+        self.job, self.action, self.reason, self.record, self.enhance = job, action, reason, record, False
 
     def freeze(self) -> Step:
         self.__class__ = Step  # type: ignore[assignment]
@@ -246,7 +259,7 @@ def _done(job: Job, record: JobRecord, out_dir: Path) -> Step:
     video = f"{out_dir}/jobs/{job.id}/video.mp4"  # a string: a rerun checks every done job's
     problem = verify_file(video, record.video, unchanged=record.stat)
     if problem is None and record.id == job.id:
-        return Step(job, "skip", f"done; video verified ({record.video['sha256'][:12]})", record)
+        return _StepFields(job, record, "skip", f"done; video verified ({record.video['sha256'][:12]})").freeze()
     if record.id != job.id:
         return Step(
             job,
@@ -344,8 +357,13 @@ def _steps(
     shard: tuple[int, int] | None,
     re_enhance: bool,
 ) -> list[Step]:
-    idempotent = _idempotent(provider) if records else False  # asked only of a journaled job
+    # Asked (of the providers: httpx) only when a create's answer is missing (``_unanswered``).
+    unanswered = any(record.state == "submitting" for record in records.values())
+    idempotent = _idempotent(provider) if unanswered else False
     chosen = {job.key for job in select(jobs, only, shard)} if only or shard is not None else None
+    if not records and chosen is None and list(map(_ENHANCE, jobs)).count(None) == len(jobs):
+        # Every job new and plain (the loop's first branch for each): in C-level passes.
+        return list(map(_StepFields.freeze, map(_StepFields, jobs, repeat(None))))
     by_id = {record.id: record for record in records.values()}
     steps: list[Step] = []
     for job in jobs:

@@ -386,3 +386,161 @@ def test_spelled_keys_are_each_prompts_key() -> None:
     spellings = [PromptKeys("geekai", {"model": "cogvideox-3", "prompt": "p", "fps": fps}, 0, None) for fps in (30, 60)]
     pairs = [(spellings[i % 2], prompt) for i, prompt in enumerate(TRICKY_PROMPTS)]
     assert spelled_keys([s for s, _ in pairs], [p for _, p in pairs]) == [s.key(p) for s, p in pairs]
+
+
+# -- rows read, expanded and planned in C-level passes (issue 12, fourth pass) ------------------
+
+GOOD_SHAPES_ONE_BAD = [  # every prompt valid, no image or list: the rows' bulk expansion's case
+    {"id": "g1", "prompt": "Prompt only"},
+    {"prompt": "No id, its own fps", "fps": 60},
+    {"id": "g3", "prompt": "A fps the model lacks", "fps": 24},
+    {"id": "g4", "prompt": "Prompt only again"},
+    {"id": "g5", "prompt": "The wrong fps again", "fps": 24},
+    {"prompt": "No id, prompt only"},
+    {"id": "g7", "prompt": "Its own size", "size": "1280x720"},
+    {"id": "g8", "prompt": "Its own fps again", "fps": 60},
+]
+ROW_SETS = {
+    "ids": [{"id": f"r{i}", "prompt": f"Prompt {i}"} for i in range(5)],
+    "no-ids": [{"prompt": f"Prompt {i}"} for i in range(5)],
+    "some-ids": [{"id": f"r{i}", "prompt": f"Prompt {i}"} if i % 2 else {"prompt": f"Prompt {i}"} for i in range(6)],
+    "some-ids-own-fps": [{"prompt": f"P {i}", **({"id": f"r{i}"} if i % 2 else {}), **({"fps": 60} if i % 3 == 0 else {})} for i in range(7)],
+    "no-prompt-no-id": [{"prompt": "a"}, {"fps": 60}, {"id": "r3", "prompt": "c"}],
+    "bad-id": [{"id": "r1", "prompt": "a"}, {"id": "R2", "prompt": "b"}],
+    "number-id": [{"id": "r1", "prompt": "a"}, {"id": 2, "prompt": "b"}],
+    "provider": [{"id": "r1", "prompt": "a"}, {"prompt": "b", "provider": "bigmodel"}],
+    "long-id": [{"id": "r" * 101, "prompt": "a"}, {"prompt": "b"}],
+    "one-bad-shape": GOOD_SHAPES_ONE_BAD,
+    "first-shape-bad": GOOD_SHAPES_ONE_BAD[2:],
+    "only-bad": [{"prompt": "a", "fps": 24}, {"prompt": "b", "fps": 24}],
+    "dollar": [{"id": "r1", "prompt": "a"}, {"id": "r2", "prompt": "costs $5"}],
+    "empty-prompt": [{"id": "r1", "prompt": "a"}, {"id": "r2", "prompt": ""}],
+}
+
+
+@pytest.mark.parametrize("rows", list(ROW_SETS.values()), ids=list(ROW_SETS))
+@pytest.mark.parametrize("samples", [1, 2])
+def test_rows_in_bulk_agree_with_the_general_expansion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]], samples: int
+) -> None:
+    """Rows read (ids, locations) and expanded (a template per shape) in bulk give the jobs and
+    located errors of the row-by-row reading through _request for every row."""
+    from batchvid.manifest import rows as rows_module
+
+    path = _manifest(tmp_path, rows, samples=samples)
+    taken: list[bool] = []
+    at_once = rows_module._rows_at_once
+    monkeypatch.setattr(rows_module, "_rows_at_once", lambda *args: taken.append(at_once(*args) is not None) or at_once(*args))
+    fast = _outcome(path)
+    assert taken == [not any(r.get("id") in ("R2", 2, "r" * 101) or "provider" in r for r in rows)]
+    monkeypatch.setattr(rows_module, "_rows_at_once", lambda *args: None)
+    monkeypatch.setattr(expand, "_expand_rows", expand._expand_combinations)
+    assert fast == _outcome(path) and (fast[0] or fast[1])
+
+
+@pytest.mark.parametrize("rows", list(ROW_SETS.values()), ids=list(ROW_SETS))
+def test_rows_expanded_in_bulk_agree_with_the_rows_in_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]]
+) -> None:
+    """The bulk expansion makes the _request calls (in order), jobs and errors of the loop it
+    shortcuts, when a shape's request is wrong too; also with more shapes than it takes."""
+    path = _manifest(tmp_path, rows, samples=1)
+    calls: list[Any] = []
+    original = expand._request
+    monkeypatch.setattr(expand, "_request", lambda *args: calls.append(args[2].row.number) or original(*args))
+    fast, fast_calls = _outcome(path), list(calls)
+    calls.clear()
+    monkeypatch.setattr(expand, "_MANY_SHAPES", 1)
+    few = _outcome(path)
+    assert (few, calls) == (fast, fast_calls)
+    calls.clear()
+    monkeypatch.setattr(expand, "_rows_at_once", lambda c, s, f, b, rows, shapes, t: expand._rows_in_turn(c, s, f, b, rows, t, None))
+    assert (_outcome(path), calls) == (fast, fast_calls)
+
+
+def test_good_shapes_with_a_bad_one_go_in_bulk_up_to_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows whose prompts all pass are expanded in bulk: _request once per shape up to the
+    first wrong one, then row by row (each row of a wrong shape reported where it is)."""
+    calls: list[int] = []
+    original, in_turn = expand._request, expand._rows_in_turn
+    monkeypatch.setattr(expand, "_request", lambda *args: calls.append(args[2].row.number) or original(*args))
+    handed: list[list[int]] = []
+    monkeypatch.setattr(expand, "_rows_in_turn", lambda *args: handed.append([r.number for r in args[4]]) or in_turn(*args))
+    with pytest.raises(ManifestErrors) as caught:
+        load_manifest(_manifest(tmp_path, GOOD_SHAPES_ONE_BAD, samples=1))
+    assert calls == [0, 1, 2, 4, 6]  # prompt only; fps 60; fps 24 (wrong); row 4 (fps 24) alone; size
+    assert handed == [[3, 4, 5, 6, 7]]  # the rows after the wrong shape's first; those before in bulk
+    assert [str(e.location.line) for e in caught.value.errors] == ["3", "5"]
+
+
+@pytest.mark.parametrize("texts", [["a", "b-1", "x" * 100], [], ["a", "A"], ["a", "x" * 101], ["a", ""], ["a\n"], ["a", " b"]])
+def test_bulk_string_checks_agree_with_each(texts: list[str]) -> None:
+    """ids_ok and prompts_ok of a list say whether id_ok and prompt_ok pass every string of it."""
+    checks = validators()
+    assert checks.ids_ok(texts) == all(map(checks.id_ok, texts))
+    assert checks.prompts_ok(texts) == all(map(checks.prompt_ok, texts))
+
+
+@pytest.mark.parametrize("rows", list(ROW_SETS.values())[:5], ids=list(ROW_SETS)[:5])
+def test_row_ids_in_bulk_are_each_rows_id(rows: list[dict[str, Any]]) -> None:
+    """_RowIds.many gives each row its written id, or of() its fields when it has none."""
+    givens = [row.get("id") for row in rows]
+    fields = [{k: v for k, v in row.items() if k != "id"} for row in rows]
+    assert _RowIds().many(givens, fields) == [g if g is not None else row_id(f) for g, f in zip(givens, fields, strict=True)]
+
+
+def test_a_plan_of_many_shapes_is_tabled_and_priced_as_job_by_job(tmp_path: Path) -> None:
+    """The plan's table, cost and unpriced models, read once per parameters dict, are those
+    read job by job: prompts-file jobs (shared parameters) beside jobs with their own dict."""
+    rows = [{"prompt": f"P {i}", **({"size": "1280x720"} if i % 3 else {})} for i in range(7)]
+    manifest = load_manifest(_manifest(tmp_path, rows, samples=1))
+    mixed = [*manifest.jobs, make_job("own", 7, model="cogvideox-2"), make_job("odd", 8, model="no-such-model")]
+    plan = make_plan(mixed, {}, tmp_path, provider="bigmodel", pricing={"cogvideox-3": 0.1, "cogvideox-2": 0.2})
+    submits = [s for s in plan.steps if s.action == "submit"]
+    assert plan.cost == sum(plan.prices.get(s.job.model) or 0.0 for s in submits)
+    assert plan.unpriced == ["no-such-model"]
+    rows_shown = [("JOB", "KEY", "MODEL", "SIZE", "ACTION", "REASON")] + [
+        (s.job.id, s.job.short_key, s.job.model, str(s.job.params.get("size", "(provider default)")), s.action, s.reason)
+        for s in plan.steps
+    ]
+    widths = [max(len(row[i]) for row in rows_shown) for i in range(5)]
+    expected = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5] for row in rows_shown]
+    table = plan_table(plan, 4, None).splitlines()
+    assert table[: len(expected)] == expected
+    assert table[len(expected) + 2] == f"estimated cost: {plan.cost:g} CNY + unknown price for no-such-model (set pricing: in the manifest)"
+
+
+def test_a_verified_jobs_step_is_a_frozen_step(tmp_path: Path) -> None:
+    """A rerun's step for a job whose video verifies is a Step equal to Step(job, "skip", ...), and as frozen."""
+    import hashlib
+
+    from batchvid.plan import Step
+
+    job = make_job("a", 0)
+    video = tmp_path / "jobs" / "a" / "video.mp4"
+    video.parent.mkdir(parents=True)
+    video.write_bytes(b"frames")
+    digest = hashlib.sha256(b"frames").hexdigest()
+    record = JobRecord(job.key, "a", "succeeded", "t1", video={"path": "jobs/a/video.mp4", "sha256": digest, "bytes": 6})
+    (step,) = make_plan([job], {job.key: record}, tmp_path, provider="geekai").steps
+    assert type(step) is Step and step == Step(job, "skip", f"done; video verified ({digest[:12]})", record)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        step.action = "submit"  # type: ignore[misc]
+
+
+def test_the_provider_is_asked_for_idempotence_only_for_an_unanswered_create(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning a journaled directory asks the providers (importing httpx) only when a create's
+    answer is missing, the one decision that depends on it."""
+    import batchvid.plan as plan_module
+
+    asked: list[str] = []
+    monkeypatch.setattr(plan_module, "_idempotent", lambda provider: asked.append(provider) or True)
+    jobs = [make_job("a", 0), make_job("b", 1)]
+    failed = JobRecord(jobs[0].key, "a", "failed", "t1", error={"kind": "timeout", "message": "m"})
+    make_plan(jobs, {jobs[0].key: failed}, tmp_path, provider="bigmodel")
+    assert asked == []
+    sent = JobRecord(jobs[1].key, "b", "submitting", None)
+    plan = make_plan(jobs, {jobs[0].key: failed, jobs[1].key: sent}, tmp_path, provider="bigmodel")
+    assert asked == ["bigmodel"] and plan.steps[1].action == "submit"

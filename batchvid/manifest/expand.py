@@ -13,9 +13,11 @@ import itertools
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from itertools import repeat
+from operator import attrgetter, contains, methodcaller
+from typing import Any, NamedTuple, cast
 
 from batchvid.errors import Location
 from batchvid.jobs import canonical_json
@@ -190,14 +192,84 @@ def _expand_rows(
     rows go on as ``SharedRows``; a row of a shape whose request is wrong goes through
     ``_request`` itself (its problems are reported where it wrote them).
     """
+    rows = cast("list[Row]", list(family.rows))  # a prompts file's: no None among them
+    templates: dict[Any, Template | None] = {}
+    shapes = _shared_shapes(context, rows) if "image" not in base else None
+    if shapes is None:
+        return _rows_in_turn(context, scope, family, base, rows, templates, None)
+    return _rows_at_once(context, scope, family, base, rows, shapes, templates)
+
+
+_MANY_SHAPES = 64
+"""More distinct shapes than this in one prompts file: its rows go one by one."""
+_FIELDS, _GET_PROMPT = attrgetter("fields"), methodcaller("get", "prompt")
+
+
+def _shared_shapes(context: Context, rows: list[Row]) -> tuple[list[Any], list[int]] | None:
+    """The rows' distinct ``_shape``s (in order of first appearance) and each row's number
+    among them, when every row may share its shape's template (a valid prompt without ``${``,
+    a shape), checked in C-level passes over the rows; else None."""
+    fields_list = list(map(_FIELDS, rows))
+    prompts = list(map(_GET_PROMPT, fields_list))
+    if set(map(type, prompts)) != {str} or not all(prompts) or any(map(contains, prompts, repeat("$"))):
+        return None
+    if not context.checks.prompts_ok(prompts):
+        return None
+    if set(map(len, fields_list)) == {1}:  # the prompt alone
+        return [()], [0] * len(rows)
+    seen: dict[Any, int] = {}
+    numbers = [seen.setdefault(_shape(fields) if len(fields) > 1 else (), len(seen)) for fields in fields_list]
+    return None if None in seen else (list(seen), numbers)
+
+
+def _rows_at_once(
+    context: Context,
+    scope: Scope,
+    family: _Family,
+    base: Mapping[str, Any],
+    rows: list[Row],
+    shapes: tuple[list[Any], list[int]],
+    templates: dict[Any, Template | None],
+) -> Iterator[Request | SharedRows]:
+    """``_rows_in_turn`` of rows that all may share their shape's template (``_shared_shapes``):
+    ``_request`` of each shape's first row, in row order, then the rows as one run. A shape
+    whose request is wrong hands the rows after its first to ``_rows_in_turn``."""
+    distinct, numbers = shapes
+    if len(distinct) > _MANY_SHAPES:
+        yield from _rows_in_turn(context, scope, family, base, rows, templates, None)
+        return
+    firsts = dict(zip(reversed(numbers), range(len(numbers) - 1, -1, -1), strict=True))
+    job_id: str = family.job["id"]
+    made: list[Template] = []
+    for number, shape in enumerate(distinct):  # in the order of their first rows
+        first = firsts[number]
+        origin = Origin(family.index, family.job, rows[first], (), (), {})
+        params = _request(context, scope, origin, base, family.samples)
+        if params is None:  # reported; the rows before it are a run of good shapes
+            templates.update(zip(distinct, made, strict=False))
+            templates[shape] = None
+            run = SharedRows(job_id, rows[:first], list(map(made.__getitem__, numbers[:first])), family.samples)
+            yield from _rows_in_turn(context, scope, family, base, rows[first + 1 :], templates, run if first else None)
+            return
+        made.append(Template(params, origin))
+    yield SharedRows(job_id, rows, list(map(made.__getitem__, numbers)), family.samples)
+
+
+def _rows_in_turn(
+    context: Context,
+    scope: Scope,
+    family: _Family,
+    base: Mapping[str, Any],
+    rows: Iterable[Row],
+    templates: dict[Any, Template | None],
+    run: SharedRows | None,
+) -> Iterator[Request | SharedRows]:
+    """``_expand_rows`` row by row, after ``templates`` and ``run`` made so far."""
     job_id: str = family.job["id"]
     no_values: dict[str, Any] = {}
     prompt_ok = context.checks.prompt_ok
     shared = "image" not in base
-    templates: dict[Any, Template | None] = {}
-    run: SharedRows | None = None
-    for row in family.rows:
-        assert row is not None
+    for row in rows:
         prompt = row.fields.get("prompt")
         if shared and type(prompt) is str and prompt and "$" not in prompt and prompt_ok(prompt):
             shape = _shape(row.fields)
