@@ -83,7 +83,7 @@ def _size(params: Mapping[str, Any]) -> str:
 
 
 def run_summary(report: Mapping[str, Any], out_dir: str) -> str:
-    from batchvid.report import succeeded_counts
+    from batchvid.report import entries_with_status, succeeded_counts
 
     s = report["summary"]
     lines = [
@@ -93,11 +93,10 @@ def run_summary(report: Mapping[str, Any], out_dir: str) -> str:
         f"{s['failed']} failed, {s['pending']} pending  ->  {out_dir}",
     ]
     advised = True
-    for job in report["jobs"]:
-        if job["status"] == "failed":
-            err = job["error"] or {}
-            lines.append(f"  failed  {job['id']}: {err.get('kind')}: {err.get('message')}")
-            advised = advised and "--retry-failed" in str(err.get("message"))
+    for job in entries_with_status(report, "failed"):
+        err = job["error"] or {}
+        lines.append(f"  failed  {job['id']}: {err.get('kind')}: {err.get('message')}")
+        advised = advised and "--retry-failed" in str(err.get("message"))
     if report["stopped"]:
         lines.append(
             f"stopped early ({report['stopped']['reason']}): {report['stopped']['message']}. "
