@@ -10,6 +10,7 @@ remains anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -277,6 +278,12 @@ async def serve_stalling(stall_on: str, redirect: str | None = None) -> AsyncIte
     seen: list[str] = []
 
     async def handle(stream: anyio.abc.SocketStream) -> None:
+        # A client that gave up (its 0.2 s timeout, on a loaded machine even before this
+        # server read the request) has hung up: that ends this connection, not the server.
+        with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+            await answer(stream)
+
+    async def answer(stream: anyio.abc.SocketStream) -> None:
         async with stream:
             data = b""
             while b"\r\n\r\n" not in data:
