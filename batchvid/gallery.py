@@ -64,7 +64,9 @@ def script_json(value: Any) -> Markup:
 def _href(path: Any) -> str | None:
     """A relative link to a file of the output directory, or None for anything else."""
     if isinstance(path, str) and _SAFE_RELATIVE.match(path) and ".." not in path:
-        return path  # as quote(path) gives it: every character it allows is URL-safe
+        # As quote(path) gives it: every character the pattern allows is URL-safe, but its "$"
+        # also matches before a final newline, which quote escapes (%0A).
+        return quote(path) if path.endswith("\n") else path
     return None
 
 

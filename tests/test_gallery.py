@@ -298,3 +298,15 @@ def test_page_data_written_card_by_card_is_script_json_of_the_whole() -> None:
               "exit_code": 1, "stopped": None, "summary": {}, "cost": {}, "batchvid_version": "1"}
     assert "".join(_data_pieces(report, {})) == script_json(gallery_data(report, {}))
     assert "".join(_data_pieces({**report, "jobs": []}, {})) == script_json(gallery_data({**report, "jobs": []}, {}))
+
+
+def test_a_link_is_what_quote_gives_for_every_path_accepted() -> None:
+    """``_href`` returns a path as it is, as ``quote`` gave it before: that holds for every
+    character the pattern admits, and for the final newline its ``$`` also matches before
+    (a report.json edited or damaged by hand; ``quote`` makes it ``%0A``)."""
+    from urllib.parse import quote
+
+    from batchvid.gallery import _href
+
+    for path in ("jobs/a/video.mp4", "jobs/a-1.b_c/poster.jpg", "jobs/a/video.mp4\n", "jobs/a/poster.jpg\n"):
+        assert _href(path) == quote(path), repr(path)
