@@ -120,8 +120,10 @@ class _Pass(Encoded):
 
     def _start(self) -> tuple[_TextFile, _TextFile]:
         """junit.xml and metadata.jsonl opened, junit.xml's head written."""
-        junit, metadata = _TextFile(self._root / "junit.xml"), _TextFile(self._root / "metadata.jsonl")
-        self._files += [junit, metadata]
+        junit = _TextFile(self._root / "junit.xml")
+        self._files.append(junit)  # discarded even when metadata.jsonl's temporary file cannot be made
+        metadata = _TextFile(self._root / "metadata.jsonl")
+        self._files.append(metadata)
         junit.write(junit_start(self._report, bool(self._outcomes)))
         return junit, metadata
 

@@ -175,3 +175,23 @@ def test_entries_with_a_status_of_a_written_report_are_its_entries_of_that_statu
     failed = list(entries_with_status(report, "failed"))
     assert failed == [j for j in report["jobs"] if j["status"] == "failed"] and failed
     assert list(entries_with_status({"jobs": list(report["jobs"])}, "failed")) == failed
+
+
+def test_a_temporary_file_that_cannot_be_made_leaves_no_other_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """metadata.jsonl's temporary file failing (too many open files, say) raises, and
+    junit.xml's, made just before it, is removed too: the directory holds no temporary file."""
+    import batchvid.reportfiles as reportfiles
+
+    real = reportfiles.create_temp
+
+    def failing(final: Path, suffix: str, **options: Any) -> Any:
+        if final.name == "metadata.jsonl":
+            raise OSError(24, "Too many open files")
+        return real(final, suffix, **options)
+
+    monkeypatch.setattr(reportfiles, "create_temp", failing)
+    with pytest.raises(OSError):
+        write_outputs(tmp_path, _run(1, 5), _info())
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
