@@ -100,8 +100,12 @@ def run_all(manifest: Path, out: Path, jobs: int, label: str) -> tuple[ChildRun,
     own = watch.named("batchvid run")
     if own:
         print(f"    the run's RSS over time: {watch.at(own[0])}")
-    for worker in watch.named("python -c"):
+    workers = watch.named("python -c (analysis worker)")
+    for worker in workers:
         print(f"    analysis worker {worker.pid}'s RSS over time: {watch.at(worker)}")
+    if own and workers:
+        together = watch.peak_together([own[0], *workers])
+        print(f"    the run and its analysis workers together: peak {together:.0f} MB (RSS summed per sample)")
     run = dataclasses.replace(run, max_rss_mb=own[0].hwm_mb if own else float("nan"))
     summary = json.loads((out / "report.json").read_text())["summary"] if run.returncode == 0 else {}
     return run, summary, requests, watch
@@ -128,7 +132,7 @@ def main() -> int:
         print(f"  run: {done:,} of {args.jobs:,} succeeded, {requests:,} requests, "
               f"{time.perf_counter() - start:.0f} s, the run's own peak RSS {run.max_rss_mb:.0f} MB "
               f"(target < {TARGET_RUN_RSS_MB:g} MB): {check(run_ok)}; largest worker "
-              f"{max((p.hwm_mb for p in watch.named('python -c')), default=0):.0f} MB")
+              f"{max((p.hwm_mb for p in watch.named('python -c (analysis worker)')), default=0):.0f} MB")
         if args.skip_resume:
             return 0 if ok and run_ok else 1
         again, summary, requests, _ = run_all(manifest, out, args.jobs, "batchvid run (resume)")

@@ -64,8 +64,9 @@ def label(pid: int) -> str:
     except (FileNotFoundError, ProcessLookupError):
         return "?"
     words = [a.decode(errors="replace") for a in argv if a]
-    if len(words) >= 3 and words[1] == "-c":
-        return "python -c (analysis worker)" if "batchvid" in words[2] else "python -c"
+    if "-c" in words[1:-1]:  # after interpreter flags such as -P (the analysis workers use it)
+        code = words[words.index("-c", 1) + 1]
+        return "python -c (analysis worker)" if "batchvid" in code else "python -c"
     if len(words) >= 4 and words[1:3] == ["-m", "batchvid"]:
         return f"batchvid {words[3]}"
     return " ".join(words)[:60]
@@ -144,6 +145,14 @@ class Watch:
     def named(self, prefix: str) -> list[Process]:
         """The processes seen whose label starts with ``prefix``, the largest peak first."""
         return sorted((p for p in self.seen.values() if p.name.startswith(prefix)), key=lambda p: -p.hwm_mb)
+
+    def peak_together(self, processes: list[Process]) -> float:
+        """The largest sum of the ``processes``' RSS (MB) at one sample: what they held at once."""
+        totals: dict[float, float] = {}
+        for process in processes:
+            for when, rss, _ in process.series:
+                totals[when] = totals.get(when, 0.0) + rss
+        return max(totals.values(), default=0.0)
 
     def lines(self, skip_watched: bool = False) -> list[str]:
         """A line per process, the largest peak first: peak RSS (VmHWM), the largest anonymous
