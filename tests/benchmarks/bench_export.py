@@ -198,9 +198,12 @@ def _worker_cpu(pool: AnalysisPool) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def pooled_cpu(path: Path, clips: int = 400) -> tuple[float, float, float]:
-    """(this process's CPU per clip, the worker's CPU per clip, the worker's start-up CPU)
-    for ``clips`` analyses of ``path`` through a pool of one worker, one after the other."""
+def pooled_cpu(path: Path, clips: int = 400, at_once: int = 1) -> tuple[float, float, float]:
+    """(this process's CPU per clip, the worker's CPU per clip, the worker's start-up CPU) for
+    ``clips`` analyses of ``path`` through a pool of one worker, handed over ``at_once`` at a
+    time. With more than one at once, as a run's downloads do, this process does not wait idle
+    for each reply, so its figure is the hand-over's own cost, without the wake from idle
+    (~0.3-0.6 ms of CPU on a loaded 2-core VM, measured with a process that only echoes)."""
 
     async def run() -> tuple[float, float, float]:
         pool = AnalysisPool(workers=1)
@@ -208,35 +211,14 @@ def pooled_cpu(path: Path, clips: int = 400) -> tuple[float, float, float]:
         try:
             await pool.analyse(path)
             started = _worker_cpu(pool)
-            own = time.process_time()
-            for _ in range(clips):
-                await pool.analyse(path)
-            own = time.process_time() - own
-            return own / clips, (_worker_cpu(pool) - started) / clips, started
-        finally:
-            pool.close()
-
-    return anyio.run(run)
-
-
-def pooled_busy_cpu(path: Path, clips: int = 400, at_once: int = 8) -> tuple[float, float]:
-    """(this process's CPU per clip, the worker's) for ``clips`` analyses of ``path`` handed to
-    a pool of one worker ``at_once`` at a time, as a run's downloads do: this process does not
-    wait idle for each reply, so its figure is the hand-over's own cost, without the wake from
-    idle (~0.3-0.6 ms of CPU on a loaded 2-core VM, measured with a process that only echoes)."""
-
-    async def run() -> tuple[float, float]:
-        pool = AnalysisPool(workers=1)
-        pool.start()
-        try:
-            await pool.analyse(path)
-            started = _worker_cpu(pool)
+            each = clips // at_once
             own = time.process_time()
             async with anyio.create_task_group() as group:
                 for _ in range(at_once):
-                    group.start_soon(_analyse_many, pool, path, clips // at_once)
+                    group.start_soon(_analyse_many, pool, path, each)
             own = time.process_time() - own
-            return own / clips, (_worker_cpu(pool) - started) / clips
+            done = each * at_once
+            return own / done, (_worker_cpu(pool) - started) / done, started
         finally:
             pool.close()
 
@@ -258,7 +240,7 @@ def bench_analysis() -> None:
         print(f"analysis, simulator clip, pool of one worker: {worker * 1000:.2f} ms CPU per clip "
               f"in the worker, {own * 1000:.2f} ms in this process; the worker's start "
               f"{start * 1000:.0f} ms CPU (with its first clip)")
-        own, worker = pooled_busy_cpu(sim)
+        own, worker, _ = pooled_cpu(sim, at_once=8)
         print(f"analysis, simulator clip, pool of one worker, 8 clips at once: "
               f"{worker * 1000:.2f} ms CPU per clip in the worker, {own * 1000:.2f} ms in this "
               "process")
