@@ -17,6 +17,9 @@ from batchvid.simulator import BIGMODEL_PREFIX
 
 AUTH = {"Authorization": "Bearer test-key"}
 BODY = {"model": "cogvideox-2", "prompt": "a cat", "size": "720x480"}
+TIMEOUT = 30
+"""The URL is printed once the socket listens; the first request waits in its backlog until
+uvicorn has started, which on a loaded machine can take longer than httpx's default 5 s."""
 
 
 @contextmanager
@@ -41,14 +44,14 @@ def _simulate(*options: str) -> Iterator[str]:
 
 
 def _create(base_url: str) -> str:
-    reply = httpx.post(f"{base_url}{BIGMODEL_PREFIX}/videos/generations", json=BODY, headers=AUTH)
+    reply = httpx.post(f"{base_url}{BIGMODEL_PREFIX}/videos/generations", json=BODY, headers=AUTH, timeout=TIMEOUT)
     assert reply.status_code == 200, reply.text
     task_id: str = reply.json()["id"]
     return task_id
 
 
 def _task_status(base_url: str, task_id: str) -> int:
-    return httpx.get(f"{base_url}{BIGMODEL_PREFIX}/async-result/{task_id}", headers=AUTH).status_code
+    return httpx.get(f"{base_url}{BIGMODEL_PREFIX}/async-result/{task_id}", headers=AUTH, timeout=TIMEOUT).status_code
 
 
 def test_a_restarted_simulator_with_a_state_dir_knows_its_tasks(tmp_path: Path) -> None:
