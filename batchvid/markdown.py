@@ -12,14 +12,10 @@ AGAIN = {"reattach": "re-attached", "download": "downloaded again"}
 """How a succeeded job that this run did not pay for is counted (none of them is "generated")."""
 
 
-def succeeded_counts(report: Mapping[str, Any]) -> dict[str, int]:
-    """The succeeded jobs split by how this run got them: ``generated`` (a create it paid for,
-    or an older report that did not record the action), then ``AGAIN``'s words when nonzero."""
-    return counted_succeeded((job["status"], job.get("action", "submit")) for job in report["jobs"])
-
-
 def counted_succeeded(jobs: Iterable[tuple[str, str]]) -> dict[str, int]:
-    """``succeeded_counts`` of the jobs' (status, action) pairs."""
+    """The succeeded jobs among (status, action) pairs, split by how the run got them:
+    ``generated`` (a create it paid for, or an older report that did not record the action),
+    then ``AGAIN``'s words when nonzero."""
     counts = _new_counts()
     for status, action in jobs:
         if status == "succeeded":

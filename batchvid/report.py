@@ -20,7 +20,6 @@ from batchvid.markdown import AGAIN as AGAIN
 from batchvid.markdown import MarkdownJobs as MarkdownJobs
 from batchvid.markdown import counted_succeeded
 from batchvid.markdown import render_markdown as render_markdown
-from batchvid.markdown import succeeded_counts as _succeeded_counts
 from batchvid.outcome import Files
 from batchvid.outcome import Outcome as Outcome
 from batchvid.outcome import Status as Status
@@ -332,12 +331,12 @@ def metadata_row(
 
 
 def succeeded_counts(report: Mapping[str, Any]) -> dict[str, int]:
-    """``markdown.succeeded_counts``; of a report written from outcomes, counted from them
-    without making the entries again."""
+    """The report's succeeded jobs by how the run got them (``markdown.counted_succeeded``);
+    of a report written from outcomes, counted from them without making the entries again."""
     jobs = report["jobs"]
     if isinstance(jobs, JobEntries):
         return counted_succeeded((o.status, o.action) for o in jobs.outcomes)
-    return _succeeded_counts(report)
+    return counted_succeeded((job["status"], job.get("action", "submit")) for job in jobs)
 
 
 def entries_with_status(report: Mapping[str, Any], status: str) -> Iterator[Mapping[str, Any]]:
