@@ -274,8 +274,10 @@ def provided(task: TaskResult) -> dict[str, Any]:
 async def _stream_into(response: httpx.Response, writer: HashingWriter, cap: int) -> None:
     """Copy the body into ``writer``. Past the first ``WRITE_BATCH`` bytes, a worker thread
     hashes and writes each batch of chunks (as they came: no joined copy) while the event loop
-    reads the next one (hashlib and file writes release the GIL); small bodies are written
-    inline. At most two batches are held: the one being written and the one being read."""
+    reads the next one (hashlib and file writes release the GIL). The last batch (all of a small
+    body) is held for the commit, which writes it in its worker thread: the event loop neither
+    makes the file nor writes to it. At most two batches are held: the one being written and
+    the one being read."""
     batch: list[bytes] = []
     size = received = 0
     executor: ThreadPoolExecutor | None = None
@@ -296,7 +298,7 @@ async def _stream_into(response: httpx.Response, writer: HashingWriter, cap: int
                 batch, size = [], 0
         if pending is not None:
             await asyncio.wrap_future(pending)
-        writer.write_all(batch)
+        writer.hold(batch)  # written by the commit, off the event loop
     finally:
         if pending is not None and not pending.done():  # after an error or a cancel
             with anyio.CancelScope(shield=True):

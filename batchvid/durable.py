@@ -186,8 +186,11 @@ class HashingWriter:
 
     def __init__(self, final: Path) -> None:
         self.final = final
-        self._fd, self.tmp = create_temp(final, ".part")
-        self._open = True
+        self._fd = -1
+        self.tmp: Path | None = None
+        """The temporary file, made by the first write (``commit``'s, for a held body)."""
+        self._open = False
+        self._held: Sequence[bytes] = ()
         self._digest = hashlib.sha256()
         self.size = 0
         self._synced = 0
@@ -203,10 +206,7 @@ class HashingWriter:
 
     def write_all(self, chunks: Sequence[bytes]) -> None:
         """Hash and append ``chunks`` in order, without joining them (``os.writev``)."""
-        for chunk in chunks:
-            self._digest.update(chunk)  # releases the GIL for all but tiny chunks
-        for start in range(0, len(chunks), IOV_MAX):
-            _write_all(self._fd, chunks[start : start + IOV_MAX])
+        self._append(chunks)
         self.size += sum(len(chunk) for chunk in chunks)
         if self.size - self._synced < SYNC_EVERY:
             return
@@ -216,8 +216,25 @@ class HashingWriter:
                 self._syncing = threading.Thread(target=self._sync, name="batchvid-sync", daemon=True)
                 self._syncing.start()
 
+    def hold(self, chunks: Sequence[bytes]) -> None:
+        """The last ``chunks``, counted in ``size`` now and written by ``commit`` (in its
+        thread): a body that fits in one batch makes and writes its file there, not on the
+        event loop. Nothing may be written after them."""
+        self._held = chunks
+        self.size += sum(len(chunk) for chunk in chunks)
+
+    def _append(self, chunks: Sequence[bytes]) -> None:
+        if not self._open:
+            self._fd, self.tmp = create_temp(self.final, ".part")
+            self._open = True
+        for chunk in chunks:
+            self._digest.update(chunk)  # releases the GIL for all but tiny chunks
+        for start in range(0, len(chunks), IOV_MAX):
+            _write_all(self._fd, chunks[start : start + IOV_MAX])
+
     @property
     def sha256(self) -> str:
+        """The hash of what was written (held chunks count once ``commit`` wrote them)."""
         return self._digest.hexdigest()
 
     def commit(self, *, sync_dir: bool = True) -> None:
@@ -230,8 +247,11 @@ class HashingWriter:
             running.join()
         if self._sync_error is not None:
             raise self._sync_error
+        held, self._held = self._held, ()
+        self._append(held)  # makes the (empty) file if nothing was written yet
         os.fsync(self._fd)
         self._close()
+        assert self.tmp is not None
         os.replace(self.tmp, self.final)
         self._committed = True
         if sync_dir:
@@ -262,8 +282,9 @@ class HashingWriter:
 
     def _remove(self) -> None:
         self._close()
-        with contextlib.suppress(OSError):
-            self.tmp.unlink()
+        if self.tmp is not None:
+            with contextlib.suppress(OSError):
+                self.tmp.unlink()
 
     def _close(self) -> None:
         if self._open:

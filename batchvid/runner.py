@@ -56,7 +56,7 @@ from batchvid.settings import Settings, plan_for
 from batchvid.stopping import Stopped, Stopper
 from batchvid.store import OutputDir
 from batchvid.submit import Submitter
-from batchvid.transport import transport_for
+from batchvid.transport import Client, transport_for
 
 __all__ = ["RunResult", "Runner", "Settings", "plan_for", "scrubber"]
 
@@ -279,7 +279,7 @@ class Runner:
         transport = self._transport()
         async with (
             self._api_client(transport) as api,
-            httpx.AsyncClient(
+            Client(
                 transport=transport, timeout=timeout, follow_redirects=True, max_redirects=5
             ) as downloads,
             anyio.create_task_group() as outer,
@@ -315,7 +315,7 @@ class Runner:
     def _api_client(self, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
         """The client of the provider's API root, carrying the key."""
         s = self.settings
-        return httpx.AsyncClient(
+        return Client(
             base_url=s.base_url or self.provider.default_base_url,
             headers={"Authorization": f"Bearer {s.api_key}"},
             transport=transport,

@@ -164,6 +164,9 @@ class SlowWriter:
 
     def write_all(self, chunks: Sequence[bytes]) -> None:
         time.sleep(0.02)
+        self.hold(chunks)
+
+    def hold(self, chunks: Sequence[bytes]) -> None:
         with self.lock:
             self.chunks.extend(chunks)
             self.written += len(chunks)
@@ -186,6 +189,24 @@ async def test_at_most_two_batches_are_held() -> None:
     await _stream_into(response_of(body()), cast(HashingWriter, writer), cap=1 << 40)
     assert max(held) <= 2 * per_batch
     assert b"".join(writer.chunks) == b"".join(bytes([i % 251]) * MIB for i in range(10 * per_batch))
+
+
+@pytest.mark.anyio
+async def test_a_small_body_is_written_by_the_commit(tmp_path: Path) -> None:
+    """A body smaller than one batch makes no file on the event loop: the temporary file is
+    made, written and fsynced by ``commit`` (in its worker thread), with every byte hashed."""
+    chunks = [bytes([i]) * 1000 for i in range(50)]
+
+    async def body() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    with hashing_writer(tmp_path / "cover.png") as writer:
+        await _stream_into(response_of(body()), writer, cap=1 << 40)
+        assert writer.size == 50_000 and list(tmp_path.iterdir()) == []
+        writer.commit()
+    assert (tmp_path / "cover.png").read_bytes() == b"".join(chunks)
+    assert writer.sha256 == hashlib.sha256(b"".join(chunks)).hexdigest()
 
 
 # --- HashingWriter ------------------------------------------------------------------------------

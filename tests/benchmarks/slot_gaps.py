@@ -1,0 +1,150 @@
+"""Where an in-flight slot's time goes beyond its task: the in-flight scenario of
+``bench_throughput.py``, seen from the server.
+
+Run: ``.venv/bin/python tests/benchmarks/slot_gaps.py [--jobs N] [--max-in-flight C]
+[--latency S] [--poll-interval MIN:MAX] [--ab TREE --rounds R] [--profile FILE | --wrap CMD]``
+
+The simulator runs in this process (a thread; its clock is this machine's monotonic clock) and
+notes when each create arrives, when each task ends, and when the first poll that sees it ended
+arrives; ``batchvid run`` runs as a subprocess. A slot of the cap (BigModel counts running
+tasks) is busy from a task's create to its end; after that it waits for
+
+- the **poll lag**: from the task's end to the poll that sees it ended;
+- the **turnaround**: from that poll to the next create's arrival (the answer back, the slot
+  released, the next job's journal line and fsync, its create sent; the event loop's queue).
+
+The k-th create past the first C takes the slot the k-th seen end freed. Per job and slot,
+those two plus the mean task time make the wall time: ``wall ~ N / C x (task + lag + turn)``.
+The run's CPU is shown for its whole process and for its main thread (the event loop's, with
+the imports and the report files). ``--ab TREE`` alternates runs of this checkout and of TREE
+(another checkout with its own ``.venv``) against one simulator, ``--rounds`` times each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import BIGMODEL, ROOT, run_child, run_env, write_manifest
+from bench_throughput import OWN_CPU, own_cpu
+
+from batchvid.simulator.config import SimulatorConfig
+from batchvid.simulator.serve import running_simulator
+from batchvid.simulator.videos import VideoRoutes
+
+
+def traced(creates: list[float], ends: dict[str, tuple[float, float]], seen: dict[str, float],
+           polls: list[int]) -> None:
+    """Wrap the simulator's create and poll to note the times (server clock)."""
+    create, poll = VideoRoutes.create, VideoRoutes.poll
+
+    async def traced_create(self: VideoRoutes, provider: str, scope: Any, body: Any, now: float) -> Any:
+        creates.append(now)
+        return await create(self, provider, scope, body, now)
+
+    def traced_poll(self: VideoRoutes, provider: str, scope: Any, task_id: str) -> Any:
+        polls[0] += 1
+        task = self.core.tasks.get((provider, task_id))
+        now = self.core.clock()
+        if task is not None and task.done(now) and task_id not in seen:
+            seen[task_id] = now
+            ends[task_id] = (task.created, task.ends)
+        return poll(self, provider, scope, task_id)
+
+    VideoRoutes.create = traced_create  # type: ignore[method-assign]
+    VideoRoutes.poll = traced_poll  # type: ignore[method-assign]
+
+
+def ms(values: list[float]) -> str:
+    values = sorted(values)
+    return (f"mean {1000 * statistics.fmean(values):6.1f} ms, median {1000 * values[len(values) // 2]:6.1f}, "
+            f"p90 {1000 * values[int(len(values) * 0.9)]:6.1f}")
+
+
+@dataclass
+class Trace:
+    creates: list[float]
+    ends: dict[str, tuple[float, float]]
+    seen: dict[str, float]
+    polls: list[int]
+
+
+def one_run(tree: Path, sim_url: str, trace: Trace, args: argparse.Namespace) -> None:
+    """One ``batchvid run`` of TREE's code against the simulator; prints where the time went."""
+    cap = args.max_in_flight
+    python = str(tree / ".venv" / "bin" / "python")
+    trace.creates.clear(), trace.ends.clear(), trace.seen.clear()
+    trace.polls[0] = 0
+    httpx.post(f"{sim_url}/_simulator/reset", timeout=30).raise_for_status()  # request ids repeat
+    with tempfile.TemporaryDirectory(prefix="slot-gaps-") as tmp:
+        manifest = write_manifest(Path(tmp), args.jobs, provider="bigmodel", name="gaps")
+        started = time.monotonic()
+        run = run_child(
+            [*args.wrap.split(), python, *(["-m", "cProfile", "-o", args.profile] if args.profile else []),
+             *(["-m", "batchvid"] if args.profile else ["-c", OWN_CPU]), "run",
+             str(manifest), "--out", str(Path(tmp) / "out"),
+             "--base-url", sim_url + BIGMODEL, "--poll-interval", args.poll_interval,
+             "--no-progress", "--max-in-flight", str(cap), "--rpm", "1000000"],
+            env=run_env("bigmodel"), cwd=tree,
+        )
+        if run.returncode != 0:
+            print(run.stderr[-2000:], file=sys.stderr)
+            raise SystemExit(f"batchvid run exited {run.returncode}")
+    creates, ends, seen = sorted(trace.creates), trace.ends, trace.seen
+    freed = sorted(seen.values())
+    skip = args.warmup
+    turn = [creates[cap + k] - freed[k] for k in range(skip, len(creates) - cap)]
+    lag = sorted(seen[t] - ends[t][1] for t in seen)
+    task = [e - c for c, e in ends.values()]
+    own, loop = own_cpu(run.stderr) if not args.profile else (0.0, 0.0)
+    print(f"{tree}: {args.jobs} jobs, cap {cap}, latency {args.latency:g} s, poll {args.poll_interval}; "
+          f"{trace.polls[0] / args.jobs:.2f} polls per job; client CPU {run.cpu:.2f} s (own process "
+          f"{own:.2f} s, main thread {loop:.2f} s = {1000 * loop / args.jobs:.2f} ms per job), "
+          f"wall {run.wall:.2f} s")
+    print(f"  task time:   {ms(task)}")
+    print(f"  poll lag:    {ms(lag)}")
+    print(f"  turnaround:  {ms(turn)}")
+    first, last = creates[0] - started, max(seen.values()) - started
+    print(f"  process: first create {first:.2f} s after start, last end seen at {last:.2f} s, "
+          f"exit at {run.wall:.2f} s (ideal {args.jobs * args.latency / cap:.2f} s of tasks)")
+    per_slot = statistics.fmean(task) + statistics.fmean(lag) + statistics.fmean(turn)
+    span = creates[-1] - creates[cap + skip]
+    print(f"  steady state: {(len(creates) - cap - skip) / span:.1f} creates/s; "
+          f"task/(task+lag+turn) = {statistics.fmean(task) / per_slot:.3f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=400)
+    parser.add_argument("--max-in-flight", type=int, default=20)
+    parser.add_argument("--latency", type=float, default=0.5)
+    parser.add_argument("--poll-interval", default="0.05:0.2")
+    parser.add_argument("--warmup", type=int, default=40, help="creates left out at the start")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the run's main thread into FILE")
+    parser.add_argument("--wrap", default="", help="a command the run is started under (py-spy record ... --)")
+    parser.add_argument("--ab", type=Path, help="another checkout to alternate with")
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    trace = Trace([], {}, {}, [0])
+    traced(trace.creates, trace.ends, trace.seen, trace.polls)
+    config = SimulatorConfig(latency=args.latency, max_concurrent=args.max_in_flight)
+    trees = [ROOT] + ([args.ab.resolve()] if args.ab else [])
+    with running_simulator(config) as sim:
+        for _ in range(args.rounds):
+            for tree in trees:
+                one_run(tree, sim.base_url, trace, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
