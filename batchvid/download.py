@@ -24,7 +24,14 @@ from urllib.parse import unquote, urlsplit
 import anyio
 import httpx
 
-from batchvid.durable import HashingWriter, dumps, fsync_dir, hashing_writer, write_atomic
+from batchvid.durable import (
+    HashingWriter,
+    dumps,
+    file_stat,
+    fsync_dir,
+    hashing_writer,
+    write_atomic,
+)
 from batchvid.errors import BatchvidError, JobFatalError, ProviderError, TransientError
 from batchvid.events import Effects, JobRetrying
 from batchvid.jobs import Job
@@ -56,6 +63,8 @@ class Files:
     rejected: str | None = None
     """Why the video breaks the manifest's ``qc:`` thresholds; ``video`` is then the rejected
     file, set aside as ``video.qc_failed-<sha256 prefix>.mp4``."""
+    stat: dict[str, int] | None = None
+    """The kept video's ``file_stat``, taken in the worker thread (the journal records it)."""
 
 
 @dataclass
@@ -111,6 +120,7 @@ class Downloader:
         files.poster = write_poster(self.root, path, poster) if poster is not None else None
         if files.poster is None:
             fsync_dir(path.parent)
+        files.stat = file_stat(path)
 
     def _set_aside(self, path: Path, video: dict[str, Any]) -> dict[str, Any]:
         """Keep a rejected video (it was paid for) under a name no later download takes."""

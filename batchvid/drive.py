@@ -132,4 +132,4 @@ class JobDriver:
             )
             return
         await life.succeeded(files.task.task_id, files.video, files.cover, files.media,
-                             poster=files.poster, provided=files.provided)
+                             poster=files.poster, provided=files.provided, stat=files.stat)

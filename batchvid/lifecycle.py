@@ -182,10 +182,13 @@ class JobLife:
         downloaded: bool = True,
         poster: dict[str, Any] | None = None,
         provided: Mapping[str, Any] | None = None,
+        stat: dict[str, int] | None = None,
     ) -> None:
-        """The files are in place and verified: journal and report say so."""
+        """The files are in place and verified: journal and report say so. ``stat``: the
+        video's ``file_stat`` when the caller took it (off the event loop), else taken here."""
         said = dict(provided or {})
-        stat = file_stat(self._root / video["path"]) if self._root is not None else None
+        if stat is None and self._root is not None:
+            stat = file_stat(self._root / video["path"])
         entry = Succeeded(self.job.key, self.job.id, task_id, video, cover, media, poster, said or None, stat)
         event = JobDownloaded(self.job.id, video["bytes"]) if downloaded else None
         await self._commit(S, entry, event, status="succeeded", error=None, video=video,

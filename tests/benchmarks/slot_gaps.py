@@ -66,7 +66,7 @@ def traced(creates: list[float], ends: dict[str, tuple[float, float]], seen: dic
 
 
 def ms(values: list[float]) -> str:
-    values = sorted(values)
+    values = sorted(values) or [0.0]
     return (f"mean {1000 * statistics.fmean(values):6.1f} ms, median {1000 * values[len(values) // 2]:6.1f}, "
             f"p90 {1000 * values[int(len(values) * 0.9)]:6.1f}")
 
@@ -117,6 +117,8 @@ def one_run(tree: Path, sim_url: str, trace: Trace, args: argparse.Namespace) ->
     first, last = creates[0] - started, max(seen.values()) - started
     print(f"  process: first create {first:.2f} s after start, last end seen at {last:.2f} s, "
           f"exit at {run.wall:.2f} s (ideal {args.jobs * args.latency / cap:.2f} s of tasks)")
+    if len(creates) <= cap + skip + 1:
+        return
     per_slot = statistics.fmean(task) + statistics.fmean(lag) + statistics.fmean(turn)
     span = creates[-1] - creates[cap + skip]
     print(f"  steady state: {(len(creates) - cap - skip) / span:.1f} creates/s; "
