@@ -29,7 +29,6 @@ from batchvid.durable import (
     dumps,
     file_stat,
     fsync_dir,
-    hashing_writer,
     write_atomic,
 )
 from batchvid.errors import BatchvidError, JobFatalError, ProviderError, TransientError
@@ -67,6 +66,10 @@ class Files:
     """The kept video's ``file_stat``, taken in the worker thread (the journal records it)."""
 
 
+Held = tuple[HashingWriter, dict[str, Any]]
+"""A downloaded file not yet committed, and its record (``sha256`` filled in by the commit)."""
+
+
 @dataclass
 class Downloader:
     client: httpx.AsyncClient
@@ -94,24 +97,31 @@ class Downloader:
         # Imported here: a run with nothing to download (a rerun) never loads numpy or PyAV.
         from batchvid.quality import check_quality
 
-        task, video = await self._video(job, task)
-        cover = await self._cover(job, task.cover_url, warnings) if task.cover_url else None
-        path = self.job_dir(job) / "video.mp4"
-        analysis = await check_media(job, path, self.strict_media, warnings)
-        media = analysis.info.to_dict() if analysis is not None else None
-        files = Files(task, video, cover, media, provided=provided(task))
-        files.rejected = check_quality((media or {}).get("quality"), self.qc)
-        poster = analysis.poster if analysis is not None and files.rejected is None else None
-        await off_loop(self._finish, job, files, poster)
+        later: list[Held] = []  # the cover, committed by _finish
+        try:
+            task, video = await self._video(job, task)
+            cover = await self._cover(job, task.cover_url, warnings, later) if task.cover_url else None
+            path = self.job_dir(job) / "video.mp4"
+            analysis = await check_media(job, path, self.strict_media, warnings)
+            media = analysis.info.to_dict() if analysis is not None else None
+            files = Files(task, video, cover, media, provided=provided(task))
+            files.rejected = check_quality((media or {}).get("quality"), self.qc)
+            poster = analysis.poster if analysis is not None and files.rejected is None else None
+            await off_loop(self._finish, job, files, poster, later)
+        finally:
+            if later:  # the job failed or stopped first: the cover is kept all the same
+                await off_loop(_commit_held, later)
         return files
 
-    def _finish(self, job: Job, files: Files, poster: bytes | None) -> None:
-        """In one worker thread: ``response.json``, then a rejected video set aside or the
-        poster written, then the one fsync of the job's directory that makes the renames of all
-        its files durable before the journal names them (setting aside and the poster's durable
-        write end with it; without either, it is made here)."""
+    def _finish(self, job: Job, files: Files, poster: bytes | None, later: list[Held]) -> None:
+        """In one worker thread: the files ``fetch`` left to commit (the cover), then
+        ``response.json``, then a rejected video set aside or the poster written, then the one
+        fsync of the job's directory that makes the renames of all its files durable before the
+        journal names them (setting aside and the poster's durable write end with it; without
+        either, it is made here)."""
         from batchvid.poster import write_poster
 
+        _commit_held(later)
         self.write_response(job, files.task)
         path = self.job_dir(job) / "video.mp4"
         if files.rejected is not None:
@@ -165,10 +175,14 @@ class Downloader:
             self.write_response(job, task)
             raise
 
-    async def fetch(self, url: str, final: Path, *, sync_dir: bool = True) -> dict[str, Any]:
+    async def fetch(
+        self, url: str, final: Path, *, sync_dir: bool = True, later: list[Held] | None = None
+    ) -> dict[str, Any]:
         """Stream ``url`` to ``final`` through a temporary file, hashing as it goes.
         ``sync_dir=False``: the caller fsyncs ``final``'s directory before journaling it
-        (``HashingWriter.commit``)."""
+        (``HashingWriter.commit``). ``later``: the writer is not committed here but appended to
+        it with the returned record, whose ``sha256`` the caller fills in once it has committed
+        it (or discards it): one thread hop fewer."""
         parsed = parse_url(url)  # parsed once (when the answer was read): the client takes it as it is
         if parsed.scheme not in ("http", "https"):
             raise JobFatalError(
@@ -178,7 +192,8 @@ class Downloader:
         try:
             async with self.client.stream("GET", parsed) as response:
                 expected = _expected_size(response, cap)
-                with hashing_writer(final) as writer:
+                writer, handed = HashingWriter(final), False
+                try:
                     await _stream_into(response, writer, cap)
                     if expected is not None and writer.size != expected:
                         raise TransientError(
@@ -186,25 +201,36 @@ class Downloader:
                         )
                     if writer.size == 0:
                         raise TransientError("truncated_download", "received an empty body")
+                    if later is not None:
+                        record = self._record(final, None, writer.size)
+                        later.append((writer, record))
+                        handed = True
+                        return record
                     # fsync, rename (and the directory's fsync, unless the caller makes it) off
                     # the event loop; not cancellable: the file is in place, or still the
                     # temporary one.
                     await off_loop(functools.partial(writer.commit, sync_dir=sync_dir))
                     digest, size = writer.sha256, writer.size
+                finally:
+                    if not handed:
+                        writer.discard()  # nothing left once committed
         except httpx.TooManyRedirects as exc:
             raise JobFatalError("download_failed", f"too many redirects: {exc}") from exc
         except httpx.UnsupportedProtocol as exc:
             raise JobFatalError("bad_response", f"redirected to an unsupported URL: {exc}") from exc
         except httpx.TransportError as exc:
             raise TransientError("network", f"download interrupted: {type(exc).__name__}: {exc}") from exc
+        return self._record(final, digest, size)
+
+    def _record(self, final: Path, digest: str | None, size: int) -> dict[str, Any]:
         return {"path": final.relative_to(self.root).as_posix(), "sha256": digest, "bytes": size}
 
-    async def _cover(self, job: Job, url: str, warnings: list[str]) -> dict[str, Any] | None:
+    async def _cover(self, job: Job, url: str, warnings: list[str], later: list[Held]) -> dict[str, Any] | None:
         suffix = PurePosixPath(unquote(urlsplit(url).path)).suffix.lower()  # as httpx.URL's path
         ext = suffix if suffix in (".jpg", ".jpeg", ".png", ".webp") else ".jpg"
         for attempt in range(1, 4):
             try:
-                return await self.fetch(url, self.job_dir(job) / f"cover{ext}", sync_dir=False)
+                return await self.fetch(url, self.job_dir(job) / f"cover{ext}", later=later)
             except (TransientError, Expired) as exc:
                 if attempt == 3:
                     warnings.append(f"cover image not downloaded: {self.fx.scrub(str(exc))}")
@@ -279,6 +305,20 @@ def provided(task: TaskResult) -> dict[str, Any]:
             out["provider_duration"] = duration
         break
     return out
+
+
+def _commit_held(held: list[Held]) -> None:
+    """Commit (fsync, rename; the caller fsyncs the directory) the files ``fetch`` handed over,
+    filling in their records' ``sha256``; ``held`` is emptied first, and what is not committed
+    is discarded."""
+    taken, held[:] = list(held), []
+    try:
+        for writer, record in taken:
+            writer.commit(sync_dir=False)
+            record["sha256"] = writer.sha256
+    finally:
+        for writer, _ in taken:
+            writer.discard()  # nothing left once committed
 
 
 async def _stream_into(response: httpx.Response, writer: HashingWriter, cap: int) -> None:

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from batchvid import durable
-from batchvid.download import WRITE_BATCH, Downloader, _stream_into
+from batchvid.download import WRITE_BATCH, Downloader, Held, _commit_held, _stream_into
 from batchvid.durable import HashingWriter, hashing_writer
 from batchvid.errors import JobFatalError, TransientError
 from batchvid.simulator import BIGMODEL_PREFIX, SimulatorConfig, running_simulator
@@ -151,6 +151,45 @@ async def test_cancelled_download_leaves_nothing(tmp_path: Path, monkeypatch: py
     assert scope.cancelled_caught
     assert served > 2 * WRITE_BATCH // MIB  # the cancel came while batches were being written
     assert not [t for t in threading.enumerate() if t.name.startswith("batchvid-write")]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.anyio
+async def test_a_handed_over_download_is_committed_later_with_its_hash(tmp_path: Path) -> None:
+    """``fetch(later=...)`` leaves the file uncommitted (no final name yet) and its record's
+    sha256 unset; ``_commit_held`` renames it into place and fills in the served bytes' hash."""
+    cover = b"\x89PNG" + bytes(range(256)) * 40
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=cover)
+
+    later: list[Held] = []
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        record = await downloader(client, tmp_path).fetch("http://cdn.test/c.png", tmp_path / "cover.png",
+                                                           later=later)
+    assert record == {"path": "cover.png", "sha256": None, "bytes": len(cover)}
+    assert not (tmp_path / "cover.png").exists()
+    _commit_held(later)
+    assert later == []
+    assert (tmp_path / "cover.png").read_bytes() == cover
+    assert record["sha256"] == hashlib.sha256(cover).hexdigest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cover.png"]
+
+
+@pytest.mark.anyio
+async def test_a_truncated_handed_over_download_leaves_nothing(tmp_path: Path) -> None:
+    """A body shorter than its Content-Length is refused even when the commit was to be left
+    to the caller: nothing is handed over and no temporary file stays."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-length": "100"}, content=b"x" * 10)
+
+    later: list[Held] = []
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(TransientError, match="received 10 of 100"):
+            await downloader(client, tmp_path).fetch("http://cdn.test/c.png", tmp_path / "cover.png",
+                                                     later=later)
+    assert later == []
     assert list(tmp_path.iterdir()) == []
 
 
