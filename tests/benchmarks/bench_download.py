@@ -213,12 +213,12 @@ async def _stages(url: str, tmp: Path) -> None:
                 async for chunk in response.aiter_bytes():
                     size, chunks = size + len(chunk), chunks + 1
         stage.show(f"; {chunks} chunks of {size / chunks / 1024:.0f} KiB on average")
-        commit = _Stage("  of which commit (fsync, rename, dir fsync)")
+        commit = _Stage("  of which commit (the last batch's write, fsync, rename, dir fsync)")
         real_commit = durable.HashingWriter.commit
 
-        def timed_commit(writer: durable.HashingWriter) -> None:
+        def timed_commit(writer: durable.HashingWriter, **options: Any) -> None:
             with commit:
-                real_commit(writer)
+                real_commit(writer, **options)
 
         durable.HashingWriter.commit = timed_commit  # type: ignore[method-assign]
         none: Any = None
