@@ -18,6 +18,8 @@ those two plus the mean task time make the wall time: ``wall ~ N / C x (task + l
 The run's CPU is shown for its whole process and for its main thread (the event loop's, with
 the imports and the report files). ``--ab TREE`` alternates runs of this checkout and of TREE
 (another checkout with its own ``.venv``) against one simulator, ``--rounds`` times each.
+``--phases`` also times, in the run, a slot's release to the next create's start, the
+``submitting`` line's commit and the create request (wrapping those functions).
 """
 
 from __future__ import annotations
@@ -65,6 +67,53 @@ def traced(creates: list[float], ends: dict[str, tuple[float, float]], seen: dic
     VideoRoutes.poll = traced_poll  # type: ignore[method-assign]
 
 
+PHASES = (
+    "import atexit, sys, time\n"
+    "from batchvid import drive, submit\n"
+    "from batchvid.lifecycle import JobLife\n"
+    "from batchvid.providers.base import Provider\n"
+    "marks = {'release': [], 'start': [], 'journal': [], 'create': []}\n"
+    "def timed(cls, name, key):\n"
+    "    real = getattr(cls, name)\n"
+    "    async def wrapper(*args, **kwargs):\n"
+    "        start = time.perf_counter()\n"
+    "        try:\n"
+    "            return await real(*args, **kwargs)\n"
+    "        finally:\n"
+    "            marks[key].append(time.perf_counter() - start)\n"
+    "    setattr(cls, name, wrapper)\n"
+    "timed(JobLife, 'attempt', 'journal')\n"
+    "timed(Provider, 'create', 'create')\n"
+    "real_release, real_create = drive.Slot.release, submit.Submitter.create\n"
+    "def release(slot):\n"
+    "    if slot._held:\n"
+    "        marks['release'].append(time.perf_counter())\n"
+    "    real_release(slot)\n"
+    "async def create(self, life, record):\n"
+    "    marks['start'].append(time.perf_counter())\n"
+    "    return await real_create(self, life, record)\n"
+    "drive.Slot.release, submit.Submitter.create = release, create\n"
+    "def show():\n"
+    "    print('bench-phases ' + repr(marks), file=sys.stderr)\n"
+    "atexit.register(show)\n"
+)
+"""Prepended to ``OWN_CPU`` by ``--phases``: the run notes when a slot is released and when a
+create starts, how long the ``submitting`` line's commit and the create request take."""
+
+
+def phases(stderr: str, cap: int, skip: int) -> None:
+    """Print the client's side of the turnaround, from ``PHASES``'s notes."""
+    import ast
+
+    line = next(line for line in stderr.splitlines() if line.startswith("bench-phases "))
+    marks = ast.literal_eval(line.split(" ", 1)[1])
+    start, release = sorted(marks["start"]), sorted(marks["release"])
+    wait = [start[cap + k] - release[k] for k in range(skip, min(len(release), len(start) - cap))]
+    print(f"  client side: slot released -> next create starts {ms(wait)}")
+    print(f"               submitting line's commit (fsync)  {ms(marks['journal'])}")
+    print(f"               create request (to its answer)    {ms(marks['create'])}")
+
+
 def ms(values: list[float]) -> str:
     values = sorted(values) or [0.0]
     return (f"mean {1000 * statistics.fmean(values):6.1f} ms, median {1000 * values[len(values) // 2]:6.1f}, "
@@ -91,7 +140,8 @@ def one_run(tree: Path, sim_url: str, trace: Trace, args: argparse.Namespace) ->
         started = time.monotonic()
         run = run_child(
             [*args.wrap.split(), python, *(["-m", "cProfile", "-o", args.profile] if args.profile else []),
-             *(["-m", "batchvid"] if args.profile else ["-c", OWN_CPU]), "run",
+             *(["-m", "batchvid"] if args.profile else ["-c", (PHASES if args.phases else "") + OWN_CPU]),
+             "run",
              str(manifest), "--out", str(Path(tmp) / "out"),
              "--base-url", sim_url + BIGMODEL, "--poll-interval", args.poll_interval,
              "--no-progress", "--max-in-flight", str(cap), "--rpm", "1000000"],
@@ -114,6 +164,8 @@ def one_run(tree: Path, sim_url: str, trace: Trace, args: argparse.Namespace) ->
     print(f"  task time:   {ms(task)}")
     print(f"  poll lag:    {ms(lag)}")
     print(f"  turnaround:  {ms(turn)}")
+    if args.phases:
+        phases(run.stderr, cap, skip)
     first, last = creates[0] - started, max(seen.values()) - started
     print(f"  process: first create {first:.2f} s after start, last end seen at {last:.2f} s, "
           f"exit at {run.wall:.2f} s (ideal {args.jobs * args.latency / cap:.2f} s of tasks)")
@@ -135,6 +187,8 @@ def main() -> int:
     parser.add_argument("--profile", metavar="FILE", help="cProfile the run's main thread into FILE")
     parser.add_argument("--wrap", default="", help="a command the run is started under (py-spy record ... --)")
     parser.add_argument("--ab", type=Path, help="another checkout to alternate with")
+    parser.add_argument("--phases", action="store_true",
+                        help="time the client's side of the turnaround (patches the run)")
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     trace = Trace([], {}, {}, [0])
