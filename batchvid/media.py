@@ -183,9 +183,12 @@ class AnalysisPool:
     cannot. The first ``after`` clips are analysed on threads, unless ``start`` was called;
     then one worker process starts, and more (up to ``workers``, default ``os.cpu_count()``)
     only while clips queue for longer than a worker takes to start: the queue's clips times
-    the last clips' mean time, per worker, against ``WORKER_START_SECONDS``. A
-    simulator's clips never queue that long (a second worker would cost more CPU than it
-    saves, on a core the event loop needs); a long video's do. A clip's path goes in, its
+    the CPU time the last clips took in their worker (its mean), per worker, against
+    ``WORKER_START_SECONDS``. CPU time, not the time from request to reply: on a busy machine
+    that is mostly a wait for a core, which a second worker would wait for too (at latency 0 a
+    run's worker took ~43 ms a simulator clip for ~5 ms of CPU, and a second one started for
+    nothing: ~0.4 s of CPU and ~60 MB). A simulator's clips never queue that long; a long
+    video's do. A clip's path goes in, its
     ``Analysis`` (a few KB) comes out, so results are the same either way
     (tests/test_analysis.py). The event loop writes the request and waits for the reply on the
     pipe itself: no thread in between.
@@ -211,7 +214,7 @@ class AnalysisPool:
         """A worker died before its first answer: workers cannot start here (a frozen
         application, say), so every clip is analysed on a thread."""
         self._clip_seconds = 0.0
-        """A moving mean of how long a worker takes for a clip."""
+        """A moving mean of the CPU seconds a worker spends on a clip."""
         self._lock = threading.Lock()
         self._gate: RunVar[anyio.CapacityLimiter] = RunVar(f"batchvid-analysis-{id(self)}")
 
@@ -246,7 +249,7 @@ class AnalysisPool:
                     reply = await worker.call(path)
                 self._returned(worker, alive=reply is not None)
                 if reply is not None:
-                    ok, value = reply
+                    ok, value, _ = reply
                     if not ok:
                         raise value
                     return _unpacked(value)
@@ -307,7 +310,7 @@ class AnalysisPool:
             if alive:
                 self._idle.append(worker)
                 if not first:  # a first answer's time includes the worker's start
-                    self._clip_seconds = 0.8 * self._clip_seconds + 0.2 * worker.last_seconds
+                    self._clip_seconds = 0.8 * self._clip_seconds + 0.2 * worker.last_cpu
             else:
                 self._started -= 1
             if first:
@@ -345,12 +348,12 @@ per simulator clip, ~1,600 faults per 10 s 1080p clip; kept, a few in all."""
 
 class _Worker:
     """One worker process: pickled paths in on its stdin; out on its stdout, each reply as its
-    length and the pickled ``(ok, result as _packed or error)``."""
+    length and the pickled ``(ok, result as _packed or error, CPU seconds it took)``."""
 
     def __init__(self) -> None:
         self.answered = False
-        self.last_seconds = 0.0
-        """How long the last clip took, from its request to its reply."""
+        self.last_cpu = 0.0
+        """The CPU seconds the worker spent on the last clip (its reply says)."""
         if not sys.executable:
             raise OSError("no Python executable to start an analysis worker with")
         self._process = subprocess.Popen(
@@ -362,9 +365,8 @@ class _Worker:
         self._replies = self._process.stdout.fileno()
         os.set_blocking(self._replies, False)
 
-    async def call(self, path: Path) -> tuple[bool, Any] | None:
+    async def call(self, path: Path) -> tuple[bool, Any, float] | None:
         """The reply to ``path``; None when the worker has died."""
-        asked = time.monotonic()
         try:
             self._requests.write(pickle.dumps(path, pickle.HIGHEST_PROTOCOL))
             self._requests.flush()
@@ -372,8 +374,8 @@ class _Worker:
             reply = pickle.loads(data)
         except (OSError, EOFError, pickle.UnpicklingError):
             return None
-        self.last_seconds = time.monotonic() - asked
         assert isinstance(reply, tuple)
+        self.last_cpu = reply[2]
         return reply
 
     async def _receive(self) -> bytes:
@@ -425,15 +427,16 @@ def serve() -> None:
             path = pickle.load(requests)
         except EOFError:
             return
-        reply: tuple[bool, Any]
+        reply: tuple[bool, Any, float]
+        cpu = time.process_time()
         try:
-            reply = (True, _packed(analyse(path)))
+            reply = (True, _packed(analyse(path)), time.process_time() - cpu)
         except Exception as exc:  # every error goes back to the caller
-            reply = (False, exc)
+            reply = (False, exc, time.process_time() - cpu)
         try:
             data = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # an error that does not pickle
-            data = pickle.dumps((False, RuntimeError(f"{reply[1]!r} ({exc})")))
+            data = pickle.dumps((False, RuntimeError(f"{reply[1]!r} ({exc})"), reply[2]))
         replies.write(_HEADER.pack(len(data)) + data)
         replies.flush()
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from fractions import Fraction
@@ -317,6 +318,31 @@ async def test_workers_are_added_only_when_clips_queue_longer_than_a_start(
                 group.start_soon(one, clip)
         assert results == {clip: analyse(clip) for clip in clips}
         assert len(workers_of(pool)) == pool._started == expected
+    finally:
+        pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_clips_time_is_its_cpu_time_in_the_worker_not_the_wait(clips: list[Path]) -> None:
+    """The clip time that decides whether to add a worker is the CPU time the worker spent
+    (its reply says), not the time from request to reply: a worker kept off the CPU for a
+    second (as on a busy machine) does not make clips look slow, so no second worker starts."""
+    pool = AnalysisPool(workers=2, after=0)
+    try:
+        await pool.analyse(clips[0])  # the first answer (with the start) is not counted
+        (pid,) = workers_of(pool)
+        os.kill(pid, signal.SIGSTOP)
+        timer = threading.Timer(1.0, os.kill, (pid, signal.SIGCONT))
+        timer.start()
+        asked = time.monotonic()
+        assert await pool.analyse(clips[0]) == analyse(clips[0])
+        timer.join()
+        assert time.monotonic() - asked >= 1.0
+        assert 0 < pool._idle[0].last_cpu < 0.2 and pool._clip_seconds < 0.04
+        async with anyio.create_task_group() as group:
+            for clip in clips[:3] * 4:
+                group.start_soon(pool.analyse, clip)
+        assert pool._started == 1
     finally:
         pool.close()
 
