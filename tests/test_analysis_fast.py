@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from batchvid import media, quality
+from batchvid import media, media_worker, quality
 from batchvid.media import analyse, probe
 from tests.test_analysis import clips  # noqa: F401  (the fixture)
 from tests.test_quality import make_clip
@@ -98,9 +98,9 @@ def test_packed_analysis_reads_back_equal(clips: list[Path]) -> None:  # noqa: F
     with signals and a poster and for one with neither."""
     for clip in clips[:3]:
         result = analyse(clip)
-        assert media._unpacked(media._packed(result)) == result
+        assert media._unpacked(media_worker._packed(result)) == result
     bare = media.Analysis(dataclasses.replace(analyse(clips[0]).info, quality=None), None)
-    assert media._unpacked(media._packed(bare)) == bare
+    assert media._unpacked(media_worker._packed(bare)) == bare
 
 
 @pytest.mark.anyio
