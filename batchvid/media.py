@@ -15,14 +15,18 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import anyio
-from anyio.lowlevel import RunVar
+from typing import TYPE_CHECKING, Any
 
 from batchvid.errors import BatchvidError
 from batchvid.poster import FirstFrame, jpeg_of
 from batchvid.quality import Quality, measure
+
+if TYPE_CHECKING:
+    import anyio
+    from anyio.lowlevel import RunVar
+
+# anyio is imported where the pool uses it, not with this module: an analysis worker
+# (``batchvid.media_worker``) imports this module for ``analyse`` and needs none of it.
 
 
 class MediaError(BatchvidError):
@@ -217,9 +221,7 @@ class AnalysisPool:
         self._clip_seconds = 0.0
         """A moving mean of the CPU seconds a worker spends on a clip."""
         self._lock = threading.Lock()
-        self._gate: RunVar[tuple[anyio.CapacityLimiter, list[_Clip]]] = RunVar(
-            f"batchvid-analysis-{id(self)}"
-        )
+        self._gate: RunVar[tuple[anyio.CapacityLimiter, list[_Clip]]] | None = None
 
     def start(self) -> None:
         """Start a worker now, before any clip is there (a run with videos to fetch calls it as
@@ -240,6 +242,8 @@ class AnalysisPool:
         with self._lock:
             self._after -= 1
             pooled = self._after < 0 and not self._broken
+        import anyio
+
         if not pooled:
             return await anyio.to_thread.run_sync(analyse, path)
         limiter, queue = self._loop_state()
@@ -264,6 +268,8 @@ class AnalysisPool:
         """``clip`` and the clips queued behind it, as many as a worker does in about
         ``BATCH_SECONDS`` of CPU, to one worker in one request; their replies (``_ON_THREAD``
         when the worker died) set on them. Nothing when no worker can be had."""
+        import anyio
+
         worker = self._take()
         if worker is None:
             return
@@ -292,12 +298,19 @@ class AnalysisPool:
     def _loop_state(self) -> tuple[anyio.CapacityLimiter, list[_Clip]]:
         """This event loop's limit on requests to workers at once (as many as workers may
         run), and its clips not yet sent to one, in order."""
+        import anyio
+        from anyio.lowlevel import RunVar
+
+        with self._lock:
+            if self._gate is None:
+                self._gate = RunVar(f"batchvid-analysis-{id(self)}")
+            gate = self._gate
         try:
-            return self._gate.get()
+            return gate.get()
         except LookupError:
             limiter = anyio.CapacityLimiter(max(1, self._started) if self._answered else 1)
             state: tuple[anyio.CapacityLimiter, list[_Clip]] = (limiter, [])
-            self._gate.set(state)
+            gate.set(state)
             return state
 
     def _grow(self, limiter: anyio.CapacityLimiter, waiting: int) -> None:
@@ -424,6 +437,8 @@ class _Worker:
         return replies
 
     async def _receive(self) -> bytes:
+        import anyio
+
         buffer = bytearray()
         while len(buffer) < _HEADER.size or len(buffer) < _HEADER.size + _HEADER.unpack_from(buffer)[0]:
             await anyio.wait_readable(self._replies)

@@ -20,8 +20,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchvid.store import write_atomic
-
 if TYPE_CHECKING:
     from av.video.reformatter import VideoReformatter
 
@@ -163,6 +161,8 @@ def make_poster(video: Path, out: Path) -> bool:
 
     Returns False, writing nothing, when the video has no decodable frame.
     """
+    from batchvid.store import write_atomic  # here: an analysis worker needs none of it
+
     data = poster_jpeg(video)
     if data is None:
         return False
@@ -176,6 +176,8 @@ def write_poster(root: Path, video: Path, data: bytes | None) -> dict[str, Any] 
     atomically and durably (the journal is about to record it); returns its
     ``{path, sha256, bytes}`` relative to ``root``, or None when there is no poster (the video
     has no decodable frame)."""
+    from batchvid.store import write_atomic
+
     if data is None:
         return None
     out = poster_path(video.parent)
