@@ -79,17 +79,19 @@ class FirstFrame:
         self.frame: Any = None
         self._done = False
 
-    def feed(self, packet: Any) -> None:
-        """Decode ``packet`` until the first frame is out (a decoding error: no poster)."""
+    def feed(self, packet: Any) -> bool:
+        """Decode ``packet`` until the first frame is out (a decoding error: no poster);
+        whether that is done (later packets are not needed)."""
         if self._done:
-            return
+            return True
         try:
             frames = self._decoder.decode(packet)
         except self._error:
             self._done = True
-            return
+            return True
         if frames:
             self.frame, self._done = frames[0], True
+        return self._done
 
     def finish(self) -> Any:
         """The first frame, draining the decoder if the packets ran out before it came out;

@@ -82,9 +82,9 @@ class Quality:
 def measure(container: Any, stream: Any, on_packet: Callable[[Any], Any] | None = None) -> Quality:
     """The signals of ``stream`` (the video stream of an open PyAV ``container``).
 
-    ``on_packet`` sees every packet with data as the stream is scanned (the poster's decoder
-    takes its first frame from them: ``batchvid.media.analyse``). PyAV's errors propagate;
-    ``batchvid.media.probe`` turns them into ``MediaError``.
+    ``on_packet`` sees every packet with data as the stream is scanned, until it returns true
+    (the poster's decoder takes its first frame from them: ``batchvid.media.analyse``). PyAV's
+    errors propagate; ``batchvid.media.probe`` turns them into ``MediaError``.
     """
     kept: list[Any] | None = [] if _rereads_alike(container) else None
     times, keyframes = _scan(container, stream, on_packet, kept)
@@ -149,8 +149,8 @@ def _scan(
                 kept.clear()
         if not size:
             continue
-        if on_packet is not None:
-            on_packet(packet)
+        if on_packet is not None and on_packet(packet):
+            on_packet = None  # it has what it wanted
         times.append(packet.pts if packet.pts is not None else len(times))
         if packet.is_keyframe and packet.pts is not None:
             keyframes.append(packet.pts)
@@ -180,10 +180,10 @@ class _Shrinker:
     them) cost more than the copy."""
 
     def __init__(self) -> None:
-        from av.video.reformatter import VideoReformatter
+        from av.video.reformatter import Interpolation, VideoReformatter
 
         self._reformatter = VideoReformatter()
-        self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
+        self._area = Interpolation.AREA.value  # as a number: PyAV looks a name up each call
 
     def stack(self, frames: Iterable[Any]) -> Grey | list[Grey]:
         """``frames`` as one array of small grey pictures (sample, row, column) when they
@@ -193,10 +193,14 @@ class _Shrinker:
 
         planes: list[bytes] = []
         shapes: list[tuple[int, int, int]] = []
+        reformat, area, last = self._reformatter.reformat, self._area, (0, 0)
+        width = height = 0
         for frame in frames:
-            width, height = self._size_of(frame.width, frame.height)
-            small = self._reformatter.reformat(
-                frame, width=width, height=height, format="gray8", interpolation="AREA", threads=1
+            if (frame.width, frame.height) != last:
+                last = (frame.width, frame.height)
+                width, height = _small_size(*last)
+            small = reformat(
+                frame, width=width, height=height, format="gray8", interpolation=area, threads=1
             )
             plane = small.planes[0]
             planes.append(bytes(plane))
@@ -210,19 +214,13 @@ class _Shrinker:
             for plane, (width, height, line) in zip(planes, shapes, strict=True)
         ]
 
-    def _size_of(self, width: int, height: int) -> tuple[int, int]:
-        """The small picture's size for a frame of ``width`` x ``height``: at most
-        ``MAX_SIDE`` on its longer side, aspect kept."""
-        size = self._sizes.get((width, height))
-        if size is None:
-            if len(self._sizes) >= 64:
-                self._sizes.clear()
-            scale = MAX_SIDE / max(width, height, 1)
-            size = self._sizes[(width, height)] = (
-                max(1, min(width, round(width * scale))),
-                max(1, min(height, round(height * scale))),
-            )
-        return size
+
+
+def _small_size(width: int, height: int) -> tuple[int, int]:
+    """The grey sample's size for a frame of ``width`` x ``height``: at most ``MAX_SIDE`` on
+    its longer side, aspect kept."""
+    scale = MAX_SIDE / max(width, height, 1)
+    return max(1, min(width, round(width * scale))), max(1, min(height, round(height * scale)))
 
 
 _local = threading.local()
