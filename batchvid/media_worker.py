@@ -9,7 +9,6 @@ import pickle
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from batchvid.media import _HEADER, Analysis, analyse
@@ -37,7 +36,7 @@ def serve() -> None:
         replies.flush()
 
 
-def _served(path: Path) -> tuple[bool, Any, float]:
+def _served(path: str) -> tuple[bool, Any, float]:
     """A worker's reply for ``path``: ``(True, the _packed analysis, CPU seconds)``, or its
     error in place of the analysis, as an error that pickles."""
     cpu = time.process_time()

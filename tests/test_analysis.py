@@ -354,7 +354,7 @@ def recording_calls(monkeypatch: pytest.MonkeyPatch, *, kill: bool = False) -> l
     sizes: list[int] = []
     call = media._Worker.call
 
-    async def recording(worker: Any, paths: list[Path]) -> Any:
+    async def recording(worker: Any, paths: list[str]) -> Any:
         sizes.append(len(paths))
         if kill and worker.answered:
             worker._process.kill()
