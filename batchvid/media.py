@@ -8,23 +8,25 @@ import atexit
 import contextlib
 import os
 import pickle
-import signal
 import struct
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import anyio
-from anyio.lowlevel import RunVar
+from typing import TYPE_CHECKING, Any
 
 from batchvid.errors import BatchvidError
 from batchvid.poster import FirstFrame, jpeg_of
 from batchvid.quality import Quality, measure
+
+if TYPE_CHECKING:
+    import anyio
+    from anyio.lowlevel import RunVar
+
+# anyio is imported where the pool uses it, not with this module: an analysis worker
+# (``batchvid.media_worker``) imports this module for ``analyse`` and needs none of it.
 
 
 class MediaError(BatchvidError):
@@ -183,12 +185,18 @@ class AnalysisPool:
     cannot. The first ``after`` clips are analysed on threads, unless ``start`` was called;
     then one worker process starts, and more (up to ``workers``, default ``os.cpu_count()``)
     only while clips queue for longer than a worker takes to start: the queue's clips times
-    the last clips' mean time, per worker, against ``WORKER_START_SECONDS``. A
-    simulator's clips never queue that long (a second worker would cost more CPU than it
-    saves, on a core the event loop needs); a long video's do. A clip's path goes in, its
+    the CPU time the last clips took in their worker (its mean), per worker, against
+    ``WORKER_START_SECONDS``. CPU time, not the time from request to reply: on a busy machine
+    that is mostly a wait for a core, which a second worker would wait for too (at latency 0 a
+    run's worker took ~43 ms a simulator clip for ~5 ms of CPU, and a second one started for
+    nothing: ~0.4 s of CPU and ~60 MB). A simulator's clips never queue that long; a long
+    video's do. A clip's path goes in, its
     ``Analysis`` (a few KB) comes out, so results are the same either way
-    (tests/test_analysis.py). The event loop writes the request and waits for the reply on the
-    pipe itself: no thread in between.
+    (tests/test_analysis.py). Clips that queue while a worker is busy go to it in one request
+    (``BATCH_SECONDS``), and come back in one reply: one wake of each process for several
+    clips (a simulator clip's hand-over in this process ~0.55 -> ~0.1 ms of CPU at 8 at once).
+    The event loop writes the request and waits for the reply on the pipe itself: no thread in
+    between.
 
     Workers are plain subprocesses (``python -P -c``), not ``multiprocessing``'s: those import
     the parent's main script again, which would run again the top-level code of a script that
@@ -211,9 +219,9 @@ class AnalysisPool:
         """A worker died before its first answer: workers cannot start here (a frozen
         application, say), so every clip is analysed on a thread."""
         self._clip_seconds = 0.0
-        """A moving mean of how long a worker takes for a clip."""
+        """A moving mean of the CPU seconds a worker spends on a clip."""
         self._lock = threading.Lock()
-        self._gate: RunVar[anyio.CapacityLimiter] = RunVar(f"batchvid-analysis-{id(self)}")
+        self._gate: RunVar[tuple[anyio.CapacityLimiter, list[_Clip]]] | None = None
 
     def start(self) -> None:
         """Start a worker now, before any clip is there (a run with videos to fetch calls it as
@@ -234,23 +242,47 @@ class AnalysisPool:
         with self._lock:
             self._after -= 1
             pooled = self._after < 0 and not self._broken
+        import anyio
+
         if not pooled:
             return await anyio.to_thread.run_sync(analyse, path)
-        limiter = self._limiter()
-        self._grow(limiter)
-        async with limiter:
-            worker = self._take()
-            if worker is not None:
-                # Shielded: a reply left unread would be taken for the next clip's.
-                with anyio.CancelScope(shield=True):
-                    reply = await worker.call(path)
-                self._returned(worker, alive=reply is not None)
-                if reply is not None:
-                    ok, value = reply
-                    if not ok:
-                        raise value
-                    return _unpacked(value)
+        limiter, queue = self._loop_state()
+        self._grow(limiter, len(queue) + 1)
+        clip = _Clip(path)
+        queue.append(clip)
+        try:
+            async with limiter:
+                if clip.reply is None:  # else a batch before took it
+                    await self._send(queue, clip)
+        finally:
+            if clip.reply is None and clip in queue:  # cancelled, or no worker to take it
+                queue.remove(clip)
+        if clip.reply is not None and clip.reply is not _ON_THREAD:
+            ok, value, _ = clip.reply
+            if not ok:
+                raise value
+            return _unpacked(value)
         return await anyio.to_thread.run_sync(analyse, path)
+
+    async def _send(self, queue: list[_Clip], clip: _Clip) -> None:
+        """``clip`` and the clips queued behind it, as many as a worker does in about
+        ``BATCH_SECONDS`` of CPU, to one worker in one request; their replies (``_ON_THREAD``
+        when the worker died) set on them. Nothing when no worker can be had."""
+        import anyio
+
+        worker = self._take()
+        if worker is None:
+            return
+        count = int(BATCH_SECONDS / self._clip_seconds) if self._clip_seconds else 1
+        batch = [clip, *[other for other in queue if other is not clip][: max(0, count - 1)]]
+        taken = {id(one) for one in batch}
+        queue[:] = [other for other in queue if id(other) not in taken]
+        # Shielded: replies left unread would be taken for the next clips'.
+        with anyio.CancelScope(shield=True):
+            replies = await worker.call([os.fspath(one.path) for one in batch])
+        self._returned(worker, alive=replies is not None)
+        for one, reply in zip(batch, replies or [_ON_THREAD] * len(batch), strict=True):
+            one.reply = reply
 
     def close(self) -> None:
         """End the idle workers, all at once (a busy one ends when its clip is done; one still
@@ -263,22 +295,30 @@ class AnalysisPool:
         for worker in idle:
             worker.wait()
 
-    def _limiter(self) -> anyio.CapacityLimiter:
-        """This event loop's limit on clips in workers at once: as many as workers may run."""
+    def _loop_state(self) -> tuple[anyio.CapacityLimiter, list[_Clip]]:
+        """This event loop's limit on requests to workers at once (as many as workers may
+        run), and its clips not yet sent to one, in order."""
+        import anyio
+        from anyio.lowlevel import RunVar
+
+        with self._lock:
+            if self._gate is None:
+                self._gate = RunVar(f"batchvid-analysis-{id(self)}")
+            gate = self._gate
         try:
-            return self._gate.get()
+            return gate.get()
         except LookupError:
             limiter = anyio.CapacityLimiter(max(1, self._started) if self._answered else 1)
-            self._gate.set(limiter)
-            return limiter
+            state: tuple[anyio.CapacityLimiter, list[_Clip]] = (limiter, [])
+            gate.set(state)
+            return state
 
-    def _grow(self, limiter: anyio.CapacityLimiter) -> None:
-        """Let one more worker start when the clips already queued would wait longer for the
+    def _grow(self, limiter: anyio.CapacityLimiter, waiting: int) -> None:
+        """Let one more worker start when the ``waiting`` clips would wait longer for the
         running ones than a new one takes to start (its ``_take`` starts it)."""
         with self._lock:
             if not self._answered or self._broken or limiter.total_tokens >= self._size:
                 return
-            waiting = limiter.statistics().tasks_waiting + 1
             if waiting * self._clip_seconds > WORKER_START_SECONDS * limiter.total_tokens:
                 limiter.total_tokens += 1
 
@@ -307,12 +347,31 @@ class AnalysisPool:
             if alive:
                 self._idle.append(worker)
                 if not first:  # a first answer's time includes the worker's start
-                    self._clip_seconds = 0.8 * self._clip_seconds + 0.2 * worker.last_seconds
+                    self._clip_seconds = 0.8 * self._clip_seconds + 0.2 * worker.last_cpu
             else:
                 self._started -= 1
             if first:
                 self._broken = self._broken or not alive
                 self._answered = self._answered or alive
+
+
+BATCH_SECONDS = 0.03
+"""About how much of a worker's CPU time the clips sent in one request may take (at least one
+clip): a simulator's clips queued behind one go together, one request and one reply for
+several (fewer wakes of both processes); a long video's go one by one, as before."""
+
+_ON_THREAD = (False, None, 0.0)
+"""A clip's reply when its worker died: it is analysed on a thread instead."""
+
+
+class _Clip:
+    """A clip for a worker, and its reply once there is one."""
+
+    __slots__ = ("path", "reply")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.reply: tuple[bool, Any, float] | None = None
 
 
 _HEADER = struct.Struct("!Q")
@@ -344,17 +403,20 @@ per simulator clip, ~1,600 faults per 10 s 1080p clip; kept, a few in all."""
 
 
 class _Worker:
-    """One worker process: pickled paths in on its stdin; out on its stdout, each reply as its
-    length and the pickled ``(ok, result as _packed or error)``."""
+    """One worker process: pickled lists of paths (as strings: ~10 us less a clip than
+    ``Path`` objects) in on its stdin; out on its stdout, for each
+    list, its length and the pickled list of ``(ok, result as _packed or error, CPU seconds it
+    took)``, one for each path."""
 
     def __init__(self) -> None:
         self.answered = False
-        self.last_seconds = 0.0
-        """How long the last clip took, from its request to its reply."""
+        self.last_cpu = 0.0
+        """The CPU seconds the worker spent on each clip of the last request (the mean; its
+        reply says)."""
         if not sys.executable:
             raise OSError("no Python executable to start an analysis worker with")
         self._process = subprocess.Popen(
-            [sys.executable, "-P", "-c", "from batchvid.media import serve; serve()"],
+            [sys.executable, "-P", "-c", "from batchvid.media_worker import serve; serve()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=worker_env(), start_new_session=True,
         )
         assert self._process.stdin is not None and self._process.stdout is not None
@@ -362,21 +424,22 @@ class _Worker:
         self._replies = self._process.stdout.fileno()
         os.set_blocking(self._replies, False)
 
-    async def call(self, path: Path) -> tuple[bool, Any] | None:
-        """The reply to ``path``; None when the worker has died."""
-        asked = time.monotonic()
+    async def call(self, paths: list[str]) -> list[tuple[bool, Any, float]] | None:
+        """The replies to ``paths``; None when the worker has died."""
         try:
-            self._requests.write(pickle.dumps(path, pickle.HIGHEST_PROTOCOL))
+            self._requests.write(pickle.dumps(paths, pickle.HIGHEST_PROTOCOL))
             self._requests.flush()
             data = await self._receive()
-            reply = pickle.loads(data)
+            replies = pickle.loads(data)
         except (OSError, EOFError, pickle.UnpicklingError):
             return None
-        self.last_seconds = time.monotonic() - asked
-        assert isinstance(reply, tuple)
-        return reply
+        assert isinstance(replies, list) and len(replies) == len(paths)
+        self.last_cpu = sum(reply[2] for reply in replies) / len(replies)
+        return replies
 
     async def _receive(self) -> bytes:
+        import anyio
+
         buffer = bytearray()
         while len(buffer) < _HEADER.size or len(buffer) < _HEADER.size + _HEADER.unpack_from(buffer)[0]:
             await anyio.wait_readable(self._replies)
@@ -408,52 +471,8 @@ class _Worker:
         self._process.stdout.close()
 
 
-def serve() -> None:
-    """A worker's loop (``_Worker``): analyse each path read from stdin until it closes.
-    PyAV and numpy are loaded first, so a worker started early is ready for its first clip."""
-    import av.video.reformatter  # noqa: F401
-    import numpy  # noqa: F401
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    requests = sys.stdin.buffer
-    # Replies go to a copy of stdout; stdout itself becomes stderr, so that nothing printed,
-    # by Python or by FFmpeg, can corrupt them.
-    replies = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    while True:
-        try:
-            path = pickle.load(requests)
-        except EOFError:
-            return
-        reply: tuple[bool, Any]
-        try:
-            reply = (True, _packed(analyse(path)))
-        except Exception as exc:  # every error goes back to the caller
-            reply = (False, exc)
-        try:
-            data = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # an error that does not pickle
-            data = pickle.dumps((False, RuntimeError(f"{reply[1]!r} ({exc})")))
-        replies.write(_HEADER.pack(len(data)) + data)
-        replies.flush()
-
-
-def _packed(analysis: Analysis) -> tuple[Any, ...]:
-    """``analysis`` as plain values, the form a worker sends it in: pickled and read back in
-    ~10 us, against ~28 us for the dataclasses (whose pickling runs Python code per object)."""
-    info, quality = analysis.info, analysis.info.quality
-    signals = None if quality is None else (
-        quality.motion, quality.black_fraction, quality.frozen_fraction, quality.luma_mean,
-        quality.frames_decoded, quality.samples,
-    )
-    return (
-        analysis.poster, signals, info.codec, info.width, info.height, info.fps,
-        info.frame_count, info.duration, info.has_audio, info.audio_codec,
-    )
-
-
 def _unpacked(values: Any) -> Analysis:
-    """The ``Analysis`` that ``_packed`` gave ``values`` of."""
+    """The ``Analysis`` that ``batchvid.media_worker._packed`` gave ``values`` of."""
     poster, signals, codec, width, height, fps, frames, duration, audio, audio_codec = values
     quality = None if signals is None else Quality(*signals)
     info = MediaInfo(codec, width, height, fps, frames, duration, audio, audio_codec, quality)

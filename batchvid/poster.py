@@ -20,8 +20,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchvid.store import write_atomic
-
 if TYPE_CHECKING:
     from av.video.reformatter import VideoReformatter
 
@@ -81,17 +79,19 @@ class FirstFrame:
         self.frame: Any = None
         self._done = False
 
-    def feed(self, packet: Any) -> None:
-        """Decode ``packet`` until the first frame is out (a decoding error: no poster)."""
+    def feed(self, packet: Any) -> bool:
+        """Decode ``packet`` until the first frame is out (a decoding error: no poster);
+        whether that is done (later packets are not needed)."""
         if self._done:
-            return
+            return True
         try:
             frames = self._decoder.decode(packet)
         except self._error:
             self._done = True
-            return
+            return True
         if frames:
             self.frame, self._done = frames[0], True
+        return self._done
 
     def finish(self) -> Any:
         """The first frame, draining the decoder if the packets ran out before it came out;
@@ -105,8 +105,6 @@ _local = threading.local()
 
 def jpeg_of(frame: Any) -> bytes | None:
     """``frame`` scaled to ``poster_size`` and encoded as a bit-exact JPEG."""
-    import av
-    from av.codec.context import Flags
     from av.video.reformatter import VideoReformatter
 
     width, height = poster_size(frame.width, frame.height)
@@ -118,17 +116,46 @@ def jpeg_of(frame: Any) -> bytes | None:
     image = reformatter.reformat(
         frame, width=width, height=height, format="yuvj420p", interpolation="BICUBIC", threads=1
     )
-    image.pts = 0
-    encoder = av.CodecContext.create("mjpeg", "w")
-    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuvj420p"
-    encoder.time_base = Fraction(1, 1)
-    encoder.thread_count = 1
-    encoder.options = {"flags": "+bitexact"}
-    encoder.flags |= Flags.qscale
-    encoder.global_quality = _QUALITY * _FF_QP2LAMBDA
-    packets = [*encoder.encode(image), *encoder.encode(None)]
-    data = b"".join(bytes(p) for p in packets)
+    encoder = _encoder(width, height)
+    try:
+        image.pts, image.time_base = encoder.pictures, encoder.context.time_base
+        encoder.pictures += 1
+        data = b"".join(bytes(p) for p in encoder.context.encode(image))
+    except BaseException:
+        _local.encoder = None  # its state is unknown: the next poster gets a new one
+        raise
     return data or None
+
+
+class _Encoder:
+    """A thread's MJPEG encoder, kept for the next poster of the same size: opening one costs
+    more than encoding a poster (~60 of ~175 us for a simulator clip). Each picture is encoded
+    alone (intra only, fixed quantiser, no state carried between pictures, nothing buffered),
+    so a kept encoder gives the bytes a new one gives (tests/test_poster.py); the pictures
+    only need increasing timestamps."""
+
+    def __init__(self, width: int, height: int) -> None:
+        import av
+        from av.codec.context import Flags
+
+        self.size = (width, height)
+        self.pictures = 0
+        context = self.context = av.CodecContext.create("mjpeg", "w")
+        context.width, context.height, context.pix_fmt = width, height, "yuvj420p"
+        context.time_base = Fraction(1, 1)
+        context.thread_count = 1
+        context.options = {"flags": "+bitexact"}
+        context.flags |= Flags.qscale
+        context.global_quality = _QUALITY * _FF_QP2LAMBDA
+
+
+def _encoder(width: int, height: int) -> _Encoder:
+    """This thread's ``_Encoder`` for pictures of ``width`` x ``height`` (a new one when the
+    last poster had another size)."""
+    encoder: _Encoder | None = getattr(_local, "encoder", None)
+    if encoder is None or encoder.size != (width, height):
+        encoder = _local.encoder = _Encoder(width, height)
+    return encoder
 
 
 def make_poster(video: Path, out: Path) -> bool:
@@ -136,6 +163,8 @@ def make_poster(video: Path, out: Path) -> bool:
 
     Returns False, writing nothing, when the video has no decodable frame.
     """
+    from batchvid.store import write_atomic  # here: an analysis worker needs none of it
+
     data = poster_jpeg(video)
     if data is None:
         return False
@@ -149,6 +178,8 @@ def write_poster(root: Path, video: Path, data: bytes | None) -> dict[str, Any] 
     atomically and durably (the journal is about to record it); returns its
     ``{path, sha256, bytes}`` relative to ``root``, or None when there is no poster (the video
     has no decodable frame)."""
+    from batchvid.store import write_atomic
+
     if data is None:
         return None
     out = poster_path(video.parent)

@@ -29,7 +29,7 @@ Which frames are sampled, so the cost does not follow the clip's length:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -82,26 +82,26 @@ class Quality:
 def measure(container: Any, stream: Any, on_packet: Callable[[Any], Any] | None = None) -> Quality:
     """The signals of ``stream`` (the video stream of an open PyAV ``container``).
 
-    ``on_packet`` sees every packet with data as the stream is scanned (the poster's decoder
-    takes its first frame from them: ``batchvid.media.analyse``). PyAV's errors propagate;
-    ``batchvid.media.probe`` turns them into ``MediaError``.
+    ``on_packet`` sees every packet with data as the stream is scanned, until it returns true
+    (the poster's decoder takes its first frame from them: ``batchvid.media.analyse``). PyAV's
+    errors propagate; ``batchvid.media.probe`` turns them into ``MediaError``.
     """
     kept: list[Any] | None = [] if _rereads_alike(container) else None
     times, keyframes = _scan(container, stream, on_packet, kept)
-    grey = _shrinker()
     if len(keyframes) >= MIN_KEYFRAMES:
         kept = None  # not needed: each sample is reached by a seek
-        samples = [grey(f) for f in _keyframe_samples(container, stream, keyframes)]
+        frames = _keyframe_samples(container, stream, keyframes)
     else:
-        samples = [grey(f) for f in _sequential_samples(container, stream, times, kept)]
-    return signals(samples, len(times))
+        frames = _sequential_samples(container, stream, times, kept)
+    return signals(_shrinker().stack(frames), len(times))
 
 
-def signals(samples: list[Grey], frames_decoded: int) -> Quality:
-    """The signals of grey ``samples`` (2-D arrays of grey levels, 0-255, of one size) in clip
-    order. Computed on all samples at once: the same float32 arithmetic as sample by sample,
-    equal to the last bit (tests/test_quality.py), without numpy's cost per call."""
-    if not samples:
+def signals(samples: list[Grey] | Grey, frames_decoded: int) -> Quality:
+    """The signals of grey ``samples`` (2-D arrays of grey levels, 0-255, of one size, or
+    one 3-D array of them) in clip order. Computed on all samples at once: the same float32
+    arithmetic as sample by sample, equal to the last bit (tests/test_quality.py), without
+    numpy's cost per call."""
+    if not len(samples):
         return Quality(0.0, 0.0, 0.0, 0.0, frames_decoded, 0)
     means, diffs = _means_and_diffs(samples)
     return Quality(
@@ -114,12 +114,12 @@ def signals(samples: list[Grey], frames_decoded: int) -> Quality:
     )
 
 
-def _means_and_diffs(samples: list[Grey]) -> tuple[list[float], list[float]]:
+def _means_and_diffs(samples: list[Grey] | Grey) -> tuple[list[float], list[float]]:
     """Each sample's mean luma (0-1) and the mean absolute difference of each consecutive
     pair, all samples at once (numpy's ValueError if their sizes differ)."""
     import numpy as np
 
-    stack = np.stack(samples).astype(np.float32)
+    stack = (np.stack(samples) if isinstance(samples, list) else samples).astype(np.float32)
     stack /= np.float32(255.0)
     means: list[float] = stack.mean(axis=(1, 2)).tolist()
     steps = np.subtract(stack[1:], stack[:-1])
@@ -149,8 +149,8 @@ def _scan(
                 kept.clear()
         if not size:
             continue
-        if on_packet is not None:
-            on_packet(packet)
+        if on_packet is not None and on_packet(packet):
+            on_packet = None  # it has what it wanted
         times.append(packet.pts if packet.pts is not None else len(times))
         if packet.is_keyframe and packet.pts is not None:
             keyframes.append(packet.pts)
@@ -169,32 +169,58 @@ def _spread(count: int, total: int) -> list[int]:
 
 
 class _Shrinker:
-    """Frames to small grey arrays. One reformatter serves every frame of a thread's clips: it
+    """Frames to small grey pictures. One reformatter serves every frame of a thread's clips: it
     keeps its scaler while the size and format stay the same, which ``frame.to_ndarray(width=…)``
     would build again for each frame (about 30 times slower on small clips), and a new
     reformatter for each clip once per clip (most of the cost of a clip of 16 small frames).
     It scales on this thread alone (``threads=1``): swscale's own threads, woken for every
     64-pixel frame, cost more than the scaling (~60 against ~17 us a frame of a simulator's
-    clip)."""
+    clip). The pictures are kept as the plane's bytes, rows padded as they are, and made
+    one array at the end: numpy's calls per frame (a view, a reshape, a slice, then a stack of
+    them) cost more than the copy."""
 
     def __init__(self) -> None:
-        from av.video.reformatter import VideoReformatter
+        from av.video.reformatter import Interpolation, VideoReformatter
 
         self._reformatter = VideoReformatter()
+        self._area = Interpolation.AREA.value  # as a number: PyAV looks a name up each call
 
-    def __call__(self, frame: Any) -> Grey:
+    def stack(self, frames: Iterable[Any]) -> Grey | list[Grey]:
+        """``frames`` as one array of small grey pictures (sample, row, column) when they
+        are of one size, else as a list of 2-D arrays (which ``signals`` rejects as
+        ``numpy.stack`` does)."""
         import numpy as np
 
-        scale = MAX_SIDE / max(frame.width, frame.height, 1)
-        width = max(1, min(frame.width, round(frame.width * scale)))
-        height = max(1, min(frame.height, round(frame.height * scale)))
-        small = self._reformatter.reformat(
-            frame, width=width, height=height, format="gray8", interpolation="AREA", threads=1
-        )
-        # The plane's bytes as they are (``to_ndarray`` costs ~4 us more a frame to the same).
-        plane = small.planes[0]
-        rows = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)
-        return rows[:height, :width]
+        planes: list[bytes] = []
+        shapes: list[tuple[int, int, int]] = []
+        reformat, area, last = self._reformatter.reformat, self._area, (0, 0)
+        width = height = 0
+        for frame in frames:
+            if (frame.width, frame.height) != last:
+                last = (frame.width, frame.height)
+                width, height = _small_size(*last)
+            small = reformat(
+                frame, width=width, height=height, format="gray8", interpolation=area, threads=1
+            )
+            plane = small.planes[0]
+            planes.append(bytes(plane))
+            shapes.append((width, height, plane.line_size))
+        if len(set(shapes)) == 1:
+            width, height, line = shapes[0]
+            rows = np.frombuffer(b"".join(planes), dtype=np.uint8).reshape(len(planes), -1, line)
+            return rows[:, :height, :width]
+        return [
+            np.frombuffer(plane, dtype=np.uint8).reshape(-1, line)[:height, :width]
+            for plane, (width, height, line) in zip(planes, shapes, strict=True)
+        ]
+
+
+
+def _small_size(width: int, height: int) -> tuple[int, int]:
+    """The grey sample's size for a frame of ``width`` x ``height``: at most ``MAX_SIDE`` on
+    its longer side, aspect kept."""
+    scale = MAX_SIDE / max(width, height, 1)
+    return max(1, min(width, round(width * scale))), max(1, min(height, round(height * scale)))
 
 
 _local = threading.local()

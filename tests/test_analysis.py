@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from fractions import Fraction
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 from av.codec.context import Flags
 
+from batchvid import media
 from batchvid.media import Analysis, AnalysisPool, MediaError, analyse, probe
 from batchvid.poster import poster_jpeg, poster_size
 from batchvid.simulator.video import VideoSpec, render_video
@@ -317,6 +319,133 @@ async def test_workers_are_added_only_when_clips_queue_longer_than_a_start(
                 group.start_soon(one, clip)
         assert results == {clip: analyse(clip) for clip in clips}
         assert len(workers_of(pool)) == pool._started == expected
+    finally:
+        pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_clips_time_is_its_cpu_time_in_the_worker_not_the_wait(clips: list[Path]) -> None:
+    """The clip time that decides whether to add a worker is the CPU time the worker spent
+    (its reply says), not the time from request to reply: a worker kept off the CPU for a
+    second (as on a busy machine) does not make clips look slow, so no second worker starts."""
+    pool = AnalysisPool(workers=2, after=0)
+    try:
+        await pool.analyse(clips[0])  # the first answer (with the start) is not counted
+        (pid,) = workers_of(pool)
+        os.kill(pid, signal.SIGSTOP)
+        timer = threading.Timer(1.0, os.kill, (pid, signal.SIGCONT))
+        timer.start()
+        asked = time.monotonic()
+        assert await pool.analyse(clips[0]) == analyse(clips[0])
+        timer.join()
+        assert time.monotonic() - asked >= 1.0
+        assert 0 < pool._idle[0].last_cpu < 0.2 and pool._clip_seconds < 0.04
+        async with anyio.create_task_group() as group:
+            for clip in clips[:3] * 4:
+                group.start_soon(pool.analyse, clip)
+        assert pool._started == 1
+    finally:
+        pool.close()
+
+
+def recording_calls(monkeypatch: pytest.MonkeyPatch, *, kill: bool = False) -> list[int]:
+    """Records the number of clips in each request to a worker (and with ``kill``, kills the
+    worker as each request goes out)."""
+    sizes: list[int] = []
+    call = media._Worker.call
+
+    async def recording(worker: Any, paths: list[str]) -> Any:
+        sizes.append(len(paths))
+        if kill and worker.answered:
+            worker._process.kill()
+            worker._process.wait()
+        return await call(worker, paths)
+
+    monkeypatch.setattr(media._Worker, "call", recording)
+    return sizes
+
+
+@pytest.mark.anyio
+async def test_clips_queued_behind_one_go_to_the_worker_together(
+    clips: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clips that queue while a worker is busy go to it in one request (as many as about
+    BATCH_SECONDS of its CPU), and each gets its own result."""
+    monkeypatch.setattr("batchvid.media.WORKER_START_SECONDS", 1e9)
+    sizes = recording_calls(monkeypatch)
+    pool = AnalysisPool(workers=1, after=0)
+    results: dict[int, Analysis] = {}
+
+    async def one(index: int, clip: Path) -> None:
+        results[index] = await pool.analyse(clip)
+
+    try:
+        await pool.analyse(clips[0])
+        await pool.analyse(clips[1])  # a clip's CPU time, measured
+        assert sizes == [1, 1]
+        monkeypatch.setattr(pool, "_clip_seconds", media.BATCH_SECONDS / 4)
+        async with anyio.create_task_group() as group:
+            for index, clip in enumerate(clips * 2):
+                group.start_soon(one, index, clip)
+        assert results == {i: analyse(clip) for i, clip in enumerate(clips * 2)}
+        assert sum(sizes[2:]) == 2 * len(clips) and sizes[2] == 4 and len(sizes) < 2 + len(clips)
+        assert pool._loop_state()[1] == []
+    finally:
+        pool.close()
+
+
+@pytest.mark.anyio
+async def test_the_clips_of_a_worker_that_died_are_analysed_on_threads(
+    clips: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a worker dies with several clips of one request, each of them is still analysed
+    (on a thread), and the next clips get a new worker."""
+    pool = AnalysisPool(workers=1, after=0)
+    results: dict[int, Analysis] = {}
+
+    async def one(index: int, clip: Path) -> None:
+        results[index] = await pool.analyse(clip)
+
+    try:
+        await pool.analyse(clips[0])
+        await pool.analyse(clips[1])
+        (pid,) = workers_of(pool)
+        monkeypatch.setattr(pool, "_clip_seconds", media.BATCH_SECONDS / 8)
+        sizes = recording_calls(monkeypatch, kill=True)
+        async with anyio.create_task_group() as group:
+            for index, clip in enumerate(clips):
+                group.start_soon(one, index, clip)
+        assert results == {i: analyse(clip) for i, clip in enumerate(clips)}
+        assert max(sizes) > 1 and not _alive(pid)
+        monkeypatch.undo()
+        assert await pool.analyse(clips[2]) == analyse(clips[2])
+        (new,) = workers_of(pool)
+        assert new != pid
+    finally:
+        pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_clip_leaves_the_queue(clips: list[Path]) -> None:
+    """A clip whose caller is cancelled while it waits for a worker is not sent to one."""
+    pool = AnalysisPool(workers=1, after=0)
+    try:
+        await pool.analyse(clips[0])
+        limiter, queue = pool._loop_state()
+        release = anyio.Event()
+
+        async def busy() -> None:  # the worker is busy
+            async with limiter:
+                await release.wait()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(busy)
+            await anyio.sleep(0.05)
+            with anyio.move_on_after(0.2) as waited:
+                await pool.analyse(clips[1])
+            assert waited.cancelled_caught and queue == []
+            release.set()
+        assert await pool.analyse(clips[1]) == analyse(clips[1])
     finally:
         pool.close()
 

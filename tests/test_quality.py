@@ -199,3 +199,24 @@ def test_signals_of_samples_at_once_equal_sample_by_sample() -> None:
     assert quality.black_fraction == sum(m < 0.06 for m in means) / len(means)
     assert quality.samples == 32 and quality.frames_decoded == 40
 
+
+
+def test_samples_of_two_sizes_are_refused_as_before() -> None:
+    """Frames of one size become one array equal to the frames shrunk one by one; frames of
+    two sizes (a stream that changes size) get numpy's error for arrays of two shapes, as
+    when each sample was its own array."""
+    shrink = quality._Shrinker()
+    rng = np.random.default_rng(3)
+    frames = []
+    for width, height in ((160, 90), (160, 90), (96, 64)):
+        picture = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        frames.append(av.VideoFrame.from_ndarray(picture, format="rgb24"))
+    one_size = shrink.stack(frames[:2])
+    alone = [shrink.stack([frame])[0] for frame in frames[:2]]
+    assert one_size.shape == (2, 36, 64) and all((one_size[i] == alone[i]).all() for i in (0, 1))
+    assert signals(one_size, 2) == signals(alone, 2)
+    with pytest.raises(ValueError) as expected:
+        np.stack([alone[0], shrink.stack(frames[2:])[0]])
+    with pytest.raises(ValueError) as got:
+        signals(shrink.stack(frames), 3)
+    assert str(got.value) == str(expected.value)
