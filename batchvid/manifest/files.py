@@ -126,12 +126,13 @@ class _Jobs:
         prompts = [row.fields["prompt"] for row in run.rows]
         job_ids = [f"{run.source}-{row.id}" for row in run.rows]
         keys = spelled_keys((keyed[0] for _, _, keyed in per_row), prompts)
-        fresh = len(set(job_ids)) == len(job_ids) == len(set(keys)) and max(map(len, job_ids), default=0) <= _MAX_ID
-        if not (fresh and self.ids.keys().isdisjoint(job_ids) and self.keys.keys().isdisjoint(keys)):
-            return False
         locations = [row.location for row in run.rows]
-        self.ids.update(zip(job_ids, locations, strict=True))
-        self.keys.update(zip(keys, job_ids, strict=True))
+        new_ids, new_keys = dict(zip(job_ids, locations, strict=True)), dict(zip(keys, job_ids, strict=True))
+        fresh = len(new_ids) == len(job_ids) == len(new_keys) and max(map(len, job_ids), default=0) <= _MAX_ID
+        if not (fresh and self.ids.keys().isdisjoint(new_ids.keys()) and self.keys.keys().isdisjoint(new_keys.keys())):
+            return False
+        self.ids.update(new_ids)
+        self.keys.update(new_keys)
         start, count = len(self.jobs), len(job_ids)
         fields = map(
             JobFields, job_ids, keys, range(start, start + count), repeat(self.scope.provider),
