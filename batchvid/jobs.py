@@ -12,10 +12,11 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from json.encoder import encode_basestring
 from operator import attrgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from batchvid.errors import Location, UsageError
 
@@ -146,17 +147,14 @@ def model_of(params: Mapping[str, Any]) -> str:
 
 def shared_column(jobs: Iterable[Job], read: Callable[[Mapping[str, Any]], T]) -> list[T]:
     """``read(job.params)`` of each job, for a ``read`` that does not look at the prompt (the
-    model, the size): read again only when a job's parameters dict is not its predecessor's, so
-    about once per template for a prompts file's jobs (each ``PromptParams`` reads through to
-    its template's dict) rather than once per job."""
-    column: list[T] = []
-    append, last, value = column.append, None, cast(T, None)
-    for params in map(_PARAMS, jobs):
-        shared = getattr(params, "_shared", params)  # a plain dict stands for itself
-        if shared is not last:
-            last, value = shared, read(shared)
-        append(value)
-    return column
+    model, the size): read once per distinct parameters dict, so about once per template for a
+    prompts file's jobs (each ``PromptParams`` reads through to its template's dict) rather than
+    once per job; the rest in C-level passes (``map``)."""
+    params = list(map(_PARAMS, jobs))
+    shared: list[Mapping[str, Any]] = list(map(getattr, params, repeat("_shared"), params))  # a dict: itself
+    held = list(map(id, shared))  # each alive in ``shared`` meanwhile: ids stay distinct
+    values = {held_id: read(one) for held_id, one in dict(zip(held, shared, strict=True)).items()}
+    return list(map(values.__getitem__, held))
 
 
 _PARAMS = attrgetter("params")

@@ -8,8 +8,8 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from itertools import repeat
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import attrgetter, eq
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -97,7 +97,8 @@ class Plan:
 
     def _submitted_models(self) -> list[str]:
         """The model of each submit, in order (read once per parameters dict: ``shared_column``)."""
-        return shared_column((s.job for s in self.steps if s.action == "submit"), model_of)
+        submits = compress(self.steps, map(eq, map(_ACTION, self.steps), repeat("submit")))
+        return shared_column(map(_JOB, submits), model_of)
 
     @property
     def cost(self) -> float:
@@ -123,7 +124,7 @@ class Plan:
         return max(waves, paced)
 
 
-_ACTION, _ENHANCE = attrgetter("action"), attrgetter("enhance")
+_ACTION, _ENHANCE, _JOB = attrgetter("action"), attrgetter("enhance"), attrgetter("job")
 
 
 def prices_for(provider: str, overrides: Mapping[str, float]) -> dict[str, float]:

@@ -544,3 +544,26 @@ def test_the_provider_is_asked_for_idempotence_only_for_an_unanswered_create(
     sent = JobRecord(jobs[1].key, "b", "submitting", None)
     plan = make_plan(jobs, {jobs[0].key: failed, jobs[1].key: sent}, tmp_path, provider="bigmodel")
     assert asked == ["bigmodel"] and plan.steps[1].action == "submit"
+
+
+def test_shared_column_reads_each_jobs_parameters() -> None:
+    """shared_column is read(job.params) of each job, whether jobs share a template (prompts
+    files' PromptParams), hold equal dicts of their own, or differ; read once per distinct dict."""
+    from batchvid.jobs import shared_column
+
+    flash, three = {"model": "cogvideox-flash", "prompt": "p"}, {"model": "cogvideox-3", "prompt": "p", "size": "1280x720"}
+    jobs = [
+        dataclasses.replace(make_job(f"j{i}"), params=params)
+        for i, params in enumerate(
+            [PromptParams(flash, "a"), PromptParams(three, "b"), PromptParams(flash, "c"), dict(three),
+             dict(three, size="720x1280"), PromptParams(three, "d"), flash]
+        )
+    ]  # fmt: skip
+    reads: list[object] = []
+
+    def size(params: Any) -> str:
+        reads.append(params)
+        return str(params.get("size", "-"))
+
+    assert shared_column(jobs, size) == [size(job.params) for job in jobs][: len(jobs)]
+    assert len(reads) == 4 + len(jobs)  # flash, three, and the two dicts of their own; then the check
