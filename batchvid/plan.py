@@ -7,7 +7,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import compress, repeat
 from operator import attrgetter, eq
 from pathlib import Path
@@ -83,6 +83,8 @@ class Plan:
     steps: tuple[Step, ...]
     prices: Mapping[str, float]
     currency: str = CURRENCY
+    _models: list[Any] = field(default_factory=list, init=False, compare=False, repr=False)
+    """(steps, the model of each submit) once asked for: ``cost`` and ``unpriced`` share it."""
 
     def count(self, action: Action) -> int:
         return list(map(_ACTION, self.steps)).count(action)
@@ -96,9 +98,12 @@ class Plan:
         return self.prices.get(job.model)
 
     def _submitted_models(self) -> list[str]:
-        """The model of each submit, in order (read once per parameters dict: ``shared_column``)."""
-        submits = compress(self.steps, map(eq, map(_ACTION, self.steps), repeat("submit")))
-        return shared_column(map(_JOB, submits), model_of)
+        """The model of each submit, in order (read once per parameters dict: ``shared_column``),
+        made once for these steps (a Plan ``replace``d with other steps makes its own)."""
+        if not self._models or self._models[0] is not self.steps:
+            submits = compress(self.steps, map(eq, map(_ACTION, self.steps), repeat("submit")))
+            self._models[:] = [self.steps, shared_column(map(_JOB, submits), model_of)]
+        return list(self._models[1])
 
     @property
     def cost(self) -> float:

@@ -508,6 +508,9 @@ def test_a_plan_of_many_shapes_is_tabled_and_priced_as_job_by_job(tmp_path: Path
     table = plan_table(plan, 4, None).splitlines()
     assert table[: len(expected)] == expected
     assert table[len(expected) + 2] == f"estimated cost: {plan.cost:g} CNY + unknown price for no-such-model (set pricing: in the manifest)"
+    without = {name: dataclasses.replace(plan, steps=tuple(s for s in plan.steps if s.job.id != name)) for name in ("odd", "own")}
+    assert without["odd"].unpriced == [] and plan.unpriced == ["no-such-model"]  # each plan's models its own
+    assert without["own"].cost == pytest.approx(plan.cost - 0.2) and without["own"].unpriced == ["no-such-model"]
 
 
 def test_a_verified_jobs_step_is_a_frozen_step(tmp_path: Path) -> None:
