@@ -10,13 +10,14 @@ import base64
 import fnmatch
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import chain, repeat
 from json.encoder import encode_basestring
 from operator import attrgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from batchvid.errors import Location, UsageError
 
@@ -366,6 +367,75 @@ def _nothing_selected(pattern: str, jobs: Sequence[Job]) -> str:
     return f"--only {pattern}: no job id matches{hint} (see `batchvid plan`)"
 
 
+class JobSequence(Sequence[Job]):
+    """A manifest's jobs in order, where the many jobs of a prompts file's rows stay the columns
+    they are made from (``defer``) until a job is first asked for: ``batchvid validate`` only
+    counts them (``len``) and never makes them. On first use every job is made at once, and the
+    sequence then behaves as the tuple of them (equal to it, hashed as it)."""
+
+    __slots__ = ("_parts", "_length", "_made")
+
+    def __init__(self) -> None:
+        self._parts: list[list[Job] | Callable[[], Iterable[Job]]] = []
+        self._length = 0
+        self._made: tuple[Job, ...] | None = None
+
+    def append(self, job: Job) -> None:
+        if not self._parts or not isinstance(self._parts[-1], list):
+            self._parts.append([])
+        self._parts[-1].append(job)  # type: ignore[union-attr]
+        self._length += 1
+
+    def defer(self, count: int, make: Callable[[], Iterable[Job]]) -> None:
+        """The next ``count`` jobs are what ``make()`` gives, when a job is first asked for."""
+        self._parts.append(make)
+        self._length += count
+
+    def made(self) -> tuple[Job, ...]:
+        """Every job, made now if not yet."""
+        if self._made is None:
+            made = tuple(chain.from_iterable(part if isinstance(part, list) else part() for part in self._parts))
+            assert len(made) == self._length
+            self._made, self._parts = made, []
+        return self._made
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> Job: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Job, ...]: ...
+    def __getitem__(self, index: int | slice) -> Job | tuple[Job, ...]:
+        return self.made()[index]
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self.made())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self.made()
+
+    def __reversed__(self) -> Iterator[Job]:
+        return reversed(self.made())
+
+    def index(self, value: Any, start: int = 0, stop: int = sys.maxsize) -> int:
+        return self.made().index(value, start, stop)
+
+    def count(self, value: Any) -> int:
+        return self.made().count(value)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, JobSequence):
+            other = other.made()
+        return self.made() == other if isinstance(other, tuple) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.made())
+
+    def __repr__(self) -> str:
+        return repr(self.made())
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     """A validated manifest with its jobs expanded, in manifest order."""
@@ -373,7 +443,8 @@ class Manifest:
     path: Path
     name: str
     provider: str
-    jobs: tuple[Job, ...]
+    jobs: Sequence[Job]
+    """In manifest order: a ``JobSequence`` as loaded, or a tuple."""
     limits: Mapping[str, Any] = field(default_factory=dict)
     """``limits:`` as written: max_in_flight, requests_per_minute, retries, timeout,
     poll_interval, max_cost."""

@@ -570,3 +570,22 @@ def test_shared_column_reads_each_jobs_parameters() -> None:
 
     assert shared_column(jobs, size) == [size(job.params) for job in jobs][: len(jobs)]
     assert len(reads) == 4 + len(jobs)  # flash, three, and the two dicts of their own; then the check
+
+
+def test_a_prompts_files_jobs_are_made_only_when_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loaded manifest counts its prompts-file jobs without making them (what validate
+    asks); once one is asked for, the sequence is the tuple the row-by-row loop makes."""
+    from batchvid.jobs import JobSequence
+
+    rows = [{"id": "a", "prompt": "first"}, {"id": "b", "prompt": "second"}, {"id": "c", "prompt": "third"}]
+    path = _manifest(tmp_path, rows, samples=1, job_keys="  - id: plain\n    prompt: one of its own\n")
+    made: list[int] = []
+    freeze = JobFields.freeze
+    monkeypatch.setattr(JobFields, "freeze", lambda self: made.append(1) or freeze(self))
+    jobs = load_manifest(path).jobs
+    assert isinstance(jobs, JobSequence) and len(jobs) == 4 and bool(jobs) and made == [1]  # "plain" alone
+    monkeypatch.setattr(files._Jobs, "_add_at_once", lambda self, run: False)
+    looped = tuple(load_manifest(path).jobs)
+    assert jobs[0] == looped[0] and len(made) == 1 + 3 + 4  # the first ask made the rest; the loop all
+    assert jobs == looped and looped == jobs and list(jobs) == list(looped) and jobs[1:3] == looped[1:3]
+    assert [job.index for job in jobs] == [0, 1, 2, 3] and jobs[-1].id == "plain" and looped[2] in jobs

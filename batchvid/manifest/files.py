@@ -18,6 +18,7 @@ from batchvid.images import ImageLoader, ImageProblem
 from batchvid.jobs import (
     Job,
     JobFields,
+    JobSequence,
     PromptKeys,
     PromptParams,
     canonical_json,
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from batchvid.enhance.settings import EnhanceSettings
 
 
-def build_jobs(context: Context, scope: Scope, requests: Iterable[Request | SharedRows]) -> list[Job]:
+def build_jobs(context: Context, scope: Scope, requests: Iterable[Request | SharedRows]) -> JobSequence:
     """The jobs of ``requests``, in order; problems reported into ``context``."""
     maker = _Jobs(context, scope)
     for item in requests:
@@ -55,7 +56,7 @@ class _Jobs:
         self.loader = ImageLoader(context.base_dir, os.path.dirname(context.display), root=context.root)
         self.ids: Claims[Location] = Claims()
         self.keys: Claims[str] = Claims()
-        self.jobs: list[Job] = []
+        self.jobs = JobSequence()
         self._enhancements: dict[int, tuple[EnhanceSettings, str] | None] = {}
 
     def enhancement(self, origin: Origin) -> tuple[EnhanceSettings, str] | None:
@@ -133,14 +134,18 @@ class _Jobs:
             return False
         self.ids.update(new_ids)
         self.keys.update(new_keys)
-        start, count = len(self.jobs), len(job_ids)
-        fields = map(
-            JobFields, job_ids, keys, range(start, start + count), repeat(self.scope.provider),
-            map(PromptParams, [template.params for template in run.templates], prompts), repeat(None), repeat(0),
-            locations, repeat(run.source), [enhance for enhance, _, _ in per_row],
-            [template.origin.values for template in run.templates],
-        )  # fmt: skip
-        self.jobs.extend(map(JobFields.freeze, fields))
+        start, count, provider = len(self.jobs), len(job_ids), self.scope.provider
+
+        def make() -> Iterable[Job]:  # when a job is first asked for (``JobSequence``)
+            fields = map(
+                JobFields, job_ids, keys, range(start, start + count), repeat(provider),
+                map(PromptParams, [template.params for template in run.templates], prompts), repeat(None), repeat(0),
+                locations, repeat(run.source), [enhance for enhance, _, _ in per_row],
+                [template.origin.values for template in run.templates],
+            )  # fmt: skip
+            return map(JobFields.freeze, fields)
+
+        self.jobs.defer(count, make)
         return True
 
     def _spelled(self, template: Template, samples: int) -> _Spelled:
