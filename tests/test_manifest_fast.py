@@ -551,15 +551,16 @@ def test_the_provider_is_asked_for_idempotence_only_for_an_unanswered_create(
 
 def test_shared_column_reads_each_jobs_parameters() -> None:
     """shared_column is read(job.params) of each job, whether jobs share a template (prompts
-    files' PromptParams), hold equal dicts of their own, or differ; read once per distinct dict."""
+    files' PromptParams), hold equal dicts of their own, or differ; read once per run of jobs
+    with the same dict."""
     from batchvid.jobs import shared_column
 
     flash, three = {"model": "cogvideox-flash", "prompt": "p"}, {"model": "cogvideox-3", "prompt": "p", "size": "1280x720"}
     jobs = [
         dataclasses.replace(make_job(f"j{i}"), params=params)
         for i, params in enumerate(
-            [PromptParams(flash, "a"), PromptParams(three, "b"), PromptParams(flash, "c"), dict(three),
-             dict(three, size="720x1280"), PromptParams(three, "d"), flash]
+            [PromptParams(flash, "a"), PromptParams(flash, "c"), PromptParams(three, "b"), dict(three),
+             dict(three, size="720x1280"), PromptParams(three, "d"), PromptParams(three, "e"), flash]
         )
     ]  # fmt: skip
     reads: list[object] = []
@@ -568,8 +569,9 @@ def test_shared_column_reads_each_jobs_parameters() -> None:
         reads.append(params)
         return str(params.get("size", "-"))
 
-    assert shared_column(jobs, size) == [size(job.params) for job in jobs][: len(jobs)]
-    assert len(reads) == 4 + len(jobs)  # flash, three, and the two dicts of their own; then the check
+    column = shared_column(jobs, size)
+    assert len(reads) == 6  # flash (2 jobs), three, two dicts of their own, three (2 jobs), flash
+    assert column == [size(job.params) for job in jobs] == ["-", "-", "1280x720", "1280x720", "720x1280", "1280x720", "1280x720", "-"]
 
 
 def test_a_prompts_files_jobs_are_made_only_when_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
