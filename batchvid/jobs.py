@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from batchvid.errors import Location, UsageError
+from batchvid.gcpause import paused_gc
 
 if TYPE_CHECKING:
     from batchvid.enhance.settings import EnhanceSettings
@@ -398,7 +399,8 @@ class JobSequence(Sequence[Job]):
     def made(self) -> tuple[Job, ...]:
         """Every job, made now if not yet."""
         if self._made is None:
-            made = tuple(chain.from_iterable(part if isinstance(part, list) else part() for part in self._parts))
+            with paused_gc():  # as while loading: many objects that all live on, and no cycles
+                made = tuple(chain.from_iterable(part if isinstance(part, list) else part() for part in self._parts))
             assert len(made) == self._length
             self._made, self._parts = made, []
         return self._made
