@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, groupby, repeat
+from itertools import chain, repeat
 from json.encoder import encode_basestring
 from operator import attrgetter
 from pathlib import Path
@@ -149,18 +149,17 @@ def model_of(params: Mapping[str, Any]) -> str:
 
 def shared_column(jobs: Iterable[Job], read: Callable[[Mapping[str, Any]], T]) -> list[T]:
     """``read(job.params)`` of each job, for a ``read`` that does not look at the prompt (the
-    model, the size): read once per run of jobs with the same parameters dict, so about once per
-    template for a prompts file's jobs (each ``PromptParams`` reads through to its template's
-    dict) rather than once per job; the rest in C-level passes (``map``, ``groupby``)."""
+    model, the size): read once per distinct parameters dict, so about once per template for a
+    prompts file's jobs (each ``PromptParams`` reads through to its template's dict) rather than
+    once per job; the rest in C-level passes (``map``)."""
     params = list(map(_PARAMS, jobs))
     shared: list[Mapping[str, Any]] = list(map(getattr, params, repeat("_shared"), params))  # a dict: itself
-    column: list[T] = []
-    extend, start = column.extend, 0
-    for _, run in groupby(map(id, shared)):  # each dict alive in ``shared`` meanwhile: ids stay apart
-        count = len(list(run))
-        extend(repeat(read(shared[start]), count))
-        start += count
-    return column
+    held = list(map(id, shared))  # each dict alive in ``shared`` meanwhile: ids stay apart
+    distinct = dict(zip(held, shared, strict=True))
+    if len(distinct) == 1:
+        return [read(shared[0])] * len(shared)
+    values = {held_id: read(one) for held_id, one in distinct.items()}
+    return list(map(values.__getitem__, held))
 
 
 _PARAMS = attrgetter("params")

@@ -551,8 +551,7 @@ def test_the_provider_is_asked_for_idempotence_only_for_an_unanswered_create(
 
 def test_shared_column_reads_each_jobs_parameters() -> None:
     """shared_column is read(job.params) of each job, whether jobs share a template (prompts
-    files' PromptParams), hold equal dicts of their own, or differ; read once per run of jobs
-    with the same dict."""
+    files' PromptParams), hold equal dicts of their own, or differ; read once per distinct dict."""
     from batchvid.jobs import shared_column
 
     flash, three = {"model": "cogvideox-flash", "prompt": "p"}, {"model": "cogvideox-3", "prompt": "p", "size": "1280x720"}
@@ -570,7 +569,8 @@ def test_shared_column_reads_each_jobs_parameters() -> None:
         return str(params.get("size", "-"))
 
     column = shared_column(jobs, size)
-    assert len(reads) == 6  # flash (2 jobs), three, two dicts of their own, three (2 jobs), flash
+    assert len(reads) == 4  # flash, three, and the two dicts of their own
+    assert shared_column(jobs[:2], size) == ["-", "-"] and len(reads) == 5  # one dict: one read
     assert column == [size(job.params) for job in jobs] == ["-", "-", "1280x720", "1280x720", "720x1280", "1280x720", "1280x720", "-"]
 
 
