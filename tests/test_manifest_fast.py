@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -473,12 +474,20 @@ def test_good_shapes_with_a_bad_one_go_in_bulk_up_to_it(tmp_path: Path, monkeypa
     assert [str(e.location.line) for e in caught.value.errors] == ["3", "5"]
 
 
-@pytest.mark.parametrize("texts", [["a", "b-1", "x" * 100], [], ["a", "A"], ["a", "x" * 101], ["a", ""], ["a\n"], ["a", " b"]])
+WHITESPACE = [chr(c) for c in range(0x3001) if re.fullmatch(r"\s", chr(c))] + ["\u200b", "\ufeff", "\x1c"]
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [["a", "b-1", "x" * 100], [], ["a", "A"], ["a", "x" * 101], ["a", ""], ["a\n"], ["a", " b"], [" ", "a"],
+     *([space, f"{space}a{space}", space * 3] for space in WHITESPACE)],
+)  # fmt: skip
 def test_bulk_string_checks_agree_with_each(texts: list[str]) -> None:
     """ids_ok and prompts_ok of a list say whether id_ok and prompt_ok pass every string of it."""
     checks = validators()
     assert checks.ids_ok(texts) == all(map(checks.id_ok, texts))
     assert checks.prompts_ok(texts) == all(map(checks.prompt_ok, texts))
+    assert checks.prompts_ok(texts) == all(checks.prompts_ok([text]) for text in texts)
 
 
 @pytest.mark.parametrize("rows", list(ROW_SETS.values())[:5], ids=list(ROW_SETS)[:5])

@@ -95,15 +95,24 @@ def _strings_check(
         return lambda texts: all(map(validator().is_valid, texts))
     low = int(schema.get("minLength", 0))
     high = int(schema.get("maxLength", sys.maxsize))
-    search = re.compile(schema.get("pattern", "")).search
+    pattern = schema.get("pattern", "")
+    search = re.compile(pattern).search
 
     def every(texts: Sequence[str]) -> bool:
         if not texts:
             return True
         lengths = list(map(len, texts))
-        return low <= min(lengths) and max(lengths) <= high and all(map(search, texts))
+        if not (low <= min(lengths) and max(lengths) <= high):
+            return False
+        if pattern == NOT_BLANK:  # re's \s is str.isspace's whitespace: a sixth of the cost
+            return not any(map(str.isspace, texts))
+        return all(map(search, texts))
 
     return every
+
+
+NOT_BLANK = r"^$|\S"
+"""The prompt's pattern: empty, or not whitespace alone (``not text.isspace()``)."""
 
 
 def _integral(schema: Mapping[str, Any]) -> frozenset[str]:
