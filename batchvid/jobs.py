@@ -153,16 +153,18 @@ def shared_column(jobs: Iterable[Job], read: Callable[[Mapping[str, Any]], T]) -
     prompts file's jobs (each ``PromptParams`` reads through to its template's dict) rather than
     once per job; the rest in C-level passes (``map``)."""
     params = list(map(_PARAMS, jobs))
-    shared: list[Mapping[str, Any]] = list(map(getattr, params, repeat("_shared"), params))  # a dict: itself
+    if set(map(type, params)) == {PromptParams}:
+        shared: list[Mapping[str, Any]] = list(map(_SHARED, params))
+    else:  # a plain dict stands for itself
+        shared = list(map(getattr, params, repeat("_shared"), params))
     held = list(map(id, shared))  # each dict alive in ``shared`` meanwhile: ids stay apart
-    distinct = dict(zip(held, shared, strict=True))
-    if len(distinct) == 1:
+    if len(dict.fromkeys(held)) == 1:
         return [read(shared[0])] * len(shared)
-    values = {held_id: read(one) for held_id, one in distinct.items()}
+    values = {held_id: read(one) for held_id, one in dict(zip(held, shared, strict=True)).items()}
     return list(map(values.__getitem__, held))
 
 
-_PARAMS = attrgetter("params")
+_PARAMS, _SHARED = attrgetter("params"), attrgetter("_shared")
 
 
 class JobFields:

@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import compress, repeat
 from operator import attrgetter, eq
@@ -115,8 +115,10 @@ class Plan:
         """The model of each submit, in order (read once per parameters dict: ``shared_column``)."""
 
         def models() -> list[str]:
-            submits = compress(self.steps, map(eq, map(_ACTION, self.steps), repeat("submit")))
-            return shared_column(map(_JOB, submits), model_of)
+            steps: Iterable[Step] = self.steps
+            if self._tally()["submit"] != len(self.steps):  # else every step (a new manifest's plan)
+                steps = compress(self.steps, map(eq, map(_ACTION, self.steps), repeat("submit")))
+            return shared_column(map(_JOB, steps), model_of)
 
         return self._once("models", models)
 
