@@ -480,6 +480,7 @@ WHITESPACE = [chr(c) for c in range(0x3001) if re.fullmatch(r"\s", chr(c))] + ["
 @pytest.mark.parametrize(
     "texts",
     [["a", "b-1", "x" * 100], [], ["a", "A"], ["a", "x" * 101], ["a", ""], ["a\n"], ["a", " b"], [" ", "a"],
+     ["a/b"], ["a/", "b"], ["a", "/b"], ["a", "b\n", "c"], ["a", "b\nc"], ["a.b", "-c"], ["0", "9_z", "a..b"], ["é"],
      *([space, f"{space}a{space}", space * 3] for space in WHITESPACE)],
 )  # fmt: skip
 def test_bulk_string_checks_agree_with_each(texts: list[str]) -> None:

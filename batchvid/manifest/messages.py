@@ -106,9 +106,24 @@ def _strings_check(
             return False
         if pattern == NOT_BLANK:  # re's \s is str.isspace's whitespace: a sixth of the cost
             return not any(map(str.isspace, texts))
+        joined = "/".join(texts) if whole is not None else ""
+        if whole is not None and joined.count("/") == len(texts) - 1 and whole(joined):
+            return True  # one match for all, no text holding a "/" itself: each matches
         return all(map(search, texts))
 
+    whole = _joined_match(pattern)
     return every
+
+
+def _joined_match(pattern: str) -> Callable[[str], Any] | None:
+    """For a pattern ``^[CLASS][CLASS]*$`` whose classes leave out "/": a match of the texts
+    joined by "/" that succeeds only if each text matches the pattern (a text that matches only
+    thanks to ``$`` before a final newline fails it, and is then checked on its own)."""
+    found = re.fullmatch(r"\^(\[[^\]/\\]*\])(\[[^\]/\\]*\])\*\$", pattern)
+    if found is None:
+        return None
+    first, rest = found.groups()
+    return re.compile(f"{first}{rest}*(?:/{first}{rest}*)*").fullmatch
 
 
 NOT_BLANK = r"^$|\S"
