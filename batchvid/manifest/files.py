@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from itertools import repeat
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING
 
 from batchvid.errors import Location, ManifestError
@@ -123,25 +124,25 @@ class _Jobs:
         made = {template: self._spelled(template, 1) for template in dict.fromkeys(run.templates)}
         if not all(keyed[0].usable for _, _, keyed in made.values()):
             return False
-        per_row = [made[template] for template in run.templates]
-        prompts = [row.fields["prompt"] for row in run.rows]
-        job_ids = [f"{run.source}-{row.id}" for row in run.rows]
-        keys = spelled_keys((keyed[0] for _, _, keyed in per_row), prompts)
-        locations = [row.location for row in run.rows]
+        spelling = {template: keyed[0] for template, (_, _, keyed) in made.items()}
+        enhancement = {template: enhance for template, (enhance, _, _) in made.items()}
+        prompts = list(map(_PROMPT, map(_FIELDS, run.rows)))
+        job_ids = list(map("{}-{}".format, repeat(run.source), map(_ID, run.rows)))
+        keys = spelled_keys(map(spelling.__getitem__, run.templates), prompts)
+        locations = list(map(_LOCATION, run.rows))
         new_ids, new_keys = dict(zip(job_ids, locations, strict=True)), dict(zip(keys, job_ids, strict=True))
         fresh = len(new_ids) == len(job_ids) == len(new_keys) and max(map(len, job_ids), default=0) <= _MAX_ID
         if not (fresh and self.ids.keys().isdisjoint(new_ids.keys()) and self.keys.keys().isdisjoint(new_keys.keys())):
             return False
         self.ids.update(new_ids)
         self.keys.update(new_keys)
-        start, count, provider = len(self.jobs), len(job_ids), self.scope.provider
+        start, count, provider, templates = len(self.jobs), len(job_ids), self.scope.provider, run.templates
 
         def make() -> Iterable[Job]:  # when a job is first asked for (``JobSequence``)
             fields = map(
                 JobFields, job_ids, keys, range(start, start + count), repeat(provider),
-                map(PromptParams, [template.params for template in run.templates], prompts), repeat(None), repeat(0),
-                locations, repeat(run.source), [enhance for enhance, _, _ in per_row],
-                [template.origin.values for template in run.templates],
+                map(PromptParams, map(_PARAMS, templates), prompts), repeat(None), repeat(0),
+                locations, repeat(run.source), map(enhancement.__getitem__, templates), map(_VALUES, templates),
             )  # fmt: skip
             return map(JobFields.freeze, fields)
 
@@ -173,6 +174,10 @@ class _Jobs:
             )
             return False
         return True
+
+
+_PROMPT, _FIELDS, _ID, _LOCATION = itemgetter("prompt"), attrgetter("fields"), attrgetter("id"), attrgetter("location")
+_PARAMS, _VALUES = attrgetter("params"), attrgetter("origin.values")
 
 
 def _enhancement(context: Context, scope: Scope, origin: Origin) -> tuple[EnhanceSettings, str] | None:
