@@ -152,19 +152,20 @@ def shared_column(jobs: Iterable[Job], read: Callable[[Mapping[str, Any]], T]) -
     model, the size): read once per distinct parameters dict, so about once per template for a
     prompts file's jobs (each ``PromptParams`` reads through to its template's dict) rather than
     once per job; the rest in C-level passes (``map``)."""
-    params = list(map(_PARAMS, jobs))
-    if set(map(type, params)) == {PromptParams}:
-        shared: list[Mapping[str, Any]] = list(map(_SHARED, params))
-    else:  # a plain dict stands for itself
+    jobs = jobs if isinstance(jobs, list | tuple) else list(jobs)
+    try:  # every job's params a PromptParams (a prompts file's): its template in one pass
+        shared: list[Mapping[str, Any]] = list(map(_PARAMS_SHARED, jobs))
+    except AttributeError:  # a plain dict stands for itself
+        params = list(map(_PARAMS, jobs))
         shared = list(map(getattr, params, repeat("_shared"), params))
-    held = list(map(id, shared))  # each dict alive in ``shared`` meanwhile: ids stay apart
-    if len(dict.fromkeys(held)) == 1:
+    if len(shared) > 1 and len(set(map(id, shared))) == 1:
         return [read(shared[0])] * len(shared)
+    held = list(map(id, shared))  # each dict alive in ``shared`` meanwhile: ids stay apart
     values = {held_id: read(one) for held_id, one in dict(zip(held, shared, strict=True)).items()}
     return list(map(values.__getitem__, held))
 
 
-_PARAMS, _SHARED = attrgetter("params"), attrgetter("_shared")
+_PARAMS, _PARAMS_SHARED = attrgetter("params"), attrgetter("params._shared")
 
 
 class JobFields:
