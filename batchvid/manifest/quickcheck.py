@@ -40,6 +40,8 @@ def compile_check(schema: Any, root: Mapping[str, Any]) -> Check:
 
 
 class _Compiler:
+    """Subschemas into checks, keyword by keyword; ``$ref``s shared by name."""
+
     def __init__(self, root: Mapping[str, Any]) -> None:
         self.root = root
         self.refs: dict[str, Check] = {}
