@@ -10,14 +10,17 @@ import base64
 import fnmatch
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain, repeat
 from json.encoder import encode_basestring
-from operator import add, attrgetter, methodcaller
+from operator import attrgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from batchvid.errors import Location, UsageError
+from batchvid.gcpause import paused_gc
 
 if TYPE_CHECKING:
     from batchvid.enhance.settings import EnhanceSettings
@@ -146,20 +149,23 @@ def model_of(params: Mapping[str, Any]) -> str:
 
 def shared_column(jobs: Iterable[Job], read: Callable[[Mapping[str, Any]], T]) -> list[T]:
     """``read(job.params)`` of each job, for a ``read`` that does not look at the prompt (the
-    model, the size): read again only when a job's parameters dict is not its predecessor's, so
-    about once per template for a prompts file's jobs (each ``PromptParams`` reads through to
-    its template's dict) rather than once per job."""
-    column: list[T] = []
-    append, last, value = column.append, None, cast(T, None)
-    for params in map(_PARAMS, jobs):
-        shared = getattr(params, "_shared", params)  # a plain dict stands for itself
-        if shared is not last:
-            last, value = shared, read(shared)
-        append(value)
-    return column
+    model, the size): read once per distinct parameters dict, so about once per template for a
+    prompts file's jobs (each ``PromptParams`` reads through to its template's dict) rather than
+    once per job; the rest in C-level passes (``map``)."""
+    jobs = jobs if isinstance(jobs, list | tuple) else list(jobs)
+    try:  # every job's params a PromptParams (a prompts file's): its template in one pass
+        shared: list[Mapping[str, Any]] = list(map(_PARAMS_SHARED, jobs))
+    except AttributeError:  # a plain dict stands for itself
+        params = list(map(_PARAMS, jobs))
+        shared = list(map(getattr, params, repeat("_shared"), params))
+    if len(shared) > 1 and len(set(map(id, shared))) == 1:
+        return [read(shared[0])] * len(shared)
+    held = list(map(id, shared))  # each dict alive in ``shared`` meanwhile: ids stay apart
+    values = {held_id: read(one) for held_id, one in dict(zip(held, shared, strict=True)).items()}
+    return list(map(values.__getitem__, held))
 
 
-_PARAMS = attrgetter("params")
+_PARAMS, _PARAMS_SHARED = attrgetter("params"), attrgetter("params._shared")
 
 
 class JobFields:
@@ -294,30 +300,40 @@ class PromptKeys:
     """``job_key`` of requests that differ in their prompt alone, spelled once.
 
     The payload is spelled with a placeholder prompt and cut around it; each key then costs one
-    string escape and one sha256. ``usable`` is False when the placeholder does not stand out
-    (then call ``job_key``).
+    string escape and the hash of what follows the head: the head's bytes are hashed once, and
+    each key goes on from a copy of that state (``copy`` is several times cheaper than a new
+    sha256 object). ``usable`` is False when the placeholder does not stand out (then call
+    ``job_key``).
     """
 
-    __slots__ = ("_head", "_tail", "usable")
+    __slots__ = ("_started", "_tail", "usable")
 
     def __init__(self, provider: str, params: Mapping[str, Any], sample: int, enhance_json: str | None) -> None:
         payload = _key_payload(provider, {**params, "prompt": PROMPT_MARK}, None, sample, enhance_json)
-        self._head, self._tail = cut_at_prompt(payload) or ("", "")
-        self.usable = bool(self._head)
+        head, self._tail = cut_at_prompt(payload) or ("", "")
+        self._started = hashlib.sha256(head.encode())
+        self.usable = bool(head)
 
     def key(self, prompt: str) -> str:
         """``job_key(provider, {**params, "prompt": prompt}, None, sample, ...)``."""
-        return hashlib.sha256((self._head + encode_basestring(prompt) + self._tail).encode()).hexdigest()
+        digest = self._started.copy()
+        digest.update((encode_basestring(prompt) + self._tail).encode())
+        return digest.hexdigest()
 
 
-_HEAD, _TAIL, _HEXDIGEST = attrgetter("_head"), attrgetter("_tail"), methodcaller("hexdigest")
+_STARTED, _TAIL = attrgetter("_started"), attrgetter("_tail")
 
 
 def spelled_keys(spellings: Iterable[PromptKeys], prompts: Iterable[str]) -> list[str]:
-    """``spelling.key(prompt)`` of each pair (every spelling usable), in C-level passes."""
+    """``spelling.key(prompt)`` of each pair (every spelling usable), inline."""
     spellings = list(spellings)
-    payloads = map(add, map(add, map(_HEAD, spellings), map(encode_basestring, prompts)), map(_TAIL, spellings))
-    return list(map(_HEXDIGEST, map(hashlib.sha256, map(str.encode, payloads))))
+    keys: list[str] = []
+    append = keys.append
+    for started, tail, prompt in zip(map(_STARTED, spellings), map(_TAIL, spellings), prompts, strict=True):
+        digest = started.copy()
+        digest.update((encode_basestring(prompt) + tail).encode())
+        append(digest.hexdigest())
+    return keys
 
 
 def matches(job: Job, pattern: str) -> bool:
@@ -358,6 +374,76 @@ def _nothing_selected(pattern: str, jobs: Sequence[Job]) -> str:
     return f"--only {pattern}: no job id matches{hint} (see `batchvid plan`)"
 
 
+class JobSequence(Sequence[Job]):
+    """A manifest's jobs in order, where the many jobs of a prompts file's rows stay the columns
+    they are made from (``defer``) until a job is first asked for: ``batchvid validate`` only
+    counts them (``len``) and never makes them. On first use every job is made at once, and the
+    sequence then behaves as the tuple of them (equal to it, hashed as it)."""
+
+    __slots__ = ("_parts", "_length", "_made")
+
+    def __init__(self) -> None:
+        self._parts: list[list[Job] | Callable[[], Iterable[Job]]] = []
+        self._length = 0
+        self._made: tuple[Job, ...] | None = None
+
+    def append(self, job: Job) -> None:
+        if not self._parts or not isinstance(self._parts[-1], list):
+            self._parts.append([])
+        self._parts[-1].append(job)  # type: ignore[union-attr]
+        self._length += 1
+
+    def defer(self, count: int, make: Callable[[], Iterable[Job]]) -> None:
+        """The next ``count`` jobs are what ``make()`` gives, when a job is first asked for."""
+        self._parts.append(make)
+        self._length += count
+
+    def made(self) -> tuple[Job, ...]:
+        """Every job, made now if not yet."""
+        if self._made is None:
+            with paused_gc():  # as while loading: many objects that all live on, and no cycles
+                made = tuple(chain.from_iterable(part if isinstance(part, list) else part() for part in self._parts))
+            assert len(made) == self._length
+            self._made, self._parts = made, []
+        return self._made
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> Job: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Job, ...]: ...
+    def __getitem__(self, index: int | slice) -> Job | tuple[Job, ...]:
+        return self.made()[index]
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self.made())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self.made()
+
+    def __reversed__(self) -> Iterator[Job]:
+        return reversed(self.made())
+
+    def index(self, value: Any, start: int = 0, stop: int = sys.maxsize) -> int:
+        return self.made().index(value, start, stop)
+
+    def count(self, value: Any) -> int:
+        return self.made().count(value)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, JobSequence):
+            other = other.made()
+        return self.made() == other if isinstance(other, tuple) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.made())
+
+    def __repr__(self) -> str:
+        return repr(self.made())
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     """A validated manifest with its jobs expanded, in manifest order."""
@@ -365,7 +451,8 @@ class Manifest:
     path: Path
     name: str
     provider: str
-    jobs: tuple[Job, ...]
+    jobs: Sequence[Job]
+    """In manifest order: a ``JobSequence`` as loaded, or a tuple."""
     limits: Mapping[str, Any] = field(default_factory=dict)
     """``limits:`` as written: max_in_flight, requests_per_minute, retries, timeout,
     poll_interval, max_cost."""

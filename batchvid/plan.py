@@ -6,12 +6,12 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from itertools import repeat
-from operator import attrgetter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import compress, repeat
+from operator import attrgetter, eq
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, get_args
 
 from batchvid.billing import UNCONFIRMED_KIND, Verdict, unanswered_create
 from batchvid.errors import UsageError
@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # the providers (httpx), the store (anyio) and the report: on
     # that planning new jobs (``batchvid plan`` of a fresh output directory) imports none of them
     from batchvid.journal import JobRecord
     from batchvid.report import Status
+
+T = TypeVar("T")
 
 Action = Literal["submit", "reattach", "download", "skip", "keep-failed"]
 
@@ -83,13 +85,27 @@ class Plan:
     steps: tuple[Step, ...]
     prices: Mapping[str, float]
     currency: str = CURRENCY
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+    """What ``cost``, ``unpriced``, ``counts`` and the estimate share, made once for ``steps``."""
+
+    def _once(self, name: str, make: Callable[[], T]) -> T:
+        """``make()``, kept for these steps (a Plan ``replace``d with other steps makes its own)."""
+        if self._memo.get("steps") is not self.steps:
+            self._memo.clear()
+            self._memo["steps"] = self.steps
+        if name not in self._memo:
+            self._memo[name] = make()
+        return cast(T, self._memo[name])
+
+    def _tally(self) -> Counter[str]:
+        return self._once("tally", lambda: Counter(map(_ACTION, self.steps)))
 
     def count(self, action: Action) -> int:
-        return list(map(_ACTION, self.steps)).count(action)
+        return self._tally()[action]
 
     def counts(self) -> dict[str, int]:
         """How many steps take each action, in ``Action`` order, leaving out the zeros."""
-        tally = Counter(map(_ACTION, self.steps))
+        tally = self._tally()
         return {action: tally[action] for action in get_args(Action) if tally[action]}
 
     def price(self, job: Job) -> float | None:
@@ -97,7 +113,14 @@ class Plan:
 
     def _submitted_models(self) -> list[str]:
         """The model of each submit, in order (read once per parameters dict: ``shared_column``)."""
-        return shared_column((s.job for s in self.steps if s.action == "submit"), model_of)
+
+        def models() -> list[str]:
+            steps: Iterable[Step] = self.steps
+            if self._tally()["submit"] != len(self.steps):  # else every step (a new manifest's plan)
+                steps = compress(self.steps, map(eq, map(_ACTION, self.steps), repeat("submit")))
+            return shared_column(map(_JOB, steps), model_of)
+
+        return self._once("models", models)
 
     @property
     def cost(self) -> float:
@@ -114,7 +137,7 @@ class Plan:
     def estimated_seconds(self, max_in_flight: int, rpm: float | None) -> float:
         """Wall time if the provider's limits bind: tasks in waves of ``max_in_flight``, creates
         paced by ``rpm``; whichever is slower."""
-        tally = Counter(map(_ACTION, self.steps))
+        tally = self._tally()
         active = sum(tally[action] for action in ACTIVE)
         if not active:
             return 0.0
@@ -123,7 +146,7 @@ class Plan:
         return max(waves, paced)
 
 
-_ACTION, _ENHANCE = attrgetter("action"), attrgetter("enhance")
+_ACTION, _ENHANCE, _JOB = attrgetter("action"), attrgetter("enhance"), attrgetter("job")
 
 
 def prices_for(provider: str, overrides: Mapping[str, float]) -> dict[str, float]:

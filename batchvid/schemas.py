@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 SCHEMA_NAMES = ("manifest", "report")
 
-_REPO_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+_PACKAGE = Path(__file__).resolve().parent
+_REPO_SCHEMAS = _PACKAGE.parent / "schemas"
 
 
 def schema_text(name: str) -> str:
@@ -23,10 +23,12 @@ def schema_text(name: str) -> str:
     if name not in SCHEMA_NAMES:
         raise ValueError(f"unknown schema {name!r}; known: {', '.join(SCHEMA_NAMES)}")
     file_name = f"{name}.schema.json"
-    packaged = resources.files("batchvid").joinpath("_schemas", file_name)
-    if packaged.is_file():
-        return packaged.read_text(encoding="utf-8")
-    return (_REPO_SCHEMAS / file_name).read_text(encoding="utf-8")
+    for found in (_PACKAGE / "_schemas" / file_name, _REPO_SCHEMAS / file_name):
+        if found.is_file():  # a wheel's package data, or this repository's (importlib.resources not imported)
+            return found.read_text(encoding="utf-8")
+    from importlib import resources  # a package inside a zip file
+
+    return resources.files("batchvid").joinpath("_schemas", file_name).read_text(encoding="utf-8")
 
 
 @functools.cache

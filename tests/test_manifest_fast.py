@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -473,12 +474,21 @@ def test_good_shapes_with_a_bad_one_go_in_bulk_up_to_it(tmp_path: Path, monkeypa
     assert [str(e.location.line) for e in caught.value.errors] == ["3", "5"]
 
 
-@pytest.mark.parametrize("texts", [["a", "b-1", "x" * 100], [], ["a", "A"], ["a", "x" * 101], ["a", ""], ["a\n"], ["a", " b"]])
+WHITESPACE = [chr(c) for c in range(0x3001) if re.fullmatch(r"\s", chr(c))] + ["\u200b", "\ufeff", "\x1c"]
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [["a", "b-1", "x" * 100], [], ["a", "A"], ["a", "x" * 101], ["a", ""], ["a\n"], ["a", " b"], [" ", "a"],
+     ["a/b"], ["a/", "b"], ["a", "/b"], ["a", "b\n", "c"], ["a", "b\nc"], ["a.b", "-c"], ["0", "9_z", "a..b"], ["é"],
+     *([space, f"{space}a{space}", space * 3] for space in WHITESPACE)],
+)  # fmt: skip
 def test_bulk_string_checks_agree_with_each(texts: list[str]) -> None:
     """ids_ok and prompts_ok of a list say whether id_ok and prompt_ok pass every string of it."""
     checks = validators()
     assert checks.ids_ok(texts) == all(map(checks.id_ok, texts))
     assert checks.prompts_ok(texts) == all(map(checks.prompt_ok, texts))
+    assert checks.prompts_ok(texts) == all(checks.prompts_ok([text]) for text in texts)
 
 
 @pytest.mark.parametrize("rows", list(ROW_SETS.values())[:5], ids=list(ROW_SETS)[:5])
@@ -508,6 +518,9 @@ def test_a_plan_of_many_shapes_is_tabled_and_priced_as_job_by_job(tmp_path: Path
     table = plan_table(plan, 4, None).splitlines()
     assert table[: len(expected)] == expected
     assert table[len(expected) + 2] == f"estimated cost: {plan.cost:g} CNY + unknown price for no-such-model (set pricing: in the manifest)"
+    without = {name: dataclasses.replace(plan, steps=tuple(s for s in plan.steps if s.job.id != name)) for name in ("odd", "own")}
+    assert without["odd"].unpriced == [] and plan.unpriced == ["no-such-model"]  # each plan's models its own
+    assert without["own"].cost == pytest.approx(plan.cost - 0.2) and without["own"].unpriced == ["no-such-model"]
 
 
 def test_a_verified_jobs_step_is_a_frozen_step(tmp_path: Path) -> None:
@@ -544,3 +557,47 @@ def test_the_provider_is_asked_for_idempotence_only_for_an_unanswered_create(
     sent = JobRecord(jobs[1].key, "b", "submitting", None)
     plan = make_plan(jobs, {jobs[0].key: failed, jobs[1].key: sent}, tmp_path, provider="bigmodel")
     assert asked == ["bigmodel"] and plan.steps[1].action == "submit"
+
+
+def test_shared_column_reads_each_jobs_parameters() -> None:
+    """shared_column is read(job.params) of each job, whether jobs share a template (prompts
+    files' PromptParams), hold equal dicts of their own, or differ; read once per distinct dict."""
+    from batchvid.jobs import shared_column
+
+    flash, three = {"model": "cogvideox-flash", "prompt": "p"}, {"model": "cogvideox-3", "prompt": "p", "size": "1280x720"}
+    jobs = [
+        dataclasses.replace(make_job(f"j{i}"), params=params)
+        for i, params in enumerate(
+            [PromptParams(flash, "a"), PromptParams(flash, "c"), PromptParams(three, "b"), dict(three),
+             dict(three, size="720x1280"), PromptParams(three, "d"), PromptParams(three, "e"), flash]
+        )
+    ]  # fmt: skip
+    reads: list[object] = []
+
+    def size(params: Any) -> str:
+        reads.append(params)
+        return str(params.get("size", "-"))
+
+    column = shared_column(jobs, size)
+    assert len(reads) == 4  # flash, three, and the two dicts of their own
+    assert shared_column(jobs[:2], size) == ["-", "-"] and len(reads) == 5  # one dict: one read
+    assert column == [size(job.params) for job in jobs] == ["-", "-", "1280x720", "1280x720", "720x1280", "1280x720", "1280x720", "-"]
+
+
+def test_a_prompts_files_jobs_are_made_only_when_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loaded manifest counts its prompts-file jobs without making them (what validate
+    asks); once one is asked for, the sequence is the tuple the row-by-row loop makes."""
+    from batchvid.jobs import JobSequence
+
+    rows = [{"id": "a", "prompt": "first"}, {"id": "b", "prompt": "second"}, {"id": "c", "prompt": "third"}]
+    path = _manifest(tmp_path, rows, samples=1, job_keys="  - id: plain\n    prompt: one of its own\n")
+    made: list[int] = []
+    freeze = JobFields.freeze
+    monkeypatch.setattr(JobFields, "freeze", lambda self: made.append(1) or freeze(self))
+    jobs = load_manifest(path).jobs
+    assert isinstance(jobs, JobSequence) and len(jobs) == 4 and bool(jobs) and made == [1]  # "plain" alone
+    monkeypatch.setattr(files._Jobs, "_add_at_once", lambda self, run: False)
+    looped = tuple(load_manifest(path).jobs)
+    assert jobs[0] == looped[0] and len(made) == 1 + 3 + 4  # the first ask made the rest; the loop all
+    assert jobs == looped and looped == jobs and list(jobs) == list(looped) and jobs[1:3] == looped[1:3]
+    assert [job.index for job in jobs] == [0, 1, 2, 3] and jobs[-1].id == "plain" and looped[2] in jobs

@@ -85,7 +85,7 @@ def _load(
         path=context.path,
         name=data.get("name") or context.path.stem,
         provider=scope.provider,
-        jobs=tuple(jobs),
+        jobs=jobs,
         limits=dict(data.get("limits", {})),
         pricing=dict(data.get("pricing", {})),
         qc=dict(data.get("qc") or {}),

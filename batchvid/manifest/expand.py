@@ -392,7 +392,9 @@ def check_request(context: Context, scope: Scope, origin: Origin, params: dict[s
         if isinstance(probe.get("image"), str) and probe["image"]:
             probe["image"] = "i"
         model = probe.get("model") if isinstance(probe.get("model"), str) else None
-        found = [i for e in context.checks.request.iter_errors(probe) for i in issues(e, model)]
+        found = [] if context.checks.request_ok(probe) else [
+            i for e in context.checks.request.iter_errors(probe) for i in issues(e, model)
+        ]
         scope.request_issues[memo] = found
     for issue in found:
         key = str(issue.path[0]) if issue.path else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from itertools import repeat
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING
 
 from batchvid.errors import Location, ManifestError
@@ -18,6 +19,7 @@ from batchvid.images import ImageLoader, ImageProblem
 from batchvid.jobs import (
     Job,
     JobFields,
+    JobSequence,
     PromptKeys,
     PromptParams,
     canonical_json,
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from batchvid.enhance.settings import EnhanceSettings
 
 
-def build_jobs(context: Context, scope: Scope, requests: Iterable[Request | SharedRows]) -> list[Job]:
+def build_jobs(context: Context, scope: Scope, requests: Iterable[Request | SharedRows]) -> JobSequence:
     """The jobs of ``requests``, in order; problems reported into ``context``."""
     maker = _Jobs(context, scope)
     for item in requests:
@@ -55,7 +57,7 @@ class _Jobs:
         self.loader = ImageLoader(context.base_dir, os.path.dirname(context.display), root=context.root)
         self.ids: Claims[Location] = Claims()
         self.keys: Claims[str] = Claims()
-        self.jobs: list[Job] = []
+        self.jobs = JobSequence()
         self._enhancements: dict[int, tuple[EnhanceSettings, str] | None] = {}
 
     def enhancement(self, origin: Origin) -> tuple[EnhanceSettings, str] | None:
@@ -122,24 +124,29 @@ class _Jobs:
         made = {template: self._spelled(template, 1) for template in dict.fromkeys(run.templates)}
         if not all(keyed[0].usable for _, _, keyed in made.values()):
             return False
-        per_row = [made[template] for template in run.templates]
-        prompts = [row.fields["prompt"] for row in run.rows]
-        job_ids = [f"{run.source}-{row.id}" for row in run.rows]
-        keys = spelled_keys((keyed[0] for _, _, keyed in per_row), prompts)
-        fresh = len(set(job_ids)) == len(job_ids) == len(set(keys)) and max(map(len, job_ids), default=0) <= _MAX_ID
-        if not (fresh and self.ids.keys().isdisjoint(job_ids) and self.keys.keys().isdisjoint(keys)):
+        spelling = {template: keyed[0] for template, (_, _, keyed) in made.items()}
+        enhancement = {template: enhance for template, (enhance, _, _) in made.items()}
+        prompts = list(map(_PROMPT, map(_FIELDS, run.rows)))
+        job_ids = list(map("{}-{}".format, repeat(run.source), map(_ID, run.rows)))
+        keys = spelled_keys(map(spelling.__getitem__, run.templates), prompts)
+        locations = list(map(_LOCATION, run.rows))
+        new_ids, new_keys = dict(zip(job_ids, locations, strict=True)), dict(zip(keys, job_ids, strict=True))
+        fresh = len(new_ids) == len(job_ids) == len(new_keys) and max(map(len, job_ids), default=0) <= _MAX_ID
+        if not (fresh and self.ids.keys().isdisjoint(new_ids.keys()) and self.keys.keys().isdisjoint(new_keys.keys())):
             return False
-        locations = [row.location for row in run.rows]
-        self.ids.update(zip(job_ids, locations, strict=True))
-        self.keys.update(zip(keys, job_ids, strict=True))
-        start, count = len(self.jobs), len(job_ids)
-        fields = map(
-            JobFields, job_ids, keys, range(start, start + count), repeat(self.scope.provider),
-            map(PromptParams, [template.params for template in run.templates], prompts), repeat(None), repeat(0),
-            locations, repeat(run.source), [enhance for enhance, _, _ in per_row],
-            [template.origin.values for template in run.templates],
-        )  # fmt: skip
-        self.jobs.extend(map(JobFields.freeze, fields))
+        self.ids.update(new_ids)
+        self.keys.update(new_keys)
+        start, count, provider, templates = len(self.jobs), len(job_ids), self.scope.provider, run.templates
+
+        def make() -> Iterable[Job]:  # when a job is first asked for (``JobSequence``)
+            fields = map(
+                JobFields, job_ids, keys, range(start, start + count), repeat(provider),
+                map(PromptParams, map(_PARAMS, templates), prompts), repeat(None), repeat(0),
+                locations, repeat(run.source), map(enhancement.__getitem__, templates), map(_VALUES, templates),
+            )  # fmt: skip
+            return map(JobFields.freeze, fields)
+
+        self.jobs.defer(count, make)
         return True
 
     def _spelled(self, template: Template, samples: int) -> _Spelled:
@@ -167,6 +174,10 @@ class _Jobs:
             )
             return False
         return True
+
+
+_PROMPT, _FIELDS, _ID, _LOCATION = itemgetter("prompt"), attrgetter("fields"), attrgetter("id"), attrgetter("location")
+_PARAMS, _VALUES = attrgetter("params"), attrgetter("origin.values")
 
 
 def _enhancement(context: Context, scope: Scope, origin: Origin) -> tuple[EnhanceSettings, str] | None:

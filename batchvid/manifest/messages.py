@@ -11,25 +11,31 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
-from jsonschema.protocols import Validator
-
+from batchvid.manifest.quickcheck import Check, compile_check
 from batchvid.schemas import load_schema
 from batchvid.yamlload import PathKey
+
+if TYPE_CHECKING:  # jsonschema (half of a small validate's time) only to find and word an error
+    from jsonschema.exceptions import ValidationError
+    from jsonschema.protocols import Validator
 
 DEFAULT_MODEL = "cogvideox-flash"
 
 
-@dataclass(frozen=True, slots=True)
 class Validators:
-    """The manifest schema compiled once, whole and for the parts checked one by one."""
+    """The manifest schema compiled once, whole and for the parts checked one by one.
 
-    manifest: Validator
-    request: Validator
-    row_id: Validator
+    ``manifest_ok`` and ``request_ok`` answer True only for a value jsonschema finds no error
+    in (``quickcheck``); ``manifest``, ``request`` and ``row_id``, jsonschema's validators, are
+    made (and jsonschema imported) the first time one is asked for: to locate and word errors.
+    """
+
+    manifest_ok: Check
+    """``quickcheck`` of the whole manifest: True only if jsonschema finds no error."""
+    request_ok: Check
+    """Likewise for ``$defs/request``."""
     prompt_ok: Callable[[str], bool]
     """Whether a string passes ``$defs/prompt``: checked per row, so without jsonschema's cost."""
     id_ok: Callable[[str], bool]
@@ -41,36 +47,87 @@ class Validators:
     integral: frozenset[str]
     """Request parameters whose accepted values are all integers (30.0 is sent as 30)."""
 
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        self.schema = schema
+        defs = schema["$defs"]
+        self.manifest_ok = compile_check(schema, schema)
+        self.request_ok = compile_check(defs["request"], schema)
+        self.prompt_ok = _string_check(lambda: self.manifest.evolve(schema=defs["prompt"]), defs["prompt"])
+        self.id_ok = _string_check(lambda: self.row_id, defs["id"])
+        self.prompts_ok = _strings_check(lambda: self.manifest.evolve(schema=defs["prompt"]), defs["prompt"])
+        self.ids_ok = _strings_check(lambda: self.row_id, defs["id"])
+        self.integral = _integral(schema)
+
+    @functools.cached_property
+    def manifest(self) -> Validator:
+        from jsonschema import Draft202012Validator
+
+        return Draft202012Validator(self.schema)
+
+    @functools.cached_property
+    def request(self) -> Validator:
+        return self.manifest.evolve(schema=self.schema["$defs"]["request"])
+
+    @functools.cached_property
+    def row_id(self) -> Validator:
+        return self.manifest.evolve(schema=self.schema["$defs"]["id"])
+
 
 _STRING_RULES = frozenset({"type", "minLength", "maxLength", "pattern", "title", "description", "x-messages"})
 
 
-def _string_check(validator: Validator, schema: Mapping[str, Any]) -> Callable[[str], bool]:
-    """A fast predicate equal to ``validator.is_valid`` for strings under ``schema``."""
+def _string_check(validator: Callable[[], Validator], schema: Mapping[str, Any]) -> Callable[[str], bool]:
+    """A fast predicate equal to ``validator().is_valid`` for strings under ``schema``."""
     if not set(schema) <= _STRING_RULES or schema.get("type") != "string":
-        return validator.is_valid
+        return lambda text: bool(validator().is_valid(text))
     low = int(schema.get("minLength", 0))
     high = int(schema.get("maxLength", sys.maxsize))
     search = re.compile(schema.get("pattern", "")).search
     return lambda text: low <= len(text) <= high and search(text) is not None
 
 
-def _strings_check(validator: Validator, schema: Mapping[str, Any]) -> Callable[[Sequence[str]], bool]:
+def _strings_check(
+    validator: Callable[[], Validator], schema: Mapping[str, Any]
+) -> Callable[[Sequence[str]], bool]:
     """``_string_check(validator, schema)`` of every string of a list at once: the lengths by
     ``min`` and ``max``, the pattern by ``map``, with no Python call per string."""
     if not set(schema) <= _STRING_RULES or schema.get("type") != "string":
-        return lambda texts: all(map(validator.is_valid, texts))
+        return lambda texts: all(map(validator().is_valid, texts))
     low = int(schema.get("minLength", 0))
     high = int(schema.get("maxLength", sys.maxsize))
-    search = re.compile(schema.get("pattern", "")).search
+    pattern = schema.get("pattern", "")
+    search = re.compile(pattern).search
 
     def every(texts: Sequence[str]) -> bool:
         if not texts:
             return True
         lengths = list(map(len, texts))
-        return low <= min(lengths) and max(lengths) <= high and all(map(search, texts))
+        if not (low <= min(lengths) and max(lengths) <= high):
+            return False
+        if pattern == NOT_BLANK:  # re's \s is str.isspace's whitespace: a sixth of the cost
+            return not any(map(str.isspace, texts))
+        joined = "/".join(texts) if whole is not None else ""
+        if whole is not None and joined.count("/") == len(texts) - 1 and whole(joined):
+            return True  # one match for all, no text holding a "/" itself: each matches
+        return all(map(search, texts))
 
+    whole = _joined_match(pattern)
     return every
+
+
+def _joined_match(pattern: str) -> Callable[[str], Any] | None:
+    """For a pattern ``^[CLASS][CLASS]*$`` whose classes leave out "/": a match of the texts
+    joined by "/" that succeeds only if each text matches the pattern (a text that matches only
+    thanks to ``$`` before a final newline fails it, and is then checked on its own)."""
+    found = re.fullmatch(r"\^(\[[^\]/\\]*\])(\[[^\]/\\]*\])\*\$", pattern)
+    if found is None:
+        return None
+    first, rest = found.groups()
+    return re.compile(f"{first}{rest}*(?:/{first}{rest}*)*").fullmatch
+
+
+NOT_BLANK = r"^$|\S"
+"""The prompt's pattern: empty, or not whitespace alone (``not text.isspace()``)."""
 
 
 def _integral(schema: Mapping[str, Any]) -> frozenset[str]:
@@ -88,21 +145,7 @@ def _integral(schema: Mapping[str, Any]) -> frozenset[str]:
 
 @functools.cache
 def validators() -> Validators:
-    schema = load_schema("manifest")
-    root = Draft202012Validator(schema)
-    defs = schema["$defs"]
-    prompt = root.evolve(schema=defs["prompt"])
-    row_id = root.evolve(schema=defs["id"])
-    return Validators(
-        manifest=root,
-        request=root.evolve(schema=defs["request"]),
-        row_id=row_id,
-        prompt_ok=_string_check(prompt, defs["prompt"]),
-        id_ok=_string_check(row_id, defs["id"]),
-        prompts_ok=_strings_check(prompt, defs["prompt"]),
-        ids_ok=_strings_check(row_id, defs["id"]),
-        integral=_integral(schema),
-    )
+    return Validators(load_schema("manifest"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +245,8 @@ def issues(error: ValidationError, model: str | None) -> Iterator[Issue]:
                 yield Issue(path, f"missing required key {key!r}")
         return
     if keyword in ("anyOf", "oneOf") and error.context:
+        from jsonschema.exceptions import best_match
+
         yield from issues(best_match(error.context), model)
         return
     yield Issue(path, _generic_message(error, keyword, instance), at_key=on_name)

@@ -12,7 +12,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import compress, repeat
 from json.encoder import encode_basestring
 from operator import add, and_, contains, eq, is_, itemgetter, methodcaller
@@ -123,12 +123,25 @@ def _jsonl_rows(text: str) -> tuple[Iterable[tuple[int, Fields]], Problems]:
     if body and "\r" not in body:  # the usual file: one object a line, no blank line (it breaks the array)
         whole = _jsonl_at_once(text, body.count("\n") + 1, body.replace("\n", ","))
         if whole is not None:
-            return enumerate(whole, start=1), []
+            return _Numbered(whole), []
     numbered = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     fast = _jsonl_at_once(text, len(numbered), ",".join(line for _, line in numbered))
     if fast is not None:
         return [(n, value) for (n, _), value in zip(numbered, fast, strict=True)], []
     return _jsonl_line_by_line(numbered)
+
+
+class _Numbered:
+    """The rows of a file with one row on each line from the first: (line, fields) pairs when
+    iterated, and ``fields`` as one list (``load_rows`` takes it whole)."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: list[Fields]) -> None:
+        self.fields = fields
+
+    def __iter__(self) -> Iterator[tuple[int, Fields]]:
+        return enumerate(self.fields, start=1)
 
 
 def _jsonl_at_once(text: str, count: int, joined: str) -> list[Fields] | None:
@@ -243,11 +256,14 @@ def load_rows(context: Context, index: int, reference: str) -> list[Row] | None:
     prefix = format_path(where)
     for line, column, message in problems:
         context.error(Location(display, line, column), prefix, message)
-    lines: list[int] = []
-    fields_list: list[Fields] = []
-    for line, fields in raw_rows:  # not a list of the pairs: 5 MB at 100,000 rows, kept by the allocator
-        lines.append(line)
-        fields_list.append(fields)
+    lines: Sequence[int]
+    if isinstance(raw_rows, _Numbered):  # a JSON-lines file read at once: its columns as they are
+        lines, fields_list = range(1, len(raw_rows.fields) + 1), raw_rows.fields
+    else:
+        lines, fields_list = [], []
+        for line, fields in raw_rows:  # not a list of the pairs: 5 MB at 100,000 rows, kept by the allocator
+            lines.append(line)
+            fields_list.append(fields)
     givens = list(map(_POP_ID, fields_list))  # the rows' fields are this load's own: no copy
     at_once = _rows_at_once(context, display, lines, fields_list, givens)
     if at_once is not None:
@@ -272,7 +288,7 @@ _POP_ID = methodcaller("pop", "id", None)
 
 
 def _rows_at_once(
-    context: Context, display: str, lines: list[int], fields_list: list[Fields], givens: list[Any]
+    context: Context, display: str, lines: Sequence[int], fields_list: list[Fields], givens: list[Any]
 ) -> list[Row] | None:
     """``load_rows``'s rows when each is usual (no provider; an id that passes ``$defs/id``, or
     none), built in C-level passes over the rows (``map``) rather than a loop; else None (the

@@ -46,7 +46,8 @@ def check_top_level(context: Context, data: Any) -> bool:
 def check_shape(context: Context, data: dict[str, Any]) -> Shape:
     """Validate ``data`` against the manifest schema, reporting every error."""
     found: list[Issue] = []
-    for error in context.checks.manifest.iter_errors(data):
+    errors = () if context.checks.manifest_ok(data) else context.checks.manifest.iter_errors(data)
+    for error in errors:
         found.extend(issues(error, model_near(data, tuple(error.absolute_path))))
     found = _version_first(data, found)
     shape = Shape()
