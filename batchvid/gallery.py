@@ -16,6 +16,7 @@ import json
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -193,11 +194,17 @@ def _source(env: jinja2.Environment, name: str) -> str:
     return env.loader.get_source(env, name)[0]
 
 
+@functools.cache
+def _source_bytes(name: str) -> bytes:
+    """A template's text as ``jinja2.PackageLoader`` reads it (UTF-8, newlines as they are),
+    without importing Jinja2: a rerun that changed nothing never renders a template."""
+    return resources.files("batchvid").joinpath("templates", name).read_bytes()
+
+
 def _sources_digest() -> hashlib._Hash:
-    env = _environment()
     digest = hashlib.sha256()
     for name in (*_SOURCES, _TIMING):
-        digest.update(_source(env, name).encode("utf-8"))
+        digest.update(_source_bytes(name))
     return digest
 
 
@@ -258,6 +265,24 @@ def _render_timing(env: jinja2.Environment, report: Mapping[str, Any]) -> str:
     return env.get_template(_TIMING).render(seconds=timing.get("seconds"), started_at=timing.get("started_at"))
 
 
+def timing_html(report: Mapping[str, Any]) -> str:
+    """``timing.html.j2`` rendered for ``report``: its text made here for the values a report
+    holds (a number or None, a string or None), without importing Jinja2 (tests hold the two
+    equal); anything else is rendered by the template."""
+    timing = report.get("timing") or {}
+    seconds, started_at = timing.get("seconds"), timing.get("started_at")
+    if type(seconds) not in (int, float, type(None)) or type(started_at) not in (str, type(None)):
+        return _render_timing(_environment(), report)
+    from markupsafe import escape
+
+    text = _TIMING_START
+    if seconds is not None:
+        text += f'\n    <div class="fact"><span>time</span><b>{seconds:.1f} s</b></div>'
+    if started_at:
+        text += f'\n    <div class="fact"><span>started</span><b>{escape(started_at)}</b></div>'
+    return text + "\n" + _TIMING_END
+
+
 def render_gallery(report: Mapping[str, Any], posters: Mapping[str, str], content: str | None = None) -> str:
     """The page's HTML for ``report`` (posters: job id -> relative link; ``content``: its
     ``content_digest``, computed when not given)."""
@@ -311,7 +336,7 @@ def _retimed(target: Path, content: str, report: Mapping[str, Any]) -> Iterator[
     if f'<meta name="batchvid-content" content="{content}">' not in head[:512] or not 0 <= start < end:
         fh.close()
         return None
-    return _copied(fh, head[:start] + _render_timing(_environment(), report), head[end + len(_TIMING_END):])
+    return _copied(fh, head[:start] + timing_html(report), head[end + len(_TIMING_END):])
 
 
 _HEAD_CHARS = 1 << 16
