@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     import jinja2
     from markupsafe import Markup
 
+    from batchvid.pagecards import CardTexts
+
 GALLERY_NAME = "report.html"
 _SOURCES = ("report.html.j2", "gallery.css", "gallery.js")
 _TIMING = "timing.html.j2"
@@ -163,14 +165,19 @@ def _sweeps(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [s.to_dict() for s in find_sweeps(jobs if light is None else light())]
 
 
-def _data_pieces(report: Mapping[str, Any], posters: Mapping[str, str]) -> Iterator[str]:
+def _data_pieces(
+    report: Mapping[str, Any], posters: Mapping[str, str], cards: CardTexts | None = None
+) -> Iterator[str]:
     """``script_json(gallery_data(report, posters))`` in pieces, a card at a time: the same
     text (keys sorted: jobs, run, sweeps; compact; unsafe characters escaped one by one)."""
     yield '{"jobs":['
-    sep = ""
-    for card in _cards(report, posters):
-        yield sep + _script_safe(_COMPACT(card))
-        sep = ","
+    if cards is not None and cards.complete:
+        yield from cards.pieces()
+    else:
+        sep = ""
+        for card in _cards(report, posters):
+            yield sep + _script_safe(_COMPACT(card))
+            sep = ","
     yield '],"run":' + _script_safe(_COMPACT(_run_facts(report)))
     yield ',"sweeps":' + _script_safe(_COMPACT(_sweeps(report))) + "}"
 
@@ -289,8 +296,11 @@ def render_gallery(report: Mapping[str, Any], posters: Mapping[str, str], conten
     return "".join(_page_pieces(report, posters, content))
 
 
-def _page_pieces(report: Mapping[str, Any], posters: Mapping[str, str], content: str | None) -> Iterator[str]:
-    """The page in pieces: the template around the data block, the data a card at a time."""
+def _page_pieces(
+    report: Mapping[str, Any], posters: Mapping[str, str], content: str | None, cards: CardTexts | None = None
+) -> Iterator[str]:
+    """The page in pieces: the template around the data block, the data a card at a time
+    (``cards``: the cards already made, ``pagecards.CardTexts``)."""
     from markupsafe import Markup
 
     env = _environment()
@@ -313,7 +323,7 @@ def _page_pieces(report: Mapping[str, Any], posters: Mapping[str, str], content:
         yield page.replace(_DATA_MARK, script_json(gallery_data(report, posters)))
         return
     yield before
-    yield from _data_pieces(report, posters)
+    yield from _data_pieces(report, posters, cards)
     yield after
 
 
@@ -359,13 +369,15 @@ def write_gallery(
     report_text: str | None = None,
     content: ContentHash | None = None,
     posters: Mapping[str, str] | None = None,
+    cards: CardTexts | None = None,
 ) -> Path:
     """Write ``root/report.html`` for ``report`` (with ``make_posters``, making missing
     posters first: see ``ensure_posters``); returns it.
 
     A page that already shows this content (a rerun that changed nothing) only gets its timing
     facts renewed: rendering 10,000 cards again would cost a second or more for the same bytes.
-    ``posters``: ``ensure_posters``'s links, when already found.
+    ``posters``: ``ensure_posters``'s links, when already found; ``cards``: the cards of
+    ``report``'s jobs with those posters, when already made (``pagecards``).
     """
     if posters is None:
         posters = ensure_posters(root, report["jobs"], make=make_posters)
@@ -381,5 +393,5 @@ def write_gallery(
             return target
         except ValueError:  # not UTF-8 after all: render it again
             pass
-    write_atomic(target, _page_pieces(report, posters, digest))
+    write_atomic(target, _page_pieces(report, posters, digest, cards))
     return target

@@ -26,6 +26,7 @@ from batchvid.jsontext import encode_string as _string
 from batchvid.junit import JUNIT_END, junit_start, testcase, testcase_opening
 from batchvid.markdown import markdown_lines
 from batchvid.outcome import Files, Outcome
+from batchvid.pagecards import CardTexts
 from batchvid.report import (
     MarkdownJobs,
     RunInfo,
@@ -45,19 +46,23 @@ def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dic
     one_pass = _Pass(root, report, outcomes)
     content = ContentHash()
     try:
-        with _TextFile(root / "report.json") as json_file:
-            try:
-                for piece in content.report_pieces({**report, "jobs": one_pass}):
-                    json_file.write(piece)
-                one_pass.commit(json_file)
-            finally:
-                one_pass.discard()
-    except ValueError:  # a value only json.dumps writes, or text UTF-8 cannot hold
-        write_legacy(root, report, outcomes, info)
-        return report
-    fsync_dir(root)
-    write_json(root / "batchvid.lock", lock_data(outcomes, info))
-    write_gallery(root, report, content=content, posters=one_pass.posters)
+        try:
+            with _TextFile(root / "report.json") as json_file:
+                try:
+                    for piece in content.report_pieces({**report, "jobs": one_pass}):
+                        json_file.write(piece)
+                    one_pass.commit(json_file)
+                finally:
+                    one_pass.discard()
+        except ValueError:  # a value only json.dumps writes, or text UTF-8 cannot hold
+            write_legacy(root, report, outcomes, info)
+            return report
+        fsync_dir(root)
+        write_json(root / "batchvid.lock", lock_data(outcomes, info))
+        write_gallery(root, report, content=content, posters=one_pass.posters, cards=one_pass.cards)
+    finally:
+        if one_pass.cards is not None:
+            one_pass.cards.discard()
     return report
 
 
@@ -69,6 +74,8 @@ class _Pass(Encoded):
         self._root, self._report, self._outcomes = root, report, outcomes
         self.markdown = MarkdownJobs()
         self.posters: dict[str, str] = {}
+        self.cards: CardTexts | None = None
+        """report.html's cards, made as the entries are (``pagecards``)."""
         self._files: list[_TextFile] = []
         self._row_templates: dict[tuple[Shape, bool], str | None] = {}
 
@@ -85,12 +92,14 @@ class _Pass(Encoded):
         junit, metadata = self._start()
         opening, last = testcase_opening(self._report), len(self._outcomes) - 1
         base, markdown, posters = os.fspath(self._root), self.markdown, self.posters
+        cards = self.cards = CardTexts(self._root)
         for number, o in enumerate(self._outcomes):
             files = o.files()
             entry = job_entry(o, files)
             text, shape, parts = shaped_parts(entry, nl)
             markdown.add(entry)
             junit.write(testcase(opening, entry) + ("\n" if number == last else "\n  "))
+            link = None
             if o.status in ("succeeded", "skipped"):
                 video = files[0]
                 if video is not None:
@@ -98,6 +107,7 @@ class _Pass(Encoded):
                 link = poster_link(base, entry)
                 if link is not None:
                     posters[o.job.id] = link
+            cards.add(entry, shape, parts, files[4], link)
             yield text
         if self._outcomes:
             junit.write(JUNIT_END)

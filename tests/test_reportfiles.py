@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -195,3 +196,52 @@ def test_a_temporary_file_that_cannot_be_made_leaves_no_other_behind(
     with pytest.raises(OSError):
         write_outputs(tmp_path, _run(1, 5), _info())
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_cards_read_off_entries_match_for_odd_links_and_shadowing_fields(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """report.html's cards made in the pass (``pagecards``) give the reference page for videos
+    and covers whose paths are no links, jobs with and without posters, and a provider's field
+    named like one a card reads (that card made the long way)."""
+    import batchvid.pagecards as pagecards
+
+    outcomes = _run(21, 40)
+    odd = ["jobs/../x/video.mp4", "jobs/a/video.mp4\n", "/abs/video.mp4", "jobs/Ü/video.mp4", ""]
+    for n, o in enumerate(outcomes):
+        if o.video is not None:
+            o.video = {**o.video, "path": odd[n % len(odd)]} if n % 3 == 0 else o.video
+        if n % 4 == 0:
+            o.cover = {"path": odd[n % len(odd)] if n % 8 else f"jobs/{o.job.id}/cover.jpg", "sha256": "c"}
+        if n % 5 == 0:
+            o.provided = {"prompt_original": "shadow"} if n % 10 else {"task_id": "other", "error": None}
+    made: list[bool] = []
+    real_add = pagecards.CardTexts.add
+
+    def add(self: pagecards.CardTexts, *args: Any) -> None:
+        real_add(self, *args)
+        made.append(self.complete)
+
+    monkeypatch.setattr(pagecards.CardTexts, "add", add)
+    _assert_same(tmp_path, outcomes, _info())
+    assert made and all(made)
+
+
+def test_card_template_of_an_entry_is_the_cards_compact_json() -> None:
+    """The template of an entry's shape, filled with its encoded scalars, is ``_card``'s JSON."""
+    from batchvid.gallery import _COMPACT, _card, _href
+    from batchvid.jsontext import shaped_parts
+    from batchvid.pagecards import card_template
+    from batchvid.report import job_entry
+
+    checked = 0
+    for o in _run(5, 60):
+        entry = job_entry(o, o.files())
+        _, shape, parts = shaped_parts(entry, "\n    ")
+        if shape is None or o.provided:
+            continue
+        link = json.dumps(_href((entry["video"] or {}).get("path")), ensure_ascii=False)
+        expected = _COMPACT(_card(entry, "p.jpg"))
+        assert card_template(shape).format(*parts, '"p.jpg"', link) == expected
+        checked += 1
+    assert checked > 10
