@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import operator
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from array import array
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from batchvid.durable import create_temp, fsync_dir, make_dir, write_json
+from batchvid.durable import _write_all, create_temp, fsync_dir, make_dir, write_json
 from batchvid.gallery import ContentHash, poster_link, write_gallery
-from batchvid.jsontext import Encoded, Shape, shaped_parts
+from batchvid.jsontext import Encoded, EncodedItems, Shape, item_text, shaped_parts
 from batchvid.jsontext import encode_string as _string
 from batchvid.junit import JUNIT_END, junit_start, testcase, testcase_opening
 from batchvid.markdown import markdown_lines
@@ -29,10 +31,13 @@ from batchvid.outcome import Files, Outcome
 from batchvid.pagecards import CardTexts
 from batchvid.report import (
     MarkdownJobs,
+    Pins,
     RunInfo,
+    _pin,
     job_entry,
     lazy_report,
     lock_data,
+    lock_document,
     metadata_row,
     metadata_text,
     write_legacy,
@@ -58,11 +63,14 @@ def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dic
             write_legacy(root, report, outcomes, info)
             return report
         fsync_dir(root)
-        write_json(root / "batchvid.lock", lock_data(outcomes, info))
+        pins = one_pass.pins
+        lock = lock_data(outcomes, info) if pins is None else lock_document(info.name, info.provider, {}) | {"jobs": pins}
+        write_json(root / "batchvid.lock", lock)
         write_gallery(root, report, content=content, posters=one_pass.posters, cards=one_pass.cards)
     finally:
-        if one_pass.cards is not None:
-            one_pass.cards.discard()
+        for kept in (one_pass.cards, one_pass.pins):
+            if kept is not None:
+                kept.discard()
     return report
 
 
@@ -76,6 +84,8 @@ class _Pass(Encoded):
         self.posters: dict[str, str] = {}
         self.cards: CardTexts | None = None
         """report.html's cards, made as the entries are (``pagecards``)."""
+        self.pins: PinTexts | None = None
+        """batchvid.lock's pins, likewise."""
         self._files: list[_TextFile] = []
         self._row_templates: dict[tuple[Shape, bool], str | None] = {}
 
@@ -93,6 +103,7 @@ class _Pass(Encoded):
         opening, last = testcase_opening(self._report), len(self._outcomes) - 1
         base, markdown, posters = os.fspath(self._root), self.markdown, self.posters
         cards = self.cards = CardTexts(self._root)
+        pins = self.pins = PinTexts(self._root, self._outcomes)
         for number, o in enumerate(self._outcomes):
             files = o.files()
             entry = job_entry(o, files)
@@ -107,6 +118,7 @@ class _Pass(Encoded):
                 link = poster_link(base, entry)
                 if link is not None:
                     posters[o.job.id] = link
+                pins.add(o, entry, shape, parts, files[4])
             cards.add(entry, shape, parts, files[4], link)
             yield text
         if self._outcomes:
@@ -252,3 +264,131 @@ class _TextFile:
 
 _BATCH_CHARS = 1 << 18
 """Pieces gathered per write: three files are open at once, so less than durable's 1 MiB."""
+
+
+_PIN_NL = "\n    "
+"""The indentation of a pin in batchvid.lock (an item of its ``jobs``)."""
+_PIN_SOURCES = frozenset({"key", "task_id", "video", "poster", "prompt", "prompt_original"})
+"""The entry's fields a pin is read from (``report._pin``)."""
+_FALSE_TEXTS = frozenset({"null", "false", "0", "0.0", "-0.0", '""', "[]", "{}"})
+"""The texts of the values ``if video`` takes as false."""
+
+
+class PinTexts(EncodedItems):
+    """batchvid.lock's pins (``report.Pins``), each made in the pass from its job's encoded
+    entry through a template of the entry's shape (``pin_template``), kept in a temporary file
+    beside the lock and read back in id order as the lock is written. Once a pin cannot be
+    made so (an odd value: ``complete`` False), the lock's pins are made from ``Pins``."""
+
+    def __init__(self, root: Path, outcomes: Sequence[Outcome]) -> None:
+        self._outcomes = outcomes
+        self._count = 0
+        self._fd, self._tmp = create_temp(root / "batchvid.lock", ".tmp")
+        self._ids: list[str] = []
+        self._ends = array("q")
+        """Each pin's job id and where its text ends in the file (a few bytes a pin)."""
+        self._batch: list[bytes] = []
+        self._size = self._written = 0
+        self._templates: dict[Shape, tuple[str, Callable[[tuple[str, ...]], tuple[str, ...]], int | None] | None] = {}
+        self.complete = True
+
+    def __len__(self) -> int:
+        return self._count
+
+    def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        return Pins(self._outcomes).items()
+
+    def add(self, o: Outcome, entry: Mapping[str, Any], shape: Shape | None, parts: tuple[str, ...],
+            provided: Mapping[str, Any]) -> None:
+        """The pin of done outcome ``o``, whose entry is ``entry`` (``shape`` and encoded
+        ``parts`` when it has one; ``provided``: the provider's fields it holds)."""
+        self._count += 1
+        if not self.complete:
+            return
+        try:
+            data = self._text(o, shape, parts, provided).encode("utf-8")
+        except Exception:  # the lock's own writer decides what such a value does
+            self.complete = False
+            return
+        self._size += len(data)
+        self._ids.append(o.job.id)
+        self._ends.append(self._size)
+        self._batch.append(data)
+        if self._size - self._written >= _BATCH_CHARS:
+            self._flush()
+
+    def _text(self, o: Outcome, shape: Shape | None, parts: tuple[str, ...], provided: Mapping[str, Any]) -> str:
+        made = None
+        if shape is not None and _PIN_SOURCES.isdisjoint(provided):
+            if shape not in self._templates:
+                if len(self._templates) >= 64:
+                    self._templates.clear()
+                self._templates[shape] = pin_template(shape)
+            made = self._templates[shape]
+        if made is None or (made[2] is not None and parts[made[2]] not in _FALSE_TEXTS):
+            return item_text(_pin(o), _PIN_NL)
+        text: str = made[0] % made[1](parts)
+        return text
+
+    def _flush(self) -> None:
+        _write_all(self._fd, self._batch)
+        self._batch.clear()
+        self._written = self._size
+
+    def texts(self, nl: str) -> Iterator[tuple[str, str]]:
+        if nl != _PIN_NL or not self.complete:
+            yield from ((key, item_text(pin, nl)) for key, pin in self.items())
+            return
+        self._flush()
+        ids, ends = self._ids, self._ends
+        fd = os.open(self._tmp, os.O_RDONLY)
+        try:
+            for at in sorted(range(len(ids)), key=ids.__getitem__):  # stable, as Pins sorts
+                start = ends[at - 1] if at else 0
+                yield ids[at], os.pread(fd, ends[at] - start, start).decode("utf-8")
+        finally:
+            os.close(fd)
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        with contextlib.suppress(OSError):
+            os.unlink(self._tmp)
+
+
+def pin_template(shape: Shape) -> tuple[str, Callable[[tuple[str, ...]], tuple[str, ...]], int | None] | None:
+    """``report._pin``'s text at ``_PIN_NL`` as a ``%`` template over the encoded scalars of an
+    entry of ``shape``: (template, the getter of its values, the position of the entry's
+    ``video`` among them when it is a scalar, which must then be false), or None for a shape
+    whose pin is made the long way (a video without a sha256, one prompt without the other)."""
+    holes, nested = shape.holes, shape.nested
+
+    def has(path: tuple[str, ...]) -> bool:
+        return path in holes or path in nested
+
+    if ("video",) in nested and not has(("video", "sha256")) or has(("prompt",)) != has(("prompt_original",)):
+        return None
+    items: list[tuple[str, tuple[str, ...] | None]] = [("key", ("key",))]
+    items += [(name, (name,)) for name in ("poster", "prompt", "prompt_original") if has((name,))]
+    items += [("sha256", ("video", "sha256") if ("video",) in nested else None), ("task_id", ("task_id",))]
+    order: list[int] = []
+    text = _indented(shape, items, _PIN_NL, order)
+    getter = operator.itemgetter(*order)
+    pick: Callable[[tuple[str, ...]], tuple[str, ...]] = getter if len(order) > 1 else lambda p: (getter(p),)
+    return text, pick, holes.get(("video",))
+
+
+def _indented(shape: Shape, items: list[tuple[str, tuple[str, ...] | None]], nl: str, order: list[int]) -> str:
+    """The indented text of a dict of ``items`` (each key with the path of its value in the
+    entry, None for null) as a ``%`` template; ``order`` gets the parts it takes, in order."""
+    inner, fields = nl + "  ", []
+    for key, path in items:
+        if path is None:
+            value = "null"
+        elif path in shape.holes:
+            order.append(shape.holes[path])
+            value = "%s"
+        else:
+            value = _indented(shape, [(k, (*path, k)) for k, _ in shape.nested[path]], inner, order)
+        fields.append(_string(key).replace("%", "%%") + ": " + value)
+    return "{" + inner + ("," + inner).join(fields) + nl + "}"

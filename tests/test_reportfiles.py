@@ -204,8 +204,6 @@ def test_cards_read_off_entries_match_for_odd_links_and_shadowing_fields(
     """report.html's cards made in the pass (``pagecards``) give the reference page for videos
     and covers whose paths are no links, jobs with and without posters, and a provider's field
     named like one a card reads (that card made the long way)."""
-    import batchvid.pagecards as pagecards
-
     outcomes = _run(21, 40)
     odd = ["jobs/../x/video.mp4", "jobs/a/video.mp4\n", "/abs/video.mp4", "jobs/Ü/video.mp4", ""]
     for n, o in enumerate(outcomes):
@@ -215,16 +213,41 @@ def test_cards_read_off_entries_match_for_odd_links_and_shadowing_fields(
             o.cover = {"path": odd[n % len(odd)] if n % 8 else f"jobs/{o.job.id}/cover.jpg", "sha256": "c"}
         if n % 5 == 0:
             o.provided = {"prompt_original": "shadow"} if n % 10 else {"task_id": "other", "error": None}
+    _assert_made_in_the_pass(tmp_path, outcomes, monkeypatch)
+
+
+def _assert_made_in_the_pass(tmp_path: Path, outcomes: list[Outcome], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reference bytes, with every card and pin made in the pass (none left to the long way)."""
+    import batchvid.pagecards as pagecards
+    import batchvid.reportfiles as reportfiles
+
     made: list[bool] = []
-    real_add = pagecards.CardTexts.add
+    for kind in (pagecards.CardTexts, reportfiles.PinTexts):
+        real_add = kind.add
 
-    def add(self: pagecards.CardTexts, *args: Any) -> None:
-        real_add(self, *args)
-        made.append(self.complete)
+        def add(self: Any, *args: Any, real_add: Any = real_add) -> None:
+            real_add(self, *args)
+            made.append(self.complete)
 
-    monkeypatch.setattr(pagecards.CardTexts, "add", add)
+        monkeypatch.setattr(kind, "add", add)
     _assert_same(tmp_path, outcomes, _info())
     assert made and all(made)
+
+
+def test_pins_read_off_entries_match_for_enhanced_jobs_and_jobs_without_a_video(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """batchvid.lock's pins made in the pass give the reference lock for enhanced jobs, jobs
+    with and without a poster, a done job without a video, and a provider field named like
+    one a pin reads (that pin made the long way); ids out of manifest order are sorted."""
+    outcomes = [o for o in _run(31, 80) if o.status in ("succeeded", "skipped")]
+    outcomes.reverse()
+    for n, o in enumerate(outcomes):
+        if n % 7 == 0:
+            o.video = None
+        if n % 9 == 0:
+            o.provided = {"prompt": "shadow"}
+    _assert_made_in_the_pass(tmp_path, outcomes, monkeypatch)
 
 
 def test_card_template_of_an_entry_is_the_cards_compact_json() -> None:
