@@ -268,3 +268,22 @@ def test_card_template_of_an_entry_is_the_cards_compact_json() -> None:
         assert card_template(shape).format(*parts, '"p.jpg"', link) == expected
         checked += 1
     assert checked > 10
+
+
+def test_sweeps_found_from_job_fields_are_those_of_the_full_entries() -> None:
+    """The entries' own fields read lazily (``JobFields``) read as the entries' id, sample,
+    parameters, source and matrix, and give the sweeps the full entries give."""
+    from batchvid.report import JobEntries
+    from batchvid.sweeps import find_sweeps
+
+    for seed in range(4):
+        outcomes = _run(seed, 60)
+        entries, light = list(JobEntries(outcomes)), JobEntries(outcomes).without_files()
+        assert [dict(fields) for fields in light] == [
+            {k: e[k] for k in ("id", "sample", "parameters", "source", "matrix") if k in e} for e in entries
+        ]
+        assert [s.to_dict() for s in find_sweeps(light)] == [s.to_dict() for s in find_sweeps(entries)]
+    plain = [Outcome(make_job(f"fox-{c}", n, prompt=f"a {c} fox"), "pending", "submit")
+             for n, c in enumerate(["red", "blue", "green"])]
+    found = find_sweeps(JobEntries(plain).without_files())
+    assert found and [s.to_dict() for s in found] == [s.to_dict() for s in find_sweeps(list(JobEntries(plain)))]
