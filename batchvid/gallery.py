@@ -10,8 +10,10 @@ nothing is fetched from another host, and the same report gives the same bytes.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -153,8 +155,10 @@ def _run_facts(report: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _cards(report: Mapping[str, Any], posters: Mapping[str, str]) -> Iterator[dict[str, Any]]:
-    for j in report["jobs"]:
+def _cards(report: Mapping[str, Any], posters: Mapping[str, str], count: int | None = None) -> Iterator[dict[str, Any]]:
+    """The cards of the report's jobs (of its first ``count``, when given)."""
+    jobs = report["jobs"] if count is None else itertools.islice(report["jobs"], count)
+    for j in jobs:
         yield _card(j, posters.get(j["id"]) or _href((j.get("cover") or {}).get("path")))
 
 
@@ -171,13 +175,13 @@ def _data_pieces(
     """``script_json(gallery_data(report, posters))`` in pieces, a card at a time: the same
     text (keys sorted: jobs, run, sweeps; compact; unsafe characters escaped one by one)."""
     yield '{"jobs":['
-    if cards is not None and cards.complete:
-        yield from cards.pieces()
-    else:
-        sep = ""
-        for card in _cards(report, posters):
-            yield sep + _script_safe(_COMPACT(card))
-            sep = ","
+    made = cards is not None and cards.complete
+    sep = ""
+    for card in _cards(report, posters, cards.first if cards is not None and made else None):
+        yield sep + _script_safe(_COMPACT(card))
+        sep = ","
+    if cards is not None and made:
+        yield from cards.pieces()  # its first card after a comma, when some came before
     yield '],"run":' + _script_safe(_COMPACT(_run_facts(report)))
     yield ',"sweeps":' + _script_safe(_COMPACT(_sweeps(report))) + "}"
 
@@ -229,11 +233,17 @@ def content_digest(report: Mapping[str, Any], posters: Mapping[str, str], report
 
 class ContentHash:
     """``content_digest`` taken while report.json is written (``report_pieces``), so the report
-    is encoded once and never held as one text."""
+    is encoded once and never held as one text.
 
-    def __init__(self) -> None:
+    ``previous``: the report.json being replaced. While the text written so far is the same as
+    its text, ``same`` is True: the page, which shows that text, has nothing new to show so far
+    (a rerun that changed nothing makes no cards: ``pagecards``)."""
+
+    def __init__(self, previous: Path | None = None) -> None:
         self._digest: hashlib._Hash | None = None
         """Sources and report.json up to its timing section, once written."""
+        self._previous = previous
+        self.same = False
 
     def write_report(self, path: Path, report: Mapping[str, Any]) -> None:
         """Write report.json (``durable.dumps``'s text), hashing it on the way."""
@@ -248,15 +258,30 @@ class ContentHash:
     def report_pieces(self, report: Mapping[str, Any]) -> Iterator[str]:
         """report.json's text in pieces (``jsontext.pieces``: may raise ``NotPlain``), hashed."""
         digest, hashing = _sources_digest(), True
-        for piece in pieces(report):
-            if hashing and piece.startswith(_TIMING_PIECE):
-                digest.update(b",")  # content_digest keeps the comma before the timing key
-                hashing = False
-            elif hashing:
-                digest.update(piece.encode("utf-8"))
-            yield piece
+        with contextlib.ExitStack() as stack:
+            previous = self._open_previous(stack)
+            for piece in pieces(report):
+                if hashing and piece.startswith(_TIMING_PIECE):
+                    digest.update(b",")  # content_digest keeps the comma before the timing key
+                    hashing = False
+                elif hashing:
+                    data = piece.encode("utf-8")
+                    digest.update(data)
+                    if self.same and previous is not None and previous.read(len(data)) != data:
+                        self.same = False
+                yield piece
         yield "\n"
         self._digest = None if hashing else digest
+
+    def _open_previous(self, stack: contextlib.ExitStack) -> IO[bytes] | None:
+        if self._previous is None:
+            return None
+        try:
+            previous = stack.enter_context(open(self._previous, "rb"))  # noqa: SIM115
+        except OSError:
+            return None
+        self.same = True
+        return previous
 
     def digest(self, report: Mapping[str, Any], posters: Mapping[str, str]) -> str:
         """``content_digest(report, posters)``."""

@@ -84,14 +84,17 @@ def _object(items: list[tuple[str, str]]) -> str:
 
 
 class CardTexts:
-    """The data block's ``jobs`` text (cards joined by commas), a card at a time, in a
-    temporary file beside report.html; ``pieces`` reads it back, ``discard`` removes it."""
+    """The data block's ``jobs`` text (cards joined by commas) from job ``first`` on, a card
+    at a time, in a temporary file beside report.html; ``pieces`` reads it back (with a comma
+    first when ``first`` is not 0: the cards before it are made where the page is rendered),
+    ``discard`` removes it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, first: int = 0) -> None:
         fd, self.path = create_temp(root / GALLERY_NAME, ".tmp")
         self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="")
         self._templates: dict[Shape, _Template] = {}
-        self._sep = ""
+        self.first = first
+        self._sep = "," if first else ""
         self.complete = True
         """False once a card could not be made (an odd value): the page, when rendered, makes
         its cards itself (and meets the same error there, as it did before)."""

@@ -48,8 +48,8 @@ def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dic
     """Write every report file atomically; returns the report (its ``jobs`` made as read)."""
     report = lazy_report(outcomes, info)
     make_dir(root)
-    one_pass = _Pass(root, report, outcomes)
-    content = ContentHash()
+    content = ContentHash(previous=root / "report.json")
+    one_pass = _Pass(root, report, outcomes, content)
     try:
         try:
             with _TextFile(root / "report.json") as json_file:
@@ -78,8 +78,9 @@ class _Pass(Encoded):
     """report.json's job entries, made and encoded as it is written; each entry also goes to
     the other files of the pass (report.md, junit.xml, metadata.jsonl) and the poster links."""
 
-    def __init__(self, root: Path, report: Mapping[str, Any], outcomes: Sequence[Outcome]) -> None:
-        self._root, self._report, self._outcomes = root, report, outcomes
+    def __init__(self, root: Path, report: Mapping[str, Any], outcomes: Sequence[Outcome],
+                 content: ContentHash) -> None:
+        self._root, self._report, self._outcomes, self._content = root, report, outcomes, content
         self.markdown = MarkdownJobs()
         self.posters: dict[str, str] = {}
         self.cards: CardTexts | None = None
@@ -102,9 +103,11 @@ class _Pass(Encoded):
         junit, metadata = self._start()
         opening, last = testcase_opening(self._report), len(self._outcomes) - 1
         base, markdown, posters = os.fspath(self._root), self.markdown, self.posters
-        cards = self.cards = CardTexts(self._root)
         pins = self.pins = PinTexts(self._root, self._outcomes)
+        cards, card = None, None
         for number, o in enumerate(self._outcomes):
+            if cards is None and not self._content.same:  # the page shows something new from here
+                cards = self.cards = self._cards_from(number, card)
             files = o.files()
             entry = job_entry(o, files)
             text, shape, parts = shaped_parts(entry, nl)
@@ -119,10 +122,23 @@ class _Pass(Encoded):
                 if link is not None:
                     posters[o.job.id] = link
                 pins.add(o, entry, shape, parts, files[4])
-            cards.add(entry, shape, parts, files[4], link)
+            card = (entry, shape, parts, files[4], link)
+            if cards is not None:
+                cards.add(*card)
             yield text
+        if cards is None and not self._content.same:  # the last entry differs
+            self.cards = self._cards_from(len(self._outcomes), card)
         if self._outcomes:
             junit.write(JUNIT_END)
+
+    def _cards_from(self, number: int, before: tuple[Any, ...] | None) -> CardTexts:
+        """report.html's cards from job ``number`` on, or from the one before it (whose card
+        arguments are ``before``: its entry differed from the page's, learnt once written)."""
+        if before is None:
+            return CardTexts(self._root)
+        cards = CardTexts(self._root, number - 1)
+        cards.add(*before)
+        return cards
 
     def _row(self, o: Outcome, video: dict[str, Any], files: Files, entry: dict[str, Any],
              shape: Shape | None, parts: tuple[str, ...]) -> str:

@@ -287,3 +287,32 @@ def test_sweeps_found_from_job_fields_are_those_of_the_full_entries() -> None:
              for n, c in enumerate(["red", "blue", "green"])]
     found = find_sweeps(JobEntries(plain).without_files())
     assert found and [s.to_dict() for s in found] == [s.to_dict() for s in find_sweeps(list(JobEntries(plain)))]
+
+
+@pytest.mark.parametrize(("changed", "first"), [
+    (None, None), ({"exit_code": 0}, 0), ({"manifest": "other.yaml"}, None), (0, 0), (17, 17), (39, 39)])
+def test_a_rerun_makes_cards_only_from_the_first_entry_that_differs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changed: Any, first: int | None
+) -> None:
+    """Written over an earlier run's files, cards are made in the pass only from the first job
+    whose entry differs from the replaced report.json, or from the first job when what comes
+    before the jobs does (none when nothing before the timing differs, or only what follows the
+    jobs: the page then makes its cards itself when it must); every file has the reference bytes."""
+    import batchvid.pagecards as pagecards
+
+    outcomes = [o for o in _run(41, 40) if not o.warnings]
+    write_outputs(tmp_path / "one-pass", outcomes, _info(seconds=1.0))
+    info = _info(**changed) if isinstance(changed, dict) else _info()
+    if isinstance(changed, int):
+        first = changed = min(changed, len(outcomes) - 1)
+        outcomes[changed].status, outcomes[changed].error = "failed", {"kind": "k", "message": "new"}
+    firsts: list[int] = []
+    real_init = pagecards.CardTexts.__init__
+
+    def init(self: pagecards.CardTexts, root: Path, first: int = 0) -> None:
+        real_init(self, root, first)
+        firsts.append(first)
+
+    monkeypatch.setattr(pagecards.CardTexts, "__init__", init)
+    _assert_same(tmp_path, outcomes, info)
+    assert firsts == ([] if first is None else [first])
