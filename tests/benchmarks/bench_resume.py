@@ -4,6 +4,10 @@ Run: ``.venv/bin/python tests/benchmarks/bench_resume.py [--jobs N] [--synthesiz
 
 ``--keep DIR`` builds the directory in DIR and leaves it there; given again, it reruns the kept
 directory without building it (profile a rerun with ``batchvid run DIR/resume.yaml --out DIR/out``).
+``--build-only`` (with ``--keep``) stops once it is built: the first rerun of a directory (each
+job's ``succeeded`` becomes ``skipped``, so every report file and report.html's cards change)
+costs more than the later ones; time it again on copies, ``cp -al DIR COPY`` with a real copy
+of ``COPY/out/.batchvid`` (hard links keep the videos' inodes, which the journal's ``stat`` pins).
 ``--replay`` also measures the journal replay alone, in this process after the reruns: its CPU
 (best of three) and, traced by tracemalloc, the bytes and memory blocks its records keep per job.
 ``--jobs 100000 --synthesize`` builds the 100,000-job directory (a JSONL prompts file with an id
