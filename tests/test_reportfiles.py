@@ -316,3 +316,17 @@ def test_a_rerun_makes_cards_only_from_the_first_entry_that_differs(
     monkeypatch.setattr(pagecards.CardTexts, "__init__", init)
     _assert_same(tmp_path, outcomes, info)
     assert firsts == ([] if first is None else [first])
+
+
+def test_text_utf8_cannot_hold_fails_as_the_reference_does_and_leaves_no_file(tmp_path: Path) -> None:
+    """A lone surrogate (a journal's "\\ud800") in a failed job's message: the one-pass writer
+    raises the reference writer's error, and neither leaves a file or a temporary one (the
+    cards' and pins' included)."""
+    outcomes = _run(3, 20)
+    outcomes[2].status, outcomes[2].error = "failed", {"kind": "k", "message": "bad \ud800 text"}
+    with pytest.raises(UnicodeEncodeError) as reference:
+        _reference(tmp_path / "reference", outcomes, _info())
+    with pytest.raises(UnicodeEncodeError) as one_pass:
+        write_outputs(tmp_path / "one-pass", outcomes, _info())
+    assert str(one_pass.value) == str(reference.value)
+    assert list((tmp_path / "one-pass").iterdir()) == list((tmp_path / "reference").iterdir()) == []
