@@ -38,7 +38,7 @@ _OR_EMPTY = ("video", "media", "error", "parameters", "cover")
 def card_template(shape: Shape) -> str:
     """``gallery._card``'s compact JSON (keys sorted) as a ``str.format`` template over the
     encoded scalars of an entry of ``shape``, then the card's poster and video link
-    (``_Template`` makes it a ``%`` template: ``str.format`` parses it again at every call)."""
+    (``FormatTemplate`` makes it a ``%`` template: ``str.format`` parses it again at every call)."""
     extra = len(shape.holes)
     params = shape.nested.get(("parameters",))
     fields = {
@@ -92,7 +92,7 @@ class CardTexts:
     def __init__(self, root: Path, first: int = 0) -> None:
         fd, self.path = create_temp(root / GALLERY_NAME, ".tmp")
         self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="")
-        self._templates: dict[Shape, _Template] = {}
+        self._templates: dict[Shape, FormatTemplate] = {}
         self.first = first
         self._sep = "," if first else ""
         self.complete = True
@@ -124,7 +124,7 @@ class CardTexts:
         if template is None:
             if len(self._templates) >= 64:
                 self._templates.clear()
-            template = self._templates[shape] = _Template(card_template(shape))
+            template = self._templates[shape] = FormatTemplate(card_template(shape))
         link = _href((entry["video"] or {}).get("path"))
         text: str = template.text % template.pick((*parts, "null" if poster is None else _string(poster),
                                               "null" if link is None else _string(link)))
@@ -143,9 +143,10 @@ class CardTexts:
             os.unlink(self.path)
 
 
-class _Template:
+class FormatTemplate:
     """A ``str.format`` template of numbered fields as a ``%s`` template (``text``) and the
-    getter (``pick``) of its values in the order the text takes them."""
+    getter (``pick``) of its values in the order the text takes them: ``text % pick(values)``
+    is ``template.format(*values)``, without parsing the template again at every call."""
 
     __slots__ = ("pick", "text")
 
@@ -158,6 +159,8 @@ class _Template:
                 order.append(int(field))
                 pieces.append("%s")
         self.text = "".join(pieces)
-        getter = operator.itemgetter(*order)
-        self.pick: Callable[[tuple[str, ...]], tuple[str, ...]] = (
-            getter if len(order) > 1 else lambda values: (getter(values),))
+        self.pick: Callable[[tuple[str, ...]], tuple[str, ...]]
+        if len(order) > 1:
+            self.pick = operator.itemgetter(*order)  # a tuple of the values
+        else:
+            self.pick = lambda values: tuple(values[at] for at in order)

@@ -28,7 +28,7 @@ from batchvid.jsontext import encode_string as _string
 from batchvid.junit import JUNIT_END, junit_start, testcase, testcase_opening
 from batchvid.markdown import markdown_lines
 from batchvid.outcome import Files, Outcome
-from batchvid.pagecards import CardTexts
+from batchvid.pagecards import CardTexts, FormatTemplate
 from batchvid.report import (
     MarkdownJobs,
     Pins,
@@ -88,7 +88,7 @@ class _Pass(Encoded):
         self.pins: PinTexts | None = None
         """batchvid.lock's pins, likewise."""
         self._files: list[_TextFile] = []
-        self._row_templates: dict[tuple[Shape, bool], str | None] = {}
+        self._row_templates: dict[tuple[Shape, bool], FormatTemplate | None] = {}
 
     def __len__(self) -> int:
         return len(self._outcomes)
@@ -147,13 +147,15 @@ class _Pass(Encoded):
         media, provided = files[2], files[4]
         if shape is not None and (media is None or type(media) is dict) and _ROW_SOURCES.isdisjoint(provided):
             key = (shape, o.enhance is not None)
-            template = self._row_templates.get(key, "")
-            if template == "":
+            if key not in self._row_templates:
                 if len(self._row_templates) >= 64:
                     self._row_templates.clear()
-                template = self._row_templates[key] = row_template(shape, key[1])
+                made = row_template(shape, key[1])
+                self._row_templates[key] = None if made is None else FormatTemplate(made)
+            template = self._row_templates[key]
             if template is not None:
-                return template.format(*parts)
+                text: str = template.text % template.pick(parts)
+                return text
         return metadata_text(metadata_row(o, video, media, entry["parameters"]))
 
     def _start(self) -> tuple[_TextFile, _TextFile]:
