@@ -10,12 +10,15 @@ nothing is fetched from another host, and the same report gives the same bytes.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -28,6 +31,8 @@ from batchvid.sweeps import find_sweeps
 if TYPE_CHECKING:
     import jinja2
     from markupsafe import Markup
+
+    from batchvid.pagecards import CardTexts
 
 GALLERY_NAME = "report.html"
 _SOURCES = ("report.html.j2", "gallery.css", "gallery.js")
@@ -150,8 +155,10 @@ def _run_facts(report: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _cards(report: Mapping[str, Any], posters: Mapping[str, str]) -> Iterator[dict[str, Any]]:
-    for j in report["jobs"]:
+def _cards(report: Mapping[str, Any], posters: Mapping[str, str], count: int | None = None) -> Iterator[dict[str, Any]]:
+    """The cards of the report's jobs (of its first ``count``, when given)."""
+    jobs = report["jobs"] if count is None else itertools.islice(report["jobs"], count)
+    for j in jobs:
         yield _card(j, posters.get(j["id"]) or _href((j.get("cover") or {}).get("path")))
 
 
@@ -162,14 +169,19 @@ def _sweeps(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [s.to_dict() for s in find_sweeps(jobs if light is None else light())]
 
 
-def _data_pieces(report: Mapping[str, Any], posters: Mapping[str, str]) -> Iterator[str]:
+def _data_pieces(
+    report: Mapping[str, Any], posters: Mapping[str, str], cards: CardTexts | None = None
+) -> Iterator[str]:
     """``script_json(gallery_data(report, posters))`` in pieces, a card at a time: the same
     text (keys sorted: jobs, run, sweeps; compact; unsafe characters escaped one by one)."""
     yield '{"jobs":['
+    made = cards is not None and cards.complete
     sep = ""
-    for card in _cards(report, posters):
+    for card in _cards(report, posters, cards.first if cards is not None and made else None):
         yield sep + _script_safe(_COMPACT(card))
         sep = ","
+    if cards is not None and made:
+        yield from cards.pieces()  # its first card after a comma, when some came before
     yield '],"run":' + _script_safe(_COMPACT(_run_facts(report)))
     yield ',"sweeps":' + _script_safe(_COMPACT(_sweeps(report))) + "}"
 
@@ -193,11 +205,17 @@ def _source(env: jinja2.Environment, name: str) -> str:
     return env.loader.get_source(env, name)[0]
 
 
+@functools.cache
+def _source_bytes(name: str) -> bytes:
+    """A template's text as ``jinja2.PackageLoader`` reads it (UTF-8, newlines as they are),
+    without importing Jinja2: a rerun that changed nothing never renders a template."""
+    return resources.files("batchvid").joinpath("templates", name).read_bytes()
+
+
 def _sources_digest() -> hashlib._Hash:
-    env = _environment()
     digest = hashlib.sha256()
     for name in (*_SOURCES, _TIMING):
-        digest.update(_source(env, name).encode("utf-8"))
+        digest.update(_source_bytes(name))
     return digest
 
 
@@ -215,11 +233,17 @@ def content_digest(report: Mapping[str, Any], posters: Mapping[str, str], report
 
 class ContentHash:
     """``content_digest`` taken while report.json is written (``report_pieces``), so the report
-    is encoded once and never held as one text."""
+    is encoded once and never held as one text.
 
-    def __init__(self) -> None:
+    ``previous``: the report.json being replaced. While the text written so far is the same as
+    its text, ``same`` is True: the page, which shows that text, has nothing new to show so far
+    (a rerun that changed nothing makes no cards: ``pagecards``)."""
+
+    def __init__(self, previous: Path | None = None) -> None:
         self._digest: hashlib._Hash | None = None
         """Sources and report.json up to its timing section, once written."""
+        self._previous = previous
+        self.same = False
 
     def write_report(self, path: Path, report: Mapping[str, Any]) -> None:
         """Write report.json (``durable.dumps``'s text), hashing it on the way."""
@@ -234,15 +258,30 @@ class ContentHash:
     def report_pieces(self, report: Mapping[str, Any]) -> Iterator[str]:
         """report.json's text in pieces (``jsontext.pieces``: may raise ``NotPlain``), hashed."""
         digest, hashing = _sources_digest(), True
-        for piece in pieces(report):
-            if hashing and piece.startswith(_TIMING_PIECE):
-                digest.update(b",")  # content_digest keeps the comma before the timing key
-                hashing = False
-            elif hashing:
-                digest.update(piece.encode("utf-8"))
-            yield piece
+        with contextlib.ExitStack() as stack:
+            previous = self._open_previous(stack)
+            for piece in pieces(report):
+                if hashing and piece.startswith(_TIMING_PIECE):
+                    digest.update(b",")  # content_digest keeps the comma before the timing key
+                    hashing = False
+                elif hashing:
+                    data = piece.encode("utf-8")
+                    digest.update(data)
+                    if self.same and previous is not None and previous.read(len(data)) != data:
+                        self.same = False
+                yield piece
         yield "\n"
         self._digest = None if hashing else digest
+
+    def _open_previous(self, stack: contextlib.ExitStack) -> IO[bytes] | None:
+        if self._previous is None:
+            return None
+        try:
+            previous = stack.enter_context(open(self._previous, "rb"))  # noqa: SIM115
+        except OSError:
+            return None
+        self.same = True
+        return previous
 
     def digest(self, report: Mapping[str, Any], posters: Mapping[str, str]) -> str:
         """``content_digest(report, posters)``."""
@@ -258,14 +297,35 @@ def _render_timing(env: jinja2.Environment, report: Mapping[str, Any]) -> str:
     return env.get_template(_TIMING).render(seconds=timing.get("seconds"), started_at=timing.get("started_at"))
 
 
+def timing_html(report: Mapping[str, Any]) -> str:
+    """``timing.html.j2`` rendered for ``report``: its text made here for the values a report
+    holds (a number or None, a string or None), without importing Jinja2 (tests hold the two
+    equal); anything else is rendered by the template."""
+    timing = report.get("timing") or {}
+    seconds, started_at = timing.get("seconds"), timing.get("started_at")
+    if type(seconds) not in (int, float, type(None)) or type(started_at) not in (str, type(None)):
+        return _render_timing(_environment(), report)
+    from markupsafe import escape
+
+    text = _TIMING_START
+    if seconds is not None:
+        text += f'\n    <div class="fact"><span>time</span><b>{seconds:.1f} s</b></div>'
+    if started_at:
+        text += f'\n    <div class="fact"><span>started</span><b>{escape(started_at)}</b></div>'
+    return text + "\n" + _TIMING_END
+
+
 def render_gallery(report: Mapping[str, Any], posters: Mapping[str, str], content: str | None = None) -> str:
     """The page's HTML for ``report`` (posters: job id -> relative link; ``content``: its
     ``content_digest``, computed when not given)."""
     return "".join(_page_pieces(report, posters, content))
 
 
-def _page_pieces(report: Mapping[str, Any], posters: Mapping[str, str], content: str | None) -> Iterator[str]:
-    """The page in pieces: the template around the data block, the data a card at a time."""
+def _page_pieces(
+    report: Mapping[str, Any], posters: Mapping[str, str], content: str | None, cards: CardTexts | None = None
+) -> Iterator[str]:
+    """The page in pieces: the template around the data block, the data a card at a time
+    (``cards``: the cards already made, ``pagecards.CardTexts``)."""
     from markupsafe import Markup
 
     env = _environment()
@@ -288,7 +348,7 @@ def _page_pieces(report: Mapping[str, Any], posters: Mapping[str, str], content:
         yield page.replace(_DATA_MARK, script_json(gallery_data(report, posters)))
         return
     yield before
-    yield from _data_pieces(report, posters)
+    yield from _data_pieces(report, posters, cards)
     yield after
 
 
@@ -311,7 +371,7 @@ def _retimed(target: Path, content: str, report: Mapping[str, Any]) -> Iterator[
     if f'<meta name="batchvid-content" content="{content}">' not in head[:512] or not 0 <= start < end:
         fh.close()
         return None
-    return _copied(fh, head[:start] + _render_timing(_environment(), report), head[end + len(_TIMING_END):])
+    return _copied(fh, head[:start] + timing_html(report), head[end + len(_TIMING_END):])
 
 
 _HEAD_CHARS = 1 << 16
@@ -334,13 +394,15 @@ def write_gallery(
     report_text: str | None = None,
     content: ContentHash | None = None,
     posters: Mapping[str, str] | None = None,
+    cards: CardTexts | None = None,
 ) -> Path:
     """Write ``root/report.html`` for ``report`` (with ``make_posters``, making missing
     posters first: see ``ensure_posters``); returns it.
 
     A page that already shows this content (a rerun that changed nothing) only gets its timing
     facts renewed: rendering 10,000 cards again would cost a second or more for the same bytes.
-    ``posters``: ``ensure_posters``'s links, when already found.
+    ``posters``: ``ensure_posters``'s links, when already found; ``cards``: the cards of
+    ``report``'s jobs with those posters, when already made (``pagecards``).
     """
     if posters is None:
         posters = ensure_posters(root, report["jobs"], make=make_posters)
@@ -356,5 +418,5 @@ def write_gallery(
             return target
         except ValueError:  # not UTF-8 after all: render it again
             pass
-    write_atomic(target, _page_pieces(report, posters, digest))
+    write_atomic(target, _page_pieces(report, posters, digest, cards))
     return target

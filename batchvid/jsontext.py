@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from json.encoder import encode_basestring  # the C one, when built
-from typing import Any
+from typing import Any, TypeVar
 
 _STRING = encode_basestring
 encode_string = encode_basestring
@@ -28,6 +28,7 @@ encode_string = encode_basestring
 _INT = int.__repr__
 _FLOAT = float.__repr__
 _CONTAINERS = (dict, list, tuple)
+_T = TypeVar("_T")
 
 
 class Streamed(Sequence[Any]):
@@ -65,6 +66,15 @@ class StreamedItems:
         raise NotImplementedError
 
     def __len__(self) -> int:
+        raise NotImplementedError
+
+
+class EncodedItems(StreamedItems):
+    """A ``StreamedItems`` whose writer encodes its items itself: ``pieces`` asks
+    ``texts(nl)`` for each (key, text of its value at indentation ``nl``), sorted by key;
+    ``reference`` and ``indented`` read ``items()``."""
+
+    def texts(self, nl: str) -> Iterator[tuple[str, str]]:
         raise NotImplementedError
 
 
@@ -146,13 +156,18 @@ def _streamed_pieces(value: Streamed | StreamedItems, nl: str, levels: int) -> I
         yield nl + "]"
         return
     sep = "{" + inner
-    for key, item in _in_order(value.items()):
-        yield f"{sep}{_STRING(key)}: {item_text(item, inner)}"
-        sep = "," + inner
+    if isinstance(value, EncodedItems):
+        for key, text in _in_order(value.texts(inner)):
+            yield f"{sep}{_STRING(key)}: {text}"
+            sep = "," + inner
+    else:
+        for key, item in _in_order(value.items()):
+            yield f"{sep}{_STRING(key)}: {item_text(item, inner)}"
+            sep = "," + inner
     yield nl + "}"
 
 
-def _in_order(items: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+def _in_order(items: Iterable[tuple[str, _T]]) -> Iterator[tuple[str, _T]]:
     """``items``, each key checked to be a string after the one before (json.dumps's order)."""
     last = None
     for key, item in items:

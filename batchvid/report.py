@@ -165,20 +165,43 @@ class JobEntries(_Made):
     def outcomes(self) -> Sequence[Outcome]:
         return self._outcomes
 
-    def without_files(self) -> Sequence[dict[str, Any]]:
+    def without_files(self) -> Sequence[Mapping[str, Any]]:
         """The entries with their job's fields only (id, sample, parameters, source, matrix),
-        made without decoding an outcome: what the gallery finds sweeps by."""
-        return _Made(self._outcomes, _job_fields)
+        made without decoding an outcome: what the gallery finds sweeps by (``JobFields``)."""
+        return _Made(self._outcomes, JobFields)  # type: ignore[arg-type]  # a Mapping, not a dict
 
 
-def _job_fields(o: Outcome) -> dict[str, Any]:
-    job = o.job
-    fields: dict[str, Any] = {"id": job.id, "sample": job.sample, "parameters": job.canonical_params()}
-    if job.source:
-        fields["source"] = job.source
-    if job.matrix:
-        fields["matrix"] = dict(sorted(job.matrix.items()))
-    return fields
+class JobFields(Mapping[str, Any]):
+    """A job entry's own fields (id, sample, parameters, and source and matrix when it has
+    them), each made when read: finding sweeps reads the ids of every job but the parameters
+    of few, and ``canonical_params`` is most of an entry's cost."""
+
+    __slots__ = ("_job",)
+
+    def __init__(self, o: Outcome) -> None:
+        self._job = o.job
+
+    def __getitem__(self, name: str) -> Any:
+        job = self._job
+        if name == "id":
+            return job.id
+        if name == "sample":
+            return job.sample
+        if name == "parameters":
+            return job.canonical_params()
+        if name == "source" and job.source:
+            return job.source
+        if name == "matrix" and job.matrix:
+            return dict(sorted(job.matrix.items()))
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        job = self._job
+        return iter(("id", "sample", "parameters", *(("source",) if job.source else ()),
+                     *(("matrix",) if job.matrix else ())))
+
+    def __len__(self) -> int:
+        return 3 + bool(self._job.source) + bool(self._job.matrix)
 
 
 def assemble_report(

@@ -22,32 +22,15 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 
 from batchvid.budget import Budget
-from batchvid.download import Downloader
-from batchvid.drive import JobDriver, Slot
-from batchvid.enhancing import (
-    Enhancer,
-    Rewrite,
-    entry_of,
-    needs_rewrite,
-    sent_rewrite,
-    stored_rewrite,
-    unpriced_chat_models,
-)
 from batchvid.errors import ProviderError, RunFatalError, UsageError
 from batchvid.events import Broadcaster, Effects, RunFinished, RunStarted, Subscriber, scrubber
 from batchvid.jobs import Manifest
-from batchvid.lifecycle import JobLife
-from batchvid.media import start_pool
 from batchvid.plan import ACTIVE, STATUS_OF_ACTION, UNANSWERED_CREATE, Plan, Step
-from batchvid.polling import Poller, PollSchedule
-from batchvid.providers import get_provider
-from batchvid.providers.base import Provider
 from batchvid.ratelimit import AdaptiveLimit, RateLimiter
 from batchvid.relocate import Relocations
 from batchvid.report import Outcome, RunInfo, exit_code, write_outputs
@@ -55,8 +38,16 @@ from batchvid.retry import RetryPolicy
 from batchvid.settings import Settings, plan_for
 from batchvid.stopping import Stopped, Stopper
 from batchvid.store import OutputDir
-from batchvid.submit import Submitter
-from batchvid.transport import Client, transport_for
+
+if TYPE_CHECKING:
+    # The HTTP stack (httpx, the providers, the job-driving modules, the prompt rewrites) is
+    # imported where a job is sent: a rerun with nothing to send never loads it.
+    import httpx
+
+    from batchvid.drive import JobDriver, Slot
+    from batchvid.enhancing import Enhancer, Rewrite
+    from batchvid.polling import PollSchedule
+    from batchvid.providers.base import Provider
 
 __all__ = ["RunResult", "Runner", "Settings", "plan_for", "scrubber"]
 
@@ -129,6 +120,8 @@ def with_rewrite(outcome: Outcome, step: Step) -> Outcome:
     """``outcome`` with the rewrite of the job's prompt the journal holds, for an enhanced job
     (the report, metadata and lock then show both prompts, on every later run too)."""
     if step.job.enhance is not None:
+        from batchvid.enhancing import sent_rewrite, stored_rewrite
+
         stored = stored_rewrite(step.record) if step.pays else sent_rewrite(step.record)
         outcome.enhance = stored.record() if stored is not None else None
     return outcome
@@ -179,7 +172,7 @@ class Runner:
     ) -> None:
         self.manifest = manifest
         self.settings = settings
-        self.provider = provider or get_provider(settings.provider)
+        self._provider = provider
         self.transport = transport
         self.clock = clock
         self.sleep = sleep
@@ -189,8 +182,26 @@ class Runner:
         self.out = OutputDir(settings.out_dir)
         self.limiter = RateLimiter(settings.rpm or 0, 60.0, clock=clock, sleep=sleep)
         self.in_flight = AdaptiveLimit(settings.max_in_flight, clock=clock, sleep=sleep)
-        self.poll_schedule = PollSchedule(settings.poll_min, settings.poll_max)
+        self._poll_schedule: PollSchedule | None = None
         self.stopper = Stopper(self.emit, self.scrub, settings.grace)
+
+    @property
+    def provider(self) -> Provider:
+        """The provider's protocol (the one given, else the settings' own, made at first use)."""
+        if self._provider is None:
+            from batchvid.providers import get_provider
+
+            self._provider = get_provider(self.settings.provider)
+        return self._provider
+
+    @property
+    def poll_schedule(self) -> PollSchedule:
+        """The polls' spacing, shared by every job of the run (made at first use)."""
+        if self._poll_schedule is None:
+            from batchvid.polling import PollSchedule
+
+            self._poll_schedule = PollSchedule(self.settings.poll_min, self.settings.poll_max)
+        return self._poll_schedule
 
     @property
     def stopped(self) -> dict[str, str] | None:
@@ -213,8 +224,12 @@ class Runner:
                     f"--max-cost needs a price for {', '.join(plan.unpriced)} on "
                     f"{self.settings.provider}: add them under 'pricing:' in the manifest"
                 )
-            chat = unpriced_chat_models(plan.steps)
-            if self.settings.max_cost is not None and chat:
+            chat: list[str] = []
+            if self.settings.max_cost is not None:  # (the rewrites' module loads the HTTP stack)
+                from batchvid.enhancing import unpriced_chat_models
+
+                chat = unpriced_chat_models(plan.steps)
+            if chat:
                 raise UsageError(
                     f"--max-cost cannot count the prompt rewrites by {', '.join(chat)}: batchvid "
                     "knows no price for that chat model (glm-4-flash is free). Use glm-4-flash, "
@@ -267,8 +282,14 @@ class Runner:
         s = self.settings
         steps = plan.steps
         work = [i for i, step in enumerate(steps) if step.action in ACTIVE]
-        if not work:  # every job done or kept failed: no client, no transport (aiohttp unimported)
+        if not work:  # every job done or kept failed: no client, no transport (httpx unimported)
             return
+        import httpx
+
+        from batchvid.lifecycle import JobLife
+        from batchvid.media import start_pool
+        from batchvid.transport import Client
+
         # The first analysis worker boots while the first creates go out, so no clip waits for
         # it and this process never loads PyAV or numpy on its event loop.
         start_pool()
@@ -310,10 +331,16 @@ class Runner:
         httpx's default, which honours a proxy set in the environment)."""
         if self.transport is not None:
             return self.transport
+        from batchvid.transport import transport_for
+
         return transport_for(self.settings.transport)
 
     def _api_client(self, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
         """The client of the provider's API root, carrying the key."""
+        import httpx
+
+        from batchvid.transport import Client
+
         s = self.settings
         return Client(
             base_url=s.base_url or self.provider.default_base_url,
@@ -323,6 +350,8 @@ class Runner:
         )
 
     def _enhancer(self, api: httpx.AsyncClient, fx: Effects) -> Enhancer:
+        from batchvid.enhancing import Enhancer
+
         s = self.settings
         return Enhancer(self.provider, api, s.api_key, self.limiter,
                         RetryPolicy(s.retries, rng=self.rng), self.stopper, fx, s.re_enhance)
@@ -331,6 +360,8 @@ class Runner:
         """``batchvid enhance``: every enhanced job's prompt, rewritten where the next run's
         create is due a rewrite (asked now and journaled) or as the journal holds it. No video
         request is sent; a failed rewrite is that job's ``error``."""
+        from batchvid.enhancing import needs_rewrite
+
         records = self.out.open()
         rows: list[Rewrite] = []
         try:
@@ -350,6 +381,8 @@ class Runner:
         return rows
 
     async def _rewrite_one(self, enhancer: Enhancer, step: Step) -> Rewrite:
+        from batchvid.enhancing import Rewrite, entry_of, sent_rewrite, stored_rewrite
+
         job = step.job
         if not step.enhance:
             stored = stored_rewrite(step.record) if step.pays else sent_rewrite(step.record)
@@ -369,6 +402,8 @@ class Runner:
     async def _admit(self, step: Step, budget: Budget, live: anyio.Semaphore) -> Slot | None:
         """The job's in-flight slot once it may start, or None when it does not start: over
         budget (later free jobs still may) or the run is stopping."""
+        from batchvid.drive import Slot
+
         if step.pays:
             why = budget.admit(step.job)
             if why is not None:
@@ -392,6 +427,11 @@ class Runner:
         budget: Budget,
         relocations: Relocations,
     ) -> JobDriver:
+        from batchvid.download import Downloader
+        from batchvid.drive import JobDriver
+        from batchvid.polling import Poller
+        from batchvid.submit import Submitter
+
         s = self.settings
         fx = Effects(self.emit, self.scrub, self.clock, self.sleep, self.rng)
         # Polls and downloads never pay: they are bounded by the job timeout, not by --retries.
@@ -404,3 +444,4 @@ class Runner:
                                 strict_media=s.strict_media, qc=self.manifest.qc)
         return JobDriver(submitter, poller, downloader, relocations, budget, self.stopper, fx,
                          timeout=s.timeout, enhancer=self._enhancer(api, fx))
+

@@ -310,3 +310,30 @@ def test_a_link_is_what_quote_gives_for_every_path_accepted() -> None:
 
     for path in ("jobs/a/video.mp4", "jobs/a-1.b_c/poster.jpg", "jobs/a/video.mp4\n", "jobs/a/poster.jpg\n"):
         assert _href(path) == quote(path), repr(path)
+
+
+def test_timing_span_made_without_jinja_is_the_templates_render() -> None:
+    """``timing_html`` gives the bytes timing.html.j2 renders, for every kind of value a
+    report's timing holds (and falls back to the template for any other)."""
+    from batchvid.gallery import _TIMING, _environment, timing_html
+
+    template = _environment().get_template(_TIMING)
+    values = [(None, None), (0.0, ""), (1.25, "2026-01-01T00:00:00+00:00"), (3, None), (-0.05, "x"),
+              (1e300, "<&\"'>\u2028é"), (float("nan"), "a b"), (True, "t"), (None, 5), (12.3456, ["l"])]
+    for seconds, started_at in values:
+        report = {"timing": {"seconds": seconds, "started_at": started_at}}
+        assert timing_html(report) == template.render(seconds=seconds, started_at=started_at), (seconds, started_at)
+    assert timing_html({}) == template.render(seconds=None, started_at=None)
+
+
+def test_sources_digest_hashes_the_templates_as_jinja_loads_them() -> None:
+    """The page's content digest covers the template sources as Jinja2's loader reads them
+    (read here without importing Jinja2)."""
+    import hashlib
+
+    from batchvid.gallery import _SOURCES, _TIMING, _environment, _source, _sources_digest
+
+    expected = hashlib.sha256()
+    for name in (*_SOURCES, _TIMING):
+        expected.update(_source(_environment(), name).encode("utf-8"))
+    assert _sources_digest().hexdigest() == expected.hexdigest()

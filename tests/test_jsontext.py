@@ -10,7 +10,16 @@ from typing import Any
 import pytest
 
 from batchvid.durable import dumps, write_json
-from batchvid.jsontext import NotPlain, Streamed, StreamedItems, indented, pieces, reference
+from batchvid.jsontext import (
+    EncodedItems,
+    NotPlain,
+    Streamed,
+    StreamedItems,
+    indented,
+    item_text,
+    pieces,
+    reference,
+)
 
 
 def _value(rng: random.Random, depth: int = 0) -> Any:
@@ -173,3 +182,21 @@ def test_streamed_items_out_of_key_order_are_left_to_json_dumps() -> None:
     with pytest.raises(NotPlain):
         "".join(pieces({"jobs": _Pins(["b", "a"])}))
     assert reference({"jobs": _Pins(["b", "a"])}) == reference({"jobs": {"a": {"sha256": "aa"}, "b": {"sha256": "bb"}}})
+
+
+class _EncodedPins(EncodedItems, _Pins):
+    def texts(self, nl: str) -> Any:
+        return ((key, item_text(value, nl)) for key, value in self.items())
+
+
+def test_encoded_items_are_written_from_their_texts_and_read_as_the_dict_they_are(tmp_path: Path) -> None:
+    """An ``EncodedItems`` is written from the (key, text) pairs it gives, as the dict its
+    ``items()`` reads as; out of key order, ``pieces`` says NotPlain and ``write_json`` falls
+    back to ``json.dumps``'s text."""
+    pins = _EncodedPins([f"p{i:04d}" for i in range(500)])
+    plain = {"lock": {"jobs": dict(pins.items())}}
+    assert "".join(pieces({"lock": {"jobs": pins}})) == reference(plain) == indented({"lock": {"jobs": pins}})
+    with pytest.raises(NotPlain):
+        "".join(pieces({"jobs": _EncodedPins(["b", "a"])}))
+    write_json(tmp_path / "lock.json", {"jobs": _EncodedPins(["b", "a"])})
+    assert (tmp_path / "lock.json").read_text() == dumps({"jobs": {"a": {"sha256": "aa"}, "b": {"sha256": "bb"}}})

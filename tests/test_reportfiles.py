@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -195,3 +196,148 @@ def test_a_temporary_file_that_cannot_be_made_leaves_no_other_behind(
     with pytest.raises(OSError):
         write_outputs(tmp_path, _run(1, 5), _info())
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_cards_read_off_entries_match_for_odd_links_and_shadowing_fields(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """report.html's cards made in the pass (``pagecards``) give the reference page for videos
+    and covers whose paths are no links, jobs with and without posters, and a provider's field
+    named like one a card reads (that card made the long way)."""
+    outcomes = _run(21, 40)
+    odd = ["jobs/../x/video.mp4", "jobs/a/video.mp4\n", "/abs/video.mp4", "jobs/Ü/video.mp4", ""]
+    for n, o in enumerate(outcomes):
+        if o.video is not None:
+            o.video = {**o.video, "path": odd[n % len(odd)]} if n % 3 == 0 else o.video
+        if n % 4 == 0:
+            o.cover = {"path": odd[n % len(odd)] if n % 8 else f"jobs/{o.job.id}/cover.jpg", "sha256": "c"}
+        if n % 5 == 0:
+            o.provided = {"prompt_original": "shadow"} if n % 10 else {"task_id": "other", "error": None}
+    _assert_made_in_the_pass(tmp_path, outcomes, monkeypatch)
+
+
+def _assert_made_in_the_pass(tmp_path: Path, outcomes: list[Outcome], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reference bytes, with every card and pin made in the pass (none left to the long way)."""
+    import batchvid.pagecards as pagecards
+    import batchvid.reportfiles as reportfiles
+
+    made: list[bool] = []
+    for kind in (pagecards.CardTexts, reportfiles.PinTexts):
+        real_add = kind.add
+
+        def add(self: Any, *args: Any, real_add: Any = real_add) -> None:
+            real_add(self, *args)
+            made.append(self.complete)
+
+        monkeypatch.setattr(kind, "add", add)
+    _assert_same(tmp_path, outcomes, _info())
+    assert made and all(made)
+
+
+def test_pins_read_off_entries_match_for_enhanced_jobs_and_jobs_without_a_video(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """batchvid.lock's pins made in the pass give the reference lock for enhanced jobs, jobs
+    with and without a poster, a done job without a video, and a provider field named like
+    one a pin reads (that pin made the long way); ids out of manifest order are sorted."""
+    outcomes = [o for o in _run(31, 80) if o.status in ("succeeded", "skipped")]
+    outcomes.reverse()
+    for n, o in enumerate(outcomes):
+        if n % 7 == 0:
+            o.video = None
+        if n % 9 == 0:
+            o.provided = {"prompt": "shadow"}
+    _assert_made_in_the_pass(tmp_path, outcomes, monkeypatch)
+
+
+def test_card_template_of_an_entry_is_the_cards_compact_json() -> None:
+    """The template of an entry's shape, filled with its encoded scalars, is ``_card``'s JSON."""
+    from batchvid.gallery import _COMPACT, _card, _href
+    from batchvid.jsontext import shaped_parts
+    from batchvid.pagecards import card_template
+    from batchvid.report import job_entry
+
+    checked = 0
+    for o in _run(5, 60):
+        entry = job_entry(o, o.files())
+        _, shape, parts = shaped_parts(entry, "\n    ")
+        if shape is None or o.provided:
+            continue
+        link = json.dumps(_href((entry["video"] or {}).get("path")), ensure_ascii=False)
+        expected = _COMPACT(_card(entry, "p.jpg"))
+        assert card_template(shape).format(*parts, '"p.jpg"', link) == expected
+        checked += 1
+    assert checked > 10
+
+
+def test_sweeps_found_from_job_fields_are_those_of_the_full_entries() -> None:
+    """The entries' own fields read lazily (``JobFields``) read as the entries' id, sample,
+    parameters, source and matrix, and give the sweeps the full entries give."""
+    from batchvid.report import JobEntries
+    from batchvid.sweeps import find_sweeps
+
+    for seed in range(4):
+        outcomes = _run(seed, 60)
+        entries, light = list(JobEntries(outcomes)), JobEntries(outcomes).without_files()
+        assert [dict(fields) for fields in light] == [
+            {k: e[k] for k in ("id", "sample", "parameters", "source", "matrix") if k in e} for e in entries
+        ]
+        assert [s.to_dict() for s in find_sweeps(light)] == [s.to_dict() for s in find_sweeps(entries)]
+    plain = [Outcome(make_job(f"fox-{c}", n, prompt=f"a {c} fox"), "pending", "submit")
+             for n, c in enumerate(["red", "blue", "green"])]
+    found = find_sweeps(JobEntries(plain).without_files())
+    assert found and [s.to_dict() for s in found] == [s.to_dict() for s in find_sweeps(list(JobEntries(plain)))]
+
+
+@pytest.mark.parametrize(("changed", "first"), [
+    (None, None), ({"exit_code": 0}, 0), ({"manifest": "other.yaml"}, None), (0, 0), (17, 17), (39, 39)])
+def test_a_rerun_makes_cards_only_from_the_first_entry_that_differs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changed: Any, first: int | None
+) -> None:
+    """Written over an earlier run's files, cards are made in the pass only from the first job
+    whose entry differs from the replaced report.json, or from the first job when what comes
+    before the jobs does (none when nothing before the timing differs, or only what follows the
+    jobs: the page then makes its cards itself when it must); every file has the reference bytes."""
+    import batchvid.pagecards as pagecards
+
+    outcomes = [o for o in _run(41, 40) if not o.warnings]
+    write_outputs(tmp_path / "one-pass", outcomes, _info(seconds=1.0))
+    info = _info(**changed) if isinstance(changed, dict) else _info()
+    if isinstance(changed, int):
+        first = changed = min(changed, len(outcomes) - 1)
+        outcomes[changed].status, outcomes[changed].error = "failed", {"kind": "k", "message": "new"}
+    firsts: list[int] = []
+    real_init = pagecards.CardTexts.__init__
+
+    def init(self: pagecards.CardTexts, root: Path, first: int = 0) -> None:
+        real_init(self, root, first)
+        firsts.append(first)
+
+    monkeypatch.setattr(pagecards.CardTexts, "__init__", init)
+    _assert_same(tmp_path, outcomes, info)
+    assert firsts == ([] if first is None else [first])
+
+
+def test_text_utf8_cannot_hold_fails_as_the_reference_does_and_leaves_no_file(tmp_path: Path) -> None:
+    """A lone surrogate (a journal's "\\ud800") in a failed job's message: the one-pass writer
+    raises the reference writer's error, and neither leaves a file or a temporary one (the
+    cards' and pins' included)."""
+    outcomes = _run(3, 20)
+    outcomes[2].status, outcomes[2].error = "failed", {"kind": "k", "message": "bad \ud800 text"}
+    with pytest.raises(UnicodeEncodeError) as reference:
+        _reference(tmp_path / "reference", outcomes, _info())
+    with pytest.raises(UnicodeEncodeError) as one_pass:
+        write_outputs(tmp_path / "one-pass", outcomes, _info())
+    assert str(one_pass.value) == str(reference.value)
+    assert list((tmp_path / "one-pass").iterdir()) == list((tmp_path / "reference").iterdir()) == []
+
+
+def test_a_format_template_as_a_percent_template_formats_the_same() -> None:
+    """``FormatTemplate``'s ``text % pick(values)`` is ``str.format``'s text: fields reordered
+    and repeated, one field or none, literal "%" and escaped braces."""
+    from batchvid.pagecards import FormatTemplate
+
+    values = ("a%s", "{b}", "100%", "d")
+    for template in ("{{x}} {2}-{0}-{2} 50%% {3}%", "only {1}", "no fields %d {{}}", "{3}{0}"):
+        made = FormatTemplate(template)
+        assert made.text % made.pick(values) == template.format(*values), template

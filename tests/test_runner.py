@@ -506,3 +506,35 @@ def test_run_result_repr_stays_short_however_many_jobs() -> None:
     outcomes = [Outcome(make_job(f"job-{i}", i), "skipped", "skip") for i in range(2000)]
     text = repr(RunResult(0, outcomes, {"jobs": []}, None))
     assert text == "RunResult(exit_code=0, jobs=2000, stopped=None)"
+
+
+def test_a_rerun_with_nothing_to_send_never_imports_the_http_stack(tmp_path: Path) -> None:
+    """Running a finished directory again (every job skipped) loads neither httpx nor the
+    providers, the job-driving modules or the prompt rewrites (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    from batchvid.manifest import load_manifest
+    from batchvid.simulator import GEEKAI_PREFIX, SimulatorConfig, running_simulator
+
+    out, path = tmp_path / "out", tmp_path / "m.yaml"
+    path.write_text("version: 1\nname: t\nprovider: geekai\ndefaults:\n  model: cogvideox-flash\n"
+                    "jobs:\n  - id: a\n    prompt: a fox\n")
+    with running_simulator(SimulatorConfig(latency=0.0, video_seconds=0.5, max_side=64)) as sim:
+        settings = Settings(out_dir=out, base_url=sim.base_url + GEEKAI_PREFIX, api_key="sk-test",
+                            poll_min=0.05, poll_max=0.1, rpm=None, transport="httpx")
+        assert anyio.run(Runner(load_manifest(path), settings).run).exit_code == 0
+    code = f"""
+import sys, anyio
+from pathlib import Path
+from batchvid.manifest import load_manifest
+from batchvid.runner import Runner, Settings
+manifest = load_manifest(Path({str(path)!r}))
+result = anyio.run(Runner(manifest, Settings(out_dir=Path({str(out)!r}), api_key="sk-test")).run)
+assert [o.status for o in result.outcomes] == ["skipped"], result.outcomes
+print([m for m in ("httpx", "batchvid.providers", "batchvid.drive", "batchvid.enhancing") if m in sys.modules])
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).parent.parent)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"

@@ -8,7 +8,7 @@ import anyio
 import httpx
 import pytest
 
-import batchvid.runner
+import batchvid.transport
 from batchvid.runner import Runner, Settings
 from batchvid.simulator import GEEKAI_PREFIX, SimulatorConfig, running_simulator
 from batchvid.transport import TRANSPORTS, TransportKind, transport_for
@@ -29,7 +29,7 @@ def test_the_runner_uses_the_transport_its_settings_name(
         built.append(transport_for(which))
         return built[-1]
 
-    monkeypatch.setattr(batchvid.runner, "transport_for", recording)
+    monkeypatch.setattr(batchvid.transport, "transport_for", recording)
     jobs = [make_job(f"j{i}", i, prompt=f"a fox number {i}") for i in range(2)]
     with running_simulator(SimulatorConfig(latency=0.0, video_seconds=0.5, max_side=64)) as sim:
         settings = Settings(out_dir=tmp_path / "out", base_url=f"{sim.base_url}{GEEKAI_PREFIX}",

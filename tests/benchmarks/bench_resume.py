@@ -4,6 +4,10 @@ Run: ``.venv/bin/python tests/benchmarks/bench_resume.py [--jobs N] [--synthesiz
 
 ``--keep DIR`` builds the directory in DIR and leaves it there; given again, it reruns the kept
 directory without building it (profile a rerun with ``batchvid run DIR/resume.yaml --out DIR/out``).
+``--build-only`` (with ``--keep``) stops once it is built: the first rerun of a directory (each
+job's ``succeeded`` becomes ``skipped``, so every report file and report.html's cards change)
+costs more than the later ones; time it again on copies, ``cp -al DIR COPY`` with a real copy
+of ``COPY/out/.batchvid`` (hard links keep the videos' inodes, which the journal's ``stat`` pins).
 ``--replay`` also measures the journal replay alone, in this process after the reruns: its CPU
 (best of three) and, traced by tracemalloc, the bytes and memory blocks its records keep per job.
 ``--jobs 100000 --synthesize`` builds the 100,000-job directory (a JSONL prompts file with an id
@@ -113,6 +117,7 @@ def synthesize(manifest_path: Path, out: Path, tmp: Path) -> None:
     assert poster is not None
     poster_sha = hashlib.sha256(poster).hexdigest()
     store = OutputDir(out)
+    clean = False
     with mock.patch("batchvid.store.os.fsync"):  # one os.sync() at the end instead
         store.open()
         try:
@@ -144,8 +149,11 @@ def synthesize(manifest_path: Path, out: Path, tmp: Path) -> None:
                     Succeeded(job.key, job.id, task_id, video_entry, None, media, poster_entry,
                               None, stat)
                 )
+            clean = True
         finally:
-            store.close()
+            # Closed as a finished run closes it (its lock file emptied): the rerun then need
+            # not look for a killed run's temporary files in every job's folder.
+            store.close(clean=clean)
     os.sync()
 
 
@@ -216,6 +224,11 @@ def main() -> int:
         "to rerun or profile it again: batchvid run DIR/resume.yaml --out DIR/out",
     )
     parser.add_argument(
+        "--build-only", action="store_true",
+        help="with --keep: build the directory and stop (copy it with `cp -al` to time a first "
+        "rerun, whose every job turns succeeded -> skipped, more than once)",
+    )
+    parser.add_argument(
         "--replay", action="store_true",
         help="also measure the journal replay alone (CPU, bytes and blocks kept per job)",
     )
@@ -239,6 +252,8 @@ def main() -> int:
                 build_real(manifest, out)
             how = "synthesized with the store API" if args.synthesize else "real run against the simulator"
         print(f"completed directory of {args.jobs:,} jobs: {how}, {time.perf_counter() - start:.1f} s")
+        if args.build_only:
+            return 0
         print("  rerun 1, --base-url on a dead port:")
         wall_dead, ok_dead = rerun(manifest, out, dead_url(), args.jobs)
         with start_simulator("--latency", "0") as sim:
