@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from itertools import repeat
 from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -46,19 +47,18 @@ def format_seconds(seconds: float) -> str:
 
 def plan_table(plan: Plan, max_in_flight: int, rpm: float | None) -> str:
     jobs = list(map(_JOB, plan.steps))
-    # Column by column, in C-level passes (``map``): a row per job at 100,000 jobs.
+    # Column by column, then row by row, in C-level passes (``map``): a row per job at 100,000
+    # jobs. Each cell is left-justified to its column's width (``%-Ns``: by code points), the
+    # last column as it is, two spaces apart.
     columns = [
-        ["JOB", *map(_ID, jobs)],
-        ["KEY", *map(_SHORT_KEY, map(_KEY, jobs))],
-        ["MODEL", *shared_column(jobs, model_of)],
-        ["SIZE", *shared_column(jobs, _size)],
-        ["ACTION", *map(_ACTION, plan.steps)],
+        _cells("JOB", list(map(_ID, jobs))),
+        _cells("KEY", list(map(_SHORT_KEY, map(_KEY, jobs)))),
+        _cells("MODEL", shared_column(jobs, model_of), repeated=True),
+        _cells("SIZE", shared_column(jobs, _size), repeated=True),
+        _cells("ACTION", list(map(_ACTION, plan.steps)), repeated=True),
         ["REASON", *map(_REASON, plan.steps)],
     ]
-    widths = [max(map(len, column)) for column in columns[:5]]
-    # Each cell left-justified to its column's width, two spaces apart; one C call a row.
-    row_format = "  ".join(f"%-{width}s" for width in widths) + "  %s"
-    lines = list(map(row_format.__mod__, zip(*columns, strict=True)))
+    lines = list(map("  ".join, zip(*columns, strict=True)))
     counts = ", ".join(f"{n} {action}" for action, n in plan.counts().items())
     cost = f"{plan.cost:g} {plan.currency}"
     if plan.unpriced:
@@ -72,6 +72,23 @@ def plan_table(plan: Plan, max_in_flight: int, rpm: float | None) -> str:
         + (f" and {rpm:g} creates/min" if rpm else ""),
     ]
     return "\n".join(lines)
+
+
+def _cells(header: str, values: list[str], repeated: bool = False) -> list[str]:
+    """``header`` and ``values``, each left-justified to the longest: a value that repeats
+    (``repeated``: few distinct, as a column of models) justified once, not once per row."""
+    if repeated:
+        distinct = set(values)
+        width = max(len(header), max(map(len, distinct), default=0))
+        padded = {value: value.ljust(width) for value in distinct}
+        if len(padded) == 1:
+            return [header.ljust(width), *repeat(padded[values[0]], len(values))]
+        return [header.ljust(width), *map(padded.__getitem__, values)]
+    lengths = list(map(len, values))
+    width = max(len(header), max(lengths, default=0))
+    if min(lengths, default=width) == width:  # every value as long as the column: as it is
+        return [header.ljust(width), *values]
+    return [header.ljust(width), *map(str.ljust, values, repeat(width))]
 
 
 _JOB, _ID, _KEY, _ACTION, _REASON = (attrgetter(name) for name in ("job", "id", "key", "action", "reason"))
