@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import compress, repeat
@@ -386,7 +386,9 @@ def _steps(
     chosen = {job.key for job in select(jobs, only, shard)} if only or shard is not None else None
     if not records and chosen is None and list(map(_ENHANCE, jobs)).count(None) == len(jobs):
         # Every job new and plain (the loop's first branch for each): in C-level passes.
-        return list(map(_StepFields.freeze, map(_StepFields, jobs, repeat(None))))
+        fields = list(map(_StepFields, jobs, repeat(None)))
+        deque(map(setattr, fields, repeat("__class__"), repeat(Step)), maxlen=0)  # each freeze()d
+        return cast(list[Step], fields)
     by_id = {record.id: record for record in records.values()}
     steps: list[Step] = []
     for job in jobs:
