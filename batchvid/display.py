@@ -77,8 +77,8 @@ def plan_table(plan: Plan, max_in_flight: int, rpm: float | None) -> str:
 def _cells(header: str, values: list[str], repeated: bool = False) -> list[str]:
     """``header`` and ``values``, each left-justified to the longest: a value that repeats
     (``repeated``: few distinct, as a column of models) justified once, not once per row."""
-    if repeated:
-        distinct = set(values)
+    if repeated:  # one value in every row (a C-level count of it) or a few
+        distinct = {values[0]} if values and values.count(values[0]) == len(values) else set(values)
         width = max(len(header), max(map(len, distinct), default=0))
         padded = {value: value.ljust(width) for value in distinct}
         if len(padded) == 1:
