@@ -21,7 +21,7 @@ from batchvid.events import (
     RunStarted,
     RunStopping,
 )
-from batchvid.jobs import model_of, shared_column
+from batchvid.jobs import shared_column
 from batchvid.plan import Plan, Step
 
 if TYPE_CHECKING:  # the progress bar's library and the output directory's modules: not to plan
@@ -53,7 +53,7 @@ def plan_table(plan: Plan, max_in_flight: int, rpm: float | None) -> str:
     columns = [
         _cells("JOB", list(map(_ID, jobs))),
         _cells("KEY", list(map(_SHORT_KEY, map(_KEY, jobs)))),
-        _cells("MODEL", shared_column(jobs, model_of), repeated=True),
+        _cells("MODEL", plan.models(), repeated=True),
         _cells("SIZE", shared_column(jobs, _size), repeated=True),
         _cells("ACTION", list(map(_ACTION, plan.steps)), repeated=True),
         ["REASON", *map(_REASON, plan.steps)],

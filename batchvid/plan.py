@@ -122,6 +122,12 @@ class Plan:
 
         return self._once("models", models)
 
+    def models(self) -> list[str]:
+        """The model of each step, in order: a plan of all submits shares its submits' list."""
+        if self._tally()["submit"] == len(self.steps):
+            return self._submitted_models()
+        return self._once("all models", lambda: shared_column(list(map(_JOB, self.steps)), model_of))
+
     @property
     def cost(self) -> float:
         """Known cost of the submits (unknown prices count as zero; see ``unpriced``)."""
