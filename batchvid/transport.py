@@ -38,6 +38,7 @@ from typing import Any
 import anyio
 import httpx
 
+from batchvid.eventloop import backend_options as backend_options
 from batchvid.settings import TransportKind
 
 TRANSPORTS: tuple[TransportKind, ...] = ("aiohttp", "httpx")
@@ -98,17 +99,6 @@ class _SetCookies(httpx.Cookies):
     def extract_cookies(self, response: httpx.Response) -> None:
         if "set-cookie" in response.headers:
             super().extract_cookies(response)
-
-
-def backend_options(use_uvloop: bool = True) -> dict[str, Any]:
-    """``anyio.run(..., backend_options=...)``: uvloop when asked for and installed."""
-    if not use_uvloop:
-        return {}
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return {}
-    return {"use_uvloop": True}
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):

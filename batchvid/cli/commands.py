@@ -93,8 +93,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
     from batchvid.display import JsonLog, ProgressDisplay, ProgressLines, TextLog, run_summary
+    from batchvid.eventloop import backend_options
     from batchvid.runner import Runner
-    from batchvid.transport import backend_options
 
     check_sim_flags(args)
     manifest = load(args.manifest, args.provider, args.root)

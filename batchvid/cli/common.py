@@ -98,17 +98,9 @@ def _base_url(args: argparse.Namespace, provider: str) -> str | None:
         where = "BATCHVID_BASE_URL"
     if value is None:
         return None
-    import httpx
+    from batchvid.providerinfo import check_base_url
 
-    try:
-        url = httpx.URL(value)
-    except httpx.InvalidURL:
-        url = None
-    if url is None or url.scheme not in ("http", "https") or not url.host:
-        raise UsageError(f"{where} {value!r}: expected an http(s) URL such as https://geekai.co/api/v1")
-    from batchvid.providers import check_base_url
-
-    check_base_url(url, provider, f"{where} {value}")
+    check_base_url(value, provider, where)
     return str(value)
 
 
@@ -163,9 +155,9 @@ def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
 
 def api_key(provider: str) -> str | None:
     """The provider's key from the first of its environment variables that is set."""
-    from batchvid.providers import get_provider
+    from batchvid.providerinfo import key_variables
 
-    for name in get_provider(provider).key_env_vars:
+    for name in key_variables(provider):
         value = os.environ.get(name, "").strip()
         if value:
             return value
@@ -173,11 +165,11 @@ def api_key(provider: str) -> str | None:
 
 
 def require_api_key(provider: str) -> str:
-    from batchvid.providers import get_provider
+    from batchvid.providerinfo import key_variables
 
     key = api_key(provider)
     if key is None:
-        names = " or ".join(get_provider(provider).key_env_vars)
+        names = " or ".join(key_variables(provider))
         raise ConfigError(
             f"no API key for provider {provider!r}: set {names} in the environment "
             "(or try the simulator with --simulate)"

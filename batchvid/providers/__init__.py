@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
-
 from batchvid.errors import UsageError
 from batchvid.providers.base import Provider, TaskResult
 from batchvid.providers.bigmodel import BigModelProvider
@@ -33,25 +31,6 @@ def get_provider(name: str) -> Provider:
     return cls()
 
 
-def check_base_url(url: httpx.URL, provider: str, where: str) -> None:
-    """Refuse a base URL that is another provider's API root (its host, or its path such as
-    BigModel's /api/paas/v4): the request would be refused with a puzzling message (GeekAI's
-    ``async`` is an unknown parameter to BigModel), so say so before anything is sent."""
-    own = get_provider(provider)
-    for name in PROVIDERS:
-        other = get_provider(name)
-        root = httpx.URL(other.default_base_url)
-        if name == provider or root.path == httpx.URL(own.default_base_url).path:
-            continue
-        if url.host == root.host or url.path.rstrip("/") == root.path.rstrip("/"):
-            raise UsageError(
-                f"{where} is {other.label}'s API (its root is {other.default_base_url}) but the "
-                f"provider is {provider} ({own.label}, root {own.default_base_url}): set "
-                f"provider: {name} in the manifest (or --provider {name}), or point the URL at "
-                f"{own.label}"
-            )
-
-
 __all__ = [
     "DEFAULT_PROVIDER",
     "PROVIDERS",
@@ -59,6 +38,5 @@ __all__ = [
     "GeekAIProvider",
     "Provider",
     "TaskResult",
-    "check_base_url",
     "get_provider",
 ]
