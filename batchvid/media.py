@@ -252,8 +252,10 @@ class AnalysisPool:
         queue.append(clip)
         try:
             async with limiter:
-                if clip.reply is None:  # else a batch before took it
+                if clip.reply is None and clip.sent is None:  # else a batch before took it
                     await self._send(queue, clip)
+            if clip.sent is not None:  # in a batch another task sent: its reply, not a second request
+                await clip.sent.wait()
         finally:
             if clip.reply is None and clip in queue:  # cancelled, or no worker to take it
                 queue.remove(clip)
@@ -277,12 +279,18 @@ class AnalysisPool:
         batch = [clip, *[other for other in queue if other is not clip][: max(0, count - 1)]]
         taken = {id(one) for one in batch}
         queue[:] = [other for other in queue if id(other) not in taken]
-        # Shielded: replies left unread would be taken for the next clips'.
-        with anyio.CancelScope(shield=True):
-            replies = await worker.call([os.fspath(one.path) for one in batch])
-        self._returned(worker, alive=replies is not None)
-        for one, reply in zip(batch, replies or [_ON_THREAD] * len(batch), strict=True):
-            one.reply = reply
+        sent = anyio.Event()
+        for one in batch:
+            one.sent = sent
+        try:
+            # Shielded: replies left unread would be taken for the next clips'.
+            with anyio.CancelScope(shield=True):
+                replies = await worker.call([os.fspath(one.path) for one in batch])
+            self._returned(worker, alive=replies is not None)
+            for one, reply in zip(batch, replies or [_ON_THREAD] * len(batch), strict=True):
+                one.reply = reply
+        finally:
+            sent.set()  # the clips' tasks read their replies (none: analysed on a thread)
 
     def close(self) -> None:
         """End the idle workers, all at once (a busy one ends when its clip is done; one still
@@ -367,11 +375,13 @@ _ON_THREAD = (False, None, 0.0)
 class _Clip:
     """A clip for a worker, and its reply once there is one."""
 
-    __slots__ = ("path", "reply")
+    __slots__ = ("path", "reply", "sent")
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.reply: tuple[bool, Any, float] | None = None
+        self.sent: anyio.Event | None = None
+        """Set once the request that took the clip has its reply (or failed)."""
 
 
 _HEADER = struct.Struct("!Q")

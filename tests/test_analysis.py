@@ -303,8 +303,9 @@ async def test_workers_are_added_only_when_clips_queue_longer_than_a_start(
 ) -> None:
     """Clips arriving at once get a second worker only when their queue would last longer
     than a worker takes to start (never, if starting took forever; always, if it took no
-    time)."""
+    time). One clip a request: clips sent together in one request wait for that one worker."""
     monkeypatch.setattr("batchvid.media.WORKER_START_SECONDS", start_seconds)
+    monkeypatch.setattr("batchvid.media.BATCH_SECONDS", 0.0)
     pool = AnalysisPool(workers=2, after=0)
     results: dict[Path, Analysis] = {}
 
@@ -390,6 +391,41 @@ async def test_clips_queued_behind_one_go_to_the_worker_together(
         assert results == {i: analyse(clip) for i, clip in enumerate(clips * 2)}
         assert sum(sizes[2:]) == 2 * len(clips) and sizes[2] == 4 and len(sizes) < 2 + len(clips)
         assert pool._loop_state()[1] == []
+    finally:
+        pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_clip_in_a_batch_under_way_is_not_sent_again(
+    clips: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With two workers, a clip already in a request under way waits for that request's reply
+    when its own turn comes, rather than going to the other worker as well: each clip is
+    sent once, and gets its own result."""
+    monkeypatch.setattr("batchvid.media.WORKER_START_SECONDS", 0.0)
+    pool = AnalysisPool(workers=2, after=0)
+    results: dict[int, Analysis] = {}
+
+    async def one(index: int, clip: Path) -> None:
+        results[index] = await pool.analyse(clip)
+
+    try:
+        await pool.analyse(clips[0])
+        await pool.analyse(clips[1])  # a clip's time, measured
+        with monkeypatch.context() as unbatched:  # a clip a request: a second worker starts and answers
+            unbatched.setattr("batchvid.media.BATCH_SECONDS", 0.0)
+            async with anyio.create_task_group() as group:
+                for index, clip in enumerate(clips * 2):
+                    group.start_soon(one, index, clip)
+        assert pool._started == 2 and pool._loop_state()[0].total_tokens == 2
+        sizes = recording_calls(monkeypatch)
+        monkeypatch.setattr(pool, "_clip_seconds", media.BATCH_SECONDS / 64)
+        results.clear()
+        async with anyio.create_task_group() as group:
+            for index, clip in enumerate(clips * 2):
+                group.start_soon(one, index, clip)
+        assert results == {i: analyse(clip) for i, clip in enumerate(clips * 2)}
+        assert sum(sizes) == 2 * len(clips)
     finally:
         pool.close()
 
