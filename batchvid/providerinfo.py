@@ -20,14 +20,14 @@ PROVIDER_ROOTS: dict[str, tuple[str, str]] = {
     "geekai": ("GeekAI", "https://geekai.co/api/v1"),
     "bigmodel": ("BigModel", "https://open.bigmodel.cn/api/paas/v4"),
 }
-"""Each provider's label and default base URL, as its ``Provider`` class has them (a test
-holds the two equal), in ``providers.PROVIDERS`` order."""
+"""Each provider's label and default base URL, in ``providers.PROVIDERS`` order: its
+``Provider`` class takes them from here, so the CLI's checks need not import the providers."""
 
 KEY_VARIABLES: dict[str, tuple[str, ...]] = {
     "geekai": ("GEEKAI_API_KEY",),
     "bigmodel": ("ZHIPUAI_API_KEY", "BIGMODEL_API_KEY"),
 }
-"""Each provider's ``key_env_vars`` (a test holds them equal)."""
+"""Each provider's ``key_env_vars`` (its ``Provider`` class takes them from here)."""
 
 
 def key_variables(provider: str) -> tuple[str, ...]:

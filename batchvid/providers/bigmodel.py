@@ -17,9 +17,10 @@ from typing import Any
 
 from batchvid.errors import JobFatalError, ProviderError, RunFatalError, TransientError
 from batchvid.jobs import Job
+from batchvid.providerinfo import KEY_VARIABLES, PROVIDER_ROOTS
 from batchvid.providers.base import ErrorClass, Provider, RawResponse, set_params
 
-LABEL = "BigModel"
+LABEL, _ROOT = PROVIDER_ROOTS["bigmodel"]
 
 DUPLICATE_REQUEST = "1231"
 
@@ -58,9 +59,8 @@ class BigModelProvider(Provider):
     """The BigModel protocol, as data for the shared flow of ``Provider``."""
 
     name = "bigmodel"
-    label = LABEL
-    default_base_url = "https://open.bigmodel.cn/api/paas/v4"
-    key_env_vars = ("ZHIPUAI_API_KEY", "BIGMODEL_API_KEY")
+    label, default_base_url = LABEL, _ROOT
+    key_env_vars = KEY_VARIABLES[name]
     poll_paths = ("async-result/{id}",)
     task_id_field = "id"
     codes = CODES

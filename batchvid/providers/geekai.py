@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from batchvid.jobs import Job
+from batchvid.providerinfo import KEY_VARIABLES, PROVIDER_ROOTS
 from batchvid.providers.base import Provider, set_params
 
 
@@ -20,9 +21,8 @@ class GeekAIProvider(Provider):
     """The GeekAI protocol, as data for the shared flow of ``Provider``."""
 
     name = "geekai"
-    label = "GeekAI"
-    default_base_url = "https://geekai.co/api/v1"
-    key_env_vars = ("GEEKAI_API_KEY",)
+    label, default_base_url = PROVIDER_ROOTS[name]
+    key_env_vars = KEY_VARIABLES[name]
     poll_paths = ("video/{id}/result", "videos/{id}")
     task_id_field = "task_id"
 
