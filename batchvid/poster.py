@@ -106,6 +106,8 @@ class FirstFrame:
 
 
 COLOUR_FIELDS = ("color_range", "colorspace", "color_primaries", "color_trc")
+KEEP_PIXELS = 640 * 360
+"""The largest picture, in pixels, of a decoder that is kept for the next clip."""
 
 
 def new_decoder(source: Any, fields: tuple[str, ...] = COLOUR_FIELDS) -> Any:
@@ -141,8 +143,10 @@ def keep_decoder(slot: str, fits: tuple[Any, ...], decoder: Any) -> None:
     what it keeps (the parameter sets, the reorder depth they set) is what that extradata gives
     a new decoder. The callers keep a decoder only when nothing else can have changed it: no
     error, and no reorder depth found by guessing (tests/benchmarks/ab_analysis.py checks
-    orders in which kept decoders serve the next clips)."""
-    if fits[0] != "h264" or not fits[1]:
+    orders in which kept decoders serve the next clips). Small pictures only (``KEEP_PIXELS``):
+    a decoder holds a few of its pictures, and a large clip's analysis costs so much more than
+    a new decoder that keeping one would save nothing worth the memory."""
+    if fits[0] != "h264" or not fits[1] or decoder.width * decoder.height > KEEP_PIXELS:
         return
     decoder.flush_buffers()
     setattr(_local, slot, (fits, decoder))

@@ -221,6 +221,17 @@ def test_no_decoder_is_kept_from_a_stream_that_reorders(tmp_path: Path) -> None:
     assert poster._local.first is None and poster._local.sampler is None
 
 
+def test_no_decoder_is_kept_from_a_large_stream(tmp_path: Path) -> None:
+    """A clip of pictures larger than KEEP_PIXELS leaves no decoder kept (nor its pictures)."""
+    clip = make_clip(tmp_path / "large.mp4", "moving", frames=4, width=642, height=360)
+    forget_kept_decoders()
+    analysed(clip)
+    assert poster._local.first is None and poster._local.sampler is None
+    small = make_clip(tmp_path / "small.mp4", "moving", frames=4, width=640, height=360)
+    analysed(small)
+    assert poster._local.first is not None and poster._local.sampler is not None
+
+
 def test_each_thread_keeps_its_own_decoders(tmp_path: Path) -> None:
     """Clips analysed on two threads at once give what they give one by one: each thread keeps
     decoders of its own."""
