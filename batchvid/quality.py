@@ -21,7 +21,9 @@ Which frames are sampled, so the cost does not follow the clip's length:
   last sample, which is the first decoded frame at or after each of 32 evenly spread times.
   Frames nothing refers to (most B-frames) and the loop filter are skipped, which saves little
   (measured: 0.9-1.0 of a full decode in CPU time, tests/benchmarks/README.md). An MP4 clip
-  of up to ``KEEP_BYTES`` is decoded from the packets the scan kept, not read a second time.
+  of up to ``KEEP_BYTES`` is decoded from the packets the scan kept, not read a second time,
+  by the decoder this thread kept from its last clip when that clip had the same parameter sets
+  (small H.264 clips without reordering: ``batchvid.poster.keep_decoder``).
 
 ``check_quality`` compares the signals with a manifest's ``qc:`` thresholds.
 """
