@@ -64,26 +64,28 @@ class FirstFrame:
     """The first frame of a video stream, decoded from its packets as they are read by someone
     else (the quality scan), by a decoder of its own: the scan's decoder may skip the loop
     filter, which changes pixels. The same frame as ``poster_jpeg``'s, so the same bytes
-    (tests/test_analysis.py compares them)."""
+    (tests/test_analysis.py compares them). The decoder is kept for the next clip of the same
+    parameter sets (``keep_decoder``) when the first packet gave the frame."""
 
     def __init__(self, stream: Any) -> None:
         import av
 
         self._error: type[Exception] = av.FFmpegError
         source = stream.codec_context
-        self._decoder: Any = av.CodecContext.create(source.codec.name, "r")
-        self._decoder.extradata = source.extradata
-        for name in ("color_range", "colorspace", "color_primaries", "color_trc"):
-            setattr(self._decoder, name, getattr(source, name))
-        self._decoder.thread_count = 1
+        self._fits = (source.name, source.extradata, *(getattr(source, n) for n in COLOUR_FIELDS))
+        self._decoder: Any = kept_decoder("first", self._fits) or new_decoder(source)
         self.frame: Any = None
         self._done = False
+        self._fed = 0
+        self._clean = False
+        """Whether the first packet gave the frame: one picture decoded, without error."""
 
     def feed(self, packet: Any) -> bool:
         """Decode ``packet`` until the first frame is out (a decoding error: no poster);
         whether that is done (later packets are not needed)."""
         if self._done:
             return True
+        self._fed += 1
         try:
             frames = self._decoder.decode(packet)
         except self._error:
@@ -91,13 +93,63 @@ class FirstFrame:
             return True
         if frames:
             self.frame, self._done = frames[0], True
+            self._clean = self._fed == 1 and packet is not None
         return self._done
 
     def finish(self) -> Any:
         """The first frame, draining the decoder if the packets ran out before it came out;
         None when there is none."""
         self.feed(None)
+        if self._clean:
+            keep_decoder("first", self._fits, self._decoder)
         return self.frame
+
+
+COLOUR_FIELDS = ("color_range", "colorspace", "color_primaries", "color_trc")
+KEEP_PIXELS = 640 * 360
+"""The largest picture, in pixels, of a decoder that is kept for the next clip."""
+
+
+def new_decoder(source: Any, fields: tuple[str, ...] = COLOUR_FIELDS) -> Any:
+    """A single-threaded decoder for the codec of ``source`` (a stream's codec context) with
+    its extradata and its ``fields``."""
+    import av
+
+    decoder = av.CodecContext.create(source.name, "r")
+    decoder.extradata = source.extradata
+    for name in fields:
+        setattr(decoder, name, getattr(source, name))
+    decoder.thread_count = 1
+    return decoder
+
+
+def kept_decoder(slot: str, fits: tuple[Any, ...]) -> Any:
+    """The decoder this thread kept in ``slot`` (``keep_decoder``) if it was kept for ``fits``,
+    taken out of the slot; else None."""
+    kept: tuple[tuple[Any, ...], Any] | None = getattr(_local, slot, None)
+    if kept is None or kept[0] != fits:
+        return None
+    setattr(_local, slot, None)
+    return kept[1]
+
+
+def keep_decoder(slot: str, fits: tuple[Any, ...], decoder: Any) -> None:
+    """Keep ``decoder``, flushed, in this thread's ``slot`` for the next stream that ``fits``
+    (``kept_decoder``): opening, setting up and freeing an H.264 decoder is ~0.8 of a simulator
+    clip's ~12 million instructions, and a clip takes two. H.264 decoders only, and only for the
+    same extradata (``fits`` starts with the codec's name and the extradata; the caller adds
+    the fields it set): flushed as for a seek, one decodes the next stream as a new one does,
+    for a flush forgets the pictures, references, picture order, recovery point and SEI, and
+    what it keeps (the parameter sets, the reorder depth they set) is what that extradata gives
+    a new decoder. The callers keep a decoder only when nothing else can have changed it: no
+    error, and no reorder depth found by guessing (tests/benchmarks/ab_analysis.py checks
+    orders in which kept decoders serve the next clips). Small pictures only (``KEEP_PIXELS``):
+    a decoder holds a few of its pictures, and a large clip's analysis costs so much more than
+    a new decoder that keeping one would save nothing worth the memory."""
+    if fits[0] != "h264" or not fits[1] or decoder.width * decoder.height > KEEP_PIXELS:
+        return
+    decoder.flush_buffers()
+    setattr(_local, slot, (fits, decoder))
 
 
 _local = threading.local()

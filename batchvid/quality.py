@@ -21,7 +21,9 @@ Which frames are sampled, so the cost does not follow the clip's length:
   last sample, which is the first decoded frame at or after each of 32 evenly spread times.
   Frames nothing refers to (most B-frames) and the loop filter are skipped, which saves little
   (measured: 0.9-1.0 of a full decode in CPU time, tests/benchmarks/README.md). An MP4 clip
-  of up to ``KEEP_BYTES`` is decoded from the packets the scan kept, not read a second time.
+  of up to ``KEEP_BYTES`` is decoded from the packets the scan kept, not read a second time,
+  by the decoder this thread kept from its last clip when that clip had the same parameter sets
+  (small H.264 clips without reordering: ``batchvid.poster.keep_decoder``).
 
 ``check_quality`` compares the signals with a manifest's ``qc:`` thresholds.
 """
@@ -253,11 +255,12 @@ def _sequential_samples(
     wanted = [times[i] for i in _spread(min(MAX_SAMPLES, len(times)), len(times))]
     if not wanted:
         return
-    codec = stream.codec_context
     if not kept:
         container.seek(0, stream=stream, backward=True, any_frame=False)
-    codec.skip_frame = "NONREF"
-    codec.options = {"skip_loop_filter": "all"}
+    codec, fits = _sampling_decoder(stream.codec_context) if kept else (stream.codec_context, None)
+    if fits is None:
+        codec.skip_frame = "NONREF"
+        codec.options = {"skip_loop_filter": "all"}
     decoded = _decoded(codec, kept) if kept else container.decode(stream)
     targets = iter(wanted)
     target: int | None = next(targets)
@@ -269,7 +272,30 @@ def _sequential_samples(
         while target is not None and target <= pts:
             target = next(targets, None)
         if target is None:
-            return
+            break
+    if fits is not None and not codec.has_b_frames:  # else it guessed a reorder depth
+        from batchvid.poster import keep_decoder
+
+        keep_decoder("sampler", fits, codec)
+
+
+def _sampling_decoder(source: Any) -> tuple[Any, tuple[Any, ...] | None]:
+    """The decoder for a clip's kept packets, and what it fits (``batchvid.poster.keep_decoder``):
+    for an H.264 stream without reordering, this thread's kept decoder when it fits, else a new
+    one set up as the stream's own is (extradata, size, colour fields, no reorder depth); for
+    others, the stream's own (None: not to be kept)."""
+    from batchvid.poster import COLOUR_FIELDS, kept_decoder, new_decoder
+
+    if source.name != "h264" or not source.extradata or source.has_b_frames:
+        return source, None
+    fields = ("width", "height", *COLOUR_FIELDS)
+    fits = (source.name, source.extradata, *(getattr(source, name) for name in fields))
+    decoder = kept_decoder("sampler", fits)
+    if decoder is None:
+        decoder = new_decoder(source, fields)
+        decoder.skip_frame = "NONREF"
+        decoder.options = {"skip_loop_filter": "all"}
+    return decoder, fits
 
 
 def _decoded(codec: Any, packets: list[Any]) -> Iterator[Any]:

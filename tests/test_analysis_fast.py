@@ -6,13 +6,15 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from batchvid import media, media_worker, quality
+from batchvid import media, media_worker, poster, quality
 from batchvid.media import analyse, probe
+from batchvid.simulator.video import VideoSpec, render_video
 from tests.test_analysis import clips  # noqa: F401  (the fixture)
 from tests.test_quality import make_clip
 
@@ -137,3 +139,112 @@ def test_a_worker_loads_no_event_loop_and_no_output_writing() -> None:
     loaded = set(done.stdout.split())
     assert {"batchvid.media", "batchvid.poster", "batchvid.quality", "av", "numpy"} <= loaded
     assert not loaded & {"anyio", "asyncio", "batchvid.store", "batchvid.journal", "json"}
+
+
+def forget_kept_decoders() -> None:
+    poster._local.first = poster._local.sampler = None
+
+
+def one_parameter_set(root: Path) -> list[Path]:
+    """Simulator clips of one size, rate and look (so one set of parameter sets) but other
+    colours, patterns and lengths, and one of them cut short and one damaged."""
+    paths = []
+    for index, (seconds, colour, pattern) in enumerate(
+        ((1.0, 3, 0), (0.5, 5, 1), (2.0, 1, 0), (1.0, 7, 1))
+    ):
+        path = root / f"same-{index}.mp4"
+        path.write_bytes(render_video(VideoSpec(160, 90, 16, seconds, False, colour, pattern)))
+        paths.append(path)
+    data = paths[0].read_bytes()
+    cut = root / "cut.mp4"
+    cut.write_bytes(data[: len(data) - 200])
+    damaged = root / "damaged.mp4"
+    middle = len(data) // 2
+    damaged.write_bytes(data[:middle] + bytes(range(7, 255, 3)) + data[middle + 83 :])
+    paths[2:2] = [cut, damaged]
+    return paths
+
+
+def analysed(path: Path) -> object:
+    try:
+        return analyse(path)
+    except media.MediaError as exc:
+        return str(exc)
+
+
+def test_kept_decoders_give_what_new_ones_give(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clips of one set of parameter sets analysed in turn, so that the decoders kept from one
+    (poster's and samples') serve the next, give what each gives with new decoders, a clip cut
+    short among them; and the kept decoders did serve them."""
+    paths = one_parameter_set(tmp_path)
+    wanted = []
+    for path in paths:
+        forget_kept_decoders()
+        wanted.append(analysed(path))
+    assert isinstance(wanted[2], str) and isinstance(wanted[3], str)  # they do not analyse
+    made: list[tuple[Any, ...]] = []
+    new_decoder = poster.new_decoder
+    monkeypatch.setattr(poster, "new_decoder", lambda *args: made.append(args) or new_decoder(*args))
+    forget_kept_decoders()
+    for path, expected in zip(paths * 3, wanted * 3, strict=True):
+        assert analysed(path) == expected, path.name
+    # The first clip's two, then two after each damaged clip (its error dropped them): kept
+    # for all the others.
+    assert len(made) == 2 * (1 + 3)
+    assert poster._local.first is not None and poster._local.sampler is not None
+
+
+def test_a_kept_decoder_serves_only_its_parameter_sets(tmp_path: Path) -> None:
+    """Clips of two sizes in turn each give what they give with new decoders: a decoder kept
+    from one size does not decode the other."""
+    paths = []
+    for width, height in ((160, 90), (96, 64), (160, 90), (96, 64)):
+        path = tmp_path / f"clip-{len(paths)}.mp4"
+        path.write_bytes(render_video(VideoSpec(width, height, 16, 1.0, False, len(paths))))
+        paths.append(path)
+    wanted = []
+    for path in paths:
+        forget_kept_decoders()
+        wanted.append(analysed(path))
+    forget_kept_decoders()
+    assert [analysed(path) for path in paths * 2] == wanted * 2
+
+
+def test_no_decoder_is_kept_from_a_stream_that_reorders(tmp_path: Path) -> None:
+    """A clip with B-frames leaves no decoder kept: its samples' decoder may have guessed a
+    reorder depth, and its first packet gave no frame."""
+    clip = make_clip(tmp_path / "bframes.mp4", "moving", frames=60, preset="veryfast")
+    forget_kept_decoders()
+    analysed(clip)
+    assert poster._local.first is None and poster._local.sampler is None
+
+
+def test_no_decoder_is_kept_from_a_large_stream(tmp_path: Path) -> None:
+    """A clip of pictures larger than KEEP_PIXELS leaves no decoder kept (nor its pictures)."""
+    clip = make_clip(tmp_path / "large.mp4", "moving", frames=4, width=642, height=360)
+    forget_kept_decoders()
+    analysed(clip)
+    assert poster._local.first is None and poster._local.sampler is None
+    small = make_clip(tmp_path / "small.mp4", "moving", frames=4, width=640, height=360)
+    analysed(small)
+    assert poster._local.first is not None and poster._local.sampler is not None
+
+
+def test_each_thread_keeps_its_own_decoders(tmp_path: Path) -> None:
+    """Clips analysed on two threads at once give what they give one by one: each thread keeps
+    decoders of its own."""
+    paths = one_parameter_set(tmp_path)
+    wanted = [analysed(path) for path in paths]
+    got: dict[str, list[object]] = {}
+
+    def run(name: str) -> None:
+        got[name] = [analysed(path) for path in paths * 4]
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert got["a"] == got["b"] == wanted * 4

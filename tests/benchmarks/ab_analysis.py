@@ -32,7 +32,7 @@ from batchvid.simulator.video import LOOKS, VideoSpec, render_video  # noqa: E40
 
 # Run in each tree's subprocess: every clip's analysis and probes as plain, exact values.
 _ANALYSE = r"""
-import pickle, sys, time
+import pickle, random, sys, time
 from batchvid.media import analyse, probe
 from batchvid.quality import check_quality
 
@@ -71,6 +71,29 @@ cpu = time.process_time() - cpu
 for path in paths:
     out.append(attempt(lambda: facts(probe(path))))
     out.append(attempt(lambda: facts(probe(path, quality=False))))
+
+def analysed(path):
+    return attempt(lambda: (lambda a: (facts(a.info), a.poster))(analyse(path)))
+
+def extradata(path):
+    try:
+        data = open(path, "rb").read()
+    except OSError:
+        return b""
+    at = data.find(b"avcC")
+    return data[at : at + 80] if at >= 0 else b""
+
+# Again, in orders where a decoder kept from one clip serves the next: each clip twice in a
+# row; clips of the same parameter sets one after another; a shuffle. Results in clip order.
+for path in paths:
+    out.append(analysed(path))
+    out.append(analysed(path))
+for order in (sorted(range(len(paths)), key=lambda i: extradata(paths[i])),
+              random.Random(12).sample(range(len(paths)), len(paths))):
+    again = {}
+    for i in order:
+        again[i] = analysed(paths[i])
+    out.extend(again[i] for i in range(len(paths)))
 sys.stdout.buffer.write(pickle.dumps((out, cpu)))
 """
 
@@ -189,8 +212,12 @@ def main() -> int:
         paths = corpus(Path(tmp))
         ours, our_cpu = analysed(ROOT, paths)
         theirs, their_cpu = analysed(args.against.resolve(), paths)
-    names = [p.name for p in paths] * 3
-    kinds = ["analyse"] * len(paths) + ["probe"] * len(paths) + ["probe(quality=False)"] * len(paths)
+    count = len(paths)
+    names = [p.name for p in paths]
+    names = names + [name for name in names for _ in "12"] * 2 + names * 2
+    kinds = (["analyse"] * count + ["probe", "probe(quality=False)"] * count
+             + ["analyse, first of two in a row", "analyse, second of two in a row"] * count
+             + ["analyse, grouped by parameter sets"] * count + ["analyse, shuffled"] * count)
     differ = [(kind, name) for kind, name, a, b in zip(kinds, names, ours, theirs, strict=True)
               if a != b]
     errors = sum(1 for r in ours[: len(paths)] if isinstance(r, tuple) and r[:1] == ("error",))

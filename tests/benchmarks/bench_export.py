@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python tests/benchmarks/bench_export.py [--clips 10000] [--clip-kib N]
      [--skip-export|--skip-signals|--skip-analysis]   (temporary files in the current directory)
+     .venv/bin/python tests/benchmarks/bench_export.py --ab TREE [--rounds 3]
 
 1. ``batchvid export OUT --format webdataset`` of a 10,000-clip output directory (videos from
    the simulator's renderer, written straight to disk with a matching report.json and
@@ -26,7 +27,9 @@ Run: .venv/bin/python tests/benchmarks/bench_export.py [--clips 10000] [--clip-k
    worker go to it together, several to a request); and the 10 s
    1080p clips of 2. No target: the figures go to issue 12's client-CPU budget.
    ``ab_analysis.py --against TREE`` checks that another tree's analysis gives the same
-   results on ~240 files.
+   results on ~240 files. ``--ab TREE``: only 3.'s simulator-clip figures, of this checkout
+   and of TREE (another checkout: ``git worktree add --detach /tmp/main main``), alternated
+   ``--rounds`` times, each in fresh processes, medians last.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,7 +47,8 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+# ``--ab``'s children import the batchvid of the tree they measure (BATCHVID_BENCH_TREE).
+sys.path.insert(0, os.environ.get("BATCHVID_BENCH_TREE") or str(Path(__file__).resolve().parents[2]))
 
 import anyio
 import av
@@ -255,6 +260,38 @@ def bench_analysis() -> None:
                   f"{analysis_cpu(path, rounds=3, clips=3) * 1000:.0f} ms CPU per clip")
 
 
+def simulator_clip_figures() -> dict[str, float]:
+    """The simulator clip's CPU figures (ms per clip) of this process's batchvid."""
+    with tempfile.TemporaryDirectory(prefix="bench-analysis-") as tmp:
+        sim = Path(tmp) / "sim.mp4"
+        sim.write_bytes(render_video(VideoSpec(160, 90, 30, 1.0, False, 3)))
+        figures = {"in process": analysis_cpu(sim)}
+        own, worker, _ = pooled_cpu(sim)
+        figures.update({"in a worker": worker, "run process, 1 at a time": own})
+        own, worker, _ = pooled_cpu(sim, at_once=8)
+        figures.update({"in a worker, 8 at once": worker, "run process, 8 at once": own})
+    return {name: seconds * 1000 for name, seconds in figures.items()}
+
+
+def ab_analysis(tree: Path, rounds: int) -> None:
+    """The simulator clip's figures of this checkout and of ``tree``, alternated ``rounds``
+    times, each round in fresh processes; medians last."""
+    trees = {"this tree": Path(__file__).resolve().parents[2], str(tree): tree.resolve()}
+    rows: dict[str, list[dict[str, float]]] = {label: [] for label in trees}
+    for index in range(rounds):
+        for label, root in (trees.items() if index % 2 == 0 else reversed(trees.items())):
+            env = dict(os.environ, BATCHVID_BENCH_TREE=str(root), OPENBLAS_NUM_THREADS="1")
+            done = subprocess.run([sys.executable, "-P", __file__, "--figures-json"], env=env,
+                                  check=True, capture_output=True, text=True)
+            rows[label].append(json.loads(done.stdout.splitlines()[-1]))
+            print(f"  round {index} {label}: " + ", ".join(
+                f"{name} {value:.2f}" for name, value in rows[label][-1].items()), flush=True)
+    for label, figures in rows.items():
+        print(f"median {label}: " + ", ".join(
+            f"{name} {statistics.median(f[name] for f in figures):.2f} ms"
+            for name in figures[0]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips", type=int, default=10_000)
@@ -263,7 +300,17 @@ def main() -> int:
     parser.add_argument("--skip-export", action="store_true")
     parser.add_argument("--skip-signals", action="store_true")
     parser.add_argument("--skip-analysis", action="store_true")
+    parser.add_argument("--ab", type=Path, metavar="TREE",
+                        help="only the simulator clip's analysis figures, alternated with TREE's")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--figures-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.figures_json:
+        print(json.dumps(simulator_clip_figures()))
+        return 0
+    if args.ab is not None:
+        ab_analysis(args.ab, args.rounds)
+        return 0
     ok = True
     if not args.skip_signals:
         ok = bench_signals() and ok
