@@ -21,8 +21,8 @@ from batchvid.events import (
     RunStarted,
     RunStopping,
 )
-from batchvid.jobs import shared_column
-from batchvid.plan import Plan, Step
+from batchvid.jobs import JobColumns, shared_column, shared_dicts_column
+from batchvid.plan import NewSteps, Plan, Step
 
 if TYPE_CHECKING:  # the progress bar's library and the output directory's modules: not to plan
     from rich.console import Console
@@ -46,19 +46,10 @@ def format_seconds(seconds: float) -> str:
 
 
 def plan_table(plan: Plan, max_in_flight: int, rpm: float | None) -> str:
-    jobs = list(map(_JOB, plan.steps))
-    # Column by column, then row by row, in C-level passes (``map``): a row per job at 100,000
-    # jobs. Each cell is left-justified to its column's width (``%-Ns``: by code points), the
-    # last column as it is, two spaces apart.
-    columns = [
-        _cells("JOB", list(map(_ID, jobs))),
-        _cells("KEY", list(map(_SHORT_KEY, map(_KEY, jobs)))),
-        _cells("MODEL", plan.models(), repeated=True),
-        _cells("SIZE", shared_column(jobs, _size), repeated=True),
-        _cells("ACTION", list(map(_ACTION, plan.steps)), repeated=True),
-        ["REASON", *map(_REASON, plan.steps)],
-    ]
-    lines = list(map("  ".join, zip(*columns, strict=True)))
+    if isinstance(plan.steps, NewSteps):  # new jobs not made yet: their columns as they are
+        lines = _new_rows(plan.steps.columns, plan.models())
+    else:
+        lines = _rows(plan)
     counts = ", ".join(f"{n} {action}" for action, n in plan.counts().items())
     cost = f"{plan.cost:g} {plan.currency}"
     if plan.unpriced:
@@ -72,6 +63,44 @@ def plan_table(plan: Plan, max_in_flight: int, rpm: float | None) -> str:
         + (f" and {rpm:g} creates/min" if rpm else ""),
     ]
     return "\n".join(lines)
+
+
+def _rows(plan: Plan) -> list[str]:
+    """The table's header and a row per step."""
+    jobs = list(map(_JOB, plan.steps))
+    # Column by column, then row by row, in C-level passes (``map``): a row per job at 100,000
+    # jobs. Each cell is left-justified to its column's width (``%-Ns``: by code points), the
+    # last column as it is, two spaces apart.
+    columns = [
+        _cells("JOB", list(map(_ID, jobs))),
+        _cells("KEY", list(map(_SHORT_KEY, map(_KEY, jobs)))),
+        _cells("MODEL", plan.models(), repeated=True),
+        _cells("SIZE", shared_column(jobs, _size), repeated=True),
+        _cells("ACTION", list(map(_ACTION, plan.steps)), repeated=True),
+        ["REASON", *map(_REASON, plan.steps)],
+    ]
+    return list(map("  ".join, zip(*columns, strict=True)))
+
+
+def _new_rows(columns: JobColumns, models: list[str]) -> list[str]:
+    """``_rows`` of new jobs (``NewSteps``) from their columns: the same text, each row one
+    ``%`` of its id and key (``%-N.12s``: the key's first 12 characters, padded as ``_cells``
+    pads them), and of its model and size unless every row has the same."""
+    sizes = shared_dicts_column(columns.shared, _size)
+    widths = [
+        max(len("JOB"), max(map(len, columns.ids), default=0)),
+        max(len("KEY"), min(12, max(map(len, columns.keys), default=0))),
+        max(len("MODEL"), max(map(len, set(models)), default=0)),
+        max(len("SIZE"), max(map(len, set(sizes)), default=0)),
+    ]
+    head = "%-{}s  %-{}.12s  %-{}s  %-{}s  ".format(*widths)
+    header = head % ("JOB", "KEY", "MODEL", "SIZE") + "ACTION  REASON"  # ACTION: as wide as "submit"
+    if len(set(models)) == 1 and len(set(sizes)) == 1:  # the usual: one model, one size
+        same = f"  {models[0].ljust(widths[2])}  {sizes[0].ljust(widths[3])}  submit  new job".replace("%", "%%")
+        row = "%-{}s  %-{}.12s".format(*widths) + same
+        return [header, *map(row.__mod__, zip(columns.ids, columns.keys, strict=True))]
+    row = head + "submit  new job"
+    return [header, *map(row.__mod__, zip(columns.ids, columns.keys, models, sizes, strict=True))]
 
 
 def _cells(header: str, values: list[str], repeated: bool = False) -> list[str]:

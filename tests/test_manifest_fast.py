@@ -601,3 +601,23 @@ def test_a_prompts_files_jobs_are_made_only_when_asked_for(tmp_path: Path, monke
     assert jobs[0] == looped[0] and len(made) == 1 + 3 + 4  # the first ask made the rest; the loop all
     assert jobs == looped and looped == jobs and list(jobs) == list(looped) and jobs[1:3] == looped[1:3]
     assert [job.index for job in jobs] == [0, 1, 2, 3] and jobs[-1].id == "plain" and looped[2] in jobs
+
+
+def test_a_plan_of_new_prompts_file_jobs_makes_no_job_and_shows_what_the_made_jobs_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make_plan`` of a fresh directory keeps a prompts file's new jobs as columns (no Job
+    made); its table, counts and cost are those of the plan of the same jobs made one by one,
+    and its steps, once asked for, equal that plan's."""
+    rows = [{"prompt": f"scene {i}", **({"id": f"r{i}"} if i % 2 else {}), **({"size": "1920x1080"} if i % 3 else {})} for i in range(7)]
+    path = _manifest(tmp_path, rows, samples=1)
+    made: list[int] = []
+    freeze = JobFields.freeze
+    monkeypatch.setattr(JobFields, "freeze", lambda self: made.append(1) or freeze(self))
+    manifest = load_manifest(path)
+    plan = make_plan(manifest.jobs, {}, tmp_path / "out", provider="geekai", pricing={"cogvideox-3": 0.5})
+    table = plan_table(plan, 4, 30.0)
+    assert made == [] and (plan.cost, plan.counts(), plan.unpriced) == (3.5, {"submit": 7}, [])
+    looped = make_plan(tuple(load_manifest(path).jobs), {}, tmp_path / "out", provider="geekai", pricing={"cogvideox-3": 0.5})
+    assert isinstance(looped.steps, tuple) and table == plan_table(looped, 4, 30.0) and "1920x1080" in table
+    assert plan.steps == looped.steps and looped.steps == plan.steps and plan.steps[3] == looped.steps[3]

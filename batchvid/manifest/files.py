@@ -18,6 +18,7 @@ from batchvid.errors import Location, ManifestError
 from batchvid.images import ImageLoader, ImageProblem
 from batchvid.jobs import (
     Job,
+    JobColumns,
     JobFields,
     JobSequence,
     PromptKeys,
@@ -146,7 +147,8 @@ class _Jobs:
             )  # fmt: skip
             return map(JobFields.freeze, fields)
 
-        self.jobs.defer(count, make)
+        plain = all(enhance is None for enhance in enhancement.values())
+        self.jobs.defer(count, make, JobColumns(job_ids, keys, list(map(_PARAMS, templates)), plain))
         return True
 
     def _spelled(self, template: Template, samples: int) -> _Spelled:
