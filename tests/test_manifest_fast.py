@@ -18,7 +18,14 @@ from batchvid.errors import Location, ManifestErrors
 from batchvid.jobs import Job, JobFields, PromptKeys, PromptParams, job_key, spelled_keys
 from batchvid.manifest import expand, files, load_manifest
 from batchvid.manifest.messages import validators
-from batchvid.manifest.rows import _jsonl_line_by_line, _LocationFields, _RowIds, parse_rows, row_id
+from batchvid.manifest.rows import (
+    _jsonl_line_by_line,
+    _LocationFields,
+    _locations,
+    _RowIds,
+    parse_rows,
+    row_id,
+)
 from batchvid.plan import decide, make_plan
 from batchvid.schemas import load_schema
 from batchvid.store import JobRecord
@@ -219,6 +226,15 @@ def test_location_fields_freeze_into_an_equal_location() -> None:
     assert type(built) is Location and built == Location("rows.jsonl", 7, 1) and hash(built) == hash(Location("rows.jsonl", 7, 1))
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.line = 8  # type: ignore[misc]
+
+
+def test_locations_made_slot_by_slot_equal_locations_built_one_by_one() -> None:
+    """_locations(file, lines) are Locations equal to Location(file, line, 1) each, and as frozen."""
+    built = _locations("rows.jsonl", range(1, 5))
+    assert built == [Location("rows.jsonl", n, 1) for n in range(1, 5)] and all(type(b) is Location for b in built)
+    assert str(built[2]) == "rows.jsonl:3:1" and hash(built[0]) == hash(Location("rows.jsonl", 1, 1))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built[0].line = 8  # type: ignore[misc]
 
 
 def test_rows_shortcut_reports_a_bad_shared_default_once_per_place(tmp_path: Path) -> None:
