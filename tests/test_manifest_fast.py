@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from batchvid.display import plan_table
 from batchvid.errors import Location, ManifestErrors
 from batchvid.jobs import Job, JobFields, PromptKeys, PromptParams, job_key, spelled_keys
 from batchvid.manifest import expand, files, load_manifest
@@ -27,6 +26,7 @@ from batchvid.manifest.rows import (
     row_id,
 )
 from batchvid.plan import decide, make_plan
+from batchvid.plantable import plan_table
 from batchvid.schemas import load_schema
 from batchvid.store import JobRecord
 from tests.helpers import make_job

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from batchvid.display import plan_table
 from batchvid.jobs import Job, JobColumns, JobSequence, PromptParams
 from batchvid.plan import Action, NewSteps, Plan, Step, prices_for
+from batchvid.plantable import plan_table
 
 HOSTILE = ["", "a", "a-much-longer-value", "灯塔", "café", "e\u0301", "🐇🐇", "\t", " x ", "%s", "%-3s", "{0}", "\\n"]
 ACTIONS: list[Action] = ["submit", "reattach", "download", "skip", "keep-failed"]
