@@ -425,13 +425,23 @@ class MadeOnUse(Sequence[T]):
 @dataclass(frozen=True, slots=True)
 class JobColumns:
     """What a plan's table shows of jobs not made yet, column by column: each job's id, key
-    and parameters but the prompt (its template's dict: the model, the size), and whether
-    none of them has its prompt rewritten first (``enhance``)."""
+    and parameters but the prompt (its template's dict: the model, the size), each dict
+    ``shared`` holds (once or more: few), and whether none of the jobs has its prompt
+    rewritten first (``enhance``)."""
 
     ids: list[str]
     keys: list[str]
     shared: list[dict[str, Any]]
+    templates: list[dict[str, Any]]
     plain: bool
+
+    def column(self, read: Callable[[Mapping[str, Any]], T]) -> list[T]:
+        """``read`` of each job's dict (``shared_dicts_column``), without a pass over the jobs
+        when every dict reads the same."""
+        values = set(map(read, self.templates))
+        if len(values) == 1:
+            return [values.pop()] * len(self.ids)
+        return shared_dicts_column(self.shared, read)
 
 
 class JobSequence(MadeOnUse[Job]):
@@ -477,6 +487,7 @@ class JobSequence(MadeOnUse[Job]):
             list(chain.from_iterable(part.ids for part in parts)),
             list(chain.from_iterable(part.keys for part in parts)),
             list(chain.from_iterable(part.shared for part in parts)),
+            list(chain.from_iterable(part.templates for part in parts)),
             all(part.plain for part in parts),
         )
 

@@ -24,7 +24,6 @@ from batchvid.jobs import (
     matches,
     model_of,
     shared_column,
-    shared_dicts_column,
 )
 
 if TYPE_CHECKING:  # the providers (httpx), the store (anyio) and the report: only where used, so
@@ -150,7 +149,7 @@ class Plan:
 
         def models() -> list[str]:
             if isinstance(self.steps, NewSteps):  # the jobs' own dicts, as ``shared_column`` reads
-                return shared_dicts_column(self.steps.columns.shared, model_of)
+                return self.steps.columns.column(model_of)
             steps: Iterable[Step] = self.steps
             if self._tally()["submit"] != len(self.steps):  # else every step (a new manifest's plan)
                 steps = compress(self.steps, map(eq, map(_ACTION, self.steps), repeat("submit")))

@@ -8,7 +8,7 @@ from itertools import repeat
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from batchvid.jobs import JobColumns, shared_column, shared_dicts_column
+from batchvid.jobs import JobColumns, shared_column
 from batchvid.plan import NewSteps, Plan
 
 
@@ -64,7 +64,7 @@ def _new_rows(columns: JobColumns, models: list[str]) -> list[str]:
     """``_rows`` of new jobs (``NewSteps``) from their columns: the same text, each row one
     ``%`` of its id and key (``%-N.12s``: the key's first 12 characters, padded as ``_cells``
     pads them), and of its model and size unless every row has the same."""
-    sizes = shared_dicts_column(columns.shared, _size)
+    sizes = columns.column(_size)
     widths = [
         max(len("JOB"), max(map(len, columns.ids), default=0)),
         max(len("KEY"), min(12, max(map(len, columns.keys), default=0))),

@@ -80,8 +80,8 @@ def random_new_steps(rng: random.Random, count: int) -> NewSteps:
     keys = [rng.choice(["", "k" * rng.randint(0, 20), "0123456789abcdef" * 4, "灯" * 13]) for _ in range(count)]
     jobs = JobSequence()
     made = [Job(i, k, n, "geekai", PromptParams(t, "p")) for n, (i, k, t) in enumerate(zip(ids, keys, shared, strict=True))]
-    jobs.defer(count, lambda: made, JobColumns(ids, keys, shared, True))
-    return NewSteps(jobs, JobColumns(ids, keys, shared, True))
+    jobs.defer(count, lambda: made, JobColumns(ids, keys, shared, templates, True))
+    return NewSteps(jobs, JobColumns(ids, keys, shared, templates, True))
 
 
 def test_plan_table_of_new_jobs_kept_as_columns_is_the_table_of_their_steps() -> None:

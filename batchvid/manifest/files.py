@@ -148,7 +148,7 @@ class _Jobs:
             return map(JobFields.freeze, fields)
 
         plain = all(enhance is None for enhance in enhancement.values())
-        self.jobs.defer(count, make, JobColumns(job_ids, keys, list(map(_PARAMS, templates)), plain))
+        self.jobs.defer(count, make, JobColumns(job_ids, keys, list(map(_PARAMS, templates)), list(map(_PARAMS, made)), plain))
         return True
 
     def _spelled(self, template: Template, samples: int) -> _Spelled:
