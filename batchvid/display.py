@@ -6,8 +6,6 @@ import json
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from itertools import repeat
-from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -21,8 +19,11 @@ from batchvid.events import (
     RunStarted,
     RunStopping,
 )
-from batchvid.jobs import shared_column
 from batchvid.plan import Plan, Step
+from batchvid.plantable import format_seconds
+from batchvid.plantable import (
+    plan_table as plan_table,  # where it lived: callers may import it from here
+)
 
 if TYPE_CHECKING:  # the progress bar's library and the output directory's modules: not to plan
     from rich.console import Console
@@ -32,71 +33,6 @@ if TYPE_CHECKING:  # the progress bar's library and the output directory's modul
 PROGRESS_INTERVAL = 10.0
 """Seconds between two progress lines in a log that is not a terminal (besides the run's
 state changes)."""
-
-
-def format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, sec = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{sec:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
-def plan_table(plan: Plan, max_in_flight: int, rpm: float | None) -> str:
-    jobs = list(map(_JOB, plan.steps))
-    # Column by column, then row by row, in C-level passes (``map``): a row per job at 100,000
-    # jobs. Each cell is left-justified to its column's width (``%-Ns``: by code points), the
-    # last column as it is, two spaces apart.
-    columns = [
-        _cells("JOB", list(map(_ID, jobs))),
-        _cells("KEY", list(map(_SHORT_KEY, map(_KEY, jobs)))),
-        _cells("MODEL", plan.models(), repeated=True),
-        _cells("SIZE", shared_column(jobs, _size), repeated=True),
-        _cells("ACTION", list(map(_ACTION, plan.steps)), repeated=True),
-        ["REASON", *map(_REASON, plan.steps)],
-    ]
-    lines = list(map("  ".join, zip(*columns, strict=True)))
-    counts = ", ".join(f"{n} {action}" for action, n in plan.counts().items())
-    cost = f"{plan.cost:g} {plan.currency}"
-    if plan.unpriced:
-        cost += f" + unknown price for {', '.join(plan.unpriced)} (set pricing: in the manifest)"
-    lines += [
-        "",
-        f"{len(plan.steps)} jobs: {counts or 'nothing to do'}",
-        f"estimated cost: {cost}",
-        f"estimated time: about {format_seconds(plan.estimated_seconds(max_in_flight, rpm))} "
-        f"at {max_in_flight} in flight"
-        + (f" and {rpm:g} creates/min" if rpm else ""),
-    ]
-    return "\n".join(lines)
-
-
-def _cells(header: str, values: list[str], repeated: bool = False) -> list[str]:
-    """``header`` and ``values``, each left-justified to the longest: a value that repeats
-    (``repeated``: few distinct, as a column of models) justified once, not once per row."""
-    if repeated:  # one value in every row (a C-level count of it) or a few
-        distinct = {values[0]} if values and values.count(values[0]) == len(values) else set(values)
-        width = max(len(header), max(map(len, distinct), default=0))
-        padded = {value: value.ljust(width) for value in distinct}
-        if len(padded) == 1:
-            return [header.ljust(width), *repeat(padded[values[0]], len(values))]
-        return [header.ljust(width), *map(padded.__getitem__, values)]
-    lengths = list(map(len, values))
-    width = max(len(header), max(lengths, default=0))
-    if min(lengths, default=width) == width:  # every value as long as the column: as it is
-        return [header.ljust(width), *values]
-    return [header.ljust(width), *map(str.ljust, values, repeat(width))]
-
-
-_JOB, _ID, _KEY, _ACTION, _REASON = (attrgetter(name) for name in ("job", "id", "key", "action", "reason"))
-_SHORT_KEY = itemgetter(slice(0, 12))  # Job.short_key
-
-
-def _size(params: Mapping[str, Any]) -> str:
-    return str(params.get("size", "(provider default)"))
 
 
 def run_summary(report: Mapping[str, Any], out_dir: str) -> str:

@@ -158,6 +158,11 @@ def shared_column(jobs: Iterable[Job], read: Callable[[Mapping[str, Any]], T]) -
     except AttributeError:  # a plain dict stands for itself
         params = list(map(_PARAMS, jobs))
         shared = list(map(getattr, params, repeat("_shared"), params))
+    return shared_dicts_column(shared, read)
+
+
+def shared_dicts_column(shared: Sequence[Mapping[str, Any]], read: Callable[[Mapping[str, Any]], T]) -> list[T]:
+    """``read`` of each of ``shared``, read once per distinct object (``shared_column``)."""
     if len(shared) > 1 and len(set(map(id, shared))) == 1:
         return [read(shared[0])] * len(shared)
     held = list(map(id, shared))  # each dict alive in ``shared`` meanwhile: ids stay apart
@@ -374,56 +379,29 @@ def _nothing_selected(pattern: str, jobs: Sequence[Job]) -> str:
     return f"--only {pattern}: no job id matches{hint} (see `batchvid plan`)"
 
 
-class JobSequence(Sequence[Job]):
-    """A manifest's jobs in order, where the many jobs of a prompts file's rows stay the columns
-    they are made from (``defer``) until a job is first asked for: ``batchvid validate`` only
-    counts them (``len``) and never makes them. On first use every job is made at once, and the
-    sequence then behaves as the tuple of them (equal to it, hashed as it)."""
+class MadeOnUse(Sequence[T]):
+    """A sequence whose items are made on first use, all at once (``made``): then it behaves
+    as the tuple of them (equal to it, hashed as it). Subclasses give ``made`` and ``__len__``."""
 
-    __slots__ = ("_parts", "_length", "_made")
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        self._parts: list[list[Job] | Callable[[], Iterable[Job]]] = []
-        self._length = 0
-        self._made: tuple[Job, ...] | None = None
-
-    def append(self, job: Job) -> None:
-        if not self._parts or not isinstance(self._parts[-1], list):
-            self._parts.append([])
-        self._parts[-1].append(job)  # type: ignore[union-attr]
-        self._length += 1
-
-    def defer(self, count: int, make: Callable[[], Iterable[Job]]) -> None:
-        """The next ``count`` jobs are what ``make()`` gives, when a job is first asked for."""
-        self._parts.append(make)
-        self._length += count
-
-    def made(self) -> tuple[Job, ...]:
-        """Every job, made now if not yet."""
-        if self._made is None:
-            with paused_gc():  # as while loading: many objects that all live on, and no cycles
-                made = tuple(chain.from_iterable(part if isinstance(part, list) else part() for part in self._parts))
-            assert len(made) == self._length
-            self._made, self._parts = made, []
-        return self._made
-
-    def __len__(self) -> int:
-        return self._length
+    def made(self) -> tuple[T, ...]:
+        raise NotImplementedError
 
     @overload
-    def __getitem__(self, index: int) -> Job: ...
+    def __getitem__(self, index: int) -> T: ...
     @overload
-    def __getitem__(self, index: slice) -> tuple[Job, ...]: ...
-    def __getitem__(self, index: int | slice) -> Job | tuple[Job, ...]:
+    def __getitem__(self, index: slice) -> tuple[T, ...]: ...
+    def __getitem__(self, index: int | slice) -> T | tuple[T, ...]:
         return self.made()[index]
 
-    def __iter__(self) -> Iterator[Job]:
+    def __iter__(self) -> Iterator[T]:
         return iter(self.made())
 
     def __contains__(self, value: object) -> bool:
         return value in self.made()
 
-    def __reversed__(self) -> Iterator[Job]:
+    def __reversed__(self) -> Iterator[T]:
         return reversed(self.made())
 
     def index(self, value: Any, start: int = 0, stop: int = sys.maxsize) -> int:
@@ -433,7 +411,7 @@ class JobSequence(Sequence[Job]):
         return self.made().count(value)
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, JobSequence):
+        if isinstance(other, MadeOnUse):
             other = other.made()
         return self.made() == other if isinstance(other, tuple) else NotImplemented
 
@@ -442,6 +420,88 @@ class JobSequence(Sequence[Job]):
 
     def __repr__(self) -> str:
         return repr(self.made())
+
+
+@dataclass(frozen=True, slots=True)
+class JobColumns:
+    """What a plan's table shows of jobs not made yet, column by column: each job's id, key
+    and parameters but the prompt (its template's dict: the model, the size), each dict
+    ``shared`` holds (once or more: few), and whether none of the jobs has its prompt
+    rewritten first (``enhance``)."""
+
+    ids: list[str]
+    keys: list[str]
+    shared: list[dict[str, Any]]
+    templates: list[dict[str, Any]]
+    plain: bool
+
+    def column(self, read: Callable[[Mapping[str, Any]], T]) -> list[T]:
+        """``read`` of each job's dict (``shared_dicts_column``), without a pass over the jobs
+        when every dict reads the same."""
+        values = set(map(read, self.templates))
+        if len(values) == 1:
+            return [values.pop()] * len(self.ids)
+        return shared_dicts_column(self.shared, read)
+
+
+class JobSequence(MadeOnUse[Job]):
+    """A manifest's jobs in order, where the many jobs of a prompts file's rows stay the columns
+    they are made from (``defer``) until a job is first asked for: ``batchvid validate`` only
+    counts them (``len``) and never makes them, and ``batchvid plan`` of new jobs reads their
+    ``columns``. On first use every job is made at once, and the sequence then behaves as the
+    tuple of them (equal to it, hashed as it)."""
+
+    __slots__ = ("_parts", "_length", "_made", "_columns")
+
+    def __init__(self) -> None:
+        self._parts: list[list[Job] | Callable[[], Iterable[Job]]] = []
+        self._length = 0
+        self._made: tuple[Job, ...] | None = None
+        self._columns: list[JobColumns] | None = []
+
+    def append(self, job: Job) -> None:
+        if not self._parts or not isinstance(self._parts[-1], list):
+            self._parts.append([])
+        self._parts[-1].append(job)  # type: ignore[union-attr]
+        self._length += 1
+        self._columns = None
+
+    def defer(self, count: int, make: Callable[[], Iterable[Job]], columns: JobColumns | None = None) -> None:
+        """The next ``count`` jobs are what ``make()`` gives, when a job is first asked for;
+        ``columns``, if given, are theirs (``JobColumns``)."""
+        self._parts.append(make)
+        self._length += count
+        if self._columns is not None and columns is not None:
+            self._columns.append(columns)
+        else:
+            self._columns = None
+
+    def columns(self) -> JobColumns | None:
+        """Every job's ``JobColumns`` when every job was ``defer``red with its columns, else None."""
+        parts = self._columns
+        if parts is None or not parts:
+            return None
+        if len(parts) == 1:
+            return parts[0]
+        return JobColumns(
+            list(chain.from_iterable(part.ids for part in parts)),
+            list(chain.from_iterable(part.keys for part in parts)),
+            list(chain.from_iterable(part.shared for part in parts)),
+            list(chain.from_iterable(part.templates for part in parts)),
+            all(part.plain for part in parts),
+        )
+
+    def made(self) -> tuple[Job, ...]:
+        """Every job, made now if not yet."""
+        if self._made is None:
+            with paused_gc():  # as while loading: many objects that all live on, and no cycles
+                made = tuple(chain.from_iterable(part if isinstance(part, list) else part() for part in self._parts))
+            assert len(made) == self._length
+            self._made, self._parts, self._columns = made, [], None
+        return self._made
+
+    def __len__(self) -> int:
+        return self._length
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, get_args
 from batchvid.billing import UNCONFIRMED_KIND, Verdict, unanswered_create
 from batchvid.errors import UsageError
 from batchvid.gcpause import paused_gc
-from batchvid.jobs import Job, matches, model_of, shared_column
+from batchvid.jobs import (
+    Job,
+    JobColumns,
+    JobSequence,
+    MadeOnUse,
+    matches,
+    model_of,
+    shared_column,
+)
 
 if TYPE_CHECKING:  # the providers (httpx), the store (anyio) and the report: only where used, so
     # that planning new jobs (``batchvid plan`` of a fresh output directory) imports none of them
@@ -80,9 +88,32 @@ class Step:
         return self.action == "submit"
 
 
+class NewSteps(MadeOnUse[Step]):
+    """The steps of jobs that are all new and plain (``submit``, "new job"), kept as the jobs'
+    ``JobColumns`` until a step is first asked for: ``batchvid plan`` of a fresh output
+    directory counts, prices and shows them from the columns, never making a Job or a Step.
+    Then it behaves as the tuple of its steps (``MadeOnUse``)."""
+
+    __slots__ = ("jobs", "columns", "_made")
+
+    def __init__(self, jobs: Sequence[Job], columns: JobColumns) -> None:
+        self.jobs, self.columns = jobs, columns
+        self._made: tuple[Step, ...] | None = None
+
+    def made(self) -> tuple[Step, ...]:
+        if self._made is None:
+            with paused_gc():
+                self._made = tuple(_new_steps(self.jobs))
+        return self._made
+
+    def __len__(self) -> int:
+        return len(self.columns.ids)
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
-    steps: tuple[Step, ...]
+    steps: Sequence[Step]
+    """In job order: a tuple, or a ``NewSteps``."""
     prices: Mapping[str, float]
     currency: str = CURRENCY
     _memo: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
@@ -98,6 +129,8 @@ class Plan:
         return cast(T, self._memo[name])
 
     def _tally(self) -> Counter[str]:
+        if isinstance(self.steps, NewSteps):  # every step a submit
+            return self._once("tally", lambda: Counter({"submit": len(self.steps)} if self.steps else {}))
         return self._once("tally", lambda: Counter(map(_ACTION, self.steps)))
 
     def count(self, action: Action) -> int:
@@ -115,6 +148,8 @@ class Plan:
         """The model of each submit, in order (read once per parameters dict: ``shared_column``)."""
 
         def models() -> list[str]:
+            if isinstance(self.steps, NewSteps):  # the jobs' own dicts, as ``shared_column`` reads
+                return self.steps.columns.column(model_of)
             steps: Iterable[Step] = self.steps
             if self._tally()["submit"] != len(self.steps):  # else every step (a new manifest's plan)
                 steps = compress(self.steps, map(eq, map(_ACTION, self.steps), repeat("submit")))
@@ -370,9 +405,13 @@ def make_plan(
     report keep it. ``re_enhance`` asks for every enhanced job's rewrite again, and so
     regenerates its video.
     """
+    prices = prices_for(provider, pricing or {})
+    columns = jobs.columns() if isinstance(jobs, JobSequence) and not records and not only and shard is None else None
+    if columns is not None and columns.plain:  # every job new and plain: kept as its columns
+        return Plan(NewSteps(jobs, columns), prices)
     with paused_gc():
         steps = _steps(jobs, records, out_dir, provider, force, retry_failed, only, shard, re_enhance)
-    return Plan(tuple(steps), prices_for(provider, pricing or {}))
+    return Plan(tuple(steps), prices)
 
 
 def _steps(
@@ -391,10 +430,7 @@ def _steps(
     idempotent = _idempotent(provider) if unanswered else False
     chosen = {job.key for job in select(jobs, only, shard)} if only or shard is not None else None
     if not records and chosen is None and list(map(_ENHANCE, jobs)).count(None) == len(jobs):
-        # Every job new and plain (the loop's first branch for each): in C-level passes.
-        fields = list(map(_StepFields, jobs, repeat(None)))
-        deque(map(setattr, fields, repeat("__class__"), repeat(Step)), maxlen=0)  # each freeze()d
-        return cast(list[Step], fields)
+        return _new_steps(jobs)  # every job new and plain (the loop's first branch for each)
     by_id = {record.id: record for record in records.values()}
     steps: list[Step] = []
     for job in jobs:
@@ -420,6 +456,13 @@ def _steps(
             if step.action == "skip":
                 steps.append(step)
     return steps
+
+
+def _new_steps(jobs: Iterable[Job]) -> list[Step]:
+    """``_new_job`` of each job, in C-level passes."""
+    fields = list(map(_StepFields, jobs, repeat(None)))
+    deque(map(setattr, fields, repeat("__class__"), repeat(Step)), maxlen=0)  # each freeze()d
+    return cast(list[Step], fields)
 
 
 def _idempotent(provider: str) -> bool:

@@ -13,13 +13,20 @@ from typing import Any
 
 import pytest
 
-from batchvid.display import plan_table
 from batchvid.errors import Location, ManifestErrors
 from batchvid.jobs import Job, JobFields, PromptKeys, PromptParams, job_key, spelled_keys
 from batchvid.manifest import expand, files, load_manifest
 from batchvid.manifest.messages import validators
-from batchvid.manifest.rows import _jsonl_line_by_line, _LocationFields, _RowIds, parse_rows, row_id
+from batchvid.manifest.rows import (
+    _jsonl_line_by_line,
+    _LocationFields,
+    _locations,
+    _RowIds,
+    parse_rows,
+    row_id,
+)
 from batchvid.plan import decide, make_plan
+from batchvid.plantable import plan_table
 from batchvid.schemas import load_schema
 from batchvid.store import JobRecord
 from tests.helpers import make_job
@@ -219,6 +226,15 @@ def test_location_fields_freeze_into_an_equal_location() -> None:
     assert type(built) is Location and built == Location("rows.jsonl", 7, 1) and hash(built) == hash(Location("rows.jsonl", 7, 1))
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.line = 8  # type: ignore[misc]
+
+
+def test_locations_made_slot_by_slot_equal_locations_built_one_by_one() -> None:
+    """_locations(file, lines) are Locations equal to Location(file, line, 1) each, and as frozen."""
+    built = _locations("rows.jsonl", range(1, 5))
+    assert built == [Location("rows.jsonl", n, 1) for n in range(1, 5)] and all(type(b) is Location for b in built)
+    assert str(built[2]) == "rows.jsonl:3:1" and hash(built[0]) == hash(Location("rows.jsonl", 1, 1))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built[0].line = 8  # type: ignore[misc]
 
 
 def test_rows_shortcut_reports_a_bad_shared_default_once_per_place(tmp_path: Path) -> None:
@@ -601,3 +617,23 @@ def test_a_prompts_files_jobs_are_made_only_when_asked_for(tmp_path: Path, monke
     assert jobs[0] == looped[0] and len(made) == 1 + 3 + 4  # the first ask made the rest; the loop all
     assert jobs == looped and looped == jobs and list(jobs) == list(looped) and jobs[1:3] == looped[1:3]
     assert [job.index for job in jobs] == [0, 1, 2, 3] and jobs[-1].id == "plain" and looped[2] in jobs
+
+
+def test_a_plan_of_new_prompts_file_jobs_makes_no_job_and_shows_what_the_made_jobs_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make_plan`` of a fresh directory keeps a prompts file's new jobs as columns (no Job
+    made); its table, counts and cost are those of the plan of the same jobs made one by one,
+    and its steps, once asked for, equal that plan's."""
+    rows = [{"prompt": f"scene {i}", **({"id": f"r{i}"} if i % 2 else {}), **({"size": "1920x1080"} if i % 3 else {})} for i in range(7)]
+    path = _manifest(tmp_path, rows, samples=1)
+    made: list[int] = []
+    freeze = JobFields.freeze
+    monkeypatch.setattr(JobFields, "freeze", lambda self: made.append(1) or freeze(self))
+    manifest = load_manifest(path)
+    plan = make_plan(manifest.jobs, {}, tmp_path / "out", provider="geekai", pricing={"cogvideox-3": 0.5})
+    table = plan_table(plan, 4, 30.0)
+    assert made == [] and (plan.cost, plan.counts(), plan.unpriced) == (3.5, {"submit": 7}, [])
+    looped = make_plan(tuple(load_manifest(path).jobs), {}, tmp_path / "out", provider="geekai", pricing={"cogvideox-3": 0.5})
+    assert isinstance(looped.steps, tuple) and table == plan_table(looped, 4, 30.0) and "1920x1080" in table
+    assert plan.steps == looped.steps and looped.steps == plan.steps and plan.steps[3] == looped.steps[3]

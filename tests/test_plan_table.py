@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from batchvid.display import plan_table
-from batchvid.jobs import Job
-from batchvid.plan import Action, Plan, Step, prices_for
+from batchvid.jobs import Job, JobColumns, JobSequence, PromptParams
+from batchvid.plan import Action, NewSteps, Plan, Step, prices_for
+from batchvid.plantable import plan_table
 
 HOSTILE = ["", "a", "a-much-longer-value", "灯塔", "café", "e\u0301", "🐇🐇", "\t", " x ", "%s", "%-3s", "{0}", "\\n"]
 ACTIONS: list[Action] = ["submit", "reattach", "download", "skip", "keep-failed"]
@@ -64,3 +64,34 @@ def test_plan_table_of_one_model_and_size_pads_them_once() -> None:
         "JOB  KEY           MODEL  SIZE  ACTION  REASON",
         "j0   000000000000  m      s     submit  new job",
     ]
+
+
+def random_new_steps(rng: random.Random, count: int) -> NewSteps:
+    """``count`` new jobs kept as columns (``JobColumns``), cells drawn from hostile values,
+    the model and size shared by many rows as a prompts file's templates share them."""
+    templates = []
+    for _ in range(rng.randint(1, 3)):
+        template = {"model": rng.choice(HOSTILE), "prompt": "p"}
+        if rng.random() < 0.7:
+            template["size"] = rng.choice(HOSTILE)
+        templates.append(template)
+    shared = [rng.choice(templates) for _ in range(count)]
+    ids = [rng.choice(HOSTILE) + str(i) for i in range(count)]
+    keys = [rng.choice(["", "k" * rng.randint(0, 20), "0123456789abcdef" * 4, "灯" * 13]) for _ in range(count)]
+    jobs = JobSequence()
+    made = [Job(i, k, n, "geekai", PromptParams(t, "p")) for n, (i, k, t) in enumerate(zip(ids, keys, shared, strict=True))]
+    jobs.defer(count, lambda: made, JobColumns(ids, keys, shared, templates, True))
+    return NewSteps(jobs, JobColumns(ids, keys, shared, templates, True))
+
+
+def test_plan_table_of_new_jobs_kept_as_columns_is_the_table_of_their_steps() -> None:
+    """The table of new jobs read from their columns (``NewSteps``: no Job or Step made) is
+    byte for byte the table of the same steps made one by one, over hostile cells."""
+    rng = random.Random(6)
+    for trial in range(300):
+        steps = random_new_steps(rng, rng.choice([0, 1, 2, 5, 30]))
+        table = plan_table(Plan(steps, prices_for("geekai", {})), 4, 30.0)
+        assert steps._made is None, trial  # read from the columns alone
+        made = Plan(tuple(Step(job, "submit", "new job") for job in steps.jobs), prices_for("geekai", {}))
+        assert table == plan_table(made, 4, 30.0), trial
+        assert table.startswith(reference_table(made, 4) + "\n\n"), trial

@@ -129,7 +129,8 @@ def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
     rpm = _number(args, "rpm", limits, "requests_per_minute", default_rpm, minimum=0, inclusive=False)
     timeout = _number(args, "timeout", limits, "timeout", 1800.0, minimum=0, inclusive=False)
     max_cost = _number(args, "max_cost", limits, "max_cost", None, minimum=0, inclusive=True)
-    select_jobs(manifest.jobs, args.only)  # a pattern that selects nothing is an error
+    if args.only:  # a pattern that selects nothing is an error (none: every job, not made here)
+        select_jobs(manifest.jobs, args.only)
     assert max_in_flight is not None and retries is not None and timeout is not None
     return Settings(
         out_dir=out,

@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from itertools import repeat
-from operator import attrgetter, itemgetter
+from operator import add, attrgetter, itemgetter
 from typing import TYPE_CHECKING
 
 from batchvid.errors import Location, ManifestError
 from batchvid.images import ImageLoader, ImageProblem
 from batchvid.jobs import (
     Job,
+    JobColumns,
     JobFields,
     JobSequence,
     PromptKeys,
@@ -127,7 +128,7 @@ class _Jobs:
         spelling = {template: keyed[0] for template, (_, _, keyed) in made.items()}
         enhancement = {template: enhance for template, (enhance, _, _) in made.items()}
         prompts = list(map(_PROMPT, map(_FIELDS, run.rows)))
-        job_ids = list(map("{}-{}".format, repeat(run.source), map(_ID, run.rows)))
+        job_ids = list(map(add, repeat(f"{run.source}-"), map(_ID, run.rows)))  # each row's id a str
         keys = spelled_keys(map(spelling.__getitem__, run.templates), prompts)
         locations = list(map(_LOCATION, run.rows))
         new_ids, new_keys = dict(zip(job_ids, locations, strict=True)), dict(zip(keys, job_ids, strict=True))
@@ -146,7 +147,8 @@ class _Jobs:
             )  # fmt: skip
             return map(JobFields.freeze, fields)
 
-        self.jobs.defer(count, make)
+        plain = all(enhance is None for enhance in enhancement.values())
+        self.jobs.defer(count, make, JobColumns(job_ids, keys, list(map(_PARAMS, templates)), list(map(_PARAMS, made)), plain))
         return True
 
     def _spelled(self, template: Template, samples: int) -> _Spelled:

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import compress, repeat
 from json.encoder import encode_basestring
@@ -302,8 +303,19 @@ def _rows_at_once(
     if not context.checks.ids_ok(givens if plain else [g for g in givens if g is not None]):
         return None
     ids = givens if plain else _RowIds().many(givens, fields_list)
-    locations = map(_LocationFields.freeze, map(_LocationFields, repeat(display), lines))
-    return list(map(_new_tuple, repeat(Row), zip(range(len(ids)), locations, ids, fields_list, strict=True)))
+    return list(map(_new_tuple, repeat(Row), zip(range(len(ids)), _locations(display, lines), ids, fields_list, strict=True)))
+
+
+def _locations(file: str, lines: Sequence[int]) -> list[Location]:
+    """``Location(file, line, 1)`` of each line, each slot set in a C-level pass (``map``)."""
+    made: list[Location] = list(map(object.__new__, repeat(Location, len(lines))))
+    deque(map(_SET_FILE, made, repeat(file)), maxlen=0)
+    deque(map(_SET_LINE, made, lines), maxlen=0)
+    deque(map(_SET_COLUMN, made, repeat(1)), maxlen=0)
+    return made
+
+
+_SET_FILE, _SET_LINE, _SET_COLUMN = (Location.__dict__[name].__set__ for name in ("file", "line", "column"))
 
 
 _new_tuple: Any = tuple.__new__
