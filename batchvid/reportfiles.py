@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 from batchvid.durable import _write_all, create_temp, fsync_dir, make_dir, write_json
 from batchvid.gallery import ContentHash, poster_link, write_gallery
-from batchvid.jsontext import Encoded, EncodedItems, Shape, item_text, shaped_parts
+from batchvid.jsontext import Encoded, EncodedItems, Holes, Shape, item_text, shaped_parts
 from batchvid.jsontext import encode_string as _string
 from batchvid.junit import JUNIT_END, junit_start, testcase, testcase_opening
 from batchvid.markdown import markdown_lines
@@ -154,8 +154,7 @@ class _Pass(Encoded):
                 self._row_templates[key] = None if made is None else FormatTemplate(made)
             template = self._row_templates[key]
             if template is not None:
-                text: str = template.text % template.pick(parts)
-                return text
+                return template.fill(parts)
         return metadata_text(metadata_row(o, video, media, entry["parameters"]))
 
     def _start(self) -> tuple[_TextFile, _TextFile]:
@@ -307,7 +306,7 @@ class PinTexts(EncodedItems):
         """Each pin's job id and where its text ends in the file (a few bytes a pin)."""
         self._batch: list[bytes] = []
         self._size = self._written = 0
-        self._templates: dict[Shape, tuple[str, Callable[[tuple[str, ...]], tuple[str, ...]], int | None] | None] = {}
+        self._templates: dict[Shape, tuple[Holes, Callable[[tuple[str, ...]], tuple[str, ...]], int | None] | None] = {}
         self.complete = True
 
     def __len__(self) -> int:
@@ -341,12 +340,12 @@ class PinTexts(EncodedItems):
             if shape not in self._templates:
                 if len(self._templates) >= 64:
                     self._templates.clear()
-                self._templates[shape] = pin_template(shape)
+                template = pin_template(shape)
+                self._templates[shape] = None if template is None else (Holes(template[0]), *template[1:])
             made = self._templates[shape]
         if made is None or (made[2] is not None and parts[made[2]] not in _FALSE_TEXTS):
             return item_text(_pin(o), _PIN_NL)
-        text: str = made[0] % made[1](parts)
-        return text
+        return made[0].fill(made[1](parts))
 
     def _flush(self) -> None:
         _write_all(self._fd, self._batch)
