@@ -358,11 +358,23 @@ class PinTexts(EncodedItems):
             return
         self._flush()
         ids, ends = self._ids, self._ends
+        order = sorted(range(len(ids)), key=ids.__getitem__)  # stable, as Pins sorts
         fd = os.open(self._tmp, os.O_RDONLY)
         try:
-            for at in sorted(range(len(ids)), key=ids.__getitem__):  # stable, as Pins sorts
-                start = ends[at - 1] if at else 0
-                yield ids[at], os.pread(fd, ends[at] - start, start).decode("utf-8")
+            first = 0
+            while first < len(order):
+                # The pins next in id order that also follow each other in the file (ids in
+                # manifest order, as a prompts file's often are): read at once.
+                start = ends[order[first] - 1] if order[first] else 0
+                last = first
+                while (last + 1 < len(order) and order[last + 1] == order[last] + 1
+                       and ends[order[last + 1]] - start <= _READ_BYTES):
+                    last += 1
+                block = os.pread(fd, ends[order[last]] - start, start)
+                for at in order[first:last + 1]:
+                    begin = ends[at - 1] - start if at else 0
+                    yield ids[at], block[begin:ends[at] - start].decode("utf-8")
+                first = last + 1
         finally:
             os.close(fd)
 
@@ -371,6 +383,10 @@ class PinTexts(EncodedItems):
             os.close(self._fd)
         with contextlib.suppress(OSError):
             os.unlink(self._tmp)
+
+
+_READ_BYTES = 1 << 20
+"""The most pins' bytes read back by one call."""
 
 
 def pin_template(shape: Shape) -> tuple[str, Callable[[tuple[str, ...]], tuple[str, ...]], int | None] | None:
