@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import gc
 import json
 import os
 from collections.abc import Mapping
@@ -35,7 +34,6 @@ from batchvid.durable import (
     write_json,
 )
 from batchvid.errors import OutputDirError, OutputDirLocked
-from batchvid.gcpause import paused_gc
 from batchvid.journal import JobRecord, Journal, RecordState
 
 STATE_DIR = ".batchvid"
@@ -122,7 +120,6 @@ class OutputDir:
         self.state_dir = root / STATE_DIR
         self.journal = Journal(self.state_dir / JOURNAL)
         self._lock_fd: int | None = None
-        self._frozen = False
 
     def job_dir(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id
@@ -149,15 +146,8 @@ class OutputDir:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
         self._sweep(jobs=not left_clean)
-        with paused_gc():
-            records = self.journal.replay()
-            self.journal.open()
-            # The records (a few objects per job, no cycles) and the manifest's jobs live until
-            # the run ends: frozen, the cyclic collector no longer rescans them at every full
-            # collection the run's allocations trigger (a tenth of a 100,000-job rerun). Only
-            # the collector looks away; reference counting frees them as ever. ``close`` thaws.
-            gc.freeze()
-            self._frozen = True
+        records = self.journal.replay()
+        self.journal.open()
         return records
 
     def _sweep(self, *, jobs: bool = True) -> None:
@@ -185,9 +175,6 @@ class OutputDir:
         """Close the journal and release the lock. ``clean`` (nothing was cut short: no
         temporary file can be left) lets the next run skip looking for orphans in jobs/."""
         self.journal.close()
-        if self._frozen:
-            self._frozen = False
-            gc.unfreeze()
         if self._lock_fd is not None:
             if clean:
                 os.ftruncate(self._lock_fd, 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 from pathlib import Path
 
@@ -342,15 +341,3 @@ def test_after_a_clean_close_jobs_are_not_searched_but_after_a_kill_they_are(tmp
     out.open()
     out.close(clean=True)
     assert not orphan.exists()
-
-
-def test_the_records_are_out_of_the_collectors_sight_while_the_directory_is_open(tmp_path: Path) -> None:
-    """``open`` freezes what is alive after the replay (the records among it), so the cyclic
-    collector does not rescan them during the run; ``close`` gives them back to it."""
-    out = OutputDir(tmp_path / "out")
-    out.open()
-    try:
-        assert gc.get_freeze_count() > 0
-    finally:
-        out.close()
-    assert gc.get_freeze_count() == 0
