@@ -170,6 +170,9 @@ _FIELDS_BY_EVENT: Mapping[str, frozenset[str]] = {
     event: frozenset(f.name for f in fields(cls)) for event, cls in ENTRY_TYPES.items()
 }
 _NEEDED: Mapping[str, tuple[str, ...]] = {event: ("key", "id", *REQUIRED[event]) for event in ENTRY_TYPES}
+_NEEDED_KEYS: Mapping[Any, frozenset[str]] = {event: frozenset(("event", *names)) for event, names in _NEEDED.items()}
+_UNKNOWN: frozenset[Any] = frozenset({None})
+"""What no decoded line's keys (strings) include: the keys needed by an unknown event."""
 _SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # json.loads's own scanner
 
 
@@ -246,20 +249,18 @@ def _decode_chunk(chunk: list[bytes]) -> list[dict[str, Any]] | None:
     starts and ends as an object and the array holds as many entries as there are lines: a
     line that is not one object (cut, or two on one line) fails one of these, short of lines
     crafted to pair up across the joins."""
-    try:
-        texts = [raw.decode("utf-8") for raw in chunk if not raw.isspace()]
-    except ValueError:
-        return None
-    for text in texts:
-        if text[0] != "{" or (text[-2:] != "}\n" and text.rstrip()[-1:] != "}"):
+    lines = [raw for raw in chunk if not raw.isspace()]
+    for raw in lines:  # as bytes: an ASCII brace is the same byte in UTF-8
+        if raw[:1] != b"{" or (raw[-2:] != b"}\n" and raw.rstrip()[-1:] != b"}"):
             return None
-    joined = "[" + ",".join(texts) + "]"
     try:
+        joined = "[" + b",".join(lines).decode("utf-8") + "]"  # valid UTF-8 as each line is
         values, end = _SCAN(joined, 0)
-        if end != len(joined) or len(values) != len(texts):
+        if end != len(joined) or len(values) != len(lines):
             return None
-        for value in values:
-            _check(value)
+        for value in values:  # ``_check``'s checks, each a C-level test
+            if type(value) is not dict or not value.keys() >= _NEEDED_KEYS.get(value["event"], _UNKNOWN):
+                return None
     except (StopIteration, ValueError, KeyError, TypeError, RecursionError):
         return None
     checked: list[dict[str, Any]] = values

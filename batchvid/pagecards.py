@@ -24,7 +24,7 @@ from typing import Any
 
 from batchvid.durable import create_temp
 from batchvid.gallery import _COMPACT, GALLERY_NAME, _card, _href, _script_safe
-from batchvid.jsontext import Shape
+from batchvid.jsontext import Holes, Shape
 from batchvid.jsontext import encode_string as _string
 
 _MEDIA_KEYS = ("codec", "duration", "fps", "has_audio", "height", "width")
@@ -126,9 +126,8 @@ class CardTexts:
                 self._templates.clear()
             template = self._templates[shape] = FormatTemplate(card_template(shape))
         link = _href((entry["video"] or {}).get("path"))
-        text: str = template.text % template.pick((*parts, "null" if poster is None else _string(poster),
-                                              "null" if link is None else _string(link)))
-        return text
+        return template.fill((*parts, "null" if poster is None else _string(poster),
+                              "null" if link is None else _string(link)))
 
     def pieces(self) -> Iterator[str]:
         self._fh.flush()
@@ -148,7 +147,7 @@ class FormatTemplate:
     getter (``pick``) of its values in the order the text takes them: ``text % pick(values)``
     is ``template.format(*values)``, without parsing the template again at every call."""
 
-    __slots__ = ("pick", "text")
+    __slots__ = ("_filled", "pick", "text")
 
     def __init__(self, template: str) -> None:
         order: list[int] = []
@@ -164,3 +163,8 @@ class FormatTemplate:
             self.pick = operator.itemgetter(*order)  # a tuple of the values
         else:
             self.pick = lambda values: tuple(values[at] for at in order)
+        self._filled = Holes(self.text)
+
+    def fill(self, values: tuple[str, ...]) -> str:
+        """``text % pick(values)``: ``template.format(*values)``."""
+        return self._filled.fill(self.pick(values))

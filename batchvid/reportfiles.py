@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 from batchvid.durable import _write_all, create_temp, fsync_dir, make_dir, write_json
 from batchvid.gallery import ContentHash, poster_link, write_gallery
-from batchvid.jsontext import Encoded, EncodedItems, Shape, item_text, shaped_parts
+from batchvid.jsontext import Encoded, EncodedItems, Holes, Shape, item_text, shaped_parts
 from batchvid.jsontext import encode_string as _string
 from batchvid.junit import JUNIT_END, junit_start, testcase, testcase_opening
 from batchvid.markdown import markdown_lines
@@ -154,8 +154,7 @@ class _Pass(Encoded):
                 self._row_templates[key] = None if made is None else FormatTemplate(made)
             template = self._row_templates[key]
             if template is not None:
-                text: str = template.text % template.pick(parts)
-                return text
+                return template.fill(parts)
         return metadata_text(metadata_row(o, video, media, entry["parameters"]))
 
     def _start(self) -> tuple[_TextFile, _TextFile]:
@@ -307,7 +306,7 @@ class PinTexts(EncodedItems):
         """Each pin's job id and where its text ends in the file (a few bytes a pin)."""
         self._batch: list[bytes] = []
         self._size = self._written = 0
-        self._templates: dict[Shape, tuple[str, Callable[[tuple[str, ...]], tuple[str, ...]], int | None] | None] = {}
+        self._templates: dict[Shape, tuple[Holes, Callable[[tuple[str, ...]], tuple[str, ...]], int | None] | None] = {}
         self.complete = True
 
     def __len__(self) -> int:
@@ -341,12 +340,12 @@ class PinTexts(EncodedItems):
             if shape not in self._templates:
                 if len(self._templates) >= 64:
                     self._templates.clear()
-                self._templates[shape] = pin_template(shape)
+                template = pin_template(shape)
+                self._templates[shape] = None if template is None else (Holes(template[0]), *template[1:])
             made = self._templates[shape]
         if made is None or (made[2] is not None and parts[made[2]] not in _FALSE_TEXTS):
             return item_text(_pin(o), _PIN_NL)
-        text: str = made[0] % made[1](parts)
-        return text
+        return made[0].fill(made[1](parts))
 
     def _flush(self) -> None:
         _write_all(self._fd, self._batch)
@@ -359,11 +358,23 @@ class PinTexts(EncodedItems):
             return
         self._flush()
         ids, ends = self._ids, self._ends
+        order = sorted(range(len(ids)), key=ids.__getitem__)  # stable, as Pins sorts
         fd = os.open(self._tmp, os.O_RDONLY)
         try:
-            for at in sorted(range(len(ids)), key=ids.__getitem__):  # stable, as Pins sorts
-                start = ends[at - 1] if at else 0
-                yield ids[at], os.pread(fd, ends[at] - start, start).decode("utf-8")
+            first = 0
+            while first < len(order):
+                # The pins next in id order that also follow each other in the file (ids in
+                # manifest order, as a prompts file's often are): read at once.
+                start = ends[order[first] - 1] if order[first] else 0
+                last = first
+                while (last + 1 < len(order) and order[last + 1] == order[last] + 1
+                       and ends[order[last + 1]] - start <= _READ_BYTES):
+                    last += 1
+                block = os.pread(fd, ends[order[last]] - start, start)
+                for at in order[first:last + 1]:
+                    begin = ends[at - 1] - start if at else 0
+                    yield ids[at], block[begin:ends[at] - start].decode("utf-8")
+                first = last + 1
         finally:
             os.close(fd)
 
@@ -372,6 +383,10 @@ class PinTexts(EncodedItems):
             os.close(self._fd)
         with contextlib.suppress(OSError):
             os.unlink(self._tmp)
+
+
+_READ_BYTES = 1 << 20
+"""The most pins' bytes read back by one call."""
 
 
 def pin_template(shape: Shape) -> tuple[str, Callable[[tuple[str, ...]], tuple[str, ...]], int | None] | None:

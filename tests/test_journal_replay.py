@@ -109,6 +109,13 @@ def test_a_torn_tail_is_ignored_wherever_the_run_of_lines_ends(
         b'{"event":"refused","id":"a","key":"k1"},{"event":"refused","id":"b","key":"k2"}',
         b'{"event":"refused","id":"a","key":"k1","x":[{}',
         b'{"event":"refused","id":"a"',
+        b'{"event":"submitted","id":"a","key":"k1"}',  # without its task_id
+        b'{"event":1,"id":"a","key":"k1"}',
+        b'{"event":["refused"],"id":"a","key":"k1"}',
+        b'{"event":"teleported","id":"a","key":"k1","\\u0000":null,"null":null}',
+        b'{"id":"a","key":"k1"}',
+        b'["event","id","key"]',
+        b'{"event":"refused","id":"a","key":"k1"}\xff',
     ],
 )
 def test_a_bad_line_in_any_run_of_lines_is_named_by_its_number(

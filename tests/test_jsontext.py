@@ -12,6 +12,7 @@ import pytest
 from batchvid.durable import dumps, write_json
 from batchvid.jsontext import (
     EncodedItems,
+    Holes,
     NotPlain,
     Streamed,
     StreamedItems,
@@ -200,3 +201,17 @@ def test_encoded_items_are_written_from_their_texts_and_read_as_the_dict_they_ar
         "".join(pieces({"jobs": _EncodedPins(["b", "a"])}))
     write_json(tmp_path / "lock.json", {"jobs": _EncodedPins(["b", "a"])})
     assert (tmp_path / "lock.json").read_text() == dumps({"jobs": {"a": {"sha256": "aa"}, "b": {"sha256": "bb"}}})
+
+
+def test_holes_fill_as_the_percent_operator_does() -> None:
+    """``Holes(template).fill(values)`` is ``template % values`` for ``%s`` holes and ``%%``
+    escapes anywhere (first, last, side by side, none), and refuses too few or too many values."""
+    rng = random.Random(7)
+    for _ in range(2000):
+        tokens = [rng.choice(["%s", "%%", "a", "%%s", "é\n", ""]) for _ in range(rng.randint(0, 8))]
+        template = "".join(tokens)
+        count = template.replace("%%", "").count("%s")
+        values = tuple(rng.choice(["", "x", "%s", "%%", "{}"]) for _ in range(count))
+        assert Holes(template).fill(values) == template % values, template
+        with pytest.raises(ValueError):
+            Holes(template).fill((*values, "extra"))

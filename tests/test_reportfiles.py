@@ -341,3 +341,26 @@ def test_a_format_template_as_a_percent_template_formats_the_same() -> None:
     for template in ("{{x}} {2}-{0}-{2} 50%% {3}%", "only {1}", "no fields %d {{}}", "{3}{0}"):
         made = FormatTemplate(template)
         assert made.text % made.pick(values) == template.format(*values), template
+
+
+@pytest.mark.parametrize("read_bytes", [1, 700, 1 << 20])
+def test_pins_read_back_a_run_at_a_time_give_the_reference_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_bytes: int
+) -> None:
+    """The lock's pins, read back from the pass's file a run at a time (pins next to each other
+    both in id order and in the file, a run cut at any size), give the reference lock: ids in
+    manifest order, then in reverse order, then one out of place."""
+    import batchvid.reportfiles as reportfiles
+
+    monkeypatch.setattr(reportfiles, "_READ_BYTES", read_bytes)
+    rng = random.Random(5)
+    outcomes = []
+    for n in range(40):
+        o = _outcome(rng, n)
+        number = n if n < 20 else 59 - n if n < 39 else 7.5
+        o.job = dataclasses.replace(o.job, id=f"job-{number:05.1f}")
+        o.status, o.action = "skipped", "skip"
+        o.video = {"path": f"jobs/{o.job.id}/video.mp4", "sha256": _sha(rng), "bytes": n}
+        o.enhance, o.provided = None, {}
+        outcomes.append(o)
+    _assert_made_in_the_pass(tmp_path, outcomes, monkeypatch)

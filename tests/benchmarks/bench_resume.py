@@ -8,6 +8,9 @@ directory without building it (profile a rerun with ``batchvid run DIR/resume.ya
 job's ``succeeded`` becomes ``skipped``, so every report file and report.html's cards change)
 costs more than the later ones; time it again on copies, ``cp -al DIR COPY`` with a real copy
 of ``COPY/out/.batchvid`` (hard links keep the videos' inodes, which the journal's ``stat`` pins).
+``--ab TREE`` (with a built ``--keep DIR``) times a first and a later rerun of such copies with
+this checkout and with another (TREE, e.g. a ``git worktree`` of main) in turn, ``--rounds`` times,
+CPU from ``os.wait4``: this VM's CPU times move too much between minutes to compare otherwise.
 ``--replay`` also measures the journal replay alone, in this process after the reruns: its CPU
 (best of three) and, traced by tracemalloc, the bytes and memory blocks its records keep per job.
 ``--jobs 100000 --synthesize`` builds the 100,000-job directory (a JSONL prompts file with an id
@@ -41,7 +44,9 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,7 +56,7 @@ from unittest import mock
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from _harness import GEEKAI, batchvid, check, count, run_child, run_env, write_manifest
+from _harness import GEEKAI, ROOT, batchvid, check, count, run_child, run_env, write_manifest
 from _harness import simulator as start_simulator
 
 TARGET_SECONDS = 3.0
@@ -212,6 +217,28 @@ def rerun(manifest: Path, out: Path, base_url: str, jobs: int) -> tuple[float, b
     return run.wall, ok
 
 
+def alternate(tmp: Path, manifest: Path, other: Path, rounds: int) -> None:
+    """A first and a later rerun of a ``cp -al`` copy of ``tmp/out`` (its ``.batchvid`` a real
+    copy), with this checkout's batchvid and ``other``'s in turn, ``rounds`` times: CPU from
+    ``os.wait4``, bytecode written and used (as an installed package has it)."""
+    for number in range(1, rounds + 1):
+        for label, tree in (("this", ROOT), ("other", other.resolve())):
+            copy = tmp / f"ab-{label}"
+            shutil.rmtree(copy, ignore_errors=True)
+            subprocess.run(["cp", "-al", str(tmp / "out"), str(copy)], check=True)
+            shutil.rmtree(copy / ".batchvid")
+            shutil.copytree(tmp / "out" / ".batchvid", copy / ".batchvid")
+            env = {**run_env(), "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": ""}
+            for kind in ("first", "later"):
+                run = run_child(batchvid("run", str(manifest.resolve()), "--out", str(copy.resolve()),
+                                         "--base-url", dead_url(), "--no-progress"), env=env, cwd=tree)
+                print(f"  round {number}, {label} ({tree}): {kind} rerun exit {run.returncode}, "
+                      f"CPU {run.cpu:.2f} s, wall {run.wall:.2f} s, max RSS {run.max_rss_mb:.0f} MB", flush=True)
+                if run.returncode != 0:
+                    print(run.stderr[-2000:], file=sys.stderr)
+            shutil.rmtree(copy)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10_000)
@@ -232,6 +259,12 @@ def main() -> int:
         "--replay", action="store_true",
         help="also measure the journal replay alone (CPU, bytes and blocks kept per job)",
     )
+    parser.add_argument(
+        "--ab", type=Path, metavar="TREE",
+        help="with --keep DIR (built): instead of the two reruns, time a first and a later rerun "
+        "of copies of DIR/out with this checkout and with TREE (another checkout) in turn",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="with --ab: rounds of the two trees")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         if args.keep is not None:
@@ -253,6 +286,9 @@ def main() -> int:
             how = "synthesized with the store API" if args.synthesize else "real run against the simulator"
         print(f"completed directory of {args.jobs:,} jobs: {how}, {time.perf_counter() - start:.1f} s")
         if args.build_only:
+            return 0
+        if args.ab is not None:
+            alternate(tmp, manifest, args.ab, args.rounds)
             return 0
         print("  rerun 1, --base-url on a dead port:")
         wall_dead, ok_dead = rerun(manifest, out, dead_url(), args.jobs)
