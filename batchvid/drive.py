@@ -29,14 +29,40 @@ from batchvid.submit import Submitter
 class Slot:
     """A job's hold on the in-flight cap, released once (``release``, when its task ends), and
     on the run's bound of jobs under way (``live``), released with it when the job ends
-    (``close``)."""
+    (``close``). A job admitted ahead of its slot holds a place among the jobs that get ready
+    while they wait (``ahead``, ``runner.SUBMIT_AHEAD``) until ``take`` has the slot."""
 
-    __slots__ = ("_held", "_limit", "_live")
+    __slots__ = ("_ahead", "_held", "_limit", "_live")
 
-    def __init__(self, limit: AdaptiveLimit, held: bool, live: anyio.Semaphore | None = None) -> None:
+    def __init__(
+        self,
+        limit: AdaptiveLimit,
+        held: bool,
+        live: anyio.Semaphore | None = None,
+        ahead: anyio.Semaphore | None = None,
+    ) -> None:
         self._limit = limit
         self._held = held
         self._live = live
+        self._ahead = ahead
+
+    @property
+    def waiting(self) -> bool:
+        """Admitted ahead: the in-flight slot is still to be taken."""
+        return self._ahead is not None
+
+    async def take(self) -> None:
+        """Wait (in arrival order) for the in-flight slot; the place ahead goes either way."""
+        try:
+            await self._limit.acquire()
+            self._held = True
+        finally:
+            self._leave_ahead()
+
+    def _leave_ahead(self) -> None:
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            ahead.release()
 
     def release(self) -> None:
         if self._held:
@@ -44,8 +70,9 @@ class Slot:
             self._limit.release()
 
     def close(self) -> None:
-        """The job has ended: both holds go."""
+        """The job has ended: every hold goes."""
         self.release()
+        self._leave_ahead()
         if self._live is not None:
             live, self._live = self._live, None
             live.release()
@@ -68,8 +95,12 @@ class JobDriver:
         outcome = life.outcome
         started = self.fx.clock()
         try:
+            journaled = slot.waiting
+            if journaled:
+                await self._ready(step, life, slot)
+                started = self.fx.clock()  # --timeout and the job's seconds count from its slot
             with anyio.move_on_after(self.timeout) as deadline:
-                await self._drive(step, life, slot)
+                await self._drive(step, life, slot, journaled)
             if deadline.cancelled_caught and not life.done:
                 hint = (
                     "--retry-failed polls the same task again"
@@ -93,7 +124,16 @@ class JobDriver:
                 error = outcome.error or {}
                 self.fx.emit(JobFinished(step.job.id, outcome.status, error.get("kind"), error.get("message")))
 
-    async def _drive(self, step: Step, life: JobLife, slot: Slot) -> None:
+    async def _ready(self, step: Step, life: JobLife, slot: Slot) -> None:
+        """A new job admitted ahead of its in-flight slot: its prompt, folder and ``submitting``
+        line are made while it waits, so its create leaves the moment a slot frees."""
+        await self.enhancer.prepare(life, step.record)
+        await self.submitter.journal_first(life, step.record)
+        with self.stopper.interruptible():
+            await slot.take()
+
+    async def _drive(self, step: Step, life: JobLife, slot: Slot, journaled: bool = False) -> None:
+        """``journaled``: ``_ready`` made the job's first create attempt ready and took its slot."""
         job, record = step.job, step.record
         if step.action == "download" and record is not None:
             moved = self.relocations.take(job, record)
@@ -104,8 +144,9 @@ class JobDriver:
                 return
         created_at: float | None = None
         if step.action == "submit":
-            await self.enhancer.prepare(life, record)  # the prompt it sends, journaled first
-            task = await self.submitter.create(life, record)
+            if not journaled:
+                await self.enhancer.prepare(life, record)  # the prompt it sends, journaled first
+            task = await self.submitter.create(life, record, journaled=journaled)
             self.budget.created(job)
             created_at = self.fx.clock()
         else:

@@ -137,6 +137,17 @@ run at once, and the process's memory never shrinks back. 128 is more than the t
 analysis or the disk, which then set the run's pace anyway."""
 
 
+SUBMIT_AHEAD = 8
+"""How many new jobs may get ready for their create while they wait for an in-flight slot, on
+a provider that refuses a duplicate create by its idempotency key (BigModel's ``request_id``):
+each writes its folder and journals its ``submitting`` line before it has a slot, so the create
+leaves the moment one frees instead of after that line's fsync. The line is still durable
+before the create is sent; a job stopped or killed while it waits has a ``submitting`` line
+and no create sent, which the next run sends under the same request id, as it does any
+unanswered create there. Elsewhere (GeekAI, no such key: an unanswered create is kept failed)
+the line is written only once the job has its slot and its turn."""
+
+
 async def _take(live: anyio.Semaphore) -> None:
     """A place among the jobs under way (without a checkpoint when one is free)."""
     try:
@@ -310,14 +321,20 @@ class Runner:
                 outer.start_soon(self.stopper.watch_signals)
             self.stopper.jobs_scope = anyio.CancelScope()
             live = anyio.Semaphore(s.max_in_flight + LIVE_AHEAD)
+            ahead = anyio.Semaphore(SUBMIT_AHEAD) if self.provider.idempotent else None
             with self.stopper.jobs_scope:
                 async with anyio.create_task_group() as tg:
                     for i in work:
                         step = steps[i]
                         await _take(live)
-                        slot = await self._admit(step, budget, live)
+                        early = ahead if step.action == "submit" else None
+                        if early is not None:
+                            await _take(early)
+                        slot = await self._admit(step, budget, live, early)
                         if slot is None:
                             live.release()
+                            if early is not None:
+                                early.release()
                             if self.stopper.halted:
                                 break
                             continue  # over budget: later free jobs still start
@@ -399,9 +416,12 @@ class Runner:
         self.out.journal.append(entry_of(job, result))
         return Rewrite(job, result, asked=True)
 
-    async def _admit(self, step: Step, budget: Budget, live: anyio.Semaphore) -> Slot | None:
+    async def _admit(
+        self, step: Step, budget: Budget, live: anyio.Semaphore, ahead: anyio.Semaphore | None = None
+    ) -> Slot | None:
         """The job's in-flight slot once it may start, or None when it does not start: over
-        budget (later free jobs still may) or the run is stopping."""
+        budget (later free jobs still may) or the run is stopping. With ``ahead`` (a place
+        among the ``SUBMIT_AHEAD`` jobs, taken) the job starts at once and takes its slot itself."""
         from batchvid.drive import Slot
 
         if step.pays:
@@ -411,6 +431,8 @@ class Runner:
                 return None
             if self.stopper.halted:
                 return None
+        if ahead is not None:
+            return Slot(self.in_flight, False, live, ahead)
         holds_slot = step.action != "download"
         if holds_slot:
             await self.in_flight.acquire()
