@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -154,6 +155,24 @@ async def _take(live: anyio.Semaphore) -> None:
         live.acquire_nowait()
     except anyio.WouldBlock:
         await live.acquire()
+
+
+def _import_httpx() -> None:
+    """Import httpx without its command-line tool: the package imports ``httpx._main`` (click,
+    rich and pygments, ~50 ms) only to offer ``httpx.main``, and falls back to a stub when that
+    import fails. A ``None`` in ``sys.modules`` makes it fail; it is taken out again after, so
+    a later ``import httpx._main`` works as usual."""
+    if "httpx" in sys.modules:
+        return
+    modules: dict[str, Any] = sys.modules  # (a None entry is Python's documented "do not import")
+    blocked = "httpx._main" not in modules
+    if blocked:
+        modules["httpx._main"] = None
+    try:
+        import httpx  # noqa: F401
+    finally:
+        if blocked and modules.get("httpx._main", 0) is None:
+            del modules["httpx._main"]
 
 
 def _now() -> str:
@@ -295,6 +314,7 @@ class Runner:
         work = [i for i, step in enumerate(steps) if step.action in ACTIVE]
         if not work:  # every job done or kept failed: no client, no transport (httpx unimported)
             return
+        _import_httpx()
         import httpx
 
         from batchvid.lifecycle import JobLife

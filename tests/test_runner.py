@@ -538,3 +538,21 @@ print([m for m in ("httpx", "batchvid.providers", "batchvid.drive", "batchvid.en
                          cwd=Path(__file__).parent.parent)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "[]"
+
+
+def test_the_run_imports_httpx_without_its_command_line_tool() -> None:
+    """``_import_httpx`` leaves out httpx's CLI (click, rich, pygments), and ``httpx._main``
+    can still be imported afterwards."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from batchvid.runner import _import_httpx\n"
+        "_import_httpx()\n"
+        "print(sorted(m for m in ('click', 'rich', 'pygments', 'httpx._main') if m in sys.modules))\n"
+        "import httpx._main\n"
+        "print(httpx._main.__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == ["[]", "httpx._main"]
