@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -185,7 +186,10 @@ class Runner:
 
     ``transport`` replaces the network (an ``httpx.ASGITransport`` over the simulator, or an
     ``httpx.MockTransport``); ``subscribers`` receive every event; ``clock``, ``sleep`` and
-    ``rng`` are injectable for tests. ``await runner.run()`` returns a ``RunResult``.
+    ``rng`` are injectable for tests. ``owns_process`` (the CLI): the run is all this process
+    does, so its analysis workers are ended once every job is done, while the report files are
+    written, instead of at exit (another run in the process would start new ones). ``await
+    runner.run()`` returns a ``RunResult``.
     """
 
     def __init__(
@@ -199,6 +203,7 @@ class Runner:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rng: random.Random | None = None,
         provider: Provider | None = None,
+        owns_process: bool = False,
     ) -> None:
         self.manifest = manifest
         self.settings = settings
@@ -214,6 +219,9 @@ class Runner:
         self.in_flight = AdaptiveLimit(settings.max_in_flight, clock=clock, sleep=sleep)
         self._poll_schedule: PollSchedule | None = None
         self.stopper = Stopper(self.emit, self.scrub, settings.grace)
+        self.owns_process = owns_process
+        self._closing: threading.Thread | None = None
+        """Ending the analysis workers beside the report pass (``owns_process``)."""
 
     @property
     def provider(self) -> Provider:
@@ -279,6 +287,8 @@ class Runner:
                     for outcome in outcomes:
                         _say_task_not_finished(outcome)
                     report = self._report(outcomes, budget, started_wall, started)
+                    if self._closing is not None:
+                        self._closing.join()
             clean = True  # nothing cut short: the next run need not look for orphans in jobs/
         finally:
             self.out.close(clean=clean)
@@ -362,6 +372,11 @@ class Runner:
                                        self.out.root)
                         tg.start_soon(driver.run, step, life, slot)
             outer.cancel_scope.cancel()
+        if self.owns_process:  # every clip analysed: the workers exit while the report is written
+            from batchvid.media import shutdown_pool
+
+            self._closing = threading.Thread(target=shutdown_pool, name="batchvid-analysis-close")
+            self._closing.start()
 
     def _transport(self) -> httpx.AsyncBaseTransport | None:
         """The injected transport (simulator, mock), else the one the settings name (None:
