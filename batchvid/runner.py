@@ -146,8 +146,8 @@ each writes its folder and journals its ``submitting`` line before it has a slot
 leaves the moment one frees instead of after that line's fsync. The line is still durable
 before the create is sent; a job stopped or killed while it waits has a ``submitting`` line
 and no create sent, which the next run sends under the same request id, as it does any
-unanswered create there. Elsewhere (GeekAI, no such key: an unanswered create is kept failed)
-the line is written only once the job has its slot and its turn."""
+unanswered create there. Elsewhere (GeekAI, no such key: an unanswered create is kept failed),
+and under ``--max-cost``, the line is written only once the job has its slot and its turn."""
 
 
 async def _take(live: anyio.Semaphore) -> None:
@@ -351,7 +351,10 @@ class Runner:
                 outer.start_soon(self.stopper.watch_signals)
             self.stopper.jobs_scope = anyio.CancelScope()
             live = anyio.Semaphore(s.max_in_flight + LIVE_AHEAD)
-            ahead = anyio.Semaphore(SUBMIT_AHEAD) if self.provider.idempotent else None
+            # Not under --max-cost: a job admitted ahead holds its price from then on, so a
+            # share given back by a refused create would reach fewer later jobs than before.
+            early_ok = self.provider.idempotent and s.max_cost is None
+            ahead = anyio.Semaphore(SUBMIT_AHEAD) if early_ok else None
             with self.stopper.jobs_scope:
                 async with anyio.create_task_group() as tg:
                     for i in work:
