@@ -9,12 +9,12 @@ until the task ends, and the whole job is bounded by ``--timeout``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 
 from batchvid.budget import Budget
 from batchvid.download import Downloader
-from batchvid.enhancing import Enhancer
 from batchvid.errors import JobFatalError, ProviderError, RunFatalError
 from batchvid.events import Effects, JobFinished
 from batchvid.lifecycle import JobLife
@@ -24,6 +24,9 @@ from batchvid.ratelimit import AdaptiveLimit
 from batchvid.relocate import Relocations
 from batchvid.stopping import Stopped, Stopper
 from batchvid.submit import Submitter
+
+if TYPE_CHECKING:
+    from batchvid.enhancing import Enhancer
 
 
 class Slot:
@@ -88,7 +91,8 @@ class JobDriver:
     stopper: Stopper
     fx: Effects
     timeout: float
-    enhancer: Enhancer
+    enhancer: Enhancer | None
+    """The prompt rewrites (None: no job of the run is enhanced; its modules stay unloaded)."""
 
     async def run(self, step: Step, life: JobLife, slot: Slot) -> None:
         """Drive the job to its end; every way it can end is recorded through ``life``."""
@@ -127,7 +131,8 @@ class JobDriver:
     async def _ready(self, step: Step, life: JobLife, slot: Slot) -> None:
         """A new job admitted ahead of its in-flight slot: its prompt, folder and ``submitting``
         line are made while it waits, so its create leaves the moment a slot frees."""
-        await self.enhancer.prepare(life, step.record)
+        if self.enhancer is not None:
+            await self.enhancer.prepare(life, step.record)
         await self.submitter.journal_first(life, step.record)
         with self.stopper.interruptible():
             await slot.take()
@@ -144,7 +149,7 @@ class JobDriver:
                 return
         created_at: float | None = None
         if step.action == "submit":
-            if not journaled:
+            if not journaled and self.enhancer is not None:
                 await self.enhancer.prepare(life, record)  # the prompt it sends, journaled first
             task = await self.submitter.create(life, record, journaled=journaled)
             self.budget.created(job)

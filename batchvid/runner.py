@@ -346,7 +346,8 @@ class Runner:
             ) as downloads,
             anyio.create_task_group() as outer,
         ):
-            driver = self._driver(api, downloads, budget, relocations)
+            enhanced = any(steps[i].job.enhance is not None for i in work)
+            driver = self._driver(api, downloads, budget, relocations, enhanced)
             if s.handle_signals:
                 outer.start_soon(self.stopper.watch_signals)
             self.stopper.jobs_scope = anyio.CancelScope()
@@ -486,6 +487,7 @@ class Runner:
         downloads: httpx.AsyncClient,
         budget: Budget,
         relocations: Relocations,
+        enhanced: bool = True,
     ) -> JobDriver:
         from batchvid.download import Downloader
         from batchvid.drive import JobDriver
@@ -503,5 +505,5 @@ class Runner:
                                 max_bytes=s.max_download_bytes, retries=s.retries,
                                 strict_media=s.strict_media, qc=self.manifest.qc)
         return JobDriver(submitter, poller, downloader, relocations, budget, self.stopper, fx,
-                         timeout=s.timeout, enhancer=self._enhancer(api, fx))
+                         timeout=s.timeout, enhancer=self._enhancer(api, fx) if enhanced else None)
 
