@@ -4,9 +4,10 @@
 Run: ``.venv/bin/python tests/benchmarks/slot_gaps.py [--jobs N] [--max-in-flight C]
 [--latency S] [--poll-interval MIN:MAX] [--ab TREE --rounds R] [--profile FILE | --wrap CMD]``
 
-The simulator runs in this process (a thread; its clock is this machine's monotonic clock) and
-notes when each create arrives, when each task ends, and when the first poll that sees it ended
-arrives; ``batchvid run`` runs as a subprocess. A slot of the cap (BigModel counts running
+Polls are at batchvid's default interval scaled to the task time, as ``bench_throughput.py``
+has them (``--poll-interval`` overrides). The simulator runs in this process (a thread; its
+clock is this machine's monotonic clock) and notes when each create arrives, when each task
+ends, and when the first poll that sees it ended arrives; ``batchvid run`` runs as a subprocess. A slot of the cap (BigModel counts running
 tasks) is busy from a task's create to its end; after that it waits for
 
 - the **poll lag**: from the task's end to the poll that sees it ended;
