@@ -140,14 +140,11 @@ analysis or the disk, which then set the run's pace anyway."""
 
 
 SUBMIT_AHEAD = 8
-"""How many new jobs may get ready for their create while they wait for an in-flight slot, on
-a provider that refuses a duplicate create by its idempotency key (BigModel's ``request_id``):
-each writes its folder and journals its ``submitting`` line before it has a slot, so the create
-leaves the moment one frees instead of after that line's fsync. The line is still durable
-before the create is sent; a job stopped or killed while it waits has a ``submitting`` line
-and no create sent, which the next run sends under the same request id, as it does any
-unanswered create there. Elsewhere (GeekAI, no such key: an unanswered create is kept failed),
-and under ``--max-cost``, the line is written only once the job has its slot and its turn."""
+"""New jobs that may journal their create (``submitting``, durable before it is sent) while they
+wait for an in-flight slot, so it leaves the moment one frees, on a provider that refuses a
+duplicate by its idempotency key (BigModel): a stop or kill meanwhile leaves such a line with
+no create sent, which the next run sends under the same request id, as any unanswered create
+there. Not on GeekAI (an unanswered create is kept failed), nor under ``--max-cost``."""
 
 
 async def _take(live: anyio.Semaphore) -> None:
@@ -159,13 +156,11 @@ async def _take(live: anyio.Semaphore) -> None:
 
 
 def _import_httpx() -> None:
-    """Import httpx without its command-line tool: the package imports ``httpx._main`` (click,
-    rich and pygments, ~50 ms) only to offer ``httpx.main``, and falls back to a stub when that
-    import fails. A ``None`` in ``sys.modules`` makes it fail; it is taken out again after, so
-    a later ``import httpx._main`` works as usual."""
+    """Import httpx without ``httpx._main`` (its CLI: click, rich, pygments), which it replaces
+    by a stub when a ``None`` in ``sys.modules`` makes that import fail; taken out again after."""
     if "httpx" in sys.modules:
         return
-    modules: dict[str, Any] = sys.modules  # (a None entry is Python's documented "do not import")
+    modules: dict[str, Any] = sys.modules
     blocked = "httpx._main" not in modules
     if blocked:
         modules["httpx._main"] = None
@@ -186,10 +181,8 @@ class Runner:
 
     ``transport`` replaces the network (an ``httpx.ASGITransport`` over the simulator, or an
     ``httpx.MockTransport``); ``subscribers`` receive every event; ``clock``, ``sleep`` and
-    ``rng`` are injectable for tests. ``owns_process`` (the CLI): the run is all this process
-    does, so its analysis workers are ended once every job is done, while the report files are
-    written, instead of at exit (another run in the process would start new ones). ``await
-    runner.run()`` returns a ``RunResult``.
+    ``rng`` are injectable for tests. ``owns_process`` (the CLI): the analysis workers end while
+    the report files are written, not at exit. ``await runner.run()`` returns a ``RunResult``.
     """
 
     def __init__(
@@ -220,8 +213,7 @@ class Runner:
         self._poll_schedule: PollSchedule | None = None
         self.stopper = Stopper(self.emit, self.scrub, settings.grace)
         self.owns_process = owns_process
-        self._closing: threading.Thread | None = None
-        """Ending the analysis workers beside the report pass (``owns_process``)."""
+        self._closing: threading.Thread | None = None  # ending the workers (owns_process)
 
     @property
     def provider(self) -> Provider:
@@ -352,8 +344,7 @@ class Runner:
                 outer.start_soon(self.stopper.watch_signals)
             self.stopper.jobs_scope = anyio.CancelScope()
             live = anyio.Semaphore(s.max_in_flight + LIVE_AHEAD)
-            # Not under --max-cost: a job admitted ahead holds its price from then on, so a
-            # share given back by a refused create would reach fewer later jobs than before.
+            # (not under --max-cost: the budget admits jobs as they take their slots, as before)
             early_ok = self.provider.idempotent and s.max_cost is None
             ahead = anyio.Semaphore(SUBMIT_AHEAD) if early_ok else None
             with self.stopper.jobs_scope:
