@@ -29,25 +29,41 @@ if TYPE_CHECKING:
     from batchvid.enhancing import Enhancer
 
 
+class Ahead:
+    """The new jobs that get ready while they wait for an in-flight slot (``runner.SUBMIT_AHEAD``):
+    how many at once (``places``), and their order: each takes its slot after the one admitted
+    before it has taken its own or ended, so jobs start in the order they were admitted."""
+
+    def __init__(self, size: int) -> None:
+        self.places = anyio.Semaphore(size)
+        self.last: anyio.Event | None = None
+        """Set once the job admitted last has its slot or has ended."""
+
+
 class Slot:
     """A job's hold on the in-flight cap, released once (``release``, when its task ends), and
     on the run's bound of jobs under way (``live``), released with it when the job ends
-    (``close``). A job admitted ahead of its slot holds a place among the jobs that get ready
-    while they wait (``ahead``, ``runner.SUBMIT_AHEAD``) until ``take`` has the slot."""
+    (``close``). A job admitted ahead of its slot holds a place among the ``Ahead`` jobs (its
+    place taken) until ``take`` has the slot."""
 
-    __slots__ = ("_ahead", "_held", "_limit", "_live")
+    __slots__ = ("_after", "_ahead", "_held", "_limit", "_live", "_turn")
 
     def __init__(
         self,
         limit: AdaptiveLimit,
         held: bool,
         live: anyio.Semaphore | None = None,
-        ahead: anyio.Semaphore | None = None,
+        ahead: Ahead | None = None,
     ) -> None:
         self._limit = limit
         self._held = held
         self._live = live
         self._ahead = ahead
+        self._after: anyio.Event | None = None
+        self._turn: anyio.Event | None = None
+        if ahead is not None:
+            self._after, self._turn = ahead.last, anyio.Event()
+            ahead.last = self._turn
 
     @property
     def waiting(self) -> bool:
@@ -55,17 +71,21 @@ class Slot:
         return self._ahead is not None
 
     async def take(self) -> None:
-        """Wait (in arrival order) for the in-flight slot; the place ahead goes either way."""
+        """Wait for the in-flight slot, after the job admitted before; the place ahead goes
+        either way."""
         try:
+            if self._after is not None:
+                await self._after.wait()
             await self._limit.acquire()
             self._held = True
         finally:
             self._leave_ahead()
 
     def _leave_ahead(self) -> None:
-        if self._ahead is not None:
+        if self._ahead is not None and self._turn is not None:
             ahead, self._ahead = self._ahead, None
-            ahead.release()
+            ahead.places.release()
+            self._turn.set()
 
     def release(self) -> None:
         if self._held:

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     # imported where a job is sent: a rerun with nothing to send never loads it.
     import httpx
 
-    from batchvid.drive import JobDriver, Slot
+    from batchvid.drive import Ahead, JobDriver, Slot
     from batchvid.enhancing import Enhancer, Rewrite
     from batchvid.polling import PollSchedule
     from batchvid.providers.base import Provider
@@ -319,6 +319,7 @@ class Runner:
         _import_httpx()
         import httpx
 
+        from batchvid.drive import Ahead
         from batchvid.lifecycle import JobLife
         from batchvid.media import start_pool
         from batchvid.transport import Client
@@ -346,7 +347,7 @@ class Runner:
             live = anyio.Semaphore(s.max_in_flight + LIVE_AHEAD)
             # (not under --max-cost: the budget admits jobs as they take their slots, as before)
             early_ok = self.provider.idempotent and s.max_cost is None
-            ahead = anyio.Semaphore(SUBMIT_AHEAD) if early_ok else None
+            ahead = Ahead(SUBMIT_AHEAD) if early_ok else None
             with self.stopper.jobs_scope:
                 async with anyio.create_task_group() as tg:
                     for i in work:
@@ -354,12 +355,12 @@ class Runner:
                         await _take(live)
                         early = ahead if step.action == "submit" else None
                         if early is not None:
-                            await _take(early)
+                            await _take(early.places)
                         slot = await self._admit(step, budget, live, early)
                         if slot is None:
                             live.release()
                             if early is not None:
-                                early.release()
+                                early.places.release()
                             if self.stopper.halted:
                                 break
                             continue  # over budget: later free jobs still start
@@ -447,11 +448,10 @@ class Runner:
         return Rewrite(job, result, asked=True)
 
     async def _admit(
-        self, step: Step, budget: Budget, live: anyio.Semaphore, ahead: anyio.Semaphore | None = None
+        self, step: Step, budget: Budget, live: anyio.Semaphore, ahead: Ahead | None = None
     ) -> Slot | None:
-        """The job's in-flight slot once it may start, or None when it does not start: over
-        budget (later free jobs still may) or the run is stopping. With ``ahead`` (a place
-        among the ``SUBMIT_AHEAD`` jobs, taken) the job starts at once and takes its slot itself."""
+        """The job's in-flight slot once it may start (with ``ahead``, its place taken: to be
+        taken by the job), or None: over budget (later free jobs still may) or stopping."""
         from batchvid.drive import Slot
 
         if step.pays:

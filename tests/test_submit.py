@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -76,7 +77,9 @@ def test_a_failed_request_write_raises_once_the_turn_is_done() -> None:
     assert turned == ["turn"]
 
 
-def _held_first_task(tmp_path: Path, provider: str, running: str, ended: str) -> tuple[list[bool], list[int]]:
+def _held_first_task(
+    tmp_path: Path, provider: str, running: str, ended: str, **settings: Any
+) -> tuple[list[bool], list[int]]:
     """Three jobs at --max-in-flight 1; the first task keeps running until the journal holds
     the second job's ``submitting`` line (or 100 polls). Returns, per poll of the first task,
     whether it did, and the creates sent by then."""
@@ -99,10 +102,10 @@ def _held_first_task(tmp_path: Path, provider: str, running: str, ended: str) ->
         return httpx.Response(200, json={"task_id": "t", "task_status": ended, "model": "cogvideox-flash"})
 
     base = {"bigmodel": "http://sim/api/paas/v4", "geekai": "http://sim/v1"}[provider]
-    settings = Settings(out_dir=out, provider=provider, base_url=base, api_key="test-secret-key-1234567890",
-                        rpm=None, poll_min=0.01, poll_max=0.02, max_in_flight=1)
+    config = Settings(out_dir=out, provider=provider, base_url=base, api_key="test-secret-key-1234567890",
+                        rpm=None, poll_min=0.01, poll_max=0.02, max_in_flight=1, **settings)
     jobs = [make_job(f"j{i}", i - 1, provider) for i in (1, 2, 3)]
-    anyio.run(Runner(make_manifest(jobs), settings, transport=httpx.MockTransport(server)).run)
+    anyio.run(Runner(make_manifest(jobs), config, transport=httpx.MockTransport(server)).run)
     assert sorted(creates) == ["prompt of j1", "prompt of j2", "prompt of j3"]
     return seen, polls
 
@@ -166,3 +169,31 @@ def test_a_bigmodel_create_journaled_ahead_and_never_sent_is_sent_next_run_under
     assert journaled["j2"] == f"bv-{jobs[1].key[:32]}"
     assert [o.status for o in result.outcomes] == ["failed"] * 3  # each task ended FAIL, none twice
     assert result.outcomes[0].task_id == "prompt of j1"
+
+
+def test_bigmodel_journals_no_create_before_its_slot_under_max_cost(tmp_path: Path) -> None:
+    """Under --max-cost the budget admits BigModel jobs as they take their slots, as before: no
+    ``submitting`` line is written while a job waits for one."""
+    seen, polls = _held_first_task(tmp_path, "bigmodel", "PROCESSING", "FAIL", max_cost=10.0)
+    assert len(seen) == 100 and not any(seen)
+    assert set(polls) == {1}
+
+
+def test_bigmodel_jobs_journaled_ahead_send_their_creates_in_manifest_order(tmp_path: Path) -> None:
+    """Jobs that get ready while they wait for a slot still take the slots, and send their
+    creates, in the order they were admitted (the manifest's)."""
+    creates: list[str] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            creates.append(json.loads(request.content)["prompt"])
+            return httpx.Response(200, json={"id": f"t{len(creates)}", "request_id": "r",
+                                             "model": "cogvideox-flash", "task_status": "PROCESSING"})
+        return httpx.Response(200, json={"task_status": "FAIL", "model": "cogvideox-flash"})
+
+    config = Settings(out_dir=tmp_path / "out", provider="bigmodel", base_url="http://sim/api/paas/v4",
+                      api_key="test-secret-key-1234567890", rpm=None, poll_min=0.01, poll_max=0.02,
+                      max_in_flight=2)
+    jobs = [make_job(f"j{i}", i, "bigmodel") for i in range(12)]
+    anyio.run(Runner(make_manifest(jobs), config, transport=httpx.MockTransport(server)).run)
+    assert creates == [f"prompt of j{i}" for i in range(12)]
