@@ -74,7 +74,7 @@ class Slot:
         """Wait for the in-flight slot, after the job admitted before; the place ahead goes
         either way."""
         try:
-            if self._after is not None:
+            if self._after is not None and not self._after.is_set():  # (wait() checkpoints even then)
                 await self._after.wait()
             await self._limit.acquire()
             self._held = True
