@@ -9,12 +9,12 @@ until the task ends, and the whole job is bounded by ``--timeout``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 
 from batchvid.budget import Budget
 from batchvid.download import Downloader
-from batchvid.enhancing import Enhancer
 from batchvid.errors import JobFatalError, ProviderError, RunFatalError
 from batchvid.events import Effects, JobFinished
 from batchvid.lifecycle import JobLife
@@ -25,18 +25,67 @@ from batchvid.relocate import Relocations
 from batchvid.stopping import Stopped, Stopper
 from batchvid.submit import Submitter
 
+if TYPE_CHECKING:
+    from batchvid.enhancing import Enhancer
+
+
+class Ahead:
+    """The new jobs that get ready while they wait for an in-flight slot (``runner.SUBMIT_AHEAD``):
+    how many at once (``places``), and their order: each takes its slot after the one admitted
+    before it has taken its own or ended, so jobs start in the order they were admitted."""
+
+    def __init__(self, size: int) -> None:
+        self.places = anyio.Semaphore(size)
+        self.last: anyio.Event | None = None
+        """Set once the job admitted last has its slot or has ended."""
+
 
 class Slot:
     """A job's hold on the in-flight cap, released once (``release``, when its task ends), and
     on the run's bound of jobs under way (``live``), released with it when the job ends
-    (``close``)."""
+    (``close``). A job admitted ahead of its slot holds a place among the ``Ahead`` jobs (its
+    place taken) until ``take`` has the slot."""
 
-    __slots__ = ("_held", "_limit", "_live")
+    __slots__ = ("_after", "_ahead", "_held", "_limit", "_live", "_turn")
 
-    def __init__(self, limit: AdaptiveLimit, held: bool, live: anyio.Semaphore | None = None) -> None:
+    def __init__(
+        self,
+        limit: AdaptiveLimit,
+        held: bool,
+        live: anyio.Semaphore | None = None,
+        ahead: Ahead | None = None,
+    ) -> None:
         self._limit = limit
         self._held = held
         self._live = live
+        self._ahead = ahead
+        self._after: anyio.Event | None = None
+        self._turn: anyio.Event | None = None
+        if ahead is not None:
+            self._after, self._turn = ahead.last, anyio.Event()
+            ahead.last = self._turn
+
+    @property
+    def waiting(self) -> bool:
+        """Admitted ahead: the in-flight slot is still to be taken."""
+        return self._ahead is not None
+
+    async def take(self) -> None:
+        """Wait for the in-flight slot, after the job admitted before; the place ahead goes
+        either way."""
+        try:
+            if self._after is not None and not self._after.is_set():  # (wait() checkpoints even then)
+                await self._after.wait()
+            await self._limit.acquire()
+            self._held = True
+        finally:
+            self._leave_ahead()
+
+    def _leave_ahead(self) -> None:
+        if self._ahead is not None and self._turn is not None:
+            ahead, self._ahead = self._ahead, None
+            ahead.places.release()
+            self._turn.set()
 
     def release(self) -> None:
         if self._held:
@@ -44,8 +93,9 @@ class Slot:
             self._limit.release()
 
     def close(self) -> None:
-        """The job has ended: both holds go."""
+        """The job has ended: every hold goes."""
         self.release()
+        self._leave_ahead()
         if self._live is not None:
             live, self._live = self._live, None
             live.release()
@@ -61,15 +111,20 @@ class JobDriver:
     stopper: Stopper
     fx: Effects
     timeout: float
-    enhancer: Enhancer
+    enhancer: Enhancer | None
+    """The prompt rewrites (None: no job of the run is enhanced; its modules stay unloaded)."""
 
     async def run(self, step: Step, life: JobLife, slot: Slot) -> None:
         """Drive the job to its end; every way it can end is recorded through ``life``."""
         outcome = life.outcome
         started = self.fx.clock()
         try:
+            journaled = slot.waiting
+            if journaled:
+                await self._ready(step, life, slot)
+                started = self.fx.clock()  # --timeout and the job's seconds count from its slot
             with anyio.move_on_after(self.timeout) as deadline:
-                await self._drive(step, life, slot)
+                await self._drive(step, life, slot, journaled)
             if deadline.cancelled_caught and not life.done:
                 hint = (
                     "--retry-failed polls the same task again"
@@ -93,7 +148,17 @@ class JobDriver:
                 error = outcome.error or {}
                 self.fx.emit(JobFinished(step.job.id, outcome.status, error.get("kind"), error.get("message")))
 
-    async def _drive(self, step: Step, life: JobLife, slot: Slot) -> None:
+    async def _ready(self, step: Step, life: JobLife, slot: Slot) -> None:
+        """A new job admitted ahead of its in-flight slot: its prompt, folder and ``submitting``
+        line are made while it waits, so its create leaves the moment a slot frees."""
+        if self.enhancer is not None:
+            await self.enhancer.prepare(life, step.record)
+        await self.submitter.journal_first(life, step.record)
+        with self.stopper.interruptible():
+            await slot.take()
+
+    async def _drive(self, step: Step, life: JobLife, slot: Slot, journaled: bool = False) -> None:
+        """``journaled``: ``_ready`` made the job's first create attempt ready and took its slot."""
         job, record = step.job, step.record
         if step.action == "download" and record is not None:
             moved = self.relocations.take(job, record)
@@ -104,8 +169,9 @@ class JobDriver:
                 return
         created_at: float | None = None
         if step.action == "submit":
-            await self.enhancer.prepare(life, record)  # the prompt it sends, journaled first
-            task = await self.submitter.create(life, record)
+            if not journaled and self.enhancer is not None:
+                await self.enhancer.prepare(life, record)  # the prompt it sends, journaled first
+            task = await self.submitter.create(life, record, journaled=journaled)
             self.budget.created(job)
             created_at = self.fx.clock()
         else:

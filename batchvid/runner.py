@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
     # imported where a job is sent: a rerun with nothing to send never loads it.
     import httpx
 
-    from batchvid.drive import JobDriver, Slot
+    from batchvid.drive import Ahead, JobDriver, Slot
     from batchvid.enhancing import Enhancer, Rewrite
     from batchvid.polling import PollSchedule
     from batchvid.providers.base import Provider
@@ -137,12 +139,36 @@ run at once, and the process's memory never shrinks back. 128 is more than the t
 analysis or the disk, which then set the run's pace anyway."""
 
 
+SUBMIT_AHEAD = 8
+"""New jobs that may journal their create (``submitting``, durable before it is sent) while they
+wait for an in-flight slot, so it leaves the moment one frees, on a provider that refuses a
+duplicate by its idempotency key (BigModel): a stop or kill meanwhile leaves such a line with
+no create sent, which the next run sends under the same request id, as any unanswered create
+there. Not on GeekAI (an unanswered create is kept failed), nor under ``--max-cost``."""
+
+
 async def _take(live: anyio.Semaphore) -> None:
     """A place among the jobs under way (without a checkpoint when one is free)."""
     try:
         live.acquire_nowait()
     except anyio.WouldBlock:
         await live.acquire()
+
+
+def _import_httpx() -> None:
+    """Import httpx without ``httpx._main`` (its CLI: click, rich, pygments), which it replaces
+    by a stub when a ``None`` in ``sys.modules`` makes that import fail; taken out again after."""
+    if "httpx" in sys.modules:
+        return
+    modules: dict[str, Any] = sys.modules
+    blocked = "httpx._main" not in modules
+    if blocked:
+        modules["httpx._main"] = None
+    try:
+        import httpx  # noqa: F401
+    finally:
+        if blocked and modules.get("httpx._main", 0) is None:
+            del modules["httpx._main"]
 
 
 def _now() -> str:
@@ -155,7 +181,8 @@ class Runner:
 
     ``transport`` replaces the network (an ``httpx.ASGITransport`` over the simulator, or an
     ``httpx.MockTransport``); ``subscribers`` receive every event; ``clock``, ``sleep`` and
-    ``rng`` are injectable for tests. ``await runner.run()`` returns a ``RunResult``.
+    ``rng`` are injectable for tests. ``owns_process`` (the CLI): the analysis workers end while
+    the report files are written, not at exit. ``await runner.run()`` returns a ``RunResult``.
     """
 
     def __init__(
@@ -169,6 +196,7 @@ class Runner:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rng: random.Random | None = None,
         provider: Provider | None = None,
+        owns_process: bool = False,
     ) -> None:
         self.manifest = manifest
         self.settings = settings
@@ -184,6 +212,8 @@ class Runner:
         self.in_flight = AdaptiveLimit(settings.max_in_flight, clock=clock, sleep=sleep)
         self._poll_schedule: PollSchedule | None = None
         self.stopper = Stopper(self.emit, self.scrub, settings.grace)
+        self.owns_process = owns_process
+        self._closing: threading.Thread | None = None  # ending the workers (owns_process)
 
     @property
     def provider(self) -> Provider:
@@ -249,6 +279,8 @@ class Runner:
                     for outcome in outcomes:
                         _say_task_not_finished(outcome)
                     report = self._report(outcomes, budget, started_wall, started)
+                    if self._closing is not None:
+                        self._closing.join()
             clean = True  # nothing cut short: the next run need not look for orphans in jobs/
         finally:
             self.out.close(clean=clean)
@@ -284,8 +316,10 @@ class Runner:
         work = [i for i, step in enumerate(steps) if step.action in ACTIVE]
         if not work:  # every job done or kept failed: no client, no transport (httpx unimported)
             return
+        _import_httpx()
         import httpx
 
+        from batchvid.drive import Ahead
         from batchvid.lifecycle import JobLife
         from batchvid.media import start_pool
         from batchvid.transport import Client
@@ -305,19 +339,28 @@ class Runner:
             ) as downloads,
             anyio.create_task_group() as outer,
         ):
-            driver = self._driver(api, downloads, budget, relocations)
+            enhanced = any(steps[i].job.enhance is not None for i in work)
+            driver = self._driver(api, downloads, budget, relocations, enhanced)
             if s.handle_signals:
                 outer.start_soon(self.stopper.watch_signals)
             self.stopper.jobs_scope = anyio.CancelScope()
             live = anyio.Semaphore(s.max_in_flight + LIVE_AHEAD)
+            # (not under --max-cost: the budget admits jobs as they take their slots, as before)
+            early_ok = self.provider.idempotent and s.max_cost is None
+            ahead = Ahead(SUBMIT_AHEAD) if early_ok else None
             with self.stopper.jobs_scope:
                 async with anyio.create_task_group() as tg:
                     for i in work:
                         step = steps[i]
                         await _take(live)
-                        slot = await self._admit(step, budget, live)
+                        early = ahead if step.action == "submit" else None
+                        if early is not None:
+                            await _take(early.places)
+                        slot = await self._admit(step, budget, live, early)
                         if slot is None:
                             live.release()
+                            if early is not None:
+                                early.places.release()
                             if self.stopper.halted:
                                 break
                             continue  # over budget: later free jobs still start
@@ -325,6 +368,11 @@ class Runner:
                                        self.out.root)
                         tg.start_soon(driver.run, step, life, slot)
             outer.cancel_scope.cancel()
+        if self.owns_process:  # every clip analysed: the workers exit while the report is written
+            from batchvid.media import shutdown_pool
+
+            self._closing = threading.Thread(target=shutdown_pool, name="batchvid-analysis-close")
+            self._closing.start()
 
     def _transport(self) -> httpx.AsyncBaseTransport | None:
         """The injected transport (simulator, mock), else the one the settings name (None:
@@ -399,9 +447,11 @@ class Runner:
         self.out.journal.append(entry_of(job, result))
         return Rewrite(job, result, asked=True)
 
-    async def _admit(self, step: Step, budget: Budget, live: anyio.Semaphore) -> Slot | None:
-        """The job's in-flight slot once it may start, or None when it does not start: over
-        budget (later free jobs still may) or the run is stopping."""
+    async def _admit(
+        self, step: Step, budget: Budget, live: anyio.Semaphore, ahead: Ahead | None = None
+    ) -> Slot | None:
+        """The job's in-flight slot once it may start (with ``ahead``, its place taken: to be
+        taken by the job), or None: over budget (later free jobs still may) or stopping."""
         from batchvid.drive import Slot
 
         if step.pays:
@@ -411,6 +461,8 @@ class Runner:
                 return None
             if self.stopper.halted:
                 return None
+        if ahead is not None:
+            return Slot(self.in_flight, False, live, ahead)
         holds_slot = step.action != "download"
         if holds_slot:
             await self.in_flight.acquire()
@@ -426,6 +478,7 @@ class Runner:
         downloads: httpx.AsyncClient,
         budget: Budget,
         relocations: Relocations,
+        enhanced: bool = True,
     ) -> JobDriver:
         from batchvid.download import Downloader
         from batchvid.drive import JobDriver
@@ -443,5 +496,5 @@ class Runner:
                                 max_bytes=s.max_download_bytes, retries=s.retries,
                                 strict_media=s.strict_media, qc=self.manifest.qc)
         return JobDriver(submitter, poller, downloader, relocations, budget, self.stopper, fx,
-                         timeout=s.timeout, enhancer=self._enhancer(api, fx))
+                         timeout=s.timeout, enhancer=self._enhancer(api, fx) if enhanced else None)
 

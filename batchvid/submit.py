@@ -49,24 +49,34 @@ class Submitter:
             return record.request_id
         return self.provider.request_id(job, record.creates if record is not None else 0)
 
-    async def create(self, life: JobLife, record: JobRecord | None) -> TaskResult:
-        """Create the job's task; returns it once its id is journaled."""
+    async def journal_first(self, life: JobLife, record: JobRecord | None) -> None:
+        """Make the first create attempt ready before its turn: the job's folder and its
+        ``submitting`` line, durable when this returns (``create(journaled=True)`` sends it)."""
+        self.stopper.check()
         job = life.job
         request_id = self.request_id(job, record)
         recorded = self.provider.recorded_body(job, request_id=request_id)
-        job_dir = self.root / "jobs" / job.id
+        await alongside(lambda: life.attempt(request_id), _write_request, self.root / "jobs" / job.id, recorded)
+
+    async def create(self, life: JobLife, record: JobRecord | None, *, journaled: bool = False) -> TaskResult:
+        """Create the job's task; returns it once its id is journaled. ``journaled``: the first
+        attempt's line was written by ``journal_first``."""
+        job = life.job
+        request_id = self.request_id(job, record)
         attempt = 0
         # A create of an earlier run that got no answer may have made a task: until a create is
         # answered, no refusal may mark this job "no task exists" (that would change its
         # request id and let the provider create it twice).
         maybe_created = record is not None and record.state == "submitting"
         while True:
-            if attempt == 0:
+            if attempt == 0 and not journaled:
                 # The folder is made while the create waits for its turn and its journal line's
                 # fsync: a slot's next create waits on all of them. All are done before it leaves.
-                await alongside(lambda: self._turn(life, request_id), _write_request, job_dir, recorded)
+                recorded = self.provider.recorded_body(job, request_id=request_id)
+                await alongside(lambda: self._turn(life, request_id), _write_request,
+                                self.root / "jobs" / job.id, recorded)
             else:
-                await self._turn(life, request_id)
+                await self._turn(life, request_id, journal=attempt > 0)
             attempt += 1
             try:
                 with anyio.CancelScope(shield=True):
@@ -89,13 +99,15 @@ class Submitter:
             await life.submitted(task.task_id)
             return task
 
-    async def _turn(self, life: JobLife, request_id: str | None) -> None:
-        """Wait for the create's turn under the rate limit, then journal the attempt."""
+    async def _turn(self, life: JobLife, request_id: str | None, journal: bool = True) -> None:
+        """Wait for the create's turn under the rate limit, then journal the attempt (unless
+        ``journal_first`` did)."""
         self.stopper.check()
         with self.stopper.interruptible():
             await self.limiter.acquire()
         self.stopper.check()
-        await life.attempt(request_id)
+        if journal:
+            await life.attempt(request_id)
 
     def _judge(self, life: JobLife, exc: ProviderError, maybe_created: bool) -> bool:
         """Apply the billing verdict on a failed attempt; returns whether some attempt of this

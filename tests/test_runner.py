@@ -538,3 +538,66 @@ print([m for m in ("httpx", "batchvid.providers", "batchvid.drive", "batchvid.en
                          cwd=Path(__file__).parent.parent)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "[]"
+
+
+def test_the_run_imports_httpx_without_its_command_line_tool() -> None:
+    """``_import_httpx`` leaves out httpx's CLI (click, rich, pygments), and ``httpx._main``
+    can still be imported afterwards."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from batchvid.runner import _import_httpx\n"
+        "_import_httpx()\n"
+        "print(sorted(m for m in ('click', 'rich', 'pygments', 'httpx._main') if m in sys.modules))\n"
+        "import httpx._main\n"
+        "print(httpx._main.__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == ["[]", "httpx._main"]
+
+
+def test_a_run_that_owns_its_process_ends_its_analysis_workers_with_the_report(tmp_path: Path) -> None:
+    """With ``owns_process`` (the CLI), the analysis workers have exited when ``run`` returns,
+    their clips analysed; without it they stay for the process's next run."""
+    from batchvid import media
+
+    sim = Simulator(SimulatorConfig())
+    for owns, workers_left in ((False, True), (True, False)):
+        runner = Runner(make_manifest(_jobs(2)), _settings(tmp_path / f"out-{owns}"),
+                        transport=httpx.ASGITransport(app=sim.app), owns_process=owns)
+        result = anyio.run(runner.run)
+        assert result.exit_code == 0 and all(o.media for o in result.outcomes)
+        idle = list(media._pool._idle)
+        assert bool(idle) is workers_left
+        assert all(worker._process.poll() is None for worker in idle)
+
+
+def test_a_run_without_enhanced_jobs_leaves_the_rewrite_modules_unloaded(tmp_path: Path) -> None:
+    """The prompt-rewrite modules (``batchvid.enhancing``, ``batchvid.enhance``: ~10 regexes
+    compiled at import) are loaded only by a run that has an enhanced job."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, anyio, httpx\n"
+        "from pathlib import Path\n"
+        "from batchvid.runner import Runner, Settings\n"
+        "from tests.helpers import make_job, make_manifest\n"
+        "def server(request):\n"
+        "    if request.method == 'POST':\n"
+        "        return httpx.Response(200, json={'id': 't1', 'request_id': 'r', 'task_status': 'PROCESSING'})\n"
+        "    return httpx.Response(200, json={'task_status': 'FAIL'})\n"
+        f"settings = Settings(out_dir=Path({str(tmp_path / 'out')!r}), provider='bigmodel', "
+        "base_url='http://sim/api/paas/v4', api_key='test-secret-key-1234567890', rpm=None, "
+        "poll_min=0.01, poll_max=0.02)\n"
+        "runner = Runner(make_manifest([make_job('j1', provider='bigmodel')]), settings, "
+        "transport=httpx.MockTransport(server))\n"
+        "assert anyio.run(runner.run).outcomes[0].error['kind'] == 'task_failed'\n"
+        "print(sorted(m for m in sys.modules if m.startswith('batchvid.enhanc')))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]"]

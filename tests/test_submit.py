@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -74,3 +75,125 @@ def test_a_failed_request_write_raises_once_the_turn_is_done() -> None:
     with pytest.raises(PermissionError, match="read-only"):
         anyio.run(alongside, turn, fails)
     assert turned == ["turn"]
+
+
+def _held_first_task(
+    tmp_path: Path, provider: str, running: str, ended: str, **settings: Any
+) -> tuple[list[bool], list[int]]:
+    """Three jobs at --max-in-flight 1; the first task keeps running until the journal holds
+    the second job's ``submitting`` line (or 100 polls). Returns, per poll of the first task,
+    whether it did, and the creates sent by then."""
+    out = tmp_path / "out"
+    creates: list[str] = []
+    seen: list[bool] = []
+    polls: list[int] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            creates.append(json.loads(request.content)["prompt"])
+            return httpx.Response(200, json={"id": f"t{len(creates)}", "task_id": f"t{len(creates)}",
+                                             "request_id": "r", "model": "cogvideox-flash",
+                                             "task_status": running})
+        if "t1" in request.url.path.split("/") and not (seen and seen[-1]) and len(seen) < 100:
+            journal = (out / ".batchvid" / "journal.jsonl").read_text()
+            seen.append('"id":"j2"' in journal)
+            polls.append(len(creates))
+            return httpx.Response(200, json={"task_id": "t1", "task_status": running, "model": "cogvideox-flash"})
+        return httpx.Response(200, json={"task_id": "t", "task_status": ended, "model": "cogvideox-flash"})
+
+    base = {"bigmodel": "http://sim/api/paas/v4", "geekai": "http://sim/v1"}[provider]
+    config = Settings(out_dir=out, provider=provider, base_url=base, api_key="test-secret-key-1234567890",
+                        rpm=None, poll_min=0.01, poll_max=0.02, max_in_flight=1, **settings)
+    jobs = [make_job(f"j{i}", i - 1, provider) for i in (1, 2, 3)]
+    anyio.run(Runner(make_manifest(jobs), config, transport=httpx.MockTransport(server)).run)
+    assert sorted(creates) == ["prompt of j1", "prompt of j2", "prompt of j3"]
+    return seen, polls
+
+
+def test_bigmodel_journals_the_next_create_while_it_waits_for_a_slot(tmp_path: Path) -> None:
+    """On BigModel the next job's ``submitting`` line is on disk while the only slot is still
+    held by the first task, and its create waits for the slot all the same."""
+    seen, polls = _held_first_task(tmp_path, "bigmodel", "PROCESSING", "FAIL")
+    assert seen[-1], "the second job's line was never journaled while the first task ran"
+    assert set(polls) == {1}
+
+
+def test_geekai_journals_no_create_before_its_slot(tmp_path: Path) -> None:
+    """On GeekAI (no idempotency key) a job waiting for its slot has no ``submitting`` line: a
+    crash then leaves no unanswered create for a request never sent."""
+    seen, polls = _held_first_task(tmp_path, "geekai", "processing", "failed")
+    assert len(seen) == 100 and not any(seen)
+    assert set(polls) == {1}
+
+
+def test_a_bigmodel_create_journaled_ahead_and_never_sent_is_sent_next_run_under_its_request_id(
+    tmp_path: Path,
+) -> None:
+    """A run stopped while jobs waited ahead for a slot leaves their ``submitting`` lines with
+    no create sent; the next run sends each once, under the journaled request id, and
+    re-attaches the task that exists."""
+    from batchvid.journal import read_entries
+
+    out = tmp_path / "out"
+    sent: list[list[str]] = [[], []]
+    runs: list[Runner] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        creates = sent[len(runs) - 1]
+        if request.method == "POST":
+            body = json.loads(request.content)
+            creates.append(body["request_id"])
+            return httpx.Response(200, json={"id": body["prompt"], "request_id": body["request_id"],
+                                             "model": "cogvideox-flash", "task_status": "PROCESSING"})
+        journal = (out / ".batchvid" / "journal.jsonl").read_text()
+        if len(runs) == 1 and '"id":"j2"' in journal:
+            runs[0].interrupt("stop")  # j2 (and maybe j3) journaled, their creates not sent
+        status = "PROCESSING" if len(runs) == 1 else "FAIL"
+        return httpx.Response(200, json={"task_status": status, "model": "cogvideox-flash"})
+
+    settings = Settings(out_dir=out, provider="bigmodel", base_url="http://sim/api/paas/v4",
+                        api_key="test-secret-key-1234567890", rpm=None, poll_min=0.01,
+                        poll_max=0.02, max_in_flight=1)
+    jobs = [make_job(f"j{i}", i - 1, "bigmodel") for i in (1, 2, 3)]
+    for _ in range(2):
+        runs.append(Runner(make_manifest(jobs), settings, transport=httpx.MockTransport(server)))
+        result = anyio.run(runs[-1].run)
+        if len(runs) == 1:
+            assert result.exit_code == 3
+    lines = [e for e in read_entries(out / ".batchvid" / "journal.jsonl") if e.EVENT == "submitting"]
+    assert [e.id for e in lines].count("j2") == 2  # run 1 journaled it ahead; run 2 before sending
+    journaled = {e.id: e.request_id for e in lines}
+    first = f"bv-{jobs[0].key[:32]}"
+    assert sent[0] == [first]
+    assert sorted(sent[1]) == sorted([journaled["j2"], journaled["j3"]])
+    assert journaled["j2"] == f"bv-{jobs[1].key[:32]}"
+    assert [o.status for o in result.outcomes] == ["failed"] * 3  # each task ended FAIL, none twice
+    assert result.outcomes[0].task_id == "prompt of j1"
+
+
+def test_bigmodel_journals_no_create_before_its_slot_under_max_cost(tmp_path: Path) -> None:
+    """Under --max-cost the budget admits BigModel jobs as they take their slots, as before: no
+    ``submitting`` line is written while a job waits for one."""
+    seen, polls = _held_first_task(tmp_path, "bigmodel", "PROCESSING", "FAIL", max_cost=10.0)
+    assert len(seen) == 100 and not any(seen)
+    assert set(polls) == {1}
+
+
+def test_bigmodel_jobs_journaled_ahead_send_their_creates_in_manifest_order(tmp_path: Path) -> None:
+    """Jobs that get ready while they wait for a slot still take the slots, and send their
+    creates, in the order they were admitted (the manifest's)."""
+    creates: list[str] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            creates.append(json.loads(request.content)["prompt"])
+            return httpx.Response(200, json={"id": f"t{len(creates)}", "request_id": "r",
+                                             "model": "cogvideox-flash", "task_status": "PROCESSING"})
+        return httpx.Response(200, json={"task_status": "FAIL", "model": "cogvideox-flash"})
+
+    config = Settings(out_dir=tmp_path / "out", provider="bigmodel", base_url="http://sim/api/paas/v4",
+                      api_key="test-secret-key-1234567890", rpm=None, poll_min=0.01, poll_max=0.02,
+                      max_in_flight=2)
+    jobs = [make_job(f"j{i}", i, "bigmodel") for i in range(12)]
+    anyio.run(Runner(make_manifest(jobs), config, transport=httpx.MockTransport(server)).run)
+    assert creates == [f"prompt of j{i}" for i in range(12)]

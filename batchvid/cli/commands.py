@@ -121,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         subscribers.append(TextLog())
         if not args.no_progress:
             subscribers.append(ProgressLines())
-    runner = Runner(manifest, settings, transport=transport, subscribers=subscribers)
+    runner = Runner(manifest, settings, transport=transport, subscribers=subscribers, owns_process=True)
     result = anyio.run(runner.run, backend_options=backend_options(not args.no_uvloop))
     print(run_summary(result.written, str(settings.out_dir)))
     append_step_summary(settings.out_dir / "report.md")

@@ -4,9 +4,10 @@
 Run: ``.venv/bin/python tests/benchmarks/slot_gaps.py [--jobs N] [--max-in-flight C]
 [--latency S] [--poll-interval MIN:MAX] [--ab TREE --rounds R] [--profile FILE | --wrap CMD]``
 
-The simulator runs in this process (a thread; its clock is this machine's monotonic clock) and
-notes when each create arrives, when each task ends, and when the first poll that sees it ended
-arrives; ``batchvid run`` runs as a subprocess. A slot of the cap (BigModel counts running
+Polls are at batchvid's default interval scaled to the task time, as ``bench_throughput.py``
+has them (``--poll-interval`` overrides). The simulator runs in this process (a thread; its
+clock is this machine's monotonic clock) and notes when each create arrives, when each task
+ends, and when the first poll that sees it ended arrives; ``batchvid run`` runs as a subprocess. A slot of the cap (BigModel counts running
 tasks) is busy from a task's create to its end; after that it waits for
 
 - the **poll lag**: from the task's end to the poll that sees it ended;
@@ -38,7 +39,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import BIGMODEL, ROOT, run_child, run_env, write_manifest
-from bench_throughput import OWN_CPU, own_cpu
+from bench_throughput import OWN_CPU, own_cpu, scaled_poll_interval
 
 from batchvid.simulator.config import SimulatorConfig
 from batchvid.simulator.serve import running_simulator
@@ -89,9 +90,9 @@ PHASES = (
     "    if slot._held:\n"
     "        marks['release'].append(time.perf_counter())\n"
     "    real_release(slot)\n"
-    "async def create(self, life, record):\n"
+    "async def create(self, life, record, **kwargs):\n"
     "    marks['start'].append(time.perf_counter())\n"
-    "    return await real_create(self, life, record)\n"
+    "    return await real_create(self, life, record, **kwargs)\n"
     "drive.Slot.release, submit.Submitter.create = release, create\n"
     "def show():\n"
     "    print('bench-phases ' + repr(marks), file=sys.stderr)\n"
@@ -182,7 +183,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=400)
     parser.add_argument("--max-in-flight", type=int, default=20)
     parser.add_argument("--latency", type=float, default=0.5)
-    parser.add_argument("--poll-interval", default="0.05:0.2")
+    parser.add_argument("--poll-interval", help="MIN:MAX seconds (default: batchvid's scaled "
+                        "as bench_throughput.py scales it)")
     parser.add_argument("--warmup", type=int, default=40, help="creates left out at the start")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the run's main thread into FILE")
     parser.add_argument("--wrap", default="", help="a command the run is started under (py-spy record ... --)")
@@ -191,6 +193,7 @@ def main() -> int:
                         help="time the client's side of the turnaround (patches the run)")
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
+    args.poll_interval = args.poll_interval or scaled_poll_interval(args.latency)
     trace = Trace([], {}, {}, [0])
     traced(trace.creates, trace.ends, trace.seen, trace.polls)
     config = SimulatorConfig(latency=args.latency, max_concurrent=args.max_in_flight)
