@@ -119,9 +119,10 @@ class JobDriver:
         outcome = life.outcome
         started = self.fx.clock()
         try:
-            journaled = slot.waiting
-            if journaled:
-                await self._ready(step, life, slot)
+            # (an enhanced job's rewrite is asked for after its slot, within --timeout, as before)
+            journaled = slot.waiting and step.job.enhance is None
+            if slot.waiting:
+                await self._ready(step, life, slot, journaled)
                 started = self.fx.clock()  # --timeout and the job's seconds count from its slot
             with anyio.move_on_after(self.timeout) as deadline:
                 await self._drive(step, life, slot, journaled)
@@ -148,12 +149,12 @@ class JobDriver:
                 error = outcome.error or {}
                 self.fx.emit(JobFinished(step.job.id, outcome.status, error.get("kind"), error.get("message")))
 
-    async def _ready(self, step: Step, life: JobLife, slot: Slot) -> None:
-        """A new job admitted ahead of its in-flight slot: its prompt, folder and ``submitting``
-        line are made while it waits, so its create leaves the moment a slot frees."""
-        if self.enhancer is not None:
-            await self.enhancer.prepare(life, step.record)
-        await self.submitter.journal_first(life, step.record)
+    async def _ready(self, step: Step, life: JobLife, slot: Slot, journaled: bool) -> None:
+        """A new job admitted ahead of its in-flight slot waits for it; with ``journaled``, its
+        folder and ``submitting`` line are made meanwhile, so its create leaves the moment a
+        slot frees."""
+        if journaled:
+            await self.submitter.journal_first(life, step.record)
         with self.stopper.interruptible():
             await slot.take()
 

@@ -145,10 +145,16 @@ class JobLife:
 
     # -- creating -------------------------------------------------------------------------------
 
-    async def attempt(self, request_id: str | None) -> None:
+    async def attempt(self, request_id: str | None, *, sent: bool = True) -> None:
         """A create request is about to be sent (journaled first: a kill then re-attaches or
-        judges the unanswered create)."""
-        await self._commit(C, Submitting(self.job.key, self.job.id, request_id), attempts=self.outcome.attempts + 1)
+        judges the unanswered create). ``sent=False``: journaled ahead of its slot, counted in
+        the report's attempts only once it leaves (``sending``)."""
+        await self._commit(C, Submitting(self.job.key, self.job.id, request_id),
+                           attempts=self.outcome.attempts + sent)
+
+    def sending(self) -> None:
+        """The create journaled ahead (``attempt(sent=False)``) leaves now: one attempt more."""
+        self.outcome.attempts += 1
 
     def refused(self) -> None:
         """The create was refused: no task exists (``billing.Verdict.NOT_BILLED``)."""

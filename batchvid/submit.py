@@ -56,7 +56,7 @@ class Submitter:
         job = life.job
         request_id = self.request_id(job, record)
         recorded = self.provider.recorded_body(job, request_id=request_id)
-        await alongside(lambda: life.attempt(request_id), _write_request, self.root / "jobs" / job.id, recorded)
+        await alongside(lambda: life.attempt(request_id, sent=False), _write_request, self.root / "jobs" / job.id, recorded)
 
     async def create(self, life: JobLife, record: JobRecord | None, *, journaled: bool = False) -> TaskResult:
         """Create the job's task; returns it once its id is journaled. ``journaled``: the first
@@ -77,6 +77,8 @@ class Submitter:
                                 self.root / "jobs" / job.id, recorded)
             else:
                 await self._turn(life, request_id, journal=attempt > 0)
+                if attempt == 0:
+                    life.sending()
             attempt += 1
             try:
                 with anyio.CancelScope(shield=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,49 @@ def test_bigmodel_jobs_journaled_ahead_send_their_creates_in_manifest_order(tmp_
     jobs = [make_job(f"j{i}", i, "bigmodel") for i in range(12)]
     anyio.run(Runner(make_manifest(jobs), config, transport=httpx.MockTransport(server)).run)
     assert creates == [f"prompt of j{i}" for i in range(12)]
+
+
+def test_a_create_journaled_ahead_and_never_sent_counts_no_attempt(tmp_path: Path) -> None:
+    """report.json's attempts count the creates sent: a BigModel job stopped while it waited
+    ahead for a slot, its ``submitting`` line journaled, has none."""
+    out = tmp_path / "out"
+    polls: list[int] = []
+    runs: list[Runner] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            body = json.loads(request.content)
+            return httpx.Response(200, json={"id": "t1", "request_id": body["request_id"],
+                                             "model": "cogvideox-flash", "task_status": "PROCESSING"})
+        polls.append(1)
+        if '"id":"j3"' in (out / ".batchvid" / "journal.jsonl").read_text() or len(polls) > 100:
+            runs[0].interrupt("stop")
+        return httpx.Response(200, json={"task_status": "PROCESSING", "model": "cogvideox-flash"})
+
+    settings = Settings(out_dir=out, provider="bigmodel", base_url="http://sim/api/paas/v4",
+                        api_key="test-secret-key-1234567890", rpm=None, poll_min=0.01,
+                        poll_max=0.02, max_in_flight=1)
+    jobs = [make_job(f"j{i}", i - 1, "bigmodel") for i in (1, 2, 3)]
+    runs.append(Runner(make_manifest(jobs), settings, transport=httpx.MockTransport(server)))
+    assert anyio.run(runs[0].run).exit_code == 3
+    timing = json.loads((out / "report.json").read_text())["timing"]["jobs"]
+    assert '"id":"j3"' in (out / ".batchvid" / "journal.jsonl").read_text()
+    assert {job: timing[job]["attempts"] for job in timing} == {"j1": 1, "j2": 0, "j3": 0}
+
+
+def test_an_enhanced_bigmodel_job_waiting_for_its_slot_asks_its_rewrite_within_timeout(tmp_path: Path) -> None:
+    """A BigModel job whose prompt is rewritten asks for it after it has its slot, within
+    --timeout: a chat answer that never comes ends the job as ``timeout``."""
+    from batchvid.enhance.settings import EnhanceSettings
+
+    async def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("chat/completions"):
+            await anyio.sleep(20)
+        return httpx.Response(500)
+
+    settings = Settings(out_dir=tmp_path / "out", provider="bigmodel", base_url="http://sim/api/paas/v4",
+                        api_key="test-secret-key-1234567890", rpm=None, poll_min=0.01,
+                        poll_max=0.02, timeout=0.5, retries=0)
+    job = dataclasses.replace(make_job("j1", 0, "bigmodel"), enhance=EnhanceSettings("glm-4-flash", "Rewrite it.", "inline"))
+    result = anyio.run(Runner(make_manifest([job]), settings, transport=httpx.MockTransport(server)).run)
+    assert [(o.status, (o.error or {}).get("kind")) for o in result.outcomes] == [("failed", "timeout")]
