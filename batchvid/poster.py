@@ -93,7 +93,7 @@ class FirstFrame:
             return True
         if frames:
             self.frame, self._done = frames[0], True
-            self._clean = self._fed == 1 and packet is not None
+            self._clean = self._fed == 1 and packet is not None and not sets_in_band(packet, self._fits[1])
         return self._done
 
     def finish(self) -> Any:
@@ -150,6 +150,25 @@ def keep_decoder(slot: str, fits: tuple[Any, ...], decoder: Any) -> None:
         return
     decoder.flush_buffers()
     setattr(_local, slot, (fits, decoder))
+
+
+def sets_in_band(packet: Any, extradata: bytes | None) -> bool:
+    """Whether an H.264 packet may carry parameter sets of its own (an SPS, PPS or their
+    extensions: NAL types 7, 8, 13, 15), which a flush would not forget: a decoder that saw
+    one may decode the next clip of the same extradata otherwise than a new decoder. True
+    unless the extradata is ``avcC`` (an MP4's) and the packet's length-prefixed NAL units
+    hold none."""
+    if not extradata or extradata[0] != 1 or len(extradata) < 5:
+        return True
+    data = memoryview(packet).cast("B")
+    size, at, end = (extradata[4] & 3) + 1, 0, len(data)
+    while at + size < end:
+        length = int.from_bytes(data[at:at + size], "big")
+        at += size
+        if data[at] & 0x1F in (7, 8, 13, 15):
+            return True
+        at += length
+    return False
 
 
 _local = threading.local()

@@ -274,9 +274,10 @@ def _sequential_samples(
         if target is None:
             break
     if fits is not None and not codec.has_b_frames:  # else it guessed a reorder depth
-        from batchvid.poster import keep_decoder
+        from batchvid.poster import keep_decoder, sets_in_band
 
-        keep_decoder("sampler", fits, codec)
+        if not any(sets_in_band(packet, fits[1]) for packet in kept or ()):
+            keep_decoder("sampler", fits, codec)
 
 
 def _sampling_decoder(source: Any) -> tuple[Any, tuple[Any, ...] | None]:

@@ -248,3 +248,64 @@ def test_each_thread_keeps_its_own_decoders(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert got["a"] == got["b"] == wanted * 4
+
+
+def _h264(cabac: bool) -> tuple[bytes, list[bytes]]:
+    """Eight 160x96 frames by libx264 (no B-frames): its Annex B extradata (empty unless
+    ``cabac``, whose encoder keeps its parameter sets apart) and packets."""
+    import fractions
+
+    import av
+    import numpy as np
+
+    codec = av.CodecContext.create("libx264", "w")
+    codec.width, codec.height, codec.pix_fmt = 160, 96, "yuv420p"
+    codec.time_base = fractions.Fraction(1, 16)
+    codec.options = {"preset": "ultrafast", "bframes": "0", **({"x264-params": "cabac=1"} if cabac else {})}
+    if cabac:
+        codec.flags |= av.codec.context.Flags.global_header
+    packets: list[bytes] = []
+    for i in range(8):
+        picture = np.zeros((96, 160, 3), np.uint8)
+        picture[:, :, 0], picture[10:40, 20 + 5 * i:60 + 5 * i, 1] = 30 * i, 200
+        frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        packets += map(bytes, codec.encode(frame))
+    return codec.extradata or b"", [*packets, *map(bytes, codec.encode(None))]
+
+
+def _units(annex_b: bytes) -> list[bytes]:
+    return [u for u in annex_b.replace(b"\x00\x00\x00\x01", b"\x00\x00\x01").split(b"\x00\x00\x01") if u]
+
+
+def _length_prefixed(annex_b: bytes) -> bytes:
+    return b"".join(len(u).to_bytes(4, "big") + u for u in _units(annex_b))
+
+
+def test_a_decoder_that_saw_parameter_sets_in_band_is_not_kept() -> None:
+    """A clip whose packets carry their own SPS/PPS (here CAVLC ones, under the avcC extradata
+    of a CABAC stream) leaves no kept decoder: the next clip of that extradata gets the first
+    frame a new decoder gives."""
+    import av
+
+    extradata, plain = _h264(cabac=True)
+    sps, pps = (u for u in _units(extradata) if u[0] & 0x1F in (7, 8))
+    avcc = bytes([1, *sps[1:4], 0xFF, 0xE1, *len(sps).to_bytes(2, "big"), *sps, 1, *len(pps).to_bytes(2, "big"), *pps])
+    _, in_band = _h264(cabac=False)
+    source = dataclasses.make_dataclass("Codec", ["name", "extradata", *poster.COLOUR_FIELDS])(
+        "h264", avcc, 0, 2, 2, 2)
+
+    def first_frame(packets: list[bytes]) -> Any:
+        first = poster.FirstFrame(dataclasses.make_dataclass("Stream", ["codec_context"])(source))
+        for data in packets:
+            if first.feed(av.Packet(data)):
+                break
+        frame = first.finish()
+        return None if frame is None else frame.to_ndarray()
+
+    forget_kept_decoders()
+    wanted = first_frame(list(map(_length_prefixed, plain)))
+    forget_kept_decoders()
+    assert first_frame(list(map(_length_prefixed, in_band))) is not None
+    got = first_frame(list(map(_length_prefixed, plain)))
+    assert wanted is not None and got is not None and (got == wanted).all()
