@@ -143,9 +143,8 @@ SUBMIT_AHEAD = 8
 """New jobs that may journal their create (``submitting``, durable before it is sent) while they
 wait for an in-flight slot, so it leaves the moment one frees, on a provider that refuses a
 duplicate by its idempotency key (BigModel): a stop or kill meanwhile leaves such a line with
-no create sent, which the next run sends under the same request id, as any unanswered create
-there. Not on GeekAI (an unanswered create is kept failed), nor under ``--max-cost``, nor for
-an enhanced job (its rewrite is asked for after its slot, within ``--timeout``)."""
+no create sent, which the next run sends under the same request id. Not on GeekAI, nor under
+``--max-cost``, nor for an enhanced job (its rewrite asked after its slot, within --timeout)."""
 
 
 async def _take(live: anyio.Semaphore) -> None:
