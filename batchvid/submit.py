@@ -9,7 +9,7 @@ it off (httpx's own timeout bounds it).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,10 +53,14 @@ class Submitter:
         """Make the first create attempt ready before its turn: the job's folder and its
         ``submitting`` line, durable when this returns (``create(journaled=True)`` sends it)."""
         self.stopper.check()
-        job = life.job
-        request_id = self.request_id(job, record)
-        recorded = self.provider.recorded_body(job, request_id=request_id)
-        await alongside(lambda: life.attempt(request_id, sent=False), _write_request, self.root / "jobs" / job.id, recorded)
+        request_id = self.request_id(life.job, record)
+        await self._with_request(life, request_id, lambda: life.attempt(request_id, sent=False))
+
+    async def _with_request(self, life: JobLife, request_id: str | None, step: Callable[[], Awaitable[None]]) -> None:
+        """``step`` (the attempt's journal line) while the job's folder and request.json are
+        written beside it: a slot's next create waits on all of them."""
+        recorded = self.provider.recorded_body(life.job, request_id=request_id)
+        await alongside(step, _write_request, self.root / "jobs" / life.job.id, recorded)
 
     async def create(self, life: JobLife, record: JobRecord | None, *, journaled: bool = False) -> TaskResult:
         """Create the job's task; returns it once its id is journaled. ``journaled``: the first
@@ -71,10 +75,8 @@ class Submitter:
         while True:
             if attempt == 0 and not journaled:
                 # The folder is made while the create waits for its turn and its journal line's
-                # fsync: a slot's next create waits on all of them. All are done before it leaves.
-                recorded = self.provider.recorded_body(job, request_id=request_id)
-                await alongside(lambda: self._turn(life, request_id), _write_request,
-                                self.root / "jobs" / job.id, recorded)
+                # fsync. All are done before it leaves.
+                await self._with_request(life, request_id, lambda: self._turn(life, request_id))
             else:
                 await self._turn(life, request_id, journal=attempt > 0)
                 if attempt == 0:
