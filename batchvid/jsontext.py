@@ -298,14 +298,27 @@ class Holes:
                 literals.append("")
             else:
                 literals[-1] += "%" if token == "%%" else token
-        self._pieces: list[str] = [""] * (2 * len(literals) - 1)
-        self._pieces[::2] = literals
+        self._pieces = _between(literals)
+
+    @classmethod
+    def between(cls, literals: Sequence[str]) -> Holes:
+        """The holes between ``literals`` (one literal more than holes), taken as they are."""
+        holes = cls.__new__(cls)
+        holes._pieces = _between(literals)
+        return holes
 
     def fill(self, values: Sequence[str]) -> str:
         """The template's text with ``values`` (strings, as many as its holes) in its holes."""
         pieces = self._pieces.copy()
         pieces[1::2] = values  # a ValueError when they are not as many
         return "".join(pieces)
+
+
+def _between(literals: Sequence[str]) -> list[str]:
+    """``literals`` with a place for a value between each two."""
+    pieces = [""] * (2 * len(literals) - 1)
+    pieces[::2] = literals
+    return pieces
 
 
 _HOLE_MARK = re.compile(r"(%%|%s)")

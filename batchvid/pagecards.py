@@ -38,7 +38,7 @@ _OR_EMPTY = ("video", "media", "error", "parameters", "cover")
 def card_template(shape: Shape) -> str:
     """``gallery._card``'s compact JSON (keys sorted) as a ``str.format`` template over the
     encoded scalars of an entry of ``shape``, then the card's poster and video link
-    (``FormatTemplate`` makes it a ``%`` template: ``str.format`` parses it again at every call)."""
+    (``FormatTemplate`` splits it once: ``str.format`` parses it again at every call)."""
     extra = len(shape.holes)
     params = shape.nested.get(("parameters",))
     fields = {
@@ -143,28 +143,28 @@ class CardTexts:
 
 
 class FormatTemplate:
-    """A ``str.format`` template of numbered fields as a ``%s`` template (``text``) and the
-    getter (``pick``) of its values in the order the text takes them: ``text % pick(values)``
-    is ``template.format(*values)``, without parsing the template again at every call."""
+    """A ``str.format`` template of numbered fields as its literal pieces with holes between
+    (``Holes``) and the getter (``pick``) of its values in the order the holes take them:
+    ``fill(values)`` is ``template.format(*values)``, without parsing the template again at
+    every call."""
 
-    __slots__ = ("_filled", "pick", "text")
+    __slots__ = ("_filled", "pick")
 
     def __init__(self, template: str) -> None:
         order: list[int] = []
-        pieces: list[str] = []
+        literals = [""]
         for literal, field, _, _ in string.Formatter().parse(template):
-            pieces.append(literal.replace("%", "%%"))
+            literals[-1] += literal
             if field is not None:
                 order.append(int(field))
-                pieces.append("%s")
-        self.text = "".join(pieces)
+                literals.append("")
         self.pick: Callable[[tuple[str, ...]], tuple[str, ...]]
         if len(order) > 1:
             self.pick = operator.itemgetter(*order)  # a tuple of the values
         else:
             self.pick = lambda values: tuple(values[at] for at in order)
-        self._filled = Holes(self.text)
+        self._filled = Holes.between(literals)
 
     def fill(self, values: tuple[str, ...]) -> str:
-        """``text % pick(values)``: ``template.format(*values)``."""
+        """``template.format(*values)``."""
         return self._filled.fill(self.pick(values))

@@ -332,15 +332,15 @@ def test_text_utf8_cannot_hold_fails_as_the_reference_does_and_leaves_no_file(tm
     assert list((tmp_path / "one-pass").iterdir()) == list((tmp_path / "reference").iterdir()) == []
 
 
-def test_a_format_template_as_a_percent_template_formats_the_same() -> None:
-    """``FormatTemplate``'s ``text % pick(values)`` is ``str.format``'s text: fields reordered
-    and repeated, one field or none, literal "%" and escaped braces."""
+def test_a_format_template_fills_as_str_format_does() -> None:
+    """``FormatTemplate``'s ``fill(values)`` is ``str.format``'s text: fields reordered and
+    repeated, one field or none, literal "%" and escaped braces."""
     from batchvid.pagecards import FormatTemplate
 
     values = ("a%s", "{b}", "100%", "d")
     for template in ("{{x}} {2}-{0}-{2} 50%% {3}%", "only {1}", "no fields %d {{}}", "{3}{0}"):
         made = FormatTemplate(template)
-        assert made.text % made.pick(values) == template.format(*values), template
+        assert made.fill(values) == template.format(*values), template
 
 
 @pytest.mark.parametrize("read_bytes", [1, 700, 1 << 20])
