@@ -13,9 +13,11 @@ serves older directories (``batchvid view``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import threading
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,7 +95,7 @@ class FirstFrame:
             return True
         if frames:
             self.frame, self._done = frames[0], True
-            self._clean = self._fed == 1 and packet is not None and not sets_in_band(packet, self._fits[1])
+            self._clean = self._fed == 1 and packet is not None and not sets_in_band((packet,), self._fits[1])
         return self._done
 
     def finish(self) -> Any:
@@ -152,23 +154,30 @@ def keep_decoder(slot: str, fits: tuple[Any, ...], decoder: Any) -> None:
     setattr(_local, slot, (fits, decoder))
 
 
-def sets_in_band(packet: Any, extradata: bytes | None) -> bool:
-    """Whether an H.264 packet may carry parameter sets of its own (an SPS, PPS or their
-    extensions: NAL types 7, 8, 13, 15), which a flush would not forget: a decoder that saw
-    one may decode the next clip of the same extradata otherwise than a new decoder. True
-    unless the extradata is ``avcC`` (an MP4's) and the packet's length-prefixed NAL units
-    hold none."""
+def sets_in_band(packets: Iterable[Any], extradata: bytes | None) -> bool:
+    """Whether an H.264 stream's ``packets`` may carry parameter sets of their own (an SPS,
+    PPS or their extensions: NAL types 7, 8, 13, 15), which a flush would not forget: a
+    decoder that saw one may decode the next clip of the same extradata otherwise than a new
+    decoder. True unless the extradata is ``avcC`` (an MP4's) and no packet's length-prefixed
+    NAL units hold one (or there is no packet). Each packet is read as a copy of its bytes,
+    whose slices and indexing cost less than a memoryview's (callers pass small clips' packets,
+    ``KEEP_PIXELS``)."""
     if not extradata or extradata[0] != 1 or len(extradata) < 5:
-        return True
-    data = memoryview(packet).cast("B")
-    size, at, end = (extradata[4] & 3) + 1, 0, len(data)
-    while at + size < end:
-        length = int.from_bytes(data[at:at + size], "big")
-        at += size
-        if data[at] & 0x1F in (7, 8, 13, 15):
-            return True
-        at += length
+        return any(True for _ in packets)
+    size = (extradata[4] & 3) + 1
+    for packet in packets:
+        data = bytes(packet)
+        at, end = 0, len(data)
+        while at + size < end:
+            length = int.from_bytes(data[at:at + size], "big")
+            at += size
+            if data[at] & 0x1F in _PARAMETER_SETS:
+                return True
+            at += length
     return False
+
+
+_PARAMETER_SETS = frozenset((7, 8, 13, 15))
 
 
 _local = threading.local()
@@ -184,9 +193,9 @@ def jpeg_of(frame: Any) -> bytes | None:
         # One per thread, kept: it keeps its scaler while the sizes stay the same. It scales
         # on this thread (threads=1): the same pixels, without waking swscale's threads.
         reformatter = _local.reformatter = VideoReformatter()
-    image = reformatter.reformat(
-        frame, width=width, height=height, format="yuvj420p", interpolation="BICUBIC", threads=1
-    )
+    # Positional where PyAV's order has always been this one: fewer keywords to parse.
+    pixels, bicubic = _scaling()
+    image = reformatter.reformat(frame, width, height, pixels, None, None, bicubic, threads=1)
     encoder = _encoder(width, height)
     try:
         image.pts, image.time_base = encoder.pictures, encoder.context.time_base
@@ -196,6 +205,16 @@ def jpeg_of(frame: Any) -> bytes | None:
         _local.encoder = None  # its state is unknown: the next poster gets a new one
         raise
     return data or None
+
+
+@functools.cache
+def _scaling() -> tuple[Any, int]:
+    """The poster's pixel format and scaling, as PyAV objects made once: a reformat given them
+    skips looking their names up."""
+    from av.video.format import VideoFormat
+    from av.video.reformatter import Interpolation
+
+    return VideoFormat("yuvj420p"), Interpolation.BICUBIC.value
 
 
 class _Encoder:

@@ -182,10 +182,13 @@ class _Shrinker:
     them) cost more than the copy."""
 
     def __init__(self) -> None:
+        from av.video.format import VideoFormat
         from av.video.reformatter import Interpolation, VideoReformatter
 
         self._reformatter = VideoReformatter()
-        self._area = Interpolation.AREA.value  # as a number: PyAV looks a name up each call
+        # As PyAV objects: it looks a name up each call.
+        self._area = Interpolation.AREA.value
+        self._gray: Any = VideoFormat("gray8")  # which PyAV takes, though its stubs say a name
 
     def stack(self, frames: Iterable[Any]) -> Grey | list[Grey]:
         """``frames`` as one array of small grey pictures (sample, row, column) when they
@@ -195,15 +198,14 @@ class _Shrinker:
 
         planes: list[bytes] = []
         shapes: list[tuple[int, int, int]] = []
-        reformat, area, last = self._reformatter.reformat, self._area, (0, 0)
+        reformat, area, gray, last = self._reformatter.reformat, self._area, self._gray, (0, 0)
         width = height = 0
         for frame in frames:
             if (frame.width, frame.height) != last:
                 last = (frame.width, frame.height)
                 width, height = _small_size(*last)
-            small = reformat(
-                frame, width=width, height=height, format="gray8", interpolation=area, threads=1
-            )
+            # Positional where PyAV's order has always been this one: fewer keywords to parse.
+            small = reformat(frame, width, height, gray, None, None, area, threads=1)
             plane = small.planes[0]
             planes.append(bytes(plane))
             shapes.append((width, height, plane.line_size))
@@ -274,9 +276,10 @@ def _sequential_samples(
         if target is None:
             break
     if fits is not None and not codec.has_b_frames:  # else it guessed a reorder depth
-        from batchvid.poster import keep_decoder, sets_in_band
+        from batchvid.poster import KEEP_PIXELS, keep_decoder, sets_in_band
 
-        if not any(sets_in_band(packet, fits[1]) for packet in kept or ()):
+        # One too large to be kept (``keep_decoder``) leaves the packets unscanned.
+        if codec.width * codec.height <= KEEP_PIXELS and not sets_in_band(kept or (), fits[1]):
             keep_decoder("sampler", fits, codec)
 
 

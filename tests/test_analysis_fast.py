@@ -309,3 +309,22 @@ def test_a_decoder_that_saw_parameter_sets_in_band_is_not_kept() -> None:
     assert first_frame(list(map(_length_prefixed, in_band))) is not None
     got = first_frame(list(map(_length_prefixed, plain)))
     assert wanted is not None and got is not None and (got == wanted).all()
+
+
+def test_parameter_sets_are_found_in_any_packet_of_a_clip() -> None:
+    """``sets_in_band`` reads every packet's length-prefixed NAL units: an SPS or PPS in any
+    of them, after other units or alone, counts; slices and SEI do not; without avcC
+    extradata every clip with a packet counts."""
+    avcc = bytes([1, 0x64, 0, 0x1F, 0xFF])  # 4-byte lengths
+
+    def unit(kind: int, body: bytes = b"\x88\x84") -> bytes:
+        return (1 + len(body)).to_bytes(4, "big") + bytes([0x60 | kind]) + body
+
+    slices = [unit(6) + unit(5), unit(1), unit(1, b"\x9a" * 40)]
+    assert not poster.sets_in_band(slices, avcc)
+    for kind in (7, 8, 13, 15):
+        assert poster.sets_in_band([*slices, unit(1) + unit(kind) + unit(1)], avcc)
+        assert poster.sets_in_band([slices[0], unit(kind), *slices[1:]], avcc)
+    assert not poster.sets_in_band([], avcc)
+    assert poster.sets_in_band(slices, b"") and poster.sets_in_band(slices, b"\x00\x00\x00\x01g")
+    assert not poster.sets_in_band([], None)
