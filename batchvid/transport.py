@@ -86,6 +86,20 @@ class Client(httpx.AsyncClient):
         super().__init__(**options)
         self.cookies = cookies
 
+    @contextlib.asynccontextmanager
+    async def stream(self, *args: Any, **options: Any) -> AsyncIterator[httpx.Response]:
+        """httpx's ``stream``; once the response is closed, it lets go of its stream, which
+        refers back to it: without that cycle, a response and all it holds (aiohttp's response,
+        the headers, the request) are freed as soon as their last user lets go of them, not
+        by the cyclic collector, whose runs those objects made several times more frequent."""
+        response: httpx.Response | None = None
+        try:
+            async with super().stream(*args, **options) as response:
+                yield response
+        finally:
+            if response is not None and response.is_closed:
+                response.stream = _SPENT
+
     @property
     def cookies(self) -> httpx.Cookies:
         return self._store
@@ -93,6 +107,10 @@ class Client(httpx.AsyncClient):
     @cookies.setter
     def cookies(self, cookies: httpx._types.CookieTypes | None) -> None:
         self._store = _SetCookies(cookies)
+
+
+_SPENT = httpx.ByteStream(b"")
+"""The stream of a closed response (httpx reads none once it is closed)."""
 
 
 class _SetCookies(httpx.Cookies):
