@@ -31,6 +31,7 @@ import anyio
 from batchvid.budget import Budget
 from batchvid.errors import ProviderError, RunFatalError, UsageError
 from batchvid.events import Broadcaster, Effects, RunFinished, RunStarted, Subscriber, scrubber
+from batchvid.gcpause import fewer_collections
 from batchvid.jobs import Manifest
 from batchvid.plan import ACTIVE, STATUS_OF_ACTION, UNANSWERED_CREATE, Plan, Step
 from batchvid.ratelimit import AdaptiveLimit, RateLimiter
@@ -348,7 +349,7 @@ class Runner:
             # (not under --max-cost: the budget admits jobs as they take their slots, as before)
             early_ok = self.provider.idempotent and s.max_cost is None
             ahead = Ahead(SUBMIT_AHEAD) if early_ok else None
-            with self.stopper.jobs_scope:
+            with self.stopper.jobs_scope, fewer_collections():
                 async with anyio.create_task_group() as tg:
                     for i in work:
                         step = steps[i]
