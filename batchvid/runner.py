@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     # imported where a job is sent: a rerun with nothing to send never loads it.
     import httpx
 
-    from batchvid.drive import Ahead, JobDriver, Slot
+    from batchvid.drive import JobDriver, Slot
     from batchvid.enhancing import Enhancer, Rewrite
     from batchvid.polling import PollSchedule
     from batchvid.providers.base import Provider
@@ -128,32 +128,6 @@ def with_rewrite(outcome: Outcome, step: Step) -> Outcome:
         stored = stored_rewrite(step.record) if step.pays else sent_rewrite(step.record)
         outcome.enhance = stored.record() if stored is not None else None
     return outcome
-
-
-LIVE_AHEAD = 128
-"""How many jobs past their task (downloading, analysing) may be under way beside the
-``--max-in-flight`` ones before the next job waits to start. Without a bound, a run whose
-tasks end faster than their videos are fetched and analysed (the simulator at latency 0)
-piles up finished tasks, ~14 KB each (their answers, frames, buffers): half of a 100,000-job
-run at once, and the process's memory never shrinks back. 128 is more than the transport's
-100 connections, so the bound holds new jobs back only while finished ones queue for the
-analysis or the disk, which then set the run's pace anyway."""
-
-
-SUBMIT_AHEAD = 8
-"""New jobs that may journal their create (``submitting``, durable before it is sent) while they
-wait for an in-flight slot, so it leaves the moment one frees, on a provider that refuses a
-duplicate by its idempotency key (BigModel): a stop or kill meanwhile leaves such a line with
-no create sent, which the next run sends under the same request id. Not on GeekAI, nor under
-``--max-cost``, nor for an enhanced job (its rewrite asked after its slot, within --timeout)."""
-
-
-async def _take(live: anyio.Semaphore) -> None:
-    """A place among the jobs under way (without a checkpoint when one is free)."""
-    try:
-        live.acquire_nowait()
-    except anyio.WouldBlock:
-        await live.acquire()
 
 
 def _import_httpx() -> None:
@@ -320,7 +294,7 @@ class Runner:
         _import_httpx()
         import httpx
 
-        from batchvid.drive import Ahead
+        from batchvid.admission import Admission
         from batchvid.lifecycle import JobLife
         from batchvid.media import start_pool
         from batchvid.transport import Client
@@ -345,29 +319,17 @@ class Runner:
             if s.handle_signals:
                 outer.start_soon(self.stopper.watch_signals)
             self.stopper.jobs_scope = anyio.CancelScope()
-            live = anyio.Semaphore(s.max_in_flight + LIVE_AHEAD)
             # (not under --max-cost: the budget admits jobs as they take their slots, as before)
-            early_ok = self.provider.idempotent and s.max_cost is None
-            ahead = Ahead(SUBMIT_AHEAD) if early_ok else None
+            early = self.provider.idempotent and s.max_cost is None
+            admission = Admission(self.in_flight, budget, self.stopper, s.max_in_flight, early)
+
+            async def job(i: int, slot: Slot) -> None:
+                life = JobLife(steps[i].job, outcomes[i], self.out.journal, self.emit, self.scrub,
+                               self.out.root)
+                await driver.run(steps[i], life, slot)
+
             with self.stopper.jobs_scope, fewer_collections():
-                async with anyio.create_task_group() as tg:
-                    for i in work:
-                        step = steps[i]
-                        await _take(live)
-                        early = ahead if step.action == "submit" else None
-                        if early is not None:
-                            await _take(early.places)
-                        slot = await self._admit(step, budget, live, early)
-                        if slot is None:
-                            live.release()
-                            if early is not None:
-                                early.places.release()
-                            if self.stopper.halted:
-                                break
-                            continue  # over budget: later free jobs still start
-                        life = JobLife(step.job, outcomes[i], self.out.journal, self.emit, self.scrub,
-                                       self.out.root)
-                        tg.start_soon(driver.run, step, life, slot)
+                await admission.start_all(steps, work, job)
             outer.cancel_scope.cancel()
         if self.owns_process:  # every clip analysed: the workers exit while the report is written
             from batchvid.media import shutdown_pool
@@ -447,31 +409,6 @@ class Runner:
             return Rewrite(job, None, asked=True, error=self.scrub(str(exc)))
         self.out.journal.append(entry_of(job, result))
         return Rewrite(job, result, asked=True)
-
-    async def _admit(
-        self, step: Step, budget: Budget, live: anyio.Semaphore, ahead: Ahead | None = None
-    ) -> Slot | None:
-        """The job's in-flight slot once it may start (with ``ahead``, its place taken: to be
-        taken by the job), or None: over budget (later free jobs still may) or stopping."""
-        from batchvid.drive import Slot
-
-        if step.pays:
-            why = budget.admit(step.job)
-            if why is not None:
-                self.stopper.stop("budget", why, halt=False)
-                return None
-            if self.stopper.halted:
-                return None
-        if ahead is not None:
-            return Slot(self.in_flight, False, live, ahead)
-        holds_slot = step.action != "download"
-        if holds_slot:
-            await self.in_flight.acquire()
-        if self.stopper.halted and step.pays:
-            if holds_slot:
-                self.in_flight.release()
-            return None
-        return Slot(self.in_flight, holds_slot, live)
 
     def _driver(
         self,
