@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
     from batchvid.drive import JobDriver, Slot
     from batchvid.enhancing import Enhancer, Rewrite
+    from batchvid.journal import Journal
     from batchvid.polling import PollSchedule
     from batchvid.providers.base import Provider
 
@@ -128,6 +129,30 @@ def with_rewrite(outcome: Outcome, step: Step) -> Outcome:
         stored = stored_rewrite(step.record) if step.pays else sent_rewrite(step.record)
         outcome.enhance = stored.record() if stored is not None else None
     return outcome
+
+
+async def _rewrite(
+    enhancer: Enhancer, step: Step, stopper: Stopper, scrub: Callable[[str], str], journal: Journal
+) -> Rewrite:
+    """``batchvid enhance``'s rewrite of one enhanced job: asked now and journaled when its next
+    create is due one, else as the journal holds it."""
+    from batchvid.enhancing import Rewrite, entry_of, sent_rewrite, stored_rewrite
+
+    job = step.job
+    if not step.enhance:
+        stored = stored_rewrite(step.record) if step.pays else sent_rewrite(step.record)
+        return Rewrite(job, stored)
+    try:
+        result = await enhancer.rewrite(job)
+    except RunFatalError as exc:
+        stopper.stop(exc.kind, str(exc))
+        return Rewrite(job, None, asked=True, error=scrub(str(exc)))
+    except Stopped:
+        return Rewrite(job, None, error="stopped before the rewrite")
+    except ProviderError as exc:  # EnhanceError: required, and it failed
+        return Rewrite(job, None, asked=True, error=scrub(str(exc)))
+    journal.append(entry_of(job, result))
+    return Rewrite(job, result, asked=True)
 
 
 def _import_httpx() -> None:
@@ -385,30 +410,11 @@ class Runner:
                 for step in plan.steps:
                     if not needs_rewrite(step.job) or self.stopper.reason is not None:
                         continue
-                    rows.append(await self._rewrite_one(enhancer, step))
+                    rows.append(await _rewrite(enhancer, step, self.stopper, self.scrub, self.out.journal))
                 outer.cancel_scope.cancel()
         finally:
             self.out.close()
         return rows
-
-    async def _rewrite_one(self, enhancer: Enhancer, step: Step) -> Rewrite:
-        from batchvid.enhancing import Rewrite, entry_of, sent_rewrite, stored_rewrite
-
-        job = step.job
-        if not step.enhance:
-            stored = stored_rewrite(step.record) if step.pays else sent_rewrite(step.record)
-            return Rewrite(job, stored)
-        try:
-            result = await enhancer.rewrite(job)
-        except RunFatalError as exc:
-            self.stopper.stop(exc.kind, str(exc))
-            return Rewrite(job, None, asked=True, error=self.scrub(str(exc)))
-        except Stopped:
-            return Rewrite(job, None, error="stopped before the rewrite")
-        except ProviderError as exc:  # EnhanceError: required, and it failed
-            return Rewrite(job, None, asked=True, error=self.scrub(str(exc)))
-        self.out.journal.append(entry_of(job, result))
-        return Rewrite(job, result, asked=True)
 
     def _driver(
         self,
