@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 class Ahead:
-    """The new jobs that get ready while they wait for an in-flight slot (``runner.SUBMIT_AHEAD``):
+    """The new jobs that get ready while they wait for an in-flight slot (``admission.SUBMIT_AHEAD``):
     how many at once (``places``), and their order: each takes its slot after the one admitted
     before it has taken its own or ended, so jobs start in the order they were admitted."""
 

@@ -24,3 +24,30 @@ def paused_gc() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+RUN_YOUNG_THRESHOLD = 7000
+"""The young generation's threshold while jobs run (Python's default is 700)."""
+
+
+@contextmanager
+def fewer_collections(young: int = RUN_YOUNG_THRESHOLD) -> Iterator[None]:
+    """The cyclic collector's young generation collected every ``young`` net allocations inside
+    the block instead of every 700, then as before.
+
+    A running job's objects (answers, headers, coroutines) die by reference counting within
+    milliseconds, but hundreds of them are alive at any moment across the jobs in flight: a
+    collection every 700 allocations scans them (and promotes them to be scanned again) for
+    no garbage, ~0.3 ms of the event loop's CPU per job. Collections still happen, ten times
+    fewer, so a cycle made meanwhile is still freed, a little later.
+    """
+    first, *older = gc.get_threshold()
+    if first == 0 or first >= young:  # off, or already as sparse
+        yield
+        return
+    gc.set_threshold(young, *older)
+    try:
+        yield
+    finally:
+        if gc.get_threshold()[0] == young:  # unless someone changed it meanwhile
+            gc.set_threshold(first, *older)

@@ -31,6 +31,7 @@ import anyio
 from batchvid.budget import Budget
 from batchvid.errors import ProviderError, RunFatalError, UsageError
 from batchvid.events import Broadcaster, Effects, RunFinished, RunStarted, Subscriber, scrubber
+from batchvid.gcpause import fewer_collections
 from batchvid.jobs import Manifest
 from batchvid.plan import ACTIVE, STATUS_OF_ACTION, UNANSWERED_CREATE, Plan, Step
 from batchvid.ratelimit import AdaptiveLimit, RateLimiter
@@ -46,8 +47,9 @@ if TYPE_CHECKING:
     # imported where a job is sent: a rerun with nothing to send never loads it.
     import httpx
 
-    from batchvid.drive import Ahead, JobDriver, Slot
+    from batchvid.drive import JobDriver, Slot
     from batchvid.enhancing import Enhancer, Rewrite
+    from batchvid.journal import Journal
     from batchvid.polling import PollSchedule
     from batchvid.providers.base import Provider
 
@@ -129,30 +131,28 @@ def with_rewrite(outcome: Outcome, step: Step) -> Outcome:
     return outcome
 
 
-LIVE_AHEAD = 128
-"""How many jobs past their task (downloading, analysing) may be under way beside the
-``--max-in-flight`` ones before the next job waits to start. Without a bound, a run whose
-tasks end faster than their videos are fetched and analysed (the simulator at latency 0)
-piles up finished tasks, ~14 KB each (their answers, frames, buffers): half of a 100,000-job
-run at once, and the process's memory never shrinks back. 128 is more than the transport's
-100 connections, so the bound holds new jobs back only while finished ones queue for the
-analysis or the disk, which then set the run's pace anyway."""
+async def _rewrite(
+    enhancer: Enhancer, step: Step, stopper: Stopper, scrub: Callable[[str], str], journal: Journal
+) -> Rewrite:
+    """``batchvid enhance``'s rewrite of one enhanced job: asked now and journaled when its next
+    create is due one, else as the journal holds it."""
+    from batchvid.enhancing import Rewrite, entry_of, sent_rewrite, stored_rewrite
 
-
-SUBMIT_AHEAD = 8
-"""New jobs that may journal their create (``submitting``, durable before it is sent) while they
-wait for an in-flight slot, so it leaves the moment one frees, on a provider that refuses a
-duplicate by its idempotency key (BigModel): a stop or kill meanwhile leaves such a line with
-no create sent, which the next run sends under the same request id. Not on GeekAI, nor under
-``--max-cost``, nor for an enhanced job (its rewrite asked after its slot, within --timeout)."""
-
-
-async def _take(live: anyio.Semaphore) -> None:
-    """A place among the jobs under way (without a checkpoint when one is free)."""
+    job = step.job
+    if not step.enhance:
+        stored = stored_rewrite(step.record) if step.pays else sent_rewrite(step.record)
+        return Rewrite(job, stored)
     try:
-        live.acquire_nowait()
-    except anyio.WouldBlock:
-        await live.acquire()
+        result = await enhancer.rewrite(job)
+    except RunFatalError as exc:
+        stopper.stop(exc.kind, str(exc))
+        return Rewrite(job, None, asked=True, error=scrub(str(exc)))
+    except Stopped:
+        return Rewrite(job, None, error="stopped before the rewrite")
+    except ProviderError as exc:  # EnhanceError: required, and it failed
+        return Rewrite(job, None, asked=True, error=scrub(str(exc)))
+    journal.append(entry_of(job, result))
+    return Rewrite(job, result, asked=True)
 
 
 def _import_httpx() -> None:
@@ -319,7 +319,7 @@ class Runner:
         _import_httpx()
         import httpx
 
-        from batchvid.drive import Ahead
+        from batchvid.admission import Admission
         from batchvid.lifecycle import JobLife
         from batchvid.media import start_pool
         from batchvid.transport import Client
@@ -344,29 +344,17 @@ class Runner:
             if s.handle_signals:
                 outer.start_soon(self.stopper.watch_signals)
             self.stopper.jobs_scope = anyio.CancelScope()
-            live = anyio.Semaphore(s.max_in_flight + LIVE_AHEAD)
             # (not under --max-cost: the budget admits jobs as they take their slots, as before)
-            early_ok = self.provider.idempotent and s.max_cost is None
-            ahead = Ahead(SUBMIT_AHEAD) if early_ok else None
-            with self.stopper.jobs_scope:
-                async with anyio.create_task_group() as tg:
-                    for i in work:
-                        step = steps[i]
-                        await _take(live)
-                        early = ahead if step.action == "submit" else None
-                        if early is not None:
-                            await _take(early.places)
-                        slot = await self._admit(step, budget, live, early)
-                        if slot is None:
-                            live.release()
-                            if early is not None:
-                                early.places.release()
-                            if self.stopper.halted:
-                                break
-                            continue  # over budget: later free jobs still start
-                        life = JobLife(step.job, outcomes[i], self.out.journal, self.emit, self.scrub,
-                                       self.out.root)
-                        tg.start_soon(driver.run, step, life, slot)
+            early = self.provider.idempotent and s.max_cost is None
+            admission = Admission(self.in_flight, budget, self.stopper, s.max_in_flight, early)
+
+            async def job(i: int, slot: Slot) -> None:
+                life = JobLife(steps[i].job, outcomes[i], self.out.journal, self.emit, self.scrub,
+                               self.out.root)
+                await driver.run(steps[i], life, slot)
+
+            with self.stopper.jobs_scope, fewer_collections():
+                await admission.start_all(steps, work, job)
             outer.cancel_scope.cancel()
         if self.owns_process:  # every clip analysed: the workers exit while the report is written
             from batchvid.media import shutdown_pool
@@ -422,55 +410,11 @@ class Runner:
                 for step in plan.steps:
                     if not needs_rewrite(step.job) or self.stopper.reason is not None:
                         continue
-                    rows.append(await self._rewrite_one(enhancer, step))
+                    rows.append(await _rewrite(enhancer, step, self.stopper, self.scrub, self.out.journal))
                 outer.cancel_scope.cancel()
         finally:
             self.out.close()
         return rows
-
-    async def _rewrite_one(self, enhancer: Enhancer, step: Step) -> Rewrite:
-        from batchvid.enhancing import Rewrite, entry_of, sent_rewrite, stored_rewrite
-
-        job = step.job
-        if not step.enhance:
-            stored = stored_rewrite(step.record) if step.pays else sent_rewrite(step.record)
-            return Rewrite(job, stored)
-        try:
-            result = await enhancer.rewrite(job)
-        except RunFatalError as exc:
-            self.stopper.stop(exc.kind, str(exc))
-            return Rewrite(job, None, asked=True, error=self.scrub(str(exc)))
-        except Stopped:
-            return Rewrite(job, None, error="stopped before the rewrite")
-        except ProviderError as exc:  # EnhanceError: required, and it failed
-            return Rewrite(job, None, asked=True, error=self.scrub(str(exc)))
-        self.out.journal.append(entry_of(job, result))
-        return Rewrite(job, result, asked=True)
-
-    async def _admit(
-        self, step: Step, budget: Budget, live: anyio.Semaphore, ahead: Ahead | None = None
-    ) -> Slot | None:
-        """The job's in-flight slot once it may start (with ``ahead``, its place taken: to be
-        taken by the job), or None: over budget (later free jobs still may) or stopping."""
-        from batchvid.drive import Slot
-
-        if step.pays:
-            why = budget.admit(step.job)
-            if why is not None:
-                self.stopper.stop("budget", why, halt=False)
-                return None
-            if self.stopper.halted:
-                return None
-        if ahead is not None:
-            return Slot(self.in_flight, False, live, ahead)
-        holds_slot = step.action != "download"
-        if holds_slot:
-            await self.in_flight.acquire()
-        if self.stopper.halted and step.pays:
-            if holds_slot:
-                self.in_flight.release()
-            return None
-        return Slot(self.in_flight, holds_slot, live)
 
     def _driver(
         self,

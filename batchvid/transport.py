@@ -32,8 +32,8 @@ import asyncio
 import contextlib
 import functools
 import os
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, Literal
 
 import anyio
 import httpx
@@ -86,6 +86,20 @@ class Client(httpx.AsyncClient):
         super().__init__(**options)
         self.cookies = cookies
 
+    @contextlib.asynccontextmanager
+    async def stream(self, *args: Any, **options: Any) -> AsyncIterator[httpx.Response]:
+        """httpx's ``stream``; once the response is closed, it lets go of its stream, which
+        refers back to it: without that cycle, a response and all it holds (aiohttp's response,
+        the headers, the request) are freed as soon as their last user lets go of them, not
+        by the cyclic collector, whose runs those objects made several times more frequent."""
+        response: httpx.Response | None = None
+        try:
+            async with super().stream(*args, **options) as response:
+                yield response
+        finally:
+            if response is not None and response.is_closed:
+                response.stream = _SPENT
+
     @property
     def cookies(self) -> httpx.Cookies:
         return self._store
@@ -93,6 +107,10 @@ class Client(httpx.AsyncClient):
     @cookies.setter
     def cookies(self, cookies: httpx._types.CookieTypes | None) -> None:
         self._store = _SetCookies(cookies)
+
+
+_SPENT = httpx.ByteStream(b"")
+"""The stream of a closed response (httpx reads none once it is closed)."""
 
 
 class _SetCookies(httpx.Cookies):
@@ -115,7 +133,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await self._acquire(request)
         try:
-            with _mapped():
+            with MAPPED:
                 response = await self._send(request)
         except BaseException:
             self._release()
@@ -256,7 +274,7 @@ class _Body(httpx.AsyncByteStream):
         self._open = True
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _mapped():
+        with MAPPED:
             async for chunk in self._inner:
                 yield chunk
 
@@ -265,7 +283,7 @@ class _Body(httpx.AsyncByteStream):
             return
         self._open = False
         try:
-            with _mapped():
+            with MAPPED:
                 await self._inner.aclose()
         finally:
             self._release()
@@ -297,20 +315,29 @@ def _error_class(exc: BaseException) -> type[httpx.TransportError] | None:
     return None
 
 
-@contextlib.contextmanager
-def _mapped() -> Iterator[None]:
-    """Raise aiohttp's errors, and httpx-aiohttp's mapping of them, as httpcore's would be.
+class _Mapped:
+    """``with MAPPED:`` raises aiohttp's errors, and httpx-aiohttp's mapping of them, as
+    httpcore's would be (a class, not a generator function: three per request).
 
     An error httpx-aiohttp already mapped is judged by its cause, the aiohttp exception.
     """
-    try:
-        yield
-    except Exception as exc:
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> Literal[False]:
+        if not isinstance(exc, Exception):
+            return False
         source = exc.__cause__ if isinstance(exc, httpx.TransportError) else exc
         target = _error_class(source) if source is not None else None
         if target is None or type(exc) is target:
-            raise
+            return False
         raise target(_message(source)) from source
+
+
+MAPPED = _Mapped()
 
 
 def _message(exc: BaseException | None) -> str:

@@ -8,7 +8,7 @@ import anyio
 import httpx
 import pytest
 
-import batchvid.runner
+import batchvid.admission
 from batchvid.events import Event, JobFinished, JobSubmitted
 from batchvid.runner import Runner, Settings
 from batchvid.simulator import GEEKAI_PREFIX, Simulator, SimulatorConfig
@@ -58,7 +58,7 @@ class Live:
 
 def test_jobs_under_way_are_bounded_when_downloads_lag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With downloads slower than tasks, no more than max_in_flight + LIVE_AHEAD jobs are under way."""
-    monkeypatch.setattr(batchvid.runner, "LIVE_AHEAD", 2)
+    monkeypatch.setattr(batchvid.admission, "LIVE_AHEAD", 2)
     jobs = [make_job(f"job-{i}", i) for i in range(10)]
     transport = SlowFiles(Simulator(SimulatorConfig()), len(jobs), hold=0.3)
     live = Live()
