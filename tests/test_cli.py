@@ -456,3 +456,20 @@ def test_status_of_a_killed_run_without_report_says_so(
         '{"event":"submitted","id":"a","key":"k","task_id":"t"}\n')
     assert main(["status", str(out)]) == 2
     assert "no report yet" in capsys.readouterr().err
+
+
+def test_status_without_report_tells_unanswered_creates_from_running_tasks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A create journaled but unanswered (sent or not) is not counted as a submitted task."""
+    out = tmp_path / "out"
+    (out / ".batchvid").mkdir(parents=True)
+    (out / ".batchvid" / "journal.jsonl").write_text(
+        '{"event":"submitting","id":"a","key":"ka","request_id":"ra"}\n'
+        '{"event":"submitted","id":"a","key":"ka","task_id":"ta"}\n'
+        '{"event":"submitting","id":"b","key":"kb","request_id":"rb"}\n'
+        '{"event":"submitting","id":"c","key":"kc","request_id":"rc"}\n')
+    assert main(["status", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "records 3 jobs: 1 submitted with a task id and not finished, " in err
+    assert "2 with a create journaled but no answer recorded" in err

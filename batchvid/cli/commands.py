@@ -165,12 +165,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     root = Path(args.out_dir)
     records = read_records(root) if root.is_dir() else {}
     if not (root / "report.json").exists() and records:
-        in_flight = sum(1 for r in records.values() if r.state in ("submitting", "submitted"))
+        states = [record.state for record in records.values()]
         raise OutputDirError(
             f"{root} has no report yet: the run writing it was killed or is still running. "
-            f"Its journal records {len(records)} jobs, {in_flight} of them submitted and not "
-            "finished; run the same command again to resume (or `batchvid plan MANIFEST "
-            f"--out {root}` to see what it would do)"
+            f"Its journal records {len(records)} jobs: {states.count('submitted')} submitted "
+            f"with a task id and not finished, {states.count('submitting')} with a create "
+            "journaled but no answer recorded (sent or not); run the same command again to "
+            f"resume (or `batchvid plan MANIFEST --out {root}` to see what it would do)"
         )
     report = read_report(root)
     provider = report["manifest"]["provider"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -230,9 +230,12 @@ def task_result(
     task_id: str,
     *,
     label: str,
-    failure_message: str | None,
+    why_failed: Callable[[dict[str, Any]], str],
 ) -> TaskResult:
     """A ``TaskResult`` from a task payload (create or poll answer).
+
+    ``why_failed`` works out a failed task's message; it is only called for a failed one, since
+    most answers say "running".
 
     A succeeded task without a usable http(s) video URL raises ``JobFatalError("bad_response")``:
     polling again would not help, and the runner must not treat it as done.
@@ -252,7 +255,7 @@ def task_result(
         raw=payload,
         video_url=video_url if status == "succeeded" else None,
         cover_url=cover_url if status == "succeeded" else None,
-        message=failure_message if status == "failed" else None,
+        message=why_failed(payload) if status == "failed" else None,
         provider_status=None if word is None else str(word),
     )
 

@@ -190,10 +190,10 @@ class Provider(abc.ABC):
         return classify(raw, label=self.label, env=self.key_env_vars[0], codes=self.codes)
 
     def result(self, payload: dict[str, Any], task_id: str) -> TaskResult:
-        # Why a task failed is only worked out for a failed one: most answers say "running".
-        failed = task_status(payload.get("task_status")) == "failed"
-        why = failure_message(payload, self.label) if failed else None
-        return task_result(payload, task_id, label=self.label, failure_message=why)
+        return task_result(payload, task_id, label=self.label, why_failed=self._why_failed)
+
+    def _why_failed(self, payload: dict[str, Any]) -> str:
+        return failure_message(payload, self.label)
 
     def _known_code(self, payload: dict[str, Any] | None) -> bool:
         code, _ = error_fields(payload)
