@@ -186,7 +186,8 @@ class _Shrinker:
         from av.video.reformatter import Interpolation, VideoReformatter
 
         self._reformatter = VideoReformatter()
-        # As PyAV objects: it looks a name up each call.
+        # The scaling as a number and the format as a PyAV object: given names, PyAV looks
+        # them up on each call.
         self._area = Interpolation.AREA.value
         self._gray: Any = VideoFormat("gray8")  # which PyAV takes, though its stubs say a name
 

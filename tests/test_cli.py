@@ -446,14 +446,19 @@ def test_status_predicts_what_plan_would_do(
     assert json.loads(capsys.readouterr().out)["rerun"] == {"skip": 1, "keep-failed": 1}
 
 
+def _journal_only(tmp_path: Path, lines: str) -> Path:
+    """An output directory holding only a journal of ``lines``: a run killed before its report."""
+    out = tmp_path / "out"
+    (out / ".batchvid").mkdir(parents=True)
+    (out / ".batchvid" / "journal.jsonl").write_text(lines)
+    return out
+
+
 def test_status_of_a_killed_run_without_report_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """After a crash before the first report, status explains instead of 'not found'."""
-    out = tmp_path / "out"
-    (out / ".batchvid").mkdir(parents=True)
-    (out / ".batchvid" / "journal.jsonl").write_text(
-        '{"event":"submitted","id":"a","key":"k","task_id":"t"}\n')
+    out = _journal_only(tmp_path, '{"event":"submitted","id":"a","key":"k","task_id":"t"}\n')
     assert main(["status", str(out)]) == 2
     assert "no report yet" in capsys.readouterr().err
 
@@ -462,13 +467,13 @@ def test_status_without_report_tells_unanswered_creates_from_running_tasks(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A create journaled but unanswered (sent or not) is not counted as a submitted task."""
-    out = tmp_path / "out"
-    (out / ".batchvid").mkdir(parents=True)
-    (out / ".batchvid" / "journal.jsonl").write_text(
+    out = _journal_only(
+        tmp_path,
         '{"event":"submitting","id":"a","key":"ka","request_id":"ra"}\n'
         '{"event":"submitted","id":"a","key":"ka","task_id":"ta"}\n'
         '{"event":"submitting","id":"b","key":"kb","request_id":"rb"}\n'
-        '{"event":"submitting","id":"c","key":"kc","request_id":"rc"}\n')
+        '{"event":"submitting","id":"c","key":"kc","request_id":"rc"}\n',
+    )
     assert main(["status", str(out)]) == 2
     err = capsys.readouterr().err
     assert "records 3 jobs: 1 submitted with a task id and not finished, " in err
