@@ -52,10 +52,24 @@ class MarkdownJobs:
             self.warned.append({"id": j["id"], "warnings": j["warnings"]})
         if "enhance" in j:
             self.enhanced.append({k: j[k] for k in ("id", "enhance", "prompt", "prompt_original") if k in j})
+        self.rows.append(self.row(j))
+
+    def add_rows(self, rows: str, jobs: Iterable[tuple[str, str]]) -> None:
+        """``add`` of the entries of succeeded or skipped ``jobs`` (status, action) without
+        warnings or an enhanced prompt, whose ``rows`` are known (``reportpieces``: one text,
+        a line each)."""
+        for status, action in jobs:
+            if status == "succeeded":
+                self.counts[AGAIN.get(action, "generated")] += 1
+        self.rows.append(rows)
+
+    @staticmethod
+    def row(j: Mapping[str, Any]) -> str:
+        """The "All jobs" table's row of job entry ``j``."""
         sha = j["video"]["sha256"][:12] if j["video"] else ""
         p = j["parameters"]
-        self.rows.append(f"| `{j['id']}` | {status} | {p.get('model')} | {p.get('size', '')} | {sha} "
-                         f"| {_signals(j.get('quality'))} |")
+        return (f"| `{j['id']}` | {j['status']} | {p.get('model')} | {p.get('size', '')} | {sha} "
+                f"| {_signals(j.get('quality'))} |")
 
 
 def render_markdown(report: Mapping[str, Any], jobs: MarkdownJobs | None = None) -> str:

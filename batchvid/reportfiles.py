@@ -14,26 +14,26 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import operator
 import os
 from array import array
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from batchvid.durable import _write_all, create_temp, fsync_dir, make_dir, write_json
+from batchvid.durable import create_temp, fsync_dir, make_dir, write_json
 from batchvid.gallery import ContentHash, poster_link, write_gallery
-from batchvid.jsontext import Encoded, EncodedItems, Holes, Shape, item_text, shaped_parts
+from batchvid.jsontext import Encoded, NotPlain, Shape, shaped_parts
 from batchvid.jsontext import encode_string as _string
+from batchvid.jsontext import pieces as jsontext_pieces
 from batchvid.junit import JUNIT_END, junit_start, testcase, testcase_opening
+from batchvid.lockpins import PinTexts as PinTexts
+from batchvid.lockpins import pin_template as pin_template
 from batchvid.markdown import markdown_lines
 from batchvid.outcome import Files, Outcome
 from batchvid.pagecards import CardTexts, FormatTemplate
 from batchvid.report import (
     MarkdownJobs,
-    Pins,
     RunInfo,
-    _pin,
     job_entry,
     lazy_report,
     lock_data,
@@ -42,6 +42,15 @@ from batchvid.report import (
     metadata_text,
     write_legacy,
 )
+from batchvid.reportpieces import (
+    JUNIT,
+    LOCK,
+    METADATA,
+    REPORT_JSON,
+    REPORT_MD,
+    Pieces,
+    run_inputs,
+)
 
 
 def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
@@ -49,10 +58,12 @@ def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dic
     report = lazy_report(outcomes, info)
     make_dir(root)
     content = ContentHash(previous=root / "report.json")
-    one_pass = _Pass(root, report, outcomes, content)
+    pieces = Pieces.start(root, outcomes, run_inputs(info.name, info.provider))
+    one_pass = _Pass(root, report, outcomes, content, pieces)
     try:
         try:
             with _TextFile(root / "report.json") as json_file:
+                one_pass.report_json = json_file
                 try:
                     for piece in content.report_pieces({**report, "jobs": one_pass}):
                         json_file.write(piece)
@@ -63,15 +74,44 @@ def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dic
             write_legacy(root, report, outcomes, info)
             return report
         fsync_dir(root)
-        pins = one_pass.pins
-        lock = lock_data(outcomes, info) if pins is None else lock_document(info.name, info.provider, {}) | {"jobs": pins}
-        write_json(root / "batchvid.lock", lock)
+        _write_lock(root, outcomes, info, one_pass.pins, pieces)
         write_gallery(root, report, content=content, posters=one_pass.posters, cards=one_pass.cards)
+        if pieces is not None:
+            pieces.save(root)
     finally:
-        for kept in (one_pass.cards, one_pass.pins):
+        for kept in (one_pass.cards, one_pass.pins, pieces):
             if kept is not None:
-                kept.discard()
+                kept.close() if isinstance(kept, Pieces) else kept.discard()
     return report
+
+
+def _write_lock(root: Path, outcomes: Sequence[Outcome], info: RunInfo, pins: PinTexts | None,
+                pieces: Pieces | None) -> None:
+    """Write batchvid.lock (``durable.write_json``'s steps), each pin's place in it noted."""
+    if pins is None:
+        write_json(root / "batchvid.lock", lock_data(outcomes, info))
+        if pieces is not None:
+            pieces.complete = False
+        return
+    if pieces is not None:
+        pieces.pins = len(pins)
+        if pieces.kept(LOCK, pins.copied):  # the same pins, each copied: the same lock
+            return
+    lock = lock_document(info.name, info.provider, {}) | {"jobs": pins}
+    try:
+        with _TextFile(root / "batchvid.lock") as lock_file:
+            pins.marks = None if pieces is None else (pieces, lock_file)
+            for piece in jsontext_pieces(lock):
+                lock_file.write(piece)
+            lock_file.write("\n")
+            lock_file.commit()
+    except NotPlain:
+        pins.marks = None
+        if pieces is not None:
+            pieces.complete = False
+        write_json(root / "batchvid.lock", lock)
+        return
+    fsync_dir(root)
 
 
 class _Pass(Encoded):
@@ -79,8 +119,12 @@ class _Pass(Encoded):
     the other files of the pass (report.md, junit.xml, metadata.jsonl) and the poster links."""
 
     def __init__(self, root: Path, report: Mapping[str, Any], outcomes: Sequence[Outcome],
-                 content: ContentHash) -> None:
+                 content: ContentHash, pieces: Pieces | None = None) -> None:
         self._root, self._report, self._outcomes, self._content = root, report, outcomes, content
+        self._base = os.fspath(root)
+        self._pieces = pieces
+        """The previous pass's pieces to reuse, and this pass's places (``reportpieces``)."""
+        self.report_json: _TextFile | None = None
         self.markdown = MarkdownJobs()
         self.posters: dict[str, str] = {}
         self.cards: CardTexts | None = None
@@ -88,6 +132,11 @@ class _Pass(Encoded):
         self.pins: PinTexts | None = None
         """batchvid.lock's pins, likewise."""
         self._files: list[_TextFile] = []
+        self._metadata: _TextFile | None = None
+        self._row_jobs = array("q")
+        """The job of each of report.md's rows (``MarkdownJobs.rows``): the first of a run."""
+        self._row_blocks: dict[int, tuple[int, int]] = {}
+        """The rows that are runs of copied rows: the jobs they hold (``_copied``)."""
         self._row_templates: dict[tuple[Shape, bool], FormatTemplate | None] = {}
 
     def __len__(self) -> int:
@@ -101,41 +150,113 @@ class _Pass(Encoded):
 
     def texts(self, nl: str) -> Iterator[str]:
         junit, metadata = self._start()
-        opening, last = testcase_opening(self._report), len(self._outcomes) - 1
-        base, markdown, posters = os.fspath(self._root), self.markdown, self.posters
+        self._nl, self._opening = nl, testcase_opening(self._report)
         pins = self.pins = PinTexts(self._root, self._outcomes)
-        cards, card = None, None
-        for number, o in enumerate(self._outcomes):
+        pieces, report_json, outcomes = self._pieces, self.report_json, self._outcomes
+        if pieces is not None and pieces.previous is not None:
+            pins.previous = pieces.previous.piece
+        cards, card, number = None, None, 0
+        while number < len(outcomes):
             if cards is None and not self._content.same:  # the page shows something new from here
                 cards = self.cards = self._cards_from(number, card)
-            files = o.files()
-            entry = job_entry(o, files)
-            text, shape, parts = shaped_parts(entry, nl)
-            markdown.add(entry)
-            junit.write(testcase(opening, entry) + ("\n" if number == last else "\n  "))
-            link = None
-            if o.status in ("succeeded", "skipped"):
-                video = files[0]
-                if video is not None:
-                    metadata.write(self._row(o, video, files, entry, shape, parts))
-                link = poster_link(base, entry)
-                if link is not None:
-                    posters[o.job.id] = link
-                pins.add(o, entry, shape, parts, files[4])
-            card = (entry, shape, parts, files[4], link)
+            end = number
+            if cards is None and pieces is not None and pieces.previous is not None:
+                # (not once the page changed: nothing is copied then, and each call looks ahead)
+                end = pieces.reusable(number, outcomes, self._link)
+            if end > number and pieces is not None and report_json is not None:
+                # Jobs whose pieces are the previous pass's: each file's run of them, copied.
+                block = self._copied(number, end, junit, metadata, pins)
+                yield block.decode("utf-8")
+                pieces.placed(REPORT_JSON, number, end, report_json.offset - len(block))
+                card, number = None, end
+                continue
+            text, card = self._made(number, outcomes[number], junit, metadata, pins)
             if cards is not None:
                 cards.add(*card)
             yield text
+            if pieces is not None and report_json is not None:  # written: it ends here
+                pieces.mark(REPORT_JSON, number, report_json.offset,
+                            len(text) if text.isascii() else len(text.encode("utf-8")))
+            number += 1
         if cards is None and not self._content.same:  # the last entry differs
             self.cards = self._cards_from(len(self._outcomes), card)
         if self._outcomes:
             junit.write(JUNIT_END)
 
+    def _made(self, number: int, o: Outcome, junit: _TextFile, metadata: _TextFile,
+              pins: PinTexts) -> tuple[str, tuple[Any, ...]]:
+        """Job ``number``'s entry text, its pieces of the other files written (and their
+        places noted), and its card's arguments (``CardTexts.add``)."""
+        files = o.files()
+        entry = job_entry(o, files)
+        text, shape, parts = shaped_parts(entry, self._nl)
+        self.markdown.add(entry)
+        self._row_jobs.append(number)
+        case = testcase(self._opening, entry)
+        self._write(JUNIT, number, junit, case, "\n" if number == len(self._outcomes) - 1 else "\n  ")
+        link, line = None, ""
+        if o.status in ("succeeded", "skipped"):
+            video = files[0]
+            if video is not None:
+                line = self._row(o, video, files, entry, shape, parts)
+            link = poster_link(self._base, entry)
+            if link is not None:
+                self.posters[o.job.id] = link
+            pins.add(o, entry, shape, parts, files[4], number)
+        if self._pieces is not None:
+            self._pieces.note(number, o, link)
+        self._write(METADATA, number, metadata, line, "")  # even empty: where it would be
+        return text, (entry, shape, parts, files[4], link)
+
+    def _copied(self, number: int, end: int, junit: _TextFile, metadata: _TextFile, pins: PinTexts) -> bytes:
+        """``_made``'s work for jobs ``number`` to ``end`` (not included), whose pieces are
+        the previous pass's (``Pieces.reusable``): the other files' runs of them written (and
+        their places noted); returns their entries' run (the item separators between them)."""
+        pieces = self._pieces
+        assert pieces is not None and pieces.previous is not None
+        previous, posters = pieces.previous, self.posters
+        self._row_blocks[len(self.markdown.rows)] = (number, end)
+        self._row_jobs.append(number)
+        self.markdown.add_rows(previous.block(REPORT_MD, number, end).decode("utf-8"),
+                               [(o.status, o.action) for o in self._outcomes[number:end]])
+        for file, opened in ((JUNIT, junit), (METADATA, metadata)):
+            pieces.placed(file, number, end, opened.offset)
+            opened.write(previous.block(file, number, end).decode("utf-8"))
+        junit.write("\n" if end == len(self._outcomes) else "\n  ")
+        links = pieces.links
+        for at in range(number, end):
+            o = self._outcomes[at]
+            link = links.pop(at)
+            if link is not None:
+                posters[o.job.id] = link
+            pins.add_copied(o, at)
+        return previous.block(REPORT_JSON, number, end)
+
+    def _link(self, o: Outcome) -> str | None:
+        """The poster link of done outcome ``o`` (``gallery.poster_link``), read off the fields
+        of its entry a link is read from (no provider's field is named like one: ``fingerprint``)."""
+        video, _, _, poster, _ = o.files()
+        return poster_link(self._base, {"status": o.status, "video": video, "poster": poster})
+
+    def _write(self, file: int, number: int, opened: _TextFile, piece: str, after: str) -> None:
+        """Write job ``number``'s ``piece`` of ``file`` (then ``after``, ASCII), its place noted."""
+        size = opened.write(piece + after) - len(after)
+        if self._pieces is not None:
+            self._pieces.mark(file, number, opened.offset - len(after), size)
+
     def _cards_from(self, number: int, before: tuple[Any, ...] | None) -> CardTexts:
         """report.html's cards from job ``number`` on, or from the one before it (whose card
-        arguments are ``before``: its entry differed from the page's, learnt once written)."""
-        if before is None:
+        arguments are ``before``, made again when its pieces were copied: its entry differed
+        from the page's, learnt once written)."""
+        if number == 0:
             return CardTexts(self._root)
+        if before is None:
+            o = self._outcomes[number - 1]
+            files = o.files()
+            entry = job_entry(o, files)
+            _, shape, parts = shaped_parts(entry, self._nl)
+            link = poster_link(self._base, entry) if o.status in ("succeeded", "skipped") else None
+            before = (entry, shape, parts, files[4], link)
         cards = CardTexts(self._root, number - 1)
         cards.add(*before)
         return cards
@@ -161,7 +282,7 @@ class _Pass(Encoded):
         """junit.xml and metadata.jsonl opened, junit.xml's head written."""
         junit = _TextFile(self._root / "junit.xml")
         self._files.append(junit)  # discarded even when metadata.jsonl's temporary file cannot be made
-        metadata = _TextFile(self._root / "metadata.jsonl")
+        metadata = self._metadata = _TextFile(self._root / "metadata.jsonl")
         self._files.append(metadata)
         junit.write(junit_start(self._report, bool(self._outcomes)))
         return junit, metadata
@@ -173,13 +294,33 @@ class _Pass(Encoded):
         markdown = _TextFile(self._root / "report.md")
         self._files.insert(0, markdown)
         lines = markdown_lines(self._report, self.markdown)
-        for line in itertools.islice(lines, len(lines) - 1):
-            markdown.write(line + "\n")
+        rows = self.markdown.rows
+        first = len(lines) - len(rows) - 3  # the rows, then "", "</details>" and ""
+        if self._pieces is not None and (first < 0 or lines[first:first + len(rows)] != rows):
+            self._pieces.complete = False
+        for at, line in enumerate(itertools.islice(lines, len(lines) - 1)):
+            if 0 <= at - first < len(rows) and self._pieces is not None:
+                self._write_row(at - first, markdown, line)
+            else:
+                markdown.write(line + "\n")
         markdown.write(lines[-1])
         self.markdown = MarkdownJobs()  # its rows, no longer needed, not held while the rest is written
         report_json.commit()
         for opened in self._files:
-            opened.commit()
+            if opened is self._metadata and self._pieces is not None and self._pieces.kept(METADATA):
+                opened.discard()  # every line copied, as many jobs as before: the same file
+            else:
+                opened.commit()
+
+    def _write_row(self, at: int, markdown: _TextFile, row: str) -> None:
+        """Write report.md's row ``at`` (a job's, or a run of copied ones), its place noted."""
+        assert self._pieces is not None
+        block = self._row_blocks.get(at)
+        if block is None:
+            self._write(REPORT_MD, self._row_jobs[at], markdown, row, "\n")
+        else:
+            self._pieces.placed(REPORT_MD, *block, markdown.offset)
+            markdown.write(row + "\n")
 
     def discard(self) -> None:
         for opened in self._files:
@@ -244,12 +385,20 @@ class _TextFile:
         self._batch: list[str] = []
         self._size = 0
         self._done = False
+        self.offset = 0
+        """The bytes written so far."""
 
-    def write(self, piece: str) -> None:
+    def write(self, piece: str) -> int:
+        """Write ``piece``; returns its length in bytes."""
         self._batch.append(piece)
-        self._size += len(piece)
+        size = len(piece)
+        self._size += size
+        if not piece.isascii():
+            size = len(piece.encode("utf-8"))
+        self.offset += size
         if self._size >= _BATCH_CHARS:
             self._flush()
+        return size
 
     def _flush(self) -> None:
         self._fh.write("".join(self._batch).encode("utf-8"))
@@ -281,147 +430,3 @@ class _TextFile:
 
 _BATCH_CHARS = 1 << 18
 """Pieces gathered per write: three files are open at once, so less than durable's 1 MiB."""
-
-
-_PIN_NL = "\n    "
-"""The indentation of a pin in batchvid.lock (an item of its ``jobs``)."""
-_PIN_SOURCES = frozenset({"key", "task_id", "video", "poster", "prompt", "prompt_original"})
-"""The entry's fields a pin is read from (``report._pin``)."""
-_FALSE_TEXTS = frozenset({"null", "false", "0", "0.0", "-0.0", '""', "[]", "{}"})
-"""The texts of the values ``if video`` takes as false."""
-
-
-class PinTexts(EncodedItems):
-    """batchvid.lock's pins (``report.Pins``), each made in the pass from its job's encoded
-    entry through a template of the entry's shape (``pin_template``), kept in a temporary file
-    beside the lock and read back in id order as the lock is written. Once a pin cannot be
-    made so (an odd value: ``complete`` False), the lock's pins are made from ``Pins``."""
-
-    def __init__(self, root: Path, outcomes: Sequence[Outcome]) -> None:
-        self._outcomes = outcomes
-        self._count = 0
-        self._fd, self._tmp = create_temp(root / "batchvid.lock", ".tmp")
-        self._ids: list[str] = []
-        self._ends = array("q")
-        """Each pin's job id and where its text ends in the file (a few bytes a pin)."""
-        self._batch: list[bytes] = []
-        self._size = self._written = 0
-        self._templates: dict[Shape, tuple[Holes, Callable[[tuple[str, ...]], tuple[str, ...]], int | None] | None] = {}
-        self.complete = True
-
-    def __len__(self) -> int:
-        return self._count
-
-    def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        return Pins(self._outcomes).items()
-
-    def add(self, o: Outcome, entry: Mapping[str, Any], shape: Shape | None, parts: tuple[str, ...],
-            provided: Mapping[str, Any]) -> None:
-        """The pin of done outcome ``o``, whose entry is ``entry`` (``shape`` and encoded
-        ``parts`` when it has one; ``provided``: the provider's fields it holds)."""
-        self._count += 1
-        if not self.complete:
-            return
-        try:
-            data = self._text(o, shape, parts, provided).encode("utf-8")
-        except Exception:  # the lock's own writer decides what such a value does
-            self.complete = False
-            return
-        self._size += len(data)
-        self._ids.append(o.job.id)
-        self._ends.append(self._size)
-        self._batch.append(data)
-        if self._size - self._written >= _BATCH_CHARS:
-            self._flush()
-
-    def _text(self, o: Outcome, shape: Shape | None, parts: tuple[str, ...], provided: Mapping[str, Any]) -> str:
-        made = None
-        if shape is not None and _PIN_SOURCES.isdisjoint(provided):
-            if shape not in self._templates:
-                if len(self._templates) >= 64:
-                    self._templates.clear()
-                template = pin_template(shape)
-                self._templates[shape] = None if template is None else (Holes(template[0]), *template[1:])
-            made = self._templates[shape]
-        if made is None or (made[2] is not None and parts[made[2]] not in _FALSE_TEXTS):
-            return item_text(_pin(o), _PIN_NL)
-        return made[0].fill(made[1](parts))
-
-    def _flush(self) -> None:
-        _write_all(self._fd, self._batch)
-        self._batch.clear()
-        self._written = self._size
-
-    def texts(self, nl: str) -> Iterator[tuple[str, str]]:
-        if nl != _PIN_NL or not self.complete:
-            yield from ((key, item_text(pin, nl)) for key, pin in self.items())
-            return
-        self._flush()
-        ids, ends = self._ids, self._ends
-        order = sorted(range(len(ids)), key=ids.__getitem__)  # stable, as Pins sorts
-        fd = os.open(self._tmp, os.O_RDONLY)
-        try:
-            first = 0
-            while first < len(order):
-                # The pins next in id order that also follow each other in the file (ids in
-                # manifest order, as a prompts file's often are): read at once.
-                start = ends[order[first] - 1] if order[first] else 0
-                last = first
-                while (last + 1 < len(order) and order[last + 1] == order[last] + 1
-                       and ends[order[last + 1]] - start <= _READ_BYTES):
-                    last += 1
-                block = os.pread(fd, ends[order[last]] - start, start)
-                for at in order[first:last + 1]:
-                    begin = ends[at - 1] - start if at else 0
-                    yield ids[at], block[begin:ends[at] - start].decode("utf-8")
-                first = last + 1
-        finally:
-            os.close(fd)
-
-    def discard(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
-        with contextlib.suppress(OSError):
-            os.unlink(self._tmp)
-
-
-_READ_BYTES = 1 << 20
-"""The most pins' bytes read back by one call."""
-
-
-def pin_template(shape: Shape) -> tuple[str, Callable[[tuple[str, ...]], tuple[str, ...]], int | None] | None:
-    """``report._pin``'s text at ``_PIN_NL`` as a ``%`` template over the encoded scalars of an
-    entry of ``shape``: (template, the getter of its values, the position of the entry's
-    ``video`` among them when it is a scalar, which must then be false), or None for a shape
-    whose pin is made the long way (a video without a sha256, one prompt without the other)."""
-    holes, nested = shape.holes, shape.nested
-
-    def has(path: tuple[str, ...]) -> bool:
-        return path in holes or path in nested
-
-    if ("video",) in nested and not has(("video", "sha256")) or has(("prompt",)) != has(("prompt_original",)):
-        return None
-    items: list[tuple[str, tuple[str, ...] | None]] = [("key", ("key",))]
-    items += [(name, (name,)) for name in ("poster", "prompt", "prompt_original") if has((name,))]
-    items += [("sha256", ("video", "sha256") if ("video",) in nested else None), ("task_id", ("task_id",))]
-    order: list[int] = []
-    text = _indented(shape, items, _PIN_NL, order)
-    getter = operator.itemgetter(*order)
-    pick: Callable[[tuple[str, ...]], tuple[str, ...]] = getter if len(order) > 1 else lambda p: (getter(p),)
-    return text, pick, holes.get(("video",))
-
-
-def _indented(shape: Shape, items: list[tuple[str, tuple[str, ...] | None]], nl: str, order: list[int]) -> str:
-    """The indented text of a dict of ``items`` (each key with the path of its value in the
-    entry, None for null) as a ``%`` template; ``order`` gets the parts it takes, in order."""
-    inner, fields = nl + "  ", []
-    for key, path in items:
-        if path is None:
-            value = "null"
-        elif path in shape.holes:
-            order.append(shape.holes[path])
-            value = "%s"
-        else:
-            value = _indented(shape, [(k, (*path, k)) for k, _ in shape.nested[path]], inner, order)
-        fields.append(_string(key).replace("%", "%%") + ": " + value)
-    return "{" + inner + ("," + inner).join(fields) + nl + "}"

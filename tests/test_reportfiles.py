@@ -350,9 +350,9 @@ def test_pins_read_back_a_run_at_a_time_give_the_reference_lock(
     """The lock's pins, read back from the pass's file a run at a time (pins next to each other
     both in id order and in the file, a run cut at any size), give the reference lock: ids in
     manifest order, then in reverse order, then one out of place."""
-    import batchvid.reportfiles as reportfiles
+    import batchvid.lockpins as lockpins
 
-    monkeypatch.setattr(reportfiles, "_READ_BYTES", read_bytes)
+    monkeypatch.setattr(lockpins, "_READ_BYTES", read_bytes)
     rng = random.Random(5)
     outcomes = []
     for n in range(40):
