@@ -244,6 +244,9 @@ class ContentHash:
         """Sources and report.json up to its timing section, once written."""
         self._previous = previous
         self.same = False
+        self.moved: int | None = None
+        """Once the page is written with only its timing renewed: how many bytes later its
+        data starts than before (``reportpieces``: its cards stay where they were)."""
 
     def write_report(self, path: Path, report: Mapping[str, Any]) -> None:
         """Write report.json (``durable.dumps``'s text), hashing it on the way."""
@@ -347,6 +350,8 @@ def _page_pieces(
     if not mark or _DATA_MARK in after:  # the mark is the template's, once; else render plainly
         yield page.replace(_DATA_MARK, script_json(gallery_data(report, posters)))
         return
+    if cards is not None and cards.complete and cards.first == 0:
+        cards.at = len(before.encode("utf-8")) + len('{"jobs":[')
     yield before
     yield from _data_pieces(report, posters, cards)
     yield after
@@ -355,9 +360,10 @@ def _page_pieces(
 _DATA_MARK = "\x00batchvid-data\x00"
 
 
-def _retimed(target: Path, content: str, report: Mapping[str, Any]) -> Iterator[str] | None:
+def _retimed(target: Path, content: str, report: Mapping[str, Any], moved: list[int]) -> Iterator[str] | None:
     """The page at ``target`` with its timing facts renewed, in pieces, when everything else it
-    shows is ``content``; None when it must be rendered again (missing, older or different)."""
+    shows is ``content``; None when it must be rendered again (missing, older or different).
+    ``moved[0]``: how many bytes longer its timing facts are than before."""
     try:
         fh = open(target, encoding="utf-8")  # noqa: SIM115  # closed by the pieces' generator
     except OSError:
@@ -371,7 +377,9 @@ def _retimed(target: Path, content: str, report: Mapping[str, Any]) -> Iterator[
     if f'<meta name="batchvid-content" content="{content}">' not in head[:512] or not 0 <= start < end:
         fh.close()
         return None
-    return _copied(fh, head[:start] + timing_html(report), head[end + len(_TIMING_END):])
+    timing = timing_html(report)
+    moved[0] = len(timing.encode("utf-8")) - len(head[start:end + len(_TIMING_END)].encode("utf-8"))
+    return _copied(fh, head[:start] + timing, head[end + len(_TIMING_END):])
 
 
 _HEAD_CHARS = 1 << 16
@@ -411,10 +419,13 @@ def write_gallery(
         digest = content.digest(report, posters)
     else:
         digest = content_digest(report, posters, report_text)
-    page = _retimed(target, digest, report)
+    moved = [0]
+    page = _retimed(target, digest, report, moved)
     if page is not None:
         try:
             write_atomic(target, page)
+            if content is not None:
+                content.moved = moved[0]
             return target
         except ValueError:  # not UTF-8 after all: render it again
             pass

@@ -20,12 +20,16 @@ import os
 import string
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchvid.durable import create_temp
 from batchvid.gallery import _COMPACT, GALLERY_NAME, _card, _href, _script_safe
 from batchvid.jsontext import Holes, Shape
 from batchvid.jsontext import encode_string as _string
+from batchvid.reportpieces import CARDS
+
+if TYPE_CHECKING:
+    from batchvid.reportpieces import Pieces
 
 _MEDIA_KEYS = ("codec", "duration", "fps", "has_audio", "height", "width")
 _SOURCES = frozenset({"id", "status", "sample", "parameters", "prompt_original", "video", "media", "error",
@@ -83,14 +87,23 @@ def _object(items: list[tuple[str, str]]) -> str:
     return "{{" + ",".join(f"{_string(key).replace('{', '{{').replace('}', '}}')}:{text}" for key, text in items) + "}}"
 
 
+CardArgs = tuple[Mapping[str, Any], Shape | None, tuple[str, ...], Mapping[str, Any], str | None]
+"""``CardTexts.add``'s arguments but the job's number: entry, shape, parts, provided, poster."""
+
+
 class CardTexts:
     """The data block's ``jobs`` text (cards joined by commas) from job ``first`` on, a card
     at a time, in a temporary file beside report.html; ``pieces`` reads it back (with a comma
     first when ``first`` is not 0: the cards before it are made where the page is rendered),
     ``discard`` removes it."""
 
-    def __init__(self, root: Path, first: int = 0) -> None:
+    def __init__(self, root: Path, first: int = 0, marks: Pieces | None = None) -> None:
         fd, self.path = create_temp(root / GALLERY_NAME, ".tmp")
+        self._marks = marks
+        """Where each card's place is noted (``reportpieces``: only with ``first`` 0)."""
+        self._offset = 0
+        self.at: int | None = None
+        """Where the cards start in the page they were copied into (``gallery._page_pieces``)."""
         self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="")
         self._templates: dict[Shape, FormatTemplate] = {}
         self.first = first
@@ -100,18 +113,35 @@ class CardTexts:
         its cards itself (and meets the same error there, as it did before)."""
 
     def add(self, entry: Mapping[str, Any], shape: Shape | None, parts: tuple[str, ...],
-            provided: Mapping[str, Any], poster: str | None) -> None:
+            provided: Mapping[str, Any], poster: str | None, number: int = 0) -> None:
         """The card of ``entry`` (its ``shape`` and encoded ``parts`` when it has one; the
-        provider's fields it holds; its poster link, the cover's when None)."""
+        provider's fields it holds; its poster link, the cover's when None), job ``number``'s."""
         if not self.complete:
             return
         try:
-            text = self._card(entry, shape, parts, provided, poster)
+            text = _script_safe(self._card(entry, shape, parts, provided, poster))
         except Exception:  # the page's own rendering decides what such a value does
             self.complete = False
             return
-        self._fh.write(self._sep + _script_safe(text))
+        self._write(text, number, number + 1)
+
+    def add_block(self, data: bytes, number: int, end: int) -> None:
+        """The cards of jobs ``number`` to ``end`` (not included) as the page being replaced
+        has them (``data``: their text, commas between them)."""
+        if self.complete:
+            self._write(data.decode("utf-8"), number, end)
+
+    def _write(self, text: str, number: int, end: int) -> None:
+        self._fh.write(self._sep + text)
+        self._offset += len(self._sep)
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
+        self._offset += size
         self._sep = ","
+        if self._marks is not None:
+            if end == number + 1:
+                self._marks.mark(CARDS, number, self._offset, size)
+            else:
+                self._marks.placed(CARDS, number, end, self._offset - size)
 
     def _card(self, entry: Mapping[str, Any], shape: Shape | None, parts: tuple[str, ...],
               provided: Mapping[str, Any], poster: str | None) -> str:

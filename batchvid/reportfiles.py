@@ -30,7 +30,7 @@ from batchvid.lockpins import PinTexts as PinTexts
 from batchvid.lockpins import pin_template as pin_template
 from batchvid.markdown import markdown_lines
 from batchvid.outcome import Files, Outcome
-from batchvid.pagecards import CardTexts, FormatTemplate
+from batchvid.pagecards import CardArgs, CardTexts, FormatTemplate
 from batchvid.report import (
     MarkdownJobs,
     RunInfo,
@@ -43,6 +43,7 @@ from batchvid.report import (
     write_legacy,
 )
 from batchvid.reportpieces import (
+    CARDS,
     JUNIT,
     LOCK,
     METADATA,
@@ -77,6 +78,10 @@ def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dic
         _write_lock(root, outcomes, info, one_pass.pins, pieces)
         write_gallery(root, report, content=content, posters=one_pass.posters, cards=one_pass.cards)
         if pieces is not None:
+            if content.moved is not None:
+                pieces.retimed(content.moved)
+            elif one_pass.cards is not None and one_pass.cards.at is not None:
+                pieces.cards_at = one_pass.cards.at
             pieces.save(root)
     finally:
         for kept in (one_pass.cards, one_pass.pins, pieces):
@@ -138,6 +143,9 @@ class _Pass(Encoded):
         self._row_blocks: dict[int, tuple[int, int]] = {}
         """The rows that are runs of copied rows: the jobs they hold (``_copied``)."""
         self._row_templates: dict[tuple[Shape, bool], FormatTemplate | None] = {}
+        self._stash: dict[int, CardArgs] = {}
+        """The card arguments of the jobs made before the page is known to change, by number
+        (``_cards_from``: with pieces recorded, the cards before it are kept too)."""
 
     def __len__(self) -> int:
         return len(self._outcomes)
@@ -160,19 +168,23 @@ class _Pass(Encoded):
             if cards is None and not self._content.same:  # the page shows something new from here
                 cards = self.cards = self._cards_from(number, card)
             end = number
-            if cards is None and pieces is not None and pieces.previous is not None:
-                # (not once the page changed: nothing is copied then, and each call looks ahead)
+            if pieces is not None and (cards is None or pieces.cards_copied()):
+                # (once the page changed, only where its cards can be copied too)
                 end = pieces.reusable(number, outcomes, self._link)
             if end > number and pieces is not None and report_json is not None:
                 # Jobs whose pieces are the previous pass's: each file's run of them, copied.
                 block = self._copied(number, end, junit, metadata, pins)
+                if cards is not None:
+                    cards.add_block(pieces.block(CARDS, number, end), number, end)
                 yield block.decode("utf-8")
                 pieces.placed(REPORT_JSON, number, end, report_json.offset - len(block))
                 card, number = None, end
                 continue
             text, card = self._made(number, outcomes[number], junit, metadata, pins)
             if cards is not None:
-                cards.add(*card)
+                cards.add(*card, number=number)
+            elif pieces is not None and len(self._stash) < _STASHED:
+                self._stash[number] = card
             yield text
             if pieces is not None and report_json is not None:  # written: it ends here
                 pieces.mark(REPORT_JSON, number, report_json.offset,
@@ -184,7 +196,7 @@ class _Pass(Encoded):
             junit.write(JUNIT_END)
 
     def _made(self, number: int, o: Outcome, junit: _TextFile, metadata: _TextFile,
-              pins: PinTexts) -> tuple[str, tuple[Any, ...]]:
+              pins: PinTexts) -> tuple[str, CardArgs]:
         """Job ``number``'s entry text, its pieces of the other files written (and their
         places noted), and its card's arguments (``CardTexts.add``)."""
         files = o.files()
@@ -244,22 +256,38 @@ class _Pass(Encoded):
         if self._pieces is not None:
             self._pieces.mark(file, number, opened.offset - len(after), size)
 
-    def _cards_from(self, number: int, before: tuple[Any, ...] | None) -> CardTexts:
+    def _cards_from(self, number: int, before: CardArgs | None) -> CardTexts:
         """report.html's cards from job ``number`` on, or from the one before it (whose card
-        arguments are ``before``, made again when its pieces were copied: its entry differed
-        from the page's, learnt once written)."""
-        if number == 0:
-            return CardTexts(self._root)
-        if before is None:
-            o = self._outcomes[number - 1]
-            files = o.files()
-            entry = job_entry(o, files)
-            _, shape, parts = shaped_parts(entry, self._nl)
-            link = poster_link(self._base, entry) if o.status in ("succeeded", "skipped") else None
-            before = (entry, shape, parts, files[4], link)
-        cards = CardTexts(self._root, number - 1)
-        cards.add(*before)
+        arguments are ``before`` when it was made: its entry differed from the page's, learnt
+        once written). With pieces recorded, every card is kept: those before ``number`` too,
+        copied from the page being replaced where they are the same, else made."""
+        pieces = self._pieces
+        if pieces is None and number > 0:
+            cards = CardTexts(self._root, number - 1)
+            cards.add(*(before or self._card_of(number - 1)))
+            return cards
+        cards = CardTexts(self._root, marks=pieces)
+        at = 0
+        while at < number:
+            assert pieces is not None
+            end = min(number, pieces.reusable(at, self._outcomes, self._link)) if pieces.cards_copied() else at
+            if end > at:
+                cards.add_block(pieces.block(CARDS, at, end), at, end)
+                at = end
+                continue
+            cards.add(*(self._stash.pop(at, None) or self._card_of(at)), number=at)
+            at += 1
+        self._stash.clear()
         return cards
+
+    def _card_of(self, number: int) -> CardArgs:
+        """Job ``number``'s card arguments (``CardTexts.add``), its entry made again."""
+        o = self._outcomes[number]
+        files = o.files()
+        entry = job_entry(o, files)
+        _, shape, parts = shaped_parts(entry, self._nl)
+        link = poster_link(self._base, entry) if o.status in ("succeeded", "skipped") else None
+        return (entry, shape, parts, files[4], link)
 
     def _row(self, o: Outcome, video: dict[str, Any], files: Files, entry: dict[str, Any],
              shape: Shape | None, parts: tuple[str, ...]) -> str:
@@ -325,6 +353,10 @@ class _Pass(Encoded):
     def discard(self) -> None:
         for opened in self._files:
             opened.discard()
+
+
+_STASHED = 4096
+"""The most card arguments stashed (``_Pass._stash``); the cards of later ones made again."""
 
 
 _ROW_FIELDS = {

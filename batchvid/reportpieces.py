@@ -39,8 +39,10 @@ PIECES_NAME = "report-pieces"
 PIECES_FORMAT = 1
 """Bump when the text of any job's piece changes (how an entry, a row, a testcase, a metadata
 line or a pin is written): a record of another format is not used."""
-FILES = ("report.json", "report.md", "junit.xml", "metadata.jsonl", "batchvid.lock")
-REPORT_JSON, REPORT_MD, JUNIT, METADATA, LOCK = range(len(FILES))
+FILES = ("report.json", "report.md", "junit.xml", "metadata.jsonl", "batchvid.lock", "report.html")
+REPORT_JSON, REPORT_MD, JUNIT, METADATA, LOCK, CARDS = range(len(FILES))
+"""The files with a piece per job; report.html's pieces are its cards, their places counted from
+the start of its data block's ``jobs`` text (``cards_at``)."""
 _DIGEST = 16
 _NONE = bytes(_DIGEST)
 """The digest of a job whose pieces are always made again."""
@@ -127,6 +129,9 @@ class Pieces:
         """The poster links of the jobs ``reusable`` looked at and ``note`` has not (by number)."""
         self.complete = True
         """False once a piece's place is not known (a file written the long way): not saved."""
+        self.cards_at: int | None = None
+        """Where report.html's ``jobs`` text starts, once the page is written with every card
+        placed (``pagecards.CardTexts``); None: its cards' places are not recorded."""
         self.previous = Previous.load(self._path, root, run)
         with contextlib.suppress(OSError):
             os.unlink(self._path)  # the files are about to change: it would describe old ones
@@ -210,6 +215,23 @@ class Pieces:
             self._spans[file][:common] = previous.spans[file][:common]
         return kept
 
+    def retimed(self, moved: int) -> None:
+        """report.html kept, only its timing renewed (its data ``moved`` bytes later): its
+        cards, each the same, are where the previous record placed them."""
+        previous = self.previous
+        if previous is not None and previous.cards_at is not None and previous.count == self._count:
+            self.cards_at = previous.cards_at + moved
+            self._spans[CARDS] = array("I", previous.spans[CARDS])
+
+    def block(self, file: int, number: int, end: int) -> bytes:
+        """``Previous.block``: the previous pass's pieces of jobs ``number`` to ``end``."""
+        assert self.previous is not None
+        return self.previous.block(file, number, end)
+
+    def cards_copied(self) -> bool:
+        """Whether report.html's cards can be copied from the page being replaced."""
+        return self.previous is not None and self.previous.cards_at is not None
+
     def save(self, root: Path) -> None:
         """Record the pieces of the files now in place (nothing when some place is unknown,
         or without a journal)."""
@@ -228,6 +250,7 @@ class Pieces:
             "files": {name: _identity(os.stat(root / name)) for name in FILES},
             "journal": journal,
             "payload": hashlib.sha256(payload).hexdigest(),
+            "cards_at": self.cards_at,
         }
         # Not fsynced: a record lost or cut by a power cut is not used (its payload's digest).
         write_atomic(self._path, json.dumps(header, sort_keys=True).encode("utf-8") + b"\n" + payload,
@@ -251,6 +274,8 @@ class Previous:
         self._digests, self.spans, self._fds = digests, spans, fds
         self.changed = changed
         """The keys with a journal line written since the record (their records may differ)."""
+        self.cards_at: int | None = None
+        """Where report.html's ``jobs`` text starts (None: its cards are not placed)."""
         self._map: mmap.mmap | None = None
         self.count, self.pins = len(digests) // _DIGEST, pins
 
@@ -266,10 +291,11 @@ class Previous:
         try:
             header = json.loads(head)
             count, pins = header["jobs"], header["pins"]
-            files, journal = header["files"], header["journal"]
+            files, journal, cards_at = header["files"], header["journal"], header["cards_at"]
             usable = (type(pins) is int and header["format"] == PIECES_FORMAT and header["batchvid"] == __version__
                       and header["run"] == run and header["byteorder"] == sys.byteorder
-                      and type(count) is int and len(payload) == (_DIGEST + 8 * len(FILES)) * count
+                      and type(count) is int and (cards_at is None or type(cards_at) is int)
+                      and len(payload) == (_DIGEST + 8 * len(FILES)) * count
                       and hashlib.sha256(payload).hexdigest() == header["payload"])
         except (ValueError, KeyError, TypeError):
             return None
@@ -284,7 +310,11 @@ class Previous:
         if changed is None:
             return None
         fds = _opened(root, files)
-        return None if fds is None else cls(payload[:_DIGEST * count], spans, fds, pins, changed)
+        if fds is None:
+            return None
+        previous = cls(payload[:_DIGEST * count], spans, fds, pins, changed)
+        previous.cards_at = cards_at
+        return previous
 
     def same(self, number: int, digest: bytes) -> bool:
         """Whether job ``number``'s digest was ``digest``."""
@@ -304,6 +334,9 @@ class Previous:
         the pages of a mapped file count as the process's memory once read."""
         spans = self.spans[file]
         start, stop = spans[2 * number], spans[2 * end - 1]
+        if file == CARDS:
+            assert self.cards_at is not None
+            start, stop = start + self.cards_at, stop + self.cards_at
         data = os.pread(self._fds[file], stop - start, start)
         if len(data) != stop - start:
             raise OSError(f"{FILES[file]} was cut while it was read")

@@ -230,8 +230,10 @@ def _replace_with_copy(path: Path) -> None:
     path.write_bytes(data)
 
 
-@pytest.mark.parametrize("name", reportpieces.FILES)
-@pytest.mark.parametrize("change", [_edit_appending, _replace_with_copy])
+@pytest.mark.parametrize(("name", "change"), [
+    *((name, change) for name in reportpieces.FILES[:-1] for change in (_edit_appending, _replace_with_copy)),
+    ("report.html", _replace_with_copy),  # (an edited page of the same content is only retimed, as always)
+])
 def test_a_report_file_edited_or_replaced_since_is_not_reused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]],
     name: str, change: Callable[[Path], None]
@@ -487,3 +489,27 @@ def test_chained_random_reruns_write_the_reference_bytes(tmp_path: Path, seed: i
                 assert (root / name).read_bytes() == (tmp_path / f"reference{round_}" / name).read_bytes(), (round_, name)
             outcomes = _changed(rng, root, outcomes, round_)
     assert sum(copied) > 0
+
+
+def test_a_rerun_whose_head_changed_still_copies_every_reusable_job_and_its_card(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]]
+) -> None:
+    """report.json's head differs from its first bytes (another exit code and cost): report.html
+    is rendered again, yet every reusable job's pieces and card are copied; the reference bytes."""
+    root, outcomes = written
+    made = _made(monkeypatch)
+    _assert_reference(tmp_path, root, outcomes, exit_code=3, cost=7.5)
+    assert len(made) == sum(not _reusable(o) for o in outcomes)
+    assert b'"exit_code":3' in (root / "report.html").read_bytes()
+
+
+def test_cards_are_found_again_in_a_page_whose_timing_was_renewed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]]
+) -> None:
+    """A rerun that changed nothing renews only the page's timing (longer text: its cards move);
+    the next one, whose page changes, copies each card from where it now is: reference bytes."""
+    root, outcomes = written
+    _assert_reference(tmp_path, root, outcomes, seconds=123456.5, started_at="2026-01-01T00:00:00.123456+00:00")
+    made = _made(monkeypatch)
+    _assert_reference(tmp_path, root, outcomes, exit_code=0)
+    assert len(made) == sum(not _reusable(o) for o in outcomes)
