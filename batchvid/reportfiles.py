@@ -185,10 +185,12 @@ class _Pass(Encoded):
                 cards.add(*card, number=number)
             elif pieces is not None and len(self._stash) < _STASHED:
                 self._stash[number] = card
-            yield text
-            if pieces is not None and report_json is not None:  # written: it ends here
-                pieces.mark(REPORT_JSON, number, report_json.offset,
-                            len(text) if text.isascii() else len(text.encode("utf-8")))
+            if pieces is None or report_json is None:
+                yield text
+            else:  # written after its item separator (one byte, then ``nl``): it ends here
+                start = report_json.offset + 1 + len(nl)
+                yield text
+                pieces.mark(REPORT_JSON, number, report_json.offset, report_json.offset - start)
             number += 1
         if cards is None and not self._content.same:  # the last entry differs
             self.cards = self._cards_from(len(self._outcomes), card)
@@ -204,8 +206,9 @@ class _Pass(Encoded):
         text, shape, parts = shaped_parts(entry, self._nl)
         self.markdown.add(entry)
         self._row_jobs.append(number)
-        case = testcase(self._opening, entry)
-        self._write(JUNIT, number, junit, case, "\n" if number == len(self._outcomes) - 1 else "\n  ")
+        after = "\n" if number == len(self._outcomes) - 1 else "\n  "
+        size = junit.write(testcase(self._opening, entry) + after) - len(after)
+        pieces = self._pieces
         link, line = None, ""
         if o.status in ("succeeded", "skipped"):
             video = files[0]
@@ -215,9 +218,9 @@ class _Pass(Encoded):
             if link is not None:
                 self.posters[o.job.id] = link
             pins.add(o, entry, shape, parts, files[4], number)
-        if self._pieces is not None:
-            self._pieces.note(number, o, link)
-        self._write(METADATA, number, metadata, line, "")  # even empty: where it would be
+        line_size = metadata.write(line)
+        if pieces is not None:  # (its metadata.jsonl line even empty: where it would be)
+            pieces.made(number, o, link, junit.offset - len(after), size, metadata.offset, line_size)
         return text, (entry, shape, parts, files[4], link)
 
     def _copied(self, number: int, end: int, junit: _TextFile, metadata: _TextFile, pins: PinTexts) -> bytes:
@@ -249,12 +252,6 @@ class _Pass(Encoded):
         of its entry a link is read from (no provider's field is named like one: ``fingerprint``)."""
         video, _, _, poster, _ = o.files()
         return poster_link(self._base, {"status": o.status, "video": video, "poster": poster})
-
-    def _write(self, file: int, number: int, opened: _TextFile, piece: str, after: str) -> None:
-        """Write job ``number``'s ``piece`` of ``file`` (then ``after``, ASCII), its place noted."""
-        size = opened.write(piece + after) - len(after)
-        if self._pieces is not None:
-            self._pieces.mark(file, number, opened.offset - len(after), size)
 
     def _cards_from(self, number: int, before: CardArgs | None) -> CardTexts:
         """report.html's cards from job ``number`` on, or from the one before it (whose card
@@ -345,7 +342,8 @@ class _Pass(Encoded):
         assert self._pieces is not None
         block = self._row_blocks.get(at)
         if block is None:
-            self._write(REPORT_MD, self._row_jobs[at], markdown, row, "\n")
+            size = markdown.write(row + "\n") - 1
+            self._pieces.mark(REPORT_MD, self._row_jobs[at], markdown.offset - 1, size)
         else:
             self._pieces.placed(REPORT_MD, *block, markdown.offset)
             markdown.write(row + "\n")

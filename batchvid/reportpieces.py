@@ -3,16 +3,21 @@
 Rerunning a finished directory writes the report files again with the same text for every job
 that did not change. Encoding 100,000 job entries again cost most of such a rerun. So, after
 the report files are in place, ``.batchvid/report-pieces`` records, for each job, a digest of
-everything its pieces are made from (``fingerprint``) and where its piece is in report.json,
-report.md, junit.xml, metadata.jsonl and batchvid.lock (byte offsets), with each file's size,
-mtime and inode, as the journal pins a video. The next report pass copies the pieces of a job
-whose digest is the same from the files it replaces, and makes the others, and the run's
-parts (head, summary, timing), as before: the same bytes.
+the inputs of its pieces the journal does not give (``fingerprint``) and where its piece is in
+report.json, report.md, junit.xml, metadata.jsonl, batchvid.lock and report.html (its card;
+byte offsets), with each file's size, mtime and inode, as the journal pins a video, and the
+journal's identity and sha256. The next report pass copies the pieces of a job whose digest
+is the same and whose key has no journal line written since, from the files it replaces, and
+makes the others, and the run's parts (head, summary, timing), as before: the same bytes. A
+changed head (cost, exit code, counts) does not stop the copying: report.html, rendered again,
+gets the copied jobs' cards from the page it replaces.
 
-Only a job replayed from the journal as done, whose files records are those of its
-``succeeded`` line (``Outcome.origin``), without warnings or an enhanced prompt, has a digest.
-Anything doubtful (no such file, another format or version, a cut or changed file, another
-manifest name, a report file changed or replaced since) and nothing is reused.
+Only a job skipped as done (its records replayed from the journal), without an error,
+warnings or an enhanced prompt, has a digest: a run that did its jobs records nothing (they are
+all skipped, other entries, on the next rerun). Anything doubtful (no such file, another
+format, version or code, a cut or changed file, another manifest name, a report file changed
+or replaced since, a journal changed otherwise than by whole lines appended) and nothing is
+reused.
 """
 
 from __future__ import annotations
@@ -75,8 +80,10 @@ def fingerprint(o: Outcome, link: str | None) -> bytes:
     if provided and not _ENTRY_FIELDS.isdisjoint(provided):
         return _NONE
     job = o.job
-    matrix = repr(sorted(job.matrix.items())) if job.matrix else ""
-    text = f"{job.id!r},{job.index!r},{job.sample!r},{job.key!r},{job.source!r},{matrix},{link!r}"
+    # Ids, keys, sources and links hold no NUL (ids and sources: [a-z0-9._-]; links are
+    # relative URLs), and a link is None or a non-empty text: the joined text says each.
+    text = "\0".join((job.id, str(job.index), str(job.sample), job.key, job.source,
+                      repr(sorted(job.matrix.items())) if job.matrix else "", link or ""))
     return _sha256(text.encode("utf-8", "surrogatepass")).digest()[:_DIGEST]
 
 
@@ -168,15 +175,6 @@ class Pieces:
             end += 1
         return end
 
-    def note(self, number: int, o: Outcome, link: str | None) -> None:
-        """Record the digest of job ``number`` (``o``, whose poster link is ``link``), unless
-        ``reusable`` did."""
-        self.links.pop(number, None)
-        if number >= self._digested:
-            at = _DIGEST * number
-            self._digests[at:at + _DIGEST] = fingerprint(o, link)
-            self._digested = number + 1
-
     def placed(self, file: int, number: int, end: int, start: int) -> None:
         """The previous pass's pieces of jobs ``number`` to ``end`` (not included) in
         ``file``, copied as one run, start at byte ``start``."""
@@ -190,14 +188,35 @@ class Pieces:
             return
         self._spans[file][2 * number:2 * end] = array("I", [at + shift for at in old[2 * number:2 * end]])
 
-    def mark(self, file: int, number: int, end: int, size: int) -> None:
-        """Job ``number``'s piece of ``file`` is ``size`` bytes ending at byte ``end``."""
-        if end >= _LIMIT:
+    def made(self, number: int, o: Outcome, link: str | None, junit_end: int, junit_size: int,
+             metadata_end: int, metadata_size: int) -> None:
+        """Job ``number`` (``o``, whose poster link is ``link``) made: its digest recorded
+        (unless ``reusable`` did), and its pieces of junit.xml and metadata.jsonl (``_size``
+        bytes ending at ``_end``) placed (``mark``'s, at once)."""
+        if self.links:
+            self.links.pop(number, None)
+        if number >= self._digested:
+            at = _DIGEST * number
+            self._digests[at:at + _DIGEST] = fingerprint(o, link)
+            self._digested = number + 1
+        junit, metadata = self._spans[JUNIT], self._spans[METADATA]
+        at = 2 * number
+        try:
+            junit[at + 1], metadata[at + 1] = junit_end, metadata_end
+        except OverflowError:  # past the 32-bit offsets
             self.complete = False
             return
+        junit[at], metadata[at] = junit_end - junit_size, metadata_end - metadata_size
+
+    def mark(self, file: int, number: int, end: int, size: int) -> None:
+        """Job ``number``'s piece of ``file`` is ``size`` bytes ending at byte ``end``."""
         spans = self._spans[file]
+        try:
+            spans[2 * number + 1] = end
+        except OverflowError:  # past the 32-bit offsets
+            self.complete = False
+            return
         spans[2 * number] = end - size
-        spans[2 * number + 1] = end
 
     def kept(self, file: int, pins: int = 0) -> bool:
         """Whether the previous ``file`` is what this pass writes, every job's piece in it
