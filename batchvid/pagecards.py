@@ -133,15 +133,17 @@ class CardTexts:
 
     def _write(self, text: str, number: int, end: int) -> None:
         self._fh.write(self._sep + text)
+        if self._marks is None:
+            self._sep = ","
+            return
         self._offset += len(self._sep)
         size = len(text) if text.isascii() else len(text.encode("utf-8"))
         self._offset += size
         self._sep = ","
-        if self._marks is not None:
-            if end == number + 1:
-                self._marks.mark(CARDS, number, self._offset, size)
-            else:
-                self._marks.placed(CARDS, number, end, self._offset - size)
+        if end == number + 1:
+            self._marks.mark(CARDS, number, self._offset, size)
+        else:
+            self._marks.placed(CARDS, number, end, self._offset - size)
 
     def _card(self, entry: Mapping[str, Any], shape: Shape | None, parts: tuple[str, ...],
               provided: Mapping[str, Any], poster: str | None) -> str:

@@ -63,7 +63,7 @@ def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dic
     one_pass = _Pass(root, report, outcomes, content, pieces)
     try:
         try:
-            with _TextFile(root / "report.json") as json_file:
+            with _TextFile(root / "report.json", counted=pieces is not None) as json_file:
                 one_pass.report_json = json_file
                 try:
                     for piece in content.report_pieces({**report, "jobs": one_pass}):
@@ -305,9 +305,9 @@ class _Pass(Encoded):
 
     def _start(self) -> tuple[_TextFile, _TextFile]:
         """junit.xml and metadata.jsonl opened, junit.xml's head written."""
-        junit = _TextFile(self._root / "junit.xml")
+        junit = _TextFile(self._root / "junit.xml", counted=self._pieces is not None)
         self._files.append(junit)  # discarded even when metadata.jsonl's temporary file cannot be made
-        metadata = self._metadata = _TextFile(self._root / "metadata.jsonl")
+        metadata = self._metadata = _TextFile(self._root / "metadata.jsonl", counted=self._pieces is not None)
         self._files.append(metadata)
         junit.write(junit_start(self._report, bool(self._outcomes)))
         return junit, metadata
@@ -316,7 +316,7 @@ class _Pass(Encoded):
         """Rename report.json, then report.md, junit.xml and metadata.jsonl into place."""
         if not self._files:  # no jobs: report.json's writer never asked for their texts
             self._start()
-        markdown = _TextFile(self._root / "report.md")
+        markdown = _TextFile(self._root / "report.md", counted=self._pieces is not None)
         self._files.insert(0, markdown)
         lines = markdown_lines(self._report, self.markdown)
         rows = self.markdown.rows
@@ -408,7 +408,7 @@ class _TextFile:
     flushes and fsyncs it and renames it over ``path`` (``durable.write_atomic``'s steps, the
     directory's fsync left to the caller). Left without a commit, it is removed."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, counted: bool = True) -> None:
         self.path = path
         fd, self._tmp = create_temp(path, ".tmp")
         self._fh: BinaryIO = os.fdopen(fd, "wb")
@@ -416,7 +416,16 @@ class _TextFile:
         self._size = 0
         self._done = False
         self.offset = 0
-        """The bytes written so far."""
+        """The bytes written so far (``counted``: else 0, and ``write`` returns 0)."""
+        if not counted:
+            self.write = self._write_uncounted  # type: ignore[method-assign]
+
+    def _write_uncounted(self, piece: str) -> int:
+        self._batch.append(piece)
+        self._size += len(piece)
+        if self._size >= _BATCH_CHARS:
+            self._flush()
+        return 0
 
     def write(self, piece: str) -> int:
         """Write ``piece``; returns its length in bytes."""
