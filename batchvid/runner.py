@@ -31,7 +31,7 @@ import anyio
 from batchvid.budget import Budget
 from batchvid.errors import ProviderError, RunFatalError, UsageError
 from batchvid.events import Broadcaster, Effects, RunFinished, RunStarted, Subscriber, scrubber
-from batchvid.gcpause import fewer_collections
+from batchvid.gcpause import fewer_collections, long_lived
 from batchvid.jobs import Manifest
 from batchvid.plan import ACTIVE, STATUS_OF_ACTION, UNANSWERED_CREATE, Plan, Step
 from batchvid.ratelimit import AdaptiveLimit, RateLimiter
@@ -245,6 +245,10 @@ class Runner:
 
     async def run(self) -> RunResult:
         started_wall, started = _now(), self.clock()
+        with long_lived() as settle:  # what is built before the jobs run, set apart once built
+            return await self._run(settle, started_wall, started)
+
+    async def _run(self, settle: Callable[[], None], started_wall: str, started: float) -> RunResult:
         records = self.out.open()
         clean = False
         try:
@@ -270,6 +274,7 @@ class Runner:
             outcomes = [with_rewrite(initial_outcome(s), s) for s in plan.steps]
             relocations = Relocations(self.out.root, self.out.state_dir)
             relocations.stage(self.manifest.jobs, records)
+            settle()
             self.emit(RunStarted(len(plan.steps), plan.counts()))
             try:
                 await self._execute(plan, outcomes, budget, relocations)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -81,6 +82,17 @@ def test_rerun_makes_zero_requests(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert transport.requests == []
     assert {o.status for o in result.outcomes} == {"skipped"}
+
+
+def test_a_run_hands_back_the_objects_it_set_apart_from_the_collector(tmp_path: Path) -> None:
+    """A run, and a rerun that skips every job, leave the collector on with nothing frozen
+    (``gcpause.long_lived``: what the run built is frozen only while it runs)."""
+    sim = Simulator(SimulatorConfig())
+    jobs = _jobs(2)
+    for _ in range(2):
+        result, _, _ = _run(sim, jobs, tmp_path / "out")
+        assert result.exit_code == 0
+        assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
 def test_editing_one_job_reruns_only_that_job(tmp_path: Path) -> None:
