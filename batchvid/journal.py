@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from itertools import islice
+from itertools import chain, compress, islice
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Literal
 
@@ -210,6 +212,12 @@ CHUNK_LINES = 64
 def _lines(path: Path) -> Iterator[dict[str, Any]]:
     """The decoded lines of a journal file, each checked to be an entry (``entry_from_dict``'s
     checks), with ``read_entries``'s handling of a torn tail and of corruption."""
+    for run in _runs(path):
+        yield from run
+
+
+def _runs(path: Path) -> Iterator[list[dict[str, Any]]]:
+    """``_lines`` in runs of up to ``CHUNK_LINES`` lines (a run is never empty)."""
     try:
         fh = path.open("rb")
     except FileNotFoundError:
@@ -222,8 +230,10 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
             decoded = _decode_chunk(chunk)
             if decoded is not None:
                 number += len(chunk)
-                yield from decoded
+                if decoded:
+                    yield decoded
                 continue
+            good: list[dict[str, Any]] = []
             for at, raw in enumerate(chunk, start=1):  # a line a time, to name the bad one
                 if not raw.strip():
                     continue
@@ -231,13 +241,17 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
                     data = _decode_line(raw.decode("utf-8"))
                     _check(data)
                 except (ValueError, KeyError, TypeError) as exc:
+                    if good:  # the lines before it, as a line at a time gave them
+                        yield good
                     if at == len(chunk) and not fh.read(1):  # the torn tail of a crash
                         return
                     raise OutputDirError(
                         f"{path}:{number + at}: the journal is corrupt ({exc}); "
                         "move the output directory aside or repair that line"
                     ) from exc
-                yield data
+                good.append(data)
+            if good:
+                yield good
             number += len(chunk)
 
 
@@ -345,6 +359,52 @@ def _fold(records: dict[str, JobRecord], line: Mapping[str, Any]) -> None:
     elif event == "failed":
         record.task_id, record.error = get("task_id"), line["error"]
         record.video, record.media = get("video"), get("media")
+
+
+def _replay(runs: Iterable[list[dict[str, Any]]]) -> dict[str, JobRecord]:
+    """``_fold`` of every line of ``runs``, run by run in C-level passes until a line is
+    ``enhanced``: before that, a key's record follows from its latest line alone and from how
+    many creates (``submitting``) its lines show, so only the latest line of each key is kept
+    (``_record``), not a record made and dropped per line. From the first ``enhanced`` line
+    on, line by line."""
+    latest: dict[str, dict[str, Any]] = {}
+    """Each key's latest line, keys in the order they first appear (as ``_fold``'s records)."""
+    creates: Counter[str] = Counter()
+    runs = iter(runs)
+    for run in runs:
+        events = list(map(_EVENT, run))
+        if "enhanced" in events:
+            records = {key: _record(key, line, creates.get(key, 0)) for key, line in latest.items()}
+            del latest
+            for line in chain(run, chain.from_iterable(runs)):
+                _fold(records, line)
+            return records
+        keys = list(map(_KEY, run))
+        latest.update(zip(keys, run, strict=True))
+        if "submitting" in events:
+            creates.update(compress(keys, map("submitting".__eq__, events)))
+    return {key: _record(key, line, creates.get(key, 0)) for key, line in latest.items()}
+
+
+_EVENT, _KEY = itemgetter("event"), itemgetter("key")
+
+
+def _record(key: str, line: Mapping[str, Any], creates: int) -> JobRecord:
+    """The record ``_fold`` makes of a key's lines when none is ``enhanced``: its latest
+    ``line`` and its number of ``creates``."""
+    event, get = line["event"], line.get
+    if event == "succeeded":
+        return JobRecord(key, line["id"], event, get("task_id"), line["video"], get("cover"), get("media"),
+                         get("poster"), get("provided"), get("stat"), None, creates)
+    record = JobRecord(key, line["id"], event, creates=creates)
+    if event == "submitting":
+        record.request_id = get("request_id")
+    elif event == "submitted":
+        record.task_id = line["task_id"]
+    elif event == "failed":
+        record.task_id, record.error = get("task_id"), line["error"]
+        record.video, record.media = get("video"), get("media")
+    return record
 
 
 _REWRITE_DEFAULTS = {f.name: f.default for f in fields(Enhanced) if f.name not in ("key", "id")}
@@ -475,10 +535,8 @@ class Journal:
 
     def replay(self) -> dict[str, JobRecord]:
         """Fold the journal into the latest record per key (see ``read_entries``), straight
-        from its decoded lines. The records (a few dicts per finished job, all alive until the
-        run ends, no cycles) are built without the cyclic collector's rescans (``paused_gc``)."""
-        records: dict[str, JobRecord] = {}
+        from its decoded lines (``_replay``). The records (a few dicts per finished job, all
+        alive until the run ends, no cycles) are built without the cyclic collector's rescans
+        (``paused_gc``)."""
         with paused_gc():
-            for line in _lines(self.path):
-                _fold(records, line)
-        return records
+            return _replay(_runs(self.path))

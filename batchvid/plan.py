@@ -317,27 +317,44 @@ def _failed(job: Job, record: JobRecord, *, retry_failed: bool) -> Step:
 
 def _done(job: Job, record: JobRecord, out_dir: Path) -> Step:
     """A succeeded job: skipped when its video verifies under its id, else fetched again."""
-    from batchvid.store import verify_file
+    return _DoneCheck(out_dir)(job, record)
 
-    assert record.video is not None
-    video = f"{out_dir}/jobs/{job.id}/video.mp4"  # a string: a rerun checks every done job's
-    problem = verify_file(video, record.video, unchanged=record.stat)
-    if problem is None and record.id == job.id:
-        return _StepFields(job, record, "skip", f"done; video verified ({record.video['sha256'][:12]})").freeze()
-    if record.id != job.id:
+
+class _DoneCheck:
+    """``_done`` of a plan's succeeded jobs: the videos' common head spelled once, and the
+    verifier imported (the store: anyio) at the first, not per job."""
+
+    __slots__ = ("head", "verify")
+
+    def __init__(self, out_dir: Path) -> None:
+        self.head = f"{out_dir}/jobs/"
+        self.verify: Callable[..., str | None] | None = None
+
+    def __call__(self, job: Job, record: JobRecord) -> Step:
+        video, verify = record.video, self.verify
+        assert video is not None
+        if verify is None:
+            from batchvid.store import verify_file
+
+            verify = self.verify = verify_file
+        # a string, not a Path: a rerun checks every done job's
+        problem = verify(f"{self.head}{job.id}/video.mp4", video, unchanged=record.stat)
+        if problem is None and record.id == job.id:
+            return _StepFields(job, record, "skip", f"done; video verified ({video['sha256'][:12]})").freeze()
+        if record.id != job.id:
+            return Step(
+                job,
+                "download",
+                f"done as {record.id!r}; its files move to the new id (fetched again if damaged)",
+                record,
+            )
         return Step(
             job,
             "download",
-            f"done as {record.id!r}; its files move to the new id (fetched again if damaged)",
+            f"done, but video.mp4 does not match its record ({problem}); "
+            f"fetched again from task {record.task_id}",
             record,
         )
-    return Step(
-        job,
-        "download",
-        f"done, but video.mp4 does not match its record ({problem}); "
-        f"fetched again from task {record.task_id}",
-        record,
-    )
 
 
 EDIT_SHOWN_CHARS = 40
@@ -432,12 +449,17 @@ def _steps(
     if not records and chosen is None and list(map(_ENHANCE, jobs)).count(None) == len(jobs):
         return _new_steps(jobs)  # every job new and plain (the loop's first branch for each)
     by_id = {record.id: record for record in records.values()}
+    done = _DoneCheck(out_dir)
     steps: list[Step] = []
     for job in jobs:
         record = records.get(job.key)
         if chosen is None or job.key in chosen:
-            if record is None and job.enhance is None and job.id not in by_id:
-                steps.append(_new_job(job))  # what the lines below decide for it, taken directly
+            if record is None:
+                if job.enhance is None and job.id not in by_id:
+                    steps.append(_new_job(job))  # what the lines below decide for it, taken directly
+                    continue
+            elif record.state == "succeeded" and not force and (not re_enhance or job.enhance is None):
+                steps.append(done(job, record))  # as below: ``decide`` of a done job, not a create
                 continue
             step = decide(
                 job,
@@ -452,7 +474,7 @@ def _steps(
                 step = Step(job, "submit", edited_reason(job, earlier, out_dir, provider))
             steps.append(mark_enhance(step, re_enhance))
         elif record is not None and record.state == "succeeded":
-            step = decide(job, record, out_dir)
+            step = done(job, record)
             if step.action == "skip":
                 steps.append(step)
     return steps

@@ -31,7 +31,7 @@ import anyio
 from batchvid.budget import Budget
 from batchvid.errors import ProviderError, RunFatalError, UsageError
 from batchvid.events import Broadcaster, Effects, RunFinished, RunStarted, Subscriber, scrubber
-from batchvid.gcpause import fewer_collections
+from batchvid.gcpause import fewer_collections, long_lived
 from batchvid.jobs import Manifest
 from batchvid.plan import ACTIVE, STATUS_OF_ACTION, UNANSWERED_CREATE, Plan, Step
 from batchvid.ratelimit import AdaptiveLimit, RateLimiter
@@ -103,6 +103,10 @@ def initial_outcome(step: Step) -> Outcome:
                        video=record.video, media=record.media)  # a rejected video, kept aside
     return Outcome(step.job, status, step.action, task_id=None if step.pays else task_id, error=NOT_STARTED)
 
+
+FREEZE_FROM = 5000
+"""Jobs from which a run in a process of its own (the CLI's) freezes what it built before its
+jobs run (``gcpause.long_lived``): a smaller one's collections scan little anyway."""
 
 NOT_STARTED: dict[str, Any] = {"kind": "not_started", "message": "the run stopped before this job finished"}
 """The error of every job the run has not finished yet (one dict, shared: never changed in place)."""
@@ -182,7 +186,10 @@ class Runner:
     ``transport`` replaces the network (an ``httpx.ASGITransport`` over the simulator, or an
     ``httpx.MockTransport``); ``subscribers`` receive every event; ``clock``, ``sleep`` and
     ``rng`` are injectable for tests. ``owns_process`` (the CLI): the analysis workers end while
-    the report files are written, not at exit. ``await runner.run()`` returns a ``RunResult``.
+    the report files are written, not at exit, and what a run of ``FREEZE_FROM`` jobs or more
+    builds before its jobs run is frozen out of the collector's sight until it ends
+    (``gcpause.long_lived``). ``await
+    runner.run()`` returns a ``RunResult``.
     """
 
     def __init__(
@@ -245,6 +252,10 @@ class Runner:
 
     async def run(self) -> RunResult:
         started_wall, started = _now(), self.clock()
+        with long_lived() as settle:  # what is built before the jobs run: set apart once built
+            return await self._run(settle, started_wall, started)
+
+    async def _run(self, settle: Callable[[bool], None], started_wall: str, started: float) -> RunResult:
         records = self.out.open()
         clean = False
         try:
@@ -270,6 +281,7 @@ class Runner:
             outcomes = [with_rewrite(initial_outcome(s), s) for s in plan.steps]
             relocations = Relocations(self.out.root, self.out.state_dir)
             relocations.stage(self.manifest.jobs, records)
+            settle(self.owns_process and len(outcomes) >= FREEZE_FROM)
             self.emit(RunStarted(len(plan.steps), plan.counts()))
             try:
                 await self._execute(plan, outcomes, budget, relocations)

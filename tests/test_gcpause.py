@@ -7,13 +7,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from batchvid.gcpause import fewer_collections, paused_gc
+from batchvid.gcpause import fewer_collections, long_lived, paused_gc
 
 
 @pytest.fixture(autouse=True)
 def restore_gc() -> Iterator[None]:
     threshold, enabled = gc.get_threshold(), gc.isenabled()
+    assert gc.get_freeze_count() == 0
     yield
+    gc.unfreeze()
     gc.set_threshold(*threshold)
     (gc.enable if enabled else gc.disable)()
 
@@ -42,3 +44,64 @@ def test_paused_gc_turns_the_collector_off_inside_the_block_only() -> None:
     with paused_gc():
         assert not gc.isenabled()
     assert gc.isenabled()
+
+
+class _Node:
+    """An object the collector tracks."""
+
+
+def test_long_lived_pauses_until_settled_then_sets_the_built_objects_apart() -> None:
+    """Until ``settle(True)`` the collector is off; then the objects alive are frozen (no collection
+    scans them) and the collector is on; leaving the block hands them back."""
+    gc.enable()
+    with long_lived() as settle:
+        assert not gc.isenabled()
+        built = [_Node() for _ in range(100)]
+        settle(True)
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= len(built)
+        assert not any(gc.is_tracked(node) and node in gc.get_objects() for node in built[:3])
+    assert gc.get_freeze_count() == 0
+    assert gc.isenabled()
+    assert any(node is built[0] for node in gc.get_objects())
+
+
+def test_long_lived_hands_back_what_it_froze_after_an_error_and_never_froze_before_settling() -> None:
+    """An error before ``settle(True)`` leaves nothing frozen and the collector on; after it, the
+    frozen objects are handed back all the same."""
+    gc.enable()
+    with pytest.raises(KeyError), long_lived():
+        raise KeyError
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    with pytest.raises(KeyError), long_lived() as settle:
+        settle(True)
+        raise KeyError
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_long_lived_leaves_a_process_s_own_freeze_and_a_disabled_collector_alone() -> None:
+    """Objects the process froze itself stay frozen after the block (nothing is frozen on top,
+    so nothing of theirs is handed back); with the collector off, it stays off throughout."""
+    gc.enable()
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    with long_lived() as settle:
+        settle(True)
+        assert gc.isenabled() and gc.get_freeze_count() == frozen
+    assert gc.get_freeze_count() == frozen
+    gc.unfreeze()
+    gc.disable()
+    with long_lived() as settle:
+        settle(True)
+        assert not gc.isenabled() and gc.get_freeze_count() == 0
+    assert not gc.isenabled()
+
+
+def test_long_lived_without_freeze_only_pauses_until_settled() -> None:
+    """``freeze=False``: off until ``settle(True)``, then on again, nothing frozen."""
+    gc.enable()
+    with long_lived() as settle:
+        assert not gc.isenabled()
+        settle(False)
+        assert gc.isenabled() and gc.get_freeze_count() == 0
+    assert gc.isenabled() and gc.get_freeze_count() == 0

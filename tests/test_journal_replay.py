@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -181,3 +183,49 @@ def test_a_record_keeps_the_key_string_its_dict_holds(tmp_path: Path) -> None:
     records = Journal(path).replay()
     (key, record), = records.items()
     assert record.key is key and record.state == "submitted"
+
+
+def _random_entries(rng: random.Random, count: int, enhanced: bool) -> list[Any]:
+    """``count`` entries of a few keys in a random order of every kind (``enhanced`` ones only
+    when asked), ids changing now and then."""
+    made: list[Any] = []
+    for _ in range(count):
+        key = f"k{rng.randrange(6)}"
+        job_id = rng.choice("abc")
+        kinds = ["submitting", "refused", "submitted", "succeeded", "failed"] + (["enhanced"] if enhanced else [])
+        kind = rng.choice(kinds)
+        if kind == "submitting":
+            made.append(Submitting(key, job_id, rng.choice([None, f"bv-{rng.randrange(9)}"])))
+        elif kind == "refused":
+            made.append(Refused(key, job_id))
+        elif kind == "submitted":
+            made.append(Submitted(key, job_id, f"t{rng.randrange(9)}"))
+        elif kind == "succeeded":
+            made.append(Succeeded(key, job_id, rng.choice([None, "t1"]), dict(VIDEO, bytes=rng.randrange(99)),
+                                  rng.choice([None, {"path": "c"}]), MEDIA, rng.choice([None, POSTER]),
+                                  rng.choice([None, {"revised_prompt": "r"}]), rng.choice([None, STAT])))
+        elif kind == "failed":
+            made.append(Failed(key, job_id, rng.choice([None, "t2"]), {"kind": "timeout", "message": "m"},
+                               rng.choice([None, VIDEO]), rng.choice([None, MEDIA])))
+        else:
+            made.append(Enhanced(key, job_id, f"p{rng.randrange(9)}", "o", "enhanced", None, "glm-4-flash", 1, 2))
+    return made
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_replay_of_random_journals_gives_the_records_a_line_at_a_time_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Random journals (every kind of line, keys done, failed, refused and created again in
+    any order, rewrites from some line on or none) replay to the records, and their order, that
+    the typed entries folded one at a time give, wherever runs of lines begin and end."""
+    rng = random.Random(seed)
+    monkeypatch.setattr(journal_module, "CHUNK_LINES", rng.choice([1, 2, 7, 64]))
+    entries = _random_entries(rng, rng.randrange(1, 60), enhanced=seed % 2 == 0)
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(b"".join(map(encode, entries)))
+    records = Journal(path).replay()
+    expected = replay_entries(entries)
+    assert list(records) == list(expected)
+    assert _as_fields(records) == _as_fields(expected)
+    assert all(record.key is key for key, record in records.items())

@@ -168,3 +168,51 @@ def test_plan_only_and_run_only_list_the_same_steps(
     assert started["actions"] == planned["totals"]["actions"]
     assert started["total"] == planned["totals"]["jobs"]
     assert [j["id"] for j in report["jobs"]] == [j["id"] for j in planned["jobs"]]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_plan_decides_each_job_as_decide_does(tmp_path: Path, seed: int) -> None:
+    """``make_plan``'s steps (its shortcuts for new and done jobs included) are ``decide``'s
+    for each chosen job, and the verified done jobs among the others, whatever the journal
+    says: done with the video intact, pinned by its stat or not, damaged, missing, or done
+    under another id; in flight, failed, refused, unanswered; under --force or --only."""
+    import random
+
+    from batchvid.durable import file_stat
+
+    rng = random.Random(seed)
+    jobs = [make_job(f"j{i}", i) for i in range(30)]
+    records: dict[str, JobRecord] = {}
+    for number, job in enumerate(jobs):
+        kind = rng.choice(["new", "done", "done", "pinned", "damaged", "missing", "moved", "submitted",
+                           "failed", "refused", "submitting"])
+        if kind in ("done", "pinned", "damaged", "missing", "moved"):
+            record = _done(tmp_path, job.id, job.key, b"video %d" % number)
+            video = tmp_path / "jobs" / job.id / "video.mp4"
+            if kind == "pinned":
+                record.stat = file_stat(video)
+            elif kind == "damaged":
+                video.write_bytes(b"other")
+            elif kind == "missing":
+                video.unlink()
+            elif kind == "moved":
+                record.id = f"old-{number}"
+            records[job.key] = record
+        elif kind == "failed":
+            records[job.key] = JobRecord(job.key, job.id, "failed", "t", error={"kind": "timeout", "message": "m"})
+        elif kind != "new":
+            records[job.key] = JobRecord(job.key, job.id, kind, "t" if kind == "submitted" else None)
+    force = rng.random() < 0.3
+    only = ["j1*"] if rng.random() < 0.4 else []
+    chosen = {job.key for job in select(jobs, only)}
+    expected = []
+    for job in jobs:
+        record = records.get(job.key)
+        if job.key in chosen:
+            expected.append(decide(job, record, tmp_path, force=force))
+        elif record is not None and record.state == "succeeded":
+            step = decide(job, record, tmp_path)
+            if step.action == "skip":
+                expected.append(step)
+    plan = make_plan(jobs, records, tmp_path, provider="geekai", force=force, only=only)
+    assert list(plan.steps) == expected

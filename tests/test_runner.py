@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -81,6 +82,39 @@ def test_rerun_makes_zero_requests(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert transport.requests == []
     assert {o.status for o in result.outcomes} == {"skipped"}
+
+
+@pytest.mark.parametrize(("owns_process", "freeze_from", "frozen_expected"),
+                         [(False, 1, False), (True, 1, True), (True, 3, False)])
+def test_only_a_large_run_that_owns_its_process_freezes_what_it_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, owns_process: bool, freeze_from: int, frozen_expected: bool
+) -> None:
+    """A run, and a rerun that skips every job, leave the collector on with nothing frozen;
+    while it runs (from ``RunStarted`` on), what it built is frozen only in the CLI's process
+    (``owns_process``, not in one that has other work's garbage to collect) and only for
+    ``FREEZE_FROM`` jobs or more."""
+    from batchvid import runner as runner_module
+    from batchvid.events import RunStarted
+
+    monkeypatch.setattr(runner_module, "FREEZE_FROM", freeze_from)
+
+    sim = Simulator(SimulatorConfig())
+    jobs = _jobs(2)
+    frozen: list[int] = []
+
+    def seen(event: object) -> None:
+        if isinstance(event, RunStarted):
+            frozen.append(gc.get_freeze_count())
+
+    for _ in range(2):
+        gc.collect()  # (what earlier work left is not frozen with the run's objects)
+        runner = Runner(make_manifest(jobs), _settings(tmp_path / "out"), subscribers=[seen],
+                        transport=httpx.ASGITransport(app=sim.app), owns_process=owns_process)
+        result = anyio.run(runner.run)
+        assert result.exit_code == 0
+        assert (frozen[-1] > 0) is frozen_expected
+        assert gc.isenabled() and gc.get_freeze_count() == 0
+    gc.collect()  # what was handed back, collected here rather than at the session's end
 
 
 def test_editing_one_job_reruns_only_that_job(tmp_path: Path) -> None:
