@@ -26,8 +26,8 @@ latest rewrite, whether it came after the latest create (``fresh``: the next cre
 and the rewrite the latest create sent (``sent``). ``replay`` folds the entries into the latest
 ``JobRecord`` per job key. The format is the one earlier
 versions wrote: fields they did not write read as None, fields a later version adds are ignored.
-To add an entry: a frozen dataclass here with ``EVENT`` set, a branch in ``_fold`` and a line
-in the table above.
+To add an entry: a frozen dataclass in ``entries.py`` with ``EVENT`` set, a branch in ``_fold``
+and a line in the table above.
 """
 
 from __future__ import annotations
@@ -36,145 +36,41 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from itertools import chain, compress, islice
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar, Literal
+from typing import Any, BinaryIO
 
 import anyio
 
 from batchvid.durable import fsync_dir, make_dir
+from batchvid.entries import (
+    ENTRY_TYPES,
+    NEEDED_KEYS,
+    REQUIRED,
+    UNKNOWN,
+    Enhanced,
+    Entry,
+    Failed,
+    RecordState,
+    Refused,
+    Submitted,
+    Submitting,
+    Succeeded,
+    check,
+    encode,
+    entry_from_dict,
+)
 from batchvid.errors import OutputDirError
 from batchvid.gcpause import paused_gc
 from batchvid.offload import off_loop
 
-RecordState = Literal["submitting", "refused", "submitted", "succeeded", "failed", "enhanced"]
-"""What the journal last said about a job key (the ``event`` of its latest entry)."""
+__all__ = [  # the entries, defined in entries.py, read and written through this module
+    "ENTRY_TYPES", "REQUIRED", "Enhanced", "Entry", "Failed", "JobRecord", "Journal", "RecordState", "Refused",
+    "Submitted", "Submitting", "Succeeded", "encode", "entry_from_dict", "fold", "read_entries", "replay_entries",
+]
 
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One journal line."""
-
-    EVENT: ClassVar[RecordState]
-    OMITTED_WHEN_NONE: ClassVar[tuple[str, ...]] = ()
-    """Fields added after the format was set: left out when None, so other lines keep the
-    bytes earlier versions wrote."""
-    key: str
-    id: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """The line's object: ``event`` and the fields, values as they are (not the deep copy
-        ``dataclasses.asdict`` makes: the line is encoded at once)."""
-        data: dict[str, Any] = {"event": self.EVENT}
-        omitted = self.OMITTED_WHEN_NONE
-        for name in _FIELD_NAMES[type(self)]:
-            value = getattr(self, name)
-            if value is not None or name not in omitted:
-                data[name] = value
-        return data
-
-
-@dataclass(frozen=True, slots=True)
-class Submitting(Entry):
-    EVENT: ClassVar[RecordState] = "submitting"
-    request_id: str | None = None
-    """The idempotency key the create is sent under (None on a provider without one)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Refused(Entry):
-    EVENT: ClassVar[RecordState] = "refused"
-
-
-@dataclass(frozen=True, slots=True)
-class Submitted(Entry):
-    EVENT: ClassVar[RecordState] = "submitted"
-    task_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Succeeded(Entry):
-    EVENT: ClassVar[RecordState] = "succeeded"
-    OMITTED_WHEN_NONE: ClassVar[tuple[str, ...]] = ("poster", "provided", "stat")
-    task_id: str | None = None
-    video: dict[str, Any] = field(default_factory=dict)
-    cover: dict[str, Any] | None = None
-    media: dict[str, Any] | None = None
-    poster: dict[str, Any] | None = None
-    provided: dict[str, Any] | None = None
-    """``revised_prompt`` and ``provider_duration`` when the provider returned them."""
-    stat: dict[str, int] | None = None
-    """The video file as it was journaled (``durable.file_stat``): a later run that finds it
-    unchanged (same size, mtime_ns and inode) skips re-hashing it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Failed(Entry):
-    EVENT: ClassVar[RecordState] = "failed"
-    OMITTED_WHEN_NONE: ClassVar[tuple[str, ...]] = ("video", "media")
-    task_id: str | None = None
-    error: dict[str, Any] = field(default_factory=dict)
-    video: dict[str, Any] | None = None
-    """A paid video the job rejected (``qc_failed``), kept under another name."""
-    media: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Enhanced(Entry):
-    """The prompt a job's create sends, rewritten by a chat model (``batchvid.enhance``)."""
-
-    EVENT: ClassVar[RecordState] = "enhanced"
-    prompt: str = ""
-    original: str = ""
-    status: str = ""
-    """``enhanced``, ``truncated`` or ``fallback``."""
-    warning: str | None = None
-    model: str = ""
-    requests: int = 0
-    tokens: int = 0
-
-    def result(self) -> dict[str, Any]:
-        """The fields ``EnhanceResult.from_record`` reads."""
-        data = self.to_dict()
-        del data["event"], data["key"], data["id"]
-        return data
-
-
-ENTRY_TYPES: Mapping[str, type[Entry]] = {
-    cls.EVENT: cls for cls in (Submitting, Refused, Submitted, Succeeded, Failed, Enhanced)
-}
-_FIELD_NAMES: Mapping[type[Entry], tuple[str, ...]] = {
-    cls: tuple(f.name for f in fields(cls)) for cls in ENTRY_TYPES.values()
-}
-REQUIRED: Mapping[str, tuple[str, ...]] = {
-    "submitting": (),
-    "refused": (),
-    "submitted": ("task_id",),
-    "succeeded": ("video",),
-    "failed": ("error",),
-    "enhanced": ("prompt", "original", "status", "model"),
-}
-"""Fields an entry must carry besides ``key`` and ``id``; the others default."""
-
-
-def entry_from_dict(data: Mapping[str, Any]) -> Entry:
-    """The typed entry of one decoded journal line; ``ValueError``/``KeyError`` when it is not
-    one. Fields this version does not know are ignored."""
-    _check(data)
-    event = data["event"]
-    known = _FIELDS_BY_EVENT[event]
-    return ENTRY_TYPES[event](**{name: value for name, value in data.items() if name in known})
-
-
-_FIELDS_BY_EVENT: Mapping[str, frozenset[str]] = {
-    event: frozenset(f.name for f in fields(cls)) for event, cls in ENTRY_TYPES.items()
-}
-_NEEDED: Mapping[str, tuple[str, ...]] = {event: ("key", "id", *REQUIRED[event]) for event in ENTRY_TYPES}
-_NEEDED_KEYS: Mapping[Any, frozenset[str]] = {event: frozenset(("event", *names)) for event, names in _NEEDED.items()}
-_UNKNOWN: frozenset[Any] = frozenset({None})
-"""What no decoded line's keys (strings) include: the keys needed by an unknown event."""
 _SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # json.loads's own scanner
 
 
@@ -189,12 +85,6 @@ def _decode_line(line: str) -> Any:
         if end == len(line) or line[end:] == "\n":
             return value
     return json.loads(line)
-
-
-def encode(entry: Entry) -> bytes:
-    """The journal line of an entry: compact JSON, sorted keys, UTF-8, newline."""
-    text = json.dumps(entry.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return text.encode("utf-8") + b"\n"
 
 
 def read_entries(path: Path) -> Iterator[Entry]:
@@ -239,7 +129,7 @@ def _runs(path: Path) -> Iterator[list[dict[str, Any]]]:
                     continue
                 try:
                     data = _decode_line(raw.decode("utf-8"))
-                    _check(data)
+                    check(data)
                 except (ValueError, KeyError, TypeError) as exc:
                     if good:  # the lines before it, as a line at a time gave them
                         yield good
@@ -273,24 +163,12 @@ def _decode_chunk(chunk: list[bytes]) -> list[dict[str, Any]] | None:
         if end != len(joined) or len(values) != len(lines):
             return None
         for value in values:  # ``_check``'s checks, each a C-level test
-            if type(value) is not dict or not value.keys() >= _NEEDED_KEYS.get(value["event"], _UNKNOWN):
+            if type(value) is not dict or not value.keys() >= NEEDED_KEYS.get(value["event"], UNKNOWN):
                 return None
     except (StopIteration, ValueError, KeyError, TypeError, RecursionError):
         return None
     checked: list[dict[str, Any]] = values
     return checked
-
-
-def _check(data: Any) -> None:
-    """``ValueError``/``KeyError`` unless ``data`` is a journal entry's object."""
-    if not isinstance(data, dict):
-        raise ValueError("not an object")
-    event = data["event"]
-    if not isinstance(event, str) or event not in ENTRY_TYPES:
-        raise ValueError(f"unknown journal event {event!r}")
-    for name in _NEEDED[event]:
-        if name not in data:
-            raise KeyError(name)
 
 
 @dataclass(slots=True)
@@ -439,7 +317,7 @@ def _is_entry(path: Path, offset: int) -> bool:
         fh.seek(offset)
         tail = fh.read()
     try:
-        _check(_decode_line(tail.decode("utf-8")))
+        check(_decode_line(tail.decode("utf-8")))
     except (ValueError, KeyError, TypeError):
         return False
     return True
