@@ -151,8 +151,11 @@ def _info(container: Any, video: Any, frames: int, signals: Quality | None) -> M
 
     rate = video.average_rate or video.guessed_rate or video.base_rate
     fps = float(rate) if rate else 0.0
-    if video.duration is not None and video.time_base is not None:
-        duration = float(video.duration * video.time_base)
+    length, unit = video.duration, video.time_base
+    if length is not None and unit is not None:
+        # float(length * unit) without the Fraction made between: one correctly rounded
+        # division of the same ratio, so the same float.
+        duration = length * unit.numerator / unit.denominator
     elif container.duration is not None:
         duration = container.duration / av.time_base
     else:
