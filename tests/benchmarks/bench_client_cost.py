@@ -1,7 +1,7 @@
 """Client CPU cost per job: batchvid against bare httpx making the same requests, side by side.
 
 Run: ``.venv/bin/python tests/benchmarks/bench_client_cost.py [--jobs N] [--max-in-flight N]
-[--out-root DIR] [--no-profile] [--only-default] [--ab TREE --rounds N]``
+[--out-root DIR] [--no-profile] [--only-default] [--ab TREE | --ab-loop] [--rounds N]``
 
 One simulator runs in its own process at latency 0 (BigModel: every job is one create, one poll
 that finds it done, the video and the cover). Against it, in one run, for each transport
@@ -23,7 +23,9 @@ and asyncio's loop (the HTTP library on its own, as a user would run it).
 
 ``--ab TREE``: instead, batchvid on its defaults from this checkout and from TREE (another
 checkout of batchvid, say ``git worktree add /tmp/main main``), alternated ``--rounds`` times
-against one simulator: the same marginal figures side by side, medians last.
+against one simulator (each round in the other order than the one before): the same marginal
+figures side by side, medians last. ``--ab-loop``: the same for this checkout on uvloop (its
+default) and on asyncio's own loop (``--no-uvloop``).
 
 Then the default run under cProfile, grouped by where the time goes. cProfile sees the
 event-loop thread only: the PyAV analysis runs in worker processes (after the first 8 clips),
@@ -261,14 +263,15 @@ def marginal(
     )
 
 
-def ab(sim: SimulatorProcess, jobs: int, cap: int, root: Path, dirs: list[Path], other: Path,
-       rounds: int) -> None:
-    """This checkout against ``other``, alternated, on batchvid's defaults."""
-    trees = {"this": None, other.name: other}
-    rows: dict[str, list[Marginal]] = {label: [] for label in trees}
+def ab(sim: SimulatorProcess, jobs: int, cap: int, root: Path, dirs: list[Path],
+       contenders: dict[str, tuple[Path | None, list[str]]], rounds: int) -> None:
+    """``contenders`` (label -> checkout, None for this one, and ``batchvid run`` options),
+    alternated, each round in the other order than the one before."""
+    rows: dict[str, list[Marginal]] = {label: [] for label in contenders}
     for index in range(rounds):
-        for label, tree in trees.items():
-            m = marginal(sim, jobs, cap, root, dirs, [], tree=tree)
+        order = list(contenders.items())
+        for label, (tree, options) in order if index % 2 == 0 else order[::-1]:
+            m = marginal(sim, jobs, cap, root, dirs, options, tree=tree)
             rows[label].append(m)
             print(f"  round {index} {label:10s} run+workers {m.cpu:6.2f} ms (kernel {m.kernel:5.2f})  "
                   f"run process {m.own:6.2f} ms (kernel {m.own_kernel:5.2f})  wall {m.big.wall:5.2f} s",
@@ -289,6 +292,8 @@ def main() -> int:
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--only-default", action="store_true", help="aiohttp and uvloop only")
     parser.add_argument("--ab", type=Path, metavar="TREE", help="compare with another checkout")
+    parser.add_argument("--ab-loop", action="store_true",
+                        help="compare this checkout on uvloop (its default) and on asyncio's loop")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     root, n, cap = args.out_root, args.jobs, args.max_in_flight
@@ -299,8 +304,12 @@ def main() -> int:
             print(f"{n} jobs at latency 0 (BigModel: create, 1 poll, video, cover), "
                   f"--max-in-flight {cap}; simulator in its own process; output on {root} "
                   f"({fs_type(root)}); marginal CPU per job (N - {SMALL} jobs):")
-            if args.ab is not None:
-                ab(sim, n, cap, root, dirs, args.ab.resolve(), args.rounds)
+            if args.ab is not None or args.ab_loop:
+                contenders: dict[str, tuple[Path | None, list[str]]] = (
+                    {"uvloop": (None, []), "asyncio": (None, ["--no-uvloop"])} if args.ab_loop
+                    else {"this": (None, []), args.ab.name: (args.ab.resolve(), [])}
+                )
+                ab(sim, n, cap, root, dirs, contenders, args.rounds)
                 return 0
             rows = {}
             variants = list(VARIANTS.items())[: 1 if args.only_default else None]
