@@ -93,19 +93,20 @@ _sha256 = hashlib.sha256
 def run_inputs(name: str, provider: str) -> str:
     """What every job's pieces share (junit.xml's class name is the manifest's name), and the
     code that made them."""
-    return repr((PIECES_FORMAT, __version__, _code_digest(), name, provider))
+    return repr((PIECES_FORMAT, __version__, code_digest(), name, provider))
 
 
 _CODE = Path(__file__).parent
-"""The package's modules (``_code_digest``)."""
+"""The package's modules (``code_digest``)."""
 
 
 @functools.cache
-def _code_digest() -> str:
+def code_digest() -> str:
     """A digest of the package's modules (``batchvid/*.py``: the code that makes each
     piece's text), so that a record made by other code of the same version (a checkout
     changed, a branch merged without ``PIECES_FORMAT`` bumped) is not used; when they cannot
-    be read, a value no record holds."""
+    be read, a value no record holds. Read once per process, when a run starts
+    (``runner.Runner``): modules changed on disk during a long run are not the code it runs."""
     digest = hashlib.sha256()
     try:
         paths = sorted(_CODE.glob("*.py"))

@@ -14,6 +14,8 @@ import pytest
 
 import batchvid.reportfiles as reportfiles
 import batchvid.reportpieces as reportpieces
+import batchvid.runner as runner
+from batchvid.cli import main
 from batchvid.jobs import Job, job_key
 from batchvid.report import Outcome, write_outputs
 from batchvid.reportpieces import PIECES_NAME
@@ -296,19 +298,60 @@ def test_a_record_made_by_other_code_of_the_same_version_is_not_used(
     code = tmp_path / "code"
     shutil.copytree(Path(reportpieces.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(reportpieces, "_CODE", code)
-    reportpieces._code_digest.cache_clear()
+    reportpieces.code_digest.cache_clear()
     try:
         made = _made(monkeypatch)
         _assert_reference(tmp_path, root, outcomes, seconds=2.0)
         assert len(made) == sum(not _reusable(o) for o in outcomes)  # the same code: reused
         with open(code / "report.py", "a") as fh:
             fh.write("# changed\n")
-        reportpieces._code_digest.cache_clear()
+        reportpieces.code_digest.cache_clear()
         made.clear()
         _assert_reference(tmp_path, root, outcomes, seconds=3.0)
         assert len(made) == len(outcomes)
     finally:
-        reportpieces._code_digest.cache_clear()
+        reportpieces.code_digest.cache_clear()
+
+
+_SIMULATED = ["--simulate", "--no-progress", "--sim-latency", "0.01", "--poll-interval", "0.01:0.02",
+              "--rpm", "6000", "--max-in-flight", "8"]
+
+
+def test_modules_changed_during_a_run_are_not_the_code_its_record_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The package's modules changed on disk while a rerun was under way (a checkout updated
+    during a long run): its record names the code the run started with, so the next run, of
+    the changed code, copies nothing."""
+    code = tmp_path / "code"
+    shutil.copytree(Path(reportpieces.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(reportpieces, "_CODE", code)
+    manifest, out = tmp_path / "m.yaml", tmp_path / "out"
+    manifest.write_text("version: 1\nname: code\ndefaults: {model: cogvideox-flash}\njobs:\n"
+                        "  - id: clip\n    prompt: \"clip ${n}\"\n    matrix: {n: [1, 2, 3, 4]}\n", encoding="utf-8")
+
+    def run() -> None:
+        reportpieces.code_digest.cache_clear()  # each run in a process of its own
+        assert main(["run", str(manifest), "--out", str(out), *_SIMULATED]) == 0
+
+    real = runner.write_outputs
+
+    def updated_then_written(*args: Any) -> Any:
+        with open(code / "report.py", "a", encoding="utf-8") as fh:
+            fh.write("# changed while the run was under way\n")
+        return real(*args)
+
+    try:
+        run()
+        with monkeypatch.context() as patch:
+            patch.setattr(runner, "write_outputs", updated_then_written)
+            run()
+        assert (out / ".batchvid" / PIECES_NAME).exists()
+        made = _made(monkeypatch)
+        run()
+        assert len(made) == 4
+    finally:
+        reportpieces.code_digest.cache_clear()
 
 
 def test_a_crash_before_the_record_is_written_leaves_none_that_describes_the_new_files(
