@@ -92,8 +92,8 @@ _sha256 = hashlib.sha256
 
 def run_inputs(name: str, provider: str) -> str:
     """What every job's pieces share (junit.xml's class name is the manifest's name), and the
-    code that made them."""
-    return repr((PIECES_FORMAT, __version__, code_digest(), name, provider))
+    code that made them (the interpreter's too: its json and str methods write the text)."""
+    return repr((PIECES_FORMAT, __version__, code_digest(), sys.version, name, provider))
 
 
 _CODE = Path(__file__).parent

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import random
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -276,6 +277,17 @@ def test_a_damaged_or_missing_record_reuses_nothing(
     _assert_reference(tmp_path, root, outcomes)
     assert len(made) == len(outcomes)
     assert (root / ".batchvid" / PIECES_NAME).exists()
+
+
+def test_a_record_made_by_another_python_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]]
+) -> None:
+    """A record written under another Python (its json module writes the text): nothing is copied."""
+    root, outcomes = written
+    monkeypatch.setattr(sys, "version", sys.version + " (another build)")
+    made = _made(monkeypatch)
+    _assert_reference(tmp_path, root, outcomes)
+    assert len(made) == len(outcomes)
 
 
 def test_a_record_of_another_format_is_not_used(
