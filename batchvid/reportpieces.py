@@ -255,8 +255,9 @@ class Pieces:
     def save(self, root: Path) -> None:
         """Record the pieces of the files now in place (nothing when some place is unknown,
         or without a journal)."""
+        known = self.previous.journal if self.previous is not None else None
         self.close()
-        journal = _journal_state(root) if self.complete else None
+        journal = _journal_state(root, known) if self.complete else None
         if journal is None:
             return
         payload = bytes(self._digests) + b"".join(spans.tobytes() for spans in self._spans)
@@ -298,6 +299,9 @@ class Previous:
         """Where report.html's ``jobs`` text starts (None: its cards are not placed)."""
         self._map: mmap.mmap | None = None
         self.count, self.pins = len(digests) // _DIGEST, pins
+        self.journal: list[Any] | None = None
+        """The journal's state as recorded (``_journal_state``): still its state while the
+        journal has the same identity."""
 
     @classmethod
     def load(cls, path: Path, root: Path, run: str) -> Previous | None:
@@ -333,7 +337,7 @@ class Previous:
         if fds is None:
             return None
         previous = cls(payload[:_DIGEST * count], spans, fds, pins, changed)
-        previous.cards_at = cards_at
+        previous.cards_at, previous.journal = cards_at, journal
         return previous
 
     def same(self, number: int, digest: bytes) -> bool:
@@ -388,11 +392,20 @@ def _opened(root: Path, files: Any) -> list[int] | None:
 _READ = 1 << 20
 
 
-def _journal_state(root: Path) -> list[Any] | None:
+def _journal_state(root: Path, known: list[Any] | None = None) -> list[Any] | None:
     """The journal's identity and the sha256 of its bytes (``_changed_keys``), or None
-    without one."""
+    without one: ``known`` (the state the previous record holds) while the journal has its
+    identity (as ``_changed_keys`` trusts it), else read and hashed."""
+    path = root / STATE_DIR / JOURNAL
+    if known is not None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if [st.st_mtime_ns, st.st_ino, st.st_dev, st.st_size] == known[:4]:
+            return known
     try:
-        with open(root / STATE_DIR / JOURNAL, "rb") as fh:
+        with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())
             digest = hashlib.sha256()
             size = 0

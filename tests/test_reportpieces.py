@@ -448,6 +448,32 @@ def test_a_journal_changed_otherwise_than_by_whole_lines_appended_reuses_nothing
     assert (root / ".batchvid" / PIECES_NAME).exists() == (change is not Path.unlink)
 
 
+def test_a_journal_as_the_record_found_it_is_not_read_again_to_record_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]]
+) -> None:
+    """A rerun whose journal has the identity the record holds records the journal's state
+    without reading it (once its check, a journal of gigabytes, not twice); the next rerun,
+    after a line appended, reads it again, and both write the reference bytes."""
+    root, outcomes = written
+    read: list[str] = []
+    real_open = open
+
+    def traced_open(path: Any, *args: Any, **kwargs: Any) -> Any:
+        read.append(Path(path).name)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(reportpieces, "open", traced_open, raising=False)
+    _assert_reference(tmp_path, root, outcomes, seconds=2.0)
+    assert read.count("journal.jsonl") == 1  # the record's check only
+    _journaled(root, outcomes[0])
+    read.clear()
+    _assert_reference(tmp_path / "again", root, outcomes, seconds=3.0)
+    assert read.count("journal.jsonl") == 2
+    made = _made(monkeypatch)
+    _assert_reference(tmp_path / "third", root, outcomes, seconds=4.0)
+    assert len(made) == sum(not _reusable(o) for o in outcomes)
+
+
 def test_jobs_with_journal_lines_appended_since_are_made_again_the_others_copied(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]]
 ) -> None:
