@@ -270,10 +270,10 @@ class Pieces:
             "byteorder": sys.byteorder,
             "files": {name: _identity(os.stat(root / name)) for name in FILES},
             "journal": journal,
-            "payload": hashlib.sha256(payload).hexdigest(),
             "cards_at": self.cards_at,
         }
-        # Not fsynced: a record lost or cut by a power cut is not used (its payload's digest).
+        header["payload"] = _whole(header, payload)
+        # Not fsynced: a record lost or cut by a power cut is not used (its digest).
         write_atomic(self._path, json.dumps(header, sort_keys=True).encode("utf-8") + b"\n" + payload,
                      durable=False)
 
@@ -281,6 +281,11 @@ class Pieces:
         if self.previous is not None:
             self.previous.close()
             self.previous = None
+
+
+def _whole(header: dict[str, Any], payload: bytes) -> str:
+    """The record's digest: of its header (but this digest) and its payload."""
+    return hashlib.sha256(json.dumps(header, sort_keys=True).encode("utf-8") + b"\n" + payload).hexdigest()
 
 
 def _identity(st: os.stat_result) -> list[int]:
@@ -314,14 +319,15 @@ class Previous:
         head, _, payload = data.partition(b"\n")
         try:
             header = json.loads(head)
+            whole = _whole({name: value for name, value in header.items() if name != "payload"}, payload)
             count, pins = header["jobs"], header["pins"]
             files, journal, cards_at = header["files"], header["journal"], header["cards_at"]
             usable = (type(pins) is int and header["format"] == PIECES_FORMAT and header["batchvid"] == __version__
                       and header["run"] == run and header["byteorder"] == sys.byteorder
                       and type(count) is int and (cards_at is None or type(cards_at) is int)
                       and len(payload) == (_DIGEST + 8 * len(FILES)) * count
-                      and hashlib.sha256(payload).hexdigest() == header["payload"])
-        except (ValueError, KeyError, TypeError):
+                      and whole == header["payload"])
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
         if not usable:
             return None

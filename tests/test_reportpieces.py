@@ -290,6 +290,33 @@ def test_a_record_made_by_another_python_is_not_used(
     assert len(made) == len(outcomes)
 
 
+def _header_changed(record: Path, name: str, change: Callable[[Any], Any]) -> None:
+    """The record's header field ``name`` changed, the record otherwise as written."""
+    head, _, payload = record.read_bytes().partition(b"\n")
+    header = json.loads(head)
+    header[name] = change(header[name])
+    record.write_bytes(json.dumps(header, sort_keys=True).encode("utf-8") + b"\n" + payload)
+
+
+@pytest.mark.parametrize(("name", "change"), [
+    ("cards_at", lambda at: at - 1),
+    ("pins", lambda pins: pins - 1),
+    ("journal", lambda state: [*state[:4], "0" * 64]),
+])
+def test_a_record_whose_header_was_damaged_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]],
+    name: str, change: Callable[[Any], Any]
+) -> None:
+    """A field of the record's header changed (a damaged disk, a hand edit), its payload not:
+    nothing is copied, and the next rerun (its head changed: the cards copied) writes the
+    reference bytes."""
+    root, outcomes = written
+    _header_changed(root / ".batchvid" / PIECES_NAME, name, change)
+    made = _made(monkeypatch)
+    _assert_reference(tmp_path, root, outcomes, exit_code=3)
+    assert len(made) == len(outcomes)
+
+
 def test_a_record_of_another_format_is_not_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]]
 ) -> None:
