@@ -52,13 +52,13 @@ class PinTexts(EncodedItems):
         self._numbers = array("q")
         """Each pin's job number (its place in the outcomes)."""
         self.marks: tuple[Pieces, _TextFile] | None = None
+        """Where each pin's place in batchvid.lock is noted, and the lock being written."""
         self.copied = 0
         """The pins given as they were (``add_copied``)."""
         self._copied = bytearray()
         """Whether each pin is one of those (1), its text not in the file."""
         self.previous: Callable[[int, int], bytes] | None = None
         """Job number -> its piece of a file in the replaced report (``Previous.piece``)."""
-        """Where each pin's place in batchvid.lock is noted, and the lock being written."""
         self._batch: list[bytes] = []
         self._size = self._written = 0
         self._templates: dict[Shape, tuple[Holes, Callable[[tuple[str, ...]], tuple[str, ...]], int | None] | None] = {}

@@ -92,20 +92,21 @@ _sha256 = hashlib.sha256
 
 def run_inputs(name: str, provider: str) -> str:
     """What every job's pieces share (junit.xml's class name is the manifest's name), and the
-    code that made them."""
-    return repr((PIECES_FORMAT, __version__, _code_digest(), name, provider))
+    code that made them (the interpreter's too: its json and str methods write the text)."""
+    return repr((PIECES_FORMAT, __version__, code_digest(), sys.version, name, provider))
 
 
 _CODE = Path(__file__).parent
-"""The package's modules (``_code_digest``)."""
+"""The package's modules (``code_digest``)."""
 
 
 @functools.cache
-def _code_digest() -> str:
+def code_digest() -> str:
     """A digest of the package's modules (``batchvid/*.py``: the code that makes each
     piece's text), so that a record made by other code of the same version (a checkout
     changed, a branch merged without ``PIECES_FORMAT`` bumped) is not used; when they cannot
-    be read, a value no record holds."""
+    be read, a value no record holds. Read once per process, when a run starts
+    (``runner.Runner``): modules changed on disk during a long run are not the code it runs."""
     digest = hashlib.sha256()
     try:
         paths = sorted(_CODE.glob("*.py"))
@@ -254,8 +255,9 @@ class Pieces:
     def save(self, root: Path) -> None:
         """Record the pieces of the files now in place (nothing when some place is unknown,
         or without a journal)."""
+        known = self.previous.journal if self.previous is not None else None
         self.close()
-        journal = _journal_state(root) if self.complete else None
+        journal = _journal_state(root, known) if self.complete else None
         if journal is None:
             return
         payload = bytes(self._digests) + b"".join(spans.tobytes() for spans in self._spans)
@@ -268,10 +270,10 @@ class Pieces:
             "byteorder": sys.byteorder,
             "files": {name: _identity(os.stat(root / name)) for name in FILES},
             "journal": journal,
-            "payload": hashlib.sha256(payload).hexdigest(),
             "cards_at": self.cards_at,
         }
-        # Not fsynced: a record lost or cut by a power cut is not used (its payload's digest).
+        header["payload"] = _whole(header, payload)
+        # Not fsynced: a record lost or cut by a power cut is not used (its digest).
         write_atomic(self._path, json.dumps(header, sort_keys=True).encode("utf-8") + b"\n" + payload,
                      durable=False)
 
@@ -279,6 +281,11 @@ class Pieces:
         if self.previous is not None:
             self.previous.close()
             self.previous = None
+
+
+def _whole(header: dict[str, Any], payload: bytes) -> str:
+    """The record's digest: of its header (but this digest) and its payload."""
+    return hashlib.sha256(json.dumps(header, sort_keys=True).encode("utf-8") + b"\n" + payload).hexdigest()
 
 
 def _identity(st: os.stat_result) -> list[int]:
@@ -297,6 +304,9 @@ class Previous:
         """Where report.html's ``jobs`` text starts (None: its cards are not placed)."""
         self._map: mmap.mmap | None = None
         self.count, self.pins = len(digests) // _DIGEST, pins
+        self.journal: list[Any] | None = None
+        """The journal's state as recorded (``_journal_state``): still its state while the
+        journal has the same identity."""
 
     @classmethod
     def load(cls, path: Path, root: Path, run: str) -> Previous | None:
@@ -309,14 +319,15 @@ class Previous:
         head, _, payload = data.partition(b"\n")
         try:
             header = json.loads(head)
+            whole = _whole({name: value for name, value in header.items() if name != "payload"}, payload)
             count, pins = header["jobs"], header["pins"]
             files, journal, cards_at = header["files"], header["journal"], header["cards_at"]
             usable = (type(pins) is int and header["format"] == PIECES_FORMAT and header["batchvid"] == __version__
                       and header["run"] == run and header["byteorder"] == sys.byteorder
                       and type(count) is int and (cards_at is None or type(cards_at) is int)
                       and len(payload) == (_DIGEST + 8 * len(FILES)) * count
-                      and hashlib.sha256(payload).hexdigest() == header["payload"])
-        except (ValueError, KeyError, TypeError):
+                      and whole == header["payload"])
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
         if not usable:
             return None
@@ -332,7 +343,7 @@ class Previous:
         if fds is None:
             return None
         previous = cls(payload[:_DIGEST * count], spans, fds, pins, changed)
-        previous.cards_at = cards_at
+        previous.cards_at, previous.journal = cards_at, journal
         return previous
 
     def same(self, number: int, digest: bytes) -> bool:
@@ -387,11 +398,20 @@ def _opened(root: Path, files: Any) -> list[int] | None:
 _READ = 1 << 20
 
 
-def _journal_state(root: Path) -> list[Any] | None:
+def _journal_state(root: Path, known: list[Any] | None = None) -> list[Any] | None:
     """The journal's identity and the sha256 of its bytes (``_changed_keys``), or None
-    without one."""
+    without one: ``known`` (the state the previous record holds) while the journal has its
+    identity (as ``_changed_keys`` trusts it), else read and hashed."""
+    path = root / STATE_DIR / JOURNAL
+    if known is not None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if [st.st_mtime_ns, st.st_ino, st.st_dev, st.st_size] == known[:4]:
+            return known
     try:
-        with open(root / STATE_DIR / JOURNAL, "rb") as fh:
+        with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())
             digest = hashlib.sha256()
             size = 0

@@ -37,6 +37,7 @@ from batchvid.plan import ACTIVE, STATUS_OF_ACTION, UNANSWERED_CREATE, Plan, Ste
 from batchvid.ratelimit import AdaptiveLimit, RateLimiter
 from batchvid.relocate import Relocations
 from batchvid.report import Outcome, RunInfo, exit_code, write_outputs
+from batchvid.reportpieces import code_digest
 from batchvid.retry import RetryPolicy
 from batchvid.settings import Settings, plan_for
 from batchvid.stopping import Stopped, Stopper
@@ -221,6 +222,7 @@ class Runner:
         self.stopper = Stopper(self.emit, self.scrub, settings.grace)
         self.owns_process = owns_process
         self._closing: threading.Thread | None = None  # ending the workers (owns_process)
+        code_digest()  # the code this run's report is made by, read as it starts (``reportpieces``)
 
     @property
     def provider(self) -> Provider:

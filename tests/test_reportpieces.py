@@ -6,6 +6,7 @@ import dataclasses
 import json
 import random
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ import pytest
 
 import batchvid.reportfiles as reportfiles
 import batchvid.reportpieces as reportpieces
+import batchvid.runner as runner
+from batchvid.cli import main
 from batchvid.jobs import Job, job_key
 from batchvid.report import Outcome, write_outputs
 from batchvid.reportpieces import PIECES_NAME
@@ -276,6 +279,44 @@ def test_a_damaged_or_missing_record_reuses_nothing(
     assert (root / ".batchvid" / PIECES_NAME).exists()
 
 
+def test_a_record_made_by_another_python_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]]
+) -> None:
+    """A record written under another Python (its json module writes the text): nothing is copied."""
+    root, outcomes = written
+    monkeypatch.setattr(sys, "version", sys.version + " (another build)")
+    made = _made(monkeypatch)
+    _assert_reference(tmp_path, root, outcomes)
+    assert len(made) == len(outcomes)
+
+
+def _header_changed(record: Path, name: str, change: Callable[[Any], Any]) -> None:
+    """The record's header field ``name`` changed, the record otherwise as written."""
+    head, _, payload = record.read_bytes().partition(b"\n")
+    header = json.loads(head)
+    header[name] = change(header[name])
+    record.write_bytes(json.dumps(header, sort_keys=True).encode("utf-8") + b"\n" + payload)
+
+
+@pytest.mark.parametrize(("name", "change"), [
+    ("cards_at", lambda at: at - 1),
+    ("pins", lambda pins: pins - 1),
+    ("journal", lambda state: [*state[:4], "0" * 64]),
+])
+def test_a_record_whose_header_was_damaged_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]],
+    name: str, change: Callable[[Any], Any]
+) -> None:
+    """A field of the record's header changed (a damaged disk, a hand edit), its payload not:
+    nothing is copied, and the next rerun (its head changed: the cards copied) writes the
+    reference bytes."""
+    root, outcomes = written
+    _header_changed(root / ".batchvid" / PIECES_NAME, name, change)
+    made = _made(monkeypatch)
+    _assert_reference(tmp_path, root, outcomes, exit_code=3)
+    assert len(made) == len(outcomes)
+
+
 def test_a_record_of_another_format_is_not_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]]
 ) -> None:
@@ -296,19 +337,60 @@ def test_a_record_made_by_other_code_of_the_same_version_is_not_used(
     code = tmp_path / "code"
     shutil.copytree(Path(reportpieces.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(reportpieces, "_CODE", code)
-    reportpieces._code_digest.cache_clear()
+    reportpieces.code_digest.cache_clear()
     try:
         made = _made(monkeypatch)
         _assert_reference(tmp_path, root, outcomes, seconds=2.0)
         assert len(made) == sum(not _reusable(o) for o in outcomes)  # the same code: reused
         with open(code / "report.py", "a") as fh:
             fh.write("# changed\n")
-        reportpieces._code_digest.cache_clear()
+        reportpieces.code_digest.cache_clear()
         made.clear()
         _assert_reference(tmp_path, root, outcomes, seconds=3.0)
         assert len(made) == len(outcomes)
     finally:
-        reportpieces._code_digest.cache_clear()
+        reportpieces.code_digest.cache_clear()
+
+
+_SIMULATED = ["--simulate", "--no-progress", "--sim-latency", "0.01", "--poll-interval", "0.01:0.02",
+              "--rpm", "6000", "--max-in-flight", "8"]
+
+
+def test_modules_changed_during_a_run_are_not_the_code_its_record_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The package's modules changed on disk while a rerun was under way (a checkout updated
+    during a long run): its record names the code the run started with, so the next run, of
+    the changed code, copies nothing."""
+    code = tmp_path / "code"
+    shutil.copytree(Path(reportpieces.__file__).parent, code, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(reportpieces, "_CODE", code)
+    manifest, out = tmp_path / "m.yaml", tmp_path / "out"
+    manifest.write_text("version: 1\nname: code\ndefaults: {model: cogvideox-flash}\njobs:\n"
+                        "  - id: clip\n    prompt: \"clip ${n}\"\n    matrix: {n: [1, 2, 3, 4]}\n", encoding="utf-8")
+
+    def run() -> None:
+        reportpieces.code_digest.cache_clear()  # each run in a process of its own
+        assert main(["run", str(manifest), "--out", str(out), *_SIMULATED]) == 0
+
+    real = runner.write_outputs
+
+    def updated_then_written(*args: Any) -> Any:
+        with open(code / "report.py", "a", encoding="utf-8") as fh:
+            fh.write("# changed while the run was under way\n")
+        return real(*args)
+
+    try:
+        run()
+        with monkeypatch.context() as patch:
+            patch.setattr(runner, "write_outputs", updated_then_written)
+            run()
+        assert (out / ".batchvid" / PIECES_NAME).exists()
+        made = _made(monkeypatch)
+        run()
+        assert len(made) == 4
+    finally:
+        reportpieces.code_digest.cache_clear()
 
 
 def test_a_crash_before_the_record_is_written_leaves_none_that_describes_the_new_files(
@@ -391,6 +473,32 @@ def test_a_journal_changed_otherwise_than_by_whole_lines_appended_reuses_nothing
     else:
         assert len(made) == len(outcomes)
     assert (root / ".batchvid" / PIECES_NAME).exists() == (change is not Path.unlink)
+
+
+def test_a_journal_as_the_record_found_it_is_not_read_again_to_record_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]]
+) -> None:
+    """A rerun whose journal has the identity the record holds records the journal's state
+    without reading it (once its check, a journal of gigabytes, not twice); the next rerun,
+    after a line appended, reads it again, and both write the reference bytes."""
+    root, outcomes = written
+    read: list[str] = []
+    real_open = open
+
+    def traced_open(path: Any, *args: Any, **kwargs: Any) -> Any:
+        read.append(Path(path).name)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(reportpieces, "open", traced_open, raising=False)
+    _assert_reference(tmp_path, root, outcomes, seconds=2.0)
+    assert read.count("journal.jsonl") == 1  # the record's check only
+    _journaled(root, outcomes[0])
+    read.clear()
+    _assert_reference(tmp_path / "again", root, outcomes, seconds=3.0)
+    assert read.count("journal.jsonl") == 2
+    made = _made(monkeypatch)
+    _assert_reference(tmp_path / "third", root, outcomes, seconds=4.0)
+    assert len(made) == sum(not _reusable(o) for o in outcomes)
 
 
 def test_jobs_with_journal_lines_appended_since_are_made_again_the_others_copied(
