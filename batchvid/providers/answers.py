@@ -13,7 +13,6 @@ import httpx
 
 from batchvid.errors import JobFatalError, ProviderError, RunFatalError, TransientError
 from batchvid.jobs import GENERATION_PARAMETERS, Job
-from batchvid.providers.urls import parsed
 from batchvid.providers.wire import MAX_RESPONSE_BYTES, RawResponse, error_fields, excerpt
 
 TaskStatus = Literal["running", "succeeded", "failed"]
@@ -73,9 +72,8 @@ def parse_url(url: str) -> httpx.URL:
     """``httpx.URL(url)``, remembered for the last URLs parsed: the result URLs a poll answer
     names are checked here (``http_url``) and fetched moments later (``download``), and httpx
     takes ~50 µs to parse each one. ``httpx.URL`` is immutable, so sharing one is safe; a URL
-    that fails to parse is not remembered (it raises again). A plain URL is split without
-    httpx's parser, into the same URL (``batchvid.providers.urls.parsed``)."""
-    return parsed(url)
+    that fails to parse is not remembered (it raises again)."""
+    return httpx.URL(url)
 
 
 def video_results(value: Any) -> list[dict[str, Any]]:

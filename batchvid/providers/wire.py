@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 
 from batchvid.errors import TransientError
-from batchvid.providers.urls import joined
 
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 """API answers are small JSON documents; a larger body is refused as ``bad_response``."""
@@ -175,11 +174,7 @@ def endpoint(base: httpx.URL, path: str) -> httpx.URL:
     (``AsyncClient._merge_url``: a relative path is appended to the base URL's path) and
     remembered: httpx spends ~150 µs on each merge, and a run sends every create to one path
     and polls each task at one path several times. ``httpx.URL`` is immutable; an absolute URL
-    given to the client is taken as it is. A plain path (a poll's, whose task id is new each
-    time) is joined without httpx's parser (``batchvid.providers.urls.joined``)."""
-    quick = joined(base, path)
-    if quick is not None:
-        return quick
+    given to the client is taken as it is."""
     url = httpx.URL(path)
     if not url.is_relative_url:
         return url
