@@ -119,7 +119,13 @@ def _opened(path: str | os.PathLike[str]) -> Iterator[tuple[Any, Any]]:
         with av.open(os.fspath(path), format=_format_of(path)) as container:
             if not container.streams.video:
                 raise MediaError(f"{os.fspath(path)}: no video stream")
-            yield container, container.streams.video[0]
+            video = container.streams.video[0]
+            if video.codec_context is None:  # no codec it names (its sample description cut short)
+                raise MediaError(
+                    f"{os.fspath(path)}: not a readable video (no decoder for its video stream); "
+                    "the download may be truncated, so fetch it again"
+                )
+            yield container, video
     except FileNotFoundError as exc:
         raise MediaError(f"{os.fspath(path)}: no such file") from exc
     except av.FFmpegError as exc:
@@ -161,6 +167,7 @@ def _info(container: Any, video: Any, frames: int, signals: Quality | None) -> M
     else:
         duration = frames / fps if fps else 0.0
     audio = container.streams.audio[0] if container.streams.audio else None
+    audio_codec = audio.codec_context if audio is not None else None  # None: it names no codec
     return MediaInfo(
         codec=video.codec_context.name,
         width=video.codec_context.width,
@@ -169,7 +176,7 @@ def _info(container: Any, video: Any, frames: int, signals: Quality | None) -> M
         frame_count=frames,
         duration=duration,
         has_audio=audio is not None,
-        audio_codec=audio.codec_context.name if audio is not None else None,
+        audio_codec=audio_codec.name if audio_codec is not None else None,
         quality=signals,
     )
 

@@ -83,3 +83,32 @@ def test_missing_file_raises_media_error(tmp_path: Path) -> None:
     """A path that does not exist raises MediaError, not an OSError."""
     with pytest.raises(MediaError, match="no such file"):
         probe(tmp_path / "absent.mp4")
+
+
+def test_a_file_cut_anywhere_analyses_or_raises_media_error(tmp_path: Path, video_bytes: bytes) -> None:
+    """A video cut at any point, its moov first or last (cut inside a stream's sample
+    description, the stream names no codec PyAV has), is analysed and probed or raises
+    MediaError naming the file: never another error, which would end the run."""
+    import av
+
+    from batchvid.media import analyse
+
+    source = tmp_path / "source.mp4"
+    source.write_bytes(video_bytes)
+    faststart = tmp_path / "faststart.mp4"
+    with av.open(str(source)) as original, av.open(str(faststart), "w", format="mp4",
+                                                   options={"movflags": "faststart"}) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in original.streams}
+        for packet in original.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    clip = tmp_path / "cut.mp4"
+    for data in (video_bytes, faststart.read_bytes()):
+        for cut in range(0, len(data), 29):
+            clip.write_bytes(data[:cut])
+            for call in (analyse, probe):
+                try:
+                    call(clip)
+                except MediaError as exc:
+                    assert "cut.mp4" in str(exc)
