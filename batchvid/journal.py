@@ -218,25 +218,14 @@ def _fold(records: dict[str, JobRecord], line: Mapping[str, Any]) -> None:
         previous.enhanced = {name: get(name, default) for name, default in _REWRITE_DEFAULTS.items()}
         previous.fresh = True
         return
+    creates = (0 if previous is None else previous.creates) + (event == "submitting")
     if previous is not None:
         key = previous.key  # the string the records' dict holds: one copy per job, not two
-    record = records[key] = JobRecord(key, line["id"], event)
+    record = records[key] = _record(key, line, creates)
     if previous is not None:
-        record.creates, record.enhanced = previous.creates, previous.enhanced
-        record.fresh, record.sent = previous.fresh, previous.sent
+        record.enhanced, record.fresh, record.sent = previous.enhanced, previous.fresh, previous.sent
     if event == "submitting":
         record.sent, record.fresh = record.enhanced, False
-        record.creates += 1
-        record.request_id = get("request_id")
-    elif event == "submitted":
-        record.task_id = line["task_id"]
-    elif event == "succeeded":
-        record.task_id, record.video = get("task_id"), line["video"]
-        record.cover, record.media = get("cover"), get("media")
-        record.poster, record.provided, record.stat = get("poster"), get("provided"), get("stat")
-    elif event == "failed":
-        record.task_id, record.error = get("task_id"), line["error"]
-        record.video, record.media = get("video"), get("media")
 
 
 def _replay(runs: Iterable[list[dict[str, Any]]]) -> dict[str, JobRecord]:
@@ -268,8 +257,9 @@ _EVENT, _KEY = itemgetter("event"), itemgetter("key")
 
 
 def _record(key: str, line: Mapping[str, Any], creates: int) -> JobRecord:
-    """The record ``_fold`` makes of a key's lines when none is ``enhanced``: its latest
-    ``line`` and its number of ``creates``."""
+    """A key's record from its latest ``line`` (not ``enhanced``) and its number of
+    ``creates``: all of it when none of its lines is ``enhanced`` (``_replay``); else ``_fold``
+    adds the rewrite's fields."""
     event, get = line["event"], line.get
     if event == "succeeded":
         return JobRecord(key, line["id"], event, get("task_id"), line["video"], get("cover"), get("media"),
