@@ -454,18 +454,19 @@ def _steps(
     for job in jobs:
         record = records.get(job.key)
         if chosen is None or job.key in chosen:
+            forced = force or (re_enhance and job.enhance is not None)
             if record is None:
                 if job.enhance is None and job.id not in by_id:
                     steps.append(_new_job(job))  # what the lines below decide for it, taken directly
                     continue
-            elif record.state == "succeeded" and not force and (not re_enhance or job.enhance is None):
+            elif record.state == "succeeded" and not forced:
                 steps.append(done(job, record))  # as below: ``decide`` of a done job, not a create
                 continue
             step = decide(
                 job,
                 record,
                 out_dir,
-                force=force or (re_enhance and job.enhance is not None),
+                force=forced,
                 retry_failed=retry_failed,
                 idempotent=idempotent,
             )
