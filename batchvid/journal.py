@@ -37,7 +37,8 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
-from itertools import chain, compress, islice
+from io import BufferedReader
+from itertools import compress, islice
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -108,41 +109,59 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
 
 def _runs(path: Path) -> Iterator[list[dict[str, Any]]]:
     """``_lines`` in runs of up to ``CHUNK_LINES`` lines (a run is never empty)."""
-    try:
-        fh = path.open("rb")
-    except FileNotFoundError:
+    fh = open_journal(path)
+    if fh is None:
         return
+    with fh:
+        for decoded, _, _ in chunks(fh, path):
+            if decoded:
+                yield decoded
+
+
+def open_journal(path: Path) -> BufferedReader | None:
+    """The journal file opened for reading, or None when there is none."""
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        return None
     except OSError as exc:
         raise OutputDirError(f"{path} cannot be read: {exc}") from exc
-    with fh:
-        number = 0
-        while chunk := list(islice(fh, CHUNK_LINES)):
-            decoded = _decode_chunk(chunk)
-            if decoded is not None:
-                number += len(chunk)
-                if decoded:
-                    yield decoded
-                continue
-            good: list[dict[str, Any]] = []
-            for at, raw in enumerate(chunk, start=1):  # a line a time, to name the bad one
-                if not raw.strip():
-                    continue
-                try:
-                    data = _decode_line(raw.decode("utf-8"))
-                    check(data)
-                except (ValueError, KeyError, TypeError) as exc:
-                    if good:  # the lines before it, as a line at a time gave them
-                        yield good
-                    if at == len(chunk) and not fh.read(1):  # the torn tail of a crash
-                        return
-                    raise OutputDirError(
-                        f"{path}:{number + at}: the journal is corrupt ({exc}); "
-                        "move the output directory aside or repair that line"
-                    ) from exc
-                good.append(data)
-            if good:
-                yield good
+
+
+Chunk = tuple[list[dict[str, Any]], list[bytes], bool]
+"""A chunk of journal lines: their checked objects, the lines as read, and whether every line
+is one (False only for the last chunk, whose last line is a torn tail, left out)."""
+
+
+def chunks(fh: BinaryIO, path: Path, number: int = 0) -> Iterator[Chunk]:
+    """The journal's lines from ``fh``'s position on, ``CHUNK_LINES`` lines a chunk (fewer in
+    the last), with ``read_entries``'s handling of a torn tail and of corruption; ``number``:
+    the lines before that position (a corrupt line's number counts them)."""
+    while chunk := list(islice(fh, CHUNK_LINES)):
+        decoded = _decode_chunk(chunk)
+        if decoded is not None:
+            yield decoded, chunk, True
             number += len(chunk)
+            continue
+        good: list[dict[str, Any]] = []
+        for at, raw in enumerate(chunk, start=1):  # a line a time, to name the bad one
+            if not raw.strip():
+                continue
+            try:
+                data = _decode_line(raw.decode("utf-8"))
+                check(data)
+            except (ValueError, KeyError, TypeError) as exc:
+                if good:  # the lines before it, as a line at a time gave them
+                    yield good, chunk, False
+                if at == len(chunk) and not fh.read(1):  # the torn tail of a crash
+                    return
+                raise OutputDirError(
+                    f"{path}:{number + at}: the journal is corrupt ({exc}); "
+                    "move the output directory aside or repair that line"
+                ) from exc
+            good.append(data)
+        yield good, chunk, True
+        number += len(chunk)
 
 
 def _decode_chunk(chunk: list[bytes]) -> list[dict[str, Any]] | None:
@@ -228,29 +247,58 @@ def _fold(records: dict[str, JobRecord], line: Mapping[str, Any]) -> None:
         record.sent, record.fresh = record.enhanced, False
 
 
-def _replay(runs: Iterable[list[dict[str, Any]]]) -> dict[str, JobRecord]:
-    """``_fold`` of every line of ``runs``, run by run in C-level passes until a line is
-    ``enhanced``: before that, a key's record follows from its latest line alone and from how
-    many creates (``submitting``) its lines show, so only the latest line of each key is kept
-    (``_record``), not a record made and dropped per line. From the first ``enhanced`` line
-    on, line by line."""
-    latest: dict[str, dict[str, Any]] = {}
-    """Each key's latest line, keys in the order they first appear (as ``_fold``'s records)."""
-    creates: Counter[str] = Counter()
-    runs = iter(runs)
-    for run in runs:
+class Fold:
+    """``_fold`` of runs of checked lines onto ``records``, in C-level passes: until a run
+    holds an ``enhanced`` line, a key's record follows from its record before the run, its
+    latest line and how many creates (``submitting``) its lines show, so only each key's latest
+    line is kept, not a record made and dropped per line (``settle`` makes them). A run with
+    an ``enhanced`` line is folded line by line."""
+
+    def __init__(self, records: dict[str, JobRecord] | None = None) -> None:
+        self.records: dict[str, JobRecord] = {} if records is None else records
+        self._latest: dict[str, dict[str, Any]] = {}
+        """Each key's latest line not folded yet, keys in the order they first appear."""
+        self._creates: Counter[str] = Counter()
+
+    def add(self, run: list[dict[str, Any]]) -> None:
         events = list(map(_EVENT, run))
         if "enhanced" in events:
-            records = {key: _record(key, line, creates.get(key, 0)) for key, line in latest.items()}
-            del latest
-            for line in chain(run, chain.from_iterable(runs)):
+            records = self.settle()
+            for line in run:
                 _fold(records, line)
-            return records
+            return
         keys = list(map(_KEY, run))
-        latest.update(zip(keys, run, strict=True))
+        self._latest.update(zip(keys, run, strict=True))
         if "submitting" in events:
-            creates.update(compress(keys, map("submitting".__eq__, events)))
-    return {key: _record(key, line, creates.get(key, 0)) for key, line in latest.items()}
+            self._creates.update(compress(keys, map("submitting".__eq__, events)))
+
+    def settle(self) -> dict[str, JobRecord]:
+        """The records with every line added so far folded in."""
+        records, creates = self.records, self._creates
+        if not records:  # a key's first lines: its record is its latest line's
+            records = self.records = {key: _record(key, line, creates.get(key, 0))
+                                      for key, line in self._latest.items()}
+        else:
+            for key, line in self._latest.items():
+                made = creates.get(key, 0)
+                previous = records.get(key)
+                if previous is None:
+                    records[key] = _record(key, line, made)
+                    continue
+                record = records[key] = _record(previous.key, line, previous.creates + made)
+                record.enhanced, record.fresh, record.sent = previous.enhanced, previous.fresh, previous.sent
+                if made:  # as ``_fold`` of its ``submitting`` line
+                    record.sent, record.fresh = previous.enhanced, False
+        self._latest, self._creates = {}, Counter()
+        return records
+
+
+def _replay(runs: Iterable[list[dict[str, Any]]]) -> dict[str, JobRecord]:
+    """``_fold`` of every line of ``runs`` (``Fold``)."""
+    fold = Fold()
+    for run in runs:
+        fold.add(run)
+    return fold.settle()
 
 
 _EVENT, _KEY = itemgetter("event"), itemgetter("key")

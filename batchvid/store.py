@@ -5,6 +5,7 @@ Layout (see docs/output-directory.md)::
     OUT/
       .batchvid/lock           held (flock) by the one run writing here
       .batchvid/journal.jsonl  append-only, fsynced record of every create and outcome
+      .batchvid/replay-snapshot  the journal's replay, kept (a cache: ``batchvid.snapshot``)
       jobs/<id>/request.json, response.json, video.mp4, cover.<ext>
       report.json, report.md, junit.xml, metadata.jsonl, batchvid.lock
 
@@ -35,6 +36,7 @@ from batchvid.durable import (
 )
 from batchvid.errors import OutputDirError, OutputDirLocked
 from batchvid.journal import JobRecord, Journal, RecordState
+from batchvid.snapshot import replay
 
 STATE_DIR = ".batchvid"
 JOURNAL = "journal.jsonl"
@@ -146,7 +148,7 @@ class OutputDir:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
         self._sweep(jobs=not left_clean)
-        records = self.journal.replay()
+        records = replay(self.journal.path, save=True)
         self.journal.open()
         return records
 
@@ -155,7 +157,7 @@ class OutputDir:
         Only a run holding the lock writes here, so every such file is an orphan. ``jobs``:
         look in every job's directory too, unless the last holder of the lock closed it
         cleanly (it empties the lock file then; a killed one leaves its pid there)."""
-        for orphan in _temporaries(self.root, (".tmp",)):
+        for orphan in _temporaries(self.root, (".tmp",)) + _temporaries(self.state_dir, (".tmp",)):
             with contextlib.suppress(OSError):
                 os.unlink(orphan)
         if not jobs:
@@ -213,8 +215,9 @@ def _lock_owner(state_dir: Path) -> str:
 
 
 def read_records(root: Path) -> dict[str, JobRecord]:
-    """Replay an output directory's journal without taking its lock (for plan and status)."""
-    return Journal(root / STATE_DIR / JOURNAL).replay()
+    """Replay an output directory's journal without taking its lock (for plan and status),
+    from its replay snapshot when that holds (``batchvid.snapshot``; none is written)."""
+    return replay(root / STATE_DIR / JOURNAL)
 
 
 def verify_file(
