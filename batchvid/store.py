@@ -226,11 +226,7 @@ def verify_file(
     """None if ``path`` exists with the expected sha256 and size, else why not. With
     ``unchanged`` (the file's ``file_stat`` when it was hashed), a file that still has that size,
     mtime_ns and inode is taken as verified without reading it (``batchvid verify`` reads all)."""
-    if (
-        unchanged is not None
-        and unchanged.get("bytes") == expected.get("bytes")
-        and file_stat(path) == unchanged
-    ):
+    if unchanged is not None and unchanged.get("bytes") == expected.get("bytes") and _unchanged(path, unchanged):
         return None
     try:
         digest, size = sha256_file(Path(path))
@@ -245,3 +241,14 @@ def verify_file(
     return None
 
 
+
+
+def _unchanged(path: str | Path, journaled: Mapping[str, int]) -> bool:
+    """``file_stat(path) == journaled``, without making the dict (one call per done job of a
+    rerun)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (len(journaled) == 3 and journaled.get("bytes") == st.st_size and journaled.get("ino") == st.st_ino
+            and journaled.get("mtime_ns") == st.st_mtime_ns)
