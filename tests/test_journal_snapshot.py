@@ -292,3 +292,21 @@ def test_opening_sweeps_a_snapshot_s_orphaned_temporary_file(journal: Path) -> N
     with OutputDir(journal.parent.parent) as out:
         out.open()
     assert not orphan.exists()
+
+
+def test_a_bad_last_line_is_left_out_of_the_snapshot_and_named_once_lines_follow_it(
+    journal: Path, used: list[bool]
+) -> None:
+    """A bad last line with its newline (ignored, as a torn tail) is not covered by the
+    snapshot: once a line follows it, the replay from the snapshot names it as the replay from
+    the start does."""
+    bad = b'{"event":"teleported","id":"a","key":"k1"}\n'
+    journal.write_bytes(_lines(6) + bad)
+    snapshot.replay(journal, save=True)
+    assert _image(snapshot.replay(journal)) == _image(Journal(journal).replay())
+    with journal.open("ab") as fh:
+        fh.write(encode(_done(9)))
+    for replay in (Journal(journal).replay, lambda: snapshot.replay(journal)):
+        with pytest.raises(OutputDirError, match=r"journal.jsonl:7: the journal is corrupt"):
+            replay()
+    assert used == [False, True, True]
