@@ -69,7 +69,7 @@ def replay(path: Path, *, save: bool = False) -> dict[str, JobRecord]:
             start = _load(snapshot, fh)
             if start is None:
                 fh.seek(0)
-            replayed = _Replay(path, start or _Start({}, 0, 0, hashlib.sha256()), hashing=save)
+            replayed = _Replay(start or _Start({}, 0, 0, hashlib.sha256()), hashing=save)
             items = chunks(fh, path, replayed.lines)
             last = replayed.fold_all_but_last(items)
             if last is not None and _ends_at_a_boundary(last):
@@ -100,7 +100,7 @@ class _Start:
 class _Replay:
     """A replay under way: the lines folded, where they end and, ``hashing``, their digest."""
 
-    def __init__(self, path: Path, start: _Start, *, hashing: bool) -> None:
+    def __init__(self, start: _Start, *, hashing: bool) -> None:
         self.fold = Fold(start.records)
         self.offset, self.lines, self.hashed = start.offset, start.lines, start.hashed
         self._first = start.lines
@@ -136,7 +136,10 @@ class _Replay:
         code = code_digest()
         if code is None:
             return
-        payload = marshal.dumps(list(map(_FIELDS, self.fold.settle().values())))
+        try:
+            payload = marshal.dumps(list(map(_FIELDS, self.fold.settle().values())))
+        except ValueError:  # a value nested deeper than marshal goes: no snapshot (a cache)
+            return
         header = marshal.dumps((FORMAT, sys.version, code, journal.CHUNK_LINES, self.offset, self.lines,
                                 self.hashed.digest(), len(payload), hashlib.sha256(payload).digest()))
         with contextlib.suppress(OSError):  # a cache: a full or read-only disk is no error
