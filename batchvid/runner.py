@@ -31,7 +31,7 @@ import anyio
 from batchvid.budget import Budget
 from batchvid.errors import ProviderError, RunFatalError, UsageError
 from batchvid.events import Broadcaster, Effects, RunFinished, RunStarted, Subscriber, scrubber
-from batchvid.gcpause import fewer_collections, long_lived
+from batchvid.gcpause import fewer_collections, keep_until_exit, long_lived
 from batchvid.jobs import Manifest
 from batchvid.plan import ACTIVE, STATUS_OF_ACTION, UNANSWERED_CREATE, Plan, Step
 from batchvid.ratelimit import AdaptiveLimit, RateLimiter
@@ -258,7 +258,7 @@ class Runner:
 
     async def _run(self, settle: Callable[[bool], None], started_wall: str, started: float) -> RunResult:
         records = self.out.open()
-        clean = False
+        clean = large = False
         try:
             plan = plan_for(self.manifest, self.settings, records)
             if self.settings.max_cost is not None and plan.unpriced:
@@ -282,7 +282,10 @@ class Runner:
             outcomes = [with_rewrite(initial_outcome(s), s) for s in plan.steps]
             relocations = Relocations(self.out.root, self.out.state_dir)
             relocations.stage(self.manifest.jobs, records)
-            settle(self.owns_process and len(outcomes) >= FREEZE_FROM)
+            large = self.owns_process and len(outcomes) >= FREEZE_FROM
+            settle(large)
+            if large:  # the CLI's process, which ends after the run: not freed one by one then
+                keep_until_exit(self.manifest, records, plan, outcomes)
             self.emit(RunStarted(len(plan.steps), plan.counts()))
             try:
                 await self._execute(plan, outcomes, budget, relocations)
@@ -297,6 +300,8 @@ class Runner:
             clean = True  # nothing cut short: the next run need not look for orphans in jobs/
         finally:
             self.out.close(clean=clean)
+        if large:
+            keep_until_exit(report)
         return RunResult(report["exit_code"], outcomes, report, self.stopped)
 
     def _report(

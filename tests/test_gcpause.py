@@ -105,3 +105,32 @@ def test_long_lived_without_freeze_only_pauses_until_settled() -> None:
         settle(False)
         assert gc.isenabled() and gc.get_freeze_count() == 0
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+_KEEPING = """
+import os, sys
+from batchvid.gcpause import keep_until_exit
+
+class Loud:
+    def __del__(self, write=os.write):
+        write(1, b"freed\\n")
+
+held = [Loud(), {"a": [1, 2]}]
+if sys.argv[1] == "keep":
+    keep_until_exit(held)
+del held
+print("end", flush=True)
+"""
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_what_is_kept_until_exit_stays_alive_and_is_not_freed_at_exit(keep: bool) -> None:
+    """An object kept (``keep_until_exit``) outlives its last name and is not freed as the
+    process shuts down; one not kept is freed when its last name goes."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _KEEPING, "keep" if keep else "free"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout == ("end\n" if keep else "freed\nend\n")
+    assert done.stderr == ""
