@@ -28,7 +28,9 @@ from batchvid.journal import (
     read_entries,
     replay_entries,
 )
+from batchvid.simulator import Simulator, SimulatorConfig
 from batchvid.store import OutputDir, read_records
+from tests.helpers import make_job
 from tests.test_journal_replay import MEDIA, POSTER, STAT, VIDEO, _random_entries
 
 
@@ -310,3 +312,29 @@ def test_a_bad_last_line_is_left_out_of_the_snapshot_and_named_once_lines_follow
         with pytest.raises(OutputDirError, match=r"journal.jsonl:7: the journal is corrupt"):
             replay()
     assert used == [False, True, True]
+
+
+def test_a_rerun_from_a_snapshot_skips_done_jobs_and_never_creates_an_unanswered_one_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, used: list[bool]
+) -> None:
+    """Runs whose directory opens from a snapshot skip every done job without a request, and a
+    create journaled after the snapshot (a run killed before its answer) is not sent again on
+    GeekAI (no idempotency key): never paid twice."""
+    from tests.test_runner import _jobs, _run
+
+    monkeypatch.setattr(snapshot, "SAVE_LINES", 1)
+    monkeypatch.setattr(journal_module, "CHUNK_LINES", 2)
+    sim = Simulator(SimulatorConfig())
+    jobs, out = _jobs(5), tmp_path / "out"
+    _run(sim, jobs, out)
+    result, transport, _ = _run(sim, jobs, out)
+    assert transport.requests == [] and {o.status for o in result.outcomes} == {"skipped"}
+    killed = make_job("job-9", 9)
+    journal = Journal(out / ".batchvid" / "journal.jsonl")
+    journal.open()
+    journal.append(Submitting(killed.key, killed.id, None))
+    journal.close()
+    result, transport, _ = _run(sim, [*jobs, killed], out)
+    assert used == [False, True]  # (the first run found no journal to replay)
+    assert [r for r in transport.requests if r.method == "POST"] == []
+    assert [o.status for o in result.outcomes] == ["skipped"] * 5 + ["failed"]
