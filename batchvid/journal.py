@@ -306,8 +306,8 @@ _EVENT, _KEY = itemgetter("event"), itemgetter("key")
 
 def _record(key: str, line: Mapping[str, Any], creates: int) -> JobRecord:
     """A key's record from its latest ``line`` (not ``enhanced``) and its number of
-    ``creates``: all of it when none of its lines is ``enhanced`` (``_replay``); else ``_fold``
-    adds the rewrite's fields."""
+    ``creates``: all of it for a key without a record yet; else the rewrite's fields are then
+    carried over from its record (``Fold.settle``, ``_fold``)."""
     event, get = line["event"], line.get
     if event == "succeeded":
         return JobRecord(key, line["id"], event, get("task_id"), line["video"], get("cover"), get("media"),
@@ -451,7 +451,8 @@ class Journal:
 
     def replay(self) -> dict[str, JobRecord]:
         """Fold the journal into the latest record per key (see ``read_entries``), straight
-        from its decoded lines (``_replay``). The records (a few dicts per finished job, all
+        from its decoded lines (``_replay``), every line from the start (``snapshot.replay``
+        starts from the replay snapshot when it holds). The records (a few dicts per finished job, all
         alive until the run ends, no cycles) are built without the cyclic collector's rescans
         (``paused_gc``)."""
         with paused_gc():
