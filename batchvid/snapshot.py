@@ -9,8 +9,9 @@ when the journal still begins with those very bytes, and folds only the lines af
 The file: ``_MAGIC``, the header's length (4 bytes, little-endian), the header (marshal:
 ``FORMAT``, Python's version, a digest of the modules that read and fold the journal,
 ``CHUNK_LINES``, ``offset``, ``lines``, the sha256 of the journal's bytes [0, ``offset``), the
-payload's length and sha256), and the payload (marshal: one tuple of ``JobRecord``'s fields per
-record, in the records' order). ``lines`` is a multiple of ``CHUNK_LINES``: the lines after it
+payload's batches' lengths and the payload's sha256), and the payload: batches of up to
+``_BATCH`` records (marshal: a list of one tuple of ``JobRecord``'s fields per record), in the
+records' order. ``lines`` is a multiple of ``CHUNK_LINES``: the lines after it
 are read in the very chunks a replay from the start reads them in, so the records are those a
 full replay gives, byte for byte, corrupt-line errors and their line numbers included.
 
@@ -52,6 +53,8 @@ SAVE_LINES = 4096
 """The fewest lines folded from the journal (not from a snapshot) for a replay to write one."""
 _FIELDS = attrgetter(*(f.name for f in fields(JobRecord)))
 _READ = 1 << 20
+_BATCH = 4096
+"""Records marshalled together (one ``marshal.dumps`` call)."""
 
 
 def replay(path: Path, *, save: bool = False) -> dict[str, JobRecord]:
@@ -136,17 +139,22 @@ class _Replay:
         code = code_digest()
         if code is None:
             return
-        try:
-            payload = marshal.dumps(list(map(_FIELDS, self.fold.settle().values())))
+        records = list(self.fold.settle().values())
+        try:  # in batches: marshal's table of shared objects and the rows stay small
+            parts = [marshal.dumps(list(map(_FIELDS, records[at:at + _BATCH])))
+                     for at in range(0, len(records), _BATCH)]
         except ValueError:  # a value nested deeper than marshal goes: no snapshot (a cache)
             return
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part)
         header = marshal.dumps((FORMAT, sys.version, code, journal.CHUNK_LINES, self.offset, self.lines,
-                                self.hashed.digest(), len(payload), hashlib.sha256(payload).digest()))
+                                self.hashed.digest(), tuple(map(len, parts)), digest.digest()))
         with contextlib.suppress(OSError):  # a cache: a full or read-only disk is no error
-            _write(snapshot, (_MAGIC + _LENGTH.pack(len(header)) + header, payload))
+            _write(snapshot, [_MAGIC + _LENGTH.pack(len(header)) + header, *parts])
 
 
-def _write(path: Path, parts: tuple[bytes, ...]) -> None:
+def _write(path: Path, parts: list[bytes]) -> None:
     """``write_atomic(path, b"".join(parts), durable=False)`` without the joined copy (the
     payload is ~600 bytes a job)."""
     fd, tmp = create_temp(path, ".tmp", durable=False)
@@ -188,18 +196,22 @@ def _parse(data: bytes, fh: BufferedReader) -> _Start | None:
     (length,) = _LENGTH.unpack_from(data, len(_MAGIC))
     body = len(_MAGIC) + _LENGTH.size + length
     header = marshal.loads(data[len(_MAGIC) + _LENGTH.size:body])
-    form, version, code, chunk, offset, lines, prefix, size, digest = header
+    form, version, code, chunk, offset, lines, prefix, sizes, digest = header
     if (form, version, chunk) != (FORMAT, sys.version, journal.CHUNK_LINES) or code != code_digest():
         return None
-    if lines % chunk or len(data) - body != size or os.fstat(fh.fileno()).st_size < offset:
+    if lines % chunk or len(data) - body != sum(sizes) or os.fstat(fh.fileno()).st_size < offset:
         return None
     hashed = _hash_prefix(fh, offset)
     payload = memoryview(data)[body:]
     if hashed.digest() != prefix or hashlib.sha256(payload).digest() != digest:
         return None
-    rows = marshal.loads(payload)
-    records = {record.key: record for record in starmap(JobRecord, rows)}
-    if len(records) != len(rows):
+    records: dict[str, JobRecord] = {}
+    rows = at = 0
+    for size in sizes:
+        batch = marshal.loads(payload[at:at + size])
+        records.update((record.key, record) for record in starmap(JobRecord, batch))
+        rows, at = rows + len(batch), at + size
+    if len(records) != rows:
         return None
     return _Start(records, offset, lines, hashed)
 

@@ -92,6 +92,7 @@ def test_a_snapshot_and_the_lines_after_it_replay_as_the_whole_journal(
     from the start gives; a snapshot, once saved, is used by the next replay."""
     rng = random.Random(seed)
     monkeypatch.setattr(journal_module, "CHUNK_LINES", rng.choice([1, 2, 3, 7, 64]))
+    monkeypatch.setattr(snapshot, "_BATCH", rng.choice([1, 2, 5, 4096]))  # records marshalled together
     entries = _random_entries(rng, rng.randrange(1, 120), enhanced=seed % 3 != 0)
     cuts = sorted(rng.sample(range(len(entries) + 1), min(3, len(entries) + 1)))
     written = 0
@@ -178,9 +179,12 @@ def test_a_snapshot_copied_beside_another_journal_is_not_used(tmp_path: Path, jo
     assert used == [False, True, False]
 
 
-def test_a_damaged_snapshot_is_not_used_and_no_error(journal: Path, used: list[bool]) -> None:
+def test_a_damaged_snapshot_is_not_used_and_no_error(
+    journal: Path, monkeypatch: pytest.MonkeyPatch, used: list[bool]
+) -> None:
     """A snapshot cut anywhere, with a byte changed anywhere, empty or not one at all is not
     used: the records are the journal's, and nothing is raised."""
+    monkeypatch.setattr(snapshot, "_BATCH", 3)
     saved = _saved(journal, _lines(8))
     good = saved.read_bytes()
     expected = _image(Journal(journal).replay())
