@@ -33,14 +33,19 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Awaitable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 import httpx
 
 from batchvid.eventloop import backend_options as backend_options
 from batchvid.settings import TransportKind
+
+if TYPE_CHECKING:
+    from batchvid.quickread import Small
+
+T = TypeVar("T")
 
 TRANSPORTS: tuple[TransportKind, ...] = ("aiohttp", "httpx")
 DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
@@ -147,6 +152,30 @@ class Client(httpx.AsyncClient):
         response.default_encoding = self._default_encoding
         return response
 
+    async def read_small(self, method: str, url: httpx.URL, *, json: Any = None, limit: int) -> Small | None:
+        """A plain request's answer read whole, up to ``limit`` bytes, straight from aiohttp
+        (no httpx response and its stream layers); None, before anything is sent, when the
+        request is not plain, its body is large or the transport is not aiohttp's: then
+        ``stream`` it."""
+        transport = self._transport_for_url(url)
+        if not isinstance(transport, AiohttpTransport) or not self._plain((method, url), {"json": json}):
+            return None
+        request = httpx.Request(
+            method, url, headers=self.headers, json=json, extensions={"timeout": self.timeout.as_dict()}
+        )
+        if len(request.content) > LARGE_BODY:
+            return None
+        from batchvid.quickread import read_small
+
+        try:
+            small = await read_small(transport, request, limit)
+        except httpx.RequestError as exc:
+            exc.request = request  # as httpx's client does
+            raise
+        if small.cookies:
+            self._store.extract_cookies(httpx.Response(small.status, headers=small.cookies, request=request))
+        return small
+
     @property
     def cookies(self) -> httpx.Cookies:
         return self._store
@@ -199,19 +228,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         request with a body gets a deadline of connect + write + read: past it, the body was
         not taken (a stalled server; the read timeout covers the wait for an answer)."""
         request = _streamed_if_large(request)
-        timeouts = request.extensions.get("timeout", {})
-        write = timeouts.get("write")
         has_body = request.headers.get("content-length", "0") != "0" or (
             "transfer-encoding" in request.headers
         )
-        if write is None or not has_body:
-            return await self._inner.handle_async_request(request)
-        limit = write + (timeouts.get("connect") or 0.0) + (timeouts.get("read") or 0.0)
-        try:
-            async with asyncio.timeout(limit):  # cheaper than a cancel scope, on every create
-                return await self._inner.handle_async_request(request)
-        except TimeoutError:
-            raise httpx.WriteTimeout(f"the request body was not sent within {limit:g} s") from None
+        return await body_sent_in_time(request, has_body, self._inner.handle_async_request(request))
 
     async def aclose(self) -> None:
         """Close every connection. Like httpx's own, the transport still serves later requests
@@ -237,6 +257,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def _release(self) -> None:
         if self._slots is not None:
             self._slots.release()
+
+
+async def body_sent_in_time(request: httpx.Request, has_body: bool, sending: Awaitable[T]) -> T:
+    """Await ``sending`` (``request`` sent, its answer's head read); with a body, within
+    connect + write + read seconds, or ``WriteTimeout``: the body was not taken."""
+    timeouts = request.extensions.get("timeout", {})
+    write = timeouts.get("write")
+    if write is None or not has_body:
+        return await sending
+    limit = write + (timeouts.get("connect") or 0.0) + (timeouts.get("read") or 0.0)
+    try:
+        async with asyncio.timeout(limit):  # cheaper than a cancel scope, on every create
+            return await sending
+    except TimeoutError:
+        raise httpx.WriteTimeout(f"the request body was not sent within {limit:g} s") from None
 
 
 READ_SIZE = 1 << 20

@@ -7,6 +7,7 @@ Every test runs on both transports, against a loopback server that records each 
 
 from __future__ import annotations
 
+import gzip
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ import httpx
 import pytest
 
 from batchvid.errors import TransientError
+from batchvid.providers import wire
 from batchvid.providers.wire import RawResponse, endpoint, send
 from batchvid.transport import TRANSPORTS, Client, make_transport
 
@@ -31,10 +33,11 @@ ANSWER = b'{"task_status":"PROCESSING","id":"t-1"}'
 
 @asynccontextmanager
 async def recording_server(
-    requests: list[bytes], extra: bytes = b"", answer: bytes = ANSWER
+    requests: list[bytes], extra: bytes = b"", answer: bytes = ANSWER, whole: bytes | None = None
 ) -> AsyncIterator[str]:
     """A loopback HTTP/1.1 server answering every request with ``answer`` (and the header lines
-    ``extra``), noting each request's bytes (head and body) in ``requests``."""
+    ``extra``), or with the bytes ``whole``, noting each request's bytes (head and body) in
+    ``requests``."""
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     base = f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}"
 
@@ -52,8 +55,8 @@ async def recording_server(
                         rest += await stream.receive()
                     requests.append(head + b"\r\n\r\n" + rest[:length])
                     data = rest[length:]
-                    await stream.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + extra
-                                      + b"Content-Length: %d\r\n\r\n" % len(answer) + answer)
+                    await stream.send(whole or b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                      + extra + b"Content-Length: %d\r\n\r\n" % len(answer) + answer)
             except (anyio.EndOfStream, anyio.BrokenResourceError):
                 return
 
@@ -95,9 +98,39 @@ def httpx_sends(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-async def test_plain_requests_are_httpx_clients_to_the_byte(kind: str, httpx_sends: list[str]) -> None:
+@pytest.fixture
+def streamed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The requests that ``wire.send`` read through ``Client.stream`` (not ``read_small``)."""
+    seen: list[str] = []
+    real = Client.stream
+
+    def counting(self: Client, method: str, *args: Any, **kw: Any) -> Any:
+        seen.append(method)
+        return real(self, method, *args, **kw)
+
+    monkeypatch.setattr(Client, "stream", counting)
+    return seen
+
+
+GZIPPED = gzip.compress(ANSWER)
+ANSWERS = {
+    "gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(GZIPPED), GZIPPED),
+    "429": b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Length: 2\r\n\r\n{}",
+    "no reason": b"HTTP/1.1 503 \r\nContent-Length: 0\r\n\r\n",
+    "declared too large": b"HTTP/1.1 200 OK\r\nContent-Length: 65\r\n\r\n" + b"x" * 65,
+    "chunked too large": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"28\r\n" + b"y" * 40 + b"\r\n28\r\n" + b"z" * 40 + b"\r\n0\r\n\r\n",
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"28\r\n" + b"y" * 40 + b"\r\n0\r\n\r\n",
+}
+
+
+async def test_plain_requests_are_httpx_clients_to_the_byte(
+    kind: str, httpx_sends: list[str], streamed: list[str]
+) -> None:
     """A poll and a create through Client leave as the same bytes as through httpx's client,
-    get the same answers, and skip httpx's send."""
+    get the same answers, and skip httpx's send (and on aiohttp, httpx's response)."""
     theirs: list[bytes] = []
     ours: list[bytes] = []
     async with recording_server(theirs) as base, httpx.AsyncClient(**options(kind, base)) as api:
@@ -109,6 +142,26 @@ async def test_plain_requests_are_httpx_clients_to_the_byte(kind: str, httpx_sen
     assert [PORT.sub(b"PORT", r) for r in ours] == [PORT.sub(b"PORT", r) for r in theirs]
     assert answers == expected
     assert answers[0].body == ANSWER and answers[0].status == 200
+    assert streamed == ([] if kind == "aiohttp" else ["GET", "POST"])
+
+
+@pytest.mark.parametrize("answer", ANSWERS)
+async def test_answers_are_read_as_through_httpx(
+    kind: str, answer: str, streamed: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compressed answer, a 429 with Retry-After, a status without a reason and bodies past
+    the size limit (declared or not) read the same through Client as through httpx's client."""
+    monkeypatch.setattr(wire, "MAX_RESPONSE_BYTES", 64)
+    got = []
+    for cls in (httpx.AsyncClient, Client):
+        async with recording_server([], whole=ANSWERS[answer]) as base, cls(**options(kind, base)) as api:
+            got.append(await exchange(api))
+    assert got[1] == got[0]
+    assert streamed == ([] if kind == "aiohttp" else ["GET", "POST"])
+    if answer == "gzip":
+        assert got[1][0].body == ANSWER
+    if answer.endswith("too large"):
+        assert got[1][0].too_large
 
 
 async def test_cookies_go_through_httpx(kind: str, httpx_sends: list[str]) -> None:
