@@ -73,8 +73,8 @@ class Even:
     def delays(self, kind: object = None, rng: random.Random | None = None) -> Even:
         return self
 
-    def next(self, elapsed: float) -> float:
-        return self.start - elapsed if elapsed < self.start else self.spacing
+    def next(self, elapsed: float, since: float = 0.0) -> float:
+        return self.start - elapsed if elapsed < self.start else self.spacing - since
 
     def observe(self, seconds: float, kind: object = None, running: float | None = None) -> None:
         pass
@@ -108,13 +108,15 @@ def race(
             sent = max(now + create_path, due - (burst - 1) * RPM_SPACING)
             due = max(due, sent) + RPM_SPACING
             task = {"ends": sent + CREATE_LATENCY / 2 + draw(), "created": sent + CREATE_LATENCY,
-                    "running": math.nan}
+                    "running": math.nan, "polled": math.nan}
             delays[id(task)] = schedule.delays(None, rng)
             at(task["created"], "sleep", task)
         elif what == "sleep":
-            at(now + delays[id(task)].next(now - task["created"]), "poll", task)
+            since = 0.0 if math.isnan(task["polled"]) else now - task["polled"]
+            at(now + delays[id(task)].next(now - task["created"], since), "poll", task)
         else:
             out.polls += 1
+            task["polled"] = now
             if now + POLL_LATENCY / 2 < task["ends"]:
                 task["running"] = now - task["created"]
                 at(now + POLL_LATENCY, "sleep", task)
