@@ -227,3 +227,39 @@ async def test_errors_are_httpx_clients(kind: str) -> None:
         tg.cancel_scope.cancel()
     assert outcomes[Client] == outcomes[httpx.AsyncClient]
     assert [reach for _, reach, _ in outcomes[Client]] == ["not_sent", "maybe_delivered"]
+
+
+@pytest.mark.parametrize("cut", ["head", "body"])
+async def test_cancelling_a_read_closes_the_connection(kind: str, cut: str) -> None:
+    """A wire.send cancelled while waiting for the answer, or mid-body, closes its connection
+    (the server sees EOF) and gives its place in the connection bound back."""
+    closed = anyio.Event()
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += await stream.receive()
+            if cut == "body":
+                await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nfirst")
+            try:
+                while True:
+                    await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                closed.set()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    base = f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}"
+    limits = httpx.Limits(max_connections=1)
+    async with listener, anyio.create_task_group() as server:
+        server.start_soon(listener.serve, serve)
+        async with Client(**options(kind, base, transport=make_transport(kind, limits=limits))) as api:
+            with anyio.move_on_after(0.3):
+                await send(api, "GET", "async-result/t-1")
+            with anyio.fail_after(5):
+                await closed.wait()
+                closed = anyio.Event()
+                with anyio.move_on_after(0.3):  # the one connection's place is free again
+                    await send(api, "GET", "async-result/t-2")
+                await closed.wait()
+        server.cancel_scope.cancel()
