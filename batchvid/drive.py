@@ -172,9 +172,8 @@ class JobDriver:
         if step.action == "submit":
             if not journaled and self.enhancer is not None:
                 await self.enhancer.prepare(life, record)  # the prompt it sends, journaled first
-            task = await self.submitter.create(life, record, journaled=journaled)
+            task, created_at = await self.submitter.create(life, record, journaled=journaled)
             self.budget.created(job)
-            created_at = self.fx.clock()
         else:
             assert life.outcome.task_id is not None
             life.attached()

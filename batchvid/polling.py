@@ -18,7 +18,9 @@ times, made from the learned durations (``Durations.plan``):
   it: a poll before the early finishers is wasted, one long after them keeps them waiting;
 - none is closer to the one before than ``poll_min`` or further than ``poll_max``, so a long or
   odd task is never polled less often than every ``poll_max``; past the plan's last poll (the
-  longest task seen) polls back off again from ``poll_min``.
+  longest task seen) polls back off again from ``poll_min``. Spacings run from one poll's
+  sending to the next's: the wait for an answer counts toward them (on a busy machine, a poll
+  that took 20 ms to answer is not followed by a full ``poll_min`` of sleep on top).
 
 A duration is learned as a span: the task ended after the last poll that saw it running and by
 the one that saw it end, so it is spread over that span. A task seen ended at its first poll
@@ -217,28 +219,31 @@ class _Delays:
         self.step = 0
         """The index in ``plan`` of the next poll."""
 
-    def next(self, elapsed: float) -> float:
+    def next(self, elapsed: float, since: float = 0.0) -> float:
         """How long to sleep before the next poll, ``elapsed`` seconds after the create
-        (``math.inf`` when the task's age is unknown)."""
-        delay, spacing = self._planned(elapsed)
+        (``math.inf`` when the task's age is unknown) and ``since`` seconds after the last poll
+        was sent: spacings are from one poll's sending to the next, so the wait for its answer
+        counts toward them (the jitter still shortens a spacing by up to ``JITTER``)."""
+        delay, spacing = self._planned(elapsed, since)
         if self.rng is not None:
             delay -= self.rng.uniform(0, JITTER * min(delay, spacing))
-        return delay
+        return max(delay, 0.0)
 
-    def _planned(self, elapsed: float) -> tuple[float, float]:
+    def _planned(self, elapsed: float, since: float) -> tuple[float, float]:
         """The sleep without jitter, and the spacing of polls it belongs to."""
         plan = self.plan
+        floor = self.poll_min - since
         if plan is not None and elapsed < plan[-1]:
             i = max(self.step, bisect.bisect_right(plan, elapsed))
             if i < len(plan):
                 self.step = i + 1
                 if i == 0:  # until the first poll
-                    return max(plan[0] - elapsed, self.poll_min), self.poll_min
+                    return max(plan[0] - elapsed, floor), self.poll_min
                 spacing = min(self.poll_max, max(self.poll_min, plan[i] - plan[i - 1]))
-                return min(self.poll_max, max(self.poll_min, plan[i] - elapsed)), spacing
+                return min(self.poll_max - since, max(floor, plan[i] - elapsed)), spacing
         delay = self.interval
         self.interval = min(self.poll_max, self.interval * BACKOFF)
-        return delay, delay
+        return delay - since, delay
 
 
 @dataclass
@@ -253,8 +258,14 @@ class Poller:
     fx: Effects
 
     async def poll(self, job_id: str, task_id: str) -> TaskResult:
+        task, _ = await self._poll(job_id, task_id)
+        return task
+
+    async def _poll(self, job_id: str, task_id: str) -> tuple[TaskResult, float]:
+        """``poll``, and when its last attempt was sent."""
         failures = 0
         while True:
+            sent = self.fx.clock()
             try:
                 task = await self.provider.poll(self.api, task_id)
             except TransientError as exc:
@@ -266,7 +277,7 @@ class Poller:
                 await self.fx.sleep(delay)
                 continue
             self.fx.emit(JobPolled(job_id, task_id, task.provider_status or task.status))
-            return task
+            return task, sent
 
     async def wait(
         self, job_id: str, task: TaskResult, created_at: float | None, kind: Hashable = None
@@ -276,11 +287,12 @@ class Poller:
         ``kind`` (``task_kind``) says which tasks' durations to learn from."""
         delays = self.schedule.delays(kind, self.fx.rng)
         running: float | None = None  # when a poll last saw it running, after the create
+        sent: float | None = None  # when the last poll was sent
         while task.status == "running":
-            elapsed = math.inf if created_at is None else self.fx.clock() - created_at
-            await self.fx.sleep(delays.next(elapsed))
-            sent = self.fx.clock()
-            task = await self.poll(job_id, task.task_id)
+            now = self.fx.clock()
+            elapsed = math.inf if created_at is None else now - created_at
+            await self.fx.sleep(delays.next(elapsed, 0.0 if sent is None else now - sent))
+            task, sent = await self._poll(job_id, task.task_id)
             if task.status == "running" and created_at is not None:
                 running = sent - created_at
         if created_at is not None:

@@ -140,9 +140,14 @@ class RateLimiter(_Held):
         Cancellation while waiting consumes nothing: a grant is recorded only at the moment it
         is given, after the last await.
         """
-        if self.unlimited and not self._lock.locked() and self._clock() >= self._paused_until:
-            await anyio.lowlevel.checkpoint()
-            return
+        if not self._lock.locked():
+            due = self.next_grant()
+            if due - self._clock() <= _EPSILON:
+                # Due now and nobody waiting: granted without passing the event loop's turn
+                # (a create leaves the moment its slot frees, not one loop iteration later).
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                self._grant(due)
+                return
         # The lock is FIFO and hands ownership over directly, so arrival order is kept; only its
         # holder sleeps, so a pause or a grant by someone else is seen on the next loop.
         async with self._lock:
@@ -152,13 +157,17 @@ class RateLimiter(_Held):
                 if wait <= _EPSILON:
                     break
                 await self._sleep(wait)
-            if not self.unlimited:
-                granted = max(due, self._clock())
-                self._grants.append(granted)
-                self._due = max(self._due, granted) + self._interval
-                # A grant a whole period old limits no later one: keep only the last period's.
-                while self._grants[0] <= granted - self.period:
-                    self._grants.popleft()
+            self._grant(due)
+
+    def _grant(self, due: float) -> None:
+        """Record a grant given now, due at clock time ``due``."""
+        if not self.unlimited:
+            granted = max(due, self._clock())
+            self._grants.append(granted)
+            self._due = max(self._due, granted) + self._interval
+            # A grant a whole period old limits no later one: keep only the last period's.
+            while self._grants[0] <= granted - self.period:
+                self._grants.popleft()
 
     def release(self) -> None:
         """Nothing to give back: a grant is spent once taken."""

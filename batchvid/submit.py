@@ -62,9 +62,14 @@ class Submitter:
         recorded = self.provider.recorded_body(life.job, request_id=request_id)
         await alongside(step, _write_request, self.root / "jobs" / life.job.id, recorded)
 
-    async def create(self, life: JobLife, record: JobRecord | None, *, journaled: bool = False) -> TaskResult:
-        """Create the job's task; returns it once its id is journaled. ``journaled``: the first
-        attempt's line was written by ``journal_first``."""
+    async def create(
+        self, life: JobLife, record: JobRecord | None, *, journaled: bool = False
+    ) -> tuple[TaskResult, float]:
+        """Create the job's task; returns it once its id is journaled, and the clock time its
+        create was answered: the task's age counts from there, not from after the journal
+        line's fsync (which a busy disk stretches to tens of milliseconds, and the poll schedule
+        would count as task time). ``journaled``: the first attempt's line was written by
+        ``journal_first``."""
         job = life.job
         request_id = self.request_id(job, record)
         attempt = 0
@@ -85,6 +90,7 @@ class Submitter:
             try:
                 with anyio.CancelScope(shield=True):
                     task = await self.provider.create(self.api, job, request_id=request_id)
+                answered = self.fx.clock()
             except ProviderError as exc:
                 maybe_created = self._judge(life, exc, maybe_created)
                 delay = self._retry_delay(attempt, exc)
@@ -101,7 +107,7 @@ class Submitter:
                     "it is not recorded. Check the base URL; --retry-failed submits the job again",
                 )
             await life.submitted(task.task_id)
-            return task
+            return task, answered
 
     async def _turn(self, life: JobLife, request_id: str | None, journal: bool = True) -> None:
         """Wait for the create's turn under the rate limit, then journal the attempt (unless

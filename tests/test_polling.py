@@ -240,3 +240,33 @@ def test_waiting_learns_from_the_last_poll_that_saw_the_task_running() -> None:
     assert durations is not None
     assert durations.quantile(0) == min(running for running, _ in last_two)
     assert durations.quantile(1) == max(seen for _, seen in last_two)
+
+
+class SlowAnswers(VirtualTasks):
+    """``VirtualTasks`` whose answers take ``answer`` seconds to come back."""
+
+    def __init__(self, ends: dict[str, float], answer: float) -> None:
+        super().__init__(ends)
+        self.answer = answer
+
+    async def poll(self, api: object, task_id: str) -> TaskResult:
+        task = await super().poll(api, task_id)
+        self.now += self.answer
+        return task
+
+
+def test_the_wait_for_an_answer_counts_toward_the_spacing() -> None:
+    """Polls are spaced from one's sending to the next's: with answers taking 2 s, a task on
+    the plain backoff is still polled 7.5, 11.25 and 15 s apart, not 2 s more each time."""
+    tasks = SlowAnswers({"t": 40.0}, answer=2.0)
+
+    async def main() -> None:
+        fx = Effects(lambda event: None, lambda text: text, lambda: tasks.now, tasks.sleep, None)
+        poller = Poller(tasks, None, PollSchedule(5, 15), RetryPolicy(0), fx)  # type: ignore[arg-type]
+        await poller.wait("job", TaskResult("t", "running", {}), created_at=0.0)
+
+    anyio.run(main)
+    sent = [at for _, at in tasks.polled]
+    assert sent == [5, 12.5, 23.75, 38.75, 53.75]
+    delays = PollSchedule(5, 15).delays()
+    assert [delays.next(0, since) for since in (0, 2, 7)] == [5, 5.5, 4.25]

@@ -249,6 +249,31 @@ async def test_sequential_callers_with_self_advancing_sleep() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("rate", [0, 30])
+async def test_a_due_grant_does_not_yield_to_other_tasks(rate: float) -> None:
+    """A grant that is due with nobody waiting is given at once, without letting the event
+    loop run other tasks first (a create leaves the moment its slot frees); a cancelled caller
+    still gets nothing."""
+    limiter = RateLimiter(rate, 60)
+    ran: list[str] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _note(ran))
+        await limiter.acquire()
+        assert ran == []
+    assert ran == ["other"]
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await limiter.acquire()
+        pytest.fail("a cancelled acquire returned")
+    if rate:
+        assert len(limiter._grants) == 1
+
+
+async def _note(ran: list[str]) -> None:
+    ran.append("other")
+
+
+@pytest.mark.anyio
 async def test_only_the_last_periods_grants_are_kept() -> None:
     """At a very high rate the limiter keeps the grants of the last period only, not one per
     grant ever given (a 100,000-job run at --rpm 1000000 kept them all), and still spaces them."""

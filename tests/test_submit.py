@@ -244,3 +244,46 @@ def test_an_enhanced_bigmodel_job_waiting_for_its_slot_asks_its_rewrite_within_t
     job = dataclasses.replace(make_job("j1", 0, "bigmodel"), enhance=EnhanceSettings("glm-4-flash", "Rewrite it.", "inline"))
     result = anyio.run(Runner(make_manifest([job]), settings, transport=httpx.MockTransport(server)).run)
     assert [(o.status, (o.error or {}).get("kind")) for o in result.outcomes] == [("failed", "timeout")]
+
+
+def test_a_tasks_age_counts_from_its_create_answer_not_from_its_journal_fsync(tmp_path: Path) -> None:
+    """Submitter.create gives the clock time its create was answered: a slow fsync of the
+    ``submitted`` line after it (5 s here) is not counted as the task's time by the polls."""
+    from batchvid.events import Effects
+    from batchvid.providers.base import TaskResult
+    from batchvid.ratelimit import AdaptiveLimit, RateLimiter
+    from batchvid.retry import RetryPolicy
+    from batchvid.stopping import Stopper
+    from batchvid.submit import Submitter
+
+    now = [100.0]
+
+    class Provider:
+        name, idempotent = "bigmodel", True
+
+        async def create(self, api: object, job: object, *, request_id: str | None) -> TaskResult:
+            now[0] += 1.0  # the request's round trip
+            return TaskResult("t1", "running", {})
+
+        def request_id(self, job: object, generation: int) -> str:
+            return "bv-1"
+
+    class Life:
+        job = make_job("j1", provider="bigmodel")
+
+        def sending(self) -> None:
+            pass
+
+        async def submitted(self, task_id: str) -> None:
+            now[0] += 5.0  # a slow fsync
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    fx = Effects(lambda event: None, lambda text: text, lambda: now[0], sleep, None)  # type: ignore[arg-type]
+    stopper = Stopper(lambda event: None, lambda text: text, 1.0)
+    submitter = Submitter(Provider(), None, tmp_path, RateLimiter(None), AdaptiveLimit(1),  # type: ignore[arg-type]
+                          RetryPolicy(0), stopper, fx)
+    task, answered = anyio.run(lambda: submitter.create(Life(), None, journaled=True))  # type: ignore[arg-type]
+    assert task.task_id == "t1"
+    assert (answered, now[0]) == (101.0, 106.0)

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from batchvid.errors import TransientError
+from batchvid.transport import Client
 
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 """API answers are small JSON documents; a larger body is refused as ``bad_response``."""
@@ -135,9 +136,24 @@ async def send(
     one place httpx errors are read for that), chained from a copy of the httpx exception (same type and
     message, so a caller can still tell a refused connection from a lost answer) that does not
     hold the request: the original carries the headers, ``Authorization`` included.
+
+    On batchvid's own client (``transport.Client``) a plain request's answer is read straight
+    from aiohttp (``Client.read_small``): the same request, answer and errors, fewer layers.
     """
+    url = endpoint(client.base_url, path)
     try:
-        async with client.stream(method, endpoint(client.base_url, path), json=json_body) as response:
+        small = await client.read_small(method, url, json=json_body, limit=MAX_RESPONSE_BYTES) if (
+            isinstance(client, Client)
+        ) else None
+        if small is not None:
+            return RawResponse(
+                status=small.status,
+                body=small.body,
+                too_large=small.too_large,
+                retry_after=parse_retry_after(small.retry_after),
+                reason=small.reason,
+            )
+        async with client.stream(method, url, json=json_body) as response:
             declared = response.headers.get("content-length")
             too_large = (
                 declared is not None and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES

@@ -102,15 +102,20 @@ PHASES = (
 create starts, how long the ``submitting`` line's commit and the create request take."""
 
 
-def phases(stderr: str, cap: int, skip: int) -> None:
-    """Print the client's side of the turnaround, from ``PHASES``'s notes."""
+def phases(stderr: str, cap: int, skip: int, freed: list[float], creates: list[float]) -> None:
+    """Print the client's side of the turnaround, from ``PHASES``'s notes; ``freed`` and
+    ``creates`` are the server's times (the same monotonic clock as the run's perf_counter)."""
     import ast
 
     line = next(line for line in stderr.splitlines() if line.startswith("bench-phases "))
     marks = ast.literal_eval(line.split(" ", 1)[1])
     start, release = sorted(marks["start"]), sorted(marks["release"])
     wait = [start[cap + k] - release[k] for k in range(skip, min(len(release), len(start) - cap))]
+    back = [release[k] - freed[k] for k in range(skip, min(len(release), len(freed)))]
+    out = [creates[k] - start[k] for k in range(cap + skip, min(len(start), len(creates)))]
+    print(f"  turnaround:  poll seen (server) -> slot released {ms(back)}")
     print(f"  client side: slot released -> next create starts {ms(wait)}")
+    print(f"               create starts -> arrives (server) {ms(out)}")
     print(f"               submitting line's commit (fsync)  {ms(marks['journal'])}")
     print(f"               create request (to its answer)    {ms(marks['create'])}")
 
@@ -166,7 +171,7 @@ def one_run(tree: Path, sim_url: str, trace: Trace, args: argparse.Namespace) ->
     print(f"  poll lag:    {ms(lag)}")
     print(f"  turnaround:  {ms(turn)}")
     if args.phases:
-        phases(run.stderr, cap, skip)
+        phases(run.stderr, cap, skip, freed, creates)
     first, last = creates[0] - started, max(seen.values()) - started
     print(f"  process: first create {first:.2f} s after start, last end seen at {last:.2f} s, "
           f"exit at {run.wall:.2f} s (ideal {args.jobs * args.latency / cap:.2f} s of tasks)")

@@ -1,0 +1,265 @@
+"""``transport.Client.stream`` sends a plain request straight to its transport: the same bytes
+on the wire, the same answer, the same errors as httpx's client, and httpx's client whenever it
+would do more than build and send (cookies to send, hooks, redirects to follow).
+
+Every test runs on both transports, against a loopback server that records each request whole.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.abc
+import httpx
+import pytest
+
+from batchvid.errors import TransientError
+from batchvid.providers import wire
+from batchvid.providers.wire import RawResponse, endpoint, send
+from batchvid.transport import TRANSPORTS, Client, make_transport
+
+pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("kind", TRANSPORTS)]
+
+KEY = "sk-plain-secret-77c1"
+PORT = re.compile(rb"(?<=127\.0\.0\.1:)\d+")
+ANSWER = b'{"task_status":"PROCESSING","id":"t-1"}'
+
+
+@asynccontextmanager
+async def recording_server(
+    requests: list[bytes], extra: bytes = b"", answer: bytes = ANSWER, whole: bytes | None = None
+) -> AsyncIterator[str]:
+    """A loopback HTTP/1.1 server answering every request with ``answer`` (and the header lines
+    ``extra``), or with the bytes ``whole``, noting each request's bytes (head and body) in
+    ``requests``."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    base = f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}"
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            data = b""
+            try:
+                while True:
+                    while b"\r\n\r\n" not in data:
+                        data += await stream.receive()
+                    head, _, rest = data.partition(b"\r\n\r\n")
+                    length = next((int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+                                   if line.startswith(b"content-length:")), 0)
+                    while len(rest) < length:
+                        rest += await stream.receive()
+                    requests.append(head + b"\r\n\r\n" + rest[:length])
+                    data = rest[length:]
+                    await stream.send(whole or b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                      + extra + b"Content-Length: %d\r\n\r\n" % len(answer) + answer)
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                return
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        yield base
+        tg.cancel_scope.cancel()
+
+
+def options(kind: str, base: str, **more: Any) -> dict[str, Any]:
+    return {
+        "base_url": base + "/api/v4",
+        "headers": {"Authorization": f"Bearer {KEY}"},
+        "transport": make_transport(kind),
+        "timeout": httpx.Timeout(30.0, connect=5.0),
+        **more,
+    }
+
+
+async def exchange(api: httpx.AsyncClient) -> list[RawResponse]:
+    """A poll and a create, as the providers send them."""
+    return [
+        await send(api, "GET", "async-result/t-1"),
+        await send(api, "POST", "videos/generations", json_body={"prompt": "一只猫", "n": 1.5}),
+    ]
+
+
+@pytest.fixture
+def httpx_sends(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The requests that went through ``httpx.AsyncClient.send``."""
+    seen: list[str] = []
+    real = httpx.AsyncClient.send
+
+    async def counting(self: httpx.AsyncClient, request: httpx.Request, **kw: Any) -> httpx.Response:
+        seen.append(request.method)
+        return await real(self, request, **kw)
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", counting)
+    return seen
+
+
+@pytest.fixture
+def streamed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The requests that ``wire.send`` read through ``Client.stream`` (not ``read_small``)."""
+    seen: list[str] = []
+    real = Client.stream
+
+    def counting(self: Client, method: str, *args: Any, **kw: Any) -> Any:
+        seen.append(method)
+        return real(self, method, *args, **kw)
+
+    monkeypatch.setattr(Client, "stream", counting)
+    return seen
+
+
+GZIPPED = gzip.compress(ANSWER)
+ANSWERS = {
+    "gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(GZIPPED), GZIPPED),
+    "429": b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Length: 2\r\n\r\n{}",
+    "no reason": b"HTTP/1.1 503 \r\nContent-Length: 0\r\n\r\n",
+    "declared too large": b"HTTP/1.1 200 OK\r\nContent-Length: 65\r\n\r\n" + b"x" * 65,
+    "chunked too large": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"28\r\n" + b"y" * 40 + b"\r\n28\r\n" + b"z" * 40 + b"\r\n0\r\n\r\n",
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"28\r\n" + b"y" * 40 + b"\r\n0\r\n\r\n",
+}
+
+
+async def test_plain_requests_are_httpx_clients_to_the_byte(
+    kind: str, httpx_sends: list[str], streamed: list[str]
+) -> None:
+    """A poll and a create through Client leave as the same bytes as through httpx's client,
+    get the same answers, and skip httpx's send (and on aiohttp, httpx's response)."""
+    theirs: list[bytes] = []
+    ours: list[bytes] = []
+    async with recording_server(theirs) as base, httpx.AsyncClient(**options(kind, base)) as api:
+        expected = await exchange(api)
+    assert httpx_sends == ["GET", "POST"]
+    async with recording_server(ours) as base, Client(**options(kind, base)) as api:
+        answers = await exchange(api)
+    assert httpx_sends == ["GET", "POST"]  # none more
+    assert [PORT.sub(b"PORT", r) for r in ours] == [PORT.sub(b"PORT", r) for r in theirs]
+    assert answers == expected
+    assert answers[0].body == ANSWER and answers[0].status == 200
+    assert streamed == ([] if kind == "aiohttp" else ["GET", "POST"])
+
+
+@pytest.mark.parametrize("answer", ANSWERS)
+async def test_answers_are_read_as_through_httpx(
+    kind: str, answer: str, streamed: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compressed answer, a 429 with Retry-After, a status without a reason and bodies past
+    the size limit (declared or not) read the same through Client as through httpx's client."""
+    monkeypatch.setattr(wire, "MAX_RESPONSE_BYTES", 64)
+    got = []
+    for cls in (httpx.AsyncClient, Client):
+        async with recording_server([], whole=ANSWERS[answer]) as base, cls(**options(kind, base)) as api:
+            got.append(await exchange(api))
+    assert got[1] == got[0]
+    assert streamed == ([] if kind == "aiohttp" else ["GET", "POST"])
+    if answer == "gzip":
+        assert got[1][0].body == ANSWER
+    if answer.endswith("too large"):
+        assert got[1][0].too_large
+
+
+async def test_cookies_go_through_httpx(kind: str, httpx_sends: list[str]) -> None:
+    """A cookie the server set is sent back: once the jar holds one, requests go through
+    httpx's client, which adds it."""
+    seen: list[bytes] = []
+    cookie = b"Set-Cookie: session=abc; Path=/\r\n"
+    async with recording_server(seen, cookie) as base, Client(**options(kind, base)) as api:
+        await exchange(api)
+    assert httpx_sends == ["POST"]
+    assert b"cookie: session=abc" not in seen[0].lower()
+    assert b"cookie: session=abc" in seen[1].lower()
+
+
+async def test_hooks_and_redirects_go_through_httpx(kind: str, httpx_sends: list[str]) -> None:
+    """A client with event hooks or following redirects sends through httpx's client, and its
+    hooks run."""
+    hooked: list[str] = []
+
+    async def hook(request: httpx.Request) -> None:
+        hooked.append(request.method)
+
+    seen: list[bytes] = []
+    async with recording_server(seen) as base:
+        async with Client(**options(kind, base, event_hooks={"request": [hook]})) as api:
+            await exchange(api)
+        async with Client(**options(kind, base, follow_redirects=True)) as api:
+            await exchange(api)
+    assert hooked == ["GET", "POST"]
+    assert httpx_sends == ["GET", "POST", "GET", "POST"]
+
+
+async def test_errors_are_httpx_clients(kind: str) -> None:
+    """A refused connection and a connection closed after the request fail as through httpx's
+    client: the same classes, the request attached, the same reach for the runner."""
+
+    async def hang_up(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    closing = f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    outcomes: dict[type, list[tuple[type, str, bool]]] = {}
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, hang_up)
+        for cls in (httpx.AsyncClient, Client):
+            for base in (refused, closing):
+                async with cls(**options(kind, base)) as api:
+                    url = endpoint(api.base_url, "async-result/t-1")
+                    with pytest.raises(httpx.TransportError) as raw_error:
+                        async with api.stream("GET", url):
+                            pass
+                    with pytest.raises(TransientError) as caught:
+                        await send(api, "GET", "async-result/t-1")
+                assert raw_error.value.request.url == url
+                assert KEY not in str(caught.value) and KEY not in repr(caught.value.__cause__)
+                outcomes.setdefault(cls, []).append(
+                    (type(raw_error.value), caught.value.reach, caught.value.__cause__.__class__ is type(raw_error.value))
+                )
+        tg.cancel_scope.cancel()
+    assert outcomes[Client] == outcomes[httpx.AsyncClient]
+    assert [reach for _, reach, _ in outcomes[Client]] == ["not_sent", "maybe_delivered"]
+
+
+@pytest.mark.parametrize("cut", ["head", "body"])
+async def test_cancelling_a_read_closes_the_connection(kind: str, cut: str) -> None:
+    """A wire.send cancelled while waiting for the answer, or mid-body, closes its connection
+    (the server sees EOF) and gives its place in the connection bound back."""
+    closed = anyio.Event()
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += await stream.receive()
+            if cut == "body":
+                await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nfirst")
+            try:
+                while True:
+                    await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                closed.set()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    base = f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}"
+    limits = httpx.Limits(max_connections=1)
+    async with listener, anyio.create_task_group() as server:
+        server.start_soon(listener.serve, serve)
+        async with Client(**options(kind, base, transport=make_transport(kind, limits=limits))) as api:
+            with anyio.move_on_after(0.3):
+                await send(api, "GET", "async-result/t-1")
+            with anyio.fail_after(5):
+                await closed.wait()
+                closed = anyio.Event()
+                with anyio.move_on_after(0.3):  # the one connection's place is free again
+                    await send(api, "GET", "async-result/t-2")
+                await closed.wait()
+        server.cancel_scope.cancel()
