@@ -280,11 +280,7 @@ class Pieces:
         """Job ``number``'s piece of ``file`` is ``size`` bytes ending at byte ``end``: ``text``
         (report.json, report.md, report.html; for a generated job, its tokens are checked)."""
         if self._forms[number] and file in _TOKENS:
-            if all(text.count(token) == 1 for token in _TOKENS[file]):
-                self._forms[number] |= _CHECKED[file]
-            else:  # some token's text is also in a value: not copied
-                self._forms[number] = 0
-                self._digests[_DIGEST * number:_DIGEST * (number + 1)] = _NONE
+            self._check(file, number, text)
         spans = self._spans[file]
         try:
             spans[2 * number + 1] = end
@@ -292,6 +288,16 @@ class Pieces:
             self.complete = False
             return
         spans[2 * number] = end - size
+
+    def _check(self, file: int, number: int, text: str) -> None:
+        """Generated job ``number``'s piece of ``file`` is ``text``: each token's one occurrence
+        is the field's own, else the job is not recorded (its text is made next time)."""
+        for token in _TOKENS[file]:
+            if text.count(token) != 1:  # the token's text is also in a value
+                self._forms[number] = 0
+                self._digests[_DIGEST * number:_DIGEST * (number + 1)] = _NONE
+                return
+        self._forms[number] |= _CHECKED[file]
 
     def kept(self, file: int, pins: int = 0) -> bool:
         """Whether the previous ``file`` is what this pass writes, every job's piece in it
