@@ -234,15 +234,20 @@ def alternate(tmp: Path, manifest: Path, other: Path, rounds: int) -> None:
             subprocess.run(["cp", "-al", str(tmp / "out"), str(copy)], check=True)
             shutil.rmtree(copy / ".batchvid")
             shutil.copytree(tmp / "out" / ".batchvid", copy / ".batchvid")
-            env = {**run_env(), "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": ""}
-            for kind in ("first", "later"):
-                run = run_child(batchvid("run", str(manifest.resolve()), "--out", str(copy.resolve()),
-                                         "--base-url", dead_url(), "--no-progress"), env=env, cwd=tree)
-                print(f"  round {number}, {label} ({tree}): {kind} rerun exit {run.returncode}, "
-                      f"CPU {run.cpu:.2f} s, wall {run.wall:.2f} s, max RSS {run.max_rss_mb:.0f} MB", flush=True)
-                if run.returncode != 0:
-                    print(run.stderr[-2000:], file=sys.stderr)
+            first_and_later(f"round {number}, {label} ({tree})", manifest, copy, tree)
             shutil.rmtree(copy)
+
+
+def first_and_later(title: str, manifest: Path, out: Path, tree: Path) -> None:
+    """A first and a later rerun of ``out`` with ``tree``'s batchvid (bytecode written and used)."""
+    env = {**run_env(), "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": ""}
+    for kind in ("first", "later"):
+        run = run_child(batchvid("run", str(manifest.resolve()), "--out", str(out.resolve()),
+                                 "--base-url", dead_url(), "--no-progress"), env=env, cwd=tree)
+        print(f"  {title}: {kind} rerun exit {run.returncode}, CPU {run.cpu:.2f} s, wall {run.wall:.2f} s, "
+              f"max RSS {run.max_rss_mb:.0f} MB", flush=True)
+        if run.returncode != 0:
+            print(run.stderr[-2000:], file=sys.stderr)
 
 
 def generate(tmp: Path, jobs: int, other: Path, rounds: int) -> None:
@@ -261,13 +266,7 @@ def generate(tmp: Path, jobs: int, other: Path, rounds: int) -> None:
                                          "--no-progress"), env=env, cwd=tree)
             print(f"  round {number}, {label} ({tree}): generating run exit {run.returncode}, CPU {run.cpu:.2f} s "
                   f"(analysis workers included), wall {run.wall:.2f} s", flush=True)
-            for kind in ("first", "later"):
-                run = run_child(batchvid("run", str(manifest.resolve()), "--out", str(out.resolve()),
-                                         "--base-url", dead_url(), "--no-progress"), env=env, cwd=tree)
-                print(f"  round {number}, {label}: {kind} rerun exit {run.returncode}, CPU {run.cpu:.2f} s, "
-                      f"wall {run.wall:.2f} s, max RSS {run.max_rss_mb:.0f} MB", flush=True)
-                if run.returncode != 0:
-                    print(run.stderr[-2000:], file=sys.stderr)
+            first_and_later(f"round {number}, {label}", manifest, out, tree)
     for label, tree in trees:
         env = {**run_env(), "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": ""}
         run = run_child([sys.executable, "-c", _GENERATED_PASS, str(manifest.resolve()), str((tmp / "gen-this").resolve()),
