@@ -60,17 +60,20 @@ the start of its data block's ``jobs`` text (``cards_at``)."""
 _DIGEST = 16
 _NONE = bytes(_DIGEST)
 """The digest of a job whose pieces are always made again."""
+_ENTRY_START = '{\n      "action": "submit",'
 _SWAPS: dict[int, tuple[tuple[bytes, bytes], ...]] = {
-    REPORT_JSON: ((b'"status": "succeeded",', b'"status": "skipped",'), (b'"action": "submit",', b'"action": "skip",')),
+    REPORT_JSON: ((_ENTRY_START.encode("ascii"), b'{\n      "action": "skip",'),
+                  (b'\n      "status": "succeeded",', b'\n      "status": "skipped",')),
     REPORT_MD: ((b"` | succeeded |", b"` | skipped |"),),
     CARDS: ((b'"status":"succeeded",', b'"status":"skipped",'),),
 }
 """The pieces of a generated job that its next run, which skips it as done, writes otherwise:
-each token (the field as written, ``MarkdownJobs.row``'s status cell after the id's closing
-backtick) and what it becomes. No token overlaps itself (a character of it occurs only at one
-end: ``str.count`` counts every occurrence) nor the text between two pieces (an entry or card
-ends with ``}``, a row holds no newline)."""
-_TOKENS = {file: tuple(old.decode("ascii") for old, _ in swaps) for file, swaps in _SWAPS.items()}
+each token (the field as written) and what it becomes, found once in each piece (``_check``).
+No token overlaps itself (a character of it occurs only at one end: ``bytes.count`` counts every
+occurrence) nor the text between two pieces (an entry or card ends with ``}``, a row holds no
+newline, a newline in report.json is followed by the next entry's indentation, four spaces)."""
+_TOKENS = {REPORT_MD: "` | succeeded |", CARDS: '"status":"succeeded",'}
+"""The tokens found once by counting them (report.json's, by where the entry starts: ``_check``)."""
 _SHRINK = {file: sum(len(old) - len(new) for old, new in swaps) for file, swaps in _SWAPS.items()}
 _GENERATED = 1
 """A job's form in the record: its text is a generated job's (``_SWAPS``); 0: as copied."""
@@ -279,7 +282,7 @@ class Pieces:
     def mark(self, file: int, number: int, end: int, size: int, text: str = "") -> None:
         """Job ``number``'s piece of ``file`` is ``size`` bytes ending at byte ``end``: ``text``
         (report.json, report.md, report.html; for a generated job, its tokens are checked)."""
-        if self._forms[number] and file in _TOKENS:
+        if self._forms[number] and file in _SWAPS:
             self._check(file, number, text)
         spans = self._spans[file]
         try:
@@ -290,14 +293,23 @@ class Pieces:
         spans[2 * number] = end - size
 
     def _check(self, file: int, number: int, text: str) -> None:
-        """Generated job ``number``'s piece of ``file`` is ``text``: each token's one occurrence
-        is the field's own, else the job is not recorded (its text is made next time)."""
-        for token in _TOKENS[file]:
-            if text.count(token) != 1:  # the token's text is also in a value
-                self._forms[number] = 0
-                self._digests[_DIGEST * number:_DIGEST * (number + 1)] = _NONE
-                return
-        self._forms[number] |= _CHECKED[file]
+        """Generated job ``number``'s piece of ``file`` is ``text``: each token occurs once, as
+        the field's own, else the job is not recorded (its text is made next time).
+
+        An entry of report.json that starts with its ``action`` (no provider's field sorts
+        before it) at an indentation of six spaces has it once; and its ``status`` once, on a
+        line of the same indentation: its keys' own lines (the text of a nested value is
+        indented further, a string's newline is written ``\\n``, a key is written once), and
+        the status's line is there with a comma after it (``task_id`` follows it)."""
+        if file == REPORT_JSON:
+            sound = text.startswith(_ENTRY_START)
+        else:  # the token's text may also be in a value
+            sound = text.count(_TOKENS[file]) == 1
+        if sound:
+            self._forms[number] |= _CHECKED[file]
+        else:
+            self._forms[number] = 0
+            self._digests[_DIGEST * number:_DIGEST * (number + 1)] = _NONE
 
     def kept(self, file: int, pins: int = 0) -> bool:
         """Whether the previous ``file`` is what this pass writes, every job's piece in it

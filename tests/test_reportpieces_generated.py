@@ -10,6 +10,7 @@ import os
 import random
 import shutil
 from array import array
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -266,27 +267,43 @@ def _journal(root: Path) -> None:
     (root / ".batchvid" / "journal.jsonl").write_text('{"event":"submitting","id":"x","key":"k"}\n')
 
 
+_HOSTILE: dict[str, Callable[[Outcome], None]] = {
+    # (the status cell's text in the row's model cell: counted twice)
+    "row": lambda o: setattr(o, "job", dataclasses.replace(o.job, params={**o.job.params, "model": "m` | succeeded | x"})),
+    # (in the card's parameters: counted twice)
+    "card": lambda o: setattr(o, "job", dataclasses.replace(
+        o.job, params={**o.job.params, "opts": {"status": "succeeded", "z": 1}})),
+    # (a provider's field sorted before the entry's action: its entry does not start with it)
+    "first": lambda o: setattr(o, "provided", {"aaa": 1}),
+    # (report.json's tokens at a nested dict's indentation: not the entry's own, left as they are)
+    "nested": lambda o: setattr(o, "provided", {"extra": {"action": "submit", "status": "succeeded", "z": 1}}),
+}
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_hostile_generated_jobs_are_swapped_only_where_each_token_is_the_fields_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
-    """Random runs (every status, packed or not, odd texts) with jobs whose model or provider's
-    fields hold a swapped token's text (a second occurrence): those are made again, the others
-    generated copied; every file has the reference bytes, and so has the next rerun's."""
+    """Random runs (every status, packed or not, odd texts) with jobs whose model, parameters or
+    provider's fields hold a swapped token's text, or sort before the entry's action: those
+    whose token is not found once as the field's own are made again, the others copied (a
+    nested dict's ``status`` left as it was); every file has the reference bytes, and so has
+    the next rerun's."""
     rng = random.Random(seed)
     outcomes = _run(seed, 40)
-    for o in rng.sample(outcomes, 8):
-        if rng.random() < 0.5:
-            o.job = dataclasses.replace(o.job, params={**o.job.params, "model": "m` | succeeded | x"})
-        else:
-            o.provided = {"extra": {"status": "succeeded", "z": 1}, "card": {"status": "succeeded", "z": 2}}
-            o.pack()
-    hostile = {o.job.id for o in outcomes if reportpieces.generated(o)
-               and ("extra" in o.provided or "succeeded" in str(o.job.params.get("model")))}
+    for o in rng.sample(outcomes, 24):  # generated, as a run that did them has them
+        o.status, o.action, o.error, o.warnings, o.enhance = "succeeded", "submit", None, [], None
+        o.pack()
+    kinds: dict[str, str] = {}
+    for o in rng.sample(outcomes, 12):
+        kinds[o.job.id] = rng.choice(list(_HOSTILE))
+        _HOSTILE[kinds[o.job.id]](o)
+        o.pack()
     root = tmp_path / "out"
     _journal(root)
     write_outputs(root, outcomes, _info(seconds=1.0))
-    copyable = [o.job.id for o in outcomes if reportpieces.fingerprint(o, None) != reportpieces._NONE]
+    generated = {o.job.id for o in outcomes if reportpieces.generated(o)
+                 and reportpieces.fingerprint(o, None) != reportpieces._NONE}
     outcomes = _generated_then_replayed(outcomes)
     made = _made(monkeypatch)
     reference = tmp_path / "reference"
@@ -294,8 +311,9 @@ def test_hostile_generated_jobs_are_swapped_only_where_each_token_is_the_fields_
     write_outputs(root, outcomes, _info(seconds=2.0))
     for name in FILES:
         assert (root / name).read_bytes() == (reference / name).read_bytes(), name
-    assert hostile & set(copyable) <= set(made)
-    assert set(copyable) - hostile - set(made)
+    assert {n for n in generated if kinds.get(n, "nested") != "nested"} <= set(made)
+    assert {n for n in generated if kinds.get(n) == "nested"}.isdisjoint(made)
+    assert generated - set(made)
     made.clear()
     write_outputs(root, outcomes, _info(seconds=3.0))
     _reference(reference, outcomes, _info(seconds=3.0))
