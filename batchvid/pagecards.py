@@ -141,7 +141,7 @@ class CardTexts:
         self._offset += size
         self._sep = ","
         if end == number + 1:
-            self._marks.mark(CARDS, number, self._offset, size)
+            self._marks.mark(CARDS, number, self._offset, size, text)
         else:
             self._marks.placed(CARDS, number, end, self._offset - size)
 

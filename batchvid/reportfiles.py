@@ -190,7 +190,7 @@ class _Pass(Encoded):
             else:  # written after its item separator (one byte, then ``nl``): it ends here
                 start = report_json.offset + 1 + len(nl)
                 yield text
-                pieces.mark(REPORT_JSON, number, report_json.offset, report_json.offset - start)
+                pieces.mark(REPORT_JSON, number, report_json.offset, report_json.offset - start, text)
             number += 1
         if cards is None and not self._content.same:  # the last entry differs
             self.cards = self._cards_from(len(self._outcomes), card)
@@ -220,7 +220,7 @@ class _Pass(Encoded):
             pins.add(o, entry, shape, parts, files[4], number)
         line_size = metadata.write(line)
         if pieces is not None:  # (its metadata.jsonl line even empty: where it would be)
-            pieces.made(number, o, link, junit.offset - len(after), size, metadata.offset, line_size)
+            pieces.made(number, o, link, files[4], junit.offset - len(after), size, metadata.offset, line_size)
         return text, (entry, shape, parts, files[4], link)
 
     def _copied(self, number: int, end: int, junit: _TextFile, metadata: _TextFile, pins: PinTexts) -> bytes:
@@ -229,14 +229,14 @@ class _Pass(Encoded):
         their places noted); returns their entries' run (the item separators between them)."""
         pieces = self._pieces
         assert pieces is not None and pieces.previous is not None
-        previous, posters = pieces.previous, self.posters
+        posters = self.posters
         self._row_blocks[len(self.markdown.rows)] = (number, end)
         self._row_jobs.append(number)
-        self.markdown.add_rows(previous.block(REPORT_MD, number, end).decode("utf-8"),
+        self.markdown.add_rows(pieces.block(REPORT_MD, number, end).decode("utf-8"),
                                [(o.status, o.action) for o in self._outcomes[number:end]])
         for file, opened in ((JUNIT, junit), (METADATA, metadata)):
             pieces.placed(file, number, end, opened.offset)
-            opened.write(previous.block(file, number, end).decode("utf-8"))
+            opened.write(pieces.block(file, number, end).decode("utf-8"))
         junit.write("\n" if end == len(self._outcomes) else "\n  ")
         links = pieces.links
         for at in range(number, end):
@@ -245,7 +245,7 @@ class _Pass(Encoded):
             if link is not None:
                 posters[o.job.id] = link
             pins.add_copied(o, at)
-        return previous.block(REPORT_JSON, number, end)
+        return pieces.block(REPORT_JSON, number, end)
 
     def _link(self, o: Outcome) -> str | None:
         """The poster link of done outcome ``o`` (``gallery.poster_link``), read off the fields
@@ -343,7 +343,7 @@ class _Pass(Encoded):
         block = self._row_blocks.get(at)
         if block is None:
             size = markdown.write(row + "\n") - 1
-            self._pieces.mark(REPORT_MD, self._row_jobs[at], markdown.offset - 1, size)
+            self._pieces.mark(REPORT_MD, self._row_jobs[at], markdown.offset - 1, size, row)
         else:
             self._pieces.placed(REPORT_MD, *block, markdown.offset)
             markdown.write(row + "\n")

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import batchvid.piecesjournal as piecesjournal
 import batchvid.reportfiles as reportfiles
 import batchvid.reportpieces as reportpieces
 import batchvid.runner as runner
@@ -420,21 +421,23 @@ def test_a_crash_before_the_record_is_written_leaves_none_that_describes_the_new
     assert len(made) == len(outcomes)
 
 
-def test_a_first_run_writes_no_record(tmp_path: Path) -> None:
-    """No job replayed from the journal (a run that did the work): no record, no cost."""
-    write_outputs(tmp_path, _run(3, 10), _info())
+def test_a_run_without_a_job_done_or_generated_writes_no_record(tmp_path: Path) -> None:
+    """No job skipped as done nor generated (every job failed, or done another way): no record,
+    no cost."""
+    outcomes = [o for o in _run(3, 30) if o.status != "skipped" and (o.status, o.action) != ("succeeded", "submit")]
+    _journaled(tmp_path, *outcomes)
+    write_outputs(tmp_path, outcomes, _info())
     assert not (tmp_path / ".batchvid" / PIECES_NAME).exists()
 
 
 def test_a_pass_that_writes_no_record_removes_the_previous_one(
     tmp_path: Path, written: tuple[Path, list[Outcome]]
 ) -> None:
-    """Every job generated again (``--force``): no record is written, and the previous one,
-    which describes the files now replaced, is removed (not left to their inodes and mtimes)."""
+    """Every job failed this time: no record is written, and the previous one, which describes
+    the files now replaced, is removed (not left to their inodes and mtimes)."""
     root, outcomes = written
     for o in outcomes:
-        if o.status == "skipped":
-            o.status, o.action = "succeeded", "submit"
+        o.status, o.action, o.error = "failed", "keep-failed", {"kind": "k", "message": "m"}
     write_outputs(root, outcomes, _info())
     assert not (root / ".batchvid" / PIECES_NAME).exists()
 
@@ -489,7 +492,7 @@ def test_a_journal_as_the_record_found_it_is_not_read_again_to_record_it(
         read.append(Path(path).name)
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(reportpieces, "open", traced_open, raising=False)
+    monkeypatch.setattr(piecesjournal, "open", traced_open, raising=False)
     _assert_reference(tmp_path, root, outcomes, seconds=2.0)
     assert read.count("journal.jsonl") == 1  # the record's check only
     _journaled(root, outcomes[0])

@@ -11,6 +11,16 @@ of ``COPY/out/.batchvid`` (hard links keep the videos' inodes, which the journal
 ``--ab TREE`` (with a built ``--keep DIR``) times a first and a later rerun of such copies with
 this checkout and with another (TREE, e.g. a ``git worktree`` of main) in turn, ``--rounds`` times,
 CPU from ``os.wait4``: this VM's CPU times move too much between minutes to compare otherwise.
+``--generate`` (with ``--ab TREE``) makes the directory by a real simulated run with each tree's
+code in turn (the first rerun copies what the run that generated its jobs recorded), ``--rounds``
+times, in a fresh directory each time: CPU (``os.wait4``) of the generating run, then of its first
+and a later rerun; then, in a process per tree, the generating run's report pass alone
+(``write_outputs`` of the outcomes such a run has, its journal's records as generated jobs, CPU
+of three passes).
+``--as-generated`` (with a built ``--keep DIR``) first writes DIR/out's report files as the run
+that generated its jobs writes them (every job ``succeeded`` by ``submit``, from its journal
+record, and the record of their pieces), so that ``--ab`` then times the first rerun after a
+generating run on a synthesized directory (``/tmp/r100k``: minutes instead of a full run).
 ``--replay`` also measures the journal replay alone, in this process after the reruns: its CPU
 (best of three) and, traced by tracemalloc, the bytes and memory blocks its records keep per job.
 ``--jobs 100000 --synthesize`` builds the 100,000-job directory (a JSONL prompts file with an id
@@ -228,15 +238,88 @@ def alternate(tmp: Path, manifest: Path, other: Path, rounds: int) -> None:
             subprocess.run(["cp", "-al", str(tmp / "out"), str(copy)], check=True)
             shutil.rmtree(copy / ".batchvid")
             shutil.copytree(tmp / "out" / ".batchvid", copy / ".batchvid")
-            env = {**run_env(), "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": ""}
-            for kind in ("first", "later"):
-                run = run_child(batchvid("run", str(manifest.resolve()), "--out", str(copy.resolve()),
-                                         "--base-url", dead_url(), "--no-progress"), env=env, cwd=tree)
-                print(f"  round {number}, {label} ({tree}): {kind} rerun exit {run.returncode}, "
-                      f"CPU {run.cpu:.2f} s, wall {run.wall:.2f} s, max RSS {run.max_rss_mb:.0f} MB", flush=True)
-                if run.returncode != 0:
-                    print(run.stderr[-2000:], file=sys.stderr)
+            first_and_later(f"round {number}, {label} ({tree})", manifest, copy, tree)
             shutil.rmtree(copy)
+
+
+def first_and_later(title: str, manifest: Path, out: Path, tree: Path) -> None:
+    """A first and a later rerun of ``out`` with ``tree``'s batchvid (bytecode written and used)."""
+    env = {**run_env(), "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": ""}
+    for kind in ("first", "later"):
+        run = run_child(batchvid("run", str(manifest.resolve()), "--out", str(out.resolve()),
+                                 "--base-url", dead_url(), "--no-progress"), env=env, cwd=tree)
+        print(f"  {title}: {kind} rerun exit {run.returncode}, CPU {run.cpu:.2f} s, wall {run.wall:.2f} s, "
+              f"max RSS {run.max_rss_mb:.0f} MB", flush=True)
+        if run.returncode != 0:
+            print(run.stderr[-2000:], file=sys.stderr)
+
+
+def generate(tmp: Path, jobs: int, other: Path, rounds: int) -> None:
+    """``--generate``: a generating run, then its first and a later rerun, with this checkout's
+    batchvid and ``other``'s in turn, ``rounds`` times; then each tree's generating report pass."""
+    manifest = resume_manifest(tmp, jobs)
+    trees = (("this", ROOT), ("other", other.resolve()))
+    for number in range(1, rounds + 1):
+        for label, tree in trees:
+            out = tmp / f"gen-{label}"
+            shutil.rmtree(out, ignore_errors=True)
+            env = {**run_env(), "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": ""}
+            with start_simulator("--latency", "0") as sim:
+                run = run_child(batchvid("run", str(manifest.resolve()), "--out", str(out.resolve()), "--base-url",
+                                         sim.url + GEEKAI, "--rpm", "1000000", "--max-in-flight", "16",
+                                         "--no-progress"), env=env, cwd=tree)
+            print(f"  round {number}, {label} ({tree}): generating run exit {run.returncode}, CPU {run.cpu:.2f} s "
+                  f"(analysis workers included), wall {run.wall:.2f} s", flush=True)
+            first_and_later(f"round {number}, {label}", manifest, out, tree)
+    for label, tree in trees:
+        env = {**run_env(), "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": ""}
+        run = run_child([sys.executable, "-c", _GENERATED_PASS, str(manifest.resolve()), str((tmp / "gen-this").resolve()),
+                         str(tmp / f"pass-{label}")], env=env, cwd=tree)
+        print(f"  {label}: {run.stdout.strip() or run.stderr[-2000:]}", flush=True)
+
+
+def as_generated(manifest: Path, out: Path) -> None:
+    """``--as-generated``: ``out``'s report files written as the run that generated its jobs
+    writes them, with this checkout's batchvid (its code's record)."""
+    run = run_child([sys.executable, "-c", _GENERATED_PASS, str(manifest.resolve()), str(out.resolve()),
+                     str(out.resolve()), "1"], env={"PYTHONDONTWRITEBYTECODE": ""})
+    print(f"  {out}: report files written as its generating run's: {run.stdout.strip() or run.stderr[-2000:]}")
+
+
+_GENERATED_PASS = """
+import resource, shutil, sys, time
+from pathlib import Path
+from batchvid.manifest import load_manifest
+from batchvid.report import Outcome, RunInfo, write_outputs
+from batchvid.store import read_records
+manifest, source, out = load_manifest(Path(sys.argv[1])), Path(sys.argv[2]), Path(sys.argv[3])
+records = read_records(source)
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+times = []
+for attempt in range(int(sys.argv[4]) if len(sys.argv) > 4 else 3):
+    if out == source:  # --as-generated: in place
+        for name in ("report.json", "report.md", "junit.xml", "metadata.jsonl", "batchvid.lock", "report.html",
+                     ".batchvid/report-pieces"):
+            (out / name).unlink(missing_ok=True)
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(source / ".batchvid", out / ".batchvid", ignore=shutil.ignore_patterns("report-pieces"))
+    outcomes = []
+    for job in manifest.jobs:
+        r = records[job.key]
+        o = Outcome(job, "succeeded", "submit", task_id=r.task_id, video=r.video, cover=r.cover, media=r.media,
+                    poster=r.poster, provided=r.provided or {}, attempts=1, seconds=0.5)
+        o.pack()
+        outcomes.append(o)
+    info = RunInfo(str(sys.argv[1]), manifest.name, "geekai", 0, None, "2026-01-01T00:00:00+00:00",
+                   "2026-01-01T00:00:09+00:00", 9.0, 0.0, "CNY")
+    start = cpu()
+    write_outputs(out, outcomes, info)
+    times.append(cpu() - start)
+print(f"generating run's report pass of {len(outcomes):,} jobs: CPU " + ", ".join(f"{t:.2f}" for t in times) + " s")
+"""
 
 
 def main() -> int:
@@ -265,6 +348,15 @@ def main() -> int:
         "of copies of DIR/out with this checkout and with TREE (another checkout) in turn",
     )
     parser.add_argument("--rounds", type=int, default=2, help="with --ab: rounds of the two trees")
+    parser.add_argument(
+        "--as-generated", action="store_true",
+        help="with --keep DIR (built): first write DIR/out's report files as its generating run would",
+    )
+    parser.add_argument(
+        "--generate", action="store_true",
+        help="with --ab TREE: a real generating run with each tree, then its first and a later rerun "
+        "(CPU of each), and each tree's generating report pass alone",
+    )
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         if args.keep is not None:
@@ -274,6 +366,11 @@ def main() -> int:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-resume-")))
         out = tmp / "out"
         start = time.perf_counter()
+        if args.generate:
+            if args.ab is None:
+                parser.error("--generate needs --ab TREE")
+            generate(tmp, args.jobs, args.ab, args.rounds)
+            return 0
         if args.keep is not None and (out / ".batchvid" / "journal.jsonl").exists():
             manifest = tmp / "resume.yaml"
             how = "kept from an earlier run"
@@ -285,6 +382,8 @@ def main() -> int:
                 build_real(manifest, out)
             how = "synthesized with the store API" if args.synthesize else "real run against the simulator"
         print(f"completed directory of {args.jobs:,} jobs: {how}, {time.perf_counter() - start:.1f} s")
+        if args.as_generated:
+            as_generated(manifest, out)
         if args.build_only:
             return 0
         if args.ab is not None:
