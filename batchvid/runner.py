@@ -189,7 +189,9 @@ class Runner:
     ``rng`` are injectable for tests. ``owns_process`` (the CLI): the analysis workers end while
     the report files are written, not at exit, and what a run of ``FREEZE_FROM`` jobs or more
     builds before its jobs run is frozen out of the collector's sight until it ends
-    (``gcpause.long_lived``). ``await runner.run()`` returns a ``RunResult``.
+    (``gcpause.long_lived``), then kept unfreed until the process exits
+    (``gcpause.keep_until_exit``): only for a process that ends after the run.
+    ``await runner.run()`` returns a ``RunResult``.
     """
 
     def __init__(

@@ -6,12 +6,14 @@ records as they stood after the journal's first ``lines`` lines (bytes [0, ``off
 marshal's binary form, with the sha256 of those bytes. The next replay (``replay``) loads them
 when the journal still begins with those very bytes, and folds only the lines after them.
 
-The file: ``_MAGIC``, the header's length (4 bytes, little-endian), the header (marshal:
-``FORMAT``, Python's version, a digest of the modules that read and fold the journal,
-``CHUNK_LINES``, ``offset``, ``lines``, the sha256 of the journal's bytes [0, ``offset``), the
-payload's batches' lengths and the payload's sha256), and the payload: batches of up to
-``_BATCH`` records (marshal: a list of one tuple of ``JobRecord``'s fields per record), in the
-records' order. ``lines`` is a multiple of ``CHUNK_LINES``: the lines after it
+The file: ``_MAGIC``, the header (``_HEADER``, fixed fields read with struct: ``FORMAT``, a
+digest of Python's version and of the modules that read and fold the journal, ``CHUNK_LINES``,
+``offset``, ``lines``, the sha256 of the journal's bytes [0, ``offset``), and how many batches
+follow), each batch's length and sha256 (``_ENTRY``), and the batches: up to ``_BATCH``
+records each (marshal: a list of one tuple of ``JobRecord``'s fields per record), in the
+records' order. marshal is given only a batch of the length and sha256 the header states: it
+does not guard against damaged or crafted bytes (five of them can make it allocate 16 GB).
+``lines`` is a multiple of ``CHUNK_LINES``: the lines after it
 are read in the very chunks a replay from the start reads them in, so the records are those a
 full replay gives, byte for byte, corrupt-line errors and their line numbers included.
 
@@ -45,10 +47,13 @@ from batchvid.journal import Chunk, Fold, JobRecord, chunks, open_journal
 
 SNAPSHOT_NAME = "replay-snapshot"
 """The file's name in the output directory's ``.batchvid``."""
-FORMAT = 1
+FORMAT = 2
 """Bump when the header's or the payload's layout changes."""
 _MAGIC = b"batchvid replay snapshot\n"
-_LENGTH = struct.Struct("<I")
+_HEADER = struct.Struct("<I32sIQQ32sI")
+"""FORMAT, ``_identity``, CHUNK_LINES, offset, lines, the prefix's sha256, the batches."""
+_ENTRY = struct.Struct("<Q32s")
+"""A batch's length and sha256."""
 SAVE_LINES = 4096
 """The fewest lines folded from the journal (not from a snapshot) for a replay to write one."""
 _FIELDS = attrgetter(*(f.name for f in fields(JobRecord)))
@@ -145,13 +150,11 @@ class _Replay:
                      for at in range(0, len(records), _BATCH)]
         except ValueError:  # a value nested deeper than marshal goes: no snapshot (a cache)
             return
-        digest = hashlib.sha256()
-        for part in parts:
-            digest.update(part)
-        header = marshal.dumps((FORMAT, sys.version, code, journal.CHUNK_LINES, self.offset, self.lines,
-                                self.hashed.digest(), tuple(map(len, parts)), digest.digest()))
+        table = b"".join(_ENTRY.pack(len(part), hashlib.sha256(part).digest()) for part in parts)
+        header = _HEADER.pack(FORMAT, _identity(code), journal.CHUNK_LINES, self.offset, self.lines,
+                              self.hashed.digest(), len(parts))
         with contextlib.suppress(OSError):  # a cache: a full or read-only disk is no error
-            _write(snapshot, [_MAGIC + _LENGTH.pack(len(header)) + header, *parts])
+            _write(snapshot, [_MAGIC + header + table, *parts])
 
 
 def _write(path: Path, parts: list[bytes]) -> None:
@@ -179,38 +182,39 @@ def _ends_at_a_boundary(item: Chunk) -> bool:
 def _load(snapshot: Path, fh: BufferedReader) -> _Start | None:
     """The snapshot's start when it holds for the journal open as ``fh`` (left just after the
     bytes it covers), else None."""
-    try:
-        with open(snapshot, "rb") as sf:
-            data = sf.read()
-    except OSError:
-        return None
     try:  # a cache: whatever is wrong with the file, it is not used
-        return _parse(data, fh)
-    except Exception:  # marshal's ValueError, EOFError or TypeError, struct's error, ...
+        with open(snapshot, "rb") as sf:
+            return _parse(sf, fh)
+    except Exception:  # OSError, marshal's ValueError, EOFError or TypeError, ...
         return None
 
 
-def _parse(data: bytes, fh: BufferedReader) -> _Start | None:
-    if not data.startswith(_MAGIC):
+def _parse(sf: BufferedReader, fh: BufferedReader) -> _Start | None:
+    head = sf.read(len(_MAGIC) + _HEADER.size)
+    if len(head) != len(_MAGIC) + _HEADER.size or not head.startswith(_MAGIC):
         return None
-    (length,) = _LENGTH.unpack_from(data, len(_MAGIC))
-    body = len(_MAGIC) + _LENGTH.size + length
-    header = marshal.loads(data[len(_MAGIC) + _LENGTH.size:body])
-    form, version, code, chunk, offset, lines, prefix, sizes, digest = header
-    if (form, version, chunk) != (FORMAT, sys.version, journal.CHUNK_LINES) or code != code_digest():
+    form, identity, chunk, offset, lines, prefix, count = _HEADER.unpack_from(head, len(_MAGIC))
+    code = code_digest()
+    if form != FORMAT or chunk != journal.CHUNK_LINES or code is None or identity != _identity(code):
         return None
-    if lines % chunk or len(data) - body != sum(sizes) or os.fstat(fh.fileno()).st_size < offset:
+    left = os.fstat(sf.fileno()).st_size - len(head) - count * _ENTRY.size
+    if lines % chunk or left < 0 or os.fstat(fh.fileno()).st_size < offset:
+        return None
+    batches = list(_ENTRY.iter_unpack(sf.read(count * _ENTRY.size)))
+    if sum(size for size, _ in batches) != left:
         return None
     hashed = _hash_prefix(fh, offset)
-    payload = memoryview(data)[body:]
-    if hashed.digest() != prefix or hashlib.sha256(payload).digest() != digest:
+    if hashed.digest() != prefix:
         return None
     records: dict[str, JobRecord] = {}
-    rows = at = 0
-    for size in sizes:
-        batch = marshal.loads(payload[at:at + size])
+    rows = 0
+    for size, digest in batches:
+        data = sf.read(size)
+        if hashlib.sha256(data).digest() != digest:
+            return None
+        batch = marshal.loads(data)  # bytes the header vouches for, not any bytes
         records.update((record.key, record) for record in starmap(JobRecord, batch))
-        rows, at = rows + len(batch), at + size
+        rows += len(batch)
     if len(records) != rows:
         return None
     return _Start(records, offset, lines, hashed)
@@ -248,3 +252,8 @@ def code_digest() -> bytes | None:
     except (OSError, TypeError):
         return None
     return digest.digest()
+
+
+def _identity(code: bytes) -> bytes:
+    """The digest of Python's version and of the folding code (``code_digest``)."""
+    return hashlib.sha256(sys.version.encode() + b"\0" + code).digest()

@@ -3,6 +3,7 @@ records a replay from the start gives, and anything doubtful about it makes it u
 
 from __future__ import annotations
 
+import hashlib
 import marshal
 import random
 import shutil
@@ -199,6 +200,45 @@ def test_a_damaged_snapshot_is_not_used_and_no_error(
     assert used[1:] == [False] * len(damaged)
 
 
+def test_marshal_reads_only_a_payload_whose_sha256_the_header_states(
+    journal: Path, monkeypatch: pytest.MonkeyPatch, used: list[bool]
+) -> None:
+    """No bytes of a snapshot reach marshal (not safe on damaged or crafted data: five bytes
+    claiming a tuple of 2**31 items make it allocate 16 GB) but a batch of the length and
+    sha256 its header states: a crafted header is not used, and nothing is raised."""
+    saved = _saved(journal, _lines(8))
+    good = saved.read_bytes()
+    expected = _image(Journal(journal).replay())
+    given: list[bytes] = []
+
+    class Recording:
+        dumps = staticmethod(marshal.dumps)
+
+        @staticmethod
+        def loads(data: bytes) -> Any:
+            given.append(bytes(data))
+            if data != good[len(good) - len(given[-1]):]:
+                raise ValueError("not the payload")  # (the crafted bytes: never decoded here)
+            return marshal.loads(data)
+
+    monkeypatch.setattr(snapshot, "marshal", Recording)
+    huge = b"(" + (2**31 - 1).to_bytes(4, "little")
+    for crafted in (huge, len(huge).to_bytes(4, "little") + huge, huge * 40, b"\xff" * 200):
+        saved.write_bytes(snapshot._MAGIC + crafted)
+        assert _image(snapshot.replay(journal)) == expected
+    assert given == [] and used[1:] == [False] * 4
+    fixed = len(snapshot._MAGIC) + snapshot._HEADER.size
+    for count, entry in ((2**32 - 1, b""), (1, snapshot._ENTRY.pack(len(huge), bytes(32)))):  # too many, not it
+        saved.write_bytes(good[:fixed - 4] + count.to_bytes(4, "little") + entry + huge)
+        assert _image(snapshot.replay(journal)) == expected
+    assert given == [] and used[1:] == [False] * 6
+    saved.write_bytes(good)
+    assert _image(snapshot.replay(journal)) == expected
+    table = good[fixed:fixed + snapshot._ENTRY.size]  # (one batch here)
+    assert used[-1] is True and given == [good[len(good) - len(given[0]):]]
+    assert snapshot._ENTRY.unpack(table) == (len(given[0]), hashlib.sha256(given[0]).digest())
+
+
 @pytest.mark.parametrize("other", ["format", "python", "code", "chunk"])
 def test_a_snapshot_of_another_format_python_code_or_chunk_size_is_not_used(
     journal: Path, monkeypatch: pytest.MonkeyPatch, used: list[bool], other: str
@@ -241,8 +281,8 @@ def test_a_snapshot_covers_whole_chunks_and_no_torn_line(
     covered = len(_lines(8))
     for tail in (b"", b'{"event":"subm', encode(_done(11))[:-1]):
         saved = _saved(journal, lines + tail)
-        header = marshal.loads(saved.read_bytes()[len(snapshot._MAGIC) + 4:])
-        assert (header[4], header[5]) == (covered, 8)
+        header = snapshot._HEADER.unpack_from(saved.read_bytes(), len(snapshot._MAGIC))
+        assert (header[3], header[4]) == (covered, 8)
         assert _image(snapshot.replay(journal)) == _image(Journal(journal).replay())
         assert used[-1] is True
 

@@ -92,11 +92,14 @@ def test_only_a_large_run_that_owns_its_process_freezes_what_it_built(
     """A run, and a rerun that skips every job, leave the collector on with nothing frozen;
     while it runs (from ``RunStarted`` on), what it built is frozen only in the CLI's process
     (``owns_process``, not in one that has other work's garbage to collect) and only for
-    ``FREEZE_FROM`` jobs or more."""
+    ``FREEZE_FROM`` jobs or more; only such a run keeps what it built until the process exits
+    (``keep_until_exit``: here recorded, not kept, so the test session frees it)."""
     from batchvid import runner as runner_module
     from batchvid.events import RunStarted
 
     monkeypatch.setattr(runner_module, "FREEZE_FROM", freeze_from)
+    kept: list[tuple[object, ...]] = []
+    monkeypatch.setattr(runner_module, "keep_until_exit", lambda *objects: kept.append(objects))
 
     sim = Simulator(SimulatorConfig())
     jobs = _jobs(2)
@@ -114,6 +117,8 @@ def test_only_a_large_run_that_owns_its_process_freezes_what_it_built(
         assert result.exit_code == 0
         assert (frozen[-1] > 0) is frozen_expected
         assert gc.isenabled() and gc.get_freeze_count() == 0
+        assert len(kept) == (2 if frozen_expected else 0)  # what it built, then its report
+        kept.clear()
     gc.collect()  # what was handed back, collected here rather than at the session's end
 
 
