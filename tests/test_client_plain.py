@@ -263,3 +263,51 @@ async def test_cancelling_a_read_closes_the_connection(kind: str, cut: str) -> N
                     await send(api, "GET", "async-result/t-2")
                 await closed.wait()
         server.cancel_scope.cancel()
+
+
+async def test_without_httpx_private_routing(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Client sends plain requests to the transport it was given, not through httpx's private
+    ``_transport_for_url`` (an httpx release may rename it)."""
+    monkeypatch.delattr(httpx.AsyncClient, "_transport_for_url")
+    seen: list[bytes] = []
+    async with recording_server(seen) as base, Client(**options(kind, base)) as api:
+        answers = await exchange(api)
+    assert [a.status for a in answers] == [200, 200] and len(seen) == 2
+
+
+async def test_a_client_building_its_transport_is_httpxs(kind: str, httpx_sends: list[str]) -> None:
+    """A Client given no transport (``--transport httpx``: httpx builds it, with any proxy
+    from the environment) sends every request through httpx's client."""
+    async with recording_server([]) as base, Client(**{**options(kind, base), "transport": None}) as api:
+        await exchange(api)
+    assert httpx_sends == ["GET", "POST"]
+
+
+async def test_a_closed_client_refuses_as_httpxs(kind: str) -> None:
+    """A closed Client refuses to send, as httpx's client does (nothing is sent, and no new
+    aiohttp session is opened behind the closed one)."""
+    seen: list[bytes] = []
+    async with recording_server(seen) as base:
+        for cls in (httpx.AsyncClient, Client):
+            async with cls(**options(kind, base)) as api:
+                pass
+            with pytest.raises(RuntimeError, match="client has been closed"):
+                await send(api, "GET", "async-result/t-1")
+    assert seen == []
+
+
+async def test_user_info_in_the_url_is_httpxs(kind: str) -> None:
+    """A base URL with user info gets what httpx's client makes of it (Basic auth over the
+    key on httpx's transport, aiohttp's refusal on aiohttp's), through Client too."""
+    got: list[Any] = []
+    for cls in (httpx.AsyncClient, Client):
+        seen: list[bytes] = []
+        async with recording_server(seen) as base:
+            userinfo = base.replace("http://", "http://user:pw@")
+            async with cls(**options(kind, userinfo)) as api:
+                try:
+                    await send(api, "GET", "async-result/t-1")
+                except ValueError as exc:
+                    seen.append(str(exc).encode())
+        got.append([PORT.sub(b"PORT", r) for r in seen])
+    assert got[1] == got[0]
