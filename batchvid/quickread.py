@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from batchvid.transport import MAPPED, AiohttpTransport, body_sent_in_time
+from batchvid.transport import MAPPED, AiohttpTransport, body_sent_in_time, check_location
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,7 @@ async def _read(answer: Any, request: httpx.Request, limit: int) -> Small:
     """Read aiohttp's ``answer`` as ``wire.send`` reads an httpx response: a declared length
     above ``limit``, or more bytes than it, is ``too_large``."""
     headers = answer.headers
+    check_location(request, answer.status, headers)
     declared = headers.get("Content-Length")
     too_large = declared is not None and declared.isdigit() and int(declared) > limit
     chunks: list[bytes] = []

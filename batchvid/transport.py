@@ -33,7 +33,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
@@ -95,8 +95,9 @@ class Client(httpx.AsyncClient):
     mounts or proxy), a URL without user info, the client not closed. ``stream`` then builds
     the same ``httpx.Request`` (the client's headers and timeouts) and sends it to that
     transport, skipping the auth, redirect and hook machinery wrapped around every send
-    (~0.1-0.2 ms of the event loop per request, and a run polls each task several times).
-    Anything else goes through httpx as before.
+    (~0.1-0.2 ms of the event loop per request, and a run polls each task several times); a
+    redirect's ``Location`` is checked as httpx's client checks it. Anything else goes through
+    httpx as before.
     """
 
     def __init__(self, *, cookies: httpx._types.CookieTypes | None = None, **options: Any) -> None:
@@ -160,6 +161,11 @@ class Client(httpx.AsyncClient):
             exc.request = request  # as httpx's client does
             raise
         response.request = request
+        try:
+            check_location(request, response.status_code, response.headers)
+        except httpx.RemoteProtocolError:
+            await response.aclose()
+            raise
         self._store.extract_cookies(response)
         response.default_encoding = self._encoding
         return response
@@ -195,6 +201,20 @@ class Client(httpx.AsyncClient):
     @cookies.setter
     def cookies(self, cookies: httpx._types.CookieTypes | None) -> None:
         self._store = _SetCookies(cookies)
+
+
+REDIRECTS = frozenset((301, 302, 303, 307, 308))
+
+
+def check_location(request: httpx.Request, status: int, headers: Mapping[str, str]) -> None:
+    """Fail as httpx's client does on a redirect whose ``Location`` header is not a URL: it
+    reads one even when not following it (``Response.next_request``)."""
+    location = headers.get("Location") if status in REDIRECTS else None
+    if location is not None:
+        try:
+            httpx.URL(location)
+        except httpx.InvalidURL as exc:
+            raise httpx.RemoteProtocolError(f"Invalid URL in location header: {exc}.", request=request) from None
 
 
 _HTTPX_LOG = logging.getLogger("httpx")

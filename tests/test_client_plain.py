@@ -311,3 +311,17 @@ async def test_user_info_in_the_url_is_httpxs(kind: str) -> None:
                     seen.append(str(exc).encode())
         got.append([PORT.sub(b"PORT", r) for r in seen])
     assert got[1] == got[0]
+
+
+async def test_a_redirect_to_no_url_fails_as_through_httpx(kind: str) -> None:
+    """A 3xx whose Location is not a URL fails the request as httpx's client fails it (a
+    protocol error: may have been delivered), not read as an answer."""
+    whole = b"HTTP/1.1 302 Found\r\nLocation: http://a:x/\r\nContent-Length: 2\r\n\r\n{}"
+    got = []
+    for cls in (httpx.AsyncClient, Client):
+        async with recording_server([], whole=whole) as base, cls(**options(kind, base)) as api:
+            with pytest.raises(TransientError) as caught:
+                await send(api, "POST", "videos/generations", json_body={"prompt": "p"})
+        got.append((str(caught.value), caught.value.reach))
+    assert got[1] == got[0]
+    assert "Invalid URL in location header" in got[1][0]
