@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpx
 
 from batchvid.transport import MAPPED, AiohttpTransport, body_sent_in_time, check_location
@@ -43,10 +44,29 @@ async def read_small(transport: AiohttpTransport, request: httpx.Request, limit:
     await transport._acquire(request)
     try:
         with MAPPED:
-            async with await _open(transport, request) as answer:
-                return await _read(answer, request, limit)
+            try:
+                async with await _open(transport, request) as answer:
+                    return await _read(answer, request, limit)
+            except _NAMED as exc:
+                raise _named(exc)(str(exc)) from exc
     finally:
         transport._release()
+
+
+_AS_NAMED: dict[type[Exception], type[httpx.TransportError]] = {
+    aiohttp.ConnectionTimeoutError: httpx.ConnectTimeout,
+    aiohttp.SocketTimeoutError: httpx.ReadTimeout,
+    aiohttp.NonHttpUrlClientError: httpx.UnsupportedProtocol,
+    aiohttp.InvalidUrlClientError: httpx.UnsupportedProtocol,
+}
+"""aiohttp's errors that httpx-aiohttp raises as the httpx class ``MAPPED`` gives them, with
+their own text (``MAPPED`` keeps it): so they read the same here as through httpx's client."""
+_NAMED = tuple(_AS_NAMED)
+
+
+def _named(exc: Exception) -> type[httpx.TransportError]:
+    """The httpx class httpx-aiohttp raises for ``exc``, one of ``_AS_NAMED``'s."""
+    return next(target for source, target in _AS_NAMED.items() if isinstance(exc, source))
 
 
 async def _open(transport: AiohttpTransport, request: httpx.Request) -> Any:

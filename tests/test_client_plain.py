@@ -325,3 +325,27 @@ async def test_a_redirect_to_no_url_fails_as_through_httpx(kind: str) -> None:
         got.append((str(caught.value), caught.value.reach))
     assert got[1] == got[0]
     assert "Invalid URL in location header" in got[1][0]
+
+
+async def test_a_read_timeout_reads_as_through_httpx(kind: str) -> None:
+    """An answer that never comes fails with the same error and message through Client as
+    through httpx's client."""
+
+    async def silent(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+            await anyio.sleep_forever()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    base = f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}"
+    got = []
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, silent)
+        for cls in (httpx.AsyncClient, Client):
+            async with cls(**options(kind, base, timeout=httpx.Timeout(0.2))) as api:
+                with pytest.raises(TransientError) as caught:
+                    await send(api, "GET", "async-result/t-1")
+            got.append((str(caught.value), caught.value.reach, type(caught.value.__cause__)))
+        tg.cancel_scope.cancel()
+    assert got[1] == got[0]
+    assert got[1][2] is httpx.ReadTimeout
