@@ -33,6 +33,7 @@ class Small:
     too_large: bool
     """The body was longer than the limit and was not read to the end."""
     retry_after: str | None
+    """Its ``Retry-After`` headers as httpx reads them (several joined by ``", "``)."""
     cookies: list[tuple[bytes, bytes]]
     """The answer's headers when it sets a cookie (for the client's jar), else empty."""
 
@@ -114,7 +115,7 @@ async def _read(answer: Any, request: httpx.Request, limit: int) -> Small:
         reason=reason if reason is not None else httpx.codes.get_reason_phrase(answer.status),
         body=b"".join(chunks),
         too_large=too_large,
-        retry_after=headers.get("Retry-After"),
+        retry_after=", ".join(headers.getall("Retry-After")) if "Retry-After" in headers else None,
         cookies=list(answer.raw_headers) if "Set-Cookie" in headers else [],
     )
 

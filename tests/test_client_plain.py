@@ -117,6 +117,8 @@ ANSWERS = {
     "gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
     % (len(GZIPPED), GZIPPED),
     "429": b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Length: 2\r\n\r\n{}",
+    "two Retry-After": b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nRetry-After: 5\r\n"
+    b"Content-Length: 2\r\n\r\n{}",
     "no reason": b"HTTP/1.1 503 \r\nContent-Length: 0\r\n\r\n",
     "declared too large": b"HTTP/1.1 200 OK\r\nContent-Length: 65\r\n\r\n" + b"x" * 65,
     "chunked too large": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
