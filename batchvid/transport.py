@@ -176,7 +176,7 @@ class Client(httpx.AsyncClient):
         request is not plain, its body is large or the transport is not aiohttp's: then
         ``stream`` it."""
         transport = self._direct
-        if not isinstance(transport, AiohttpTransport) or not self._plain((method, url), {"json": json}):
+        if not (isinstance(transport, AiohttpTransport) and transport.quick and self._plain((method, url), {"json": json})):
             return None
         request = httpx.Request(
             method, url, headers=self.headers, json=json, extensions={"timeout": self.timeout.as_dict()}
@@ -238,6 +238,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         from httpx_aiohttp import AiohttpTransport as _Inner
 
         self._inner = _Inner(limits=limits, trust_env=False)
+        self.quick = hasattr(self._inner, "client") and callable(getattr(self._inner, "get_client", None))
+        """Whether ``quickread`` can reach aiohttp's session where httpx-aiohttp 0.1.12-0.2.0
+        keep it (``client``, opened by ``get_client``); if a later one does not, every request
+        goes through httpx-aiohttp's own ``handle_async_request``."""
         keep_freed_buffers()
         cap = limits.max_connections
         self._slots = anyio.Semaphore(cap) if cap is not None else None

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import httpx
+import httpx_aiohttp
 import pytest
 
 from batchvid.errors import TransientError
@@ -351,3 +352,33 @@ async def test_a_read_timeout_reads_as_through_httpx(kind: str) -> None:
         tg.cancel_scope.cancel()
     assert got[1] == got[0]
     assert got[1][2] is httpx.ReadTimeout
+
+
+_REAL_INNER = httpx_aiohttp.AiohttpTransport
+
+
+class _Wrapped(httpx.AsyncBaseTransport):
+    """httpx-aiohttp's transport without its ``client`` and ``get_client`` (a release that
+    keeps aiohttp's session elsewhere)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._real = _REAL_INNER(**options)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._real.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._real.aclose()
+
+
+async def test_an_httpx_aiohttp_without_its_session_falls_back(
+    kind: str, monkeypatch: pytest.MonkeyPatch, streamed: list[str]
+) -> None:
+    """If httpx-aiohttp no longer keeps aiohttp's session in ``client``, wire.send reads
+    answers through Client.stream instead (same answers), not an AttributeError per request."""
+    monkeypatch.setattr(httpx_aiohttp, "AiohttpTransport", _Wrapped)
+    seen: list[bytes] = []
+    async with recording_server(seen) as base, Client(**options(kind, base)) as api:
+        answers = await exchange(api)
+    assert [a.body for a in answers] == [ANSWER, ANSWER]
+    assert streamed == ["GET", "POST"]
