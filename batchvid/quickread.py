@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpx
 
-from batchvid.transport import MAPPED, AiohttpTransport, body_sent_in_time
+from batchvid.transport import MAPPED, AiohttpTransport, body_sent_in_time, check_location
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,7 @@ class Small:
     too_large: bool
     """The body was longer than the limit and was not read to the end."""
     retry_after: str | None
+    """Its ``Retry-After`` headers as httpx reads them (several joined by ``", "``)."""
     cookies: list[tuple[bytes, bytes]]
     """The answer's headers when it sets a cookie (for the client's jar), else empty."""
 
@@ -43,10 +45,29 @@ async def read_small(transport: AiohttpTransport, request: httpx.Request, limit:
     await transport._acquire(request)
     try:
         with MAPPED:
-            async with await _open(transport, request) as answer:
-                return await _read(answer, request, limit)
+            try:
+                async with await _open(transport, request) as answer:
+                    return await _read(answer, request, limit)
+            except _NAMED as exc:
+                raise _named(exc)(str(exc)) from exc
     finally:
         transport._release()
+
+
+_AS_NAMED: dict[type[Exception], type[httpx.TransportError]] = {
+    aiohttp.ConnectionTimeoutError: httpx.ConnectTimeout,
+    aiohttp.SocketTimeoutError: httpx.ReadTimeout,
+    aiohttp.NonHttpUrlClientError: httpx.UnsupportedProtocol,
+    aiohttp.InvalidUrlClientError: httpx.UnsupportedProtocol,
+}
+"""aiohttp's errors that httpx-aiohttp raises as the httpx class ``MAPPED`` gives them, with
+their own text (``MAPPED`` keeps it): so they read the same here as through httpx's client."""
+_NAMED = tuple(_AS_NAMED)
+
+
+def _named(exc: Exception) -> type[httpx.TransportError]:
+    """The httpx class httpx-aiohttp raises for ``exc``, one of ``_AS_NAMED``'s."""
+    return next(target for source, target in _AS_NAMED.items() if isinstance(exc, source))
 
 
 async def _open(transport: AiohttpTransport, request: httpx.Request) -> Any:
@@ -71,6 +92,7 @@ async def _read(answer: Any, request: httpx.Request, limit: int) -> Small:
     """Read aiohttp's ``answer`` as ``wire.send`` reads an httpx response: a declared length
     above ``limit``, or more bytes than it, is ``too_large``."""
     headers = answer.headers
+    check_location(request, answer.status, headers)
     declared = headers.get("Content-Length")
     too_large = declared is not None and declared.isdigit() and int(declared) > limit
     chunks: list[bytes] = []
@@ -93,7 +115,7 @@ async def _read(answer: Any, request: httpx.Request, limit: int) -> Small:
         reason=reason if reason is not None else httpx.codes.get_reason_phrase(answer.status),
         body=b"".join(chunks),
         too_large=too_large,
-        retry_after=headers.get("Retry-After"),
+        retry_after=", ".join(headers.getall("Retry-After")) if "Retry-After" in headers else None,
         cookies=list(answer.raw_headers) if "Set-Cookie" in headers else [],
     )
 

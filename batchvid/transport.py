@@ -33,7 +33,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
@@ -91,15 +91,24 @@ class Client(httpx.AsyncClient):
     A request is *plain* when httpx's client would do nothing to it but build it and hand it to
     the transport: an absolute ``httpx.URL``, no option but a JSON body, and a client without
     auth, event hooks, query parameters, redirects to follow, cookies to send or httpx's request
-    log turned on. ``stream`` then builds the same ``httpx.Request`` (the client's headers and
-    timeouts) and sends it to the transport the client would pick, skipping the auth, redirect
-    and hook machinery wrapped around every send (~0.1-0.2 ms of the event loop per request,
-    and a run polls each task several times). Anything else goes through httpx as before.
+    log turned on, and a transport given to it with nothing routing requests elsewhere (no
+    mounts or proxy), a URL without user info, the client not closed. ``stream`` then builds
+    the same ``httpx.Request`` (the client's headers and timeouts) and sends it to that
+    transport, skipping the auth, redirect and hook machinery wrapped around every send
+    (~0.1-0.2 ms of the event loop per request, and a run polls each task several times); a
+    redirect's ``Location`` is checked as httpx's client checks it. Anything else goes through
+    httpx as before.
     """
 
     def __init__(self, *, cookies: httpx._types.CookieTypes | None = None, **options: Any) -> None:
         super().__init__(**options)
         self.cookies = cookies
+        routed = any(options.get(name) for name in ("mounts", "proxy", "proxies", "app"))
+        self._direct: httpx.AsyncBaseTransport | None = None if routed else options.get("transport")
+        """The transport given, which httpx's client sends every request to when nothing else
+        routes them (no mounts, no proxy); None: plain requests go through httpx's client too
+        (so ``--transport httpx``, whose client builds its own, is httpx's client throughout)."""
+        self._encoding = options.get("default_encoding", "utf-8")
 
     @contextlib.asynccontextmanager
     async def stream(self, *args: Any, **options: Any) -> AsyncIterator[httpx.Response]:
@@ -125,10 +134,13 @@ class Client(httpx.AsyncClient):
     def _plain(self, args: tuple[Any, ...], options: dict[str, Any]) -> bool:
         """Whether httpx's client would only build the request and send it (class doc)."""
         return (
-            len(args) == 2
+            self._direct is not None
+            and len(args) == 2
             and isinstance(args[1], httpx.URL)
             and options.keys() <= {"json"}
             and not args[1].is_relative_url
+            and not args[1].userinfo  # httpx's client makes it Basic auth
+            and not self.is_closed  # httpx's client refuses to send
             and self.auth is None
             and not self.follow_redirects
             and not self.params
@@ -142,14 +154,20 @@ class Client(httpx.AsyncClient):
         request = httpx.Request(
             method, url, headers=self.headers, json=json, extensions={"timeout": self.timeout.as_dict()}
         )
+        assert self._direct is not None  # (_plain)
         try:
-            response = await self._transport_for_url(url).handle_async_request(request)
+            response = await self._direct.handle_async_request(request)
         except httpx.RequestError as exc:
             exc.request = request  # as httpx's client does
             raise
         response.request = request
+        try:
+            check_location(request, response.status_code, response.headers)
+        except httpx.RemoteProtocolError:
+            await response.aclose()
+            raise
         self._store.extract_cookies(response)
-        response.default_encoding = self._default_encoding
+        response.default_encoding = self._encoding
         return response
 
     async def read_small(self, method: str, url: httpx.URL, *, json: Any = None, limit: int) -> Small | None:
@@ -157,8 +175,8 @@ class Client(httpx.AsyncClient):
         (no httpx response and its stream layers); None, before anything is sent, when the
         request is not plain, its body is large or the transport is not aiohttp's: then
         ``stream`` it."""
-        transport = self._transport_for_url(url)
-        if not isinstance(transport, AiohttpTransport) or not self._plain((method, url), {"json": json}):
+        transport = self._direct
+        if not (isinstance(transport, AiohttpTransport) and transport.quick and self._plain((method, url), {"json": json})):
             return None
         request = httpx.Request(
             method, url, headers=self.headers, json=json, extensions={"timeout": self.timeout.as_dict()}
@@ -185,6 +203,20 @@ class Client(httpx.AsyncClient):
         self._store = _SetCookies(cookies)
 
 
+REDIRECTS = frozenset((301, 302, 303, 307, 308))
+
+
+def check_location(request: httpx.Request, status: int, headers: Mapping[str, str]) -> None:
+    """Fail as httpx's client does on a redirect whose ``Location`` header is not a URL: it
+    reads one even when not following it (``Response.next_request``)."""
+    location = headers.get("Location") if status in REDIRECTS else None
+    if location is not None:
+        try:
+            httpx.URL(location)
+        except httpx.InvalidURL as exc:
+            raise httpx.RemoteProtocolError(f"Invalid URL in location header: {exc}.", request=request) from None
+
+
 _HTTPX_LOG = logging.getLogger("httpx")
 """httpx's logger: its client logs each request at INFO, so with that on, requests go through it."""
 
@@ -206,6 +238,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         from httpx_aiohttp import AiohttpTransport as _Inner
 
         self._inner = _Inner(limits=limits, trust_env=False)
+        self.quick = hasattr(self._inner, "client") and callable(getattr(self._inner, "get_client", None))
+        """Whether ``quickread`` can reach aiohttp's session where httpx-aiohttp 0.1.12-0.2.0
+        keep it (``client``, opened by ``get_client``); if a later one does not, every request
+        goes through httpx-aiohttp's own ``handle_async_request``."""
         keep_freed_buffers()
         cap = limits.max_connections
         self._slots = anyio.Semaphore(cap) if cap is not None else None

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import httpx
+import httpx_aiohttp
 import pytest
 
 from batchvid.errors import TransientError
@@ -117,6 +118,8 @@ ANSWERS = {
     "gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
     % (len(GZIPPED), GZIPPED),
     "429": b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Length: 2\r\n\r\n{}",
+    "two Retry-After": b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nRetry-After: 5\r\n"
+    b"Content-Length: 2\r\n\r\n{}",
     "no reason": b"HTTP/1.1 503 \r\nContent-Length: 0\r\n\r\n",
     "declared too large": b"HTTP/1.1 200 OK\r\nContent-Length: 65\r\n\r\n" + b"x" * 65,
     "chunked too large": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -263,3 +266,119 @@ async def test_cancelling_a_read_closes_the_connection(kind: str, cut: str) -> N
                     await send(api, "GET", "async-result/t-2")
                 await closed.wait()
         server.cancel_scope.cancel()
+
+
+async def test_without_httpx_private_routing(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Client sends plain requests to the transport it was given, not through httpx's private
+    ``_transport_for_url`` (an httpx release may rename it)."""
+    monkeypatch.delattr(httpx.AsyncClient, "_transport_for_url")
+    seen: list[bytes] = []
+    async with recording_server(seen) as base, Client(**options(kind, base)) as api:
+        answers = await exchange(api)
+    assert [a.status for a in answers] == [200, 200] and len(seen) == 2
+
+
+async def test_a_client_building_its_transport_is_httpxs(kind: str, httpx_sends: list[str]) -> None:
+    """A Client given no transport (``--transport httpx``: httpx builds it, with any proxy
+    from the environment) sends every request through httpx's client."""
+    async with recording_server([]) as base, Client(**{**options(kind, base), "transport": None}) as api:
+        await exchange(api)
+    assert httpx_sends == ["GET", "POST"]
+
+
+async def test_a_closed_client_refuses_as_httpxs(kind: str) -> None:
+    """A closed Client refuses to send, as httpx's client does (nothing is sent, and no new
+    aiohttp session is opened behind the closed one)."""
+    seen: list[bytes] = []
+    async with recording_server(seen) as base:
+        for cls in (httpx.AsyncClient, Client):
+            async with cls(**options(kind, base)) as api:
+                pass
+            with pytest.raises(RuntimeError, match="client has been closed"):
+                await send(api, "GET", "async-result/t-1")
+    assert seen == []
+
+
+async def test_user_info_in_the_url_is_httpxs(kind: str) -> None:
+    """A base URL with user info gets what httpx's client makes of it (Basic auth over the
+    key on httpx's transport, aiohttp's refusal on aiohttp's), through Client too."""
+    got: list[Any] = []
+    for cls in (httpx.AsyncClient, Client):
+        seen: list[bytes] = []
+        async with recording_server(seen) as base:
+            userinfo = base.replace("http://", "http://user:pw@")
+            async with cls(**options(kind, userinfo)) as api:
+                try:
+                    await send(api, "GET", "async-result/t-1")
+                except ValueError as exc:
+                    seen.append(str(exc).encode())
+        got.append([PORT.sub(b"PORT", r) for r in seen])
+    assert got[1] == got[0]
+
+
+async def test_a_redirect_to_no_url_fails_as_through_httpx(kind: str) -> None:
+    """A 3xx whose Location is not a URL fails the request as httpx's client fails it (a
+    protocol error: may have been delivered), not read as an answer."""
+    whole = b"HTTP/1.1 302 Found\r\nLocation: http://a:x/\r\nContent-Length: 2\r\n\r\n{}"
+    got = []
+    for cls in (httpx.AsyncClient, Client):
+        async with recording_server([], whole=whole) as base, cls(**options(kind, base)) as api:
+            with pytest.raises(TransientError) as caught:
+                await send(api, "POST", "videos/generations", json_body={"prompt": "p"})
+        got.append((str(caught.value), caught.value.reach))
+    assert got[1] == got[0]
+    assert "Invalid URL in location header" in got[1][0]
+
+
+async def test_a_read_timeout_reads_as_through_httpx(kind: str) -> None:
+    """An answer that never comes fails with the same error and message through Client as
+    through httpx's client."""
+
+    async def silent(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+            await anyio.sleep_forever()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    base = f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}"
+    got = []
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, silent)
+        for cls in (httpx.AsyncClient, Client):
+            async with cls(**options(kind, base, timeout=httpx.Timeout(0.2))) as api:
+                with pytest.raises(TransientError) as caught:
+                    await send(api, "GET", "async-result/t-1")
+            got.append((str(caught.value), caught.value.reach, type(caught.value.__cause__)))
+        tg.cancel_scope.cancel()
+    assert got[1] == got[0]
+    assert got[1][2] is httpx.ReadTimeout
+
+
+_REAL_INNER = httpx_aiohttp.AiohttpTransport
+
+
+class _Wrapped(httpx.AsyncBaseTransport):
+    """httpx-aiohttp's transport without its ``client`` and ``get_client`` (a release that
+    keeps aiohttp's session elsewhere)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._real = _REAL_INNER(**options)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._real.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._real.aclose()
+
+
+async def test_an_httpx_aiohttp_without_its_session_falls_back(
+    kind: str, monkeypatch: pytest.MonkeyPatch, streamed: list[str]
+) -> None:
+    """If httpx-aiohttp no longer keeps aiohttp's session in ``client``, wire.send reads
+    answers through Client.stream instead (same answers), not an AttributeError per request."""
+    monkeypatch.setattr(httpx_aiohttp, "AiohttpTransport", _Wrapped)
+    seen: list[bytes] = []
+    async with recording_server(seen) as base, Client(**options(kind, base)) as api:
+        answers = await exchange(api)
+    assert [a.body for a in answers] == [ANSWER, ANSWER]
+    assert streamed == ["GET", "POST"]
