@@ -259,8 +259,13 @@ def run_crash_drill(
                 due = _trigger(moment, out, rng, started)
                 while process.poll() is None and time.monotonic() - started < RUN_TIMEOUT:
                     if due():
-                        process.send_signal(signal.SIGKILL)
-                        break
+                        # Stopped first, then looked at again: a download that ended (its .part
+                        # renamed) while the output was walked is not a mid-download kill.
+                        process.send_signal(signal.SIGSTOP)
+                        if due():
+                            process.send_signal(signal.SIGKILL)
+                            break
+                        process.send_signal(signal.SIGCONT)
                     time.sleep(0.001)
                 process.wait(timeout=30)
             finally:
