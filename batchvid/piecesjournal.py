@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from batchvid.snapshot import hash_prefix
 from batchvid.store import JOURNAL, STATE_DIR
 
 
@@ -61,11 +62,8 @@ def changed_keys(path: Path, recorded: Any) -> frozenset[str] | None:
                 return frozenset()
             if type(size) is not int or st.st_size < size:
                 return None
-            hashed, left = hashlib.sha256(), size
-            while left and (chunk := fh.read(min(left, _READ))):
-                hashed.update(chunk)
-                left -= len(chunk)
-            if left or hashed.hexdigest() != digest:
+            hashed = hash_prefix(fh, size)
+            if fh.tell() != size or hashed.hexdigest() != digest:
                 return None
             tail = fh.read()
     except (OSError, ValueError, TypeError):

@@ -203,7 +203,7 @@ def _parse(sf: BufferedReader, fh: BufferedReader) -> _Start | None:
     batches = list(_ENTRY.iter_unpack(sf.read(count * _ENTRY.size)))
     if sum(size for size, _ in batches) != left:
         return None
-    hashed = _hash_prefix(fh, offset)
+    hashed = hash_prefix(fh, offset)
     if hashed.digest() != prefix:
         return None
     records: dict[str, JobRecord] = {}
@@ -220,7 +220,7 @@ def _parse(sf: BufferedReader, fh: BufferedReader) -> _Start | None:
     return _Start(records, offset, lines, hashed)
 
 
-def _hash_prefix(fh: BufferedReader, size: int) -> Any:
+def hash_prefix(fh: BufferedReader, size: int) -> Any:
     """The sha256 of the file's first ``size`` bytes, read from its start; ``fh`` is left at
     ``size`` (or at its end, when shorter)."""
     fh.seek(0)

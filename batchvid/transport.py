@@ -149,11 +149,15 @@ class Client(httpx.AsyncClient):
             and not _HTTPX_LOG.isEnabledFor(logging.INFO)
         )
 
-    async def _send_plain(self, method: str, url: httpx.URL, *, json: Any = None) -> httpx.Response:
-        """What ``AsyncClient.send(build_request(...), stream=True)`` does for a plain request."""
-        request = httpx.Request(
+    def _plain_request(self, method: str, url: httpx.URL, json: Any) -> httpx.Request:
+        """The request ``build_request`` makes for a plain request: the client's headers and timeouts."""
+        return httpx.Request(
             method, url, headers=self.headers, json=json, extensions={"timeout": self.timeout.as_dict()}
         )
+
+    async def _send_plain(self, method: str, url: httpx.URL, *, json: Any = None) -> httpx.Response:
+        """What ``AsyncClient.send(build_request(...), stream=True)`` does for a plain request."""
+        request = self._plain_request(method, url, json)
         assert self._direct is not None  # (_plain)
         try:
             response = await self._direct.handle_async_request(request)
@@ -178,9 +182,7 @@ class Client(httpx.AsyncClient):
         transport = self._direct
         if not (isinstance(transport, AiohttpTransport) and transport.quick and self._plain((method, url), {"json": json})):
             return None
-        request = httpx.Request(
-            method, url, headers=self.headers, json=json, extensions={"timeout": self.timeout.as_dict()}
-        )
+        request = self._plain_request(method, url, json)
         if len(request.content) > LARGE_BODY:
             return None
         from batchvid.quickread import read_small
