@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections import Counter, deque
@@ -14,17 +13,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, get_args
 
 from batchvid.billing import UNCONFIRMED_KIND, Verdict, unanswered_create
-from batchvid.errors import UsageError
 from batchvid.gcpause import paused_gc
 from batchvid.jobs import (
     Job,
     JobColumns,
     JobSequence,
     MadeOnUse,
-    matches,
     model_of,
     shared_column,
 )
+from batchvid.selection import select
 
 if TYPE_CHECKING:  # the providers (httpx), the store (anyio) and the report: only where used, so
     # that planning new jobs (``batchvid plan`` of a fresh output directory) imports none of them
@@ -194,35 +192,6 @@ def prices_for(provider: str, overrides: Mapping[str, float]) -> dict[str, float
     prices = dict(PRICES.get(provider, {}))
     prices.update({k: float(v) for k, v in overrides.items()})
     return prices
-
-
-def shard_of(job: Job, count: int) -> int:
-    """The shard (0-based) a job belongs to: by its key, so adding a job moves no other job."""
-    return int.from_bytes(hashlib.sha256(job.key.encode("ascii")).digest()[:8], "big") % count
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``I/N`` with 1 <= I <= N, as on the command line; returns (I, N)."""
-    try:
-        index_text, count_text = text.split("/")
-        index, count = int(index_text), int(count_text)
-    except ValueError:
-        raise UsageError(f"--shard {text!r}: expected I/N, for example 1/4") from None
-    if count < 1 or not 1 <= index <= count:
-        raise UsageError(f"--shard {text!r}: I must be between 1 and N")
-    return index, count
-
-
-def select(
-    jobs: Sequence[Job], only: Sequence[str] = (), shard: tuple[int, int] | None = None
-) -> list[Job]:
-    """The jobs a run works on: those any ``--only`` glob names (by id, or by the manifest job
-    they were expanded from), in the chosen shard."""
-    chosen = [j for j in jobs if not only or any(matches(j, p) for p in only)]
-    if shard is not None:
-        index, count = shard
-        chosen = [j for j in chosen if shard_of(j, count) == index - 1]
-    return chosen
 
 
 def decide(

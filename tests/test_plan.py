@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from batchvid.errors import UsageError
-from batchvid.plan import decide, make_plan, parse_shard, select, shard_of
+from batchvid.plan import decide, make_plan
+from batchvid.selection import parse_shard, select, shard_of
 from batchvid.store import JobRecord, sha256_file
 from tests.helpers import make_job
 

@@ -106,7 +106,7 @@ def _base_url(args: argparse.Namespace, provider: str) -> str | None:
 
 def build_settings(args: argparse.Namespace, manifest: Manifest) -> Any:
     from batchvid.jobs import select_jobs
-    from batchvid.plan import parse_shard
+    from batchvid.selection import parse_shard
     from batchvid.settings import Settings
 
     limits = dict(manifest.limits)
