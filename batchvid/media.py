@@ -180,9 +180,9 @@ def _opened(path: str | os.PathLike[str], *, probed: bool = True) -> Iterator[tu
 
 _UNPROBED = {"codec_whitelist": "none"}
 """Format options that leave FFmpeg's stream probing without a decoder: the whitelist applies to
-the decoders it opens, not to PyAV's nor batchvid's. FFmpeg logs that it could not open one and
-found no pixel format, which shows only where an application turned PyAV's logging of FFmpeg
-on (batchvid does not)."""
+the decoders it opens, not to PyAV's nor batchvid's. FFmpeg logs that it could not open one (an
+error and a warning), which shows only where an application turned PyAV's logging of FFmpeg on
+(batchvid does not)."""
 
 
 def _format_of(path: str | os.PathLike[str]) -> str | None:
