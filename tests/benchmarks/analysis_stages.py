@@ -8,9 +8,10 @@ Each stage is the ones before it and one more step, on 8 simulator clips (160x90
 1 s, as the client-cost and throughput benchmarks download) analysed in turn, so a stage's
 figure less the one before is that step's cost:
 
-- ``open``: ``av.open`` and close (FFmpeg reads the header and runs
-  ``avformat_find_stream_info``, which opens a decoder of its own and feeds it the first
-  packet; PyAV makes a codec context for each stream);
+- ``open``: ``av.open`` and close, as the tree's analysis opens the clip (FFmpeg reads the
+  header and runs ``avformat_find_stream_info``, which, unless the tree opens H.264 MP4 clips
+  unprobed (``media._UNPROBED``), opens a decoder of its own and feeds it the first packet;
+  PyAV makes a codec context for each stream);
 - ``demux``: every packet read (PyAV's ``demux``);
 - ``scan``: ``quality._scan`` keeping the packets, and the in-band parameter-set check;
 - ``decode``: the sampled frames decoded (the kept decoder);
@@ -57,7 +58,8 @@ from batchvid import media, poster, quality
 stage, count, paths = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 
 def opened(path):
-    container = av.open(path, format="mp4")
+    # As the tree's analysis opens a simulator clip (unprobed where the tree has that).
+    container = av.open(path, format="mp4", container_options=getattr(media, "_UNPROBED", None))
     video = container.streams.video[0]
     video.codec_context.thread_count = 1
     return container, video
