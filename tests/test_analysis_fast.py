@@ -112,10 +112,27 @@ def unprobed_clips(root: Path) -> list[Path]:
     return paths
 
 
-def test_h264_mp4_clips_are_analysed_unprobed_to_the_probed_results(tmp_path: Path) -> None:
+def record_opens(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Records whether each clip ``media._opened`` opens is opened probed (one entry each)."""
+    opens: list[bool] = []
+    opened = media._opened
+
+    def recording(path: Any, *, probed: bool = True) -> Any:
+        opens.append(probed)
+        return opened(path, probed=probed)
+
+    monkeypatch.setattr(media, "_opened", recording)
+    return opens
+
+
+def test_h264_mp4_clips_are_analysed_unprobed_to_the_probed_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An H.264 MP4 clip is analysed without FFmpeg's stream probing (the stream's pixel format
-    stays unknown: no decoder ran), to the same facts, signals and poster as with probing, in
-    an order where each clip's kept decoders serve the next and in one where none do."""
+    stays unknown: no decoder ran), opened once, to the same facts, signals and poster as with
+    probing, in an order where each clip's kept decoders serve the next and in one where none
+    do."""
+    opens = record_opens(monkeypatch)
     shapes = unprobed_clips(tmp_path)
     for clip in shapes:
         with media._opened(clip, probed=False) as (_, video):
@@ -128,12 +145,17 @@ def test_h264_mp4_clips_are_analysed_unprobed_to_the_probed_results(tmp_path: Pa
     for clip, one, other in zip(shapes, unprobed, probed, strict=True):
         assert one is not None and one == other, clip.name
         forget_kept_decoders()
+        opens.clear()
         assert analyse(clip) == other, clip.name
+        assert opens == [False], clip.name  # once, unprobed: not analysed again with probing
 
 
-def test_other_codecs_and_containers_are_analysed_probed(tmp_path: Path) -> None:
+def test_other_codecs_and_containers_are_analysed_probed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An MPEG-4 part 2 clip (whose size only its decoder gives) is not analysed unprobed, and a
     Matroska one is opened probed: both get what probing gives."""
+    opens = record_opens(monkeypatch)
     mpeg4 = tmp_path / "mpeg4.mp4"
     with av.open(str(mpeg4), "w") as container:
         stream = container.add_stream("mpeg4", rate=25)
@@ -144,7 +166,9 @@ def test_other_codecs_and_containers_are_analysed_probed(tmp_path: Path) -> None
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     assert media._analyse(mpeg4, probed=False) is None
+    opens.clear()
     assert analyse(mpeg4) == media._analyse(mpeg4, probed=True)
+    assert opens == [False, True, True]  # analyse's two opens, then the probed one compared
     assert analyse(mpeg4).info.width == 96
     mkv = make_clip(tmp_path / "clip.mkv", "moving", frames=20)
     with media._opened(mkv, probed=False) as (_, video):
