@@ -96,7 +96,8 @@ def test_mp4_named_gives_what_ffmpeg_guesses(
 def unprobed_clips(root: Path) -> list[Path]:
     """H.264 MP4 clips of many shapes: simulator clips (with audio, frozen, black, other sizes
     and rates), B-frames (x264's veryfast and medium), a keyframe every 5 frames, an odd size,
-    one frame, a long GOP at 8 fps as generated clips have, and one moov-first clip."""
+    one frame, a long GOP at 8 fps as generated clips have, one moov-first clip, two frames
+    whose SPS states a reorder depth, and one in full range."""
     paths = []
     specs = [VideoSpec(160, 90, 30, 1.0, False, 1), VideoSpec(160, 90, 16, 1.0, True, 2, look="frozen"),
              VideoSpec(64, 48, 8, 2.0, False, 5, look="black"), VideoSpec(320, 180, 25, 0.5, True, 7, 1)]
@@ -109,7 +110,25 @@ def unprobed_clips(root: Path) -> list[Path]:
     paths.append(make_clip(root / "keyframes.mp4", "moving", frames=40, gop=5, preset="medium"))
     paths.append(make_clip(root / "odd.mp4", "moving", frames=20, width=98, height=58))
     paths.append(make_clip(root / "one.mp4", "frozen", frames=1))
+    # B-frames on, too few frames for one: the SPS states a reorder depth, the timestamps none.
+    paths.append(make_clip(root / "two.mp4", "moving", frames=2, preset="medium"))
+    paths.append(full_range_clip(root / "full.mp4"))
     return paths
+
+
+def full_range_clip(path: Path) -> Path:
+    """An H.264 MP4 clip in full range (yuvj420p), which only its SPS says (no ``colr`` box)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=16)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuvj420p"
+        stream.options = {"preset": "veryfast"}
+        for index in range(16):
+            picture = np.full((64, 96, 3), 12 * index, np.uint8)
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuvj420p")
+            frame.pts, frame.time_base = index, Fraction(1, 16)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
 
 
 def record_opens(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
@@ -134,11 +153,17 @@ def test_h264_mp4_clips_are_analysed_unprobed_to_the_probed_results(
     do."""
     opens = record_opens(monkeypatch)
     shapes = unprobed_clips(tmp_path)
+    unset = {}
     for clip in shapes:
         with media._opened(clip, probed=False) as (_, video):
             assert video.codec_context.format is None, clip.name
+            fields = (video.codec_context.has_b_frames, video.codec_context.color_range)
         with media._opened(clip) as (_, video):
             assert video.codec_context.format is not None, clip.name
+            unset[clip.name] = fields != (video.codec_context.has_b_frames, video.codec_context.color_range)
+    # Facts a probing decoder sets that stay unset unprobed (which the analysis's decoders
+    # then learn from the bitstream): the reorder depth, the colour range.
+    assert unset["two.mp4"] and unset["full.mp4"]
     unprobed = [media._analyse(clip, probed=False) for clip in shapes]
     forget_kept_decoders()
     probed = [media._analyse(clip, probed=True) for clip in shapes]
