@@ -98,7 +98,8 @@ def analyse(path: str | os.PathLike[str]) -> Analysis:
     called apart (tests/test_analysis.py). Decoding runs on this thread alone: the parallelism is
     the pool's (``AnalysisPool``).
 
-    An H.264 clip in MP4 is opened without FFmpeg's stream probing (``_opened(probed=False)``),
+    An H.264 clip in MP4 is opened without FFmpeg's stream probing (``_opened(probed=False)``;
+    probed where the application turned PyAV's logging of FFmpeg on),
     which opens a decoder and decodes the first frame only to learn the stream's pixel format:
     ~1 of a simulator clip's ~11 million instructions, 3-10 ms of a 720x480 to 1360x768 clip,
     whose poster decodes that frame again. What the analysis reads from the stream is then the
@@ -150,14 +151,18 @@ def _unprobed_fits(video: Any) -> bool:
 @contextlib.contextmanager
 def _opened(path: str | os.PathLike[str], *, probed: bool = True) -> Iterator[tuple[Any, Any]]:
     """The open container of ``path`` and its first video stream; PyAV's errors and a missing
-    file or video stream as ``MediaError``. Not ``probed`` (an MP4 file only; others are
+    file or video stream as ``MediaError``. Not ``probed`` (an MP4 file only, while PyAV's
+    logging of FFmpeg is off, as it is unless the application turned it on; others are
     probed): FFmpeg's ``avformat_find_stream_info`` opens no decoder (none is on the codec
     whitelist it gives them), so it decodes nothing; the streams' pixel formats stay unknown,
     and their decoders learn them from the bitstream."""
     import av  # here, not above: the process that only hands clips to workers never needs it
 
     form = _format_of(path)
-    options = _UNPROBED if form == "mp4" and not probed else None
+    # With PyAV's logging on, FFmpeg's complaint about the whitelist would be an error record
+    # for each clip: such an application's clips are probed (tests/test_analysis_fast.py).
+    unprobed = form == "mp4" and not probed and av.logging.get_level() is None
+    options = _UNPROBED if unprobed else None
     try:
         with av.open(os.fspath(path), format=form, container_options=options) as container:
             if not container.streams.video:
@@ -181,8 +186,9 @@ def _opened(path: str | os.PathLike[str], *, probed: bool = True) -> Iterator[tu
 _UNPROBED = {"codec_whitelist": "none"}
 """Format options that leave FFmpeg's stream probing without a decoder: the whitelist applies to
 the decoders it opens, not to PyAV's nor batchvid's. FFmpeg logs that it could not open one (an
-error and a warning), which shows only where an application turned PyAV's logging of FFmpeg on
-(batchvid does not)."""
+error and a warning), which PyAV drops unless an application turned its logging on (``_opened``
+then probes; batchvid never does; an application that gave FFmpeg back its own printing to
+the terminal, ``av.logging.restore_default_callback``, would see the two lines)."""
 
 
 def _format_of(path: str | os.PathLike[str]) -> str | None:

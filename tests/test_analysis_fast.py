@@ -5,6 +5,7 @@ without FFmpeg's stream probing against a probed one."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import subprocess
 import sys
 import threading
@@ -212,6 +213,24 @@ def test_a_clip_whose_container_states_another_size_is_analysed_probed(tmp_path:
     clip.write_bytes(bytes(data))
     assert media._analyse(clip, probed=False) is None
     assert analyse(clip) == media._analyse(clip, probed=True)
+
+
+def test_an_application_that_logs_ffmpeg_gets_its_clips_probed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where the application turned PyAV's logging of FFmpeg on, an H.264 MP4 clip is opened
+    probed, so FFmpeg logs nothing about its codec whitelist, and analysed to probing's result."""
+    clip = make_clip(tmp_path / "clip.mp4", "moving", frames=20)
+    av.logging.set_level(av.logging.WARNING)
+    try:
+        with caplog.at_level(logging.WARNING, logger="libav"):
+            with media._opened(clip, probed=False) as (_, video):
+                assert video.codec_context.format is not None  # probed
+            analysis = analyse(clip)
+    finally:
+        av.logging.set_level(None)
+    assert not [record for record in caplog.records if "whitelist" in record.getMessage()]
+    assert analysis == media._analyse(clip, probed=True)
 
 
 def outcome(call: Any, clip: Path) -> Any:
