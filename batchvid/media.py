@@ -98,25 +98,73 @@ def analyse(path: str | os.PathLike[str]) -> Analysis:
     called apart (tests/test_analysis.py). Decoding runs on this thread alone: the parallelism is
     the pool's (``AnalysisPool``).
 
+    An H.264 clip in MP4 is opened without FFmpeg's stream probing (``_opened(probed=False)``;
+    probed where the application turned PyAV's logging of FFmpeg on),
+    which opens a decoder and decodes the first frame only to learn the stream's pixel format:
+    ~1 of a simulator clip's ~11 million instructions, 3-10 ms of a 720x480 to 1360x768 clip,
+    whose poster decodes that frame again. What the analysis reads from the stream is then the
+    container's alone (size, frame rate, duration, frames; the reorder depth MP4's demuxer
+    guesses from the timestamps), where probing could have let a decoder fill in what the
+    container lacks: so the container must give a frame rate and a duration, and the first
+    frame must have its size. Any other clip, a failed check or an error: the clip is analysed
+    again with probing, as before, so facts and errors are probing's
+    (tests/test_analysis_fast.py, tests/benchmarks/ab_analysis.py).
+
     Raises ``MediaError`` when the file does not open as a video.
     """
-    with _opened(path) as (container, video):
-        video.codec_context.thread_count = 1
+    try:
+        analysis = _analyse(path, probed=False)
+    except MediaError:
+        analysis = None  # the probed open says why, in the words a user always got
+    if analysis is None:
+        analysis = _analyse(path, probed=True)
+        assert analysis is not None  # probed, it gives an analysis or raises
+    return analysis
+
+
+def _analyse(path: str | os.PathLike[str], *, probed: bool) -> Analysis | None:
+    """``analyse``, with or without FFmpeg's stream probing; None (without) when the clip is not
+    one whose facts the container alone gives as probing would."""
+    with _opened(path, probed=probed) as (container, video):
+        context = video.codec_context
+        if not probed and not _unprobed_fits(video):
+            return None
+        context.thread_count = 1
         first = FirstFrame(video)
         signals = measure(container, video, first.feed)
         frame = first.finish()
+        # Unprobed, the size is the container's alone; probing may take one from a decoder.
+        if not probed and (frame is None or (frame.width, frame.height) != (context.width, context.height)):
+            return None
         info = _info(container, video, int(video.frames or 0) or signals.frames_decoded, signals)
     return Analysis(info, jpeg_of(frame) if frame is not None else None)
 
 
+def _unprobed_fits(video: Any) -> bool:
+    """Whether an unprobed ``video`` stream has what ``_info`` and the analysis read as probing
+    would set it: H.264 (whose reorder depth MP4's demuxer guesses from the timestamps, and
+    whose size the first frame confirms), a frame rate and a duration from the container (else
+    ``_info`` falls back on rates and durations that probing estimates from packets)."""
+    return video.codec_context.name == "h264" and bool(video.average_rate) and video.duration is not None
+
+
 @contextlib.contextmanager
-def _opened(path: str | os.PathLike[str]) -> Iterator[tuple[Any, Any]]:
+def _opened(path: str | os.PathLike[str], *, probed: bool = True) -> Iterator[tuple[Any, Any]]:
     """The open container of ``path`` and its first video stream; PyAV's errors and a missing
-    file or video stream as ``MediaError``."""
+    file or video stream as ``MediaError``. Not ``probed`` (an MP4 file only, while PyAV's
+    logging of FFmpeg is off, as it is unless the application turned it on; others are
+    probed): FFmpeg's ``avformat_find_stream_info`` opens no decoder (none is on the codec
+    whitelist it gives them), so it decodes nothing; the streams' pixel formats stay unknown,
+    and their decoders learn them from the bitstream."""
     import av  # here, not above: the process that only hands clips to workers never needs it
 
+    form = _format_of(path)
+    # With PyAV's logging on, FFmpeg's complaint about the whitelist would be an error record
+    # for each clip: such an application's clips are probed (tests/test_analysis_fast.py).
+    unprobed = form == "mp4" and not probed and av.logging.get_level() is None
+    options = _UNPROBED if unprobed else None
     try:
-        with av.open(os.fspath(path), format=_format_of(path)) as container:
+        with av.open(os.fspath(path), format=form, container_options=options) as container:
             if not container.streams.video:
                 raise MediaError(f"{os.fspath(path)}: no video stream")
             video = container.streams.video[0]
@@ -133,6 +181,14 @@ def _opened(path: str | os.PathLike[str]) -> Iterator[tuple[Any, Any]]:
             f"{os.fspath(path)}: not a readable video ({exc.strerror or exc}); "
             "the download may be truncated, so fetch it again"
         ) from exc
+
+
+_UNPROBED = {"codec_whitelist": "none"}
+"""Format options that leave FFmpeg's stream probing without a decoder: the whitelist applies to
+the decoders it opens, not to PyAV's nor batchvid's. FFmpeg logs that it could not open one (an
+error and a warning), which PyAV drops unless an application turned its logging on (``_opened``
+then probes; batchvid never does; an application that gave FFmpeg back its own printing to
+the terminal, ``av.logging.restore_default_callback``, would see the two lines)."""
 
 
 def _format_of(path: str | os.PathLike[str]) -> str | None:

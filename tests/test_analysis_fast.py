@@ -1,15 +1,20 @@
 """The analysis's shortcuts give what the long way gives: the scan's kept packets against a
-second read of the clip, and MP4's format named against FFmpeg's guess."""
+second read of the clip, MP4's format named against FFmpeg's guess, and an H.264 clip opened
+without FFmpeg's stream probing against a probed one."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import subprocess
 import sys
 import threading
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import av
+import numpy as np
 import pytest
 
 from batchvid import media, media_worker, poster, quality
@@ -87,6 +92,174 @@ def test_mp4_named_gives_what_ffmpeg_guesses(
     with pytest.raises(media.MediaError) as guessed_error:
         analyse(broken)
     assert str(named_error.value) == str(guessed_error.value)
+
+
+def unprobed_clips(root: Path) -> list[Path]:
+    """H.264 MP4 clips of many shapes: simulator clips (with audio, frozen, black, other sizes
+    and rates), B-frames (x264's veryfast and medium), a keyframe every 5 frames, an odd size,
+    one frame, a long GOP at 8 fps as generated clips have, one moov-first clip, two frames
+    whose SPS states a reorder depth, and one in full range."""
+    paths = []
+    specs = [VideoSpec(160, 90, 30, 1.0, False, 1), VideoSpec(160, 90, 16, 1.0, True, 2, look="frozen"),
+             VideoSpec(64, 48, 8, 2.0, False, 5, look="black"), VideoSpec(320, 180, 25, 0.5, True, 7, 1)]
+    for index, spec in enumerate(specs):
+        path = root / f"sim{index}.mp4"
+        path.write_bytes(render_video(spec))
+        paths.append(path)
+    paths.append(make_clip(root / "bframes.mp4", "moving", frames=50, preset="veryfast"))
+    paths.append(make_clip(root / "medium.mp4", "moving", frames=49, width=160, height=96, preset="medium"))
+    paths.append(make_clip(root / "keyframes.mp4", "moving", frames=40, gop=5, preset="medium"))
+    paths.append(make_clip(root / "odd.mp4", "moving", frames=20, width=98, height=58))
+    paths.append(make_clip(root / "one.mp4", "frozen", frames=1))
+    # B-frames on, too few frames for one: the SPS states a reorder depth, the timestamps none.
+    paths.append(make_clip(root / "two.mp4", "moving", frames=2, preset="medium"))
+    paths.append(full_range_clip(root / "full.mp4"))
+    return paths
+
+
+def full_range_clip(path: Path) -> Path:
+    """An H.264 MP4 clip in full range (yuvj420p), which only its SPS says (no ``colr`` box)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=16)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuvj420p"
+        stream.options = {"preset": "veryfast"}
+        for index in range(16):
+            picture = np.full((64, 96, 3), 12 * index, np.uint8)
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuvj420p")
+            frame.pts, frame.time_base = index, Fraction(1, 16)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def record_opens(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Records whether each clip ``media._opened`` opens is opened probed (one entry each)."""
+    opens: list[bool] = []
+    opened = media._opened
+
+    def recording(path: Any, *, probed: bool = True) -> Any:
+        opens.append(probed)
+        return opened(path, probed=probed)
+
+    monkeypatch.setattr(media, "_opened", recording)
+    return opens
+
+
+def test_h264_mp4_clips_are_analysed_unprobed_to_the_probed_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An H.264 MP4 clip is analysed without FFmpeg's stream probing (the stream's pixel format
+    stays unknown: no decoder ran), opened once, to the same facts, signals and poster as with
+    probing, in an order where each clip's kept decoders serve the next and in one where none
+    do."""
+    opens = record_opens(monkeypatch)
+    shapes = unprobed_clips(tmp_path)
+    unset = {}
+    for clip in shapes:
+        with media._opened(clip, probed=False) as (_, video):
+            assert video.codec_context.format is None, clip.name
+            fields = (video.codec_context.has_b_frames, video.codec_context.color_range)
+        with media._opened(clip) as (_, video):
+            assert video.codec_context.format is not None, clip.name
+            unset[clip.name] = fields != (video.codec_context.has_b_frames, video.codec_context.color_range)
+    # Facts a probing decoder sets that stay unset unprobed (which the analysis's decoders
+    # then learn from the bitstream): the reorder depth, the colour range.
+    assert unset["two.mp4"] and unset["full.mp4"]
+    unprobed = [media._analyse(clip, probed=False) for clip in shapes]
+    forget_kept_decoders()
+    probed = [media._analyse(clip, probed=True) for clip in shapes]
+    for clip, one, other in zip(shapes, unprobed, probed, strict=True):
+        assert one is not None and one == other, clip.name
+        forget_kept_decoders()
+        opens.clear()
+        assert analyse(clip) == other, clip.name
+        assert opens == [False], clip.name  # once, unprobed: not analysed again with probing
+
+
+def test_other_codecs_and_containers_are_analysed_probed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An MPEG-4 part 2 clip (whose size only its decoder gives) is not analysed unprobed, and a
+    Matroska one is opened probed: both get what probing gives."""
+    opens = record_opens(monkeypatch)
+    mpeg4 = tmp_path / "mpeg4.mp4"
+    with av.open(str(mpeg4), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for index in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 20 * index, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 25)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    assert media._analyse(mpeg4, probed=False) is None
+    opens.clear()
+    assert analyse(mpeg4) == media._analyse(mpeg4, probed=True)
+    assert opens == [False, True, True]  # analyse's two opens, then the probed one compared
+    assert analyse(mpeg4).info.width == 96
+    mkv = make_clip(tmp_path / "clip.mkv", "moving", frames=20)
+    with media._opened(mkv, probed=False) as (_, video):
+        assert video.codec_context.format is not None
+    assert analyse(mkv) == media._analyse(mkv, probed=True)
+
+
+def test_a_clip_whose_container_states_another_size_is_analysed_probed(tmp_path: Path) -> None:
+    """A clip whose sample description gives another height than its frames have is analysed
+    with probing (the first frame's size is checked), to probing's facts."""
+    clip = make_clip(tmp_path / "clip.mp4", "moving", frames=20)
+    data = bytearray(clip.read_bytes())
+    entry = data.index(b"avc1", data.index(b"stsd"))  # its width at +28, its height at +30
+    assert int.from_bytes(data[entry + 30 : entry + 32], "big") == 64
+    data[entry + 30 : entry + 32] = (56).to_bytes(2, "big")
+    clip.write_bytes(bytes(data))
+    assert media._analyse(clip, probed=False) is None
+    assert analyse(clip) == media._analyse(clip, probed=True)
+
+
+def test_an_application_that_logs_ffmpeg_gets_its_clips_probed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where the application turned PyAV's logging of FFmpeg on, an H.264 MP4 clip is opened
+    probed, so FFmpeg logs nothing about its codec whitelist, and analysed to probing's result."""
+    clip = make_clip(tmp_path / "clip.mp4", "moving", frames=20)
+    av.logging.set_level(av.logging.WARNING)
+    try:
+        with caplog.at_level(logging.WARNING, logger="libav"):
+            with media._opened(clip, probed=False) as (_, video):
+                assert video.codec_context.format is not None  # probed
+            analysis = analyse(clip)
+    finally:
+        av.logging.set_level(None)
+    assert not [record for record in caplog.records if "whitelist" in record.getMessage()]
+    assert analysis == media._analyse(clip, probed=True)
+
+
+def outcome(call: Any, clip: Path) -> Any:
+    """``call(clip)``, or the message of the MediaError it raised."""
+    try:
+        return call(clip)
+    except media.MediaError as exc:
+        return str(exc)
+
+
+def test_a_clip_cut_short_gets_probings_result(tmp_path: Path) -> None:
+    """A moov-first clip cut at several points in its frames gives the analysis, or the error,
+    that a probed analysis gives."""
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.options = {"preset": "veryfast"}
+        for index in range(40):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 6 * index, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 30)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    data = whole.read_bytes()
+    mdat = data.index(b"mdat")
+    for cut in (mdat + 8, mdat + 40, (mdat + len(data)) // 2, len(data) - 10):
+        clip = tmp_path / f"cut{cut}.mp4"
+        clip.write_bytes(data[:cut])
+        assert outcome(analyse, clip) == outcome(lambda path: media._analyse(path, probed=True), clip), cut
 
 
 def test_format_of_other_files_is_left_to_ffmpeg(tmp_path: Path) -> None:
@@ -190,9 +363,10 @@ def test_kept_decoders_give_what_new_ones_give(
     forget_kept_decoders()
     for path, expected in zip(paths * 3, wanted * 3, strict=True):
         assert analysed(path) == expected, path.name
-    # The first clip's two, then two after each damaged clip (its error dropped them): kept
-    # for all the others.
-    assert len(made) == 2 * (1 + 3)
+    # The first clip's two, then for each damaged clip two for its probed analysis (the
+    # unprobed one took the kept ones, and its error dropped them) and two after it (that
+    # error dropped those too): kept for all the others.
+    assert len(made) == 2 * (1 + 2 * 3)
     assert poster._local.first is not None and poster._local.sampler is not None
 
 
