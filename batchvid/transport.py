@@ -118,7 +118,7 @@ class Client(httpx.AsyncClient):
         by the cyclic collector, whose runs those objects made several times more frequent."""
         response: httpx.Response | None = None
         try:
-            if self._plain(args, options):
+            if self._plain(args, options, follows=True):
                 response = await self._send_plain(*args, json=options.get("json"))
                 try:
                     yield response
@@ -131,8 +131,9 @@ class Client(httpx.AsyncClient):
             if response is not None and response.is_closed:
                 response.stream = _SPENT
 
-    def _plain(self, args: tuple[Any, ...], options: dict[str, Any]) -> bool:
-        """Whether httpx's client would only build the request and send it (class doc)."""
+    def _plain(self, args: tuple[Any, ...], options: dict[str, Any], *, follows: bool = False) -> bool:
+        """Whether httpx's client would only build the request and send it (class doc);
+        ``follows``: or also follow its redirects, which ``_send_plain`` hands to httpx's."""
         return (
             self._direct is not None
             and len(args) == 2
@@ -142,7 +143,7 @@ class Client(httpx.AsyncClient):
             and not args[1].userinfo  # httpx's client makes it Basic auth
             and not self.is_closed  # httpx's client refuses to send
             and self.auth is None
-            and not self.follow_redirects
+            and (not self.follow_redirects or (follows and _FOLLOWS))
             and not self.params
             and not any(self.event_hooks.values())
             and not self._store.jar
@@ -156,11 +157,39 @@ class Client(httpx.AsyncClient):
         )
 
     async def _send_plain(self, method: str, url: httpx.URL, *, json: Any = None) -> httpx.Response:
-        """What ``AsyncClient.send(build_request(...), stream=True)`` does for a plain request."""
+        """What ``AsyncClient.send(build_request(...), stream=True)`` does for a plain request:
+        sent straight to the transport (on aiohttp's, its body read from aiohttp as it comes:
+        ``quickread.open_stream``); a redirect the client follows goes on in httpx's client."""
         request = self._plain_request(method, url, json)
-        assert self._direct is not None  # (_plain)
+        response = await self._send_direct(request)
+        if self.follow_redirects and response.has_redirect_location:
+            return await self._follow(request, response)
+        return response
+
+    async def _follow(self, request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        """What httpx's client does once the first request of a send it follows was answered
+        with a redirect (``_send_handling_redirects``, whose loop this enters with that
+        answer as the history): the next request made, the redirect read, and on."""
         try:
-            response = await self._direct.handle_async_request(request)
+            following = self._build_redirect_request(request, response)
+            await response.aread()
+        except BaseException:
+            await response.aclose()
+            raise
+        return await self._send_handling_redirects(following, follow_redirects=True, history=[response])
+
+    async def _send_direct(self, request: httpx.Request) -> httpx.Response:
+        """What httpx's client does to send one request (``_send_single_request``), but the
+        request log and the response's ``elapsed``."""
+        transport = self._direct
+        assert transport is not None  # (_plain)
+        try:
+            if isinstance(transport, AiohttpTransport) and transport.quick and len(request.content) <= LARGE_BODY:
+                from batchvid.quickread import open_stream
+
+                response = await open_stream(transport, request)
+            else:
+                response = await transport.handle_async_request(request)
         except httpx.RequestError as exc:
             exc.request = request  # as httpx's client does
             raise
@@ -219,6 +248,25 @@ def check_location(request: httpx.Request, status: int, headers: Mapping[str, st
             raise httpx.RemoteProtocolError(f"Invalid URL in location header: {exc}.", request=request) from None
 
 
+def _follows_as_httpx() -> bool:
+    """Whether httpx's client has the two steps of following a redirect that ``Client._follow``
+    calls, as httpx 0.20-0.28 have them (else a client following redirects sends through
+    httpx's client throughout)."""
+    import inspect
+
+    try:
+        build = inspect.signature(httpx.AsyncClient._build_redirect_request)
+        go_on = inspect.signature(httpx.AsyncClient._send_handling_redirects)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return list(build.parameters) == ["self", "request", "response"] and list(go_on.parameters) == [
+        "self", "request", "follow_redirects", "history"
+    ]
+
+
+_FOLLOWS = _follows_as_httpx()
+
+
 _HTTPX_LOG = logging.getLogger("httpx")
 """httpx's logger: its client logs each request at INFO, so with that on, requests go through it."""
 
@@ -249,17 +297,27 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._slots = anyio.Semaphore(cap) if cap is not None else None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        await self._acquire(request)
+        await self.acquire_slot(request)
         try:
             with MAPPED:
                 response = await self._send(request)
         except BaseException:
-            self._release()
+            self.release_slot()
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
         _read_in_large_pieces(response.stream)
-        response.stream = _Body(response.stream, self._release)
+        response.stream = _Body(response.stream, self.release_slot)
         return response
+
+    def session(self) -> Any:
+        """aiohttp's ``ClientSession`` that httpx-aiohttp sends through, opened as it opens it
+        (``quick`` says whether it can be reached)."""
+        from aiohttp import ClientSession
+
+        inner = self._inner
+        if not isinstance(inner.client, ClientSession):
+            inner.client = inner.get_client()
+        return inner.client
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` and read the response head. aiohttp has no write timeout, so a
@@ -277,7 +335,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
         self._inner.client = None  # the next request opens a new aiohttp session
 
-    async def _acquire(self, request: httpx.Request) -> None:
+    async def acquire_slot(self, request: httpx.Request) -> None:
+        """A place among ``limits.max_connections`` requests under way, or ``PoolTimeout``
+        past the request's ``pool`` timeout; ``release_slot`` gives it back."""
         if self._slots is None:
             return
         try:
@@ -292,7 +352,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except TimeoutError:
             raise httpx.PoolTimeout("timed out waiting for a free connection") from None
 
-    def _release(self) -> None:
+    def release_slot(self) -> None:
         if self._slots is not None:
             self._slots.release()
 
