@@ -20,6 +20,7 @@ import httpx
 import httpx_aiohttp
 import pytest
 
+from batchvid import transport
 from batchvid.errors import TransientError
 from batchvid.providers import wire
 from batchvid.providers.wire import RawResponse, endpoint, send
@@ -356,10 +357,23 @@ async def test_errors_are_httpx_clients(kind: str) -> None:
     assert [reach for _, reach, _ in outcomes[Client]] == ["not_sent", "maybe_delivered"]
 
 
+async def read_through(api: Client, how: str, path: str) -> None:
+    """An answer read as ``wire.send`` reads it, or streamed as a download is."""
+    if how == "send":
+        await send(api, "GET", path)
+        return
+    follows = Client(transport=api._direct, timeout=api.timeout, follow_redirects=True)
+    async with follows.stream("GET", endpoint(api.base_url, path)) as response:
+        async for _ in response.aiter_bytes():
+            pass
+
+
+@pytest.mark.parametrize("how", ["send", "stream"])
 @pytest.mark.parametrize("cut", ["head", "body"])
-async def test_cancelling_a_read_closes_the_connection(kind: str, cut: str) -> None:
-    """A wire.send cancelled while waiting for the answer, or mid-body, closes its connection
-    (the server sees EOF) and gives its place in the connection bound back."""
+async def test_cancelling_a_read_closes_the_connection(kind: str, cut: str, how: str) -> None:
+    """A wire.send, or a download's stream on a client following redirects, cancelled while
+    waiting for the answer, or mid-body, closes its connection (the server sees EOF) and gives
+    its place in the connection bound back."""
     closed = anyio.Event()
 
     async def serve(stream: anyio.abc.SocketStream) -> None:
@@ -382,12 +396,12 @@ async def test_cancelling_a_read_closes_the_connection(kind: str, cut: str) -> N
         server.start_soon(listener.serve, serve)
         async with Client(**options(kind, base, transport=make_transport(kind, limits=limits))) as api:
             with anyio.move_on_after(0.3):
-                await send(api, "GET", "async-result/t-1")
+                await read_through(api, how, "async-result/t-1")
             with anyio.fail_after(5):
                 await closed.wait()
                 closed = anyio.Event()
                 with anyio.move_on_after(0.3):  # the one connection's place is free again
-                    await send(api, "GET", "async-result/t-2")
+                    await read_through(api, how, "async-result/t-2")
                 await closed.wait()
         server.cancel_scope.cancel()
 
@@ -400,6 +414,26 @@ async def test_without_httpx_private_routing(kind: str, monkeypatch: pytest.Monk
     async with recording_server(seen) as base, Client(**options(kind, base)) as api:
         answers = await exchange(api)
     assert [a.status for a in answers] == [200, 200] and len(seen) == 2
+
+
+async def test_without_httpx_redirect_steps_downloads_go_through_httpx(
+    kind: str, monkeypatch: pytest.MonkeyPatch, httpx_sends: list[str]
+) -> None:
+    """Without httpx's two redirect steps (an httpx release may rename them), a client
+    following redirects sends through httpx's client, and a redirect is still followed."""
+    assert transport._follows_as_httpx()
+    with monkeypatch.context() as patch:  # httpx's client needs the step back to follow
+        patch.delattr(httpx.AsyncClient, "_send_handling_redirects")
+        assert not transport._follows_as_httpx()
+    monkeypatch.setattr(transport, "_FOLLOWS", False)  # as found without the step
+    routes = {b"/a": redirect(302, "/f"), b"/f": FILE}
+    async with (
+        routed_server(routes, []) as base,
+        Client(**options(kind, base, follow_redirects=True)) as files,
+    ):
+        answer = await fetch(files, base + "/a")
+    assert answer[:2] == (200, b"video!") and [status for status, _ in answer[3]] == [302]
+    assert httpx_sends == ["GET"]
 
 
 async def test_a_client_building_its_transport_is_httpxs(kind: str, httpx_sends: list[str]) -> None:
