@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import anyio
 import httpx
 
+from batchvid import redirects
 from batchvid.eventloop import backend_options as backend_options
 from batchvid.settings import TransportKind
 
@@ -96,8 +97,10 @@ class Client(httpx.AsyncClient):
     the same ``httpx.Request`` (the client's headers and timeouts) and sends it to that
     transport, skipping the auth, redirect and hook machinery wrapped around every send
     (~0.1-0.2 ms of the event loop per request, and a run polls each task several times); a
-    redirect's ``Location`` is checked as httpx's client checks it. Anything else goes through
-    httpx as before.
+    redirect's ``Location`` is checked as httpx's client checks it. ``stream`` on a client
+    following redirects (a run's downloads) is plain too where ``redirects.FOLLOWS``: a
+    redirect in the answer is followed by httpx's client from its second step on
+    (``redirects.follow``). Anything else goes through httpx as before.
     """
 
     def __init__(self, *, cookies: httpx._types.CookieTypes | None = None, **options: Any) -> None:
@@ -133,7 +136,8 @@ class Client(httpx.AsyncClient):
 
     def _plain(self, args: tuple[Any, ...], options: dict[str, Any], *, follows: bool = False) -> bool:
         """Whether httpx's client would only build the request and send it (class doc);
-        ``follows``: or also follow its redirects, which ``_send_plain`` hands to httpx's."""
+        ``follows``: or also follow its redirects, which ``_send_plain`` hands to httpx's
+        (``redirects.follow``, where the installed httpx is one it was checked against)."""
         return (
             self._direct is not None
             and len(args) == 2
@@ -143,7 +147,7 @@ class Client(httpx.AsyncClient):
             and not args[1].userinfo  # httpx's client makes it Basic auth
             and not self.is_closed  # httpx's client refuses to send
             and self.auth is None
-            and (not self.follow_redirects or (follows and _FOLLOWS))
+            and (not self.follow_redirects or (follows and redirects.FOLLOWS))
             and not self.params
             and not any(self.event_hooks.values())
             and not self._store.jar
@@ -163,20 +167,8 @@ class Client(httpx.AsyncClient):
         request = self._plain_request(method, url, json)
         response = await self._send_direct(request)
         if self.follow_redirects and response.has_redirect_location:
-            return await self._follow(request, response)
+            return await redirects.follow(self, request, response)
         return response
-
-    async def _follow(self, request: httpx.Request, response: httpx.Response) -> httpx.Response:
-        """What httpx's client does once the first request of a send it follows was answered
-        with a redirect (``_send_handling_redirects``, whose loop this enters with that
-        answer as the history): the next request made, the redirect read, and on."""
-        try:
-            following = self._build_redirect_request(request, response)
-            await response.aread()
-        except BaseException:
-            await response.aclose()
-            raise
-        return await self._send_handling_redirects(following, follow_redirects=True, history=[response])
 
     async def _send_direct(self, request: httpx.Request) -> httpx.Response:
         """What httpx's client does to send one request (``_send_single_request``), but the
@@ -246,25 +238,6 @@ def check_location(request: httpx.Request, status: int, headers: Mapping[str, st
             httpx.URL(location)
         except httpx.InvalidURL as exc:
             raise httpx.RemoteProtocolError(f"Invalid URL in location header: {exc}.", request=request) from None
-
-
-def _follows_as_httpx() -> bool:
-    """Whether httpx's client has the two steps of following a redirect that ``Client._follow``
-    calls, as httpx 0.20-0.28 have them (else a client following redirects sends through
-    httpx's client throughout)."""
-    import inspect
-
-    try:
-        build = inspect.signature(httpx.AsyncClient._build_redirect_request)
-        go_on = inspect.signature(httpx.AsyncClient._send_handling_redirects)
-    except (AttributeError, TypeError, ValueError):
-        return False
-    return list(build.parameters) == ["self", "request", "response"] and list(go_on.parameters) == [
-        "self", "request", "follow_redirects", "history"
-    ]
-
-
-_FOLLOWS = _follows_as_httpx()
 
 
 _HTTPX_LOG = logging.getLogger("httpx")

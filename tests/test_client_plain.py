@@ -7,6 +7,7 @@ Every test runs on both transports, against a loopback server that records each 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import re
 import socket
@@ -20,7 +21,7 @@ import httpx
 import httpx_aiohttp
 import pytest
 
-from batchvid import transport
+from batchvid import redirects
 from batchvid.errors import TransientError
 from batchvid.providers import wire
 from batchvid.providers.wire import RawResponse, endpoint, send
@@ -421,11 +422,11 @@ async def test_without_httpx_redirect_steps_downloads_go_through_httpx(
 ) -> None:
     """Without httpx's two redirect steps (an httpx release may rename them), a client
     following redirects sends through httpx's client, and a redirect is still followed."""
-    assert transport._follows_as_httpx()
+    assert redirects.follows_as_httpx()
     with monkeypatch.context() as patch:  # httpx's client needs the step back to follow
         patch.delattr(httpx.AsyncClient, "_send_handling_redirects")
-        assert not transport._follows_as_httpx()
-    monkeypatch.setattr(transport, "_FOLLOWS", False)  # as found without the step
+        assert not redirects.follows_as_httpx()
+    monkeypatch.setattr(redirects, "FOLLOWS", False)  # as found without the step
     routes = {b"/a": redirect(302, "/f"), b"/f": FILE}
     async with (
         routed_server(routes, []) as base,
@@ -438,10 +439,60 @@ async def test_without_httpx_redirect_steps_downloads_go_through_httpx(
 
 async def test_a_client_building_its_transport_is_httpxs(kind: str, httpx_sends: list[str]) -> None:
     """A Client given no transport (``--transport httpx``: httpx builds it, with any proxy
-    from the environment) sends every request through httpx's client."""
+    from the environment) sends every request through httpx's client, a download on a client
+    following redirects included."""
     async with recording_server([]) as base, Client(**{**options(kind, base), "transport": None}) as api:
         await exchange(api)
     assert httpx_sends == ["GET", "POST"]
+    routes = {b"/a": redirect(302, "/f"), b"/f": FILE}
+    async with (
+        routed_server(routes, []) as base,
+        Client(**{**options(kind, base), "transport": None, "follow_redirects": True}) as files,
+    ):
+        answer = await fetch(files, base + "/a")
+    assert answer[:2] == (200, b"video!") and [status for status, _ in answer[3]] == [302]
+    assert httpx_sends == ["GET", "POST", "GET"]
+
+
+SLOT_ROUTES = {
+    b"/f": FILE,
+    b"/a": redirect(302, "/f"),
+    b"/loop": redirect(302, "/loop"),
+    b"/bad": redirect(302, "http://[bad"),
+    b"/cut": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nvideo! then hang up",
+    b"/stall": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nvid",
+    b"/to-stall": redirect(307, "/stall"),
+}
+
+
+async def test_downloads_give_their_connection_place_back_once(kind: str) -> None:
+    """Downloads on a client following redirects, ended every way (read, redirected, too many
+    redirects, a bad redirect, cut short, cancelled at the head or mid-body), leave the
+    connection bound as it was: with ``max_connections=1``, one open download still makes the
+    next wait past its pool timeout (a place given back twice would let it through), and once
+    closed, the next goes."""
+    limits = httpx.Limits(max_connections=1)
+    timeout = httpx.Timeout(5.0, pool=0.3)
+    async with (
+        routed_server(SLOT_ROUTES, []) as base,
+        Client(**options(kind, base, transport=make_transport(kind, limits=limits), timeout=timeout,
+                         follow_redirects=True, max_redirects=2)) as files,
+    ):
+        for path in SLOT_ROUTES:
+            for cancel in ("no", "head", "body"):
+                with anyio.move_on_after(0.5) as scope, contextlib.suppress(httpx.HTTPError):
+                    async with files.stream("GET", httpx.URL(base + path.decode())) as response:
+                        if cancel == "head":
+                            scope.cancel()
+                            await anyio.sleep(0)
+                        async for _ in response.aiter_bytes():
+                            if cancel == "body":
+                                scope.cancel()
+                                await anyio.sleep(0)
+        async with files.stream("GET", httpx.URL(base + "/stall")):
+            with pytest.raises(httpx.PoolTimeout):
+                await fetch(files, base + "/f")
+        assert (await fetch(files, base + "/a"))[:2] == (200, b"video!")
 
 
 async def test_a_closed_client_refuses_as_httpxs(kind: str) -> None:
