@@ -396,11 +396,18 @@ LARGE_BODY = 1 << 20
 
 def _streamed_if_large(request: httpx.Request) -> httpx.Request:
     """``request`` with a body above ``LARGE_BODY`` as a stream of 64 KiB slices (its
-    Content-Length kept: not chunked); httpx sets ``response.request`` back to the original."""
+    Content-Length kept: not chunked); httpx sets ``response.request`` back to the original.
+
+    A redirect's request (httpx's client makes it over the stream of the one redirected, an
+    in-memory ``httpx.ByteStream``, unread) gets its body read first: httpx-aiohttp would send
+    any stream chunked, so a redirected GET would carry ``Transfer-Encoding: chunked`` and an
+    empty body, which httpx's transport does not send and a server or CDN may refuse."""
     try:
         content = request.content
     except httpx.RequestNotRead:
-        return request
+        if not isinstance(request.stream, httpx.ByteStream):
+            return request
+        content = request.read()
     if len(content) <= LARGE_BODY:
         return request
     return httpx.Request(
