@@ -11,14 +11,20 @@ body is read as ``wire.send`` reads a response: up to a limit, decoded as httpx 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import httpx
 
-from batchvid.transport import MAPPED, AiohttpTransport, body_sent_in_time, check_location
+from batchvid.transport import (
+    MAPPED,
+    READ_SIZE,
+    AiohttpTransport,
+    body_sent_in_time,
+    check_location,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +48,7 @@ async def read_small(transport: AiohttpTransport, request: httpx.Request, limit:
     """``request``'s answer, its body read whole up to ``limit`` bytes, as the transport's
     ``handle_async_request`` and reading its stream would give it. For a body of at most
     ``transport.LARGE_BODY`` (larger ones are streamed by ``handle_async_request``)."""
-    await transport._acquire(request)
+    await transport.acquire_slot(request)
     try:
         with MAPPED:
             try:
@@ -51,7 +57,62 @@ async def read_small(transport: AiohttpTransport, request: httpx.Request, limit:
             except _NAMED as exc:
                 raise _named(exc)(str(exc)) from exc
     finally:
-        transport._release()
+        transport.release_slot()
+
+
+async def open_stream(transport: AiohttpTransport, request: httpx.Request) -> httpx.Response:
+    """``transport.handle_async_request(request)``'s response, but its body read from aiohttp's
+    response as it arrives (httpx-aiohttp's stream and ``transport._Body`` left out): the same
+    status, headers, extensions, pieces, errors and connection slot. For a body of at most
+    ``transport.LARGE_BODY``."""
+    await transport.acquire_slot(request)
+    try:
+        with MAPPED:
+            try:
+                answer = await _open(transport, request)
+            except _NAMED as exc:
+                raise _named(exc)(str(exc)) from exc
+    except BaseException:
+        transport.release_slot()
+        raise
+    extensions = {"http_version": b"HTTP/1.1"}
+    if answer.reason:
+        extensions["reason_phrase"] = answer.reason.encode()
+    return httpx.Response(
+        answer.status, headers=answer.raw_headers, stream=_Streamed(answer, transport.release_slot),
+        request=request, extensions=extensions,
+    )
+
+
+class _Streamed(httpx.AsyncByteStream):
+    """An aiohttp response's body in pieces of up to ``READ_SIZE`` (``iter_chunked``, as
+    httpx-aiohttp reads it), its errors mapped, the connection slot given back once, on close."""
+
+    def __init__(self, answer: Any, release: Callable[[], None]) -> None:
+        self._answer = answer
+        self._release = release
+        self._open = True
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with MAPPED:
+            try:
+                async for chunk in self._answer.content.iter_chunked(READ_SIZE):
+                    yield chunk
+            except _NAMED as exc:
+                raise _named(exc)(str(exc)) from exc
+
+    async def aclose(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        try:
+            with MAPPED:
+                try:
+                    await self._answer.__aexit__(None, None, None)
+                except _NAMED as exc:
+                    raise _named(exc)(str(exc)) from exc
+        finally:
+            self._release()
 
 
 _AS_NAMED: dict[type[Exception], type[httpx.TransportError]] = {
@@ -73,14 +134,9 @@ def _named(exc: Exception) -> type[httpx.TransportError]:
 async def _open(transport: AiohttpTransport, request: httpx.Request) -> Any:
     """aiohttp's response to ``request`` (its head read), sent as httpx-aiohttp sends it, a
     body within ``body_sent_in_time``."""
-    from aiohttp import ClientSession
-
-    inner = transport._inner
-    if not isinstance(inner.client, ClientSession):
-        inner.client = inner.get_client()
     timeouts = request.extensions["timeout"]
     body = request.content or None
-    sending = inner.client.request(
+    sending = transport.session().request(
         request.method, str(request.url), headers=request.headers, data=body,
         allow_redirects=False, auto_decompress=False, compress=False,
         timeout=_client_timeout(timeouts.get("connect"), timeouts.get("read"), timeouts.get("pool")),

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import anyio
 import httpx
 
+from batchvid import redirects
 from batchvid.eventloop import backend_options as backend_options
 from batchvid.settings import TransportKind
 
@@ -96,8 +97,10 @@ class Client(httpx.AsyncClient):
     the same ``httpx.Request`` (the client's headers and timeouts) and sends it to that
     transport, skipping the auth, redirect and hook machinery wrapped around every send
     (~0.1-0.2 ms of the event loop per request, and a run polls each task several times); a
-    redirect's ``Location`` is checked as httpx's client checks it. Anything else goes through
-    httpx as before.
+    redirect's ``Location`` is checked as httpx's client checks it. ``stream`` on a client
+    following redirects (a run's downloads) is plain too where ``redirects.FOLLOWS``: a
+    redirect in the answer is followed by httpx's client from its second step on
+    (``redirects.follow``). Anything else goes through httpx as before.
     """
 
     def __init__(self, *, cookies: httpx._types.CookieTypes | None = None, **options: Any) -> None:
@@ -118,7 +121,7 @@ class Client(httpx.AsyncClient):
         by the cyclic collector, whose runs those objects made several times more frequent."""
         response: httpx.Response | None = None
         try:
-            if self._plain(args, options):
+            if self._plain(args, options, follows=True):
                 response = await self._send_plain(*args, json=options.get("json"))
                 try:
                     yield response
@@ -131,8 +134,10 @@ class Client(httpx.AsyncClient):
             if response is not None and response.is_closed:
                 response.stream = _SPENT
 
-    def _plain(self, args: tuple[Any, ...], options: dict[str, Any]) -> bool:
-        """Whether httpx's client would only build the request and send it (class doc)."""
+    def _plain(self, args: tuple[Any, ...], options: dict[str, Any], *, follows: bool = False) -> bool:
+        """Whether httpx's client would only build the request and send it (class doc);
+        ``follows``: or also follow its redirects, which ``_send_plain`` hands to httpx's
+        (``redirects.follow``, where the installed httpx is one it was checked against)."""
         return (
             self._direct is not None
             and len(args) == 2
@@ -142,7 +147,7 @@ class Client(httpx.AsyncClient):
             and not args[1].userinfo  # httpx's client makes it Basic auth
             and not self.is_closed  # httpx's client refuses to send
             and self.auth is None
-            and not self.follow_redirects
+            and (not self.follow_redirects or (follows and redirects.FOLLOWS))
             and not self.params
             and not any(self.event_hooks.values())
             and not self._store.jar
@@ -156,11 +161,27 @@ class Client(httpx.AsyncClient):
         )
 
     async def _send_plain(self, method: str, url: httpx.URL, *, json: Any = None) -> httpx.Response:
-        """What ``AsyncClient.send(build_request(...), stream=True)`` does for a plain request."""
+        """What ``AsyncClient.send(build_request(...), stream=True)`` does for a plain request:
+        sent straight to the transport (on aiohttp's, its body read from aiohttp as it comes:
+        ``quickread.open_stream``); a redirect the client follows goes on in httpx's client."""
         request = self._plain_request(method, url, json)
-        assert self._direct is not None  # (_plain)
+        response = await self._send_direct(request)
+        if self.follow_redirects and response.has_redirect_location:
+            return await redirects.follow(self, request, response)
+        return response
+
+    async def _send_direct(self, request: httpx.Request) -> httpx.Response:
+        """What httpx's client does to send one request (``_send_single_request``), but the
+        request log and the response's ``elapsed``."""
+        transport = self._direct
+        assert transport is not None  # (_plain)
         try:
-            response = await self._direct.handle_async_request(request)
+            if isinstance(transport, AiohttpTransport) and transport.quick and len(request.content) <= LARGE_BODY:
+                from batchvid.quickread import open_stream
+
+                response = await open_stream(transport, request)
+            else:
+                response = await transport.handle_async_request(request)
         except httpx.RequestError as exc:
             exc.request = request  # as httpx's client does
             raise
@@ -249,17 +270,27 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._slots = anyio.Semaphore(cap) if cap is not None else None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        await self._acquire(request)
+        await self.acquire_slot(request)
         try:
             with MAPPED:
                 response = await self._send(request)
         except BaseException:
-            self._release()
+            self.release_slot()
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
         _read_in_large_pieces(response.stream)
-        response.stream = _Body(response.stream, self._release)
+        response.stream = _Body(response.stream, self.release_slot)
         return response
+
+    def session(self) -> Any:
+        """aiohttp's ``ClientSession`` that httpx-aiohttp sends through, opened as it opens it
+        (``quick`` says whether it can be reached)."""
+        from aiohttp import ClientSession
+
+        inner = self._inner
+        if not isinstance(inner.client, ClientSession):
+            inner.client = inner.get_client()
+        return inner.client
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` and read the response head. aiohttp has no write timeout, so a
@@ -277,7 +308,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
         self._inner.client = None  # the next request opens a new aiohttp session
 
-    async def _acquire(self, request: httpx.Request) -> None:
+    async def acquire_slot(self, request: httpx.Request) -> None:
+        """A place among ``limits.max_connections`` requests under way, or ``PoolTimeout``
+        past the request's ``pool`` timeout; ``release_slot`` gives it back."""
         if self._slots is None:
             return
         try:
@@ -292,7 +325,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except TimeoutError:
             raise httpx.PoolTimeout("timed out waiting for a free connection") from None
 
-    def _release(self) -> None:
+    def release_slot(self) -> None:
         if self._slots is not None:
             self._slots.release()
 
@@ -363,11 +396,18 @@ LARGE_BODY = 1 << 20
 
 def _streamed_if_large(request: httpx.Request) -> httpx.Request:
     """``request`` with a body above ``LARGE_BODY`` as a stream of 64 KiB slices (its
-    Content-Length kept: not chunked); httpx sets ``response.request`` back to the original."""
+    Content-Length kept: not chunked); httpx sets ``response.request`` back to the original.
+
+    A redirect's request (httpx's client makes it over the stream of the one redirected, an
+    in-memory ``httpx.ByteStream``, unread) gets its body read first: httpx-aiohttp would send
+    any stream chunked, so a redirected GET would carry ``Transfer-Encoding: chunked`` and an
+    empty body, which httpx's transport does not send and a server or CDN may refuse."""
     try:
         content = request.content
     except httpx.RequestNotRead:
-        return request
+        if not isinstance(request.stream, httpx.ByteStream):
+            return request
+        content = request.read()
     if len(content) <= LARGE_BODY:
         return request
     return httpx.Request(

@@ -7,6 +7,7 @@ Every test runs on both transports, against a loopback server that records each 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import re
 import socket
@@ -20,6 +21,7 @@ import httpx
 import httpx_aiohttp
 import pytest
 
+from batchvid import redirects
 from batchvid.errors import TransientError
 from batchvid.providers import wire
 from batchvid.providers.wire import RawResponse, endpoint, send
@@ -29,6 +31,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("kind", TRANSPORTS)]
 
 KEY = "sk-plain-secret-77c1"
 PORT = re.compile(rb"(?<=127\.0\.0\.1:)\d+")
+TEXT_PORT = re.compile(r"(?<=127\.0\.0\.1:)\d+")
 ANSWER = b'{"task_status":"PROCESSING","id":"t-1"}'
 
 
@@ -179,22 +182,145 @@ async def test_cookies_go_through_httpx(kind: str, httpx_sends: list[str]) -> No
     assert b"cookie: session=abc" in seen[1].lower()
 
 
-async def test_hooks_and_redirects_go_through_httpx(kind: str, httpx_sends: list[str]) -> None:
-    """A client with event hooks or following redirects sends through httpx's client, and its
-    hooks run."""
+async def test_hooks_go_through_httpx(kind: str, httpx_sends: list[str]) -> None:
+    """A client with event hooks sends through httpx's client, and its hooks run."""
     hooked: list[str] = []
 
     async def hook(request: httpx.Request) -> None:
         hooked.append(request.method)
 
     seen: list[bytes] = []
-    async with recording_server(seen) as base:
-        async with Client(**options(kind, base, event_hooks={"request": [hook]})) as api:
-            await exchange(api)
-        async with Client(**options(kind, base, follow_redirects=True)) as api:
-            await exchange(api)
+    async with recording_server(seen) as base, Client(**options(kind, base, event_hooks={"request": [hook]})) as api:
+        await exchange(api)
     assert hooked == ["GET", "POST"]
-    assert httpx_sends == ["GET", "POST", "GET", "POST"]
+    assert httpx_sends == ["GET", "POST"]
+
+
+@asynccontextmanager
+async def routed_server(routes: dict[bytes, bytes], seen: list[bytes]) -> AsyncIterator[str]:
+    """A loopback HTTP/1.1 server answering each request with ``routes[path]`` (``{port}`` in
+    it: the port of the server named by ``routes[b"other"]``, if any), noting each request's
+    head (and a chunked body) in ``seen``; a route whose answer declares more body than it has hangs up after it."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    base = f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}"
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            data = b""
+            try:
+                while True:
+                    while b"\r\n\r\n" not in data:
+                        data += await stream.receive()
+                    head, _, data = data.partition(b"\r\n\r\n")
+                    if b"transfer-encoding: chunked" in head.lower():  # a 307's empty body
+                        while b"0\r\n\r\n" not in data:
+                            data += await stream.receive()
+                        body, _, data = data.partition(b"0\r\n\r\n")
+                        head += b"\r\n\r\n" + body + b"0"
+                    seen.append(head)
+                    answer = routes[head.split(b" ")[1]]
+                    await stream.send(answer)
+                    if b"hang up" in answer:
+                        return
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                return
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        yield base
+        tg.cancel_scope.cancel()
+
+
+def redirect(status: int, location: str) -> bytes:
+    return b"HTTP/1.1 %d Moved\r\nLocation: %s\r\nContent-Length: 2\r\n\r\n{}" % (status, location.encode())
+
+
+FILE = b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: 6\r\n\r\nvideo!"
+
+
+async def fetch(files: httpx.AsyncClient, url: str) -> tuple[int, bytes, str, list[tuple[int, str]]]:
+    """A download as ``download.fetch`` makes it: status, body, final URL, the redirects."""
+    async with files.stream("GET", httpx.URL(url)) as response:
+        body = b"".join([chunk async for chunk in response.aiter_bytes()])
+    return response.status_code, body, str(response.url), [(r.status_code, str(r.url)) for r in response.history]
+
+
+async def test_redirects_are_followed_as_by_httpx(kind: str, httpx_sends: list[str]) -> None:
+    """A client following redirects sends a file request straight to its transport, and a
+    redirect chain (to another origin too, whose hop loses the Authorization header) is
+    followed as httpx's client follows it: the same requests on the wire, the same answer and
+    history; without redirects, httpx's client's send is not used at all."""
+    got = []
+    for cls in (httpx.AsyncClient, Client):
+        seen: list[bytes] = []
+        async with routed_server({b"/c": FILE}, seen) as other:
+            routes = {
+                b"/file": FILE,
+                b"/a": redirect(302, "/b"),
+                b"/b": redirect(307, other + "/c"),
+            }
+            async with (
+                routed_server(routes, seen) as base,
+                cls(**options(kind, base, follow_redirects=True, max_redirects=5)) as files,
+            ):
+                answers = [await fetch(files, base + "/file"), await fetch(files, base + "/a")]
+            got.append(([PORT.sub(b"PORT", r) for r in seen], [tuple(PORT.sub(b"PORT", str(x).encode()) for x in a) for a in answers]))
+    assert got[1] == got[0]
+    assert httpx_sends == ["GET", "GET"]  # httpx's client's own two
+    requests, answers = got[1]
+    assert len(requests) == 4 and b"authorization" not in requests[3].lower()
+    assert b"authorization" in requests[2].lower()
+    assert answers[1][0] == b"200" and answers[1][1] == b"b'video!'"
+
+
+async def test_too_many_redirects_fail_as_through_httpx(kind: str) -> None:
+    """A chain longer than ``max_redirects`` fails as through httpx's client, after the same
+    requests."""
+    got = []
+    for cls in (httpx.AsyncClient, Client):
+        seen: list[bytes] = []
+        routes = {b"/a": redirect(301, "/b"), b"/b": redirect(308, "/c"), b"/c": FILE}
+        async with (
+            routed_server(routes, seen) as base,
+            cls(**options(kind, base, follow_redirects=True, max_redirects=1)) as files,
+        ):
+            with pytest.raises(httpx.TooManyRedirects) as caught:
+                await fetch(files, base + "/a")
+        got.append(([PORT.sub(b"PORT", r) for r in seen], str(caught.value), caught.value.request.url.path))
+    assert got[1] == got[0]
+    assert len(got[1][0]) == 2
+
+
+BODIES = {
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nvid\r\n3\r\neo!\r\n0\r\n\r\n",
+    "gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(gzip.compress(b"video!")), gzip.compress(b"video!")),
+    "cut short": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nvideo! then hang up",
+    "not found": b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("answer", BODIES)
+async def test_file_bodies_read_as_through_httpx(kind: str, answer: str) -> None:
+    """A file's body read through Client (straight from aiohttp on its transport) is what
+    httpx's client reads: chunked, compressed, a status without a body, and a body cut short
+    failing with the same error and message."""
+    got = []
+    for cls in (httpx.AsyncClient, Client):
+        async with (
+            routed_server({b"/f": BODIES[answer]}, []) as base,
+            cls(**options(kind, base, follow_redirects=True)) as files,
+        ):
+            try:
+                got.append(await fetch(files, base + "/f"))
+            except httpx.TransportError as exc:
+                got.append((type(exc), str(exc)))
+    got = [tuple(TEXT_PORT.sub("PORT", x) if isinstance(x, str) else x for x in g) for g in got]
+    assert got[1] == got[0]
+    if answer == "cut short":
+        assert issubclass(got[1][0], httpx.TransportError)  # type: ignore[arg-type]
+    else:
+        assert got[1][1] == (b"" if answer == "not found" else b"video!")
 
 
 async def test_errors_are_httpx_clients(kind: str) -> None:
@@ -232,10 +358,23 @@ async def test_errors_are_httpx_clients(kind: str) -> None:
     assert [reach for _, reach, _ in outcomes[Client]] == ["not_sent", "maybe_delivered"]
 
 
+async def read_through(api: Client, how: str, path: str) -> None:
+    """An answer read as ``wire.send`` reads it, or streamed as a download is."""
+    if how == "send":
+        await send(api, "GET", path)
+        return
+    follows = Client(transport=api._direct, timeout=api.timeout, follow_redirects=True)
+    async with follows.stream("GET", endpoint(api.base_url, path)) as response:
+        async for _ in response.aiter_bytes():
+            pass
+
+
+@pytest.mark.parametrize("how", ["send", "stream"])
 @pytest.mark.parametrize("cut", ["head", "body"])
-async def test_cancelling_a_read_closes_the_connection(kind: str, cut: str) -> None:
-    """A wire.send cancelled while waiting for the answer, or mid-body, closes its connection
-    (the server sees EOF) and gives its place in the connection bound back."""
+async def test_cancelling_a_read_closes_the_connection(kind: str, cut: str, how: str) -> None:
+    """A wire.send, or a download's stream on a client following redirects, cancelled while
+    waiting for the answer, or mid-body, closes its connection (the server sees EOF) and gives
+    its place in the connection bound back."""
     closed = anyio.Event()
 
     async def serve(stream: anyio.abc.SocketStream) -> None:
@@ -258,12 +397,12 @@ async def test_cancelling_a_read_closes_the_connection(kind: str, cut: str) -> N
         server.start_soon(listener.serve, serve)
         async with Client(**options(kind, base, transport=make_transport(kind, limits=limits))) as api:
             with anyio.move_on_after(0.3):
-                await send(api, "GET", "async-result/t-1")
+                await read_through(api, how, "async-result/t-1")
             with anyio.fail_after(5):
                 await closed.wait()
                 closed = anyio.Event()
                 with anyio.move_on_after(0.3):  # the one connection's place is free again
-                    await send(api, "GET", "async-result/t-2")
+                    await read_through(api, how, "async-result/t-2")
                 await closed.wait()
         server.cancel_scope.cancel()
 
@@ -278,12 +417,82 @@ async def test_without_httpx_private_routing(kind: str, monkeypatch: pytest.Monk
     assert [a.status for a in answers] == [200, 200] and len(seen) == 2
 
 
+async def test_without_httpx_redirect_steps_downloads_go_through_httpx(
+    kind: str, monkeypatch: pytest.MonkeyPatch, httpx_sends: list[str]
+) -> None:
+    """Without httpx's two redirect steps (an httpx release may rename them), a client
+    following redirects sends through httpx's client, and a redirect is still followed."""
+    assert redirects.follows_as_httpx()
+    with monkeypatch.context() as patch:  # httpx's client needs the step back to follow
+        patch.delattr(httpx.AsyncClient, "_send_handling_redirects")
+        assert not redirects.follows_as_httpx()
+    monkeypatch.setattr(redirects, "FOLLOWS", False)  # as found without the step
+    routes = {b"/a": redirect(302, "/f"), b"/f": FILE}
+    async with (
+        routed_server(routes, []) as base,
+        Client(**options(kind, base, follow_redirects=True)) as files,
+    ):
+        answer = await fetch(files, base + "/a")
+    assert answer[:2] == (200, b"video!") and [status for status, _ in answer[3]] == [302]
+    assert httpx_sends == ["GET"]
+
+
 async def test_a_client_building_its_transport_is_httpxs(kind: str, httpx_sends: list[str]) -> None:
     """A Client given no transport (``--transport httpx``: httpx builds it, with any proxy
-    from the environment) sends every request through httpx's client."""
+    from the environment) sends every request through httpx's client, a download on a client
+    following redirects included."""
     async with recording_server([]) as base, Client(**{**options(kind, base), "transport": None}) as api:
         await exchange(api)
     assert httpx_sends == ["GET", "POST"]
+    routes = {b"/a": redirect(302, "/f"), b"/f": FILE}
+    async with (
+        routed_server(routes, []) as base,
+        Client(**{**options(kind, base), "transport": None, "follow_redirects": True}) as files,
+    ):
+        answer = await fetch(files, base + "/a")
+    assert answer[:2] == (200, b"video!") and [status for status, _ in answer[3]] == [302]
+    assert httpx_sends == ["GET", "POST", "GET"]
+
+
+SLOT_ROUTES = {
+    b"/f": FILE,
+    b"/a": redirect(302, "/f"),
+    b"/loop": redirect(302, "/loop"),
+    b"/bad": redirect(302, "http://[bad"),
+    b"/cut": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nvideo! then hang up",
+    b"/stall": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nvid",
+    b"/to-stall": redirect(307, "/stall"),
+}
+
+
+async def test_downloads_give_their_connection_place_back_once(kind: str) -> None:
+    """Downloads on a client following redirects, ended every way (read, redirected, too many
+    redirects, a bad redirect, cut short, cancelled at the head or mid-body), leave the
+    connection bound as it was: with ``max_connections=1``, one open download still makes the
+    next wait past its pool timeout (a place given back twice would let it through), and once
+    closed, the next goes."""
+    limits = httpx.Limits(max_connections=1)
+    timeout = httpx.Timeout(5.0, pool=0.3)
+    async with (
+        routed_server(SLOT_ROUTES, []) as base,
+        Client(**options(kind, base, transport=make_transport(kind, limits=limits), timeout=timeout,
+                         follow_redirects=True, max_redirects=2)) as files,
+    ):
+        for path in SLOT_ROUTES:
+            for cancel in ("no", "head", "body"):
+                with anyio.move_on_after(0.5) as scope, contextlib.suppress(httpx.HTTPError):
+                    async with files.stream("GET", httpx.URL(base + path.decode())) as response:
+                        if cancel == "head":
+                            scope.cancel()
+                            await anyio.sleep(0)
+                        async for _ in response.aiter_bytes():
+                            if cancel == "body":
+                                scope.cancel()
+                                await anyio.sleep(0)
+        async with files.stream("GET", httpx.URL(base + "/stall")):
+            with pytest.raises(httpx.PoolTimeout):
+                await fetch(files, base + "/f")
+        assert (await fetch(files, base + "/a"))[:2] == (200, b"video!")
 
 
 async def test_a_closed_client_refuses_as_httpxs(kind: str) -> None:

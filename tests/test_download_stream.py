@@ -26,9 +26,17 @@ from batchvid.download import WRITE_BATCH, Downloader, Held, _commit_held, _stre
 from batchvid.durable import HashingWriter, hashing_writer
 from batchvid.errors import JobFatalError, TransientError
 from batchvid.simulator import BIGMODEL_PREFIX, SimulatorConfig, running_simulator
-from batchvid.transport import READ_SIZE, TRANSPORTS, make_transport
+from batchvid.transport import READ_SIZE, TRANSPORTS, Client, make_transport
 
 MIB = 1 << 20
+
+
+CLIENTS = {
+    "httpx's client": lambda kind: httpx.AsyncClient(transport=make_transport(kind)),
+    "batchvid's": lambda kind: Client(transport=make_transport(kind), follow_redirects=True, max_redirects=5),
+}
+"""httpx's own client, and batchvid's as a run's downloads use it (plain requests: on aiohttp,
+bodies read straight from aiohttp's response)."""
 
 
 def downloader(client: httpx.AsyncClient, root: Path, cap: int = 1 << 40) -> Downloader:
@@ -46,10 +54,11 @@ def video_url(base_url: str, request_id: str) -> str:
     return str(result["video_result"][0]["url"])
 
 
+@pytest.mark.parametrize("which", CLIENTS)
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", TRANSPORTS)
 async def test_large_body_lands_byte_for_byte(
-    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kind: str, which: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A 12 MiB video (many chunks, several batches, background syncs) is on disk exactly as
     served, with the sha256 and size of the served bytes."""
@@ -57,7 +66,7 @@ async def test_large_body_lands_byte_for_byte(
     with running_simulator(SimulatorConfig(download_bytes=12 * MIB)) as sim:
         url = video_url(sim.base_url, f"bytes-{kind}")
         served = httpx.get(url).content
-        async with httpx.AsyncClient(transport=make_transport(kind)) as client:  # type: ignore[arg-type]
+        async with CLIENTS[which](kind) as client:
             video = await downloader(client, tmp_path).fetch(url, tmp_path / "video.mp4")
     assert len(served) == 12 * MIB
     assert (tmp_path / "video.mp4").read_bytes() == served
@@ -69,32 +78,34 @@ async def test_large_body_lands_byte_for_byte(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["video.mp4"]
 
 
+@pytest.mark.parametrize("which", CLIENTS)
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", TRANSPORTS)
-async def test_body_cut_short_is_a_truncation(kind: str, tmp_path: Path) -> None:
+async def test_body_cut_short_is_a_truncation(kind: str, which: str, tmp_path: Path) -> None:
     """A server that closes after half of its declared 12 MiB: a transient failure (retried),
     and neither the video nor its temporary file is left."""
     config = SimulatorConfig(download_bytes=12 * MIB, fault_rate=1.0, faults=frozenset({"truncated"}))
     with running_simulator(config) as sim:
         url = video_url(sim.base_url, f"cut-{kind}")
-        async with httpx.AsyncClient(transport=make_transport(kind)) as client:  # type: ignore[arg-type]
+        async with CLIENTS[which](kind) as client:
             with pytest.raises(TransientError) as caught:
                 await downloader(client, tmp_path).fetch(url, tmp_path / "video.mp4")
     assert caught.value.kind in ("network", "truncated_download")
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("which", CLIENTS)
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", TRANSPORTS)
-async def test_body_is_read_in_pieces_of_at_most_read_size(kind: str) -> None:
+async def test_body_is_read_in_pieces_of_at_most_read_size(kind: str, which: str) -> None:
     """Chunks of a 12 MiB body never exceed READ_SIZE; on aiohttp they are larger than
     httpx-aiohttp's own 16 KiB (what arrived since the last read, not 16 KiB slices of it)."""
     with running_simulator(SimulatorConfig(download_bytes=12 * MIB)) as sim:
         url = video_url(sim.base_url, f"pieces-{kind}")
         sizes = []
         async with (
-            httpx.AsyncClient(transport=make_transport(kind)) as client,  # type: ignore[arg-type]
-            client.stream("GET", url) as response,
+            CLIENTS[which](kind) as client,
+            client.stream("GET", httpx.URL(url)) as response,
         ):
             async for chunk in response.aiter_bytes():
                 sizes.append(len(chunk))

@@ -369,6 +369,46 @@ async def test_redirect_is_followed_to_the_body(kind: str) -> None:
     assert [r.status_code for r in response.history] == [302]
 
 
+async def test_a_redirected_request_carries_the_body_httpx_sends(kind: str) -> None:
+    """A redirected GET goes with no body and no body headers (not chunked), and a POST
+    redirected by a 307 repeats its body with its Content-Length, as httpx's transport sends
+    them."""
+    heads: list[str] = []
+    bodies: list[bytes] = []
+
+    async def handler(stream: anyio.abc.SocketStream, base: str) -> None:
+        data = b""
+        while True:
+            try:
+                while b"\r\n\r\n" not in data:
+                    data += await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                return
+            head, _, data = data.partition(b"\r\n\r\n")
+            text = head.decode("latin-1").lower()
+            heads.append(text)
+            length = int(text.split("content-length: ")[1].split("\r\n")[0]) if "content-length: " in text else 0
+            while len(data) < length:
+                data += await stream.receive()
+            bodies.append(data[:length])
+            data = data[length:]
+            path = text.split(" ")[1]
+            if path in ("/get", "/post"):
+                status = b"302 Found" if path == "/get" else b"307 Temporary Redirect"
+                await stream.send(b"HTTP/1.1 %s\r\nlocation: /new\r\ncontent-length: 0\r\n\r\n" % status)
+            else:
+                await stream.send(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nvideo")
+
+    async with raw_server(handler) as base, client(kind, follow_redirects=True) as http:
+        assert (await http.get(f"{base}/get")).content == b"video"
+        assert (await http.post(f"{base}/post", json={"a": 1})).content == b"video"
+    redirected_get, redirected_post = heads[1], heads[3]
+    assert not any(name in redirected_get for name in ("transfer-encoding", "content-type", "content-length"))
+    assert bodies[1] == b""
+    assert "transfer-encoding" not in redirected_post and "content-length: 7" in redirected_post
+    assert bodies[3] == bodies[2] == b'{"a":1}'
+
+
 async def test_redirect_to_a_non_http_url_is_unsupported_protocol(kind: str) -> None:
     """A redirect to ftp:// raises UnsupportedProtocol, as the runner expects."""
 

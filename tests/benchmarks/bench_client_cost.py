@@ -1,7 +1,8 @@
 """Client CPU cost per job: batchvid against bare httpx making the same requests, side by side.
 
 Run: ``.venv/bin/python tests/benchmarks/bench_client_cost.py [--jobs N] [--max-in-flight N]
-[--out-root DIR] [--no-profile] [--only-default] [--ab TREE | --ab-loop] [--rounds N]``
+[--out-root DIR] [--no-profile] [--only-default] [--ab TREE | --ab-loop] [--rounds N]
+[--instructions]``
 
 One simulator runs in its own process at latency 0 (BigModel: every job is one create, one poll
 that finds it done, the video and the cover). Against it, in one run, for each transport
@@ -24,7 +25,10 @@ and asyncio's loop (the HTTP library on its own, as a user would run it).
 ``--ab TREE``: instead, batchvid on its defaults from this checkout and from TREE (another
 checkout of batchvid, say ``git worktree add /tmp/main main``), alternated ``--rounds`` times
 against one simulator (each round in the other order than the one before): the same marginal
-figures side by side, medians last. ``--ab-loop``: the same for this checkout on uvloop (its
+figures side by side, medians last. With ``--instructions``, each run goes under valgrind's
+cachegrind instead (slow: ~1 min a run) and the figure is the run process's user-space
+instructions per job (all its threads, not the analysis workers), which this shared VM's
+CPU-time noise (up to +-20 % between identical runs) does not blur. ``--ab-loop``: the same for this checkout on uvloop (its
 default) and on asyncio's own loop (``--no-uvloop``).
 
 Then the default run under cProfile, grouped by where the time goes. cProfile sees the
@@ -120,11 +124,13 @@ class Run:
     child: ChildRun
     own_user: float
     own_sys: float
+    instructions: int = 0
+    """User-space instructions of the run process (``--instructions``), else 0."""
 
 
 def run_once(
     url: str, jobs: int, cap: int, tmp: Path, label: str, *, options: list[str],
-    profile: Path | None = None, tree: Path | None = None,
+    profile: Path | None = None, tree: Path | None = None, instructions: bool = False,
 ) -> Run:
     manifest = write_manifest(tmp, jobs, provider="bigmodel", name=label)
     own = tmp / f"{label}.own"
@@ -134,14 +140,26 @@ def run_once(
         "--no-progress", *options,
     )
     argv = [PYTHON, "-c", OWN_USAGE, str(own), *args]
+    counts = tmp / f"{label}.cachegrind"
     if profile is not None:
         argv = [PYTHON, "-m", "cProfile", "-o", str(profile), *batchvid(*args)[1:]]
+    elif instructions:
+        argv = ["valgrind", "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={counts}",
+                *batchvid(*args)]
     run = run_child(argv, env=run_env("bigmodel"), **({"cwd": tree} if tree is not None else {}))
     if run.returncode != 0:
         print(run.stdout[-2000:], run.stderr[-2000:], file=sys.stderr)
         raise SystemExit(f"batchvid run exited {run.returncode}")
     user, system = (float(x) for x in own.read_text().split()) if own.exists() else (0.0, 0.0)
-    return Run(run, user, system)
+    return Run(run, user, system, _instructions(counts) if instructions else 0)
+
+
+def _instructions(counts: Path) -> int:
+    """The total of a cachegrind output file's ``summary:`` line (instructions read)."""
+    for line in counts.read_text().splitlines():
+        if line.startswith("summary:"):
+            return int(line.split()[1])
+    raise SystemExit(f"no summary in {counts}")
 
 
 def analysis_cost(video: Path, rounds: int = 200) -> float:
@@ -239,19 +257,21 @@ class Marginal:
     """The run process alone: event loop and its threads, no analysis workers."""
     own_kernel: float
     big: ChildRun
+    instructions: float = 0.0
+    """Millions of user-space instructions of the run process per job (``--instructions``)."""
 
 
 def marginal(
     sim: SimulatorProcess, jobs: int, cap: int, root: Path, dirs: list[Path], options: list[str],
-    tree: Path | None = None,
+    tree: Path | None = None, instructions: bool = False,
 ) -> Marginal:
     """The marginal figures of one N-job run (its temp dir goes in ``dirs``)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-cost-", dir=root))
     dirs.append(tmp)  # removed by the caller, even if a run fails
     sim.reset()  # BigModel request ids are remembered: the same jobs again would be duplicates
-    small = run_once(sim.url, SMALL, cap, tmp, "small", options=options, tree=tree)
+    small = run_once(sim.url, SMALL, cap, tmp, "small", options=options, tree=tree, instructions=instructions)
     sim.reset()
-    big = run_once(sim.url, jobs, cap, tmp, "big", options=options, tree=tree)
+    big = run_once(sim.url, jobs, cap, tmp, "big", options=options, tree=tree, instructions=instructions)
 
     def per_job(b: float, s: float) -> float:
         return 1000 * (b - s) / (jobs - SMALL)
@@ -260,25 +280,34 @@ def marginal(
         per_job(big.child.cpu, small.child.cpu), per_job(big.child.sys, small.child.sys),
         per_job(big.own_user + big.own_sys, small.own_user + small.own_sys),
         per_job(big.own_sys, small.own_sys), big.child,
+        (big.instructions - small.instructions) / (jobs - SMALL) / 1e6,
     )
 
 
 def ab(sim: SimulatorProcess, jobs: int, cap: int, root: Path, dirs: list[Path],
-       contenders: dict[str, tuple[Path | None, list[str]]], rounds: int) -> None:
+       contenders: dict[str, tuple[Path | None, list[str]]], rounds: int, instructions: bool = False) -> None:
     """``contenders`` (label -> checkout, None for this one, and ``batchvid run`` options),
-    alternated, each round in the other order than the one before."""
+    alternated, each round in the other order than the one before; ``instructions``: counted
+    by cachegrind instead of timed."""
     rows: dict[str, list[Marginal]] = {label: [] for label in contenders}
     for index in range(rounds):
         order = list(contenders.items())
         for label, (tree, options) in order if index % 2 == 0 else order[::-1]:
-            m = marginal(sim, jobs, cap, root, dirs, options, tree=tree)
+            m = marginal(sim, jobs, cap, root, dirs, options, tree=tree, instructions=instructions)
             rows[label].append(m)
+            if instructions:
+                print(f"  round {index} {label:10s} run process {m.instructions:7.3f} M instructions per job "
+                      "(user space, all its threads)", flush=True)
+                continue
             print(f"  round {index} {label:10s} run+workers {m.cpu:6.2f} ms (kernel {m.kernel:5.2f})  "
                   f"run process {m.own:6.2f} ms (kernel {m.own_kernel:5.2f})  wall {m.big.wall:5.2f} s",
                   flush=True)
     for label, ms in rows.items():
         def median(values: list[float]) -> float:
             return statistics.median(values)
+        if instructions:
+            print(f"  median {label:10s} run process {median([m.instructions for m in ms]):7.3f} M instructions per job")
+            continue
         print(f"  median {label:10s} run+workers {median([m.cpu for m in ms]):6.2f} ms "
               f"(kernel {median([m.kernel for m in ms]):5.2f})  run process "
               f"{median([m.own for m in ms]):6.2f} ms (kernel {median([m.own_kernel for m in ms]):5.2f})")
@@ -295,6 +324,8 @@ def main() -> int:
     parser.add_argument("--ab-loop", action="store_true",
                         help="compare this checkout on uvloop (its default) and on asyncio's loop")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--instructions", action="store_true",
+                        help="with --ab or --ab-loop: count the run process's instructions (cachegrind)")
     args = parser.parse_args()
     root, n, cap = args.out_root, args.jobs, args.max_in_flight
     dirs: list[Path] = []
@@ -309,7 +340,7 @@ def main() -> int:
                     {"uvloop": (None, []), "asyncio": (None, ["--no-uvloop"])} if args.ab_loop
                     else {"this": (None, []), args.ab.name: (args.ab.resolve(), [])}
                 )
-                ab(sim, n, cap, root, dirs, contenders, args.rounds)
+                ab(sim, n, cap, root, dirs, contenders, args.rounds, args.instructions)
                 return 0
             rows = {}
             variants = list(VARIANTS.items())[: 1 if args.only_default else None]
