@@ -68,6 +68,7 @@ def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dic
                 try:
                     for piece in content.report_pieces({**report, "jobs": one_pass}):
                         json_file.write(piece)
+                    one_pass.tail_cards()
                     one_pass.commit(json_file)
                 finally:
                     one_pass.discard()
@@ -252,6 +253,15 @@ class _Pass(Encoded):
         of its entry a link is read from (no provider's field is named like one: ``fingerprint``)."""
         video, _, _, poster, _ = o.files()
         return poster_link(self._base, {"status": o.status, "video": video, "poster": poster})
+
+    def tail_cards(self) -> None:
+        """report.json written, differing from the one it replaces only after its jobs (the
+        manifest's path, the summary, a shard, a stop: the keys that sort after ``jobs``): the
+        page is rendered again, so its cards are kept here as they are when the text differs
+        earlier (copied from the page being replaced, or made, each placed in the record),
+        not left to the page to make each one from its entry made again, without a place."""
+        if self.cards is None and self._pieces is not None and not self._content.same:
+            self.cards = self._cards_from(len(self._outcomes), None)
 
     def _cards_from(self, number: int, before: CardArgs | None) -> CardTexts:
         """report.html's cards from job ``number`` on, or from the one before it (whose card
