@@ -77,12 +77,14 @@ def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dic
             return report
         fsync_dir(root)
         _write_lock(root, outcomes, info, one_pass.pins, pieces)
+        if pieces is not None and one_pass.cards is not None:
+            one_pass.cards.sweeps = pieces.sweeps()
         write_gallery(root, report, content=content, posters=one_pass.posters, cards=one_pass.cards)
         if pieces is not None:
             if content.moved is not None:
                 pieces.retimed(content.moved)
             elif one_pass.cards is not None and one_pass.cards.at is not None:
-                pieces.cards_at = one_pass.cards.at
+                pieces.cards_at, pieces.sweeps_at = one_pass.cards.at, one_pass.cards.sweeps_at
             pieces.save(root)
     finally:
         for kept in (one_pass.cards, one_pass.pins, pieces):

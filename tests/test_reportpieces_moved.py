@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
+import batchvid.gallery as gallery
 import batchvid.pagecards as pagecards
 import batchvid.report as report
 import batchvid.reportfiles as reportfiles
 from batchvid.report import Outcome, write_outputs
 from batchvid.reportpieces import PIECES_NAME
 from tests.test_reportfiles import FILES, _info, _reference, _run
-from tests.test_reportpieces import _replayed, _reusable, _with_params
+from tests.test_reportpieces import _journaled, _replayed, _reusable, _with_params
 from tests.test_reportpieces_generated import (  # noqa: F401  # (its autouse fixture: the same timing)
     _assert_record_places_each_piece,
     _copy,
@@ -159,6 +160,50 @@ def test_a_manifest_that_moved_and_changed_one_job_makes_that_job_only(
     assert at not in copied and len(copied) == sum(_reusable(o) for o in outcomes) - 1
 
 
+def _sweeps_found(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of jobs each time report.html's sweeps are found from them."""
+    found: list[int] = []
+    real = gallery.find_sweeps
+
+    def find_sweeps(jobs: Any) -> Any:
+        found.append(len(jobs))
+        return real(jobs)
+
+    monkeypatch.setattr(gallery, "find_sweeps", find_sweeps)
+    return found
+
+
+def _placed_sweeps(root: Path) -> Any:
+    """The text at the record's place of report.html's sweeps, read as JSON."""
+    head = (root / ".batchvid" / PIECES_NAME).read_bytes().partition(b"\n")[0]
+    start, end = json.loads(head)["sweeps_at"]
+    return json.loads((root / "report.html").read_bytes()[start:end])
+
+
+def test_a_rerun_that_copies_every_job_copies_the_pages_sweeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every job's pieces copied (the manifest moved, after a rerun that only retimed the
+    page: its sweeps moved with it): the sweeps are copied from the page being replaced, not
+    found again; one job changed, they are found again; the reference bytes each time."""
+    root = tmp_path / "out"
+    outcomes = [o for o in _replayed(root, _run(9, 90)) if _reusable(o)]
+    expected = [s.to_dict() for s in gallery.find_sweeps(report.JobEntries(outcomes))]
+    assert expected
+    write_outputs(root, outcomes, _info(seconds=1.0))
+    write_outputs(root, outcomes, _info(seconds=123456.5, started_at="2026-01-01T00:00:00.123456+00:00"))
+    found, made = _sweeps_found(monkeypatch), _entries_made(monkeypatch)
+    _assert_reference(tmp_path / "moved", root, outcomes, found, made, manifest="/moved/m.yaml")
+    assert (found, made) == ([], [])
+    assert _placed_sweeps(root) == expected
+    changed = outcomes[len(outcomes) // 2]
+    changed.video = {**(changed.video or {}), "sha256": "e" * 64}
+    _journaled(root, changed)
+    _assert_reference(tmp_path / "changed", root, outcomes, found, made, manifest="/moved/m.yaml")
+    assert (found, made) == ([len(outcomes)], [changed.job.id])
+    assert _placed_sweeps(root) == expected
+
+
 # Real runs (the simulator): the manifest, its image and its prompts file moved together.
 
 _MANIFEST = """version: 1
@@ -263,13 +308,13 @@ def test_an_output_directory_moved_keeps_its_record(tmp_path: Path, monkeypatch:
     (without / ".batchvid" / PIECES_NAME).unlink()
     (tmp_path / "elsewhere").mkdir()
     moved = out.rename(tmp_path / "elsewhere" / "out")
-    made, copied = _entries_made(monkeypatch), _cards_copied(monkeypatch)
-    _run_cli(manifest, moved)
+    with monkeypatch.context() as patch:
+        made, copied = _entries_made(patch), _cards_copied(patch)
+        _run_cli(manifest, moved)
     assert (made, copied) == ([], [])  # (nothing before the timing changed: the page retimed)
     _run_cli(manifest, without)
     for file in FILES:
         assert (moved / file).read_bytes() == (without / file).read_bytes(), file
-    monkeypatch.undo()
     _, made, copied = _twins(tmp_path, _manifest_dir(tmp_path / "b"), moved, "both")
     assert (made, len(copied)) == ([], 8)
 
