@@ -146,6 +146,9 @@ class _Pass(Encoded):
         self._row_blocks: dict[int, tuple[int, int]] = {}
         """The rows that are runs of copied rows: the jobs they hold (``_copied``)."""
         self._row_templates: dict[tuple[Shape, bool], FormatTemplate | None] = {}
+        self._runs: dict[int, int] = {}
+        """The runs of jobs copied before the page is known to change: first job -> end
+        (``Pieces.reusable``'s, which ``_cards_from`` would find again)."""
         self._stash: dict[int, CardArgs] = {}
         """The card arguments of the jobs made before the page is known to change, by number
         (``_cards_from``: with pieces recorded, the cards before it are kept too)."""
@@ -179,6 +182,8 @@ class _Pass(Encoded):
                 block = self._copied(number, end, junit, metadata, pins)
                 if cards is not None:
                     cards.add_block(pieces.block(CARDS, number, end), number, end)
+                else:
+                    self._runs[number] = end
                 yield block.decode("utf-8")
                 pieces.placed(REPORT_JSON, number, end, report_json.offset - len(block))
                 card, number = None, end
@@ -279,7 +284,9 @@ class _Pass(Encoded):
         at = 0
         while at < number:
             assert pieces is not None
-            end = min(number, pieces.reusable(at, self._outcomes, self._link)) if pieces.cards_copied() else at
+            end = at
+            if pieces.cards_copied():
+                end = min(number, self._runs.get(at) or pieces.reusable(at, self._outcomes, self._link))
             if end > at:
                 cards.add_block(pieces.block(CARDS, at, end), at, end)
                 at = end
@@ -287,6 +294,7 @@ class _Pass(Encoded):
             cards.add(*(self._stash.pop(at, None) or self._card_of(at)), number=at)
             at += 1
         self._stash.clear()
+        self._runs.clear()
         return cards
 
     def _card_of(self, number: int) -> CardArgs:

@@ -16,6 +16,7 @@ import batchvid.gallery as gallery
 import batchvid.pagecards as pagecards
 import batchvid.report as report
 import batchvid.reportfiles as reportfiles
+import batchvid.reportpieces as reportpieces
 from batchvid.report import Outcome, write_outputs
 from batchvid.reportpieces import PIECES_NAME
 from tests.test_reportfiles import FILES, _info, _reference, _run
@@ -331,3 +332,23 @@ def test_a_manifest_moved_and_one_job_changed_makes_that_job_only(tmp_path: Path
     _, made, copied = _twins(tmp_path, moved, rerun, "after")
     assert (made, len(copied)) == ([], 8)
     assert os.path.exists(rerun / "jobs" / "animate" / "video.mp4")
+
+
+def test_a_rerun_whose_manifest_moved_compares_each_digest_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]]
+) -> None:
+    """The page found to change only once report.json is written: its cards are copied run by
+    run as the entries were, each job's digest compared once (not again for the cards)."""
+    root, outcomes = written
+    compared: list[int] = []
+    real_same = reportpieces.Previous.same
+
+    def same(self: reportpieces.Previous, number: int, digest: bytes) -> bool:
+        compared.append(number)
+        return real_same(self, number, digest)
+
+    monkeypatch.setattr(reportpieces.Previous, "same", same)
+    copied = _cards_copied(monkeypatch)
+    _assert_reference(tmp_path, root, outcomes, compared, copied, manifest="/moved/m.yaml")
+    assert len(copied) == sum(_reusable(o) for o in outcomes)
+    assert sorted(compared) == sorted(set(compared))
