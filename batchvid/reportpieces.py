@@ -344,14 +344,24 @@ class Pieces:
     def sweeps(self) -> bytes | None:
         """The page being replaced's ``sweeps`` text, when it is this pass's: every job's
         pieces copied (as many jobs, each with the same id, index, sample, key, source and
-        matrix, what the sweeps are found from: ``sweeps.find_sweeps``), its place recorded."""
+        matrix, what the sweeps are found from: ``sweeps.find_sweeps``), its place recorded,
+        after the cards, and the text there the data block's last value (``_SWEEPS_AROUND``)."""
         previous = self.previous
-        if previous is None or previous.sweeps_at is None or not previous.count == self._count == self.copied:
+        if (previous is None or previous.sweeps_at is None or previous.cards_at is None
+                or not previous.count == self._count == self.copied):
+            return None
+        start, stop = previous.sweeps_at
+        before, after = _SWEEPS_AROUND
+        cards_end = previous.cards_at + (previous.spans[CARDS][-1] if previous.count else 0)
+        if start - len(before) < cards_end:
             return None
         try:
-            data = previous.read(CARDS, *previous.sweeps_at)
+            data = previous.read(CARDS, start - len(before), stop + len(after))
         except OSError:
             return None
+        if not (data.startswith(before) and data.endswith(after)):
+            return None
+        data = data[len(before):len(data) - len(after)]
         return data if data[:1] == b"[" and data[-1:] == b"]" else None
 
     def block(self, file: int, number: int, end: int) -> bytes:
@@ -511,6 +521,12 @@ class Previous:
         for fd in self._fds:
             os.close(fd)
         self._fds = []
+
+
+_SWEEPS_AROUND = (b',"sweeps":', b"}</script>")
+"""What is around report.html's sweeps text (``gallery._data_pieces``, the page's template): the
+key, the only one of that text after the cards (any text within is a JSON string, its quotes
+escaped), and the data block's end, its only ``</`` (escaped in the data: ``_SCRIPT_UNSAFE``)."""
 
 
 def _span(value: Any) -> bool:

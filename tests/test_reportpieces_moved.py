@@ -352,3 +352,52 @@ def test_a_rerun_whose_manifest_moved_compares_each_digest_once(
     _assert_reference(tmp_path, root, outcomes, compared, copied, manifest="/moved/m.yaml")
     assert len(copied) == sum(_reusable(o) for o in outcomes)
     assert sorted(compared) == sorted(set(compared))
+
+
+def _sweeps_placed_at(record: Path, place: list[int]) -> None:
+    """The record's ``sweeps_at`` set to ``place``, its digest made again (a crafted header
+    its own digest does not catch)."""
+    head, _, payload = record.read_bytes().partition(b"\n")
+    header = json.loads(head)
+    header["sweeps_at"] = place
+    del header["payload"]
+    header["payload"] = reportpieces._whole(header, payload)
+    record.write_bytes(json.dumps(header, sort_keys=True).encode("utf-8") + b"\n" + payload)
+
+
+def _other_lists(page: bytes, start: int, end: int) -> list[list[int]]:
+    """Places of JSON lists in ``page`` other than the one at ``start``..``end``: in the cards
+    before it and within it."""
+    places = []
+    for first in range(len(page)):
+        if page[first:first + 1] == b"[" and first != start:
+            stop = page.find(b"]", first) + 1
+            if 0 < stop <= end and [first, stop] != [start, end]:
+                places.append([first, stop])
+    return places
+
+
+@pytest.mark.parametrize("where", ["within the sweeps", "within the cards", "past the page"])
+def test_a_record_placing_the_sweeps_elsewhere_is_not_trusted_for_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A record whose ``sweeps_at`` (its digest made again) names another list of the page
+    (one inside the sweeps, one among the cards) or bytes past its end: the page written
+    is the reference's, its sweeps found again."""
+    root = tmp_path / "out"
+    outcomes = [o for o in _replayed(root, _run(9, 90)) if _reusable(o)]
+    write_outputs(root, outcomes, _info(seconds=1.0))
+    write_outputs(root, outcomes, _info(seconds=2.0))
+    record = root / ".batchvid" / PIECES_NAME
+    start, end = json.loads(record.read_bytes().partition(b"\n")[0])["sweeps_at"]
+    page = (root / "report.html").read_bytes()
+    others = _other_lists(page, start, end)
+    place = {
+        "within the sweeps": next(p for p in others if start < p[0] and p[1] <= end),
+        "within the cards": next(p for p in others if p[1] < start),
+        "past the page": [len(page) + 5, len(page) + 9],
+    }[where]
+    _sweeps_placed_at(record, place)
+    found = _sweeps_found(monkeypatch)
+    _assert_reference(tmp_path / "moved", root, outcomes, found, manifest="/moved/m.yaml")
+    assert found == [len(outcomes)]
