@@ -412,9 +412,11 @@ def write_gallery(
     content: ContentHash | None = None,
     posters: Mapping[str, str] | None = None,
     cards: CardTexts | None = None,
+    fresh: bool = False,
 ) -> Path:
     """Write ``root/report.html`` for ``report`` (with ``make_posters``, making missing
-    posters first: see ``ensure_posters``); returns it.
+    posters first: see ``ensure_posters``); returns it. ``fresh``: rendered, never retimed
+    (the page in place may hold cards copied from a file written over as it was read).
 
     A page that already shows this content (a rerun that changed nothing) only gets its timing
     facts renewed: rendering 10,000 cards again would cost a second or more for the same bytes.
@@ -429,7 +431,7 @@ def write_gallery(
     else:
         digest = content_digest(report, posters, report_text)
     moved = [0]
-    page = _retimed(target, digest, report, moved)
+    page = None if fresh else _retimed(target, digest, report, moved)
     if page is not None:
         try:
             write_atomic(target, page)

@@ -49,15 +49,32 @@ from batchvid.reportpieces import (
     METADATA,
     REPORT_JSON,
     REPORT_MD,
+    Cut,
     Pieces,
     run_inputs,
 )
 
 
 def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
-    """Write every report file atomically; returns the report (its ``jobs`` made as read)."""
+    """Write every report file atomically; returns the report (its ``jobs`` made as read).
+    A file the previous pieces are read from cut or written over meanwhile: every file is
+    written again without them (``write_legacy``), and no record kept."""
     report = lazy_report(outcomes, info)
     make_dir(root)
+    try:
+        written = _write_pass(root, report, outcomes, info)
+    except Cut:
+        written = None
+    if written is not True:
+        # (after a file written over: the page in place may hold cards copied from it)
+        write_legacy(root, report, outcomes, info, fresh=written is None)
+    return report
+
+
+def _write_pass(root: Path, report: dict[str, Any], outcomes: Sequence[Outcome], info: RunInfo) -> bool | None:
+    """``write_outputs`` in one pass; False when a value needs ``write_legacy``, None when
+    the pieces read may not be the recorded ones (a file changed since the record was
+    loaded): the files must be written again."""
     content = ContentHash(previous=root / "report.json")
     pieces = Pieces.start(root, outcomes, run_inputs(info.name, info.provider))
     one_pass = _Pass(root, report, outcomes, content, pieces)
@@ -73,13 +90,14 @@ def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dic
                 finally:
                     one_pass.discard()
         except ValueError:  # a value only json.dumps writes, or text UTF-8 cannot hold
-            write_legacy(root, report, outcomes, info)
-            return report
+            return False
         fsync_dir(root)
         _write_lock(root, outcomes, info, one_pass.pins, pieces)
         if pieces is not None and one_pass.cards is not None:
             one_pass.cards.sweeps = pieces.sweeps()
         write_gallery(root, report, content=content, posters=one_pass.posters, cards=one_pass.cards)
+        if pieces is not None and pieces.previous is not None and not pieces.previous.unchanged():
+            return None
         if pieces is not None:
             if content.moved is not None:
                 pieces.retimed(content.moved)
@@ -90,7 +108,7 @@ def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dic
         for kept in (one_pass.cards, one_pass.pins, pieces):
             if kept is not None:
                 kept.close() if isinstance(kept, Pieces) else kept.discard()
-    return report
+    return True
 
 
 def _write_lock(root: Path, outcomes: Sequence[Outcome], info: RunInfo, pins: PinTexts | None,
@@ -282,17 +300,21 @@ class _Pass(Encoded):
             return cards
         cards = CardTexts(self._root, marks=pieces)
         at = 0
-        while at < number:
-            assert pieces is not None
-            end = at
-            if pieces.cards_copied():
-                end = min(number, self._runs.get(at) or pieces.reusable(at, self._outcomes, self._link))
-            if end > at:
-                cards.add_block(pieces.block(CARDS, at, end), at, end)
-                at = end
-                continue
-            cards.add(*(self._stash.pop(at, None) or self._card_of(at)), number=at)
-            at += 1
+        try:
+            while at < number:
+                assert pieces is not None
+                end = at
+                if pieces.cards_copied():
+                    end = min(number, self._runs.get(at) or pieces.reusable(at, self._outcomes, self._link))
+                if end > at:
+                    cards.add_block(pieces.block(CARDS, at, end), at, end)
+                    at = end
+                    continue
+                cards.add(*(self._stash.pop(at, None) or self._card_of(at)), number=at)
+                at += 1
+        except BaseException:  # (a file cut as it is read: ``Cut``) its temporary file removed
+            cards.discard()
+            raise
         self._stash.clear()
         self._runs.clear()
         return cards

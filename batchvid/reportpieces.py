@@ -423,6 +423,10 @@ def _whole(header: dict[str, Any], payload: bytes) -> str:
     return hashlib.sha256(json.dumps(header, sort_keys=True).encode("utf-8") + b"\n" + payload).hexdigest()
 
 
+class Cut(OSError):
+    """A report file was cut while its pieces were read: the files are written without them."""
+
+
 class Previous:
     """The previous pass's record and its files, open: each job's digest and pieces."""
 
@@ -436,6 +440,8 @@ class Previous:
         self.sweeps_at: list[int] | None = None
         """Where its ``sweeps`` text is (None: not placed)."""
         self._map: mmap.mmap | None = None
+        self._files: dict[str, list[int]] = {}
+        """Each file's identity as recorded (``unchanged``)."""
         self.count, self.pins = len(digests) // _DIGEST, pins
         self.journal: list[Any] | None = None
         """The journal's state as recorded (``journal_state``): still its state while the
@@ -479,6 +485,7 @@ class Previous:
         previous = cls(payload[:_DIGEST * count], payload[_DIGEST * count:(_DIGEST + 1) * count], spans, fds, pins,
                        changed)
         previous.cards_at, previous.sweeps_at, previous.journal = cards_at, sweeps_at, journal
+        previous._files = files
         return previous
 
     def same(self, number: int, digest: bytes) -> bool:
@@ -512,8 +519,16 @@ class Previous:
         """``file``'s bytes from ``start`` to ``stop`` (not included)."""
         data = os.pread(self._fds[file], stop - start, start)
         if len(data) != stop - start:
-            raise OSError(f"{FILES[file]} was cut while it was read")
+            raise Cut(f"{FILES[file]} was cut while it was read")
         return data
+
+    def unchanged(self) -> bool:
+        """Whether every file is still as recorded (checked once its pieces are read: one
+        written over in place while it was read may have given other bytes)."""
+        try:
+            return all(identity(os.fstat(fd)) == self._files[name] for name, fd in zip(FILES, self._fds, strict=True))
+        except OSError:
+            return False
 
     def close(self) -> None:
         if self._map is not None:

@@ -401,3 +401,49 @@ def test_a_record_placing_the_sweeps_elsewhere_is_not_trusted_for_them(
     found = _sweeps_found(monkeypatch)
     _assert_reference(tmp_path / "moved", root, outcomes, found, manifest="/moved/m.yaml")
     assert found == [len(outcomes)]
+
+
+def _when_read(monkeypatch: pytest.MonkeyPatch, file: int, change: Any) -> list[int]:
+    """``change(fd)`` done to ``file`` (the open previous one) the first time its pieces are
+    read; the list of the times it was done."""
+    done: list[int] = []
+    real = reportpieces.Previous.read
+
+    def read(self: reportpieces.Previous, which: int, start: int, stop: int) -> bytes:
+        if which == file and not done:
+            done.append(which)
+            change(self._fds[which])
+        return real(self, which, start, stop)
+
+    monkeypatch.setattr(reportpieces.Previous, "read", read)
+    return done
+
+
+def _cut(fd: int) -> None:
+    os.truncate(f"/proc/self/fd/{fd}", os.fstat(fd).st_size // 2)
+
+
+def _written_over(fd: int) -> None:
+    """A byte of the file, within its jobs, written over in place (its size the same)."""
+    size = os.fstat(fd).st_size
+    with open(f"/proc/self/fd/{fd}", "r+b") as fh:
+        fh.seek(size // 2)
+        byte = fh.read(1)
+        fh.seek(size // 2)
+        fh.write(b"#" if byte != b"#" else b"%")
+    os.utime(f"/proc/self/fd/{fd}", ns=(1, 1))
+
+
+@pytest.mark.parametrize("change", [_cut, _written_over])
+@pytest.mark.parametrize("file", [reportpieces.REPORT_JSON, reportpieces.CARDS])
+def test_a_report_file_cut_or_written_over_while_its_pieces_are_read_is_not_copied_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]], change: Any, file: int
+) -> None:
+    """report.json or report.html cut, or a byte written over in place, as the rerun (the
+    manifest moved: the page's cards copied after report.json) reads its pieces: no crash,
+    every file the reference's bytes, and no record of pieces read from the changed file."""
+    root, outcomes = written
+    done = _when_read(monkeypatch, file, change)
+    _assert_reference(tmp_path, root, outcomes, manifest="/moved/m.yaml", seconds=3.0)
+    assert done == [file]
+    assert not (root / ".batchvid" / PIECES_NAME).exists()
