@@ -180,10 +180,19 @@ def _data_pieces(
     for card in _cards(report, posters, cards.first if cards is not None and made else None):
         yield sep + _script_safe(_COMPACT(card))
         sep = ","
-    if cards is not None and made:
-        yield from cards.pieces()  # its first card after a comma, when some came before
-    yield '],"run":' + _script_safe(_COMPACT(_run_facts(report)))
-    yield ',"sweeps":' + _script_safe(_COMPACT(_sweeps(report))) + "}"
+    if cards is None or not made:
+        yield '],"run":' + _script_safe(_COMPACT(_run_facts(report)))
+        yield ',"sweeps":' + _script_safe(_COMPACT(_sweeps(report))) + "}"
+        return
+    yield from cards.pieces()  # its first card after a comma, when some came before
+    run = '],"run":' + _script_safe(_COMPACT(_run_facts(report))) + ',"sweeps":'
+    # The sweeps, found from every job's fields, copied when the page replaced has this pass's.
+    sweeps = _script_safe(_COMPACT(_sweeps(report))) if cards.sweeps is None else cards.sweeps.decode("utf-8")
+    if cards.at is not None:
+        start = cards.at + cards.size() + len(run.encode("utf-8"))
+        cards.sweeps_at = [start, start + len(sweeps.encode("utf-8"))]
+    yield run
+    yield sweeps + "}"
 
 
 _COMPACT = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
@@ -403,9 +412,11 @@ def write_gallery(
     content: ContentHash | None = None,
     posters: Mapping[str, str] | None = None,
     cards: CardTexts | None = None,
+    fresh: bool = False,
 ) -> Path:
     """Write ``root/report.html`` for ``report`` (with ``make_posters``, making missing
-    posters first: see ``ensure_posters``); returns it.
+    posters first: see ``ensure_posters``); returns it. ``fresh``: rendered, never retimed
+    (the page in place may hold cards copied from a file written over as it was read).
 
     A page that already shows this content (a rerun that changed nothing) only gets its timing
     facts renewed: rendering 10,000 cards again would cost a second or more for the same bytes.
@@ -420,7 +431,7 @@ def write_gallery(
     else:
         digest = content_digest(report, posters, report_text)
     moved = [0]
-    page = _retimed(target, digest, report, moved)
+    page = None if fresh else _retimed(target, digest, report, moved)
     if page is not None:
         try:
             write_atomic(target, page)

@@ -104,6 +104,10 @@ class CardTexts:
         self._offset = 0
         self.at: int | None = None
         """Where the cards start in the page they were copied into (``gallery._page_pieces``)."""
+        self.sweeps: bytes | None = None
+        """The page's ``sweeps`` text, when the page being replaced has it (``reportpieces``)."""
+        self.sweeps_at: list[int] | None = None
+        """Where the page's ``sweeps`` text is, once written after cards whose place ``at`` is."""
         self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="")
         self._templates: dict[Shape, FormatTemplate] = {}
         self.first = first
@@ -160,6 +164,11 @@ class CardTexts:
         link = _href((entry["video"] or {}).get("path"))
         return template.fill((*parts, "null" if poster is None else _string(poster),
                               "null" if link is None else _string(link)))
+
+    def size(self) -> int:
+        """The bytes of the cards' text (``pieces``')."""
+        self._fh.flush()
+        return os.fstat(self._fh.fileno()).st_size
 
     def pieces(self) -> Iterator[str]:
         self._fh.flush()

@@ -386,10 +386,11 @@ def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dic
     return write_outputs(root, outcomes, info)
 
 
-def write_legacy(root: Path, report: Mapping[str, Any], outcomes: Sequence[Outcome], info: RunInfo) -> None:
+def write_legacy(root: Path, report: Mapping[str, Any], outcomes: Sequence[Outcome], info: RunInfo,
+                 *, fresh: bool = False) -> None:
     """``write_outputs``'s files, a file at a time (the reference ``batchvid.reportfiles``
-    must equal, and what it falls back to)."""
-    _write_files(root, report, metadata_rows(outcomes), lambda: lock_data(outcomes, info))
+    must equal, and what it falls back to; ``fresh``: report.html rendered, never retimed)."""
+    _write_files(root, report, metadata_rows(outcomes), lambda: lock_data(outcomes, info), fresh=fresh)
 
 
 def metadata_text(row: Mapping[str, Any]) -> str:
@@ -410,6 +411,8 @@ def _write_files(
     report: Mapping[str, Any],
     rows: Iterable[Mapping[str, Any]],
     lock: Callable[[], Mapping[str, Any]],
+    *,
+    fresh: bool = False,
 ) -> None:
     """``write_report_files``, the lock made only when it is written (after the rows)."""
     content = ContentHash()
@@ -421,4 +424,4 @@ def _write_files(
         map(metadata_text, rows),
     )
     write_json(root / "batchvid.lock", lock())
-    write_gallery(root, report, content=content)
+    write_gallery(root, report, content=content, fresh=fresh)

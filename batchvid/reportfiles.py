@@ -49,15 +49,32 @@ from batchvid.reportpieces import (
     METADATA,
     REPORT_JSON,
     REPORT_MD,
+    Cut,
     Pieces,
     run_inputs,
 )
 
 
 def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
-    """Write every report file atomically; returns the report (its ``jobs`` made as read)."""
+    """Write every report file atomically; returns the report (its ``jobs`` made as read).
+    A file the previous pieces are read from cut or written over meanwhile: every file is
+    written again without them (``write_legacy``), and no record kept."""
     report = lazy_report(outcomes, info)
     make_dir(root)
+    try:
+        written = _write_pass(root, report, outcomes, info)
+    except Cut:
+        written = None
+    if written is not True:
+        # (after a file written over: the page in place may hold cards copied from it)
+        write_legacy(root, report, outcomes, info, fresh=written is None)
+    return report
+
+
+def _write_pass(root: Path, report: dict[str, Any], outcomes: Sequence[Outcome], info: RunInfo) -> bool | None:
+    """``write_outputs`` in one pass; False when a value needs ``write_legacy``, None when
+    the pieces read may not be the recorded ones (a file changed since the record was
+    loaded): the files must be written again."""
     content = ContentHash(previous=root / "report.json")
     pieces = Pieces.start(root, outcomes, run_inputs(info.name, info.provider))
     one_pass = _Pass(root, report, outcomes, content, pieces)
@@ -68,26 +85,30 @@ def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dic
                 try:
                     for piece in content.report_pieces({**report, "jobs": one_pass}):
                         json_file.write(piece)
+                    one_pass.tail_cards()
                     one_pass.commit(json_file)
                 finally:
                     one_pass.discard()
         except ValueError:  # a value only json.dumps writes, or text UTF-8 cannot hold
-            write_legacy(root, report, outcomes, info)
-            return report
+            return False
         fsync_dir(root)
         _write_lock(root, outcomes, info, one_pass.pins, pieces)
+        if pieces is not None and one_pass.cards is not None:
+            one_pass.cards.sweeps = pieces.sweeps()
         write_gallery(root, report, content=content, posters=one_pass.posters, cards=one_pass.cards)
+        if pieces is not None and pieces.previous is not None and not pieces.previous.unchanged():
+            return None
         if pieces is not None:
             if content.moved is not None:
                 pieces.retimed(content.moved)
             elif one_pass.cards is not None and one_pass.cards.at is not None:
-                pieces.cards_at = one_pass.cards.at
+                pieces.cards_at, pieces.sweeps_at = one_pass.cards.at, one_pass.cards.sweeps_at
             pieces.save(root)
     finally:
         for kept in (one_pass.cards, one_pass.pins, pieces):
             if kept is not None:
                 kept.close() if isinstance(kept, Pieces) else kept.discard()
-    return report
+    return True
 
 
 def _write_lock(root: Path, outcomes: Sequence[Outcome], info: RunInfo, pins: PinTexts | None,
@@ -143,6 +164,9 @@ class _Pass(Encoded):
         self._row_blocks: dict[int, tuple[int, int]] = {}
         """The rows that are runs of copied rows: the jobs they hold (``_copied``)."""
         self._row_templates: dict[tuple[Shape, bool], FormatTemplate | None] = {}
+        self._runs: dict[int, int] = {}
+        """The runs of jobs copied before the page is known to change: first job -> end
+        (``Pieces.reusable``'s, which ``_cards_from`` would find again)."""
         self._stash: dict[int, CardArgs] = {}
         """The card arguments of the jobs made before the page is known to change, by number
         (``_cards_from``: with pieces recorded, the cards before it are kept too)."""
@@ -176,6 +200,8 @@ class _Pass(Encoded):
                 block = self._copied(number, end, junit, metadata, pins)
                 if cards is not None:
                     cards.add_block(pieces.block(CARDS, number, end), number, end)
+                else:
+                    self._runs[number] = end
                 yield block.decode("utf-8")
                 pieces.placed(REPORT_JSON, number, end, report_json.offset - len(block))
                 card, number = None, end
@@ -253,6 +279,15 @@ class _Pass(Encoded):
         video, _, _, poster, _ = o.files()
         return poster_link(self._base, {"status": o.status, "video": video, "poster": poster})
 
+    def tail_cards(self) -> None:
+        """report.json written, differing from the one it replaces only after its jobs (the
+        manifest's path, the summary, a shard, a stop: the keys that sort after ``jobs``): the
+        page is rendered again, so its cards are kept here as they are when the text differs
+        earlier (copied from the page being replaced, or made, each placed in the record),
+        not left to the page to make each one from its entry made again, without a place."""
+        if self.cards is None and self._pieces is not None and not self._content.same:
+            self.cards = self._cards_from(len(self._outcomes), None)
+
     def _cards_from(self, number: int, before: CardArgs | None) -> CardTexts:
         """report.html's cards from job ``number`` on, or from the one before it (whose card
         arguments are ``before`` when it was made: its entry differed from the page's, learnt
@@ -265,16 +300,23 @@ class _Pass(Encoded):
             return cards
         cards = CardTexts(self._root, marks=pieces)
         at = 0
-        while at < number:
-            assert pieces is not None
-            end = min(number, pieces.reusable(at, self._outcomes, self._link)) if pieces.cards_copied() else at
-            if end > at:
-                cards.add_block(pieces.block(CARDS, at, end), at, end)
-                at = end
-                continue
-            cards.add(*(self._stash.pop(at, None) or self._card_of(at)), number=at)
-            at += 1
+        try:
+            while at < number:
+                assert pieces is not None
+                end = at
+                if pieces.cards_copied():
+                    end = min(number, self._runs.get(at) or pieces.reusable(at, self._outcomes, self._link))
+                if end > at:
+                    cards.add_block(pieces.block(CARDS, at, end), at, end)
+                    at = end
+                    continue
+                cards.add(*(self._stash.pop(at, None) or self._card_of(at)), number=at)
+                at += 1
+        except BaseException:  # (a file cut as it is read: ``Cut``) its temporary file removed
+            cards.discard()
+            raise
         self._stash.clear()
+        self._runs.clear()
         return cards
 
     def _card_of(self, number: int) -> CardArgs:

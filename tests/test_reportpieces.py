@@ -301,6 +301,7 @@ def _header_changed(record: Path, name: str, change: Callable[[Any], Any]) -> No
 
 @pytest.mark.parametrize(("name", "change"), [
     ("cards_at", lambda at: at - 1),
+    ("sweeps_at", lambda at: [at[0] - 1, at[1] - 1]),
     ("pins", lambda pins: pins - 1),
     ("journal", lambda state: [*state[:4], "0" * 64]),
 ])

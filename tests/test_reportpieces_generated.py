@@ -150,6 +150,12 @@ def _assert_record_places_each_piece(root: Path) -> None:
         if header["cards_at"] is not None:
             card = json.loads(piece(CARDS))
             assert (card["id"], card["status"]) == (job["id"], job["status"])
+    if header["sweeps_at"] is not None:
+        start, end = header["sweeps_at"]
+        page = texts[CARDS].decode("utf-8")
+        data = page[page.index('{"jobs":['):page.index("</script>", page.index('{"jobs":['))]
+        assert json.loads(texts[CARDS][start:end]) == json.loads(data)["sweeps"]
+        assert texts[CARDS][start - 10:start] == b',"sweeps":' and texts[CARDS][end:end + 1] == b"}"
 
 
 def _assert_twin_reruns(tmp_path: Path, manifest: Path, out: Path, *args: str,
@@ -171,7 +177,7 @@ def _assert_twin_reruns(tmp_path: Path, manifest: Path, out: Path, *args: str,
     (header, digests, forms, spans), (other, *rest) = _record(with_record), _record(without)
     assert (digests, forms, spans[:CARDS]) == (rest[0], rest[1], rest[2][:CARDS])
     if other["cards_at"] is None:  # the page only retimed, its cards' places unknown before
-        header["cards_at"] = None
+        header["cards_at"] = header["sweeps_at"] = None
     else:
         assert spans[CARDS] == rest[2][CARDS]
     assert header == other
