@@ -36,7 +36,7 @@ from batchvid.durable import (
 )
 from batchvid.errors import OutputDirError, OutputDirLocked
 from batchvid.journal import JobRecord, Journal, RecordState
-from batchvid.snapshot import replay
+from batchvid.snapshot import replay, save_after_run
 
 STATE_DIR = ".batchvid"
 JOURNAL = "journal.jsonl"
@@ -175,11 +175,17 @@ class OutputDir:
 
     def close(self, *, clean: bool = False) -> None:
         """Close the journal and release the lock. ``clean`` (nothing was cut short: no
-        temporary file can be left) lets the next run skip looking for orphans in jobs/."""
+        temporary file can be left) lets the next run skip looking for orphans in jobs/, and
+        leaves the journal's replay snapshot when this run appended enough lines for one
+        (``snapshot.save_after_run``, under the lock), so the next run need not decode them."""
         self.journal.close()
-        if self._lock_fd is not None:
+        if self._lock_fd is None:
+            return
+        try:
             if clean:
+                save_after_run(self.journal.path, self.journal.written, self._lock_fd)
                 os.ftruncate(self._lock_fd, 0)
+        finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
