@@ -122,12 +122,13 @@ def test_a_run_says_where_the_line_went_and_its_reruns_read_the_journal(tmp_path
     jobs, out = _jobs(2), tmp_path / "out"
     _run(sim, jobs[:1], out)
     path = out / ".batchvid" / "journal.jsonl"
+    offset = path.stat().st_size
     with path.open("ab") as fh:
         fh.write(BAD_LINES["bad with its newline"])
     result, _, collector = _run(sim, jobs, out)
     said = [e for e in collector.events if isinstance(e, JournalLineSetAside)]
     assert result.exit_code == 0
-    assert said == [JournalLineSetAside(str(path.with_name(DAMAGED_LINES)), said[0].offset,
+    assert said == [JournalLineSetAside(str(path.with_name(DAMAGED_LINES)), offset,
                                         len(BAD_LINES["bad with its newline"]))]
     stream = io.StringIO()
     TextLog(stream)(said[0])
