@@ -6,6 +6,7 @@ Layout (see docs/output-directory.md)::
       .batchvid/lock           held (flock) by the one run writing here
       .batchvid/journal.jsonl  append-only, fsynced record of every create and outcome
       .batchvid/replay-snapshot  the journal's replay, kept (a cache: ``batchvid.snapshot``)
+      .batchvid/journal-damaged-lines.txt  damaged last lines moved out of the journal (kept)
       jobs/<id>/request.json, response.json, video.mp4, cover.<ext>
       report.json, report.md, junit.xml, metadata.jsonl, batchvid.lock
 
