@@ -95,6 +95,7 @@ def test_a_snapshot_and_the_lines_after_it_replay_as_the_whole_journal(
     rng = random.Random(seed)
     monkeypatch.setattr(journal_module, "CHUNK_LINES", rng.choice([1, 2, 3, 7, 64]))
     monkeypatch.setattr(snapshot, "_BATCH", rng.choice([1, 2, 5, 4096]))  # records marshalled together
+    monkeypatch.setattr(journal_module, "SETTLE_KEYS", rng.choice([1, 2, 5, 4096]))  # lines held unfolded
     entries = _random_entries(rng, rng.randrange(1, 120), enhanced=seed % 3 != 0)
     cuts = sorted(rng.sample(range(len(entries) + 1), min(3, len(entries) + 1)))
     written = 0
