@@ -391,18 +391,28 @@ def _move_aside(path: Path, start: int, size: int) -> SetAside:
     """Move the journal's bytes [start, size) (its damaged last line) to the end of
     ``DAMAGED_LINES`` (fsynced, a new file's directory too), then cut them off the journal:
     a crash in between leaves the line in both, never in neither."""
-    with path.open("rb") as fh:
-        fh.seek(start)
-        line = fh.read(size - start)
     aside = path.with_name(DAMAGED_LINES)
-    existed = aside.exists()
-    with aside.open("ab") as out:
-        out.write(line if line.endswith(b"\n") else line + b"\n")
-        out.flush()
-        os.fsync(out.fileno())
-    if not existed:
-        fsync_dir(path.parent)
-    os.truncate(path, start)
+    try:
+        with path.open("rb") as fh:
+            fh.seek(start)
+            line = fh.read(size - start)
+        existed = aside.exists()
+        with aside.open("ab") as out:
+            out.write(line if line.endswith(b"\n") else line + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        if not existed:
+            fsync_dir(path.parent)
+    except OSError as exc:  # a full disk, say: the journal is left as it is
+        raise OutputDirError(
+            f"{path}: its last line ({size - start} bytes at offset {start}) is not a whole entry and "
+            f"cannot be moved aside into {aside} ({exc}); the journal is unchanged: free space or "
+            "fix that file's permissions and run again"
+        ) from exc
+    try:
+        os.truncate(path, start)
+    except OSError as exc:
+        raise OutputDirError(f"{path} cannot be cut after its damaged last line was copied into {aside}: {exc}") from exc
     return SetAside(aside, start, size - start)
 
 
@@ -455,7 +465,11 @@ class Journal:
             self._fh.flush()
             os.fsync(self._fh.fileno())
             return
-        self.set_aside = _move_aside(self.path, end, size)
+        try:
+            self.set_aside = _move_aside(self.path, end, size)
+        except OutputDirError:
+            self.close()
+            raise
         os.fsync(self._fh.fileno())
 
     @property

@@ -148,9 +148,13 @@ class OutputDir:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
-        self._sweep(jobs=not left_clean)
-        records = replay(self.journal.path, save=True)
-        self.journal.open()
+        try:
+            self._sweep(jobs=not left_clean)
+            records = replay(self.journal.path, save=True)
+            self.journal.open()
+        except BaseException:  # a corrupt journal, say: the lock is not kept by this process
+            self.close()
+            raise
         return records
 
     def _sweep(self, *, jobs: bool = True) -> None:

@@ -4,6 +4,7 @@ it and every later run still reads the journal."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from batchvid.display import TextLog
+from batchvid.errors import OutputDirError
 from batchvid.events import JournalLineSetAside
 from batchvid.journal import (
     DAMAGED_LINES,
@@ -23,6 +25,7 @@ from batchvid.journal import (
     read_entries,
 )
 from batchvid.simulator import Simulator, SimulatorConfig
+from batchvid.store import OutputDir
 from tests.test_runner import _jobs, _run
 
 GOOD = [Submitting("k1", "a", "bv-1"), Submitted("k1", "a", "t-paid-1")]
@@ -136,3 +139,45 @@ def test_a_run_says_where_the_line_went_and_its_reruns_read_the_journal(tmp_path
     result, transport, collector = _run(sim, jobs, out)
     assert transport.requests == [] and [o.status for o in result.outcomes] == ["skipped"] * 2
     assert not any(isinstance(e, JournalLineSetAside) for e in collector.events)
+
+
+def test_a_line_that_cannot_be_moved_aside_stops_with_the_journal_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the damaged-lines file cannot be written (its fsync fails: a full disk) or opened
+    (a directory is in its place), opening the journal raises an ``OutputDirError`` naming it,
+    and the journal keeps every byte, its bad last line included."""
+    path = _journal(tmp_path, BAD_LINES["bad with its newline"])
+    before = path.read_bytes()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.fstat(fd).st_ino == os.stat(path.with_name(DAMAGED_LINES)).st_ino:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "fsync", fsync)
+        with pytest.raises(OutputDirError, match=rf"cannot be moved aside into .*{DAMAGED_LINES}.*No space left"):
+            Journal(path).open()
+    assert path.read_bytes() == before
+    path.with_name(DAMAGED_LINES).unlink()
+    path.with_name(DAMAGED_LINES).mkdir()
+    with pytest.raises(OutputDirError, match="the journal is unchanged"):
+        Journal(path).open()
+    assert path.read_bytes() == before
+
+
+def test_a_directory_whose_journal_cannot_be_opened_is_not_left_locked(tmp_path: Path) -> None:
+    """``OutputDir.open`` failing after it took the lock (here: the bad last line cannot be
+    moved aside) releases it: once the cause is gone, the same process opens the directory."""
+    path = _journal(tmp_path, BAD_LINES["torn"])
+    path.with_name(DAMAGED_LINES).mkdir()
+    out = OutputDir(tmp_path)
+    with pytest.raises(OutputDirError, match=DAMAGED_LINES):
+        out.open()
+    path.with_name(DAMAGED_LINES).rmdir()
+    again = OutputDir(tmp_path)
+    assert set(again.open()) == {"k1"}
+    again.close()
+    assert path.with_name(DAMAGED_LINES).read_bytes() == BAD_LINES["torn"] + b"\n"
