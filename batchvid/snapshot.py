@@ -38,6 +38,7 @@ import functools
 import hashlib
 import marshal
 import os
+import re
 import struct
 import sys
 from collections.abc import Iterator
@@ -175,7 +176,7 @@ def save_after_run(path: Path, appended: int, lock_fd: int | None = None) -> Non
     cannot start leaves no snapshot, and is no error (a cache)."""
     if appended < SAVE_LINES or appended < covered_lines(path.with_name(SNAPSHOT_NAME)) // 4:
         return
-    if not sys.executable or getattr(sys, "frozen", False):  # no interpreter to start
+    if not _is_python(sys.executable) or getattr(sys, "frozen", False):  # no interpreter to start
         return
     import subprocess
 
@@ -185,15 +186,26 @@ def save_after_run(path: Path, appended: int, lock_fd: int | None = None) -> Non
                        check=False)
 
 
+_PYTHON = re.compile(r"(python|pypy)[0-9.]*(-?[a-z]+)?(\.exe)?", re.IGNORECASE)
+"""An interpreter's name: python3, python3.11, python3.11d, pythonw.exe, pypy3, ..."""
+
+
+def _is_python(executable: str) -> bool:
+    """Whether ``executable`` (``sys.executable``) is named as a Python interpreter is: where
+    Python is embedded (uwsgi, an application), it can be the host program, which must not be
+    started with the child's arguments (then no snapshot is left: the next run writes it)."""
+    return bool(executable) and _PYTHON.fullmatch(os.path.basename(executable)) is not None
+
+
 _CHILD = "import sys; sys.path.insert(0, sys.argv[1]); from batchvid.snapshot import main; main(sys.argv[2:])"
 
 
 def child_command(path: Path) -> list[str]:
     """The child process ``save_after_run`` starts: this interpreter, this very package (its
-    folder first on the path), ``replay(path, save=True)`` with this process's
-    ``CHUNK_LINES`` and ``SAVE_LINES``."""
+    folder first on the path; not the working directory, ``-P``), ``replay(path, save=True)``
+    with this process's ``CHUNK_LINES`` and ``SAVE_LINES``."""
     package_root = str(Path(__file__).resolve().parent.parent)
-    return [sys.executable, "-c", _CHILD, package_root, str(path), str(journal.CHUNK_LINES), str(SAVE_LINES)]
+    return [sys.executable, "-P", "-c", _CHILD, package_root, str(path), str(journal.CHUNK_LINES), str(SAVE_LINES)]
 
 
 def main(args: list[str]) -> None:

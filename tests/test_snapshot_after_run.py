@@ -223,8 +223,36 @@ def test_a_run_whose_child_cannot_start_finishes_without_a_snapshot(
     """A child that cannot be started (no interpreter there) is no error: the run finishes and
     the next replays its journal from the start, as without a snapshot."""
     monkeypatch.setattr(snapshot, "SAVE_LINES", SAVE)
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python3"))  # no such file
     sim, jobs, out = Simulator(SimulatorConfig()), _jobs(3), tmp_path / "out"
     result, _, _ = _run(sim, jobs, out)
     assert result.exit_code == 0
     assert not (out / ".batchvid" / snapshot.SNAPSHOT_NAME).exists()
+
+
+@pytest.mark.parametrize("name", ["uwsgi", "blender", ""])
+def test_no_child_is_started_when_the_executable_is_no_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Where Python is embedded, ``sys.executable`` can be the host program (or empty): it is
+    not started with the child's arguments; the run leaves no snapshot, and its next run
+    writes one as it replays."""
+    monkeypatch.setattr(snapshot, "SAVE_LINES", SAVE)
+    ran = tmp_path / "ran"
+    host = tmp_path / name if name else None
+    if host is not None:
+        host.write_text(f'#!/bin/sh\necho "$@" >> {ran}\n')  # (the analysis workers start it too)
+        host.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(host or ""))
+    sim, jobs, out = Simulator(SimulatorConfig()), _jobs(3), tmp_path / "out"
+    result, _, _ = _run(sim, jobs, out)
+    assert result.exit_code == 0
+    assert "batchvid.snapshot" not in (ran.read_text() if ran.exists() else "")
+    assert not (out / ".batchvid" / snapshot.SNAPSHOT_NAME).exists()
+
+
+def test_an_interpreter_is_known_by_its_name() -> None:
+    """The names Python interpreters have pass ``_is_python``; a host program's do not."""
+    names = ["/usr/bin/python3", "/x/.venv/bin/python", "python3.11", "python3.11d", "pypy3", "pythonw.exe"]
+    assert all(map(snapshot._is_python, [sys.executable, *names]))
+    assert not any(map(snapshot._is_python, ["/usr/bin/uwsgi", "/opt/app/blender", "", "/usr/bin/pythonista-host"]))
