@@ -181,7 +181,7 @@ def save_after_run(path: Path, appended: int, lock_fd: int | None = None) -> Non
     import subprocess
 
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run(child_command(path), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        subprocess.run(child_command(path, lock_fd), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, pass_fds=() if lock_fd is None else (lock_fd,),
                        check=False)
 
@@ -200,19 +200,27 @@ def _is_python(executable: str) -> bool:
 _CHILD = "import sys; sys.path.insert(0, sys.argv[1]); from batchvid.snapshot import main; main(sys.argv[2:])"
 
 
-def child_command(path: Path) -> list[str]:
+def child_command(path: Path, lock_fd: int | None = None) -> list[str]:
     """The child process ``save_after_run`` starts: this interpreter, this very package (its
     folder first on the path; not the working directory, ``-P``), ``replay(path, save=True)``
-    with this process's ``CHUNK_LINES`` and ``SAVE_LINES``."""
+    with this process's ``CHUNK_LINES`` and ``SAVE_LINES``; ``lock_fd``, the lock file's
+    descriptor it inherits (``main``)."""
     package_root = str(Path(__file__).resolve().parent.parent)
-    return [sys.executable, "-P", "-c", _CHILD, package_root, str(path), str(journal.CHUNK_LINES), str(SAVE_LINES)]
+    return [sys.executable, "-P", "-c", _CHILD, package_root, str(path), str(journal.CHUNK_LINES), str(SAVE_LINES),
+            "" if lock_fd is None else str(lock_fd)]
 
 
 def main(args: list[str]) -> None:
-    """The child of ``save_after_run``: ``args`` are the journal's path, ``CHUNK_LINES`` and
-    ``SAVE_LINES``."""
+    """The child of ``save_after_run``: ``args`` are the journal's path, ``CHUNK_LINES``,
+    ``SAVE_LINES`` and the lock file's descriptor, if it holds the lock: its pid is written
+    there first, so that a run finding the directory locked names this live process, not the
+    run that started it (killed while it waits, say)."""
     global SAVE_LINES
-    path, chunk_lines, save_lines = args
+    path, chunk_lines, save_lines, *lock = args
+    if lock and lock[0]:
+        fd = int(lock[0])
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     journal.CHUNK_LINES, SAVE_LINES = int(chunk_lines), int(save_lines)
     replay(Path(path), save=True)
 

@@ -6,6 +6,7 @@ none of its own, and a small run starts no child."""
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -256,3 +257,30 @@ def test_an_interpreter_is_known_by_its_name() -> None:
     names = ["/usr/bin/python3", "/x/.venv/bin/python", "python3.11", "python3.11d", "pypy3", "pythonw.exe"]
     assert all(map(snapshot._is_python, [sys.executable, *names]))
     assert not any(map(snapshot._is_python, ["/usr/bin/uwsgi", "/opt/app/blender", "", "/usr/bin/pythonista-host"]))
+
+
+def test_a_run_finding_the_directory_locked_by_the_child_names_the_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child writes its own pid into the lock file: a run that finds the directory locked
+    while the child works (its parent killed meanwhile, say) names a live process, not the
+    run's; the lock file is emptied once the run closes cleanly."""
+    monkeypatch.setattr(snapshot, "SAVE_LINES", SAVE)
+    root = tmp_path / "out"
+    real_run = subprocess.run
+    owners: list[str] = []
+
+    def run(args: list[str], **kw: Any) -> Any:
+        done = real_run(args, **kw)
+        owners.append((root / ".batchvid" / "lock").read_text().strip())
+        with pytest.raises(OutputDirLocked, match=rf"\(pid {owners[-1]}\)"):
+            OutputDir(root).open()
+        return done
+
+    monkeypatch.setattr(subprocess, "run", run)
+    with OutputDir(root) as out:
+        out.open()
+        for n in range(SAVE):
+            out.journal.append(Submitted(f"k{n}", f"j{n}", f"t{n}"))
+    assert len(owners) == 1 and owners[0].isdigit() and owners[0] != str(os.getpid())
+    assert (root / ".batchvid" / "lock").read_text() == ""
