@@ -15,6 +15,7 @@ from batchvid.events import (
     JobPolled,
     JobRetrying,
     JobSubmitted,
+    JournalLineSetAside,
     RunFinished,
     RunStarted,
     RunStopping,
@@ -74,6 +75,8 @@ class TextLog:
             line = f"retry {event.step} {event.job_id} in {event.delay:.1f}s (attempt {event.attempt}): {event.error}"
         elif isinstance(event, RunStopping):
             line = f"stopping ({event.reason}): {event.message}"
+        elif isinstance(event, JournalLineSetAside):
+            line = f"warning: {event.message()}"
         if line:
             self.stream.write(line + "\n")
             self.stream.flush()
@@ -157,6 +160,9 @@ class ProgressDisplay:
     def __call__(self, event: Event) -> None:
         self.tally.count(event)
         t = self.tally
+        if isinstance(event, JournalLineSetAside):  # (before the run starts)
+            self.console.log(f"warning: {event.message()}")
+            return
         if isinstance(event, RunStarted):
             self.progress.start()
             self.task = self.progress.add_task("batchvid", total=event.total, detail="")

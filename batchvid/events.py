@@ -24,6 +24,21 @@ class RunStarted(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class JournalLineSetAside(Event):
+    """The journal's last line was no entry (a crash cut it, or it is damaged): its ``bytes``
+    bytes from ``offset`` were moved to the end of ``path`` (kept: it may name a paid task)
+    and the journal goes on without it."""
+
+    path: str
+    offset: int
+    bytes: int
+
+    def message(self) -> str:
+        return (f"the journal's last line was not a whole entry ({self.bytes} bytes at offset "
+                f"{self.offset}): moved to {self.path}; the journal goes on without it")
+
+
+@dataclass(frozen=True, slots=True)
 class JobSubmitted(Event):
     """A create was accepted: the job has a task id (journaled before this is emitted)."""
 

@@ -30,7 +30,15 @@ import anyio
 
 from batchvid.budget import Budget
 from batchvid.errors import ProviderError, RunFatalError, UsageError
-from batchvid.events import Broadcaster, Effects, RunFinished, RunStarted, Subscriber, scrubber
+from batchvid.events import (
+    Broadcaster,
+    Effects,
+    JournalLineSetAside,
+    RunFinished,
+    RunStarted,
+    Subscriber,
+    scrubber,
+)
 from batchvid.gcpause import fewer_collections, keep_until_exit, long_lived
 from batchvid.jobs import Manifest
 from batchvid.plan import ACTIVE, STATUS_OF_ACTION, UNANSWERED_CREATE, Plan, Step
@@ -50,7 +58,7 @@ if TYPE_CHECKING:
 
     from batchvid.drive import JobDriver, Slot
     from batchvid.enhancing import Enhancer, Rewrite
-    from batchvid.journal import Journal
+    from batchvid.journal import JobRecord, Journal
     from batchvid.polling import PollSchedule
     from batchvid.providers.base import Provider
 
@@ -259,7 +267,7 @@ class Runner:
             return await self._run(settle, started_wall, started)
 
     async def _run(self, settle: Callable[[bool], None], started_wall: str, started: float) -> RunResult:
-        records = self.out.open()
+        records = self._open()
         clean = large = False
         try:
             plan = plan_for(self.manifest, self.settings, records)
@@ -305,6 +313,15 @@ class Runner:
         if large:
             keep_until_exit(report)
         return RunResult(report["exit_code"], outcomes, report, self.stopped)
+
+    def _open(self) -> dict[str, JobRecord]:
+        """Open the output directory (``OutputDir.open``): its journal's records. A damaged
+        last line the journal moved aside is told (``JournalLineSetAside``)."""
+        records = self.out.open()
+        aside = self.out.journal.set_aside
+        if aside is not None:
+            self.emit(JournalLineSetAside(str(aside.path), aside.offset, aside.bytes))
+        return records
 
     def _report(
         self, outcomes: list[Outcome], budget: Budget, started_wall: str, started: float
@@ -418,7 +435,7 @@ class Runner:
         request is sent; a failed rewrite is that job's ``error``."""
         from batchvid.enhancing import needs_rewrite
 
-        records = self.out.open()
+        records = self._open()
         rows: list[Rewrite] = []
         try:
             plan = plan_for(self.manifest, self.settings, records)

@@ -17,6 +17,13 @@ does not guard against damaged or crafted bytes (five of them can make it alloca
 are read in the very chunks a replay from the start reads them in, so the records are those a
 full replay gives, byte for byte, corrupt-line errors and their line numbers included.
 
+A run that appended ``SAVE_LINES`` lines or more (and a quarter of the snapshot's) leaves the
+snapshot of its journal as it closes, still holding the lock (``save_after_run``): a child
+process replays the journal (from the snapshot, when one holds) and writes it, so the run's
+own memory does not grow and its first rerun loads it rather than decode the whole journal.
+A run killed before that leaves the snapshot it found (or none), which still holds or is not
+used.
+
 A cache only: anything doubtful (no such file, a cut or damaged one, another format, Python or
 code, a journal shorter than ``offset`` or with other bytes there: rewritten, repaired, another
 directory's) and the journal is replayed from its start, as without it. Deleting it changes
@@ -31,8 +38,10 @@ import functools
 import hashlib
 import marshal
 import os
+import re
 import struct
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from io import BufferedReader
 from itertools import starmap
@@ -145,26 +154,108 @@ class _Replay:
         if code is None:
             return
         records = list(self.fold.settle().values())
-        try:  # in batches: marshal's table of shared objects and the rows stay small
-            parts = [marshal.dumps(list(map(_FIELDS, records[at:at + _BATCH])))
-                     for at in range(0, len(records), _BATCH)]
-        except ValueError:  # a value nested deeper than marshal goes: no snapshot (a cache)
-            return
-        table = b"".join(_ENTRY.pack(len(part), hashlib.sha256(part).digest()) for part in parts)
-        header = _HEADER.pack(FORMAT, _identity(code), journal.CHUNK_LINES, self.offset, self.lines,
-                              self.hashed.digest(), len(parts))
-        with contextlib.suppress(OSError):  # a cache: a full or read-only disk is no error
-            _write(snapshot, [_MAGIC + header + table, *parts])
+        count = -(-len(records) // _BATCH)
+        header = _MAGIC + _HEADER.pack(FORMAT, _identity(code), journal.CHUNK_LINES, self.offset, self.lines,
+                                       self.hashed.digest(), count)
+        # In batches: marshal's table of shared objects and the rows stay small.
+        batches = (marshal.dumps(list(map(_FIELDS, records[at:at + _BATCH])))
+                   for at in range(0, len(records), _BATCH))
+        # A cache: a full or read-only disk, or a value nested deeper than marshal goes
+        # (ValueError), and there is no snapshot.
+        with contextlib.suppress(OSError, ValueError):
+            _write(snapshot, header, count, batches)
 
 
-def _write(path: Path, parts: list[bytes]) -> None:
-    """``write_atomic(path, b"".join(parts), durable=False)`` without the joined copy (the
-    payload is ~600 bytes a job)."""
+def save_after_run(path: Path, appended: int, lock_fd: int | None = None) -> None:
+    """Write the snapshot of the journal at ``path`` after a run that appended ``appended``
+    lines to it, when that many lines are worth one (``SAVE_LINES``, and a quarter of those the
+    snapshot in place covers: ``replay``'s rule), in a child process (``child_command``) that
+    this waits for: the replay's records never live in the run's process. The caller holds the
+    directory's lock, and ``lock_fd`` (its lock file's descriptor) is the child's too: killed
+    while it waits, the run leaves the lock held until the child ends. A child that fails or
+    cannot start leaves no snapshot, and is no error (a cache)."""
+    if appended < SAVE_LINES or appended < covered_lines(path.with_name(SNAPSHOT_NAME)) // 4:
+        return
+    if not _is_python(sys.executable) or getattr(sys, "frozen", False):  # no interpreter to start
+        return
+    import subprocess
+
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(child_command(path, lock_fd), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, pass_fds=() if lock_fd is None else (lock_fd,),
+                       check=False)
+
+
+_PYTHON = re.compile(r"(python|pypy)[0-9.]*(-?[a-z]+)?(\.exe)?", re.IGNORECASE)
+"""An interpreter's name: python3, python3.11, python3.11d, pythonw.exe, pypy3, ..."""
+
+
+def _is_python(executable: str) -> bool:
+    """Whether ``executable`` (``sys.executable``) is named as a Python interpreter is: where
+    Python is embedded (uwsgi, an application), it can be the host program, which must not be
+    started with the child's arguments (then no snapshot is left: the next run writes it)."""
+    return bool(executable) and _PYTHON.fullmatch(os.path.basename(executable)) is not None
+
+
+_CHILD = "import sys; sys.path.insert(0, sys.argv[1]); from batchvid.snapshot import main; main(sys.argv[2:])"
+
+
+def child_command(path: Path, lock_fd: int | None = None) -> list[str]:
+    """The child process ``save_after_run`` starts: this interpreter, this very package (its
+    folder first on the path; not the working directory, ``-P``), ``replay(path, save=True)``
+    with this process's ``CHUNK_LINES`` and ``SAVE_LINES``; ``lock_fd``, the lock file's
+    descriptor it inherits (``main``)."""
+    package_root = str(Path(__file__).resolve().parent.parent)
+    return [sys.executable, "-P", "-c", _CHILD, package_root, str(path), str(journal.CHUNK_LINES), str(SAVE_LINES),
+            "" if lock_fd is None else str(lock_fd)]
+
+
+def main(args: list[str]) -> None:
+    """The child of ``save_after_run``: ``args`` are the journal's path, ``CHUNK_LINES``,
+    ``SAVE_LINES`` and the lock file's descriptor, if it holds the lock: its pid is written
+    there first, so that a run finding the directory locked names this live process, not the
+    run that started it (killed while it waits, say)."""
+    global SAVE_LINES
+    path, chunk_lines, save_lines, *lock = args
+    if lock and lock[0]:
+        fd = int(lock[0])
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    journal.CHUNK_LINES, SAVE_LINES = int(chunk_lines), int(save_lines)
+    replay(Path(path), save=True)
+
+
+def covered_lines(snapshot: Path) -> int:
+    """The journal lines the snapshot file says it covers, unchecked (0: no such file, or not
+    a snapshot)."""
+    try:
+        with open(snapshot, "rb") as sf:
+            head = sf.read(len(_MAGIC) + _HEADER.size)
+    except OSError:
+        return 0
+    if len(head) != len(_MAGIC) + _HEADER.size or not head.startswith(_MAGIC):
+        return 0
+    lines: int = _HEADER.unpack_from(head, len(_MAGIC))[4]
+    return lines
+
+
+def _write(path: Path, header: bytes, count: int, batches: Iterator[bytes]) -> None:
+    """The snapshot written atomically, without an fsync: ``header``, the table of the
+    ``count`` batches (their lengths and digests, filled in once they are written), and the
+    batches, each written as it is made (the payload, ~600 bytes a job, is never whole in
+    memory)."""
     fd, tmp = create_temp(path, ".tmp", durable=False)
     try:
         with os.fdopen(fd, "wb") as fh:
-            for part in parts:
-                fh.write(part)
+            fh.write(header + bytes(count * _ENTRY.size))
+            table = []
+            for batch in batches:
+                fh.write(batch)
+                table.append(_ENTRY.pack(len(batch), hashlib.sha256(batch).digest()))
+            if len(table) != count:
+                raise ValueError("not as many batches as the header says")
+            fh.seek(len(header))
+            fh.write(b"".join(table))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

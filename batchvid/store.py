@@ -6,6 +6,7 @@ Layout (see docs/output-directory.md)::
       .batchvid/lock           held (flock) by the one run writing here
       .batchvid/journal.jsonl  append-only, fsynced record of every create and outcome
       .batchvid/replay-snapshot  the journal's replay, kept (a cache: ``batchvid.snapshot``)
+      .batchvid/journal-damaged-lines.txt  damaged last lines moved out of the journal (kept)
       jobs/<id>/request.json, response.json, video.mp4, cover.<ext>
       report.json, report.md, junit.xml, metadata.jsonl, batchvid.lock
 
@@ -36,7 +37,7 @@ from batchvid.durable import (
 )
 from batchvid.errors import OutputDirError, OutputDirLocked
 from batchvid.journal import JobRecord, Journal, RecordState
-from batchvid.snapshot import replay
+from batchvid.snapshot import replay, save_after_run
 
 STATE_DIR = ".batchvid"
 JOURNAL = "journal.jsonl"
@@ -147,9 +148,13 @@ class OutputDir:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
-        self._sweep(jobs=not left_clean)
-        records = replay(self.journal.path, save=True)
-        self.journal.open()
+        try:
+            self._sweep(jobs=not left_clean)
+            records = replay(self.journal.path, save=True)
+            self.journal.open()
+        except BaseException:  # a corrupt journal, say: the lock is not kept by this process
+            self.close()
+            raise
         return records
 
     def _sweep(self, *, jobs: bool = True) -> None:
@@ -175,11 +180,17 @@ class OutputDir:
 
     def close(self, *, clean: bool = False) -> None:
         """Close the journal and release the lock. ``clean`` (nothing was cut short: no
-        temporary file can be left) lets the next run skip looking for orphans in jobs/."""
+        temporary file can be left) lets the next run skip looking for orphans in jobs/, and
+        leaves the journal's replay snapshot when this run appended enough lines for one
+        (``snapshot.save_after_run``, under the lock), so the next run need not decode them."""
         self.journal.close()
-        if self._lock_fd is not None:
+        if self._lock_fd is None:
+            return
+        try:
             if clean:
+                save_after_run(self.journal.path, self.journal.written, self._lock_fd)
                 os.ftruncate(self._lock_fd, 0)
+        finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None

@@ -218,9 +218,11 @@ def test_replay_of_random_journals_gives_the_records_a_line_at_a_time_gives(
 ) -> None:
     """Random journals (every kind of line, keys done, failed, refused and created again in
     any order, rewrites from some line on or none) replay to the records, and their order, that
-    the typed entries folded one at a time give, wherever runs of lines begin and end."""
+    the typed entries folded one at a time give, wherever runs of lines begin and end and
+    however many keys' lines are held before their records are made (``SETTLE_KEYS``)."""
     rng = random.Random(seed)
     monkeypatch.setattr(journal_module, "CHUNK_LINES", rng.choice([1, 2, 7, 64]))
+    monkeypatch.setattr(journal_module, "SETTLE_KEYS", rng.choice([1, 2, 5, 4096]))
     entries = _random_entries(rng, rng.randrange(1, 60), enhanced=seed % 2 == 0)
     path = tmp_path / "journal.jsonl"
     path.write_bytes(b"".join(map(encode, entries)))

@@ -21,6 +21,10 @@ of three passes).
 that generated its jobs writes them (every job ``succeeded`` by ``submit``, from its journal
 record, and the record of their pieces), so that ``--ab`` then times the first rerun after a
 generating run on a synthesized directory (``/tmp/r100k``: minutes instead of a full run).
+It then leaves the replay snapshot such a run now leaves as it closes (timed: the child
+process that writes it, CPU, wall and max RSS). ``--ab-dir DIR`` (with ``--ab TREE``): TREE's
+reruns copy ``DIR/out`` instead, a copy of the same directory that TREE's own
+``--as-generated`` prepared (its record of report pieces is only used by the code that wrote it).
 ``--replay`` also measures the journal replay alone, in this process after the reruns: its CPU
 (best of three) and, traced by tracemalloc, the bytes and memory blocks its records keep per job.
 ``--jobs 100000 --synthesize`` builds the 100,000-job directory (a JSONL prompts file with an id
@@ -227,18 +231,20 @@ def rerun(manifest: Path, out: Path, base_url: str, jobs: int) -> tuple[float, b
     return run.wall, ok
 
 
-def alternate(tmp: Path, manifest: Path, other: Path, rounds: int) -> None:
+def alternate(tmp: Path, manifest: Path, other: Path, rounds: int, other_dir: Path | None = None) -> None:
     """A first and a later rerun of a ``cp -al`` copy of ``tmp/out`` (its ``.batchvid`` a real
     copy), with this checkout's batchvid and ``other``'s in turn, ``rounds`` times: CPU from
-    ``os.wait4``, bytecode written and used (as an installed package has it)."""
+    ``os.wait4``, bytecode written and used (as an installed package has it). ``other_dir``:
+    ``other``'s reruns copy ``other_dir/out`` instead (a directory its own ``--as-generated``
+    made: a generating run's record of report pieces is used only by the code that wrote it)."""
     for number in range(1, rounds + 1):
-        for label, tree in (("this", ROOT), ("other", other.resolve())):
+        for label, tree, source in (("this", ROOT, tmp), ("other", other.resolve(), other_dir or tmp)):
             copy = tmp / f"ab-{label}"
             shutil.rmtree(copy, ignore_errors=True)
-            subprocess.run(["cp", "-al", str(tmp / "out"), str(copy)], check=True)
+            subprocess.run(["cp", "-al", str(source / "out"), str(copy)], check=True)
             shutil.rmtree(copy / ".batchvid")
-            shutil.copytree(tmp / "out" / ".batchvid", copy / ".batchvid")
-            first_and_later(f"round {number}, {label} ({tree})", manifest, copy, tree)
+            shutil.copytree(source / "out" / ".batchvid", copy / ".batchvid")
+            first_and_later(f"round {number}, {label} ({tree}, {source / 'out'})", manifest, copy, tree)
             shutil.rmtree(copy)
 
 
@@ -280,10 +286,22 @@ def generate(tmp: Path, jobs: int, other: Path, rounds: int) -> None:
 
 def as_generated(manifest: Path, out: Path) -> None:
     """``--as-generated``: ``out``'s report files written as the run that generated its jobs
-    writes them, with this checkout's batchvid (its code's record)."""
+    writes them, with this checkout's batchvid (its code's record), then the replay snapshot
+    such a run leaves as it closes (``snapshot.save_after_run``'s child, timed: CPU, wall and
+    max RSS of that child), the snapshot found there deleted first (a generating run finds none)."""
     run = run_child([sys.executable, "-c", _GENERATED_PASS, str(manifest.resolve()), str(out.resolve()),
                      str(out.resolve()), "1"], env={"PYTHONDONTWRITEBYTECODE": ""})
     print(f"  {out}: report files written as its generating run's: {run.stdout.strip() or run.stderr[-2000:]}")
+    from batchvid import snapshot
+
+    path = (out / ".batchvid" / "journal.jsonl").resolve()
+    saved = path.with_name(snapshot.SNAPSHOT_NAME)
+    saved.unlink(missing_ok=True)
+    run = run_child(snapshot.child_command(path), env={"PYTHONDONTWRITEBYTECODE": ""})
+    size = saved.stat().st_size / 1e6 if saved.exists() else 0.0
+    print(f"  {out}: replay snapshot left as its generating run leaves it: exit {run.returncode}, "
+          f"CPU {run.cpu:.2f} s, wall {run.wall:.2f} s, max RSS {run.max_rss_mb:.0f} MB (the child), "
+          f"{size:.1f} MB written{'' if saved.exists() else ' -- NONE'}{run.stderr[-2000:]}", flush=True)
 
 
 _GENERATED_PASS = """
@@ -349,6 +367,11 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=2, help="with --ab: rounds of the two trees")
     parser.add_argument(
+        "--ab-dir", type=Path, metavar="DIR",
+        help="with --ab TREE: TREE's reruns copy DIR/out (made by TREE's own --keep DIR --as-generated) "
+        "instead of this --keep DIR's",
+    )
+    parser.add_argument(
         "--as-generated", action="store_true",
         help="with --keep DIR (built): first write DIR/out's report files as its generating run would",
     )
@@ -387,7 +410,7 @@ def main() -> int:
         if args.build_only:
             return 0
         if args.ab is not None:
-            alternate(tmp, manifest, args.ab, args.rounds)
+            alternate(tmp, manifest, args.ab, args.rounds, args.ab_dir)
             return 0
         print("  rerun 1, --base-url on a dead port:")
         wall_dead, ok_dead = rerun(manifest, out, dead_url(), args.jobs)
