@@ -372,6 +372,26 @@ def _is_entry(path: Path, offset: int) -> bool:
     return True
 
 
+def _refuse_unknown_event(path: Path, offset: int) -> None:
+    """An ``OutputDirError`` if the last line, from ``offset``, is a whole JSON object (a torn
+    line is not) naming an event this batchvid does not know: a newer batchvid's entry, which
+    may record a paid task, is not moved aside and forgotten but stops the run, as it would
+    anywhere else in the journal."""
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        tail = fh.read()
+    try:
+        data = json.loads(tail)
+    except ValueError:
+        return
+    event = data.get("event") if isinstance(data, dict) else None
+    if isinstance(event, str) and event not in ENTRY_TYPES:
+        raise OutputDirError(
+            f"{path}: its last line records the event {event!r}, which this batchvid does not know "
+            "(written by a newer version?); the journal is unchanged: run a batchvid that knows it"
+        )
+
+
 DAMAGED_LINES = "journal-damaged-lines.txt"
 """Where ``Journal.open`` moves a damaged last line, beside the journal: appended, never
 overwritten, each line as it was (a newline added to a torn one)."""
@@ -466,6 +486,7 @@ class Journal:
             os.fsync(self._fh.fileno())
             return
         try:
+            _refuse_unknown_event(self.path, end)
             self.set_aside = _move_aside(self.path, end, size)
         except OutputDirError:
             self.close()

@@ -181,3 +181,20 @@ def test_a_directory_whose_journal_cannot_be_opened_is_not_left_locked(tmp_path:
     assert set(again.open()) == {"k1"}
     again.close()
     assert path.with_name(DAMAGED_LINES).read_bytes() == BAD_LINES["torn"] + b"\n"
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b'{"event":"from-the-future","id":"b","key":"k2","task_id":"t-paid-2"}\n',
+     b'{"event":"from-the-future","id":"b","key":"k2","task_id":"t-paid-2"}'],
+    ids=["with its newline", "without"],
+)
+def test_a_last_line_of_an_event_this_version_does_not_know_stops_the_run(tmp_path: Path, tail: bytes) -> None:
+    """A whole last entry a newer batchvid wrote (an event unknown here) may record a paid
+    task: it is neither moved aside nor forgotten; opening stops, naming it, journal unchanged."""
+    path = _journal(tmp_path, tail)
+    before = path.read_bytes()
+    with pytest.raises(OutputDirError, match="'from-the-future'.*newer version.*journal is unchanged"):
+        Journal(path).open()
+    assert path.read_bytes() == before
+    assert not path.with_name(DAMAGED_LINES).exists()
