@@ -110,9 +110,12 @@ def run_all(manifest: Path, out: Path, jobs: int, label: str) -> tuple[ChildRun,
     workers = watch.named("python -c (analysis worker)")
     for worker in workers:
         print(f"    analysis worker {worker.pid}'s RSS over time: {watch.at(worker)}")
-    if own and workers:
-        together = watch.peak_together([own[0], *workers])
-        print(f"    the run and its analysis workers together: peak {together:.0f} MB (RSS summed per sample)")
+    snapshots = watch.named("python -c (replay snapshot)")
+    for child in snapshots:
+        print(f"    replay-snapshot child {child.pid}'s RSS over time: {watch.at(child)}")
+    if own and (workers or snapshots):
+        together = watch.peak_together([own[0], *workers, *snapshots])
+        print(f"    the run and its child processes together: peak {together:.0f} MB (RSS summed per sample)")
     run = dataclasses.replace(run, max_rss_mb=own[0].hwm_mb if own else float("nan"))
     summary = json.loads((out / "report.json").read_text())["summary"] if run.returncode == 0 else {}
     return run, summary, requests, watch

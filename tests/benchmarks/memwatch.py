@@ -66,6 +66,8 @@ def label(pid: int) -> str:
     words = [a.decode(errors="replace") for a in argv if a]
     if "-c" in words[1:-1]:  # after interpreter flags such as -P (the analysis workers use it)
         code = words[words.index("-c", 1) + 1]
+        if "batchvid.snapshot" in code:
+            return "python -c (replay snapshot)"  # snapshot.save_after_run's child, at close
         return "python -c (analysis worker)" if "batchvid" in code else "python -c"
     if len(words) >= 4 and words[1:3] == ["-m", "batchvid"]:
         return f"batchvid {words[3]}"
