@@ -11,9 +11,9 @@ body is read as ``wire.send`` reads a response: up to a limit, decoded as httpx 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import httpx
@@ -22,6 +22,7 @@ from batchvid.transport import (
     MAPPED,
     READ_SIZE,
     AiohttpTransport,
+    Body,
     body_sent_in_time,
     check_location,
 )
@@ -50,28 +51,22 @@ async def read_small(transport: AiohttpTransport, request: httpx.Request, limit:
     ``transport.LARGE_BODY`` (larger ones are streamed by ``handle_async_request``)."""
     await transport.acquire_slot(request)
     try:
-        with MAPPED:
-            try:
-                async with await _open(transport, request) as answer:
-                    return await _read(answer, request, limit)
-            except _NAMED as exc:
-                raise _named(exc)(str(exc)) from exc
+        with MAPPED, _AS_NAMED:
+            async with await _open(transport, request) as answer:
+                return await _read(answer, request, limit)
     finally:
         transport.release_slot()
 
 
 async def open_stream(transport: AiohttpTransport, request: httpx.Request) -> httpx.Response:
     """``transport.handle_async_request(request)``'s response, but its body read from aiohttp's
-    response as it arrives (httpx-aiohttp's stream and ``transport._Body`` left out): the same
-    status, headers, extensions, pieces, errors and connection slot. For a body of at most
+    response as it arrives (httpx-aiohttp's stream left out): the same status, headers,
+    extensions, pieces, errors and connection slot (``transport.Body``). For a body of at most
     ``transport.LARGE_BODY``."""
     await transport.acquire_slot(request)
     try:
-        with MAPPED:
-            try:
-                answer = await _open(transport, request)
-            except _NAMED as exc:
-                raise _named(exc)(str(exc)) from exc
+        with MAPPED, _AS_NAMED:
+            answer = await _open(transport, request)
     except BaseException:
         transport.release_slot()
         raise
@@ -79,43 +74,29 @@ async def open_stream(transport: AiohttpTransport, request: httpx.Request) -> ht
     if answer.reason:
         extensions["reason_phrase"] = answer.reason.encode()
     return httpx.Response(
-        answer.status, headers=answer.raw_headers, stream=_Streamed(answer, transport.release_slot),
+        answer.status, headers=answer.raw_headers, stream=Body(_Chunks(answer), transport.release_slot),
         request=request, extensions=extensions,
     )
 
 
-class _Streamed(httpx.AsyncByteStream):
+class _Chunks(httpx.AsyncByteStream):
     """An aiohttp response's body in pieces of up to ``READ_SIZE`` (``iter_chunked``, as
-    httpx-aiohttp reads it), its errors mapped, the connection slot given back once, on close."""
+    httpx-aiohttp reads it), its errors raised as httpx-aiohttp raises them (``_AS_NAMED``)."""
 
-    def __init__(self, answer: Any, release: Callable[[], None]) -> None:
+    def __init__(self, answer: Any) -> None:
         self._answer = answer
-        self._release = release
-        self._open = True
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with MAPPED:
-            try:
-                async for chunk in self._answer.content.iter_chunked(READ_SIZE):
-                    yield chunk
-            except _NAMED as exc:
-                raise _named(exc)(str(exc)) from exc
+        with _AS_NAMED:
+            async for chunk in self._answer.content.iter_chunked(READ_SIZE):
+                yield chunk
 
     async def aclose(self) -> None:
-        if not self._open:
-            return
-        self._open = False
-        try:
-            with MAPPED:
-                try:
-                    await self._answer.__aexit__(None, None, None)
-                except _NAMED as exc:
-                    raise _named(exc)(str(exc)) from exc
-        finally:
-            self._release()
+        with _AS_NAMED:
+            await self._answer.__aexit__(None, None, None)
 
 
-_AS_NAMED: dict[type[Exception], type[httpx.TransportError]] = {
+_NAMED: dict[type[Exception], type[httpx.TransportError]] = {
     aiohttp.ConnectionTimeoutError: httpx.ConnectTimeout,
     aiohttp.SocketTimeoutError: httpx.ReadTimeout,
     aiohttp.NonHttpUrlClientError: httpx.UnsupportedProtocol,
@@ -123,12 +104,26 @@ _AS_NAMED: dict[type[Exception], type[httpx.TransportError]] = {
 }
 """aiohttp's errors that httpx-aiohttp raises as the httpx class ``MAPPED`` gives them, with
 their own text (``MAPPED`` keeps it): so they read the same here as through httpx's client."""
-_NAMED = tuple(_AS_NAMED)
 
 
-def _named(exc: Exception) -> type[httpx.TransportError]:
-    """The httpx class httpx-aiohttp raises for ``exc``, one of ``_AS_NAMED``'s."""
-    return next(target for source, target in _AS_NAMED.items() if isinstance(exc, source))
+class _AsNamed:
+    """``with _AS_NAMED:`` raises ``_NAMED``'s aiohttp errors as httpx-aiohttp does (inside
+    ``MAPPED``, which then keeps them; a class, not a generator function: one per request)."""
+
+    __slots__ = ()
+    _sources = tuple(_NAMED)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> Literal[False]:
+        if isinstance(exc, self._sources):
+            target = next(target for source, target in _NAMED.items() if isinstance(exc, source))
+            raise target(str(exc)) from exc
+        return False
+
+
+_AS_NAMED = _AsNamed()
 
 
 async def _open(transport: AiohttpTransport, request: httpx.Request) -> Any:

@@ -279,7 +279,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
         _read_in_large_pieces(response.stream)
-        response.stream = _Body(response.stream, self.release_slot)
+        response.stream = Body(response.stream, self.release_slot)
         return response
 
     def session(self) -> Any:
@@ -429,7 +429,7 @@ class _Slices(httpx.AsyncByteStream):
             yield bytes(view[start : start + (1 << 16)])
 
 
-class _Body(httpx.AsyncByteStream):
+class Body(httpx.AsyncByteStream):
     """The response body: mapped errors, and the connection slot given back once, on close."""
 
     def __init__(self, inner: httpx.AsyncByteStream, release: Any) -> None:
