@@ -145,8 +145,7 @@ class _Replay:
         self.lines += len(chunk)
 
     def worth_saving(self) -> bool:
-        folded = self.lines - self._first
-        return folded >= SAVE_LINES and folded >= self._first // 4
+        return _worth_saving(self.lines - self._first, self._first)
 
     def save(self, snapshot: Path) -> None:
         """Write the records folded so far as the snapshot of the lines read so far."""
@@ -166,6 +165,12 @@ class _Replay:
             _write(snapshot, header, count, batches)
 
 
+def _worth_saving(new_lines: int, covered: int) -> bool:
+    """Whether ``new_lines`` journal lines beyond the ``covered`` ones a snapshot holds are
+    worth writing a new one for: ``SAVE_LINES``, and a quarter of those."""
+    return new_lines >= SAVE_LINES and new_lines >= covered // 4
+
+
 def save_after_run(path: Path, appended: int, lock_fd: int | None = None) -> None:
     """Write the snapshot of the journal at ``path`` after a run that appended ``appended``
     lines to it, when that many lines are worth one (``SAVE_LINES``, and a quarter of those the
@@ -174,7 +179,7 @@ def save_after_run(path: Path, appended: int, lock_fd: int | None = None) -> Non
     directory's lock, and ``lock_fd`` (its lock file's descriptor) is the child's too: killed
     while it waits, the run leaves the lock held until the child ends. A child that fails or
     cannot start leaves no snapshot, and is no error (a cache)."""
-    if appended < SAVE_LINES or appended < covered_lines(path.with_name(SNAPSHOT_NAME)) // 4:
+    if not _worth_saving(appended, covered_lines(path.with_name(SNAPSHOT_NAME))):
         return
     if not _is_python(sys.executable) or getattr(sys, "frozen", False):  # no interpreter to start
         return
@@ -230,13 +235,19 @@ def covered_lines(snapshot: Path) -> int:
     a snapshot)."""
     try:
         with open(snapshot, "rb") as sf:
-            head = sf.read(len(_MAGIC) + _HEADER.size)
+            header = _header(sf)
     except OSError:
         return 0
+    return 0 if header is None else int(header[4])
+
+
+def _header(sf: BufferedReader) -> tuple[Any, ...] | None:
+    """The header's fields (``_HEADER``) read from the start of snapshot file ``sf``, or None
+    when it is not a snapshot's (too short, another magic)."""
+    head = sf.read(len(_MAGIC) + _HEADER.size)
     if len(head) != len(_MAGIC) + _HEADER.size or not head.startswith(_MAGIC):
-        return 0
-    lines: int = _HEADER.unpack_from(head, len(_MAGIC))[4]
-    return lines
+        return None
+    return _HEADER.unpack_from(head, len(_MAGIC))
 
 
 def _write(path: Path, header: bytes, count: int, batches: Iterator[bytes]) -> None:
@@ -281,14 +292,14 @@ def _load(snapshot: Path, fh: BufferedReader) -> _Start | None:
 
 
 def _parse(sf: BufferedReader, fh: BufferedReader) -> _Start | None:
-    head = sf.read(len(_MAGIC) + _HEADER.size)
-    if len(head) != len(_MAGIC) + _HEADER.size or not head.startswith(_MAGIC):
+    header = _header(sf)
+    if header is None:
         return None
-    form, identity, chunk, offset, lines, prefix, count = _HEADER.unpack_from(head, len(_MAGIC))
+    form, identity, chunk, offset, lines, prefix, count = header
     code = code_digest()
     if form != FORMAT or chunk != journal.CHUNK_LINES or code is None or identity != _identity(code):
         return None
-    left = os.fstat(sf.fileno()).st_size - len(head) - count * _ENTRY.size
+    left = os.fstat(sf.fileno()).st_size - len(_MAGIC) - _HEADER.size - count * _ENTRY.size
     if lines % chunk or left < 0 or os.fstat(fh.fileno()).st_size < offset:
         return None
     batches = list(_ENTRY.iter_unpack(sf.read(count * _ENTRY.size)))
