@@ -357,12 +357,16 @@ def _after_last_newline(path: Path, size: int) -> int:
     return 0
 
 
-def _is_entry(path: Path, offset: int) -> bool:
-    """Whether the file's bytes from ``offset`` on are one journal entry (``_check``), or
-    nothing but whitespace (a blank line, which replay() skips)."""
+def _read_from(path: Path, offset: int) -> bytes:
+    """The file's bytes from ``offset`` on (its last line)."""
     with path.open("rb") as fh:
         fh.seek(offset)
-        tail = fh.read()
+        return fh.read()
+
+
+def _is_entry(tail: bytes) -> bool:
+    """Whether ``tail`` (the journal's last line) is one journal entry (``_check``), or
+    nothing but whitespace (a blank line, which replay() skips)."""
     if tail.isspace():
         return True
     try:
@@ -372,14 +376,11 @@ def _is_entry(path: Path, offset: int) -> bool:
     return True
 
 
-def _refuse_unknown_event(path: Path, offset: int) -> None:
-    """An ``OutputDirError`` if the last line, from ``offset``, is a whole JSON object (a torn
-    line is not) naming an event this batchvid does not know: a newer batchvid's entry, which
-    may record a paid task, is not moved aside and forgotten but stops the run, as it would
-    anywhere else in the journal."""
-    with path.open("rb") as fh:
-        fh.seek(offset)
-        tail = fh.read()
+def _refuse_unknown_event(path: Path, tail: bytes) -> None:
+    """An ``OutputDirError`` if ``tail``, the last line of the journal at ``path``, is a whole
+    JSON object (a torn line is not) naming an event this batchvid does not know: a newer
+    batchvid's entry, which may record a paid task, is not moved aside and forgotten but stops
+    the run, as it would anywhere else in the journal."""
     try:
         data = json.loads(tail)
     except ValueError:
@@ -407,15 +408,13 @@ class SetAside:
     bytes: int
 
 
-def _move_aside(path: Path, start: int, size: int) -> SetAside:
-    """Move the journal's bytes [start, size) (its damaged last line) to the end of
-    ``DAMAGED_LINES`` (fsynced, a new file's directory too), then cut them off the journal:
+def _move_aside(path: Path, start: int, line: bytes) -> SetAside:
+    """Move the journal's damaged last line, ``line`` from byte ``start``, to the end of
+    ``DAMAGED_LINES`` (fsynced, a new file's directory too), then cut it off the journal:
     a crash in between leaves the line in both, never in neither."""
     aside = path.with_name(DAMAGED_LINES)
+    size = start + len(line)
     try:
-        with path.open("rb") as fh:
-            fh.seek(start)
-            line = fh.read(size - start)
         existed = aside.exists()
         with aside.open("ab") as out:
             out.write(line if line.endswith(b"\n") else line + b"\n")
@@ -475,19 +474,19 @@ class Journal:
         if not size:
             return
         end = _after_last_newline(self.path, size)
-        if end == size:  # the last line is whole: its start
+        whole = end == size
+        if whole:  # the last line ends in its newline: its start
             end = _after_last_newline(self.path, size - 1)
-            if _is_entry(self.path, end):
-                return
-        elif _is_entry(self.path, end):
-            # A whole line that lost only its newline, which replay() read: keep it.
-            self._fh.write(b"\n")
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+        line = _read_from(self.path, end)
+        if _is_entry(line):
+            if not whole:  # a whole line that lost only its newline, which replay() read: keep it
+                self._fh.write(b"\n")
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
             return
         try:
-            _refuse_unknown_event(self.path, end)
-            self.set_aside = _move_aside(self.path, end, size)
+            _refuse_unknown_event(self.path, line)
+            self.set_aside = _move_aside(self.path, end, line)
         except OutputDirError:
             self.close()
             raise
