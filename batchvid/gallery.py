@@ -175,22 +175,22 @@ def _data_pieces(
     """``script_json(gallery_data(report, posters))`` in pieces, a card at a time: the same
     text (keys sorted: jobs, run, sweeps; compact; unsafe characters escaped one by one)."""
     yield '{"jobs":['
-    made = cards is not None and cards.complete
+    copying = cards if cards is not None and cards.complete else None
     sep = ""
-    for card in _cards(report, posters, cards.first if cards is not None and made else None):
+    for card in _cards(report, posters, copying.first if copying is not None else None):
         yield sep + _script_safe(_COMPACT(card))
         sep = ","
-    if cards is None or not made:
-        yield '],"run":' + _script_safe(_COMPACT(_run_facts(report)))
-        yield ',"sweeps":' + _script_safe(_COMPACT(_sweeps(report))) + "}"
-        return
-    yield from cards.pieces()  # its first card after a comma, when some came before
+    if copying is not None:
+        yield from copying.pieces()  # its first card after a comma, when some came before
     run = '],"run":' + _script_safe(_COMPACT(_run_facts(report))) + ',"sweeps":'
     # The sweeps, found from every job's fields, copied when the page replaced has this pass's.
-    sweeps = _script_safe(_COMPACT(_sweeps(report))) if cards.sweeps is None else cards.sweeps.decode("utf-8")
-    if cards.at is not None:
-        start = cards.at + cards.size() + len(run.encode("utf-8"))
-        cards.sweeps_at = [start, start + len(sweeps.encode("utf-8"))]
+    if copying is not None and copying.sweeps is not None:
+        sweeps = copying.sweeps.decode("utf-8")
+    else:
+        sweeps = _script_safe(_COMPACT(_sweeps(report)))
+    if copying is not None and copying.at is not None:
+        start = copying.at + copying.size() + len(run.encode("utf-8"))
+        copying.sweeps_at = [start, start + len(sweeps.encode("utf-8"))]
     yield run
     yield sweeps + "}"
 
