@@ -373,7 +373,7 @@ class Pieces:
         if file in _SWAPS and self.previous.form(number):
             for old, new in _SWAPS[file]:
                 if data.count(old) != end - number:
-                    raise OSError(f"{FILES[file]} changed while it was read")
+                    raise Cut(f"{FILES[file]} changed while it was read")
                 data = data.replace(old, new)
         return data
 
@@ -424,7 +424,8 @@ def _whole(header: dict[str, Any], payload: bytes) -> str:
 
 
 class Cut(OSError):
-    """A report file was cut while its pieces were read: the files are written without them."""
+    """A report file was cut, or written over, while its pieces were read (its bytes not those
+    recorded): the files are written without them."""
 
 
 class Previous:

@@ -325,3 +325,35 @@ def test_hostile_generated_jobs_are_swapped_only_where_each_token_is_the_fields_
     _reference(reference, outcomes, _info(seconds=3.0))
     for name in FILES:
         assert (root / name).read_bytes() == (reference / name).read_bytes(), name
+
+
+def test_a_generated_jobs_text_changed_as_it_is_read_is_not_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generated job's report.json text read without the token its copy swaps (the file
+    written over in place as it was read): the rerun writes every file afresh, the bytes of a
+    rerun without a record, and keeps no record of pieces read from the changed file."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("version: 1\nname: plain\ndefaults: {model: cogvideox-flash}\njobs:\n"
+                        "  - id: clip\n    prompt: \"a clip ${n}\"\n    matrix: {n: [1, 2, 3]}\n", encoding="utf-8")
+    out = tmp_path / "out"
+    _run_cli(manifest, out)
+    with_record, without = _copy(out, tmp_path / "with"), _copy(out, tmp_path / "without")
+    (without / ".batchvid" / PIECES_NAME).unlink()
+    _run_cli(manifest, without)
+    real = reportpieces.Previous.block
+    changed: list[int] = []
+
+    def block(self: reportpieces.Previous, file: int, number: int, end: int) -> bytes:
+        data = real(self, file, number, end)
+        if file == REPORT_JSON and not changed:
+            changed.append(number)
+            data = data.replace(b'"action": "submit"', b'"action": "submiT"', 1)
+        return data
+
+    monkeypatch.setattr(reportpieces.Previous, "block", block)
+    _run_cli(manifest, with_record)
+    assert changed == [0]
+    for file in FILES:
+        assert (with_record / file).read_bytes() == (without / file).read_bytes(), file
+    assert not (with_record / ".batchvid" / PIECES_NAME).exists()
