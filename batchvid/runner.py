@@ -309,7 +309,7 @@ class Runner:
                         self._closing.join()
             clean = True  # nothing cut short: the next run need not look for orphans in jobs/
         finally:
-            self.out.close(clean=clean)
+            self.out.close(clean=clean, snapshot=not self.stopper.interrupted)
         if large:
             keep_until_exit(report)
         return RunResult(report["exit_code"], outcomes, report, self.stopped)

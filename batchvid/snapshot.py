@@ -178,17 +178,25 @@ def save_after_run(path: Path, appended: int, lock_fd: int | None = None) -> Non
     this waits for: the replay's records never live in the run's process. The caller holds the
     directory's lock, and ``lock_fd`` (its lock file's descriptor) is the child's too: killed
     while it waits, the run leaves the lock held until the child ends. A child that fails or
-    cannot start leaves no snapshot, and is no error (a cache)."""
+    cannot start leaves no snapshot, and is no error (a cache). Neither is a Ctrl-C while it
+    waits: the run's work is done, so the child is killed and reaped, and this returns for the
+    run to end as it would have (the next run writes the snapshot as it replays)."""
     if not _worth_saving(appended, covered_lines(path.with_name(SNAPSHOT_NAME))):
         return
     if not _is_python(sys.executable) or getattr(sys, "frozen", False):  # no interpreter to start
         return
     import subprocess
 
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run(child_command(path, lock_fd), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, pass_fds=() if lock_fd is None else (lock_fd,),
-                       check=False)
+    try:
+        child = subprocess.Popen(child_command(path, lock_fd), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, pass_fds=() if lock_fd is None else (lock_fd,))
+    except (OSError, subprocess.SubprocessError):
+        return
+    try:
+        child.wait()
+    except KeyboardInterrupt:
+        child.kill()
+        child.wait()
 
 
 _PYTHON = re.compile(r"(python|pypy)[0-9.]*(-?[a-z]+)?(\.exe)?", re.IGNORECASE)

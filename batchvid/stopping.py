@@ -41,6 +41,11 @@ class Stopper:
         """Whether creates not yet sent must stay unsent."""
         return self._halt.is_set()
 
+    @property
+    def interrupted(self) -> bool:
+        """Whether a signal (SIGINT, SIGTERM) or ``interrupt`` asked the run to stop."""
+        return self._interrupted
+
     def stop(self, reason: str, message: str, *, halt: bool = True) -> None:
         """Record why the run stops early and, with ``halt``, stop every create not yet sent.
         A budget stop does not halt: jobs already admitted within the budget go on."""

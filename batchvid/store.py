@@ -178,16 +178,17 @@ class OutputDir:
                         with contextlib.suppress(OSError):
                             os.unlink(orphan)
 
-    def close(self, *, clean: bool = False) -> None:
+    def close(self, *, clean: bool = False, snapshot: bool = True) -> None:
         """Close the journal and release the lock. ``clean`` (nothing was cut short: no
         temporary file can be left) lets the next run skip looking for orphans in jobs/, and
-        leaves the journal's replay snapshot when this run appended enough lines for one
+        with ``snapshot`` (not after an interrupt: the process is asked to end) leaves the
+        journal's replay snapshot when this run appended enough lines for one
         (``snapshot.save_after_run``, under the lock), so the next run need not decode them."""
         self.journal.close()
         if self._lock_fd is None:
             return
         try:
-            if clean:
+            if clean and snapshot:
                 save_after_run(self.journal.path, self.journal.written, self._lock_fd)
                 os.ftruncate(self._lock_fd, 0)
         finally:

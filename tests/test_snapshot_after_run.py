@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +102,7 @@ def test_the_snapshot_a_run_leaves_gives_the_records_of_a_full_replay(
     gives the records, their order and every field's type and value, that a replay from the
     start gives. A run that finished having appended enough lines leaves one covering every
     whole chunk of its journal (when those are enough lines past the one it found: replay's
-    rule); a crashed run writes none as it ends."""
+    rule); a crashed run, or one stopped by Ctrl-C, starts no child as it ends."""
     rng = random.Random(f"{name}/{seed}")
     chunk = rng.choice([1, 2, 3])
     monkeypatch.setattr(snapshot, "SAVE_LINES", SAVE)
@@ -128,7 +130,7 @@ def test_the_snapshot_a_run_leaves_gives_the_records_of_a_full_replay(
             _run(sim, jobs, out, provider, **settings)
         else:
             _run_with(sim, jobs, out, 2, step, **settings)
-        if step == "crash":
+        if step in ("crash", "interrupt"):  # cut short, or asked to end: no child to wait for
             assert closing == []
         else:
             (appended, start), = closing
@@ -165,16 +167,16 @@ def test_the_child_writes_the_snapshot_while_the_run_still_holds_the_lock(
     monkeypatch.setattr(snapshot, "SAVE_LINES", SAVE)
     monkeypatch.setattr(journal_module, "CHUNK_LINES", 1)
     root = tmp_path / "out"
-    real_run = subprocess.run
+    real_popen = subprocess.Popen
     calls: list[dict[str, Any]] = []
 
-    def run(args: list[str], **kw: Any) -> Any:
+    def popen(args: list[str], **kw: Any) -> Any:
         calls.append(kw)
         with pytest.raises(OutputDirLocked):
             OutputDir(root).open()
-        return real_run(args, **kw)
+        return real_popen(args, **kw)
 
-    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "Popen", popen)
     with OutputDir(root) as out:
         out.open()
         for n in range(SAVE):
@@ -193,13 +195,13 @@ def test_no_child_is_started_when_no_snapshot_is_due(tmp_path: Path, monkeypatch
     the snapshot in place covers."""
     root = tmp_path / "out"
     started: list[list[str]] = []
-    real_run = subprocess.run
+    real_popen = subprocess.Popen
 
-    def run(args: list[str], **kw: Any) -> Any:
+    def popen(args: list[str], **kw: Any) -> Any:
         started.append(args)
-        return real_run(args, **kw)
+        return real_popen(args, **kw)
 
-    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "Popen", popen)
     monkeypatch.setattr(snapshot, "SAVE_LINES", SAVE)
     monkeypatch.setattr(journal_module, "CHUNK_LINES", 1)
     appended = {"small run": SAVE - 1, "not clean": SAVE, "few lines beside a big snapshot": SAVE}[how]
@@ -267,20 +269,56 @@ def test_a_run_finding_the_directory_locked_by_the_child_names_the_child(
     run's; the lock file is emptied once the run closes cleanly."""
     monkeypatch.setattr(snapshot, "SAVE_LINES", SAVE)
     root = tmp_path / "out"
-    real_run = subprocess.run
+    real_popen = subprocess.Popen
     owners: list[str] = []
 
-    def run(args: list[str], **kw: Any) -> Any:
-        done = real_run(args, **kw)
+    def popen(args: list[str], **kw: Any) -> Any:
+        done = real_popen(args, **kw)
+        done.wait()
         owners.append((root / ".batchvid" / "lock").read_text().strip())
         with pytest.raises(OutputDirLocked, match=rf"\(pid {owners[-1]}\)"):
             OutputDir(root).open()
         return done
 
-    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "Popen", popen)
     with OutputDir(root) as out:
         out.open()
         for n in range(SAVE):
             out.journal.append(Submitted(f"k{n}", f"j{n}", f"t{n}"))
     assert len(owners) == 1 and owners[0].isdigit() and owners[0] != str(os.getpid())
     assert (root / ".batchvid" / "lock").read_text() == ""
+
+
+def test_ctrl_c_while_the_child_works_stops_it_and_the_run_ends_as_it_would_have(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C (SIGINT to the run's main thread) while the run waits for its snapshot child
+    kills the child and is no error: ``close`` returns, the lock is released and emptied (a
+    clean close), and no snapshot is left (a cache: the next run replays, and writes one)."""
+    monkeypatch.setattr(snapshot, "SAVE_LINES", SAVE)
+    root = tmp_path / "out"
+    pid_file = tmp_path / "child-pid"
+    sleeper = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    monkeypatch.setattr(snapshot, "child_command", lambda path, lock_fd=None: [sys.executable, "-c", sleeper])
+    main_thread = threading.get_ident()
+
+    def press_ctrl_c() -> None:
+        while not pid_file.exists() or not pid_file.read_text():
+            threading.Event().wait(0.02)
+        signal.pthread_kill(main_thread, signal.SIGINT)
+
+    out = OutputDir(root)
+    out.open()
+    for n in range(SAVE):
+        out.journal.append(Submitted(f"k{n}", f"j{n}", f"t{n}"))
+    presser = threading.Thread(target=press_ctrl_c)
+    presser.start()
+    out.close(clean=True)  # without the fix: KeyboardInterrupt out of here
+    presser.join()
+    child = int(pid_file.read_text())
+    state = Path(f"/proc/{child}/stat")
+    assert not state.exists() or state.read_text().split(") ")[1].startswith("Z"), "the child still runs"
+    assert (root / ".batchvid" / "lock").read_text() == ""
+    assert _covered(root / ".batchvid" / "journal.jsonl") is None
+    with OutputDir(root) as again:
+        assert len(again.open()) == SAVE
