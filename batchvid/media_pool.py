@@ -26,10 +26,9 @@ if TYPE_CHECKING:
 
     from batchvid.media import Analysis
 
-# anyio is imported where the pool uses it, and batchvid.media where a clip is analysed on a
-# thread or a reply unpacked: an analysis worker (``batchvid.media_worker``) imports this
-# module for ``HEADER`` and needs neither here (batchvid.media names this module's entry
-# points, so it cannot be imported here first).
+# anyio is imported where the pool uses it: an analysis worker (``batchvid.media_worker``)
+# imports this module for ``HEADER`` and needs none of it. batchvid.media is imported at the
+# end (it names this module's entry points, and imports it as it ends).
 
 
 POOL_AFTER = 8
@@ -113,10 +112,8 @@ class AnalysisPool:
             pooled = self._after < 0 and not self._broken
         import anyio
 
-        from batchvid.media import analyse
-
         if not pooled:
-            return await anyio.to_thread.run_sync(analyse, path)
+            return await anyio.to_thread.run_sync(media.analyse, path)
         limiter, queue = self._loop_state()
         self._grow(limiter, len(queue) + 1)
         clip = _Clip(path)
@@ -135,7 +132,7 @@ class AnalysisPool:
             if not ok:
                 raise value
             return _unpacked(value)
-        return await anyio.to_thread.run_sync(analyse, path)
+        return await anyio.to_thread.run_sync(media.analyse, path)
 
     async def _send(self, queue: list[_Clip], clip: _Clip) -> None:
         """``clip`` and the clips queued behind it, as many as a worker does in about
@@ -356,12 +353,10 @@ class _Worker:
 
 def _unpacked(values: Any) -> Analysis:
     """The ``Analysis`` that ``batchvid.media_worker._packed`` gave ``values`` of."""
-    from batchvid.media import Analysis, MediaInfo
-
     poster, signals, codec, width, height, fps, frames, duration, audio, audio_codec = values
     quality = None if signals is None else Quality(*signals)
-    info = MediaInfo(codec, width, height, fps, frames, duration, audio, audio_codec, quality)
-    return Analysis(info, poster)
+    info = media.MediaInfo(codec, width, height, fps, frames, duration, audio, audio_codec, quality)
+    return media.Analysis(info, poster)
 
 
 _pool = AnalysisPool()
@@ -382,3 +377,7 @@ def start_pool() -> None:
 def shutdown_pool() -> None:
     """End this process's idle analysis workers (a run may call it when it ends)."""
     _pool.close()
+
+
+# Last: batchvid.media imports this module as it ends, for the names above.
+from batchvid import media  # noqa: E402
