@@ -232,8 +232,9 @@ def _info(container: Any, video: Any, frames: int, signals: Quality | None) -> M
     )
 
 
-# The pool's entry points, where callers have always found them (batchvid.media_pool imports
-# this module only where it uses it, so either may be imported first).
+# The pool's entry points, where callers have always found them. Each of the two modules
+# imports the other as its last line, once all its own names are defined, so either may be
+# imported first (tests/test_analysis.py).
 from batchvid.media_pool import AnalysisPool, analyse_off_loop, shutdown_pool, start_pool  # noqa: E402
 
 __all__ = [
