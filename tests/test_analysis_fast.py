@@ -354,6 +354,25 @@ def test_a_worker_loads_no_event_loop_and_no_output_writing() -> None:
     assert not loaded & {"anyio", "asyncio", "batchvid.store", "batchvid.journal", "json"}
 
 
+@pytest.mark.parametrize("first", ["batchvid.media", "batchvid.media_pool", "batchvid.media_worker"])
+def test_media_and_its_pool_import_in_either_order(first: str) -> None:
+    """``batchvid.media`` and ``batchvid.media_pool`` import each other as they end: whichever
+    is imported first in a new interpreter, both give the pool's entry points, the same
+    objects, without PyAV or numpy loaded."""
+    script = (
+        f"import sys, {first}\n"
+        "from batchvid import media, media_pool\n"
+        "names = ['AnalysisPool', 'analyse_off_loop', 'start_pool', 'shutdown_pool']\n"
+        "assert all(getattr(media, n) is getattr(media_pool, n) for n in names)\n"
+        "assert media_pool.media is media and media.analyse is not None\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-P", "-c", script], env=media_pool.worker_env(),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not set(done.stdout.split()) & {"av", "numpy"}
+
+
 def forget_kept_decoders() -> None:
     poster._local.first = poster._local.sampler = None
 

@@ -152,6 +152,20 @@ def test_a_bframe_clips_first_frame_is_taken_from_its_first_packet(
         assert counts[0] == 1, params
 
 
+def test_the_first_frame_is_out_once_hold_packets_are_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A B-frame clip's first frame is out (``feed`` says done, later packets not needed) at the
+    ``HOLD``-th packet after its first, not only when its packets run out: a long clip's
+    packets are not all held. Its poster is the one decoding in order gives."""
+    monkeypatch.setattr(poster, "kept_decoder", lambda *args: None)
+    clip = bframe_clip(tmp_path / "long.mp4", "bframes=3", frames=60)
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        first = poster.FirstFrame(stream)
+        done = [first.feed(packet) for packet in container.demux(stream) if packet.size]
+    assert len(done) == 60 and done.index(True) == poster.HOLD
+    assert jpeg_of(first.finish()) == poster_jpeg(clip)
+
+
 @pytest.mark.parametrize("frames", [1, 2, 3])
 def test_a_bframe_clip_of_few_frames_gets_its_first_frame(tmp_path: Path, frames: int) -> None:
     """A clip with B-frames that ends before the decoder would let its first picture out
