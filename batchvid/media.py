@@ -98,10 +98,10 @@ def analyse(path: str | os.PathLike[str]) -> Analysis:
     container's alone (size, frame rate, duration, frames; the reorder depth MP4's demuxer
     guesses from the timestamps), where probing could have let a decoder fill in what the
     container lacks: so the container must give a frame rate and a duration, and the first
-    frame must have its size. An H.264 MP4 clip that fails a check or gives an error is
-    analysed again with probing, so facts and errors are probing's
-    (tests/test_analysis_fast.py, tests/benchmarks/ab_analysis.py); any other clip is opened
-    probed from the first, once.
+    frame must have its size. An MP4 clip that is not H.264, fails a check or gives an error
+    is analysed again with probing, so facts and errors are probing's
+    (tests/test_analysis_fast.py, tests/benchmarks/ab_analysis.py); a clip that is not MP4 is
+    opened probed from the first, once.
 
     Raises ``MediaError`` when the file does not open as a video.
     """
