@@ -1,4 +1,4 @@
-"""An analysis worker process's side (``batchvid.media.AnalysisPool`` starts it): read lists
+"""An analysis worker process's side (``batchvid.media_pool.AnalysisPool`` starts it): read lists
 of paths, analyse each (``batchvid.media.analyse``), send back the results as plain values.
 Imported only by the workers, which load PyAV and numpy; the run's process never does."""
 
@@ -11,7 +11,8 @@ import sys
 import time
 from typing import Any
 
-from batchvid.media import _HEADER, Analysis, analyse
+from batchvid.media import Analysis, analyse
+from batchvid.media_pool import HEADER
 
 
 def serve() -> None:
@@ -32,7 +33,7 @@ def serve() -> None:
         except EOFError:
             return
         data = pickle.dumps([_served(path) for path in paths], pickle.HIGHEST_PROTOCOL)
-        replies.write(_HEADER.pack(len(data)) + data)
+        replies.write(HEADER.pack(len(data)) + data)
         replies.flush()
 
 

@@ -67,13 +67,23 @@ class FirstFrame:
     else (the quality scan), by a decoder of its own: the scan's decoder may skip the loop
     filter, which changes pixels. The same frame as ``poster_jpeg``'s, so the same bytes
     (tests/test_analysis.py compares them). The decoder is kept for the next clip of the same
-    parameter sets (``keep_decoder``) when the first packet gave the frame."""
+    parameter sets (``keep_decoder``) when the first packet gave the frame.
+
+    An H.264 stream with B-frames holds its first picture back until the pictures decoded
+    after it show that none comes before it (2-3 more for an x264 clip, ~0.5 ms each at
+    720x480). Those pictures change nothing in the first one, so when the first packet is a
+    keyframe and the packets after it (``HOLD`` of them, or all there are) come after it in
+    presentation order, it is taken out at once (the decoder drained), and the later packets
+    are not decoded: the frame ``poster_jpeg`` gets, as the decoder would order it had it
+    decoded them. A packet that might come before it (no timestamp, an earlier one, one to be
+    discarded or corrupt) and the packets held are decoded as they came, as before; so is a
+    clip whose first picture comes out interlaced (maybe one field of two packets)."""
 
     def __init__(self, stream: Any) -> None:
         import av
 
         self._error: type[Exception] = av.FFmpegError
-        source = stream.codec_context
+        source = self._source = stream.codec_context
         self._fits = (source.name, source.extradata, *(getattr(source, n) for n in COLOUR_FIELDS))
         self._decoder: Any = kept_decoder("first", self._fits) or new_decoder(source)
         self.frame: Any = None
@@ -81,12 +91,18 @@ class FirstFrame:
         self._fed = 0
         self._clean = False
         """Whether the first packet gave the frame: one picture decoded, without error."""
+        self._first: Any = None
+        self._held: list[Any] | None = None
+        """The packets after the first (``_first``), not decoded, while its picture waits in
+        the decoder and none of them comes before it; None when not holding."""
 
     def feed(self, packet: Any) -> bool:
         """Decode ``packet`` until the first frame is out (a decoding error: no poster);
         whether that is done (later packets are not needed)."""
         if self._done:
             return True
+        if self._held is not None:
+            return self._hold(packet)
         self._fed += 1
         try:
             frames = self._decoder.decode(packet)
@@ -96,7 +112,39 @@ class FirstFrame:
         if frames:
             self.frame, self._done = frames[0], True
             self._clean = self._fed == 1 and packet is not None and not sets_in_band((packet,), self._fits[1])
+        elif self._fed == 1 and self._first is None and self._fits[0] == "h264" and _leads(packet, None):
+            self._first, self._held = packet, []
         return self._done
+
+    def _hold(self, packet: Any) -> bool:
+        """``feed`` while the first picture waits: ``packet`` held if it comes after it, else
+        the held packets and it decoded; the first picture drained when ``HOLD`` packets are
+        held, or when the packets ran out (``packet`` None)."""
+        held = self._held
+        assert held is not None
+        if packet is not None and not _leads(self._first, packet):
+            self._held = None
+            return self._fed_all([*held, packet])
+        if packet is not None:
+            held.append(packet)
+            if len(held) < HOLD:
+                return False
+        self._held = None
+        try:
+            frames = self._decoder.decode(None)
+        except self._error:
+            frames = []
+        if len(frames) == 1 and not frames[0].interlaced_frame:
+            self.frame, self._done = frames[0], True
+            return True
+        # Not one whole picture: the packets decoded as they came, by a new decoder.
+        self._decoder, self._fed = new_decoder(self._source), 0
+        return self._fed_all([self._first, *held, *([None] if packet is None else [])])
+
+    def _fed_all(self, packets: list[Any]) -> bool:
+        """``packets`` fed in order (the first packet is not held again); whether the first
+        frame is out."""
+        return any(self.feed(one) for one in packets)
 
     def finish(self) -> Any:
         """The first frame, draining the decoder if the packets ran out before it came out;
@@ -105,6 +153,23 @@ class FirstFrame:
         if self._clean:
             keep_decoder("first", self._fits, self._decoder)
         return self.frame
+
+
+HOLD = 16
+"""Packets held, not decoded, after a first packet whose picture the decoder holds back: an
+H.264 decoder holds at most 16 pictures before it lets the first out, so by then nothing
+that could come before it is left unseen."""
+
+
+def _leads(first: Any, later: Any) -> bool:
+    """Whether ``first``, a stream's first packet, is a keyframe shown before ``later`` (a
+    packet after it; None: whether it can lead at all): both with timestamps, neither to be
+    discarded nor corrupt."""
+    if first is None:
+        return False
+    if later is None:
+        return bool(first.is_keyframe and first.pts is not None and not (first.is_discard or first.is_corrupt))
+    return later.pts is not None and later.pts > first.pts and not (later.is_discard or later.is_corrupt)
 
 
 COLOUR_FIELDS = ("color_range", "colorspace", "color_primaries", "color_trc")

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 # numpy and PyAV are imported where frames are measured, not with this module: the process
 # that runs the event loop uses ``Quality`` and ``check_quality`` and leaves the measuring to
-# the analysis workers (``batchvid.media.AnalysisPool``), so it need not load them.
+# the analysis workers (``batchvid.media_pool.AnalysisPool``), so it need not load them.
 
 MAX_SAMPLES = 32
 MAX_SIDE = 64

@@ -38,7 +38,6 @@ import functools
 import hashlib
 import marshal
 import os
-import re
 import struct
 import sys
 from collections.abc import Iterator
@@ -52,6 +51,7 @@ from typing import Any
 from batchvid import entries, journal
 from batchvid.durable import create_temp
 from batchvid.gcpause import paused_gc
+from batchvid.interpreter import python_command
 from batchvid.journal import Chunk, Fold, JobRecord, chunks, open_journal
 
 SNAPSHOT_NAME = "replay-snapshot"
@@ -183,12 +183,13 @@ def save_after_run(path: Path, appended: int, lock_fd: int | None = None) -> Non
     run to end as it would have (the next run writes the snapshot as it replays)."""
     if not _worth_saving(appended, covered_lines(path.with_name(SNAPSHOT_NAME))):
         return
-    if not _is_python(sys.executable) or getattr(sys, "frozen", False):  # no interpreter to start
+    command = child_command(path, lock_fd)
+    if command is None:  # no interpreter to start
         return
     import subprocess
 
     try:
-        child = subprocess.Popen(child_command(path, lock_fd), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL, pass_fds=() if lock_fd is None else (lock_fd,))
     except (OSError, subprocess.SubprocessError):
         return
@@ -199,28 +200,19 @@ def save_after_run(path: Path, appended: int, lock_fd: int | None = None) -> Non
         child.wait()
 
 
-_PYTHON = re.compile(r"(python|pypy)[0-9.]*(-?[a-z]+)?(\.exe)?", re.IGNORECASE)
-"""An interpreter's name: python3, python3.11, python3.11d, pythonw.exe, pypy3, ..."""
-
-
-def _is_python(executable: str) -> bool:
-    """Whether ``executable`` (``sys.executable``) is named as a Python interpreter is: where
-    Python is embedded (uwsgi, an application), it can be the host program, which must not be
-    started with the child's arguments (then no snapshot is left: the next run writes it)."""
-    return bool(executable) and _PYTHON.fullmatch(os.path.basename(executable)) is not None
-
-
 _CHILD = "import sys; sys.path.insert(0, sys.argv[1]); from batchvid.snapshot import main; main(sys.argv[2:])"
 
 
-def child_command(path: Path, lock_fd: int | None = None) -> list[str]:
+def child_command(path: Path, lock_fd: int | None = None) -> list[str] | None:
     """The child process ``save_after_run`` starts: this interpreter, this very package (its
     folder first on the path; not the working directory, ``-P``), ``replay(path, save=True)``
     with this process's ``CHUNK_LINES`` and ``SAVE_LINES``; ``lock_fd``, the lock file's
-    descriptor it inherits (``main``)."""
+    descriptor it inherits (``main``). None when this process has no interpreter to start
+    (``batchvid.interpreter``: Python embedded in uwsgi or another host program, say): then no
+    snapshot is left, and the next run writes it."""
     package_root = str(Path(__file__).resolve().parent.parent)
-    return [sys.executable, "-P", "-c", _CHILD, package_root, str(path), str(journal.CHUNK_LINES), str(SAVE_LINES),
-            "" if lock_fd is None else str(lock_fd)]
+    return python_command("-c", _CHILD, package_root, str(path), str(journal.CHUNK_LINES), str(SAVE_LINES),
+                          "" if lock_fd is None else str(lock_fd))
 
 
 def main(args: list[str]) -> None:

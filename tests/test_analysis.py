@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from av.codec.context import Flags
 
-from batchvid import media
+from batchvid import media_pool
 from batchvid.media import Analysis, AnalysisPool, MediaError, analyse, probe
 from batchvid.poster import poster_jpeg, poster_size
 from batchvid.simulator.video import VideoSpec, render_video
@@ -235,7 +235,7 @@ async def test_concurrent_clips_share_at_most_the_pool_size(clips: list[Path]) -
 
 @pytest.mark.anyio
 async def test_workers_that_cannot_start_leave_clips_to_threads(
-    clips: list[Path], monkeypatch: pytest.MonkeyPatch
+    clips: list[Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """When a worker dies before its first answer (no usable Python to start it with), its
     clip and every later one are analysed on threads, with no further worker started."""
@@ -246,8 +246,11 @@ async def test_workers_that_cannot_start_leave_clips_to_threads(
         started.append(args)
         return popen(*args, **kwargs)
 
+    broken = tmp_path / "python3"  # named as an interpreter is, but exits at once
+    broken.write_text("#!/bin/sh\nexit 1\n")
+    broken.chmod(0o755)
     pool = AnalysisPool(workers=2, after=0)
-    monkeypatch.setattr("sys.executable", "/bin/false")
+    monkeypatch.setattr("sys.executable", str(broken))
     monkeypatch.setattr(subprocess, "Popen", counting_popen)
     try:
         for clip in clips[:3]:
@@ -256,6 +259,32 @@ async def test_workers_that_cannot_start_leave_clips_to_threads(
         assert pool._broken and pool._started == 0 and workers_of(pool) == []
     finally:
         pool.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("frozen", [False, True])
+async def test_no_worker_is_started_without_an_interpreter(
+    clips: list[Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, frozen: bool
+) -> None:
+    """Where ``sys.executable`` is not a Python interpreter (the host program Python is
+    embedded in), or the application is frozen, no worker is started with it: every clip is
+    analysed on a thread, to the same analysis."""
+    ran = tmp_path / "ran"
+    host = tmp_path / ("python3" if frozen else "uwsgi")
+    host.write_text(f"#!/bin/sh\necho started >> {ran}\n")
+    host.chmod(0o755)
+    monkeypatch.setattr("sys.executable", str(host))
+    if frozen:
+        monkeypatch.setattr("sys.frozen", True, raising=False)
+    pool = AnalysisPool(workers=2, after=0)
+    try:
+        pool.start()
+        for clip in clips[:3]:
+            assert await pool.analyse(clip) == analyse(clip)
+        assert pool._broken and pool._started == 0 and workers_of(pool) == []
+    finally:
+        pool.close()
+    assert not ran.exists()
 
 
 def test_container_without_frame_count_is_measured(tmp_path: Path) -> None:
@@ -304,8 +333,8 @@ async def test_workers_are_added_only_when_clips_queue_longer_than_a_start(
     """Clips arriving at once get a second worker only when their queue would last longer
     than a worker takes to start (never, if starting took forever; always, if it took no
     time). One clip a request: clips sent together in one request wait for that one worker."""
-    monkeypatch.setattr("batchvid.media.WORKER_START_SECONDS", start_seconds)
-    monkeypatch.setattr("batchvid.media.BATCH_SECONDS", 0.0)
+    monkeypatch.setattr("batchvid.media_pool.WORKER_START_SECONDS", start_seconds)
+    monkeypatch.setattr("batchvid.media_pool.BATCH_SECONDS", 0.0)
     pool = AnalysisPool(workers=2, after=0)
     results: dict[Path, Analysis] = {}
 
@@ -353,7 +382,7 @@ def recording_calls(monkeypatch: pytest.MonkeyPatch, *, kill: bool = False) -> l
     """Records the number of clips in each request to a worker (and with ``kill``, kills the
     worker as each request goes out)."""
     sizes: list[int] = []
-    call = media._Worker.call
+    call = media_pool._Worker.call
 
     async def recording(worker: Any, paths: list[str]) -> Any:
         sizes.append(len(paths))
@@ -362,7 +391,7 @@ def recording_calls(monkeypatch: pytest.MonkeyPatch, *, kill: bool = False) -> l
             worker._process.wait()
         return await call(worker, paths)
 
-    monkeypatch.setattr(media._Worker, "call", recording)
+    monkeypatch.setattr(media_pool._Worker, "call", recording)
     return sizes
 
 
@@ -372,7 +401,7 @@ async def test_clips_queued_behind_one_go_to_the_worker_together(
 ) -> None:
     """Clips that queue while a worker is busy go to it in one request (as many as about
     BATCH_SECONDS of its CPU), and each gets its own result."""
-    monkeypatch.setattr("batchvid.media.WORKER_START_SECONDS", 1e9)
+    monkeypatch.setattr("batchvid.media_pool.WORKER_START_SECONDS", 1e9)
     sizes = recording_calls(monkeypatch)
     pool = AnalysisPool(workers=1, after=0)
     results: dict[int, Analysis] = {}
@@ -384,7 +413,7 @@ async def test_clips_queued_behind_one_go_to_the_worker_together(
         await pool.analyse(clips[0])
         await pool.analyse(clips[1])  # a clip's CPU time, measured
         assert sizes == [1, 1]
-        monkeypatch.setattr(pool, "_clip_seconds", media.BATCH_SECONDS / 4)
+        monkeypatch.setattr(pool, "_clip_seconds", media_pool.BATCH_SECONDS / 4)
         async with anyio.create_task_group() as group:
             for index, clip in enumerate(clips * 2):
                 group.start_soon(one, index, clip)
@@ -402,7 +431,7 @@ async def test_a_clip_in_a_batch_under_way_is_not_sent_again(
     """With two workers, a clip already in a request under way waits for that request's reply
     when its own turn comes, rather than going to the other worker as well: each clip is
     sent once, and gets its own result."""
-    monkeypatch.setattr("batchvid.media.WORKER_START_SECONDS", 0.0)
+    monkeypatch.setattr("batchvid.media_pool.WORKER_START_SECONDS", 0.0)
     pool = AnalysisPool(workers=2, after=0)
     results: dict[int, Analysis] = {}
 
@@ -413,13 +442,13 @@ async def test_a_clip_in_a_batch_under_way_is_not_sent_again(
         await pool.analyse(clips[0])
         await pool.analyse(clips[1])  # a clip's time, measured
         with monkeypatch.context() as unbatched:  # a clip a request: a second worker starts and answers
-            unbatched.setattr("batchvid.media.BATCH_SECONDS", 0.0)
+            unbatched.setattr("batchvid.media_pool.BATCH_SECONDS", 0.0)
             async with anyio.create_task_group() as group:
                 for index, clip in enumerate(clips * 2):
                     group.start_soon(one, index, clip)
         assert pool._started == 2 and pool._loop_state()[0].total_tokens == 2
         sizes = recording_calls(monkeypatch)
-        monkeypatch.setattr(pool, "_clip_seconds", media.BATCH_SECONDS / 64)
+        monkeypatch.setattr(pool, "_clip_seconds", media_pool.BATCH_SECONDS / 64)
         results.clear()
         async with anyio.create_task_group() as group:
             for index, clip in enumerate(clips * 2):
@@ -446,7 +475,7 @@ async def test_the_clips_of_a_worker_that_died_are_analysed_on_threads(
         await pool.analyse(clips[0])
         await pool.analyse(clips[1])
         (pid,) = workers_of(pool)
-        monkeypatch.setattr(pool, "_clip_seconds", media.BATCH_SECONDS / 8)
+        monkeypatch.setattr(pool, "_clip_seconds", media_pool.BATCH_SECONDS / 8)
         sizes = recording_calls(monkeypatch, kill=True)
         async with anyio.create_task_group() as group:
             for index, clip in enumerate(clips):

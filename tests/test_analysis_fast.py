@@ -17,7 +17,7 @@ import av
 import numpy as np
 import pytest
 
-from batchvid import media, media_worker, poster, quality
+from batchvid import media, media_pool, media_worker, poster, quality
 from batchvid.media import analyse, probe
 from batchvid.simulator.video import VideoSpec, render_video
 from tests.test_analysis import clips  # noqa: F401  (the fixture)
@@ -156,10 +156,10 @@ def test_h264_mp4_clips_are_analysed_unprobed_to_the_probed_results(
     shapes = unprobed_clips(tmp_path)
     unset = {}
     for clip in shapes:
-        with media._opened(clip, probed=False) as (_, video):
+        with media._opened(clip, probed=False) as (_, video, _):
             assert video.codec_context.format is None, clip.name
             fields = (video.codec_context.has_b_frames, video.codec_context.color_range)
-        with media._opened(clip) as (_, video):
+        with media._opened(clip) as (_, video, _):
             assert video.codec_context.format is not None, clip.name
             unset[clip.name] = fields != (video.codec_context.has_b_frames, video.codec_context.color_range)
     # Facts a probing decoder sets that stay unset unprobed (which the analysis's decoders
@@ -197,7 +197,7 @@ def test_other_codecs_and_containers_are_analysed_probed(
     assert opens == [False, True, True]  # analyse's two opens, then the probed one compared
     assert analyse(mpeg4).info.width == 96
     mkv = make_clip(tmp_path / "clip.mkv", "moving", frames=20)
-    with media._opened(mkv, probed=False) as (_, video):
+    with media._opened(mkv, probed=False) as (_, video, _):
         assert video.codec_context.format is not None
     assert analyse(mkv) == media._analyse(mkv, probed=True)
 
@@ -224,7 +224,7 @@ def test_an_application_that_logs_ffmpeg_gets_its_clips_probed(
     av.logging.set_level(av.logging.WARNING)
     try:
         with caplog.at_level(logging.WARNING, logger="libav"):
-            with media._opened(clip, probed=False) as (_, video):
+            with media._opened(clip, probed=False) as (_, video, _):
                 assert video.codec_context.format is not None  # probed
             analysis = analyse(clip)
     finally:
@@ -239,6 +239,46 @@ def outcome(call: Any, clip: Path) -> Any:
         return call(clip)
     except media.MediaError as exc:
         return str(exc)
+
+
+def vp9_webm(path: Path) -> Path:
+    """A VP9 clip in WebM: neither MP4 nor H.264."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libvpx-vp9", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.options = {"deadline": "realtime", "cpu-used": "8"}
+        for index in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 20 * index, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 25)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def test_a_clip_that_cannot_skip_probing_is_opened_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clip that is not MP4 (WebM with VP9, Matroska with H.264) is opened once, probed, to
+    the probed analysis; a file that does not open as a video is tried once, to the probed
+    error; an H.264 MP4 clip is opened once, unprobed."""
+    webm, mkv = vp9_webm(tmp_path / "clip.webm"), make_clip(tmp_path / "clip.mkv", "moving", frames=20)
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"not a video at all " * 64)
+    mp4 = make_clip(tmp_path / "clip.mp4", "moving", frames=20)
+    expected = {clip: outcome(lambda path: media._analyse(path, probed=True), clip) for clip in (webm, mkv, garbage)}
+    assert isinstance(expected[webm], media.Analysis) and expected[webm].info.codec == "vp9"
+    assert isinstance(expected[garbage], str)
+    expected[mp4] = media._analyse(mp4, probed=True)
+    opens: list[str] = []
+    av_open = av.open
+
+    def counting(file: Any, *args: Any, **kwargs: Any) -> Any:
+        opens.append(file)
+        return av_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(av, "open", counting)
+    for clip in (webm, mkv, garbage, mp4):
+        opens.clear()
+        assert outcome(analyse, clip) == expected[clip], clip.name
+        assert opens == [str(clip)], clip.name
 
 
 def test_a_clip_cut_short_gets_probings_result(tmp_path: Path) -> None:
@@ -275,9 +315,9 @@ def test_packed_analysis_reads_back_equal(clips: list[Path]) -> None:  # noqa: F
     with signals and a poster and for one with neither."""
     for clip in clips[:3]:
         result = analyse(clip)
-        assert media._unpacked(media_worker._packed(result)) == result
+        assert media_pool._unpacked(media_worker._packed(result)) == result
     bare = media.Analysis(dataclasses.replace(analyse(clips[0]).info, quality=None), None)
-    assert media._unpacked(media_worker._packed(bare)) == bare
+    assert media_pool._unpacked(media_worker._packed(bare)) == bare
 
 
 @pytest.mark.anyio
@@ -307,11 +347,30 @@ def test_a_worker_loads_no_event_loop_and_no_output_writing() -> None:
         "import av.video.reformatter, numpy\n"
         "print(' '.join(sorted(sys.modules)))\n"
     )
-    done = subprocess.run([sys.executable, "-P", "-c", script], env=media.worker_env(),
+    done = subprocess.run([sys.executable, "-P", "-c", script], env=media_pool.worker_env(),
                           capture_output=True, text=True, check=True)
     loaded = set(done.stdout.split())
     assert {"batchvid.media", "batchvid.poster", "batchvid.quality", "av", "numpy"} <= loaded
     assert not loaded & {"anyio", "asyncio", "batchvid.store", "batchvid.journal", "json"}
+
+
+@pytest.mark.parametrize("first", ["batchvid.media", "batchvid.media_pool", "batchvid.media_worker"])
+def test_media_and_its_pool_import_in_either_order(first: str) -> None:
+    """``batchvid.media`` and ``batchvid.media_pool`` import each other as they end: whichever
+    is imported first in a new interpreter, both give the pool's entry points, the same
+    objects, without PyAV or numpy loaded."""
+    script = (
+        f"import sys, {first}\n"
+        "from batchvid import media, media_pool\n"
+        "names = ['AnalysisPool', 'analyse_off_loop', 'start_pool', 'shutdown_pool']\n"
+        "assert all(getattr(media, n) is getattr(media_pool, n) for n in names)\n"
+        "assert media_pool.media is media and media.analyse is not None\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-P", "-c", script], env=media_pool.worker_env(),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not set(done.stdout.split()) & {"av", "numpy"}
 
 
 def forget_kept_decoders() -> None:

@@ -600,7 +600,7 @@ def test_the_run_imports_httpx_without_its_command_line_tool() -> None:
 def test_a_run_that_owns_its_process_ends_its_analysis_workers_with_the_report(tmp_path: Path) -> None:
     """With ``owns_process`` (the CLI), the analysis workers have exited when ``run`` returns,
     their clips analysed; without it they stay for the process's next run."""
-    from batchvid import media
+    from batchvid import media_pool
 
     sim = Simulator(SimulatorConfig())
     for owns, workers_left in ((False, True), (True, False)):
@@ -608,7 +608,7 @@ def test_a_run_that_owns_its_process_ends_its_analysis_workers_with_the_report(t
                         transport=httpx.ASGITransport(app=sim.app), owns_process=owns)
         result = anyio.run(runner.run)
         assert result.exit_code == 0 and all(o.media for o in result.outcomes)
-        idle = list(media._pool._idle)
+        idle = list(media_pool._pool._idle)
         assert bool(idle) is workers_left
         assert all(worker._process.poll() is None for worker in idle)
 

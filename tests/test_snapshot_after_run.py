@@ -254,13 +254,6 @@ def test_no_child_is_started_when_the_executable_is_no_python(
     assert not (out / ".batchvid" / snapshot.SNAPSHOT_NAME).exists()
 
 
-def test_an_interpreter_is_known_by_its_name() -> None:
-    """The names Python interpreters have pass ``_is_python``; a host program's do not."""
-    names = ["/usr/bin/python3", "/x/.venv/bin/python", "python3.11", "python3.11d", "pypy3", "pythonw.exe"]
-    assert all(map(snapshot._is_python, [sys.executable, *names]))
-    assert not any(map(snapshot._is_python, ["/usr/bin/uwsgi", "/opt/app/blender", "", "/usr/bin/pythonista-host"]))
-
-
 def test_a_run_finding_the_directory_locked_by_the_child_names_the_child(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,14 +2,15 @@
 another tree's (main's, say) on a corpus of clips, field for field, floats to the last bit,
 posters byte for byte, errors message for message.
 
-Run: .venv/bin/python tests/benchmarks/ab_analysis.py --against /work/main [--cpu]
+Run: .venv/bin/python tests/benchmarks/ab_analysis.py --against /work/main [--cpu] [--bframes]
 
 The corpus (written to a temporary directory): simulator clips of every look, pattern, a range
 of sizes, rates, lengths and colours, with and without audio; PyAV-made H.264 clips (B-frames,
 keyframe every N frames, full range, odd sizes, one frame, Matroska); and broken files
 (truncated at several points, garbage, empty, audio only). Each tree analyses the corpus in a
 subprocess of its own (``python -P`` with that tree first on the path), so neither sees the
-other's modules. With ``--cpu``, each tree's CPU time for the corpus is printed too.
+other's modules. With ``--cpu``, each tree's CPU time for the corpus is printed too. With
+``--bframes``, 49 H.264 clips with B-frames of many shapes (``bframe_corpus``) are added.
 """
 
 from __future__ import annotations
@@ -179,6 +180,107 @@ def make_clip(path: Path, kind: str, frames: int, gop: int | None, preset: str, 
     return path
 
 
+def bframe_corpus(root: Path) -> list[Path]:
+    """H.264 clips with B-frames, of many shapes (``--bframes``): CogVideoX's sizes; reorder
+    depths 1-16, pyramids, adaptive or fixed B-frames, open GOPs, interlaced coding (MBAFF),
+    CAVLC, slices, in-band parameter sets, 4:4:4 and 4:2:2 at odd sizes, 10 bits, grey;
+    Matroska and MOV; remuxed to start at a later keyframe of an open GOP (leading pictures
+    shown before it), mid-GOP, or with presentation times equal to decoding times; cut short
+    at points in their first packets; and HEVC with B-frames."""
+    made = root / "bframes"
+    made.mkdir()
+    paths: list[Path] = []
+    shapes: list[tuple[str, int, int, int, str, str]] = [
+        ("cogvideox-720x480.mp4", 720, 480, 49, "yuv420p", "bframes=3"),
+        ("cogvideox-1360x768.mp4", 1360, 768, 20, "yuv420p", "bframes=3"),
+        ("yuvj420p.mp4", 160, 96, 30, "yuvj420p", "bframes=3"),
+        ("odd-444.mp4", 97, 55, 30, "yuv444p", "bframes=3"),
+        ("odd-422.mp4", 98, 54, 30, "yuv422p", "bframes=2"),
+        ("tenbit.mp4", 160, 96, 30, "yuv420p10le", "bframes=3"),
+        ("grey.mp4", 160, 96, 30, "gray", "bframes=3"),
+        ("bframes.mkv", 160, 96, 40, "yuv420p", "bframes=3"),
+        ("bframes.mov", 160, 96, 40, "yuv420p", "bframes=3"),
+    ]
+    for depth in (1, 2, 3, 8, 16):
+        for pyramid in ("none", "normal", "strict"):
+            shapes.append((f"b{depth}-{pyramid}.mp4", 160, 96, 40, "yuv420p",
+                           f"bframes={depth}:b-pyramid={pyramid}:b-adapt=0:ref={min(depth + 1, 16)}"))
+    for name, params in (
+        ("adaptive.mp4", "bframes=16:b-adapt=2"), ("open-gop.mp4", "bframes=3:keyint=12:open-gop=1"),
+        ("mbaff-tff.mp4", "bframes=3:interlaced=1:tff=1"), ("mbaff-bff.mp4", "bframes=3:interlaced=1:bff=1"),
+        ("fake-interlaced.mp4", "bframes=3:fake-interlaced=1"), ("cavlc.mp4", "bframes=3:cabac=0:weightb=0"),
+        ("slices.mp4", "bframes=3:slices=4"), ("inband.mp4", "bframes=3:keyint=10:repeat-headers=1:aud=1"),
+        ("keyint-1.mp4", "bframes=3:keyint=1"), ("short-gop.mp4", "bframes=3:keyint=4:min-keyint=4"),
+    ):
+        shapes.append((name, 160, 96, 40, "yuv420p", params))
+    for name, width, height, frames, pix_fmt, params in shapes:
+        paths.append(_encoded(made / name, width, height, frames, pix_fmt, "libx264", params))
+    for frames in (1, 2, 3):
+        paths.append(_encoded(made / f"frames-{frames}.mp4", 160, 96, frames, "yuv420p", "libx264", "bframes=3"))
+    paths.append(_encoded(made / "hevc.mp4", 160, 96, 30, "yuv420p", "libx265", "bframes=4:log-level=none"))
+    gop = made / "open-gop.mp4"
+    paths.append(_remuxed(gop, made / "from-second-keyframe.mp4", skip_keyframes=1))
+    paths.append(_remuxed(gop, made / "leading-pictures.mp4", skip_keyframes=2))  # shown before it
+    paths.append(_remuxed(gop, made / "mid-gop.mp4", skip_packets=5))
+    paths.append(_remuxed(made / "b3-normal.mp4", made / "pts-as-dts.mp4", pts_as_dts=True))
+    paths.append(_remuxed(made / "b8-strict.mp4", made / "b8-strict.mkv"))
+    whole = _encoded(made / "faststart.mp4", 160, 96, 30, "yuv420p", "libx264", "bframes=3", faststart=True)
+    paths.append(whole)
+    data = whole.read_bytes()
+    mdat = data.index(b"mdat")
+    for cut in (mdat + 100, mdat + 600, mdat + 1500, mdat + 3000, (mdat + len(data)) // 2):
+        clip = made / f"faststart-cut-{cut}.mp4"
+        clip.write_bytes(data[:cut])
+        paths.append(clip)
+    return paths
+
+
+def _encoded(path: Path, width: int, height: int, frames: int, pix_fmt: str, codec: str, params: str,
+             *, faststart: bool = False) -> Path:
+    """A clip of a moving gradient and bar, ``codec`` with its ``params``."""
+    options = {"movflags": "+faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as container:
+        stream = container.add_stream(codec, rate=16)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream.codec_context.thread_count = 1
+        key = "x265-params" if codec == "libx265" else "x264-params"
+        stream.options = {"preset": "veryfast", key: params}
+        rows, columns = np.mgrid[0:height, 0:width]
+        for index in range(frames):
+            picture = np.stack([(columns * 3 + index * 7) % 256, (rows * 2 + index * 5) % 256,
+                                ((columns + rows) // 2 + index * 11) % 256], -1).astype(np.uint8)
+            x = (index * 9) % width
+            picture[:, x : x + 10] = 255
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 16)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def _remuxed(source: Path, path: Path, *, skip_keyframes: int = 0, skip_packets: int = 0,
+             pts_as_dts: bool = False) -> Path:
+    """``source``'s video packets in another file: from its ``skip_keyframes``-th keyframe after
+    the first on, or without its first ``skip_packets``, or with each packet's presentation
+    time set to its decoding time."""
+    with av.open(str(source)) as inp, av.open(str(path), "w") as out:
+        template = inp.streams.video[0]
+        stream = out.add_stream_from_template(template)
+        keyframes = skipped = 0
+        for packet in inp.demux(template):
+            if packet.dts is None:
+                continue
+            keyframes += packet.is_keyframe
+            skipped += 1
+            if keyframes <= skip_keyframes or skipped <= skip_packets:
+                continue
+            if pts_as_dts:
+                packet.pts = packet.dts
+            packet.stream = stream
+            out.mux(packet)
+    return path
+
+
 def _audio_only(path: Path, source: bytes) -> Path:
     """The audio track of an MP4 ``source``, alone in an MP4 file."""
     src = path.with_suffix(".src.mp4")
@@ -207,9 +309,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--against", type=Path, required=True, help="the other tree (a checkout)")
     parser.add_argument("--cpu", action="store_true", help="print each tree's CPU for the corpus")
+    parser.add_argument("--bframes", action="store_true",
+                        help="add H.264 clips with B-frames of many shapes (bframe_corpus) to the corpus")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ab-analysis-") as tmp:
-        paths = corpus(Path(tmp))
+        paths = corpus(Path(tmp)) + (bframe_corpus(Path(tmp)) if args.bframes else [])
         ours, our_cpu = analysed(ROOT, paths)
         theirs, their_cpu = analysed(args.against.resolve(), paths)
     count = len(paths)

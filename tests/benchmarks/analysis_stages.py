@@ -118,7 +118,7 @@ else:
 
 def _child_env(tree: Path) -> dict[str, str]:
     """The child's environment: ``tree`` first on the path, and what a worker sets
-    (``batchvid.media.worker_env``)."""
+    (``batchvid.media_pool.worker_env``)."""
     return dict(os.environ, PYTHONPATH=str(tree), OPENBLAS_NUM_THREADS="1",
                 MALLOC_MMAP_THRESHOLD_=str(32 << 20), MALLOC_TRIM_THRESHOLD_=str(64 << 20))
 

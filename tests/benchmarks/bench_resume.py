@@ -297,7 +297,9 @@ def as_generated(manifest: Path, out: Path) -> None:
     path = (out / ".batchvid" / "journal.jsonl").resolve()
     saved = path.with_name(snapshot.SNAPSHOT_NAME)
     saved.unlink(missing_ok=True)
-    run = run_child(snapshot.child_command(path), env={"PYTHONDONTWRITEBYTECODE": ""})
+    command = snapshot.child_command(path)
+    assert command is not None, "no Python interpreter to start the child with"
+    run = run_child(command, env={"PYTHONDONTWRITEBYTECODE": ""})
     size = saved.stat().st_size / 1e6 if saved.exists() else 0.0
     print(f"  {out}: replay snapshot left as its generating run leaves it: exit {run.returncode}, "
           f"CPU {run.cpu:.2f} s, wall {run.wall:.2f} s, max RSS {run.max_rss_mb:.0f} MB (the child), "
