@@ -364,14 +364,16 @@ class Runner:
         from batchvid.media import start_pool
         from batchvid.transport import Client
 
-        # The first analysis worker boots while the first creates go out, so no clip waits for
-        # it and this process never loads PyAV or numpy on its event loop.
-        start_pool()
         # Tasks already running on the server go first: they hold server capacity already.
         work.sort(key=lambda i: steps[i].action == "submit")
         timeout = httpx.Timeout(s.http_timeout, connect=min(10.0, s.http_timeout))
         # One transport under both clients: sharing it is safe (batchvid.transport).
         transport = self._transport()
+        # The first analysis worker boots while the first creates go out, so no clip waits for
+        # it and this process never loads PyAV or numpy on its event loop; started after the
+        # transport's imports (aiohttp's ~0.1 s), which a booting worker slowed by ~80 ms on a
+        # 2-core machine, and the creates waited for them, not for the worker.
+        start_pool()
         async with (
             self._api_client(transport) as api,
             Client(
