@@ -20,7 +20,9 @@ The run's CPU is shown for its whole process and for its main thread (the event 
 the imports and the report files). ``--ab TREE`` alternates runs of this checkout and of TREE
 (another checkout with its own ``.venv``) against one simulator, ``--rounds`` times each.
 ``--phases`` also times, in the run, a slot's release to the next create's start, the
-``submitting`` line's commit and the create request (wrapping those functions).
+``submitting`` line's commit and the create request (wrapping those functions), and prints the
+run's timeline from its process's start: imports done, ``Runner.run``, the first create, the
+last end seen, the report files, the last ``atexit`` handler and the process gone.
 """
 
 from __future__ import annotations
