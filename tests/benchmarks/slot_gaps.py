@@ -2,7 +2,8 @@
 ``bench_throughput.py``, seen from the server.
 
 Run: ``.venv/bin/python tests/benchmarks/slot_gaps.py [--jobs N] [--max-in-flight C]
-[--latency S] [--poll-interval MIN:MAX] [--ab TREE --rounds R] [--profile FILE | --wrap CMD]``
+[--latency S] [--poll-interval MIN:MAX] [--warmup N] [--phases] [--ab TREE --rounds R]
+[--profile FILE | --wrap CMD]``
 
 Polls are at batchvid's default interval scaled to the task time, as ``bench_throughput.py``
 has them (``--poll-interval`` overrides). The simulator runs in this process (a thread; its
@@ -63,7 +64,8 @@ def traced(creates: list[float], ends: dict[str, tuple[float, float]], seen: dic
         now = self.core.clock()
         reply = poll(self, provider, scope, task_id)
         # judged by the answer, which reads the clock again: a task ending between the two
-        # readings (this thread shares the GIL with the benchmark's) is still seen here
+        # readings (this thread shares the GIL with the benchmark's) is still seen here; the
+        # answer is BigModel's (the only provider this script runs), compact JSON
         ended = reply.status == 200 and b'"task_status":"PROCESSING"' not in reply.body
         if task is not None and task_id not in seen and ended:
             seen[task_id] = max(now, task.ends)
