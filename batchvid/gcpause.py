@@ -110,5 +110,27 @@ def keep_until_exit(*objects: object) -> None:
     here: nothing kept is finalized (no ``__del__``, no file closed or flushed)."""
     if not _KEPT:
         _KEPT.append(_KEPT)
-        atexit.register(gc.freeze)
+        freeze_at_exit()
     _KEPT.extend(objects)
+
+
+_FREEZING: list[bool] = []
+"""Whether ``freeze_at_exit`` registered its ``atexit`` already."""
+
+
+def freeze_at_exit() -> None:
+    """Skip the cyclic collector's last passes as this process shuts down: everything alive
+    then is frozen (``gc.freeze`` at ``atexit``), so the interpreter's shutdown collections,
+    which do not look at frozen objects, scan nothing.
+
+    For a process that ends once its command has (the CLI's ``run``): those collections walk
+    every object the process holds, the HTTP stack's modules included, to free memory the
+    process gives back by exiting anyway (~100 ms of a ``batchvid run`` of 300 jobs on the
+    project's 2-core VM, ~20 ms left with it). An object in a reference cycle at exit is then
+    not finalized (its ``__del__`` does not run): what must reach the disk is written, flushed
+    and closed before the command returns (the journal is fsynced line by line, report files
+    written whole), as it must be anyway for a process that is killed. Objects freed by
+    reference counting as the modules are cleared are finalized as before."""
+    if not _FREEZING:
+        _FREEZING.append(True)
+        atexit.register(gc.freeze)

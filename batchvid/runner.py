@@ -39,7 +39,7 @@ from batchvid.events import (
     Subscriber,
     scrubber,
 )
-from batchvid.gcpause import fewer_collections, keep_until_exit, long_lived
+from batchvid.gcpause import fewer_collections, freeze_at_exit, keep_until_exit, long_lived
 from batchvid.jobs import Manifest
 from batchvid.plan import ACTIVE, STATUS_OF_ACTION, UNANSWERED_CREATE, Plan, Step
 from batchvid.ratelimit import AdaptiveLimit, RateLimiter
@@ -198,7 +198,8 @@ class Runner:
     the report files are written, not at exit, and what a run of ``FREEZE_FROM`` jobs or more
     builds before its jobs run is frozen out of the collector's sight until it ends
     (``gcpause.long_lived``), then kept unfreed until the process exits
-    (``gcpause.keep_until_exit``): only for a process that ends after the run.
+    (``gcpause.keep_until_exit``): only for a process that ends after the run; a smaller run's
+    process skips only the collector's shutdown passes (``gcpause.freeze_at_exit``).
     ``await runner.run()`` returns a ``RunResult``.
     """
 
@@ -312,6 +313,8 @@ class Runner:
             self.out.close(clean=clean, snapshot=not self.stopper.interrupted)
         if large:
             keep_until_exit(report)
+        elif self.owns_process:  # the process ends after the run: no shutdown collection
+            freeze_at_exit()
         return RunResult(report["exit_code"], outcomes, report, self.stopped)
 
     def _open(self) -> dict[str, JobRecord]:
@@ -361,14 +364,16 @@ class Runner:
         from batchvid.media import start_pool
         from batchvid.transport import Client
 
-        # The first analysis worker boots while the first creates go out, so no clip waits for
-        # it and this process never loads PyAV or numpy on its event loop.
-        start_pool()
         # Tasks already running on the server go first: they hold server capacity already.
         work.sort(key=lambda i: steps[i].action == "submit")
         timeout = httpx.Timeout(s.http_timeout, connect=min(10.0, s.http_timeout))
         # One transport under both clients: sharing it is safe (batchvid.transport).
         transport = self._transport()
+        # The first analysis worker boots while the first creates go out, so no clip waits for
+        # it and this process never loads PyAV or numpy on its event loop; started after the
+        # transport's imports (aiohttp's ~0.1 s), which a booting worker slowed by ~80 ms on a
+        # 2-core machine, and the creates waited for them, not for the worker.
+        start_pool()
         async with (
             self._api_client(transport) as api,
             Client(

@@ -150,3 +150,34 @@ def test_what_is_kept_until_exit_stays_alive_and_is_not_freed_at_exit(keep: bool
                           capture_output=True, text=True, check=True)
     assert done.stdout == ("end\n" if keep else "freed\nend\n")
     assert done.stderr == ""
+
+
+_CYCLE_AT_EXIT = """
+import os, sys
+from batchvid.gcpause import freeze_at_exit
+
+class Loud:
+    def __del__(self, write=os.write):
+        write(1, b"finalized\\n")
+
+cycle = Loud()
+cycle.me = cycle  # freed only by the cyclic collector: at the latest, its passes at shutdown
+if sys.argv[1] == "freeze":
+    freeze_at_exit()
+    freeze_at_exit()  # registered once
+print("end", flush=True)
+"""
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_at_exit_skips_the_collectors_passes_at_shutdown(freeze: bool) -> None:
+    """A process that called ``freeze_at_exit`` shuts down without the cyclic collector's
+    passes: an object in a reference cycle is not finalized, where without it the shutdown's
+    collection finalizes it."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _CYCLE_AT_EXIT, "freeze" if freeze else "plain"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout == ("end\n" if freeze else "end\nfinalized\n")
+    assert done.stderr == ""

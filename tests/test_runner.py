@@ -93,13 +93,17 @@ def test_only_a_large_run_that_owns_its_process_freezes_what_it_built(
     while it runs (from ``RunStarted`` on), what it built is frozen only in the CLI's process
     (``owns_process``, not in one that has other work's garbage to collect) and only for
     ``FREEZE_FROM`` jobs or more; only such a run keeps what it built until the process exits
-    (``keep_until_exit``: here recorded, not kept, so the test session frees it)."""
+    (``keep_until_exit``: here recorded, not kept, so the test session frees it); a smaller one
+    in the CLI's process only skips the collector's passes at exit (``freeze_at_exit``, here
+    recorded, not registered)."""
     from batchvid import runner as runner_module
     from batchvid.events import RunStarted
 
     monkeypatch.setattr(runner_module, "FREEZE_FROM", freeze_from)
     kept: list[tuple[object, ...]] = []
     monkeypatch.setattr(runner_module, "keep_until_exit", lambda *objects: kept.append(objects))
+    exits: list[bool] = []
+    monkeypatch.setattr(runner_module, "freeze_at_exit", lambda: exits.append(True))
 
     sim = Simulator(SimulatorConfig())
     jobs = _jobs(2)
@@ -118,7 +122,9 @@ def test_only_a_large_run_that_owns_its_process_freezes_what_it_built(
         assert (frozen[-1] > 0) is frozen_expected
         assert gc.isenabled() and gc.get_freeze_count() == 0
         assert len(kept) == (2 if frozen_expected else 0)  # what it built, then its report
+        assert len(exits) == (1 if owns_process and not frozen_expected else 0)
         kept.clear()
+        exits.clear()
     gc.collect()  # what was handed back, collected here rather than at the session's end
 
 
