@@ -32,7 +32,6 @@ and a line in the table above.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -333,8 +332,7 @@ class Journal:
     ``commit`` is the group commit of the event loop's hot paths: the line is written and
     flushed at once (so lines keep their order), then the caller waits until an fsync that
     began after the write has finished. If none is under way, the caller leads one in a worker
-    thread, once the other tasks ready in the same turn of the event loop have written their
-    lines; lines written meanwhile wait for the next, one fsync for all of them. The wait is
+    thread; lines written meanwhile wait for the next, one fsync for all of them. The wait is
     shielded from cancellation, like the synchronous ``append``: once ``commit`` is called, its
     line is durable when it returns, whatever happens to the caller.
     """
@@ -407,13 +405,11 @@ class Journal:
                 await self._lead_sync()
 
     async def _lead_sync(self) -> None:
-        """One fsync in a worker thread, covering every line written before it starts: the
-        leader lets the tasks ready in this turn of the event loop write their lines first
-        (jobs answered together share the fsync). Called in ``commit``'s shielded scope."""
+        """One fsync in a worker thread, covering every line written before it starts (in
+        ``commit``'s shielded scope: the hop needs no shield of its own)."""
         assert self._fh is not None, "journal is not open"
         done = self._syncing = anyio.Event()
         try:
-            await asyncio.sleep(0)
             upto = self._written
             await started(os.fsync, self._fh.fileno())
             self._synced = max(self._synced, upto)
