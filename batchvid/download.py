@@ -118,7 +118,8 @@ class Downloader:
         ``response.json``, then a rejected video set aside or the poster written, then the one
         fsync of the job's directory that makes the renames of all its files durable before the
         journal names them (setting aside and the poster's durable write end with it; without
-        either, it is made here)."""
+        either, it is made here), and the fsync of jobs/ that makes the directory's own entry
+        durable (``submit._write_request`` made it without one)."""
         from batchvid.poster import write_poster
 
         _commit_held(later)
@@ -126,10 +127,12 @@ class Downloader:
         path = self.job_dir(job) / "video.mp4"
         if files.rejected is not None:
             files.video = self._set_aside(path, files.video)
+            fsync_dir(path.parent.parent)
             return
         files.poster = write_poster(self.root, path, poster) if poster is not None else None
         if files.poster is None:
             fsync_dir(path.parent)
+        fsync_dir(path.parent.parent)
         files.stat = file_stat(path)
 
     def _set_aside(self, path: Path, video: dict[str, Any]) -> dict[str, Any]:

@@ -48,9 +48,10 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def make_dir(path: Path, *, durable: bool = True) -> None:
+def make_dir(path: Path, *, durable: bool = True, own_entry: bool = True) -> None:
     """Create ``path`` and any missing parents; with ``durable``, fsync the parent of each
-    directory created so the new entries survive a power cut."""
+    directory created so the new entries survive a power cut. ``own_entry=False``: not
+    ``path``'s own entry (its parent's fsync), which the caller makes durable later."""
     try:
         os.mkdir(path)  # a new job folder: its parent, jobs/, exists (no stat to ask first)
         missing = [path]
@@ -69,7 +70,8 @@ def make_dir(path: Path, *, durable: bool = True) -> None:
         path.mkdir(parents=True, exist_ok=True)
     if durable:
         for created in reversed(missing):
-            fsync_dir(created.parent)
+            if own_entry or created is not path:
+                fsync_dir(created.parent)
 
 
 def create_temp(final: Path, suffix: str, *, durable: bool = True) -> tuple[int, Path]:

@@ -32,7 +32,6 @@ and a line in the table above.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -65,28 +64,13 @@ from batchvid.entries import (
 )
 from batchvid.errors import OutputDirError
 from batchvid.gcpause import paused_gc
-from batchvid.offload import off_loop
+from batchvid.journaltail import DAMAGED_LINES, SCAN, SetAside, decode_line, settle_tail
+from batchvid.offload import started
 
 __all__ = [  # the entries, defined in entries.py, read and written through this module
-    "ENTRY_TYPES", "REQUIRED", "Enhanced", "Entry", "Failed", "JobRecord", "Journal", "RecordState", "Refused",
-    "Submitted", "Submitting", "Succeeded", "encode", "entry_from_dict", "fold", "read_entries", "replay_entries",
+    "DAMAGED_LINES", "ENTRY_TYPES", "REQUIRED", "Enhanced", "Entry", "Failed", "JobRecord", "Journal", "RecordState",
+    "Refused", "SetAside", "Submitted", "Submitting", "Succeeded", "encode", "entry_from_dict", "fold", "read_entries", "replay_entries",
 ]
-
-_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # json.loads's own scanner
-
-
-def _decode_line(line: str) -> Any:
-    """``json.loads(line)``: the scanner straight on a compact line and its newline, json.loads
-    for anything else (other whitespace, errors and their messages)."""
-    try:
-        value, end = _SCAN(line, 0)
-    except StopIteration:
-        pass
-    else:
-        if end == len(line) or line[end:] == "\n":
-            return value
-    return json.loads(line)
-
 
 def read_entries(path: Path) -> Iterator[Entry]:
     """The entries of a journal file, in order, read a line at a time. A torn last line (a
@@ -148,7 +132,7 @@ def chunks(fh: BinaryIO, path: Path, number: int = 0) -> Iterator[Chunk]:
             if not raw.strip():
                 continue
             try:
-                data = _decode_line(raw.decode("utf-8"))
+                data = decode_line(raw.decode("utf-8"))
                 check(data)
             except (ValueError, KeyError, TypeError) as exc:
                 if good:  # the lines before it, as a line at a time gave them
@@ -178,7 +162,7 @@ def _decode_chunk(chunk: list[bytes]) -> list[dict[str, Any]] | None:
             return None
     try:
         joined = "[" + b",".join(lines).decode("utf-8") + "]"  # valid UTF-8 as each line is
-        values, end = _SCAN(joined, 0)
+        values, end = SCAN(joined, 0)
         if end != len(joined) or len(values) != len(lines):
             return None
         for value in values:  # ``_check``'s checks, each a C-level test
@@ -342,99 +326,6 @@ def replay_entries(entries: Iterable[Entry]) -> dict[str, JobRecord]:
     return records
 
 
-def _after_last_newline(path: Path, size: int) -> int:
-    """The offset just after the last newline of a file of ``size`` bytes (0 without one),
-    read from its end backwards."""
-    with path.open("rb") as fh:
-        end = size
-        while end > 0:
-            start = max(0, end - (1 << 16))
-            fh.seek(start)
-            found = fh.read(end - start).rfind(b"\n")
-            if found >= 0:
-                return start + found + 1
-            end = start
-    return 0
-
-
-def _read_from(path: Path, offset: int) -> bytes:
-    """The file's bytes from ``offset`` on (its last line)."""
-    with path.open("rb") as fh:
-        fh.seek(offset)
-        return fh.read()
-
-
-def _is_entry(tail: bytes) -> bool:
-    """Whether ``tail`` (the journal's last line) is one journal entry (``_check``), or
-    nothing but whitespace (a blank line, which replay() skips)."""
-    if tail.isspace():
-        return True
-    try:
-        check(_decode_line(tail.decode("utf-8")))
-    except (ValueError, KeyError, TypeError):
-        return False
-    return True
-
-
-def _refuse_unknown_event(path: Path, tail: bytes) -> None:
-    """An ``OutputDirError`` if ``tail``, the last line of the journal at ``path``, is a whole
-    JSON object (a torn line is not) naming an event this batchvid does not know: a newer
-    batchvid's entry, which may record a paid task, is not moved aside and forgotten but stops
-    the run, as it would anywhere else in the journal."""
-    try:
-        data = json.loads(tail)
-    except ValueError:
-        return
-    event = data.get("event") if isinstance(data, dict) else None
-    if isinstance(event, str) and event not in ENTRY_TYPES:
-        raise OutputDirError(
-            f"{path}: its last line records the event {event!r}, which this batchvid does not know "
-            "(written by a newer version?); the journal is unchanged: run a batchvid that knows it"
-        )
-
-
-DAMAGED_LINES = "journal-damaged-lines.txt"
-"""Where ``Journal.open`` moves a damaged last line, beside the journal: appended, never
-overwritten, each line as it was (a newline added to a torn one)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SetAside:
-    """A damaged last line ``Journal.open`` moved out of the journal: where to (``path``),
-    from which byte offset of the journal, and how many bytes."""
-
-    path: Path
-    offset: int
-    bytes: int
-
-
-def _move_aside(path: Path, start: int, line: bytes) -> SetAside:
-    """Move the journal's damaged last line, ``line`` from byte ``start``, to the end of
-    ``DAMAGED_LINES`` (fsynced, a new file's directory too), then cut it off the journal:
-    a crash in between leaves the line in both, never in neither."""
-    aside = path.with_name(DAMAGED_LINES)
-    size = start + len(line)
-    try:
-        existed = aside.exists()
-        with aside.open("ab") as out:
-            out.write(line if line.endswith(b"\n") else line + b"\n")
-            out.flush()
-            os.fsync(out.fileno())
-        if not existed:
-            fsync_dir(path.parent)
-    except OSError as exc:  # a full disk, say: the journal is left as it is
-        raise OutputDirError(
-            f"{path}: its last line ({size - start} bytes at offset {start}) is not a whole entry and "
-            f"cannot be moved aside into {aside} ({exc}); the journal is unchanged: free space or "
-            "fix that file's permissions and run again"
-        ) from exc
-    try:
-        os.truncate(path, start)
-    except OSError as exc:
-        raise OutputDirError(f"{path} cannot be cut after its damaged last line was copied into {aside}: {exc}") from exc
-    return SetAside(aside, start, size - start)
-
-
 class Journal:
     """Append-only JSON lines, each fsynced before ``append`` or ``commit`` returns.
 
@@ -470,27 +361,11 @@ class Journal:
         self.set_aside = None
         if not existed:
             fsync_dir(self.path.parent)
-        size = self._fh.tell()
-        if not size:
-            return
-        end = _after_last_newline(self.path, size)
-        whole = end == size
-        if whole:  # the last line ends in its newline: its start
-            end = _after_last_newline(self.path, size - 1)
-        line = _read_from(self.path, end)
-        if _is_entry(line):
-            if not whole:  # a whole line that lost only its newline, which replay() read: keep it
-                self._fh.write(b"\n")
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
-            return
         try:
-            _refuse_unknown_event(self.path, line)
-            self.set_aside = _move_aside(self.path, end, line)
+            self.set_aside = settle_tail(self.path, self._fh)
         except OutputDirError:
             self.close()
             raise
-        os.fsync(self._fh.fileno())
 
     @property
     def written(self) -> int:
@@ -530,12 +405,13 @@ class Journal:
                 await self._lead_sync()
 
     async def _lead_sync(self) -> None:
-        """One fsync in a worker thread, covering every line written before it starts."""
+        """One fsync in a worker thread, covering every line written before it starts (in
+        ``commit``'s shielded scope: the hop needs no shield of its own)."""
         assert self._fh is not None, "journal is not open"
         done = self._syncing = anyio.Event()
-        upto = self._written
         try:
-            await off_loop(os.fsync, self._fh.fileno())
+            upto = self._written
+            await started(os.fsync, self._fh.fileno())
             self._synced = max(self._synced, upto)
         finally:
             self._syncing = None

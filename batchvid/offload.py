@@ -2,50 +2,175 @@
 
 ``off_loop(fn, *args)`` runs ``fn`` in a worker thread and waits for it even when the caller is
 cancelled, as ``anyio.to_thread.run_sync`` does by default (the cancellation is seen after, at
-the caller's next checkpoint): a commit is done or not begun, never abandoned halfway. It costs
-about half of ``run_sync``'s CPU per call (no capacity limiter, no per-call cancel scope of its
-own besides the shield), which a job pays five or more times. The pool grows to ``WORKERS``
-threads, enough for every job in flight to fsync at once (the kernel batches concurrent fsyncs
-into one journal commit). ``alongside(step, fn, *args)`` runs a coroutine and a worker thread's
-work side by side (a create's turn and its ``request.json``) without a task group.
+the caller's next checkpoint): a commit is done or not begun, never abandoned halfway. A job
+pays several of these hops, so each is lean: a queue of work items read by this module's own
+threads, which hand the answer back to the waiting event loop (``call_soon_threadsafe``) with
+no ``concurrent.futures`` future in between, no capacity limiter, no cancel scope besides the
+shield (about half of a ``ThreadPoolExecutor`` hop's CPU, a quarter of ``run_sync``'s). Threads
+are started as work finds none idle, up to ``WORKERS``: enough for every job in flight to fsync
+at once (the kernel batches concurrent fsyncs into one journal commit).
+
+``alongside(step, fn, *args)`` runs a coroutine while ``fn(*args)`` is done off the event loop
+(a create's journal line and its ``request.json``), without a task group and without a hop of
+its own: ``fn`` rides on the next ``off_loop`` call, whoever makes it (``step``'s own fsync, as a
+rule), and runs in that call's worker thread before its function.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from queue import SimpleQueue
+from typing import Any, TypeVar
 
 import anyio
 
 T = TypeVar("T")
 
 WORKERS = 32
-_pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="batchvid-io")
+
+_Work = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[object, ...]]
+_work: SimpleQueue[_Work] = SimpleQueue()
+_idle: list[None] = []
+"""One token per thread that finished its work item and waits for the next (``pop`` and
+``append`` are atomic: no lock on the hop's path)."""
+_threads: list[threading.Thread] = []
+_starting = threading.Lock()
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if not future.done():
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+def _worker() -> None:
+    get = _work.get
+    while True:
+        loop, future, fn, args = get()
+        try:
+            value, ok = fn(*args), True
+        except BaseException as exc:
+            value, ok = exc, False
+        try:
+            loop.call_soon_threadsafe(_settle, future, ok, value)
+        except RuntimeError:  # the loop was closed: nobody waits any more
+            pass
+        del loop, future, fn, args, value  # nothing held while idle
+        _idle.append(None)
+
+
+def _hand(item: _Work) -> None:
+    """Queue ``item`` for an idle thread, or one started for it (up to ``WORKERS``)."""
+    try:
+        _idle.pop()
+    except IndexError:
+        with _starting:
+            if len(_threads) < WORKERS:
+                # Daemon: a hop still running at exit (no caller left to wait: the event loop
+                # is gone) is cut as a crash would cut it, which every write here survives.
+                thread = threading.Thread(target=_worker, name=f"batchvid-io_{len(_threads)}", daemon=True)
+                thread.start()
+                _threads.append(thread)
+    _work.put(item)
+
+
+class _Rider:
+    """Work waiting for the next hop (``alongside``): taken off ``_riders`` by one ``off_loop``
+    call, or by its own caller when no hop took it. ``done`` is held until it has run."""
+
+    __slots__ = ("args", "done", "fn", "outcome")
+
+    def __init__(self, fn: Callable[..., object], args: tuple[object, ...]) -> None:
+        self.fn, self.args = fn, args
+        self.outcome: tuple[bool, Any] = (True, None)
+        self.done = threading.Lock()
+        self.done.acquire()
+
+    def run(self) -> None:
+        """``fn(*args)``, its result or error kept in ``outcome`` (never raised here)."""
+        try:
+            self.outcome = (True, self.fn(*self.args))
+        except BaseException as exc:
+            self.outcome = (False, exc)
+        finally:
+            self.done.release()
+
+
+_riders: deque[_Rider] = deque()
+"""Riders no hop has taken yet, oldest first (``popleft`` and ``remove`` are each atomic: a
+rider is taken once, by a hop or by its own caller)."""
+
+
+def _carrying(riders: list[_Rider], fn: Callable[..., T], args: tuple[object, ...]) -> T:
+    for rider in riders:
+        rider.run()
+    return fn(*args)
 
 
 async def off_loop(fn: Callable[..., T], *args: object) -> T:
     """``fn(*args)`` in a worker thread; returns its result or raises its error, once it has
-    finished, whatever happens to the caller meanwhile."""
-    future = _pool.submit(fn, *args)
+    finished, whatever happens to the caller meanwhile. Riders waiting (``alongside``) run
+    first, in the same thread."""
+    future = started(fn, *args)
     with anyio.CancelScope(shield=True):
-        result = await asyncio.wrap_future(future)
+        result = await future
     return result
 
 
+def started(fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
+    """``fn(*args)`` handed to a worker thread (riders first, as ``off_loop``): the future of
+    its result. Awaited only where no cancellation reaches (a shielded scope already, as
+    ``Journal.commit``'s wait): a cancelled wait would not wait for the work to end, which is
+    what ``off_loop`` adds."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    if _riders:
+        taken = []
+        while True:
+            try:
+                taken.append(_riders.popleft())
+            except IndexError:
+                break
+        _hand((loop, future, _carrying, (taken, fn, args)))
+    else:
+        _hand((loop, future, fn, args))
+    return future
+
+
 async def alongside(step: Callable[[], Awaitable[object]], fn: Callable[..., object], *args: object) -> None:
-    """Await ``step()`` on the event loop while ``fn(*args)`` runs in a worker thread; return
-    once both have ended. ``step``'s error comes out first, as it is (once ``fn`` has ended
-    too); else ``fn``'s. No task group: one create pays this."""
-    future = asyncio.wrap_future(_pool.submit(fn, *args))
+    """Await ``step()`` on the event loop while ``fn(*args)`` is done in a worker thread,
+    riding on the next ``off_loop`` call (in a hop of its own if none came by the time ``step``
+    ended); return once both have ended. ``step``'s error comes out first, as it is (once
+    ``fn`` has ended too); else ``fn``'s."""
+    rider = _Rider(fn, args)
+    _riders.append(rider)
     try:
         await step()
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await asyncio.wait([future])  # ends with fn, without raising its error
-        if not future.cancelled():
-            future.exception()  # seen, and set aside for step's
-        raise
-    with anyio.CancelScope(shield=True):
-        await future
+    finally:
+        if rider.done.locked():  # not run yet, or still running
+            with anyio.CancelScope(shield=True):
+                await _finished(rider)
+    ok, value = rider.outcome
+    if not ok:
+        raise value
+
+
+async def _finished(rider: _Rider) -> None:
+    """(Shielded by the caller.) Once ``rider`` has run: in a hop of its own if no hop took it, else waited for (a hop
+    someone else made may still be running it)."""
+    try:
+        _riders.remove(rider)
+    except ValueError:  # taken by a hop: still running it
+        await started(_wait_for, rider)
+        return
+    await started(rider.run)
+
+
+def _wait_for(rider: _Rider) -> None:
+    with rider.done:
+        pass

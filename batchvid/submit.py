@@ -153,8 +153,11 @@ class Submitter:
 
 
 def _write_request(job_dir: Path, recorded: Mapping[str, Any]) -> None:
-    """The job's folder and ``request.json``. The folder's entry (and jobs/'s) must survive a
-    power cut before the journal calls anything in it done; request.json itself may be lost
-    (it is written again)."""
-    make_dir(job_dir)
+    """The job's folder and ``request.json``, in the thread hop of the ``submitting`` line's
+    fsync, just before it: nothing here is fsynced, or every line waiting for that fsync would
+    wait for this one too. The folder's entry in jobs/ must survive a power cut before the
+    journal calls anything in it done: the download's commit fsyncs jobs/ before its line
+    (``Downloader._finish``); jobs/'s own entry, when this makes it, is fsynced here (once a
+    run). request.json itself may be lost (it is written again)."""
+    make_dir(job_dir, own_entry=False)
     write_atomic(job_dir / "request.json", dumps(recorded), durable=False)

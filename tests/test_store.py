@@ -275,15 +275,17 @@ def test_output_files_get_the_mode_the_umask_gives(tmp_path: Path, umask: int) -
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
 
 
-def test_a_run_makes_each_job_folder_durable_before_its_video_is_done(
+def test_a_run_makes_each_job_folder_durable_before_the_journal_calls_it_done(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Through a real run: the output directory is fsynced after jobs/ appears in it, and jobs/
-    after each job folder appears, before that job's video is renamed into place (else a power
-    cut could lose a folder whose video the journal already calls done)."""
+    """Through a real run: the output directory is fsynced after jobs/ appears in it (before
+    any video is renamed into place), and jobs/ after each job folder appears, before that
+    job's ``succeeded`` line (else a power cut could lose a folder whose video the journal
+    already calls done)."""
     import anyio
     import httpx
 
+    from batchvid.journal import Entry, Journal
     from batchvid.runner import Runner, Settings
     from batchvid.simulator import GEEKAI_PREFIX, Simulator
     from tests.helpers import make_job, make_manifest
@@ -294,12 +296,20 @@ def test_a_run_makes_each_job_folder_durable_before_its_video_is_done(
                         rpm=None, poll_min=0.01, poll_max=0.05)
     runner = Runner(manifest, settings, transport=httpx.ASGITransport(app=Simulator().app))
     calls = _trace_syscalls(monkeypatch)
+    write = Journal._write
+
+    def traced_write(self: Journal, entry: Entry) -> int:
+        calls.append(("journal", entry.EVENT))
+        return write(self, entry)
+
+    monkeypatch.setattr(Journal, "_write", traced_write)
     assert anyio.run(runner.run).exit_code == 0
     renames = [i for i, c in enumerate(calls) if c == ("rename", "video.mp4")]
+    done = [i for i, c in enumerate(calls) if c == ("journal", "succeeded")]
     folder_syncs = [i for i, c in enumerate(calls) if c == ("fsync-dir", "jobs")]
-    assert len(renames) == 2 and len(folder_syncs) >= 2
-    for k, rename in enumerate(renames, start=1):  # the k-th video has k folders synced before it
-        assert sum(i < rename for i in folder_syncs) >= k
+    assert len(renames) == 2 and len(done) == 2 and len(folder_syncs) >= 2
+    for k, line in enumerate(done, start=1):  # the k-th succeeded line has k folders synced before it
+        assert sum(i < line for i in folder_syncs) >= k
     assert ("fsync-dir", "out") in calls[: renames[0]]  # jobs/ itself is durable in out/
 
 

@@ -42,6 +42,62 @@ def test_request_json_and_the_journal_line_are_on_disk_before_the_create_leaves(
     assert journaled
 
 
+def test_request_json_is_written_in_the_hop_that_fsyncs_its_submitting_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's folder and request.json are made by the worker thread that next fsyncs the
+    journal (for the job's ``submitting`` line), just before that fsync: no thread hop of
+    their own."""
+    import os
+    import threading
+
+    import batchvid.offload
+    import batchvid.submit
+
+    out = tmp_path / "out"
+    journal = out / ".batchvid" / "journal.jsonl"
+    done: list[tuple[str, int]] = []
+    write_request, fsync = batchvid.submit._write_request, os.fsync
+
+    def traced_write(*args: Any) -> None:
+        write_request(*args)
+        done.append(("request.json", threading.get_ident()))
+
+    def traced_fsync(fd: int) -> None:
+        fsync(fd)
+        if journal.exists() and os.path.samestat(os.fstat(fd), os.stat(journal)):
+            done.append(("journal", threading.get_ident()))
+
+    monkeypatch.setattr(batchvid.submit, "_write_request", traced_write)
+    monkeypatch.setattr(os, "fsync", traced_fsync)
+    hand, hops = batchvid.offload._hand, []
+
+    def traced_hand(item: Any) -> None:  # what each thread hop was given to run
+        fn, args = item[2], item[3]
+        riders = [rider.fn for rider in args[0]] if fn is batchvid.offload._carrying else []
+        hops.append((args[1] if riders else fn, riders))
+        hand(item)
+
+    monkeypatch.setattr(batchvid.offload, "_hand", traced_hand)
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(200, json={"id": "t1", "request_id": "r", "model": "cogvideox-flash",
+                                             "task_status": "PROCESSING"})
+        return httpx.Response(200, json={"task_status": "FAIL", "model": "cogvideox-flash"})
+
+    settings = Settings(out_dir=out, provider="bigmodel", base_url="http://sim/api/paas/v4",
+                        api_key="test-secret-key-1234567890", rpm=None, poll_min=0.01, poll_max=0.05)
+    runner = Runner(make_manifest([make_job("j1", provider="bigmodel")]), settings,
+                    transport=httpx.MockTransport(server))
+    anyio.run(runner.run)
+    at = [what for what, _ in done].index("request.json")
+    (_, writer), (after, syncer) = done[at], done[at + 1]
+    assert after == "journal" and writer == syncer != threading.get_ident()
+    assert [hop for hop in hops if traced_write in hop[1] or hop[0] is traced_write] == [(traced_fsync, [traced_write])]
+    assert json.loads((out / "jobs" / "j1" / "request.json").read_text())["prompt"] == "prompt of j1"
+
+
 def test_a_failed_turn_raises_its_own_error_after_the_request_write_ends() -> None:
     """The create's turn failing comes out as its own error (no exception group, not the
     write's), once the request.json write beside it has ended."""
