@@ -326,14 +326,14 @@ def test_timing_span_made_without_jinja_is_the_templates_render() -> None:
     assert timing_html({}) == template.render(seconds=None, started_at=None)
 
 
-def test_sources_digest_hashes_the_templates_as_jinja_loads_them() -> None:
+def testsources_digest_hashes_the_templates_as_jinja_loads_them() -> None:
     """The page's content digest covers the template sources as Jinja2's loader reads them
     (read here without importing Jinja2)."""
     import hashlib
 
-    from batchvid.gallery import _SOURCES, _TIMING, _environment, _source, _sources_digest
+    from batchvid.gallery import _SOURCES, _TIMING, _environment, _source, sources_digest
 
     expected = hashlib.sha256()
     for name in (*_SOURCES, _TIMING):
         expected.update(_source(_environment(), name).encode("utf-8"))
-    assert _sources_digest().hexdigest() == expected.hexdigest()
+    assert sources_digest().hexdigest() == expected.hexdigest()

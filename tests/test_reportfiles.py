@@ -183,16 +183,16 @@ def test_a_temporary_file_that_cannot_be_made_leaves_no_other_behind(
 ) -> None:
     """metadata.jsonl's temporary file failing (too many open files, say) raises, and
     junit.xml's, made just before it, is removed too: the directory holds no temporary file."""
-    import batchvid.reportfiles as reportfiles
+    import batchvid.textfile as textfile
 
-    real = reportfiles.create_temp
+    real = textfile.create_temp
 
     def failing(final: Path, suffix: str, **options: Any) -> Any:
         if final.name == "metadata.jsonl":
             raise OSError(24, "Too many open files")
         return real(final, suffix, **options)
 
-    monkeypatch.setattr(reportfiles, "create_temp", failing)
+    monkeypatch.setattr(textfile, "create_temp", failing)
     with pytest.raises(OSError):
         write_outputs(tmp_path, _run(1, 5), _info())
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
