@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from batchvid.durable import fsync_dir
 from batchvid.jsontext import NotPlain, pieces
 from batchvid.poster import POSTER_NAME, make_poster
 from batchvid.store import dumps, write_atomic
 from batchvid.sweeps import find_sweeps
+from batchvid.textfile import TextFile
 
 if TYPE_CHECKING:
     import jinja2
@@ -447,34 +449,26 @@ def write_gallery(
     page = None if fresh else _retimed(target, digest, report, moved)
     if page is not None:
         try:
-            write_atomic(target, _hashed(page, content))
+            _write_page(target, page, content)
             if content is not None:
                 content.moved = moved[0]
             return target
         except ValueError:  # not UTF-8 after all: render it again
             pass
-    write_atomic(target, _hashed(_page_pieces(report, posters, digest, cards), content))
+    _write_page(target, _page_pieces(report, posters, digest, cards), content)
     return target
 
 
-def _hashed(pieces: Iterator[str], content: ContentHash | None) -> Iterator[str]:
-    """``pieces``, their bytes hashed into ``content.page_sha256`` once all are read."""
+def _write_page(target: Path, page: Iterator[str], content: ContentHash | None) -> None:
+    """Write ``page``'s pieces to ``target`` (``write_atomic``'s steps); with ``content``, its
+    bytes hashed as they are written (``content.page_sha256``), each piece encoded once."""
     if content is None:
-        yield from pieces
+        write_atomic(target, page)
         return
     content.page_sha256 = None
-    digest, batch, size = hashlib.sha256(), [], 0
-    for piece in pieces:
-        batch.append(piece)
-        size += len(piece)
-        if size >= _HASHED_CHARS:
-            digest.update("".join(batch).encode("utf-8"))
-            batch.clear()
-            size = 0
-        yield piece
-    digest.update("".join(batch).encode("utf-8"))
-    content.page_sha256 = digest.hexdigest()
-
-
-_HASHED_CHARS = 1 << 18
-"""The page's pieces hashed together (one encoding, one update), about as ``write_atomic`` writes them."""
+    with TextFile(target, counted=False, hashed=True) as written:
+        for piece in page:
+            written.write(piece)
+        written.commit()
+    fsync_dir(target.parent)
+    content.page_sha256 = written.sha256

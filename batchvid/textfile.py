@@ -1,5 +1,6 @@
 """A text file written in pieces to a temporary name, then renamed over its final one
-(``reportfiles``: report.json, report.md, junit.xml, metadata.jsonl and batchvid.lock)."""
+(``reportfiles``: report.json, report.md, junit.xml, metadata.jsonl and batchvid.lock;
+``gallery``: report.html, hashed as written), its bytes hashed on the way when asked."""
 
 from __future__ import annotations
 
