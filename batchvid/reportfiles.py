@@ -91,7 +91,7 @@ def _write_pass(root: Path, report: dict[str, Any], outcomes: Sequence[Outcome],
         write_gallery(root, report, content=content, posters=one_pass.posters, cards=one_pass.cards)
         if pieces is not None:
             pieces.sha256[GALLERY_NAME] = content.page_sha256
-        if pieces is not None and pieces.previous is not None and not pieces.previous.unchanged():
+        if pieces is not None and not pieces.unchanged(root):
             return None
         if pieces is not None:
             if content.moved is not None:

@@ -64,9 +64,6 @@ from batchvid.store import STATE_DIR
 
 _NONE = bytes(_DIGEST)
 """The digest of a job whose pieces are always made again."""
-
-_NONE = bytes(_DIGEST)
-"""The digest of a job whose pieces are always made again."""
 _ENTRY_START = '{\n      "action": "submit",'
 _SWAPS: dict[int, tuple[tuple[bytes, bytes], ...]] = {
     REPORT_JSON: ((_ENTRY_START.encode("ascii"), b'{\n      "action": "skip",'),
@@ -205,6 +202,9 @@ class Pieces:
         self.sha256: dict[str, str | None] = {}
         """The sha256 of each file written (or kept), by name: recorded, so that a copy of the
         directory (other inodes) is used when its files have these bytes (``reportrecord``)."""
+        self._kept: dict[str, list[int] | None] = {}
+        """The files left as they are (``kept``), by name, with the identity ``unchanged`` found
+        at that name (recorded for them by ``save``)."""
         self.previous = Previous.load(self._path, root, run)
         with contextlib.suppress(OSError):
             os.unlink(self._path)  # the files are about to change: it would describe old ones
@@ -338,7 +338,22 @@ class Pieces:
             common = 2 * min(previous.count, self._count)
             self._spans[file][:common] = previous.spans[file][:common]
             self.sha256[FILES[file]] = previous.sha256.get(FILES[file])
+            self._kept[FILES[file]] = None
         return kept
+
+    def unchanged(self, root: Path) -> bool:
+        """Whether the previous files are still as recorded once their pieces are read
+        (``Previous.unchanged``), and each file left as it is (``kept``) is still the one its
+        pieces were read from at its name in ``root``: one replaced meanwhile (renamed over
+        it) would stay as this pass's file, with other bytes."""
+        previous = self.previous
+        if previous is None:
+            return True
+        for name in self._kept:
+            self._kept[name] = previous.at_name(root, name)
+            if self._kept[name] is None:
+                return False
+        return previous.unchanged()
 
     def retimed(self, moved: int) -> None:
         """report.html kept, only its timing renewed (its data ``moved`` bytes later): its
@@ -411,7 +426,8 @@ class Pieces:
             "jobs": self._count,
             "pins": self.pins,
             "byteorder": sys.byteorder,
-            "files": {name: identity(os.stat(root / name)) for name in FILES},
+            # (a file kept: the identity checked, so one renamed over it since is not trusted)
+            "files": {name: self._kept.get(name) or identity(os.stat(root / name)) for name in FILES},
             "digests": {name: self.sha256.get(name) for name in FILES},
             "journal": journal,
             "cards_at": self.cards_at,

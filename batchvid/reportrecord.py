@@ -158,6 +158,15 @@ class Previous:
         except OSError:
             return False
 
+    def at_name(self, root: Path, name: str) -> list[int] | None:
+        """The identity of the open file ``name`` when its name in ``root`` still names it
+        (not replaced since it was opened), else None."""
+        try:
+            now = identity(os.stat(root / name))
+        except OSError:
+            return None
+        return now if now == self._files.get(name) else None
+
     def close(self) -> None:
         if self._map is not None:
             self._map.close()

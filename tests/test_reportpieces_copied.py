@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import batchvid.reportpieces as reportpieces
 import batchvid.reportrecord as reportrecord
 from batchvid.piecesjournal import identity
 from batchvid.report import Outcome, write_outputs
@@ -190,3 +191,176 @@ def test_a_generating_runs_directory_copied_then_rerun_copies_every_job(tmp_path
     copy = _COPIES[how](out, tmp_path / "copy")
     assert _rerun_twins(tmp_path, manifest, copy) == []
     assert {job["status"] for job in json.loads((copy / "report.json").read_text())["jobs"]} == {"skipped"}
+
+
+# What else a copy can hold: each time the bytes of a rerun without a record.
+
+
+def test_a_copy_whose_files_are_symlinks_to_the_originals_leaves_them_as_they_were(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]]
+) -> None:
+    """A copy whose report files are symlinks to the originals (``cp -rs``): the files read are
+    the recorded ones, so every reusable job is copied; the rerun replaces the links with its
+    own files (the reference bytes), and the originals keep their bytes and inodes."""
+    root, outcomes = written
+    before = {name: ((root / name).read_bytes(), os.stat(root / name).st_ino) for name in FILES}
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copytree(root / ".batchvid", copy / ".batchvid")
+    for name in FILES:
+        (copy / name).symlink_to(root / name)
+    made = _made(monkeypatch)
+    _assert_reference(tmp_path, copy, outcomes, made, seconds=3.0)
+    assert sorted(made) == sorted(o.job.id for o in outcomes if not _reusable(o))
+    assert {name: ((root / name).read_bytes(), os.stat(root / name).st_ino) for name in FILES} == before
+
+
+@pytest.mark.parametrize("name", ["report.json", "report.html"])
+def test_a_copy_holding_another_passs_file_of_the_same_size_reuses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]], name: str
+) -> None:
+    """A copy whose report.json or report.html is the original's after a later rerun (another
+    timing: the same size, other bytes): nothing is copied; the reference bytes."""
+    root, outcomes = written
+    copy = _copytree(root, tmp_path / "copy")
+    write_outputs(root, outcomes, _info(seconds=7.0))
+    assert os.stat(root / name).st_size == os.stat(copy / name).st_size
+    assert (root / name).read_bytes() != (copy / name).read_bytes()
+    shutil.copy2(root / name, copy / name)
+    made = _made(monkeypatch)
+    _assert_reference(tmp_path, copy, outcomes, made, seconds=3.0)
+    assert len(made) == len(outcomes)
+
+
+@pytest.mark.parametrize("name", FILES)
+@pytest.mark.parametrize("damage", ["missing", "cut"])
+def test_a_copy_missing_a_file_or_with_one_cut_reuses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]], name: str, damage: str
+) -> None:
+    """A partial copy (one report file missing) or one whose file was cut short: nothing is
+    copied; the reference bytes (a page cut after its header: as a rerun without a record
+    leaves it, only its timing renewed)."""
+    root, outcomes = written
+    copy = _copytree(root, tmp_path / "copy")
+    if damage == "missing":
+        (copy / name).unlink()
+    else:
+        data = (copy / name).read_bytes()
+        (copy / name).write_bytes(data[:len(data) // 2])
+    without = tmp_path / "without"
+    shutil.copytree(copy, without, symlinks=True)
+    (without / ".batchvid" / PIECES_NAME).unlink()
+    write_outputs(without, outcomes, _info(seconds=3.0))
+    made = _made(monkeypatch)
+    write_outputs(copy, outcomes, _info(seconds=3.0))
+    assert len(made) == len(outcomes)
+    for file in FILES:
+        assert (copy / file).read_bytes() == (without / file).read_bytes(), file
+    if name != "report.html" or damage == "missing":
+        _assert_reference(tmp_path, copy, outcomes, seconds=3.0)
+
+
+@pytest.fixture
+def all_reusable(tmp_path: Path) -> tuple[Path, list[Outcome]]:
+    """A directory whose every job is reused by a rerun that changed nothing (which then keeps
+    metadata.jsonl and batchvid.lock as they are), and a rerun's record."""
+    root = tmp_path / "out"
+    outcomes = [o for o in _replayed(root, _run(13, 70)) if _reusable(o)]
+    write_outputs(root, outcomes, _info(seconds=1.0))
+    write_outputs(root, outcomes, _info(seconds=2.0))
+    return root, outcomes
+
+
+@pytest.mark.parametrize("name", ["metadata.jsonl", "batchvid.lock"])
+@pytest.mark.parametrize("copied", [False, True], ids=["in place", "copied"])
+def test_a_file_kept_as_it_is_but_replaced_during_the_pass_is_written_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, all_reusable: tuple[Path, list[Outcome]], name: str,
+    copied: bool
+) -> None:
+    """A file the rerun keeps as it is (every piece copied), renamed over by another run's once
+    the record's files are opened and checked (their pieces read from the open ones): it is
+    not left as the rerun's; every file is written afresh, the reference bytes."""
+    root, outcomes = all_reusable
+    other = tmp_path / "other"
+    write_outputs(other, [o for o in _replayed(other, _run(29, 70)) if _reusable(o)], _info())
+    target = _copytree(root, tmp_path / "copy") if copied else root
+    kept = os.stat(target / name).st_ino
+    replaced: list[str] = []
+    real_load = reportrecord.Previous.load.__func__  # type: ignore[attr-defined]
+
+    def load(cls: type[reportrecord.Previous], path: Path, at: Path, run: str) -> reportrecord.Previous | None:
+        previous = real_load(cls, path, at, run)
+        if previous is not None and not replaced:
+            replaced.append(name)
+            shutil.copy2(other / name, at / ".swap")
+            os.replace(at / ".swap", at / name)
+        return previous
+
+    with pytest.MonkeyPatch.context() as patch:
+        made = _made(patch)
+        write_outputs(target, outcomes, _info(seconds=3.0))  # (as it is: that file kept)
+        assert made == [] and os.stat(target / name).st_ino == kept
+    assert (other / name).read_bytes() != (target / name).read_bytes()
+    monkeypatch.setattr(reportrecord.Previous, "load", classmethod(load))
+    _assert_reference(tmp_path, target, outcomes, seconds=4.0)
+    assert replaced == [name]
+
+
+def _header_changed(root: Path, change: Any) -> None:
+    record = root / ".batchvid" / PIECES_NAME
+    head, _, payload = record.read_bytes().partition(b"\n")
+    header = json.loads(head)
+    del header["payload"]
+    change(header)
+    header["payload"] = reportrecord.record_digest(header, payload)
+    record.write_bytes(json.dumps(header, sort_keys=True).encode("utf-8") + b"\n" + payload)
+
+
+def _format_3(header: dict[str, Any]) -> None:
+    header["format"] = 3
+    del header["digests"]
+
+
+def _format_5(header: dict[str, Any]) -> None:
+    header["format"] = 5
+
+
+@pytest.mark.parametrize("change", [_format_3, _format_5], ids=["older (3: no sha256)", "newer"])
+def test_a_record_of_an_older_or_newer_format_is_ignored_and_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]], change: Any
+) -> None:
+    """A whole record of format 3 (before each file's sha256) or of a newer one, its run
+    otherwise this one's: nothing is copied, the reference bytes, and a record of this format
+    written, which the next rerun uses."""
+    root, outcomes = written
+    _header_changed(root, change)
+    made = _made(monkeypatch)
+    _assert_reference(tmp_path / "first", root, outcomes, made, seconds=3.0)
+    assert len(made) == len(outcomes)
+    assert json.loads((root / ".batchvid" / PIECES_NAME).read_bytes().partition(b"\n")[0])["format"] == 4
+    _assert_reference(tmp_path / "second", root, outcomes, made, seconds=4.0)
+    assert sorted(made) == sorted(o.job.id for o in outcomes if not _reusable(o))
+
+
+@pytest.mark.parametrize("name", ["metadata.jsonl", "batchvid.lock"])
+def test_a_kept_file_replaced_after_its_check_is_not_recorded_as_the_kept_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, all_reusable: tuple[Path, list[Outcome]], name: str
+) -> None:
+    """A file kept as it is, renamed over after the pass checked it (as the record is saved):
+    the record names the file checked, so the next rerun does not take the one now there for
+    it; that rerun writes the reference bytes."""
+    root, outcomes = all_reusable
+    other = tmp_path / "other"
+    write_outputs(other, [o for o in _replayed(other, _run(29, 70)) if _reusable(o)], _info())
+    real_state = reportpieces.journal_state
+
+    def journal_state(at: Path, known: Any = None) -> Any:
+        shutil.copy2(other / name, at / ".swap")
+        os.replace(at / ".swap", at / name)
+        return real_state(at, known)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reportpieces, "journal_state", journal_state)
+        write_outputs(root, outcomes, _info(seconds=3.0))
+    assert (root / name).read_bytes() == (other / name).read_bytes()
+    _assert_reference(tmp_path, root, outcomes, seconds=4.0)
