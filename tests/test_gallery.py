@@ -326,7 +326,7 @@ def test_timing_span_made_without_jinja_is_the_templates_render() -> None:
     assert timing_html({}) == template.render(seconds=None, started_at=None)
 
 
-def testsources_digest_hashes_the_templates_as_jinja_loads_them() -> None:
+def test_sources_digest_hashes_the_templates_as_jinja_loads_them() -> None:
     """The page's content digest covers the template sources as Jinja2's loader reads them
     (read here without importing Jinja2)."""
     import hashlib
