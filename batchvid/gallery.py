@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from batchvid.durable import fsync_dir
 from batchvid.jsontext import NotPlain, pieces
 from batchvid.poster import POSTER_NAME, make_poster
 from batchvid.store import dumps, write_atomic
 from batchvid.sweeps import find_sweeps
+from batchvid.textfile import TextFile
 
 if TYPE_CHECKING:
     import jinja2
@@ -221,7 +223,7 @@ def _source_bytes(name: str) -> bytes:
     return resources.files("batchvid").joinpath("templates", name).read_bytes()
 
 
-def _sources_digest() -> hashlib._Hash:
+def sources_digest() -> hashlib._Hash:
     digest = hashlib.sha256()
     for name in (*_SOURCES, _TIMING):
         digest.update(_source_bytes(name))
@@ -232,7 +234,7 @@ def content_digest(report: Mapping[str, Any], posters: Mapping[str, str], report
     """A digest of everything the page shows except the timing: the report outside its
     ``timing`` section, the posters and the page's own sources. ``report_text`` (report.json's
     text as ``durable.dumps`` wrote it) saves encoding the report again."""
-    digest = _sources_digest()
+    digest = sources_digest()
     text = dumps(report) if report_text is None else report_text
     # "timing" is the last key of report.json, and the only one indented two spaces.
     digest.update(text[: text.rfind(_TIMING_KEY)].encode("utf-8"))
@@ -256,6 +258,11 @@ class ContentHash:
         self.moved: int | None = None
         """Once the page is written with only its timing renewed: how many bytes later its
         data starts than before (``reportpieces``: its cards stay where they were)."""
+        self.report_sha256: str | None = None
+        """Once report.json is written by ``report_pieces``: the sha256 of the page's sources
+        (``sources_digest``) then its bytes (``reportrecord``: a copy is checked by it)."""
+        self.page_sha256: str | None = None
+        """The sha256 of the page's bytes, once written (``reportrecord``: a copy is checked by it)."""
 
     def write_report(self, path: Path, report: Mapping[str, Any]) -> None:
         """Write report.json (``durable.dumps``'s text), hashing it on the way."""
@@ -264,25 +271,33 @@ class ContentHash:
         except NotPlain:
             text = dumps(report)
             write_atomic(path, text)
-            self._digest = _sources_digest()
+            self._digest = sources_digest()
             self._digest.update(text[: text.rfind(_TIMING_KEY)].encode("utf-8"))
 
     def report_pieces(self, report: Mapping[str, Any]) -> Iterator[str]:
-        """report.json's text in pieces (``jsontext.pieces``: may raise ``NotPlain``), hashed."""
-        digest, hashing = _sources_digest(), True
+        """report.json's text in pieces (``jsontext.pieces``: may raise ``NotPlain``), hashed;
+        once all are read, ``report_sha256`` is the sha256 of the page's sources then its bytes."""
+        digest, hashing = sources_digest(), True
+        self.report_sha256 = None
+        whole = digest
         with contextlib.ExitStack() as stack:
             previous = self._open_previous(stack)
             for piece in pieces(report):
                 if hashing and piece.startswith(_TIMING_PIECE):
+                    whole = digest.copy()  # the text before the timing, hashed once for both
                     digest.update(b",")  # content_digest keeps the comma before the timing key
                     hashing = False
-                elif hashing:
+                if hashing:
                     data = piece.encode("utf-8")
                     digest.update(data)
                     if self.same and previous is not None and previous.read(len(data)) != data:
                         self.same = False
+                else:
+                    whole.update(piece.encode("utf-8"))
                 yield piece
         yield "\n"
+        whole.update(b"\n")
+        self.report_sha256 = whole.hexdigest()
         self._digest = None if hashing else digest
 
     def _open_previous(self, stack: contextlib.ExitStack) -> IO[bytes] | None:
@@ -434,11 +449,26 @@ def write_gallery(
     page = None if fresh else _retimed(target, digest, report, moved)
     if page is not None:
         try:
-            write_atomic(target, page)
+            _write_page(target, page, content)
             if content is not None:
                 content.moved = moved[0]
             return target
         except ValueError:  # not UTF-8 after all: render it again
             pass
-    write_atomic(target, _page_pieces(report, posters, digest, cards))
+    _write_page(target, _page_pieces(report, posters, digest, cards), content)
     return target
+
+
+def _write_page(target: Path, page: Iterator[str], content: ContentHash | None) -> None:
+    """Write ``page``'s pieces to ``target`` (``write_atomic``'s steps); with ``content``, its
+    bytes hashed as they are written (``content.page_sha256``), each piece encoded once."""
+    if content is None:
+        write_atomic(target, page)
+        return
+    content.page_sha256 = None
+    with TextFile(target, counted=False, hashed=True) as written:
+        for piece in page:
+            written.write(piece)
+        written.commit()
+    fsync_dir(target.parent)
+    content.page_sha256 = written.sha256

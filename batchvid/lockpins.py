@@ -21,10 +21,11 @@ from batchvid.jsontext import EncodedItems, Holes, Shape, item_text
 from batchvid.jsontext import encode_string as _string
 from batchvid.outcome import Outcome
 from batchvid.report import Pins, _pin
-from batchvid.reportpieces import LOCK, Pieces
+from batchvid.reportpieces import Pieces
+from batchvid.reportrecord import LOCK
 
 if TYPE_CHECKING:
-    from batchvid.reportfiles import _TextFile
+    from batchvid.textfile import TextFile
 
 _BATCH_CHARS = 1 << 18
 """Pins' bytes gathered per write."""
@@ -51,7 +52,7 @@ class PinTexts(EncodedItems):
         """Each pin's job id and where its text ends in the file (a few bytes a pin)."""
         self._numbers = array("q")
         """Each pin's job number (its place in the outcomes)."""
-        self.marks: tuple[Pieces, _TextFile] | None = None
+        self.marks: tuple[Pieces, TextFile] | None = None
         """Where each pin's place in batchvid.lock is noted, and the lock being written."""
         self.copied = 0
         """The pins given as they were (``add_copied``)."""

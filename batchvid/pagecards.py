@@ -26,7 +26,7 @@ from batchvid.durable import create_temp
 from batchvid.gallery import _COMPACT, GALLERY_NAME, _card, _href, _script_safe
 from batchvid.jsontext import Holes, Shape
 from batchvid.jsontext import encode_string as _string
-from batchvid.reportpieces import CARDS
+from batchvid.reportrecord import CARDS
 
 if TYPE_CHECKING:
     from batchvid.reportpieces import Pieces

@@ -48,18 +48,20 @@ def journal_state(root: Path, known: list[Any] | None = None) -> list[Any] | Non
     return [*identity(st)[1:], size, digest.hexdigest()]
 
 
-def changed_keys(path: Path, recorded: Any) -> frozenset[str] | None:
+def changed_keys(path: Path, recorded: Any) -> tuple[frozenset[str], list[Any]] | None:
     """The keys of the journal lines written after the ones ``recorded`` (``journal_state``:
-    the journal as the record was made), or None unless the journal still begins with those
-    very bytes and each line after them is whole and names its key. A journal as it was
-    (same size, mtime, inode and device) has none; otherwise its recorded part is hashed
-    again (the journal is only ever appended to: a rewritten one does not match)."""
+    the journal as the record was made), and the journal's state now, as ``journal_state``
+    gives it (its bytes hashed here: not again when the record is saved); or None unless the
+    journal still begins with those very bytes and each line after them is whole and names its
+    key. A journal as it was (same size, mtime, inode and device) has none; otherwise its
+    recorded part is hashed again (the journal is only ever appended to: a rewritten one does
+    not match; a copy of it, another inode, does)."""
     try:
         mtime_ns, ino, dev, size, digest = recorded
         with open(path, "rb") as fh:
             st = os.fstat(fh.fileno())
             if [st.st_mtime_ns, st.st_ino, st.st_dev, st.st_size] == [mtime_ns, ino, dev, size]:
-                return frozenset()
+                return frozenset(), list(recorded)
             if type(size) is not int or st.st_size < size:
                 return None
             hashed = hash_prefix(fh, size)
@@ -80,4 +82,5 @@ def changed_keys(path: Path, recorded: Any) -> frozenset[str] | None:
                 keys.add(key)
     except (ValueError, KeyError, TypeError):
         return None
-    return frozenset(keys)
+    hashed.update(tail)  # (the size hashed, not the size stat'ed: the journal may have grown since)
+    return frozenset(keys), [*identity(st)[1:], size + len(tail), hashed.hexdigest()]

@@ -7,21 +7,22 @@ over the old one at the end, in the order ``report.write_report_files`` writes t
 report.md, junit.xml, metadata.jsonl; then batchvid.lock, whose pins go in job id order, and
 report.html, whose cards are made again only when the page shows something new). The entries
 are never all held. The bytes are those of ``report.write_report_files``, which stays the
-reference, and the fallback for a value only ``json.dumps`` writes (a NaN, a huge int).
+reference, and the fallback for a value only ``json.dumps`` writes (a NaN, a huge int). With a
+record of pieces (``reportpieces``), each file's sha256 is taken as it is written (or kept from
+the record, for a file left as it is), so that a copy of the directory can be checked by it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from batchvid.durable import create_temp, fsync_dir, make_dir, write_json
-from batchvid.gallery import ContentHash, poster_link, write_gallery
+from batchvid.durable import fsync_dir, make_dir, write_json
+from batchvid.gallery import GALLERY_NAME, ContentHash, poster_link, write_gallery
 from batchvid.jsontext import Encoded, NotPlain, Shape, shaped_parts
 from batchvid.jsontext import encode_string as _string
 from batchvid.jsontext import pieces as jsontext_pieces
@@ -42,17 +43,9 @@ from batchvid.report import (
     metadata_text,
     write_legacy,
 )
-from batchvid.reportpieces import (
-    CARDS,
-    JUNIT,
-    LOCK,
-    METADATA,
-    REPORT_JSON,
-    REPORT_MD,
-    Cut,
-    Pieces,
-    run_inputs,
-)
+from batchvid.reportpieces import Pieces, run_inputs
+from batchvid.reportrecord import CARDS, JUNIT, LOCK, METADATA, REPORT_JSON, REPORT_MD, Cut
+from batchvid.textfile import TextFile
 
 
 def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
@@ -80,7 +73,7 @@ def _write_pass(root: Path, report: dict[str, Any], outcomes: Sequence[Outcome],
     one_pass = _Pass(root, report, outcomes, content, pieces)
     try:
         try:
-            with _TextFile(root / "report.json", counted=pieces is not None) as json_file:
+            with TextFile(root / "report.json", counted=pieces is not None) as json_file:  # (hashed by content)
                 one_pass.report_json = json_file
                 try:
                     for piece in content.report_pieces({**report, "jobs": one_pass}):
@@ -96,7 +89,9 @@ def _write_pass(root: Path, report: dict[str, Any], outcomes: Sequence[Outcome],
         if pieces is not None and one_pass.cards is not None:
             one_pass.cards.sweeps = pieces.sweeps()
         write_gallery(root, report, content=content, posters=one_pass.posters, cards=one_pass.cards)
-        if pieces is not None and pieces.previous is not None and not pieces.previous.unchanged():
+        if pieces is not None:
+            pieces.sha256[GALLERY_NAME] = content.page_sha256
+        if pieces is not None and not pieces.unchanged(root):
             return None
         if pieces is not None:
             if content.moved is not None:
@@ -125,12 +120,14 @@ def _write_lock(root: Path, outcomes: Sequence[Outcome], info: RunInfo, pins: Pi
             return
     lock = lock_document(info.name, info.provider, {}) | {"jobs": pins}
     try:
-        with _TextFile(root / "batchvid.lock") as lock_file:
+        with TextFile(root / "batchvid.lock", hashed=pieces is not None) as lock_file:
             pins.marks = None if pieces is None else (pieces, lock_file)
             for piece in jsontext_pieces(lock):
                 lock_file.write(piece)
             lock_file.write("\n")
             lock_file.commit()
+            if pieces is not None:
+                pieces.sha256[lock_file.path.name] = lock_file.sha256
     except NotPlain:
         pins.marks = None
         if pieces is not None:
@@ -150,15 +147,15 @@ class _Pass(Encoded):
         self._base = os.fspath(root)
         self._pieces = pieces
         """The previous pass's pieces to reuse, and this pass's places (``reportpieces``)."""
-        self.report_json: _TextFile | None = None
+        self.report_json: TextFile | None = None
         self.markdown = MarkdownJobs()
         self.posters: dict[str, str] = {}
         self.cards: CardTexts | None = None
         """report.html's cards, made as the entries are (``pagecards``)."""
         self.pins: PinTexts | None = None
         """batchvid.lock's pins, likewise."""
-        self._files: list[_TextFile] = []
-        self._metadata: _TextFile | None = None
+        self._files: list[TextFile] = []
+        self._metadata: TextFile | None = None
         self._row_jobs = array("q")
         """The job of each of report.md's rows (``MarkdownJobs.rows``): the first of a run."""
         self._row_blocks: dict[int, tuple[int, int]] = {}
@@ -223,7 +220,7 @@ class _Pass(Encoded):
         if self._outcomes:
             junit.write(JUNIT_END)
 
-    def _made(self, number: int, o: Outcome, junit: _TextFile, metadata: _TextFile,
+    def _made(self, number: int, o: Outcome, junit: TextFile, metadata: TextFile,
               pins: PinTexts) -> tuple[str, CardArgs]:
         """Job ``number``'s entry text, its pieces of the other files written (and their
         places noted), and its card's arguments (``CardTexts.add``)."""
@@ -249,7 +246,7 @@ class _Pass(Encoded):
             pieces.made(number, o, link, files[4], junit.offset - len(after), size, metadata.offset, line_size)
         return text, (entry, shape, parts, files[4], link)
 
-    def _copied(self, number: int, end: int, junit: _TextFile, metadata: _TextFile, pins: PinTexts) -> bytes:
+    def _copied(self, number: int, end: int, junit: TextFile, metadata: TextFile, pins: PinTexts) -> bytes:
         """``_made``'s work for jobs ``number`` to ``end`` (not included), whose pieces are
         the previous pass's (``Pieces.reusable``): the other files' runs of them written (and
         their places noted); returns their entries' run (the item separators between them)."""
@@ -345,20 +342,22 @@ class _Pass(Encoded):
                 return template.fill(parts)
         return metadata_text(metadata_row(o, video, media, entry["parameters"]))
 
-    def _start(self) -> tuple[_TextFile, _TextFile]:
+    def _start(self) -> tuple[TextFile, TextFile]:
         """junit.xml and metadata.jsonl opened, junit.xml's head written."""
-        junit = _TextFile(self._root / "junit.xml", counted=self._pieces is not None)
+        recorded = self._pieces is not None
+        junit = TextFile(self._root / "junit.xml", counted=recorded, hashed=recorded)
         self._files.append(junit)  # discarded even when metadata.jsonl's temporary file cannot be made
-        metadata = self._metadata = _TextFile(self._root / "metadata.jsonl", counted=self._pieces is not None)
+        metadata = self._metadata = TextFile(self._root / "metadata.jsonl", counted=recorded, hashed=recorded)
         self._files.append(metadata)
         junit.write(junit_start(self._report, bool(self._outcomes)))
         return junit, metadata
 
-    def commit(self, report_json: _TextFile) -> None:
+    def commit(self, report_json: TextFile) -> None:
         """Rename report.json, then report.md, junit.xml and metadata.jsonl into place."""
         if not self._files:  # no jobs: report.json's writer never asked for their texts
             self._start()
-        markdown = _TextFile(self._root / "report.md", counted=self._pieces is not None)
+        recorded = self._pieces is not None
+        markdown = TextFile(self._root / "report.md", counted=recorded, hashed=recorded)
         self._files.insert(0, markdown)
         lines = markdown_lines(self._report, self.markdown)
         rows = self.markdown.rows
@@ -372,14 +371,17 @@ class _Pass(Encoded):
                 markdown.write(line + "\n")
         markdown.write(lines[-1])
         self.markdown = MarkdownJobs()  # its rows, no longer needed, not held while the rest is written
-        report_json.commit()
-        for opened in self._files:
-            if opened is self._metadata and self._pieces is not None and self._pieces.kept(METADATA):
+        pieces = self._pieces
+        for opened in (report_json, *self._files):
+            if opened is self._metadata and pieces is not None and pieces.kept(METADATA):
                 opened.discard()  # every line copied, as many jobs as before: the same file
-            else:
-                opened.commit()
+                continue
+            opened.commit()
+            if pieces is not None:
+                pieces.sha256[opened.path.name] = (self._content.report_sha256 if opened is report_json
+                                                   else opened.sha256)
 
-    def _write_row(self, at: int, markdown: _TextFile, row: str) -> None:
+    def _write_row(self, at: int, markdown: TextFile, row: str) -> None:
         """Write report.md's row ``at`` (a job's, or a run of copied ones), its place noted."""
         assert self._pieces is not None
         block = self._row_blocks.get(at)
@@ -443,71 +445,3 @@ def _row_value(shape: Shape, path: tuple[str, ...]) -> str:
 
 def _literal(key: str) -> str:
     return _string(key).replace("{", "{{").replace("}", "}}")
-
-
-class _TextFile:
-    """A text file written in pieces (UTF-8) to a temporary name beside ``path``; ``commit``
-    flushes and fsyncs it and renames it over ``path`` (``durable.write_atomic``'s steps, the
-    directory's fsync left to the caller). Left without a commit, it is removed."""
-
-    def __init__(self, path: Path, counted: bool = True) -> None:
-        self.path = path
-        fd, self._tmp = create_temp(path, ".tmp")
-        self._fh: BinaryIO = os.fdopen(fd, "wb")
-        self._batch: list[str] = []
-        self._size = 0
-        self._done = False
-        self.offset = 0
-        """The bytes written so far (``counted``: else 0, and ``write`` returns 0)."""
-        if not counted:
-            self.write = self._write_uncounted  # type: ignore[method-assign]
-
-    def _write_uncounted(self, piece: str) -> int:
-        self._batch.append(piece)
-        self._size += len(piece)
-        if self._size >= _BATCH_CHARS:
-            self._flush()
-        return 0
-
-    def write(self, piece: str) -> int:
-        """Write ``piece``; returns its length in bytes."""
-        self._batch.append(piece)
-        size = len(piece)
-        self._size += size
-        if not piece.isascii():
-            size = len(piece.encode("utf-8"))
-        self.offset += size
-        if self._size >= _BATCH_CHARS:
-            self._flush()
-        return size
-
-    def _flush(self) -> None:
-        self._fh.write("".join(self._batch).encode("utf-8"))
-        self._batch.clear()
-        self._size = 0
-
-    def commit(self) -> None:
-        self._flush()
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        os.replace(self._tmp, self.path)
-        self._done = True
-
-    def discard(self) -> None:
-        if not self._done:
-            self._done = True
-            with contextlib.suppress(OSError):
-                self._fh.close()
-            with contextlib.suppress(OSError):
-                os.unlink(self._tmp)
-
-    def __enter__(self) -> _TextFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.discard()
-
-
-_BATCH_CHARS = 1 << 18
-"""Pieces gathered per write: three files are open at once, so less than durable's 1 MiB."""

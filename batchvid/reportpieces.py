@@ -5,7 +5,8 @@ that did not change. Encoding 100,000 job entries again cost most of such a reru
 the report files are in place, ``.batchvid/report-pieces`` records, for each job, a digest of
 the inputs of its pieces the journal does not give (``fingerprint``) and where its piece is in
 report.json, report.md, junit.xml, metadata.jsonl, batchvid.lock and report.html (its card;
-byte offsets), with each file's size, mtime and inode, as the journal pins a video, and the
+byte offsets), with each file's size, mtime, inode and sha256 (a copy of the directory, its
+files of other inodes, is used when their bytes are the same: ``reportrecord``), and the
 journal's identity and sha256 (``piecesjournal``). The next report pass copies the pieces of a
 job now skipped as done whose digest is the same and whose key has no journal line written
 since, from the files it replaces, and makes the others, and the run's parts (head, summary,
@@ -23,8 +24,8 @@ metadata.jsonl and batchvid.lock do not show them). Each of those tokens is chec
 once in the piece as written (``_SWAPS``: tokens that cannot overlap themselves, so the one
 occurrence is the field's own), else the job gets no digest; the copy swaps them (``block``)
 and records the places of the text it wrote. Anything doubtful (no such file, another format,
-version or code, a cut or changed file, another manifest name, a report file changed or
-replaced since, a journal changed otherwise than by whole lines appended) and nothing is reused.
+version or code, a cut or changed file, another manifest name, a report file whose bytes
+changed since, a journal changed otherwise than by whole lines appended) and nothing is reused.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import contextlib
 import functools
 import hashlib
 import json
-import mmap
 import os
 import re
 import sys
@@ -45,21 +45,23 @@ from typing import Any
 from batchvid import __version__
 from batchvid.durable import write_atomic
 from batchvid.outcome import Outcome
-from batchvid.piecesjournal import changed_keys, identity, journal_state
-from batchvid.store import JOURNAL, STATE_DIR
+from batchvid.piecesjournal import identity, journal_state
+from batchvid.reportrecord import (
+    CARDS,
+    FILES,
+    JUNIT,
+    METADATA,
+    PIECES_FORMAT,
+    PIECES_NAME,
+    REPORT_JSON,
+    REPORT_MD,
+    Cut,
+    Previous,
+    record_digest,
+)
+from batchvid.reportrecord import DIGEST_SIZE as _DIGEST
+from batchvid.store import STATE_DIR
 
-PIECES_NAME = "report-pieces"
-"""The record's name in the output directory's ``.batchvid``."""
-PIECES_FORMAT = 3
-"""Bump when the text of any job's piece changes (how an entry, a row, a testcase, a metadata
-line or a pin is written) or the record's layout: a record of another format is not used.
-2: each job's form (``_GENERATED``) recorded, and the task id in its digest. 3: the place of
-report.html's sweeps (``sweeps_at``)."""
-FILES = ("report.json", "report.md", "junit.xml", "metadata.jsonl", "batchvid.lock", "report.html")
-REPORT_JSON, REPORT_MD, JUNIT, METADATA, LOCK, CARDS = range(len(FILES))
-"""The files with a piece per job; report.html's pieces are its cards, their places counted from
-the start of its data block's ``jobs`` text (``cards_at``)."""
-_DIGEST = 16
 _NONE = bytes(_DIGEST)
 """The digest of a job whose pieces are always made again."""
 _ENTRY_START = '{\n      "action": "submit",'
@@ -197,6 +199,12 @@ class Pieces:
         placed (``pagecards.CardTexts``); None: its cards' places are not recorded."""
         self.sweeps_at: list[int] | None = None
         """Where the page's ``sweeps`` text is (its first byte and the one after), likewise."""
+        self.sha256: dict[str, str | None] = {}
+        """The sha256 of each file written (or kept), by name: recorded, so that a copy of the
+        directory (other inodes) is used when its files have these bytes (``reportrecord``)."""
+        self._kept: dict[str, list[int] | None] = {}
+        """The files left as they are (``kept``), by name, with the identity ``unchanged`` found
+        at that name (recorded for them by ``save``)."""
         self.previous = Previous.load(self._path, root, run)
         with contextlib.suppress(OSError):
             os.unlink(self._path)  # the files are about to change: it would describe old ones
@@ -329,7 +337,23 @@ class Pieces:
         if kept:
             common = 2 * min(previous.count, self._count)
             self._spans[file][:common] = previous.spans[file][:common]
+            self.sha256[FILES[file]] = previous.sha256.get(FILES[file])
+            self._kept[FILES[file]] = None
         return kept
+
+    def unchanged(self, root: Path) -> bool:
+        """Whether the previous files are still as recorded once their pieces are read
+        (``Previous.unchanged``), and each file left as it is (``kept``) is still the one its
+        pieces were read from at its name in ``root``: one replaced meanwhile (renamed over
+        it) would stay as this pass's file, with other bytes."""
+        previous = self.previous
+        if previous is None:
+            return True
+        for name in self._kept:
+            self._kept[name] = previous.at_name(root, name)
+            if self._kept[name] is None:
+                return False
+        return previous.unchanged()
 
     def retimed(self, moved: int) -> None:
         """report.html kept, only its timing renewed (its data ``moved`` bytes later): its
@@ -402,12 +426,14 @@ class Pieces:
             "jobs": self._count,
             "pins": self.pins,
             "byteorder": sys.byteorder,
-            "files": {name: identity(os.stat(root / name)) for name in FILES},
+            # (a file kept: the identity checked, so one renamed over it since is not trusted)
+            "files": {name: self._kept.get(name) or identity(os.stat(root / name)) for name in FILES},
+            "digests": {name: self.sha256.get(name) for name in FILES},
             "journal": journal,
             "cards_at": self.cards_at,
             "sweeps_at": self.sweeps_at,
         }
-        header["payload"] = _whole(header, payload)
+        header["payload"] = record_digest(header, payload)
         # Not fsynced: a record lost or cut by a power cut is not used (its digest).
         write_atomic(self._path, json.dumps(header, sort_keys=True).encode("utf-8") + b"\n" + payload,
                      durable=False)
@@ -418,148 +444,9 @@ class Pieces:
             self.previous = None
 
 
-def _whole(header: dict[str, Any], payload: bytes) -> str:
-    """The record's digest: of its header (but this digest) and its payload."""
-    return hashlib.sha256(json.dumps(header, sort_keys=True).encode("utf-8") + b"\n" + payload).hexdigest()
-
-
-class Cut(OSError):
-    """A report file was cut, or written over, while its pieces were read (its bytes not those
-    recorded): the files are written without them."""
-
-
-class Previous:
-    """The previous pass's record and its files, open: each job's digest and pieces."""
-
-    def __init__(self, digests: bytes, forms: bytes, spans: list[array[int]], fds: list[int], pins: int,
-                 changed: frozenset[str]) -> None:
-        self._digests, self._forms, self.spans, self._fds = digests, forms, spans, fds
-        self.changed = changed
-        """The keys with a journal line written since the record (their records may differ)."""
-        self.cards_at: int | None = None
-        """Where report.html's ``jobs`` text starts (None: its cards are not placed)."""
-        self.sweeps_at: list[int] | None = None
-        """Where its ``sweeps`` text is (None: not placed)."""
-        self._map: mmap.mmap | None = None
-        self._files: dict[str, list[int]] = {}
-        """Each file's identity as recorded (``unchanged``)."""
-        self.count, self.pins = len(digests) // _DIGEST, pins
-        self.journal: list[Any] | None = None
-        """The journal's state as recorded (``journal_state``): still its state while the
-        journal has the same identity."""
-
-    @classmethod
-    def load(cls, path: Path, root: Path, run: str) -> Previous | None:
-        """The record at ``path`` and the files it describes, or None unless it is whole, of
-        this format and version and run, and every file is as it was when recorded."""
-        try:
-            data = path.read_bytes()
-        except OSError:
-            return None
-        head, _, payload = data.partition(b"\n")
-        try:
-            header = json.loads(head)
-            whole = _whole({name: value for name, value in header.items() if name != "payload"}, payload)
-            count, pins = header["jobs"], header["pins"]
-            files, journal, cards_at = header["files"], header["journal"], header["cards_at"]
-            sweeps_at = header["sweeps_at"]
-            usable = (type(pins) is int and header["format"] == PIECES_FORMAT and header["batchvid"] == __version__
-                      and (sweeps_at is None or _span(sweeps_at)) and header["run"] == run and header["byteorder"] == sys.byteorder
-                      and type(count) is int and (cards_at is None or type(cards_at) is int)
-                      and len(payload) == (_DIGEST + 1 + 8 * len(FILES)) * count
-                      and whole == header["payload"])
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return None
-        if not usable:
-            return None
-        spans = []
-        for at in range(len(FILES)):
-            spans.append(array("I"))
-            start = (_DIGEST + 1) * count + 8 * count * at
-            spans[-1].frombytes(payload[start:start + 8 * count])
-        changed = changed_keys(root / STATE_DIR / JOURNAL, journal)
-        if changed is None:
-            return None
-        fds = _opened(root, files)
-        if fds is None:
-            return None
-        previous = cls(payload[:_DIGEST * count], payload[_DIGEST * count:(_DIGEST + 1) * count], spans, fds, pins,
-                       changed)
-        previous.cards_at, previous.sweeps_at, previous.journal = cards_at, sweeps_at, journal
-        previous._files = files
-        return previous
-
-    def same(self, number: int, digest: bytes) -> bool:
-        """Whether job ``number``'s digest was ``digest``."""
-        at = _DIGEST * number
-        return self._digests[at:at + _DIGEST] == digest
-
-    def form(self, number: int) -> int:
-        """Job ``number``'s form (``_GENERATED``, or 0)."""
-        return self._forms[number]
-
-    def piece(self, file: int, number: int) -> bytes:
-        """Job ``number``'s piece of ``file`` (batchvid.lock's pins, read in any order)."""
-        spans = self.spans[file]
-        if self._map is None:
-            self._map = mmap.mmap(self._fds[file], 0, access=mmap.ACCESS_READ)
-        return self._map[spans[2 * number]:spans[2 * number + 1]]
-
-    def block(self, file: int, number: int, end: int) -> bytes:
-        """The text of ``file`` from job ``number``'s piece to job ``end - 1``'s (both
-        included; jobs in order: each file but batchvid.lock). Read as asked, not mapped:
-        the pages of a mapped file count as the process's memory once read."""
-        spans = self.spans[file]
-        start, stop = spans[2 * number], spans[2 * end - 1]
-        if file == CARDS:
-            assert self.cards_at is not None
-            start, stop = start + self.cards_at, stop + self.cards_at
-        return self.read(file, start, stop)
-
-    def read(self, file: int, start: int, stop: int) -> bytes:
-        """``file``'s bytes from ``start`` to ``stop`` (not included)."""
-        data = os.pread(self._fds[file], stop - start, start)
-        if len(data) != stop - start:
-            raise Cut(f"{FILES[file]} was cut while it was read")
-        return data
-
-    def unchanged(self) -> bool:
-        """Whether every file is still as recorded (checked once its pieces are read: one
-        written over in place while it was read may have given other bytes)."""
-        try:
-            return all(identity(os.fstat(fd)) == self._files[name] for name, fd in zip(FILES, self._fds, strict=True))
-        except OSError:
-            return False
-
-    def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
-        for fd in self._fds:
-            os.close(fd)
-        self._fds = []
-
-
 _SWEEPS_AROUND = (b',"sweeps":', b"}</script>")
 """What is around report.html's sweeps text (``gallery._data_pieces``, the page's template): the
 key, the only one of that text after the cards (any text within is a JSON string, its quotes
 escaped), and the data block's end, its only ``</`` (escaped in the data: ``_SCRIPT_UNSAFE``)."""
 
 
-def _span(value: Any) -> bool:
-    """Whether ``value`` is a recorded place: two offsets, the first before the second."""
-    return type(value) is list and len(value) == 2 and all(type(at) is int for at in value) and 0 <= value[0] < value[1]
-
-
-def _opened(root: Path, files: Any) -> list[int] | None:
-    """The report files opened, or None unless each is as recorded (``files``: name -> identity)."""
-    fds: list[int] = []
-    try:
-        for name in FILES:
-            fds.append(os.open(root / name, os.O_RDONLY))
-            if identity(os.fstat(fds[-1])) != files[name]:
-                raise ValueError(name)
-    except (OSError, ValueError, KeyError, TypeError):
-        for fd in fds:
-            os.close(fd)
-        return None
-    return fds

@@ -331,9 +331,9 @@ def test_sources_digest_hashes_the_templates_as_jinja_loads_them() -> None:
     (read here without importing Jinja2)."""
     import hashlib
 
-    from batchvid.gallery import _SOURCES, _TIMING, _environment, _source, _sources_digest
+    from batchvid.gallery import _SOURCES, _TIMING, _environment, _source, sources_digest
 
     expected = hashlib.sha256()
     for name in (*_SOURCES, _TIMING):
         expected.update(_source(_environment(), name).encode("utf-8"))
-    assert _sources_digest().hexdigest() == expected.hexdigest()
+    assert sources_digest().hexdigest() == expected.hexdigest()

@@ -183,16 +183,16 @@ def test_a_temporary_file_that_cannot_be_made_leaves_no_other_behind(
 ) -> None:
     """metadata.jsonl's temporary file failing (too many open files, say) raises, and
     junit.xml's, made just before it, is removed too: the directory holds no temporary file."""
-    import batchvid.reportfiles as reportfiles
+    import batchvid.textfile as textfile
 
-    real = reportfiles.create_temp
+    real = textfile.create_temp
 
     def failing(final: Path, suffix: str, **options: Any) -> Any:
         if final.name == "metadata.jsonl":
             raise OSError(24, "Too many open files")
         return real(final, suffix, **options)
 
-    monkeypatch.setattr(reportfiles, "create_temp", failing)
+    monkeypatch.setattr(textfile, "create_temp", failing)
     with pytest.raises(OSError):
         write_outputs(tmp_path, _run(1, 5), _info())
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -367,3 +367,80 @@ def test_pins_read_back_a_run_at_a_time_give_the_reference_lock(
         o.enhance, o.provided = None, {}
         outcomes.append(o)
     _assert_made_in_the_pass(tmp_path, outcomes, monkeypatch)
+
+
+def _rerun_dir(root: Path) -> list[Outcome]:
+    """``root`` written by a run whose jobs a rerun can reuse: its report kept with a record of
+    pieces (report.html then written through ``textfile.TextFile``, hashed)."""
+    from tests.test_reportpieces import _replayed
+
+    outcomes = _replayed(root, _run(7, 40))
+    write_outputs(root, outcomes, _info(seconds=1.0))
+    head = (root / ".batchvid" / "report-pieces").read_bytes().partition(b"\n")[0]
+    assert json.loads(head)["digests"]["report.html"]
+    return outcomes
+
+
+@pytest.mark.parametrize("seconds", [1.0, 2.0], ids=["rendered", "retimed"])
+def test_the_page_written_with_a_record_is_fsynced_before_its_rename_and_its_directory_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seconds: float
+) -> None:
+    """report.html, rendered or only retimed, written while a record of pieces is kept, takes
+    ``durable.write_atomic``'s steps: a temporary name beside it, fsynced, renamed over it,
+    then its directory fsynced."""
+    from tests.test_durable_order import Trace
+
+    root = tmp_path / "out"
+    outcomes = _rerun_dir(root)
+    page = str(root / "report.html")
+    if seconds == 1.0:
+        (root / "report.html").unlink()  # (rendered again)
+    trace = Trace(monkeypatch)
+    write_outputs(root, outcomes, _info(seconds=seconds))
+    renamed = trace.index(("rename", page))
+    synced = [n for n, (what, path) in enumerate(trace.calls)
+              if what == "fsync" and Path(path).name.startswith(".report.html.") and path.endswith(".tmp")]
+    assert len(synced) == 1 and synced[0] < renamed
+    assert any(n > renamed for n in trace.indices("fsync", str(root)))
+
+
+@pytest.mark.parametrize("seconds", [1.0, 2.0], ids=["rendered", "retimed"])
+def test_a_page_write_failing_midway_leaves_the_old_page_and_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seconds: float
+) -> None:
+    """report.html's write (with a record kept) failing after some of its bytes (the disk
+    full): the error is raised, the page in place keeps its bytes, and no temporary file is
+    left; one a crash leaves instead has a name the next run's sweep removes."""
+    import batchvid.gallery as gallery
+    import batchvid.textfile as textfile
+    from batchvid.store import _temporaries
+
+    root = tmp_path / "out"
+    outcomes = _rerun_dir(root)
+    if seconds == 1.0:
+        (root / "report.html").write_text("<p>another page</p>\n")  # (rendered again, not retimed)
+    old = (root / "report.html").read_bytes()
+    name = "_page_pieces" if seconds == 1.0 else "_copied"
+    real = getattr(gallery, name)
+    failed: list[str] = []
+
+    def failing(*args: Any) -> Any:
+        for number, piece in enumerate(real(*args)):
+            if number == 1:
+                failed.append(name)
+                raise OSError(28, "No space left on device")
+            yield piece
+
+    monkeypatch.setattr(gallery, name, failing)
+    with pytest.raises(OSError, match="No space"):
+        write_outputs(root, outcomes, _info(seconds=seconds))
+    assert failed == [name]
+    assert (root / "report.html").read_bytes() == old
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".report.html.")]
+    # A crash instead: the temporary file closed (by the kernel), not removed.
+    monkeypatch.setattr(textfile.TextFile, "discard", lambda self: self._fh.close())
+    with pytest.raises(OSError, match="No space"):
+        write_outputs(root, outcomes, _info(seconds=seconds))
+    left = [p for p in root.iterdir() if p.name.startswith(".report.html.")]
+    assert len(left) == 1 and (root / "report.html").read_bytes() == old
+    assert str(left[0]) in _temporaries(root, (".tmp",))

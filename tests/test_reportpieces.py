@@ -16,6 +16,7 @@ import pytest
 import batchvid.piecesjournal as piecesjournal
 import batchvid.reportfiles as reportfiles
 import batchvid.reportpieces as reportpieces
+import batchvid.reportrecord as reportrecord
 import batchvid.runner as runner
 from batchvid.cli import main
 from batchvid.jobs import Job, job_key
@@ -183,13 +184,13 @@ def test_a_pass_that_copies_nothing_compares_each_digest_once(
     first = outcomes[0]
     first.status, first.action, first.error = "failed", "keep-failed", {"kind": "k", "message": "m"}
     compared = []
-    real_same = reportpieces.Previous.same
+    real_same = reportrecord.Previous.same
 
-    def same(self: reportpieces.Previous, number: int, digest: bytes) -> bool:
+    def same(self: reportrecord.Previous, number: int, digest: bytes) -> bool:
         compared.append(number)
         return real_same(self, number, digest)
 
-    monkeypatch.setattr(reportpieces.Previous, "same", same)
+    monkeypatch.setattr(reportrecord.Previous, "same", same)
     _assert_reference(tmp_path, root, outcomes, seconds=2.0)
     assert len(compared) == len(set(compared))
 
@@ -234,21 +235,42 @@ def _replace_with_copy(path: Path) -> None:
     path.write_bytes(data)
 
 
+def _edit_in_place(path: Path) -> None:
+    """A byte within the file's jobs changed, its size the same."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] = ord("#") if data[len(data) // 2] != ord("#") else ord("%")
+    path.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize(("name", "change"), [
-    *((name, change) for name in reportpieces.FILES[:-1] for change in (_edit_appending, _replace_with_copy)),
-    ("report.html", _replace_with_copy),  # (an edited page of the same content is only retimed, as always)
+    *((name, change) for name in reportrecord.FILES[:-1] for change in (_edit_appending, _edit_in_place)),
 ])
-def test_a_report_file_edited_or_replaced_since_is_not_reused(
+def test_a_report_file_edited_since_is_not_reused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]],
     name: str, change: Callable[[Path], None]
 ) -> None:
-    """A report file changed or replaced (even by the same bytes) since its pieces were
-    recorded: nothing is copied, and every file has the reference bytes."""
+    """A report file whose bytes changed since its pieces were recorded (a byte appended, or
+    one changed in place): nothing is copied, and every file has the reference bytes.
+    (report.html: ``test_reportpieces_copied``; an edited page of the same content is only
+    retimed, as always.)"""
     root, outcomes = written
     change(root / name)
     made = _made(monkeypatch)
     _assert_reference(tmp_path, root, outcomes)
     assert len(made) == len(outcomes)
+
+
+@pytest.mark.parametrize("name", reportrecord.FILES)
+def test_a_report_file_replaced_by_the_same_bytes_is_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]], name: str
+) -> None:
+    """A report file replaced by a copy of its bytes (another inode and mtime): its bytes are
+    the recorded ones, so every reusable job is copied; every file has the reference bytes."""
+    root, outcomes = written
+    _replace_with_copy(root / name)
+    made = _made(monkeypatch)
+    _assert_reference(tmp_path, root, outcomes)
+    assert sorted(made) == sorted(o.job.id for o in outcomes if not _reusable(o))
 
 
 def _flip_last_byte(path: Path) -> None:
@@ -324,7 +346,7 @@ def test_a_record_of_another_format_is_not_used(
 ) -> None:
     """A record written by a version that writes the pieces otherwise: nothing is copied."""
     root, outcomes = written
-    monkeypatch.setattr(reportpieces, "PIECES_FORMAT", reportpieces.PIECES_FORMAT + 1)
+    monkeypatch.setattr(reportpieces, "PIECES_FORMAT", reportrecord.PIECES_FORMAT + 1)
     made = _made(monkeypatch)
     _assert_reference(tmp_path, root, outcomes)
     assert len(made) == len(outcomes)
@@ -484,7 +506,8 @@ def test_a_journal_as_the_record_found_it_is_not_read_again_to_record_it(
 ) -> None:
     """A rerun whose journal has the identity the record holds records the journal's state
     without reading it (once its check, a journal of gigabytes, not twice); the next rerun,
-    after a line appended, reads it again, and both write the reference bytes."""
+    after a line appended, or its journal replaced by a copy (another inode), reads it once:
+    the check hashes it, and that state is recorded; each writes the reference bytes."""
     root, outcomes = written
     read: list[str] = []
     real_open = open
@@ -499,7 +522,13 @@ def test_a_journal_as_the_record_found_it_is_not_read_again_to_record_it(
     _journaled(root, outcomes[0])
     read.clear()
     _assert_reference(tmp_path / "again", root, outcomes, seconds=3.0)
-    assert read.count("journal.jsonl") == 2
+    assert read.count("journal.jsonl") == 1
+    journal = root / ".batchvid" / "journal.jsonl"
+    shutil.copy2(journal, journal.with_suffix(".copy"))
+    journal.with_suffix(".copy").replace(journal)
+    read.clear()
+    _assert_reference(tmp_path / "copied", root, outcomes, seconds=3.5)
+    assert read.count("journal.jsonl") == 1
     made = _made(monkeypatch)
     _assert_reference(tmp_path / "third", root, outcomes, seconds=4.0)
     assert len(made) == sum(not _reusable(o) for o in outcomes)

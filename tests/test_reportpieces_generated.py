@@ -18,11 +18,12 @@ import pytest
 
 import batchvid.download as download
 import batchvid.reportpieces as reportpieces
+import batchvid.reportrecord as reportrecord
 import batchvid.runner as runner
 import batchvid.simulator as simulator
 from batchvid.cli import main
 from batchvid.report import Outcome, RunInfo, write_outputs
-from batchvid.reportpieces import (
+from batchvid.reportrecord import (
     CARDS,
     FILES,
     JUNIT,
@@ -341,17 +342,17 @@ def test_a_generated_jobs_text_changed_as_it_is_read_is_not_copied(
     with_record, without = _copy(out, tmp_path / "with"), _copy(out, tmp_path / "without")
     (without / ".batchvid" / PIECES_NAME).unlink()
     _run_cli(manifest, without)
-    real = reportpieces.Previous.block
+    real = reportrecord.Previous.block
     changed: list[int] = []
 
-    def block(self: reportpieces.Previous, file: int, number: int, end: int) -> bytes:
+    def block(self: reportrecord.Previous, file: int, number: int, end: int) -> bytes:
         data = real(self, file, number, end)
         if file == REPORT_JSON and not changed:
             changed.append(number)
             data = data.replace(b'"action": "submit"', b'"action": "submiT"', 1)
         return data
 
-    monkeypatch.setattr(reportpieces.Previous, "block", block)
+    monkeypatch.setattr(reportrecord.Previous, "block", block)
     _run_cli(manifest, with_record)
     assert changed == [0]
     for file in FILES:

@@ -16,7 +16,7 @@ import batchvid.gallery as gallery
 import batchvid.pagecards as pagecards
 import batchvid.report as report
 import batchvid.reportfiles as reportfiles
-import batchvid.reportpieces as reportpieces
+import batchvid.reportrecord as reportrecord
 from batchvid.report import Outcome, write_outputs
 from batchvid.reportpieces import PIECES_NAME
 from tests.test_reportfiles import FILES, _info, _reference, _run
@@ -341,13 +341,13 @@ def test_a_rerun_whose_manifest_moved_compares_each_digest_once(
     run as the entries were, each job's digest compared once (not again for the cards)."""
     root, outcomes = written
     compared: list[int] = []
-    real_same = reportpieces.Previous.same
+    real_same = reportrecord.Previous.same
 
-    def same(self: reportpieces.Previous, number: int, digest: bytes) -> bool:
+    def same(self: reportrecord.Previous, number: int, digest: bytes) -> bool:
         compared.append(number)
         return real_same(self, number, digest)
 
-    monkeypatch.setattr(reportpieces.Previous, "same", same)
+    monkeypatch.setattr(reportrecord.Previous, "same", same)
     copied = _cards_copied(monkeypatch)
     _assert_reference(tmp_path, root, outcomes, compared, copied, manifest="/moved/m.yaml")
     assert len(copied) == sum(_reusable(o) for o in outcomes)
@@ -361,7 +361,7 @@ def _sweeps_placed_at(record: Path, place: list[int]) -> None:
     header = json.loads(head)
     header["sweeps_at"] = place
     del header["payload"]
-    header["payload"] = reportpieces._whole(header, payload)
+    header["payload"] = reportrecord.record_digest(header, payload)
     record.write_bytes(json.dumps(header, sort_keys=True).encode("utf-8") + b"\n" + payload)
 
 
@@ -407,15 +407,15 @@ def _when_read(monkeypatch: pytest.MonkeyPatch, file: int, change: Any) -> list[
     """``change(fd)`` done to ``file`` (the open previous one) the first time its pieces are
     read; the list of the times it was done."""
     done: list[int] = []
-    real = reportpieces.Previous.read
+    real = reportrecord.Previous.read
 
-    def read(self: reportpieces.Previous, which: int, start: int, stop: int) -> bytes:
+    def read(self: reportrecord.Previous, which: int, start: int, stop: int) -> bytes:
         if which == file and not done:
             done.append(which)
             change(self._fds[which])
         return real(self, which, start, stop)
 
-    monkeypatch.setattr(reportpieces.Previous, "read", read)
+    monkeypatch.setattr(reportrecord.Previous, "read", read)
     return done
 
 
@@ -435,7 +435,7 @@ def _written_over(fd: int) -> None:
 
 
 @pytest.mark.parametrize("change", [_cut, _written_over])
-@pytest.mark.parametrize("file", [reportpieces.REPORT_JSON, reportpieces.CARDS])
+@pytest.mark.parametrize("file", [reportrecord.REPORT_JSON, reportrecord.CARDS])
 def test_a_report_file_cut_or_written_over_while_its_pieces_are_read_is_not_copied_from(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]], change: Any, file: int
 ) -> None:

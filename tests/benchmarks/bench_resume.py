@@ -22,7 +22,10 @@ that generated its jobs writes them (every job ``succeeded`` by ``submit``, from
 record, and the record of their pieces), so that ``--ab`` then times the first rerun after a
 generating run on a synthesized directory (``/tmp/r100k``: minutes instead of a full run).
 It then leaves the replay snapshot such a run now leaves as it closes (timed: the child
-process that writes it, CPU, wall and max RSS). ``--ab-dir DIR`` (with ``--ab TREE``): TREE's
+process that writes it, CPU, wall and max RSS). ``--copy-reports copy2|touched`` (with ``--ab TREE``): the copies' report files are real copies
+(new inodes; ``touched``: new mtimes too), as ``cp -r``, rsync or a CI cache restore leaves them
+(the videos stay hard links: their journaled ``stat`` would otherwise have each one hashed again).
+``--ab-dir DIR`` (with ``--ab TREE``): TREE's
 reruns copy ``DIR/out`` instead, a copy of the same directory that TREE's own
 ``--as-generated`` prepared (its record of report pieces is only used by the code that wrote it).
 ``--replay`` also measures the journal replay alone, in this process after the reruns: its CPU
@@ -231,12 +234,15 @@ def rerun(manifest: Path, out: Path, base_url: str, jobs: int) -> tuple[float, b
     return run.wall, ok
 
 
-def alternate(tmp: Path, manifest: Path, other: Path, rounds: int, other_dir: Path | None = None) -> None:
+def alternate(tmp: Path, manifest: Path, other: Path, rounds: int, other_dir: Path | None = None,
+              copy_reports: str | None = None) -> None:
     """A first and a later rerun of a ``cp -al`` copy of ``tmp/out`` (its ``.batchvid`` a real
     copy), with this checkout's batchvid and ``other``'s in turn, ``rounds`` times: CPU from
     ``os.wait4``, bytecode written and used (as an installed package has it). ``other_dir``:
     ``other``'s reruns copy ``other_dir/out`` instead (a directory its own ``--as-generated``
-    made: a generating run's record of report pieces is used only by the code that wrote it)."""
+    made: a generating run's record of report pieces is used only by the code that wrote it).
+    ``copy_reports`` (``copy2`` or ``touched``): the report files real copies too (new inodes;
+    ``touched``: new mtimes too), as ``cp -r``, rsync or a CI cache restore leaves them."""
     for number in range(1, rounds + 1):
         for label, tree, source in (("this", ROOT, tmp), ("other", other.resolve(), other_dir or tmp)):
             copy = tmp / f"ab-{label}"
@@ -244,8 +250,17 @@ def alternate(tmp: Path, manifest: Path, other: Path, rounds: int, other_dir: Pa
             subprocess.run(["cp", "-al", str(source / "out"), str(copy)], check=True)
             shutil.rmtree(copy / ".batchvid")
             shutil.copytree(source / "out" / ".batchvid", copy / ".batchvid")
+            if copy_reports is not None:
+                for name in REPORT_FILES:
+                    (copy / name).unlink()
+                    shutil.copy2(source / "out" / name, copy / name)
+                    if copy_reports == "touched":
+                        os.utime(copy / name)
             first_and_later(f"round {number}, {label} ({tree}, {source / 'out'})", manifest, copy, tree)
             shutil.rmtree(copy)
+
+
+REPORT_FILES = ("report.json", "report.md", "junit.xml", "metadata.jsonl", "batchvid.lock", "report.html")
 
 
 def first_and_later(title: str, manifest: Path, out: Path, tree: Path) -> None:
@@ -369,6 +384,11 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=2, help="with --ab: rounds of the two trees")
     parser.add_argument(
+        "--copy-reports", choices=("copy2", "touched"),
+        help="with --ab: the copies' report files real copies (new inodes; touched: new mtimes too), "
+        "as cp -r, rsync or a CI cache restore leaves them; by default hard links",
+    )
+    parser.add_argument(
         "--ab-dir", type=Path, metavar="DIR",
         help="with --ab TREE: TREE's reruns copy DIR/out (made by TREE's own --keep DIR --as-generated) "
         "instead of this --keep DIR's",
@@ -412,7 +432,7 @@ def main() -> int:
         if args.build_only:
             return 0
         if args.ab is not None:
-            alternate(tmp, manifest, args.ab, args.rounds, args.ab_dir)
+            alternate(tmp, manifest, args.ab, args.rounds, args.ab_dir, args.copy_reports)
             return 0
         print("  rerun 1, --base-url on a dead port:")
         wall_dead, ok_dead = rerun(manifest, out, dead_url(), args.jobs)
