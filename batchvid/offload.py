@@ -136,7 +136,11 @@ def started(fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
                 taken.append(_riders.popleft())
             except IndexError:
                 break
-        _hand((loop, future, _carrying, (taken, fn, args)))
+        try:
+            _hand((loop, future, _carrying, (taken, fn, args)))
+        except BaseException:  # no thread to run them (none could be started): not lost
+            _riders.extendleft(reversed(taken))
+            raise
     else:
         _hand((loop, future, fn, args))
     return future
