@@ -165,8 +165,8 @@ async def alongside(step: Callable[[], Awaitable[object]], fn: Callable[..., obj
 
 
 async def _finished(rider: _Rider) -> None:
-    """(Shielded by the caller.) Once ``rider`` has run: in a hop of its own if no hop took it, else waited for (a hop
-    someone else made may still be running it)."""
+    """Return once ``rider`` has run (the caller shields this): in a hop of its own if no hop
+    took it, else waited for (a hop someone else made may still be running it)."""
     try:
         _riders.remove(rider)
     except ValueError:  # taken by a hop: still running it
