@@ -136,7 +136,11 @@ def started(fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
                 taken.append(_riders.popleft())
             except IndexError:
                 break
-        _hand((loop, future, _carrying, (taken, fn, args)))
+        try:
+            _hand((loop, future, _carrying, (taken, fn, args)))
+        except BaseException:  # no thread to run them (none could be started): not lost
+            _riders.extendleft(reversed(taken))
+            raise
     else:
         _hand((loop, future, fn, args))
     return future
@@ -161,8 +165,8 @@ async def alongside(step: Callable[[], Awaitable[object]], fn: Callable[..., obj
 
 
 async def _finished(rider: _Rider) -> None:
-    """(Shielded by the caller.) Once ``rider`` has run: in a hop of its own if no hop took it, else waited for (a hop
-    someone else made may still be running it)."""
+    """Return once ``rider`` has run (the caller shields this): in a hop of its own if no hop
+    took it, else waited for (a hop someone else made may still be running it)."""
     try:
         _riders.remove(rider)
     except ValueError:  # taken by a hop: still running it

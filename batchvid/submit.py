@@ -50,8 +50,9 @@ class Submitter:
         return self.provider.request_id(job, record.creates if record is not None else 0)
 
     async def journal_first(self, life: JobLife, record: JobRecord | None) -> None:
-        """Make the first create attempt ready before its turn: the job's folder and its
-        ``submitting`` line, durable when this returns (``create(journaled=True)`` sends it)."""
+        """Make the first create attempt ready before its turn: the job's folder and
+        request.json written and its ``submitting`` line durable when this returns
+        (``create(journaled=True)`` sends it)."""
         self.stopper.check()
         request_id = self.request_id(life.job, record)
         await self._with_request(life, request_id, lambda: life.attempt(request_id, sent=False))
@@ -158,6 +159,7 @@ def _write_request(job_dir: Path, recorded: Mapping[str, Any]) -> None:
     wait for this one too. The folder's entry in jobs/ must survive a power cut before the
     journal calls anything in it done: the download's commit fsyncs jobs/ before its line
     (``Downloader._finish``); jobs/'s own entry, when this makes it, is fsynced here (once a
-    run). request.json itself may be lost (it is written again)."""
+    run). request.json itself may be lost or empty after a power cut (a record for the
+    reader: nothing reads it to decide, docs/output-directory.md)."""
     make_dir(job_dir, own_entry=False)
     write_atomic(job_dir / "request.json", dumps(recorded), durable=False)

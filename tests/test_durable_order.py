@@ -110,7 +110,8 @@ def test_a_rejected_video_is_set_aside_and_its_directory_fsynced_before_its_fail
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A clip failing the ``qc:`` thresholds is renamed aside, then its directory fsynced once
-    (after the cover's rename too), then journaled ``failed`` with the kept video's path."""
+    (after the cover's rename too), and jobs/ after the directory was made (its own entry),
+    then journaled ``failed`` with the kept video's path."""
     trace = Trace(monkeypatch)
     out = tmp_path / "out"
     job = make_job("black", 0, "bigmodel", prompt="a [black] night")
@@ -122,3 +123,5 @@ def test_a_rejected_video_is_set_aside_and_its_directory_fsynced_before_its_fail
     dir_syncs = trace.indices("fsync", str(job_dir))
     assert len(dir_syncs) == 1
     assert trace.index(("rename", str(cover))) < trace.index(("rename", str(kept))) < dir_syncs[0] < failed
+    made = trace.index(("mkdir", str(job_dir)))
+    assert any(made < sync < failed for sync in trace.indices("fsync", str(out / "jobs")))

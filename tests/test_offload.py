@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import anyio
 import pytest
 
-from batchvid.offload import alongside, off_loop
+from batchvid.offload import alongside, off_loop, started
 
 
 @pytest.mark.anyio
@@ -144,3 +145,140 @@ async def test_a_riders_error_comes_out_of_alongside_not_out_of_the_hop_that_ran
     with pytest.raises(PermissionError, match="read-only"):
         await alongside(step, rider)
     assert results == ["synced"]
+
+
+@pytest.mark.anyio
+async def test_a_rider_whose_hops_wait_is_cancelled_still_runs_and_is_waited_for() -> None:
+    """A hop whose waiter is cancelled (``started``'s future, unshielded) still runs the rider
+    it took, and ``alongside`` returns only once the rider has run, exactly once."""
+    runs: list[str] = []
+    release = threading.Event()
+
+    def rider() -> None:
+        time.sleep(0.1)
+        runs.append("rider")
+
+    async def step() -> None:
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await started(release.wait, 10)  # takes the rider; the wait is cancelled at once
+        assert scope.cancelled_caught and not runs
+
+    await alongside(step, rider)
+    release.set()
+    assert runs == ["rider"]
+
+
+@pytest.mark.anyio
+async def test_a_rider_on_a_hop_that_raises_keeps_its_own_result() -> None:
+    """The hop carrying a rider fails with its own error; the rider ran first and its
+    ``alongside`` returns normally."""
+    runs: list[str] = []
+
+    def fsync() -> None:
+        raise OSError("disk gone")
+
+    async def step() -> None:
+        with pytest.raises(OSError, match="disk gone"):
+            await off_loop(fsync)
+        assert runs == ["rider"]
+
+    await alongside(step, runs.append, "rider")
+    assert runs == ["rider"]
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_step_waits_for_its_running_rider_then_is_cancelled() -> None:
+    """``step`` cancelled while its rider runs (taken by another task's hop): ``alongside``
+    ends only once the rider has finished, then the cancellation goes on; the rider's error
+    does not replace it."""
+    rider_started, rider_done = threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def rider() -> None:
+        rider_started.set()
+        time.sleep(0.2)
+        rider_done.set()
+        raise ValueError("the rider's error")
+
+    async def step() -> None:
+        await anyio.sleep(10)
+
+    async def with_rider(scope: anyio.CancelScope) -> None:
+        with scope:
+            try:
+                await alongside(step, rider)
+            finally:
+                seen.append(rider_done.is_set())
+
+    scope = anyio.CancelScope()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(with_rider, scope)
+        await anyio.sleep(0)  # the rider is queued
+        tg.start_soon(off_loop, time.sleep, 0)  # another task's hop takes it
+        while not rider_started.is_set():
+            await anyio.sleep(0.005)
+        scope.cancel()
+    assert scope.cancelled_caught
+    assert seen == [True]
+
+
+@pytest.mark.anyio
+async def test_riders_of_several_steps_on_one_hop_each_come_back_to_their_own() -> None:
+    """Three riders taken by one hop all run, in the order they were queued; each
+    ``alongside`` gets its own rider's result (one error, two returns)."""
+    order: list[int] = []
+    results: dict[int, str] = {}
+    gate = anyio.Event()
+
+    def rider(n: int) -> None:
+        order.append(n)
+        if n == 1:
+            raise KeyError(n)
+
+    async def one(n: int) -> None:
+        async def step() -> None:
+            await gate.wait()
+
+        try:
+            await alongside(step, rider, n)
+        except KeyError:
+            results[n] = "raised"
+        else:
+            results[n] = "returned"
+
+    async with anyio.create_task_group() as tg:
+        for n in range(3):
+            tg.start_soon(one, n)
+        await anyio.sleep(0.01)  # all three queued
+        await off_loop(time.sleep, 0)  # one hop takes them all
+        assert order == [0, 1, 2]
+        gate.set()
+    assert results == {0: "returned", 1: "raised", 2: "returned"}
+
+
+@pytest.mark.anyio
+async def test_riders_a_hop_took_are_not_lost_when_the_hop_cannot_be_handed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hop that fails to reach a thread (no thread can be started) gives back the riders it
+    took: their ``alongside`` still runs them, in a hop of its own, and returns."""
+    import batchvid.offload
+
+    runs: list[str] = []
+    hand = batchvid.offload._hand
+
+    def no_thread(item: Any) -> None:
+        raise RuntimeError("can't start new thread")
+
+    async def step() -> None:
+        monkeypatch.setattr(batchvid.offload, "_hand", no_thread)
+        try:
+            with pytest.raises(RuntimeError, match="new thread"):
+                await off_loop(time.sleep, 0)
+        finally:
+            monkeypatch.setattr(batchvid.offload, "_hand", hand)
+
+    with anyio.fail_after(5):
+        await alongside(step, runs.append, "rider")
+    assert runs == ["rider"]

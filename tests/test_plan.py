@@ -217,3 +217,27 @@ def test_a_plan_decides_each_job_as_decide_does(tmp_path: Path, seed: int) -> No
                 expected.append(step)
     plan = make_plan(jobs, records, tmp_path, provider="geekai", force=force, only=only)
     assert list(plan.steps) == expected
+
+
+@pytest.mark.parametrize(
+    "content",
+    [None, b"", b"\0" * 64, b'{\n  "prompt": "an old pro', b"[]\n"],
+    ids=["no-folder", "empty", "zeros", "torn", "not-an-object"],
+)
+def test_an_edited_jobs_reason_is_not_misled_by_a_request_json_a_power_cut_damaged(
+    tmp_path: Path, content: bytes | None
+) -> None:
+    """request.json is not fsynced, nor is its folder before the job's download: after a power
+    cut it may be missing, empty, zero-filled or torn. The plan of the edited job then says
+    only that it was edited, naming no change it cannot know; a whole one's changes are named."""
+    from batchvid.plan import edited_reason
+
+    job = make_job("j1", prompt="a new prompt")
+    earlier = JobRecord("old-key", "j1", "submitted", "t1")
+    if content is not None:
+        (tmp_path / "jobs" / "j1").mkdir(parents=True)
+        (tmp_path / "jobs" / "j1" / "request.json").write_bytes(content)
+    assert edited_reason(job, earlier, tmp_path, "geekai") == "edited since its earlier request (task t1): a new job"
+    (tmp_path / "jobs" / "j1").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "jobs" / "j1" / "request.json").write_text('{"model": "cogvideox-flash", "prompt": "old"}\n', encoding="utf-8")
+    assert edited_reason(job, earlier, tmp_path, "geekai") == "edited since its earlier request (task t1): prompt; a new job"
