@@ -367,3 +367,30 @@ def test_pins_read_back_a_run_at_a_time_give_the_reference_lock(
         o.enhance, o.provided = None, {}
         outcomes.append(o)
     _assert_made_in_the_pass(tmp_path, outcomes, monkeypatch)
+
+
+def test_timing_of_jobs_in_id_order_writes_the_reference_bytes(tmp_path: Path) -> None:
+    """A run whose job ids ascend (a manifest's usual order, the outcomes read as they are),
+    some jobs without timing: every file has the reference writer's bytes."""
+    rng = random.Random(11)
+    outcomes = []
+    for n in range(40):
+        o = _outcome(rng, n)
+        o.job = dataclasses.replace(o.job, id=f"job-{n:03d}")
+        o.attempts, o.seconds = (0, None) if n % 3 == 0 else (n % 4, n / 8 if n % 2 else None)
+        outcomes.append(o)
+    _assert_same(tmp_path, outcomes, _info())
+
+
+@pytest.mark.parametrize("ids", [["a", "b", "c", "d"], ["d", "b", "c", "a"], ["b", "a", "b", "c"], ["a", "a"], []])
+def test_job_timing_reads_as_the_sorted_dict_of_the_timed_jobs(ids: list[str]) -> None:
+    """``JobTiming`` (report.json's ``timing.jobs`` as a run writes it) has the items, order
+    and length of the dict it replaces: the timed jobs by id, a repeated id's last outcome."""
+    from batchvid.report import JobTiming, _job_timing
+
+    outcomes = [Outcome(make_job(job_id, n), "succeeded", "submit", attempts=n % 3, seconds=None if n % 2 else n / 4)
+                for n, job_id in enumerate(ids)]
+    expected = dict(sorted(_job_timing(outcomes).items()))
+    timing = JobTiming(outcomes)
+    assert list(timing.items()) == list(expected.items())
+    assert len(timing) == len(expected)
