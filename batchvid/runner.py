@@ -264,6 +264,7 @@ class Runner:
         self.stopper = Stopper(self.emit, self.scrub, settings.grace)
         self.owns_process = owns_process
         self._closing: threading.Thread | None = None  # ending the workers (owns_process)
+        self._jobs_ran = False  # some job was sent: a client, its buffers and the workers made
         code_digest()  # the code this run's report is made by, read as it starts (``reportpieces``)
 
     @property
@@ -341,7 +342,7 @@ class Runner:
                 with anyio.CancelScope(shield=True):
                     for outcome in outcomes:
                         _say_task_not_finished(outcome)
-                    if large:
+                    if large and self._jobs_ran:  # (a rerun that sent nothing has no buffers to give back)
                         trim_heap()
                     report = self._report(outcomes, budget, started_wall, started)
                     if self._closing is not None:
@@ -394,6 +395,7 @@ class Runner:
         work = [i for i, step in enumerate(steps) if step.action in ACTIVE]
         if not work:  # every job done or kept failed: no client, no transport (httpx unimported)
             return
+        self._jobs_ran = True
         _import_httpx()
         import httpx
 

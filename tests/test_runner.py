@@ -138,7 +138,8 @@ def test_a_run_frees_its_plan_before_its_report_files(
 ) -> None:
     """The plan's steps (one object per job) are freed before the report files are made, even
     in a large run of the CLI's process, which keeps the rest of what it built until exit
-    (``keep_until_exit``: the plan not among it); only that run trims the C heap first."""
+    (``keep_until_exit``: the plan not among it); only that run, when it sent jobs, trims the
+    C heap first."""
     import dataclasses
     import weakref
 
@@ -178,6 +179,11 @@ def test_a_run_frees_its_plan_before_its_report_files(
     assert alive == [False]
     assert not any(isinstance(o, Plan | _Steps) for objects in kept for o in objects)
     assert len(kept) == (2 if owns_process else 0) and trims == ([True] if owns_process else [])
+    trims.clear()
+    again = Runner(make_manifest(_jobs(2)), _settings(tmp_path / "out"),
+                   transport=httpx.ASGITransport(app=sim.app), owns_process=owns_process)
+    assert anyio.run(again.run).exit_code == 0
+    assert alive == [False, False] and trims == []  # a rerun that sent nothing: no trim
     gc.collect()
 
 
