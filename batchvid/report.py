@@ -218,24 +218,55 @@ def assemble_report(
 
 
 def lazy_report(outcomes: Sequence[Outcome], info: RunInfo) -> dict[str, Any]:
-    """``build_report``'s content, its ``jobs`` always ``JobEntries`` and the rest made from
-    the outcomes without making their entries."""
+    """``build_report``'s content, its ``jobs`` always ``JobEntries``, its ``timing``'s
+    ``jobs`` a ``JobTiming``, and the rest made from the outcomes without making their entries."""
     counts: dict[str, int] = {s: 0 for s in STATUSES}
     for o in outcomes:
         counts[o.status] += 1
     enhanced = [enhance_fields(o.enhance)["enhance"] for o in outcomes if o.enhance is not None]
-    return _assembled(JobEntries(outcomes), info, _job_timing(outcomes), counts, enhanced)
+    return _assembled(JobEntries(outcomes), info, JobTiming(outcomes), counts, enhanced)
+
+
+def _timed(o: Outcome) -> bool:
+    return o.seconds is not None or bool(o.attempts)
 
 
 def _job_timing(outcomes: Sequence[Outcome]) -> dict[str, Any]:
-    return {o.job.id: {"attempts": o.attempts, "seconds": o.seconds}
-            for o in outcomes if o.seconds is not None or o.attempts}
+    return {o.job.id: {"attempts": o.attempts, "seconds": o.seconds} for o in outcomes if _timed(o)}
+
+
+class JobTiming(StreamedItems):
+    """report.json's ``timing.jobs`` (``_job_timing``'s items, by job id), each made as it is
+    read: a 100,000-job run held them as 100,000 dicts (~18 MB) while its report files were
+    written. The outcomes in manifest order are read as they are when their ids ascend (a
+    manifest's usual order); else they are put in id order once, here."""
+
+    def __init__(self, outcomes: Sequence[Outcome]) -> None:
+        count, last, ascending = 0, None, True
+        for o in outcomes:
+            if o.seconds is not None or o.attempts:
+                job_id = o.job.id
+                if last is not None and job_id <= last:
+                    ascending = False
+                count, last = count + 1, job_id
+        self._count = count
+        self._outcomes: Sequence[Outcome] = outcomes
+        if not ascending:  # (a repeated id: its last outcome, as the dict keeps it)
+            by_id = {o.job.id: o for o in outcomes if _timed(o)}
+            self._outcomes = [by_id[job_id] for job_id in sorted(by_id)]
+            self._count = len(self._outcomes)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        return ((o.job.id, {"attempts": o.attempts, "seconds": o.seconds}) for o in self._outcomes if _timed(o))
 
 
 def _assembled(
     jobs: Sequence[dict[str, Any]],
     info: RunInfo,
-    job_timing: Mapping[str, Any],
+    job_timing: Mapping[str, Any] | JobTiming,
     counts: dict[str, int],
     enhanced: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
@@ -258,7 +289,7 @@ def _assembled(
             "started_at": info.started_at,
             "finished_at": info.finished_at,
             "seconds": round(info.seconds, 3),
-            "jobs": dict(sorted(job_timing.items())),
+            "jobs": job_timing if isinstance(job_timing, JobTiming) else dict(sorted(job_timing.items())),
         },
     }
 

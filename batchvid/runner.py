@@ -41,6 +41,7 @@ from batchvid.events import (
 )
 from batchvid.gcpause import fewer_collections, freeze_at_exit, keep_until_exit, long_lived
 from batchvid.jobs import Manifest
+from batchvid.jsontext import StreamedItems
 from batchvid.plan import ACTIVE, STATUS_OF_ACTION, UNANSWERED_CREATE, Plan, Step
 from batchvid.ratelimit import AdaptiveLimit, RateLimiter
 from batchvid.relocate import Relocations
@@ -72,8 +73,9 @@ class RunResult:
     the run stopped early (None when it did not).
 
     ``written`` is report.json's content with its ``jobs`` possibly a sequence whose entries
-    are made as they are read (``report.JobEntries``: a 100,000-job run never holds them all);
-    ``report`` is the same content as plain JSON values, ``json.dumps``-able, made on first use.
+    are made as they are read (``report.JobEntries``: a 100,000-job run never holds them all),
+    and its ``timing``'s ``jobs`` likewise (``report.JobTiming``); ``report`` is the same
+    content as plain JSON values, ``json.dumps``-able, made on first use.
     """
 
     exit_code: int
@@ -86,8 +88,13 @@ class RunResult:
     def report(self) -> dict[str, Any]:
         """report.json's content, its jobs a list (as ``json.loads`` of the file gives it)."""
         if self._plain is None:
-            jobs = self.written["jobs"]
-            self._plain = self.written if isinstance(jobs, list) else {**self.written, "jobs": list(jobs)}
+            plain, jobs = self.written, self.written["jobs"]
+            if not isinstance(jobs, list):
+                plain = {**plain, "jobs": list(jobs)}
+            timing = plain.get("timing")
+            if isinstance(timing, dict) and isinstance(timing.get("jobs"), StreamedItems):
+                plain = {**plain, "timing": {**timing, "jobs": dict(timing["jobs"].items())}}
+            self._plain = plain
         return self._plain
 
     def __repr__(self) -> str:
@@ -168,6 +175,31 @@ async def _rewrite(
     return Rewrite(job, result, asked=True)
 
 
+def trim_heap() -> bool:
+    """Hand the C heap's free pages back to the kernel (glibc's ``malloc_trim(0)``, every
+    arena); False where malloc is not glibc's or the user tuned it (``MALLOC_*_``,
+    ``GLIBC_TUNABLES``).
+
+    For a large run in the CLI's process, as its jobs end and its report files are about to be
+    made, which is its peak: the download buffers' arenas (glibc keeps up to 8 MiB free in each,
+    ``transport.keep_freed_buffers``) and the holes the jobs left in the main heap stay resident,
+    yet the report files, made on the main thread and mostly in the interpreter's own arenas,
+    reuse little of them (20,000 jobs: the run's peak 113.6 -> 107.8 MB; a few milliseconds)."""
+    import os
+
+    try:
+        libc_version = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (AttributeError, ValueError, OSError):
+        return False
+    tuned = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+    if not libc_version.startswith("glibc") or any(name in os.environ for name in tuned):
+        return False
+    import ctypes
+
+    ctypes.CDLL(None).malloc_trim(0)
+    return True
+
+
 def _import_httpx() -> None:
     """Import httpx without ``httpx._main`` (its CLI: click, rich, pygments), which it replaces
     by a stub when a ``None`` in ``sys.modules`` makes that import fail; taken out again after."""
@@ -232,6 +264,7 @@ class Runner:
         self.stopper = Stopper(self.emit, self.scrub, settings.grace)
         self.owns_process = owns_process
         self._closing: threading.Thread | None = None  # ending the workers (owns_process)
+        self._jobs_ran = False  # some job was sent: a client, its buffers and the workers made
         code_digest()  # the code this run's report is made by, read as it starts (``reportpieces``)
 
     @property
@@ -296,15 +329,21 @@ class Runner:
             large = self.owns_process and len(outcomes) >= FREEZE_FROM
             settle(large)
             if large:  # the CLI's process, which ends after the run: not freed one by one then
-                keep_until_exit(self.manifest, records, plan, outcomes)
+                keep_until_exit(self.manifest, records, outcomes)
             self.emit(RunStarted(len(plan.steps), plan.counts()))
             try:
                 await self._execute(plan, outcomes, budget, relocations)
                 relocations.cleanup()
             finally:
+                # The plan's steps (one object per job, the jobs and records they name kept)
+                # freed before the report files are made, which reuse their memory: ~8 MB less
+                # at the end of a 100,000-job run, whose peak that is.
+                del plan
                 with anyio.CancelScope(shield=True):
                     for outcome in outcomes:
                         _say_task_not_finished(outcome)
+                    if large and self._jobs_ran:  # (a rerun that sent nothing has no buffers to give back)
+                        trim_heap()
                     report = self._report(outcomes, budget, started_wall, started)
                     if self._closing is not None:
                         self._closing.join()
@@ -356,6 +395,7 @@ class Runner:
         work = [i for i, step in enumerate(steps) if step.action in ACTIVE]
         if not work:  # every job done or kept failed: no client, no transport (httpx unimported)
             return
+        self._jobs_ran = True
         _import_httpx()
         import httpx
 

@@ -444,3 +444,30 @@ def test_a_page_write_failing_midway_leaves_the_old_page_and_no_temporary_file(
     left = [p for p in root.iterdir() if p.name.startswith(".report.html.")]
     assert len(left) == 1 and (root / "report.html").read_bytes() == old
     assert str(left[0]) in _temporaries(root, (".tmp",))
+
+
+def test_timing_of_jobs_in_id_order_writes_the_reference_bytes(tmp_path: Path) -> None:
+    """A run whose job ids ascend (a manifest's usual order, the outcomes read as they are),
+    some jobs without timing: every file has the reference writer's bytes."""
+    rng = random.Random(11)
+    outcomes = []
+    for n in range(40):
+        o = _outcome(rng, n)
+        o.job = dataclasses.replace(o.job, id=f"job-{n:03d}")
+        o.attempts, o.seconds = (0, None) if n % 3 == 0 else (n % 4, n / 8 if n % 2 else None)
+        outcomes.append(o)
+    _assert_same(tmp_path, outcomes, _info())
+
+
+@pytest.mark.parametrize("ids", [["a", "b", "c", "d"], ["d", "b", "c", "a"], ["b", "a", "b", "c"], ["a", "a"], []])
+def test_job_timing_reads_as_the_sorted_dict_of_the_timed_jobs(ids: list[str]) -> None:
+    """``JobTiming`` (report.json's ``timing.jobs`` as a run writes it) has the items, order
+    and length of the dict it replaces: the timed jobs by id, a repeated id's last outcome."""
+    from batchvid.report import JobTiming, _job_timing
+
+    outcomes = [Outcome(make_job(job_id, n), "succeeded", "submit", attempts=n % 3, seconds=None if n % 2 else n / 4)
+                for n, job_id in enumerate(ids)]
+    expected = dict(sorted(_job_timing(outcomes).items()))
+    timing = JobTiming(outcomes)
+    assert list(timing.items()) == list(expected.items())
+    assert len(timing) == len(expected)

@@ -128,6 +128,65 @@ def test_only_a_large_run_that_owns_its_process_freezes_what_it_built(
     gc.collect()  # what was handed back, collected here rather than at the session's end
 
 
+class _Steps(list):  # type: ignore[type-arg]
+    """A plan's steps that a weak reference can watch (a tuple cannot be one's target)."""
+
+
+@pytest.mark.parametrize("owns_process", [True, False])
+def test_a_run_frees_its_plan_before_its_report_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, owns_process: bool
+) -> None:
+    """The plan's steps (one object per job) are freed before the report files are made, even
+    in a large run of the CLI's process, which keeps the rest of what it built until exit
+    (``keep_until_exit``: the plan not among it); only that run, when it sent jobs, trims the
+    C heap first."""
+    import dataclasses
+    import weakref
+
+    from batchvid import runner as runner_module
+    from batchvid.plan import Plan
+
+    monkeypatch.setattr(runner_module, "FREEZE_FROM", 1)
+    kept: list[tuple[object, ...]] = []
+    monkeypatch.setattr(runner_module, "keep_until_exit", lambda *objects: kept.append(objects))
+    monkeypatch.setattr(runner_module, "freeze_at_exit", lambda: None)
+    trims: list[bool] = []
+    monkeypatch.setattr(runner_module, "trim_heap", lambda: trims.append(True) or True)
+    watched: list[weakref.ref[_Steps]] = []
+
+    def plan_for(*args: Any) -> Plan:
+        plan = dataclasses.replace(original_plan_for(*args), steps=_Steps())
+        plan.steps.extend(original_plan_for(*args).steps)  # type: ignore[attr-defined]
+        watched.append(weakref.ref(plan.steps))  # type: ignore[arg-type]
+        return plan
+
+    original_plan_for = runner_module.plan_for
+    monkeypatch.setattr(runner_module, "plan_for", plan_for)
+    alive: list[bool] = []
+    original_report = Runner._report
+
+    def report(self: Runner, *args: Any) -> dict[str, Any]:
+        alive.append(watched[-1]() is not None)
+        return original_report(self, *args)
+
+    monkeypatch.setattr(Runner, "_report", report)
+    sim = Simulator(SimulatorConfig())
+    gc.collect()
+    runner = Runner(make_manifest(_jobs(2)), _settings(tmp_path / "out"),
+                    transport=httpx.ASGITransport(app=sim.app), owns_process=owns_process)
+    result = anyio.run(runner.run)
+    assert result.exit_code == 0 and len(result.outcomes) == 2
+    assert alive == [False]
+    assert not any(isinstance(o, Plan | _Steps) for objects in kept for o in objects)
+    assert len(kept) == (2 if owns_process else 0) and trims == ([True] if owns_process else [])
+    trims.clear()
+    again = Runner(make_manifest(_jobs(2)), _settings(tmp_path / "out"),
+                   transport=httpx.ASGITransport(app=sim.app), owns_process=owns_process)
+    assert anyio.run(again.run).exit_code == 0
+    assert alive == [False, False] and trims == []  # a rerun that sent nothing: no trim
+    gc.collect()
+
+
 def test_editing_one_job_reruns_only_that_job(tmp_path: Path) -> None:
     """A changed prompt changes one key: only that job is created again."""
     sim = Simulator(SimulatorConfig())

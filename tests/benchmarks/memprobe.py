@@ -81,11 +81,22 @@ def finished(out: Path) -> int:
 
 def progress(out: Path) -> tuple[int, int]:
     """How many jobs the journal says were submitted, and succeeded, so far."""
-    try:
-        text = (out / ".batchvid" / "journal.jsonl").read_bytes()
+    submitted = succeeded = 0
+    try:  # read in chunks, not whole: the probe's own allocations must not raise the peak
+        with open(out / ".batchvid" / "journal.jsonl", "rb") as journal:
+            tail = b""
+            while chunk := journal.read(1 << 20):
+                # a word split between chunks is counted once: the last line is whole in ``tail``
+                text, cut = tail + chunk, chunk.rfind(b"\n")
+                if cut < 0:
+                    tail = text
+                    continue
+                done, tail = text[: len(tail) + cut + 1], chunk[cut + 1:]
+                submitted += done.count(b'"submitted"')
+                succeeded += done.count(b'"succeeded"')
     except FileNotFoundError:
-        return 0, 0
-    return text.count(b'"submitted"'), text.count(b'"succeeded"')
+        pass
+    return submitted, succeeded
 
 
 def census() -> Counter[str]:
@@ -97,7 +108,7 @@ def line(start: float, traced: bool, out: Path) -> str:
     values = status_self()
     info = mallinfo2()
     submitted, done = progress(out)
-    parts = [f"{time.monotonic() - start:7.1f} s", f"done {done:6d} (of {submitted:6d} submitted)", f"rss {values.get('VmRSS', 0) / 1024:6.1f}",
+    parts = [f"{time.monotonic() - start:7.1f} s", f"done {done:6d} (of {submitted:6d} submitted)", f"rss {values.get('VmRSS', 0) / 1024:6.1f}", f"hwm {values.get('VmHWM', 0) / 1024:6.1f}",
              f"anon {values.get('RssAnon', 0) / 1024:6.1f}", f"threads {values.get('Threads', 0):3d}",
              f"pyblocks {sys.getallocatedblocks() / 1e6:5.2f} M"]
     if info is not None:
@@ -115,6 +126,81 @@ def status_self() -> dict[str, int]:
     return status(os.getpid()) or {}
 
 
+def probe_report(traced: bool, frames: int, top: int) -> None:
+    """Wrap ``Runner._report``: RSS as it starts, the process's peak while it runs (VmHWM reset
+    through ``/proc/self/clear_refs``) and as it ends; with ``traced``, tracemalloc from its
+    start: the peak of what it allocated, and the largest lines alive at ``_report``'s end."""
+    from batchvid.runner import Runner
+
+    original = Runner._report
+
+    def _report(self: Runner, *args: object) -> object:
+        before = status_self()
+        info = mallinfo2()
+        print(f"report starts: rss {before.get('VmRSS', 0) / 1024:6.1f} anon {before.get('RssAnon', 0) / 1024:6.1f} "
+              f"hwm so far {before.get('VmHWM', 0) / 1024:6.1f} pyblocks {sys.getallocatedblocks() / 1e6:5.2f} M"
+              + (f" malloc used {info.uordblks / MB:6.1f} free {info.fordblks / MB:6.1f}" if info else ""), flush=True)
+        Path("/proc/self/clear_refs").write_text("5")
+        best: list[tracemalloc.Snapshot] = []
+        done = threading.Event()
+
+        def watch_peak() -> None:  # the snapshot when the traced memory is largest (sampled)
+            most = 0
+            while not done.wait(0.1):
+                current = tracemalloc.get_traced_memory()[0]
+                if current > most * 1.02:
+                    most = current
+                    best[:] = [tracemalloc.take_snapshot()]
+
+        watcher = threading.Thread(target=watch_peak, daemon=True)
+        if traced:
+            tracemalloc.start(frames)
+            watcher.start()
+        try:
+            result = original(self, *args)  # type: ignore[arg-type]
+        finally:
+            done.set()
+        after = status_self()
+        info = mallinfo2()
+        print(f"report ends:   rss {after.get('VmRSS', 0) / 1024:6.1f} anon {after.get('RssAnon', 0) / 1024:6.1f} "
+              f"peak during it {after.get('VmHWM', 0) / 1024:6.1f} (+{(after.get('VmHWM', 0) - before.get('VmRSS', 0)) / 1024:.1f})"
+              f" pyblocks {sys.getallocatedblocks() / 1e6:5.2f} M"
+              + (f" malloc used {info.uordblks / MB:6.1f} free {info.fordblks / MB:6.1f}" if info else ""), flush=True)
+        if traced:
+            current, peak = tracemalloc.get_traced_memory()
+            print(f"  traced since the report started: {current / MB:.1f} MB alive, peak {peak / MB:.1f} MB")
+            watcher.join()
+            at_peak = best[0] if best else tracemalloc.take_snapshot()
+            total = sum(stat.size for stat in at_peak.statistics("filename"))
+            print(f"  at the sampled peak ({total / MB:.1f} MB traced), by line:")
+            for stat in at_peak.statistics("lineno")[:top]:
+                print(f"  {stat.size / MB:7.2f} MB {stat.count:8d} blocks  {stat.traceback[0]}")
+            print("  at the sampled peak, by traceback:")
+            for stat in at_peak.statistics("traceback")[:top]:
+                print(f"  {stat.size / MB:7.2f} MB {stat.count:8d} blocks")
+                for frame in stat.traceback.format()[-16:]:
+                    print("     ", frame)
+            tracemalloc.stop()
+        return result
+
+    Runner._report = _report  # type: ignore[method-assign]
+    from batchvid import runner
+
+    trim = getattr(runner, "trim_heap", None)
+    if trim is None:  # (a checkout without it)
+        return
+
+    def timed_trim() -> bool:
+        before, clock = status_self(), time.perf_counter()
+        done = trim()
+        after = status_self()
+        print(f"trim_heap: {done}, {(time.perf_counter() - clock) * 1000:.1f} ms, "
+              f"rss {before.get('VmRSS', 0) / 1024:.1f} -> {after.get('VmRSS', 0) / 1024:.1f}", flush=True)
+        return done
+
+    runner.trim_heap = timed_trim
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=5000)
@@ -124,7 +210,13 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=1, help="tracemalloc's frames per trace")
     parser.add_argument("--census", action="store_true", help="count live objects by type at each sample")
     parser.add_argument("--in-flight", default="16")
+    parser.add_argument("--report-peak", action="store_true",
+                        help="the report files' own peak: RSS before them, their peak (VmHWM reset as they start), "
+                        "and with --tracemalloc the Python allocations they make (traced from their start only)")
     args = parser.parse_args()
+    if args.report_peak:
+        probe_report(args.tracemalloc, args.frames, args.top)
+        args.tracemalloc = False
     import os
 
     os.environ.update(run_env())
