@@ -244,7 +244,7 @@ class JobTiming(StreamedItems):
     def __init__(self, outcomes: Sequence[Outcome]) -> None:
         count, last, ascending = 0, None, True
         for o in outcomes:
-            if o.seconds is not None or o.attempts:
+            if _timed(o):
                 job_id = o.job.id
                 if last is not None and job_id <= last:
                     ascending = False

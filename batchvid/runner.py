@@ -39,7 +39,13 @@ from batchvid.events import (
     Subscriber,
     scrubber,
 )
-from batchvid.gcpause import fewer_collections, freeze_at_exit, keep_until_exit, long_lived
+from batchvid.gcpause import (
+    fewer_collections,
+    freeze_at_exit,
+    keep_until_exit,
+    long_lived,
+    trim_heap,
+)
 from batchvid.jobs import Manifest
 from batchvid.jsontext import StreamedItems
 from batchvid.plan import ACTIVE, STATUS_OF_ACTION, UNANSWERED_CREATE, Plan, Step
@@ -173,31 +179,6 @@ async def _rewrite(
         return Rewrite(job, None, asked=True, error=scrub(str(exc)))
     journal.append(entry_of(job, result))
     return Rewrite(job, result, asked=True)
-
-
-def trim_heap() -> bool:
-    """Hand the C heap's free pages back to the kernel (glibc's ``malloc_trim(0)``, every
-    arena); False where malloc is not glibc's or the user tuned it (``MALLOC_*_``,
-    ``GLIBC_TUNABLES``).
-
-    For a large run in the CLI's process, as its jobs end and its report files are about to be
-    made, which is its peak: the download buffers' arenas (glibc keeps up to 8 MiB free in each,
-    ``transport.keep_freed_buffers``) and the holes the jobs left in the main heap stay resident,
-    yet the report files, made on the main thread and mostly in the interpreter's own arenas,
-    reuse little of them (20,000 jobs: the run's peak 113.6 -> 107.8 MB; a few milliseconds)."""
-    import os
-
-    try:
-        libc_version = os.confstr("CS_GNU_LIBC_VERSION") or ""
-    except (AttributeError, ValueError, OSError):
-        return False
-    tuned = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
-    if not libc_version.startswith("glibc") or any(name in os.environ for name in tuned):
-        return False
-    import ctypes
-
-    ctypes.CDLL(None).malloc_trim(0)
-    return True
 
 
 def _import_httpx() -> None:
