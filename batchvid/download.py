@@ -34,6 +34,7 @@ from batchvid.durable import (
 from batchvid.errors import BatchvidError, JobFatalError, ProviderError, TransientError
 from batchvid.events import Effects, JobRetrying
 from batchvid.jobs import Job
+from batchvid.journal import JobRecord
 from batchvid.offload import off_loop
 from batchvid.polling import Poller
 from batchvid.providers.answers import parse_url
@@ -91,9 +92,13 @@ class Downloader:
         """The task's latest answer as ``response.json``, secrets scrubbed."""
         write_atomic(self.job_dir(job) / "response.json", self.fx.scrub(dumps(task.raw)), durable=False)
 
-    async def fetch_all(self, job: Job, task: TaskResult, warnings: list[str]) -> Files:
+    async def fetch_all(
+        self, job: Job, task: TaskResult, warnings: list[str], resumed: JobRecord | None = None
+    ) -> Files:
         """The video, the cover (a failure is a warning), the media check, the ``qc:`` check
-        and the poster (the last three from one pass over the video, off the event loop)."""
+        and the poster (the last three from one pass over the video, off the event loop).
+        ``resumed``: the journal's record of a job an earlier run submitted (its request.json
+        is made again when missing or damaged: ``requestrecord``)."""
         # Imported here: a run with nothing to download (a rerun) never loads numpy or PyAV.
         from batchvid.quality import check_quality
 
@@ -107,23 +112,31 @@ class Downloader:
             files = Files(task, video, cover, media, provided=provided(task))
             files.rejected = check_quality((media or {}).get("quality"), self.qc)
             poster = analysis.poster if analysis is not None and files.rejected is None else None
-            await off_loop(self._finish, job, files, poster, later)
+            await off_loop(self._finish, job, files, poster, later, resumed)
         finally:
             if later:  # the job failed or stopped first: the cover is kept all the same
                 await off_loop(_commit_held, later)
         return files
 
-    def _finish(self, job: Job, files: Files, poster: bytes | None, later: list[Held]) -> None:
+    def _finish(
+        self, job: Job, files: Files, poster: bytes | None, later: list[Held], resumed: JobRecord | None = None
+    ) -> None:
         """In one worker thread: the files ``fetch`` left to commit (the cover), then
         ``response.json``, then a rejected video set aside or the poster written, then the one
         fsync of the job's directory that makes the renames of all its files durable before the
         journal names them (setting aside and the poster's durable write end with it; without
         either, it is made here), and the fsync of jobs/ that makes the directory's own entry
-        durable (``submit._write_request`` made it without one)."""
+        durable (``submit._write_request`` made it without one). A ``resumed`` job's
+        request.json, written by an earlier run without an fsync, is made again from the
+        journal when a power cut lost it (``requestrecord.mend_request``)."""
         from batchvid.poster import write_poster
 
         _commit_held(later)
         self.write_response(job, files.task)
+        if resumed is not None:
+            from batchvid.requestrecord import mend_request
+
+            mend_request(self.root, job, resumed)
         path = self.job_dir(job) / "video.mp4"
         if files.rejected is not None:
             files.video = self._set_aside(path, files.video)

@@ -187,7 +187,8 @@ class JobDriver:
             self.downloader.write_response(job, task)
             raise JobFatalError("task_failed", task.message or "the provider reported FAIL")
         life.downloading()
-        files = await self.downloader.fetch_all(job, task, life.outcome.warnings)
+        resumed = record if step.action != "submit" else None  # its request.json written earlier
+        files = await self.downloader.fetch_all(job, task, life.outcome.warnings, resumed)
         if files.rejected is not None:
             life.failed(
                 "qc_failed",

@@ -1,0 +1,169 @@
+"""A resumed job's request.json, lost or damaged by a power cut, is made again from the journal
+when the job is finished (``batchvid.requestrecord``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from batchvid import requestrecord
+from batchvid.requestrecord import latest_request_id, readable_record
+from batchvid.runner import Runner
+from batchvid.simulator import Simulator, SimulatorConfig
+from tests.helpers import make_job, make_manifest
+from tests.test_runner import _settings
+
+
+def _jobs(provider: str, n: int = 4) -> list[Any]:
+    return [make_job(f"job-{i}", i, provider) for i in range(n)]
+
+
+def _run(sim: Simulator, jobs: list[Any], out: Path, provider: str, *, stop_after: float | None = None,
+         **kw: Any) -> Any:
+    runner = Runner(make_manifest(jobs), _settings(out, provider, **kw), transport=httpx.ASGITransport(app=sim.app))
+
+    async def run() -> Any:
+        if stop_after is None:
+            return await runner.run()
+        with anyio.move_on_after(stop_after):
+            await runner.run()
+        return None
+
+    return anyio.run(run)
+
+
+def _submitted_not_downloaded(tmp_path: Path, provider: str, **kw: Any) -> tuple[Simulator, list[Any], Path]:
+    """A run stopped while its tasks run: every job submitted, none downloaded."""
+    sim = Simulator(SimulatorConfig(latency=0.5))
+    jobs, out = _jobs(provider), tmp_path / "out"
+    _run(sim, jobs, out, provider, stop_after=0.2, **kw)
+    report = json.loads((out / "report.json").read_text())
+    assert {j["status"] for j in report["jobs"]} == {"pending"} and all(j["task_id"] for j in report["jobs"])
+    return sim, jobs, out
+
+
+@pytest.mark.parametrize("provider", ["bigmodel", "geekai"])
+def test_a_lost_or_damaged_request_json_is_written_again_when_the_resumed_job_finishes(
+    tmp_path: Path, provider: str
+) -> None:
+    """request.json missing, empty, zero-filled or its whole folder gone after a power cut: the
+    rerun that re-attaches and downloads the job writes it again, the bytes the create wrote."""
+    sim, jobs, out = _submitted_not_downloaded(tmp_path, provider)
+    paths = [out / "jobs" / job.id / "request.json" for job in jobs]
+    original = [path.read_bytes() for path in paths]
+    paths[0].unlink()
+    paths[1].write_bytes(b"")
+    paths[2].write_bytes(bytes(len(original[2])))
+    for path in paths[3].parent.iterdir():
+        path.unlink()
+    paths[3].parent.rmdir()
+
+    result = _run(sim, jobs, out, provider)
+    assert result.exit_code == 0
+    assert {o.action for o in result.outcomes} == {"reattach"}
+    assert [path.read_bytes() for path in paths] == original
+    assert sim.stats()["tasks_created"] == 4
+
+
+def test_a_readable_request_json_is_never_written_over(tmp_path: Path) -> None:
+    """A request.json that is a JSON object stays as it is, whatever it says."""
+    sim, jobs, out = _submitted_not_downloaded(tmp_path, "bigmodel")
+    path = out / "jobs" / jobs[0].id / "request.json"
+    path.write_text('{"note": "kept by hand"}\n')
+    assert _run(sim, jobs, out, "bigmodel").exit_code == 0
+    assert path.read_text() == '{"note": "kept by hand"}\n'
+
+
+def test_the_request_id_of_a_later_generation_is_the_one_the_journal_recorded(tmp_path: Path) -> None:
+    """A --force resubmission (request_id ``bv-…-1``) whose request.json was lost gets that
+    request id back, as its create sent it, not the job's first one."""
+    sim, jobs, out = Simulator(SimulatorConfig(latency=0.5)), _jobs("bigmodel", 1), tmp_path / "out"
+    assert _run(sim, jobs, out, "bigmodel").exit_code == 0
+    _run(sim, jobs, out, "bigmodel", stop_after=0.2, force=True)
+    path = out / "jobs" / jobs[0].id / "request.json"
+    sent = json.loads(path.read_text())
+    assert sent["request_id"].endswith("-1")
+    path.unlink()
+    assert _run(sim, jobs, out, "bigmodel").exit_code == 0
+    assert json.loads(path.read_text()) == sent
+
+
+def test_jobs_submitted_by_the_run_itself_are_not_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only jobs an earlier run submitted have their request.json checked: a run that submits
+    and downloads its jobs reads none back."""
+    checked: list[Path] = []
+    real = requestrecord.readable_record
+
+    def counting(path: Path) -> str | None:
+        checked.append(path)
+        return real(path)
+
+    monkeypatch.setattr(requestrecord, "readable_record", counting)
+    sim, jobs = Simulator(SimulatorConfig(latency=0.05)), _jobs("bigmodel", 3)
+    assert _run(sim, jobs, tmp_path / "out", "bigmodel").exit_code == 0
+    assert checked == []
+
+
+def test_the_latest_submitting_line_of_the_key_is_found_across_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """latest_request_id reads the journal back a block at a time: lines across a block's edge
+    and longer than a block are read whole, and the key's latest create wins."""
+    monkeypatch.setattr(requestrecord, "_BLOCK", 64)
+    key, other = "a" * 64, "b" * 64
+    lines = [
+        {"event": "submitting", "id": "x", "key": key, "request_id": "bv-first"},
+        {"event": "submitted", "id": "x", "key": key, "task_id": "t1"},
+        {"event": "submitting", "id": "x" * 300, "key": key, "request_id": "bv-second"},
+        {"event": "submitting", "id": "y", "key": other, "request_id": "bv-other"},
+        {"event": "submitted", "id": "x", "key": key, "task_id": "t2"},
+    ]
+    journal = tmp_path / "journal.jsonl"
+    journal.write_text("".join(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n" for line in lines))
+    assert latest_request_id(journal, key) == "bv-second"
+    assert latest_request_id(journal, other) == "bv-other"
+    assert latest_request_id(journal, "c" * 64) is None
+    assert latest_request_id(tmp_path / "none.jsonl", key) is None
+
+
+@pytest.mark.parametrize(("data", "problem"), [
+    (None, "missing"), (b"", "empty"), (bytes(40), "empty"), (b'{"a": 1', "damaged (not JSON)"),
+    (b"[1]", "damaged (not a JSON object)"), (b'{"a": 1}\n', None),
+])
+def test_readable_record_names_what_is_wrong(tmp_path: Path, data: bytes | None, problem: str | None) -> None:
+    """A record file is good only as a JSON object; otherwise the problem is named."""
+    path = tmp_path / "request.json"
+    if data is not None:
+        path.write_bytes(data)
+    assert readable_record(path) == problem
+
+
+def test_an_enhanced_jobs_request_json_holds_the_rewrite_its_task_was_created_with(tmp_path: Path) -> None:
+    """An enhanced BigModel job re-attached after a power cut lost its request.json: the file
+    made again holds the rewritten prompt the create sent, as the create wrote it."""
+    from batchvid.manifest import load_manifest
+    from tests.test_enhance_run import FOX, settings, write_manifest
+
+    manifest = load_manifest(write_manifest(tmp_path, FOX, "bigmodel"))
+    sim, out = Simulator(SimulatorConfig(latency=0.5)), tmp_path / "out"
+
+    async def briefly() -> None:
+        runner = Runner(manifest, settings(out, "bigmodel"), transport=httpx.ASGITransport(app=sim.app))
+        with anyio.move_on_after(0.3):
+            await runner.run()
+
+    anyio.run(briefly)
+    paths = [out / "jobs" / job_id / "request.json" for job_id in ("fox", "exact")]
+    original = [path.read_bytes() for path in paths]
+    assert json.loads(original[0])["prompt"] != "a fox in the snow"  # the rewrite was sent
+    for path in paths:
+        path.unlink()
+    runner = Runner(manifest, settings(out, "bigmodel"), transport=httpx.ASGITransport(app=sim.app))
+    result = anyio.run(runner.run)
+    assert result.exit_code == 0 and {o.action for o in result.outcomes} == {"reattach"}
+    assert [path.read_bytes() for path in paths] == original
