@@ -1,4 +1,5 @@
-"""`batchvid verify`: re-hash every output against report.json, batchvid.lock and metadata.jsonl."""
+"""`batchvid verify`: re-hash every output against report.json, batchvid.lock and metadata.jsonl,
+and check that each done job's records (request.json, response.json) are still JSON objects."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from batchvid.requestrecord import readable_record
 from batchvid.store import read_json_object, read_report, verify_file
+
+RECORDS = {
+    "request.json": "the body sent; a rerun writes it again only for a job it downloads",
+    "response.json": "the provider's last answer; not kept elsewhere",
+}
+"""A done job's records for the reader (the journal relies on neither), and what a problem with
+each means: a power cut can lose or empty either (docs/output-directory.md)."""
 
 
 def _metadata(path: Path, problems: list[str]) -> dict[str, dict[str, Any]] | None:
@@ -63,6 +72,7 @@ def verify_dir(root: Path) -> tuple[list[str], int]:
             problem = verify_file(root / entry["path"], entry)
             if problem:
                 problems.append(f"{entry['path']}: {problem}")
+        problems += record_problems(root, job["id"])
         video = job.get("video") or {}
         if metadata is not None:
             row = metadata.get(job["id"])
@@ -84,3 +94,13 @@ def verify_dir(root: Path) -> tuple[list[str], int]:
     for job_id in sorted(set(metadata or {}) - seen_ids):
         problems.append(f"metadata.jsonl: job {job_id!r} has a row but is not done in report.json")
     return problems, checked
+
+
+def record_problems(root: Path, job_id: str) -> list[str]:
+    """A line for each of the job's records (``RECORDS``) that is missing or not a JSON object."""
+    problems = []
+    for name, meaning in RECORDS.items():
+        problem = readable_record(root / "jobs" / job_id / name)
+        if problem is not None:
+            problems.append(f"jobs/{job_id}/{name}: {problem} ({meaning}; the video is checked on its own)")
+    return problems

@@ -76,3 +76,22 @@ def test_missing_report_is_an_output_dir_error(tmp_path: Path) -> None:
     """Without report.json there is nothing to verify against: OutputDirError."""
     with pytest.raises(OutputDirError, match="report.json not found"):
         verify_dir(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["request.json", "response.json"])
+@pytest.mark.parametrize(("damage", "said"), [
+    ("missing", "missing"), ("empty", "empty"), ("zeros", "empty"), ("cut", "damaged (not JSON)"),
+])
+def test_a_done_jobs_record_missing_or_damaged_is_a_problem(copy: Path, name: str, damage: str, said: str) -> None:
+    """A done job's request.json or response.json lost, emptied, zero-filled or cut (a power
+    cut's work) is named as a problem, saying what the file was; the videos still verify."""
+    path = copy / "jobs" / "one" / name
+    data = path.read_bytes()
+    if damage == "missing":
+        path.unlink()
+    else:
+        path.write_bytes({"empty": b"", "zeros": bytes(len(data)), "cut": data[: len(data) // 2]}[damage])
+    problems, checked = verify_dir(copy)
+    assert len(problems) == 1 and checked == 4
+    assert problems[0].startswith(f"jobs/one/{name}: {said} (")
+    assert ("a rerun writes it again only for a job it downloads" in problems[0]) == (name == "request.json")
