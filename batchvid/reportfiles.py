@@ -59,7 +59,8 @@ def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dic
     except Cut:
         written = None
     if written is not True:
-        # (after a file written over: the page in place may hold cards copied from it)
+        # (after a file written over: the page in place may hold cards copied from it; or
+        # the page is not the one the record describes: ``Pieces.page_changed``)
         write_legacy(root, report, outcomes, info, fresh=written is None)
     return report
 
@@ -67,7 +68,9 @@ def write_outputs(root: Path, outcomes: Sequence[Outcome], info: RunInfo) -> dic
 def _write_pass(root: Path, report: dict[str, Any], outcomes: Sequence[Outcome], info: RunInfo) -> bool | None:
     """``write_outputs`` in one pass; False when a value needs ``write_legacy``, None when
     the pieces read may not be the recorded ones (a file changed since the record was
-    loaded): the files must be written again."""
+    loaded), or report.html is not the page the record describes: the files must be written
+    again, the page rendered, not retimed. A page the record does not describe (its header
+    intact: otherwise it is rendered in any case) is found by ``Pieces.page_changed``."""
     content = ContentHash(previous=root / "report.json")
     pieces = Pieces.start(root, outcomes, run_inputs(info.name, info.provider))
     one_pass = _Pass(root, report, outcomes, content, pieces)
@@ -83,12 +86,13 @@ def _write_pass(root: Path, report: dict[str, Any], outcomes: Sequence[Outcome],
                 finally:
                     one_pass.discard()
         except ValueError:  # a value only json.dumps writes, or text UTF-8 cannot hold
-            return False
+            return None if pieces is not None and pieces.page_changed else False
         fsync_dir(root)
         _write_lock(root, outcomes, info, one_pass.pins, pieces)
         if pieces is not None and one_pass.cards is not None:
             one_pass.cards.sweeps = pieces.sweeps()
-        write_gallery(root, report, content=content, posters=one_pass.posters, cards=one_pass.cards)
+        write_gallery(root, report, content=content, posters=one_pass.posters, cards=one_pass.cards,
+                      fresh=pieces is not None and pieces.page_changed)
         if pieces is not None:
             pieces.sha256[GALLERY_NAME] = content.page_sha256
         if pieces is not None and not pieces.unchanged(root):

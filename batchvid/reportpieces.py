@@ -57,6 +57,7 @@ from batchvid.reportrecord import (
     REPORT_MD,
     Cut,
     Previous,
+    page_as_recorded,
     record_digest,
 )
 from batchvid.reportrecord import DIGEST_SIZE as _DIGEST
@@ -206,13 +207,17 @@ class Pieces:
         """The files left as they are (``kept``), by name, with the identity ``unchanged`` found
         at that name (recorded for them by ``save``)."""
         self.previous = Previous.load(self._path, root, run)
+        self.page_changed = self.previous is None and not page_as_recorded(self._path, root)
+        """report.html is not the page the record describes (the record not used): it is
+        rendered again, not retimed."""
         with contextlib.suppress(OSError):
             os.unlink(self._path)  # the files are about to change: it would describe old ones
 
     @classmethod
     def start(cls, root: Path, outcomes: Sequence[Outcome], run: str) -> Pieces | None:
         """The pass's pieces, or None when no job could be reused next time (none was
-        skipped as done or generated: a run whose every job failed, say)."""
+        skipped as done or generated: a run whose every job failed, say: its report differs
+        from the recorded one's, so its page is rendered again in any case)."""
         if not any(o.status == "skipped" or o.status == "succeeded" and o.action == "submit" for o in outcomes):
             with contextlib.suppress(OSError):  # a record left would describe the files replaced
                 os.unlink(root / STATE_DIR / PIECES_NAME)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from batchvid import __version__
-from batchvid.gallery import sources_digest
+from batchvid.gallery import GALLERY_NAME, sources_digest
 from batchvid.piecesjournal import changed_keys, identity
 from batchvid.store import JOURNAL, STATE_DIR
 
@@ -173,6 +173,38 @@ class Previous:
         for fd in self._fds:
             os.close(fd)
         self._fds = []
+
+
+def page_as_recorded(path: Path, root: Path) -> bool:
+    """Whether ``root``'s report.html is the page the record at ``path`` describes (its identity,
+    or its size and sha256), or no record says otherwise (none, or its header unreadable).
+    Asked when the record is not used (``Previous.load``, which checks every file, gave None):
+    a page whose header survived damage would otherwise only be retimed, the damage kept
+    (``gallery.write_gallery``'s ``fresh``). Only the header is read, and the page hashed only
+    when its identity is not the recorded one."""
+    try:
+        with open(path, "rb") as fh:
+            header = json.loads(fh.readline(_HEADER_MAX))
+        recorded, sha256 = header["files"][GALLERY_NAME], header["digests"][GALLERY_NAME]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return True
+    if type(sha256) is not str:
+        return True
+    try:
+        fd = os.open(root / GALLERY_NAME, os.O_RDONLY)
+    except OSError:
+        return True  # (a missing page is rendered in any case)
+    try:
+        now = identity(os.fstat(fd))
+        return now == recorded or _same_bytes(fd, now, recorded, sha256)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+_HEADER_MAX = 1 << 16
+"""The most bytes of a record's header line ``page_as_recorded`` reads (a header is ~1 KB)."""
 
 
 def _span(value: Any) -> bool:

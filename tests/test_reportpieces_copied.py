@@ -21,7 +21,7 @@ import batchvid.reportrecord as reportrecord
 from batchvid.piecesjournal import identity
 from batchvid.report import Outcome, write_outputs
 from batchvid.reportrecord import FILES, PIECES_NAME
-from tests.test_reportfiles import _info, _run
+from tests.test_reportfiles import _info, _reference, _run
 from tests.test_reportpieces import _made, _replayed, _reusable
 from tests.test_reportpieces_generated import (  # noqa: F401  # (its autouse fixture: the same timing)
     _assert_record_places_each_piece,
@@ -240,8 +240,9 @@ def test_a_copy_missing_a_file_or_with_one_cut_reuses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: tuple[Path, list[Outcome]], name: str, damage: str
 ) -> None:
     """A partial copy (one report file missing) or one whose file was cut short: nothing is
-    copied; the reference bytes (a page cut after its header: as a rerun without a record
-    leaves it, only its timing renewed)."""
+    copied; every file has the bytes a rerun without a record writes, and the reference bytes
+    (a page cut after its header too: the record shows it is not the page it describes, so it
+    is rendered again, not retimed as a rerun without a record leaves it)."""
     root, outcomes = written
     copy = _copytree(root, tmp_path / "copy")
     if damage == "missing":
@@ -256,10 +257,13 @@ def test_a_copy_missing_a_file_or_with_one_cut_reuses_nothing(
     made = _made(monkeypatch)
     write_outputs(copy, outcomes, _info(seconds=3.0))
     assert len(made) == len(outcomes)
+    reference = tmp_path / "fresh"
+    _reference(reference, outcomes, _info(seconds=3.0))
     for file in FILES:
-        assert (copy / file).read_bytes() == (without / file).read_bytes(), file
-    if name != "report.html" or damage == "missing":
-        _assert_reference(tmp_path, copy, outcomes, seconds=3.0)
+        assert (copy / file).read_bytes() == (reference / file).read_bytes(), file
+        if file != name or name != "report.html" or damage == "missing":
+            assert (copy / file).read_bytes() == (without / file).read_bytes(), file
+    _assert_reference(tmp_path, copy, outcomes, seconds=3.0)
 
 
 @pytest.fixture
