@@ -24,19 +24,30 @@ from batchvid.jobs import Job
 from batchvid.journal import JobRecord
 
 REQUEST_NAME = "request.json"
+_RECORD_READ = 1 << 16
 _BLOCK = 1 << 20
 """The bytes of the journal read at a time, from its end (``latest_request_id``)."""
 
 
-def readable_record(path: Path) -> str | None:
+def readable_record(path: str | Path) -> str | None:
     """What is wrong with the JSON record at ``path`` (missing, unreadable, not an object), or
-    None when it is a JSON object."""
+    None when it is a JSON object. Read with ``os.read`` (``batchvid verify`` reads two a job:
+    a third of ``Path.read_bytes``'s cost)."""
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return "missing"
     except OSError as exc:
         return f"unreadable ({exc.strerror or exc})"
+    try:
+        pieces = [os.read(fd, _RECORD_READ)]
+        while len(pieces[-1]) == _RECORD_READ:
+            pieces.append(os.read(fd, _RECORD_READ))
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    finally:
+        os.close(fd)
+    data = b"".join(pieces)
     try:
         value = json.loads(data)
     except ValueError:

@@ -100,7 +100,7 @@ def record_problems(root: Path, job_id: str) -> list[str]:
     """A line for each of the job's records (``RECORDS``) that is missing or not a JSON object."""
     problems = []
     for name, meaning in RECORDS.items():
-        problem = readable_record(root / "jobs" / job_id / name)
+        problem = readable_record(f"{root}/jobs/{job_id}/{name}")
         if problem is not None:
             problems.append(f"jobs/{job_id}/{name}: {problem} ({meaning}; the video is checked on its own)")
     return problems

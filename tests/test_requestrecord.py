@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from batchvid import requestrecord
+from batchvid.events import JobSubmitted
 from batchvid.requestrecord import latest_request_id, readable_record
 from batchvid.runner import Runner
 from batchvid.simulator import Simulator, SimulatorConfig
@@ -23,27 +24,35 @@ def _jobs(provider: str, n: int = 4) -> list[Any]:
     return [make_job(f"job-{i}", i, provider) for i in range(n)]
 
 
-def _run(sim: Simulator, jobs: list[Any], out: Path, provider: str, *, stop_after: float | None = None,
+def _run(sim: Simulator, jobs: list[Any], out: Path, provider: str, *, stop_when_submitted: bool = False,
          **kw: Any) -> Any:
-    runner = Runner(make_manifest(jobs), _settings(out, provider, **kw), transport=httpx.ASGITransport(app=sim.app))
+    """A run of ``jobs``; ``stop_when_submitted``: interrupted once every job has its task."""
+    return _run_manifest(sim, make_manifest(jobs), _settings(out, provider, **kw), stop_when_submitted)
 
-    async def run() -> Any:
-        if stop_after is None:
-            return await runner.run()
-        with anyio.move_on_after(stop_after):
-            await runner.run()
-        return None
 
-    return anyio.run(run)
+def _run_manifest(sim: Simulator, manifest: Any, settings: Any, stop_when_submitted: bool = False) -> Any:
+    submitted: set[str] = set()
+    runner: Runner
+
+    def on_event(event: object) -> None:
+        if isinstance(event, JobSubmitted):
+            submitted.add(event.job_id)
+            if stop_when_submitted and len(submitted) == len(manifest.jobs):
+                runner.interrupt("test: every job submitted")
+
+    runner = Runner(manifest, settings, transport=httpx.ASGITransport(app=sim.app), subscribers=[on_event])
+    result = anyio.run(runner.run)
+    if stop_when_submitted:
+        assert result.exit_code == 3
+        assert {o.status for o in result.outcomes} == {"pending"} and all(o.task_id for o in result.outcomes)
+    return result
 
 
 def _submitted_not_downloaded(tmp_path: Path, provider: str, **kw: Any) -> tuple[Simulator, list[Any], Path]:
     """A run stopped while its tasks run: every job submitted, none downloaded."""
-    sim = Simulator(SimulatorConfig(latency=0.5))
+    sim = Simulator(SimulatorConfig(latency=1.0))
     jobs, out = _jobs(provider), tmp_path / "out"
-    _run(sim, jobs, out, provider, stop_after=0.2, **kw)
-    report = json.loads((out / "report.json").read_text())
-    assert {j["status"] for j in report["jobs"]} == {"pending"} and all(j["task_id"] for j in report["jobs"])
+    _run(sim, jobs, out, provider, stop_when_submitted=True, **kw)
     return sim, jobs, out
 
 
@@ -84,7 +93,7 @@ def test_the_request_id_of_a_later_generation_is_the_one_the_journal_recorded(tm
     request id back, as its create sent it, not the job's first one."""
     sim, jobs, out = Simulator(SimulatorConfig(latency=0.5)), _jobs("bigmodel", 1), tmp_path / "out"
     assert _run(sim, jobs, out, "bigmodel").exit_code == 0
-    _run(sim, jobs, out, "bigmodel", stop_after=0.2, force=True)
+    _run(sim, jobs, out, "bigmodel", stop_when_submitted=True, force=True)
     path = out / "jobs" / jobs[0].id / "request.json"
     sent = json.loads(path.read_text())
     assert sent["request_id"].endswith("-1")
@@ -150,20 +159,13 @@ def test_an_enhanced_jobs_request_json_holds_the_rewrite_its_task_was_created_wi
     from tests.test_enhance_run import FOX, settings, write_manifest
 
     manifest = load_manifest(write_manifest(tmp_path, FOX, "bigmodel"))
-    sim, out = Simulator(SimulatorConfig(latency=0.5)), tmp_path / "out"
-
-    async def briefly() -> None:
-        runner = Runner(manifest, settings(out, "bigmodel"), transport=httpx.ASGITransport(app=sim.app))
-        with anyio.move_on_after(0.3):
-            await runner.run()
-
-    anyio.run(briefly)
+    sim, out = Simulator(SimulatorConfig(latency=1.0)), tmp_path / "out"
+    _run_manifest(sim, manifest, settings(out, "bigmodel"), stop_when_submitted=True)
     paths = [out / "jobs" / job_id / "request.json" for job_id in ("fox", "exact")]
     original = [path.read_bytes() for path in paths]
     assert json.loads(original[0])["prompt"] != "a fox in the snow"  # the rewrite was sent
     for path in paths:
         path.unlink()
-    runner = Runner(manifest, settings(out, "bigmodel"), transport=httpx.ASGITransport(app=sim.app))
-    result = anyio.run(runner.run)
+    result = _run_manifest(sim, manifest, settings(out, "bigmodel"))
     assert result.exit_code == 0 and {o.action for o in result.outcomes} == {"reattach"}
     assert [path.read_bytes() for path in paths] == original
