@@ -252,7 +252,10 @@ def pending_line(job: Mapping[str, Any], step: Step | None) -> str:
     return what
 
 
-def status_text(report: Mapping[str, Any], actions: Mapping[str, int], plan: Plan | None = None) -> str:
+def status_text(report: Mapping[str, Any], actions: Mapping[str, int], plan: Plan | None = None,
+                root: Path | None = None) -> str:
+    """``status``'s text; with ``root``, a pending job a rerun finishes from its task says when
+    its request.json is lost or damaged (the rerun writes it again: ``requestrecord``)."""
     steps = {step.job.id: step for step in plan.steps} if plan else {}
     s = report["summary"]
     lines = [
@@ -262,13 +265,25 @@ def status_text(report: Mapping[str, Any], actions: Mapping[str, int], plan: Pla
     ]
     for job in report["jobs"]:
         if job["status"] == "pending":
-            lines.append(f"  {'pending':8} {job['id']}: {pending_line(job, steps.get(job['id']))}")
+            step = steps.get(job["id"])
+            lines.append(f"  {'pending':8} {job['id']}: {pending_line(job, step)}{_request_note(root, step)}")
         elif job["status"] == "failed":
             err = job["error"] or {}
             lines.append(f"  {job['status']:8} {job['id']}: {err.get('kind')}: {err.get('message')}")
     lines.append("a rerun would:")
     lines += [f"  {RERUN[action].format(n=n)}" for action, n in actions.items()]
     return "\n".join(lines)
+
+
+def _request_note(root: Path | None, step: Step | None) -> str:
+    """For a job a rerun finishes from its task (re-attached, or its video fetched again):
+    its request.json's problem, when it has one (read for those jobs only)."""
+    if root is None or step is None or step.action not in ("reattach", "download"):
+        return ""
+    from batchvid.requestrecord import readable_record
+
+    problem = readable_record(f"{root}/jobs/{step.job.id}/request.json")
+    return "" if problem is None else f"; its request.json is {problem}: the rerun writes it again from the journal"
 
 
 def leftover_lines(root: Path, leftovers: Sequence[Leftover], prefix: str) -> list[str]:

@@ -169,3 +169,21 @@ def test_an_enhanced_jobs_request_json_holds_the_rewrite_its_task_was_created_wi
     result = _run_manifest(sim, manifest, settings(out, "bigmodel"))
     assert result.exit_code == 0 and {o.action for o in result.outcomes} == {"reattach"}
     assert [path.read_bytes() for path in paths] == original
+
+
+def test_status_says_a_pending_jobs_lost_request_json_is_written_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`batchvid status` on a directory whose run stopped with tasks running: the job whose
+    request.json is lost says so, and that the rerun writes it again; the others do not."""
+    from batchvid.cli import main
+
+    _, jobs, out = _submitted_not_downloaded(tmp_path, "bigmodel")
+    (out / "jobs" / jobs[1].id / "request.json").write_bytes(b"")
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.lstrip().startswith("pending")]
+    noted = [line for line in lines if "request.json" in line]
+    assert len(lines) == 4 and len(noted) == 1
+    assert f" {jobs[1].id}: submitted as task" in noted[0]
+    assert noted[0].endswith("; its request.json is empty: the rerun writes it again from the journal")

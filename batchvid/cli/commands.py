@@ -185,7 +185,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status_json(report, actions, root, leftovers), indent=2, ensure_ascii=False))
     else:
-        print("\n".join([status_text(report, actions, plan),
+        print("\n".join([status_text(report, actions, plan, root),
                          *leftover_lines(root, leftovers, "  leftover ")]))
     return EXIT_OK
 
