@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from batchvid.durable import dumps, write_atomic
 from batchvid.jobs import Job
@@ -29,6 +29,12 @@ _BLOCK = 1 << 20
 """The bytes of the journal read at a time, from its end (``latest_request_id``)."""
 
 
+MISSING = "missing"
+LOST = (MISSING, "empty", "damaged")
+"""How ``readable_record``'s answer begins for a record known to be lost (not one that could
+not be read: it may be a good one, and is never written over)."""
+
+
 def readable_record(path: str | Path) -> str | None:
     """What is wrong with the JSON record at ``path`` (missing, unreadable, not an object), or
     None when it is a JSON object. Read with ``os.read`` (``batchvid verify`` reads two a job:
@@ -36,7 +42,7 @@ def readable_record(path: str | Path) -> str | None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
-        return "missing"
+        return MISSING
     except OSError as exc:
         return f"unreadable ({exc.strerror or exc})"
     try:
@@ -59,14 +65,20 @@ def mend_request(root: Path, job: Job, record: JobRecord) -> bool:
     """Write ``jobs/<id>/request.json`` of ``job`` (``record``: the journal's record of its key
     as the run found it) again when it is missing or damaged; returns whether it was written.
     Nothing is written when the journal does not say what was sent (no ``submitting`` line
-    naming the key's request id, or an enhanced job without its rewrite)."""
+    naming the key's request id, or an enhanced job without its rewrite), nor over a file that
+    could not be read (it may be a good one). A record for the reader: failing to write it
+    never fails the job, whose video is downloaded (``batchvid verify`` names it)."""
     path = root / "jobs" / job.id / REQUEST_NAME
-    if readable_record(path) is None:
+    problem = readable_record(path)
+    if problem is None or not problem.startswith(LOST):
         return False
     body = expected_request(root, job, record)
     if body is None:
         return False
-    write_atomic(path, dumps(body))  # fsynced: a record made again is not lost again
+    try:
+        write_atomic(path, dumps(body))  # fsynced: a record made again is not lost again
+    except OSError:
+        return False
     return True
 
 
@@ -117,7 +129,7 @@ def latest_request_id(journal: Path, key: str) -> str | None:
                     continue
                 carry, block = block[:cut], block[cut:]
             found = _request_id_in(block, needle, key)
-            if found is not None:
+            if found is not False:
                 return found
             end = start
     except OSError:
@@ -127,9 +139,10 @@ def latest_request_id(journal: Path, key: str) -> str | None:
     return None
 
 
-def _request_id_in(block: bytes, needle: bytes, key: str) -> str | None:
+def _request_id_in(block: bytes, needle: bytes, key: str) -> str | None | Literal[False]:
     """The request id of the last ``submitting`` line of ``key`` among the whole lines of
-    ``block``, or None."""
+    ``block``: None when that line holds none (an older create's is not this one's), False
+    when the block has no such line."""
     at = len(block)
     while (at := block.rfind(needle, 0, at)) >= 0:
         first = block.rfind(b"\n", 0, at) + 1
@@ -138,9 +151,8 @@ def _request_id_in(block: bytes, needle: bytes, key: str) -> str | None:
             line = json.loads(block[first:last if last >= 0 else len(block)])
         except ValueError:
             line = None
-        if (isinstance(line, dict) and line.get("event") == "submitting" and line.get("key") == key
-                and isinstance(line.get("request_id"), str)):
-            request_id: str = line["request_id"]
-            return request_id
+        if isinstance(line, dict) and line.get("event") == "submitting" and line.get("key") == key:
+            request_id = line.get("request_id")
+            return request_id if isinstance(request_id, str) else None
         at = first
-    return None
+    return False

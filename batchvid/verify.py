@@ -7,15 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from batchvid.requestrecord import readable_record
+from batchvid.requestrecord import MISSING, REQUEST_NAME, readable_record
 from batchvid.store import read_json_object, read_report, verify_file
 
 RECORDS = {
-    "request.json": "the body sent; a rerun writes it again only for a job it downloads",
+    REQUEST_NAME: "the body sent; a rerun writes it again only for a job it downloads",
     "response.json": "the provider's last answer; not kept elsewhere",
 }
 """A done job's records for the reader (the journal relies on neither), and what a problem with
-each means: a power cut can lose or empty either (docs/output-directory.md)."""
+each means: a power cut can empty either (docs/output-directory.md)."""
 
 
 def _metadata(path: Path, problems: list[str]) -> dict[str, dict[str, Any]] | None:
@@ -43,8 +43,9 @@ def _metadata(path: Path, problems: list[str]) -> dict[str, dict[str, Any]] | No
     return rows
 
 
-def verify_dir(root: Path) -> tuple[list[str], int]:
-    """Every problem found (one line each, naming the file) and how many files were checked.
+def verify_dir(root: Path, notes: list[str] | None = None) -> tuple[list[str], int]:
+    """Every problem found (one line each, naming the file) and how many files were checked;
+    ``notes`` gets what is named without being a problem (``record_problems``).
 
     Raises ``OutputDirError`` only when ``root`` has no readable report.json; a missing or
     altered video, cover, poster, lock or metadata file is a problem in the list.
@@ -72,7 +73,7 @@ def verify_dir(root: Path) -> tuple[list[str], int]:
             problem = verify_file(root / entry["path"], entry)
             if problem:
                 problems.append(f"{entry['path']}: {problem}")
-        problems += record_problems(root, job["id"])
+        problems += record_problems(root, job["id"], notes)
         video = job.get("video") or {}
         if metadata is not None:
             row = metadata.get(job["id"])
@@ -96,11 +97,20 @@ def verify_dir(root: Path) -> tuple[list[str], int]:
     return problems, checked
 
 
-def record_problems(root: Path, job_id: str) -> list[str]:
-    """A line for each of the job's records (``RECORDS``) that is missing or not a JSON object."""
+def record_problems(root: Path, job_id: str, notes: list[str] | None = None) -> list[str]:
+    """A line for each of the job's records (``RECORDS``) that is missing or not a JSON object.
+    A missing request.json goes to ``notes`` instead: a valid directory can lack it (a done job's
+    folder made again by the download of an earlier batchvid, which wrote only response.json
+    and the files; a power cut leaves a done job's records present, if empty)."""
     problems = []
     for name, meaning in RECORDS.items():
         problem = readable_record(f"{root}/jobs/{job_id}/{name}")
-        if problem is not None:
-            problems.append(f"jobs/{job_id}/{name}: {problem} ({meaning}; the video is checked on its own)")
+        if problem is None:
+            continue
+        line = f"jobs/{job_id}/{name}: {problem} ({meaning}; the video is checked on its own)"
+        if name == REQUEST_NAME and problem == MISSING:
+            if notes is not None:
+                notes.append(line)
+            continue
+        problems.append(line)
     return problems

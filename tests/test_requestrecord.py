@@ -140,6 +140,93 @@ def test_the_latest_submitting_line_of_the_key_is_found_across_blocks(
     assert latest_request_id(tmp_path / "none.jsonl", key) is None
 
 
+def _reference_request_id(data: bytes, key: str) -> str | None:
+    """The request id of ``key``'s latest ``submitting`` line, read forwards (whole lines that
+    decode; a torn or damaged line is none)."""
+    found = None
+    for raw in data.split(b"\n")[: -1 if not data.endswith(b"\n") else None]:
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(line, dict) and line.get("event") == "submitting" and line.get("key") == key:
+            found = line.get("request_id") if isinstance(line.get("request_id"), str) else None
+    return found
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_backward_read_finds_what_a_forward_read_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Random journals read back in small blocks: lines across block edges or longer than a
+    block, CRLF line ends, a torn last line, keys that are a part of other keys (``a-1`` in
+    ``a-10``, and in another line's id), a latest create without a request id: the request id
+    is the one the key's latest whole ``submitting`` line holds, as a forward read finds it."""
+    import random
+
+    rng = random.Random(seed)
+    monkeypatch.setattr(requestrecord, "_BLOCK", rng.choice([7, 16, 64, 200]))
+    keys = ["a-1", "a-10", "a-100", "b-1"]
+    lines = []
+    for n in range(rng.randrange(1, 40)):
+        key = rng.choice(keys)
+        event = rng.choice(["submitting", "submitting", "submitted", "succeeded", "enhanced"])
+        line: dict[str, Any] = {"event": event, "id": rng.choice(keys) + "x" * rng.choice([0, 0, 150]), "key": key}
+        if event == "submitting" and rng.random() < 0.9:
+            line["request_id"] = f"bv-{key}-{n}"
+        text = json.dumps(line, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        lines.append(text + (b"\r\n" if rng.random() < 0.2 else b"\n"))
+    data = b"".join(lines)
+    if rng.random() < 0.5:  # a torn last line (a kill mid-write)
+        data += lines[rng.randrange(len(lines))][: rng.randrange(1, 30)].rstrip(b"\r\n")
+    journal = tmp_path / "journal.jsonl"
+    journal.write_bytes(data)
+    for key in [*keys, "a"]:
+        assert latest_request_id(journal, key) == _reference_request_id(data, key), key
+
+
+def test_a_latest_create_without_a_request_id_gives_none_not_an_older_ones(tmp_path: Path) -> None:
+    """The key's latest ``submitting`` line holds no request id: none is given, not the one of
+    the create before it (a request.json made with it would not be the one sent)."""
+    key = "a" * 64
+    lines = [{"event": "submitting", "id": "x", "key": key, "request_id": "bv-first"},
+             {"event": "submitting", "id": "x", "key": key}]
+    journal = tmp_path / "journal.jsonl"
+    journal.write_text("".join(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n" for line in lines))
+    assert latest_request_id(journal, key) is None
+
+
+def test_a_request_json_that_cannot_be_read_is_not_written_over_and_the_job_finishes(tmp_path: Path) -> None:
+    """A request.json the run cannot read (here a folder in its place) may be a good one: it is
+    left as it is, and the resumed job finishes all the same."""
+    sim, jobs, out = _submitted_not_downloaded(tmp_path, "bigmodel")
+    path = out / "jobs" / jobs[0].id / "request.json"
+    path.unlink()
+    path.mkdir()
+    (path / "kept").write_text("kept")
+    result = _run(sim, jobs, out, "bigmodel")
+    assert result.exit_code == 0 and {o.status for o in result.outcomes} == {"succeeded"}
+    assert (path / "kept").read_text() == "kept"
+
+
+def test_a_request_json_that_cannot_be_written_again_does_not_fail_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writing the record again fails (a full disk, say): the job, its video downloaded, is
+    finished all the same, the record still lost."""
+    sim, jobs, out = _submitted_not_downloaded(tmp_path, "bigmodel")
+    path = out / "jobs" / jobs[0].id / "request.json"
+    path.unlink()
+
+    def full(*args: object, **kw: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(requestrecord, "write_atomic", full)
+    result = _run(sim, jobs, out, "bigmodel")
+    assert result.exit_code == 0 and {o.status for o in result.outcomes} == {"succeeded"}
+    assert not path.exists()
+
+
 @pytest.mark.parametrize(("data", "problem"), [
     (None, "missing"), (b"", "empty"), (bytes(40), "empty"), (b'{"a": 1', "damaged (not JSON)"),
     (b"[1]", "damaged (not a JSON object)"), (b'{"a": 1}\n', None),

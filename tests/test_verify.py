@@ -83,15 +83,34 @@ def test_missing_report_is_an_output_dir_error(tmp_path: Path) -> None:
     ("missing", "missing"), ("empty", "empty"), ("zeros", "empty"), ("cut", "damaged (not JSON)"),
 ])
 def test_a_done_jobs_record_missing_or_damaged_is_a_problem(copy: Path, name: str, damage: str, said: str) -> None:
-    """A done job's request.json or response.json lost, emptied, zero-filled or cut (a power
-    cut's work) is named as a problem, saying what the file was; the videos still verify."""
+    """A done job's request.json or response.json emptied, zero-filled or cut (a power cut's
+    work), or its response.json lost, is named as a problem, saying what the file was; a
+    missing request.json is named as a note only; the videos still verify."""
     path = copy / "jobs" / "one" / name
     data = path.read_bytes()
     if damage == "missing":
         path.unlink()
     else:
         path.write_bytes({"empty": b"", "zeros": bytes(len(data)), "cut": data[: len(data) // 2]}[damage])
-    problems, checked = verify_dir(copy)
-    assert len(problems) == 1 and checked == 4
-    assert problems[0].startswith(f"jobs/one/{name}: {said} (")
-    assert ("a rerun writes it again only for a job it downloads" in problems[0]) == (name == "request.json")
+    notes: list[str] = []
+    problems, checked = verify_dir(copy, notes)
+    assert checked == 4
+    named = notes if (name, damage) == ("request.json", "missing") else problems
+    assert len(problems) + len(notes) == 1 and len(named) == 1
+    assert named[0].startswith(f"jobs/one/{name}: {said} (")
+    assert ("a rerun writes it again only for a job it downloads" in named[0]) == (name == "request.json")
+
+
+def test_a_folder_fetched_again_by_an_earlier_batchvid_verifies(
+    copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A done job whose folder was removed and its video fetched again by a batchvid that did
+    not write request.json back (response.json and the files only): `batchvid verify` exits 0,
+    noting the missing request.json on stdout."""
+    from batchvid.cli import main
+
+    (copy / "jobs" / "one" / "request.json").unlink()
+    capsys.readouterr()
+    assert main(["verify", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("note: jobs/one/request.json: missing (") and "ok: 4 file(s)" in out

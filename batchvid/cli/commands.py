@@ -196,8 +196,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from batchvid.verify import verify_dir
 
     root = Path(args.out_dir)
-    problems, checked = verify_dir(root)
-    for line in leftover_lines(root, find_leftovers(root), "note: leftover "):
+    notes: list[str] = []
+    problems, checked = verify_dir(root, notes)
+    for line in [*(f"note: {note}" for note in notes), *leftover_lines(root, find_leftovers(root), "note: leftover ")]:
         print(line)
     for problem in problems:
         print(problem, file=sys.stderr)
