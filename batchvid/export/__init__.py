@@ -119,15 +119,24 @@ def shard_name(text: str) -> str:
     return text
 
 
+def unfinished(root: Path) -> str | None:
+    """Why ``root`` has no report.json although a run has journaled in it, or None."""
+    if (root / "report.json").exists() or not (root / ".batchvid" / "journal.jsonl").exists():
+        return None
+    return ("a run is writing this directory, or was killed before its report: wait for it to "
+            "end, or run the same command again to finish it")
+
+
 def load_run(root: Path, *, include_failed: bool = False) -> Run:
     """Read report.json and metadata.jsonl of the output directory ``root``."""
     try:
         report = read_report(root)
         metadata = read_json_lines(root / "metadata.jsonl")
     except OutputDirError as exc:
-        raise OutputDirError(
-            f"{exc}; export takes the directory of a finished `batchvid run`"
-        ) from exc
+        why = unfinished(root)
+        text = f"{root} has no report.json yet: {why}" if why else (
+            f"{exc}; export takes the directory of a finished `batchvid run`")
+        raise OutputDirError(text) from exc
     jobs = {job["id"]: job for job in report["jobs"]}
     rows = []
     for row in metadata:
