@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -157,3 +158,43 @@ def test_target_left_by_a_killed_export_is_named(
     (tmp_path / "w" / ".export-abc").mkdir(parents=True)
     assert main(["export", str(out), "--format", "parquet", "--to", str(tmp_path / "w")]) == 2
     assert "left by an export that was killed" in capsys.readouterr().err
+
+
+def _edit_metadata(copy: Path, job_id: str, **fields: Any) -> None:
+    lines = (copy / "metadata.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    for row in rows:
+        if row["id"] == job_id:
+            row.update(fields)
+    (copy / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.parametrize("field", ["file_name", "id"])
+def test_paths_outside_the_directory_are_refused(out: Path, tmp_path: Path, field: str) -> None:
+    """A metadata.jsonl (from a directory received from elsewhere) whose file_name or id leads
+    out of the directory is refused, naming the line: no file outside is read into the export,
+    and none is written outside --to."""
+    copy = copy_of(out, tmp_path)
+    secret = tmp_path / "secret.mp4"
+    secret.write_bytes(b"a file outside the output directory")
+    digest = hashlib.sha256(secret.read_bytes()).hexdigest()
+    value = "../secret.mp4" if field == "file_name" else "../../escaped"
+    _edit_metadata(copy, "beta", **{field: value, "sha256": digest})
+    for fmt in ("webdataset", "parquet"):
+        with pytest.raises(ExportError, match=r"metadata.jsonl:2: id .* is not a name inside"):
+            export(copy, ExportOptions(format=fmt, to=tmp_path / fmt))
+        assert not (tmp_path / fmt).exists()
+    assert not list(tmp_path.glob("escaped*"))
+
+
+def test_metadata_that_disagrees_with_the_report_is_refused(out: Path, tmp_path: Path) -> None:
+    """A metadata.jsonl that lacks a finished job of report.json (or names another video) is
+    refused, rather than exported as a dataset silently missing that clip."""
+    copy = copy_of(out, tmp_path)
+    lines = (copy / "metadata.jsonl").read_text().splitlines(keepends=True)
+    (copy / "metadata.jsonl").write_text("".join(lines[:2]))
+    with pytest.raises(ExportError, match=r"lacks 1 finished job\(s\) of report.json \(gamma"):
+        export(copy, ExportOptions(format="parquet", to=tmp_path / "w"))
+    _edit_metadata(copy, "alpha", sha256="0" * 64)
+    with pytest.raises(ExportError, match=r"metadata.jsonl:1: job 'alpha' is not the finished"):
+        export(copy, ExportOptions(format="webdataset", to=tmp_path / "w"))

@@ -138,11 +138,7 @@ def load_run(root: Path, *, include_failed: bool = False) -> Run:
             f"{exc}; export takes the directory of a finished `batchvid run`")
         raise OutputDirError(text) from exc
     jobs = {job["id"]: job for job in report["jobs"]}
-    rows = []
-    for row in metadata:
-        media = (jobs.get(row.get("id"), {}).get("media")) or {}
-        row.setdefault("quality", media.get("quality"))
-        rows.append(row)
+    rows = _checked_rows(root, jobs, metadata)
     failed = []
     if include_failed:
         for job in report.get("jobs", []):
@@ -152,6 +148,43 @@ def load_run(root: Path, *, include_failed: bool = False) -> Run:
                                "parameters": params, "status": job["status"],
                                "error": job.get("error")})
     return Run(root, report, rows, failed)
+
+
+def _checked_rows(
+    root: Path, jobs: dict[str, dict[str, Any]], metadata: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """metadata.jsonl's rows (each given its ``quality``), checked against report.json: the
+    same finished jobs with the same videos, each a file inside ``root`` (a directory received
+    from elsewhere could name ``../`` paths, and the ids become file names in the export)."""
+    where = root / "metadata.jsonl"
+    rows = []
+    for number, row in enumerate(metadata, 1):
+        job_id, name = str(row.get("id")), str(row.get("file_name"))
+        if not _inside(job_id) or "/" in job_id or not _inside(name):
+            raise ExportError(f"{where}:{number}: id {job_id!r} or file_name {name!r} is not a "
+                              "name inside the output directory; it is not exported")
+        job = jobs.get(job_id) or {}
+        video = job.get("video") or {}
+        if job.get("status") not in _DONE or video.get("sha256") != row.get("sha256"):
+            raise ExportError(f"{where}:{number}: job {job_id!r} is not the finished video "
+                              "report.json records; `batchvid verify` the output directory")
+        row.setdefault("quality", (job.get("media") or {}).get("quality"))
+        rows.append(row)
+    listed = {str(row["id"]) for row in rows}
+    missing = [i for i, job in jobs.items() if job["status"] in _DONE and i not in listed]
+    if missing:
+        raise ExportError(f"{where}: lacks {len(missing)} finished job(s) of report.json "
+                          f"({missing[0]}, …); `batchvid verify` the output directory")
+    return rows
+
+
+_DONE = ("succeeded", "skipped")
+
+
+def _inside(name: str) -> bool:
+    """A relative path with no ``..`` and no leading ``.`` in any part."""
+    parts = name.replace("\\", "/").split("/")
+    return bool(name) and not name.startswith("/") and all(p and not p.startswith(".") for p in parts)
 
 
 def export(out: Path, options: ExportOptions) -> dict[str, Any]:
