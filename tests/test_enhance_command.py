@@ -48,3 +48,19 @@ def test_refused_key_stops_with_exit_3_and_resumes(
     assert main(["enhance", str(path), "--out", str(out), "--simulate"]) == 0
     assert "1 rewritten now" in capsys.readouterr().out
     assert events(out) == [("enhanced", "fox")]
+
+
+def test_shorter_rewrite_from_the_simulator_is_a_description(tmp_path: Path) -> None:
+    """An over-long first answer ([long]) is asked again; the simulator's second answer
+    describes the prompt, and never echoes batchvid's own request to shorten it, so the
+    prompt sent is about the fox."""
+    import json
+
+    body = FOX.replace("a fox in the snow", "a fox in the snow [long]")
+    out = tmp_path / "out"
+    assert main(["run", str(write_manifest(tmp_path, body)), "--out", str(out),
+                 "--simulate", "--no-progress", "--sim-latency", "0.05"]) == 0
+    fox = json.loads((out / "report.json").read_text())["jobs"][0]
+    assert fox["enhance"]["requests"] == 2 and fox["enhance"]["status"] == "enhanced"
+    assert fox["prompt"].startswith("A fox in the snow")
+    assert "characters long" not in fox["prompt"]
