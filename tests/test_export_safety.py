@@ -198,3 +198,17 @@ def test_metadata_that_disagrees_with_the_report_is_refused(out: Path, tmp_path:
     _edit_metadata(copy, "alpha", sha256="0" * 64)
     with pytest.raises(ExportError, match=r"metadata.jsonl:1: job 'alpha' is not the finished"):
         export(copy, ExportOptions(format="webdataset", to=tmp_path / "w"))
+
+
+def test_poster_path_outside_the_directory_is_refused(out: Path, tmp_path: Path) -> None:
+    """A report.json whose poster path leads out of the directory is refused, naming it: no
+    file outside is read into a shard."""
+    copy = copy_of(out, tmp_path)
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(b"\xff\xd8 not from this run")
+    data = json.loads((copy / "report.json").read_text())
+    data["jobs"][0]["poster"] = {"path": "../outside.jpg", "bytes": outside.stat().st_size,
+                                 "sha256": hashlib.sha256(outside.read_bytes()).hexdigest()}
+    (copy / "report.json").write_text(json.dumps(data))
+    with pytest.raises(ExportError, match=r"poster path '../outside.jpg' is not a name inside"):
+        export(copy, ExportOptions(format="webdataset", to=tmp_path / "w"))

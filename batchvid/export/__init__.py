@@ -160,7 +160,7 @@ def _checked_rows(
     rows = []
     for number, row in enumerate(metadata, 1):
         job_id, name = str(row.get("id")), str(row.get("file_name"))
-        if not _inside(job_id) or "/" in job_id or not _inside(name):
+        if not inside(job_id) or "/" in job_id or not inside(name):
             raise ExportError(f"{where}:{number}: id {job_id!r} or file_name {name!r} is not a "
                               "name inside the output directory; it is not exported")
         job = jobs.get(job_id) or {}
@@ -181,7 +181,7 @@ def _checked_rows(
 _DONE = ("succeeded", "skipped")
 
 
-def _inside(name: str) -> bool:
+def inside(name: str) -> bool:
     """A relative path with no ``..`` and no leading ``.`` in any part."""
     parts = name.replace("\\", "/").split("/")
     return bool(name) and not name.startswith("/") and all(p and not p.startswith(".") for p in parts)

@@ -27,6 +27,7 @@ from batchvid.export import (
     HashingFile,
     Run,
     VerifiedReader,
+    inside,
     write_file,
 )
 
@@ -75,7 +76,11 @@ class _Sample:
         except FileNotFoundError as exc:
             raise ExportError(f"{video}: missing; `batchvid verify` the output directory") from exc
         recorded = run.job(row["id"]).get("poster") or {}
-        path = os.path.join(run.root, recorded.get("path") or f"jobs/{row['id']}/poster.jpg")
+        relative = str(recorded.get("path") or f"jobs/{row['id']}/poster.jpg")
+        if not inside(relative):
+            raise ExportError(f"{run.root}/report.json: job {row['id']!r}: poster path "
+                              f"{relative!r} is not a name inside the output directory")
+        path = os.path.join(run.root, relative)
         poster: str | None = path
         try:
             poster_size = os.stat(path).st_size
