@@ -110,3 +110,20 @@ def test_loading_code_of_the_card_runs(offline: Any, tmp_path: Path,  # noqa: F8
     assert scope["prompt"] in {"a kite over the hills", "the water ripples", "the leaves move"}
     assert len(scope["rows"]) == 3
     assert all(row["mp4"]["path"].endswith(".mp4") for row in scope["rows"])
+
+
+def test_card_of_failed_rows_names_their_statuses(tmp_path: Path) -> None:
+    """With --include-failed, the Parquet card says the rows without a video are those whose
+    status is failed or pending: a clip made by an earlier run is 'skipped', and filtering on
+    'not succeeded' would drop it."""
+    (tmp_path / "m.yaml").write_text(MIXED.replace("the leaves move", "the leaves [fail]"))
+    (tmp_path / "photo.png").write_bytes((IMAGES / "photo.png").read_bytes())
+    out = tmp_path / "out"
+    for _ in range(2):  # the second run finds the clips done: their status is skipped
+        assert main(["run", str(tmp_path / "m.yaml"), "--out", str(out), *FAST]) == 1
+    to = tmp_path / "w"
+    assert main(["export", str(out), "--format", "parquet", "--to", str(to),
+                 "--include-failed"]) == 0
+    text = (to / "README.md").read_text()
+    assert "rows whose `status` is `failed` or `pending`" in text
+    assert "other than succeeded" not in text

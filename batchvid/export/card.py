@@ -105,7 +105,9 @@ def render_card(run: Run, fmt: str, files: Mapping[str, str], license_: str | No
     ]
     lines += _scope(run.report)
     if run.failed:
-        where = "failed.jsonl" if fmt == "webdataset" else "rows with a `status` other than succeeded"
+        where = "failed.jsonl" if fmt == "webdataset" else (
+            "rows whose `status` is `failed` or `pending` (a clip's row says `succeeded`, or "
+            "`skipped` when an earlier run made it)")
         lines += [f"{len(run.failed)} failed or pending jobs are listed for audit, without "
                   f"media, in {where}.", ""]
     lines += _parameters(run) + _prompts(run) + _fields(run, fmt) + _quality(run)
@@ -184,7 +186,9 @@ def _fields(run: Run, fmt: str) -> list[str]:
     if fmt == "webdataset":
         lines.append("| file_name | the video's path in the batchvid output directory |")
     elif run.failed:
-        lines.append("| status, error | for failed and pending jobs (rows without a video) |")
+        lines.append("| status | `succeeded` or `skipped` (a clip; `skipped`: made by an earlier run), "
+                     "`failed` or `pending` (no video) |")
+        lines.append("| error | why a failed or pending job has no video (`kind`, `message`) |")
     return [*lines, ""]
 
 
