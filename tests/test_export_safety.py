@@ -212,3 +212,31 @@ def test_poster_path_outside_the_directory_is_refused(out: Path, tmp_path: Path)
     (copy / "report.json").write_text(json.dumps(data))
     with pytest.raises(ExportError, match=r"poster path '../outside.jpg' is not a name inside"):
         export(copy, ExportOptions(format="webdataset", to=tmp_path / "w"))
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.EACCES, "Permission denied"), KeyboardInterrupt()])
+def test_failure_while_moving_into_place_takes_back_what_was_moved(
+    out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: BaseException
+) -> None:
+    """The files move into --to one by one, the card and SHA256SUMS last; a rename that fails
+    there (or Ctrl-C between two) takes back the ones already moved: --to is left empty, as it
+    was, and no hidden directory stays behind."""
+    import os
+
+    to = tmp_path / "w"
+    to.mkdir()
+    moved: list[str] = []
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        if Path(dst).parent == to:
+            if Path(dst).name == "SHA256SUMS":
+                raise failure
+            moved.append(Path(dst).name)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises((ExportError, KeyboardInterrupt)):
+        export(out, ExportOptions(format="webdataset", to=to, shard_samples=1, include_failed=False))
+    assert moved == ["safety-000000.tar", "safety-000001.tar", "safety-000002.tar", "README.md"]
+    assert list(to.iterdir()) == []

@@ -2,8 +2,9 @@
 
 The output directory is only read. An export is written into a hidden directory inside
 ``--to`` (``.export-…``) and its files are renamed into ``--to`` once every one is whole, the
-card and ``SHA256SUMS`` last: an export that fails (a changed video, a full disk, Ctrl-C) leaves
-``--to`` as it found it. The same output directory gives the same bytes (members sorted, times,
+card and ``SHA256SUMS`` last: an export that fails (a changed video, a full disk, Ctrl-C, even
+while its files move) leaves ``--to`` as it found it. Killed outright, it may leave the hidden
+directory and some files: without ``SHA256SUMS`` an export directory is not whole. The same output directory gives the same bytes (members sorted, times,
 owners and modes fixed), so an export's ``SHA256SUMS`` can be committed.
 
 Layout of an export directory::
@@ -240,14 +241,25 @@ def _write_export(run: Run, stage: Path, name: str, options: ExportOptions) -> d
 
 
 def _move_into_place(stage: Path, to: Path) -> None:
-    """Rename what ``stage`` holds into ``to`` (the card and SHA256SUMS last), then remove it."""
+    """Rename what ``stage`` holds into ``to`` (the card and SHA256SUMS last), then remove it.
+    When a rename fails (or Ctrl-C comes between two), those done are renamed back into
+    ``stage``, so ``to`` holds none of the export; only what this export moved is touched."""
     names = os.listdir(stage)
-    for entry in [*sorted(n for n in names if n not in LAST), *(n for n in LAST if n in names)]:
-        target = to / entry
-        if os.path.lexists(target):  # --to was empty when the export began
-            raise ExportError(f"{target}: appeared during the export; nothing was exported")
-        os.replace(stage / entry, target)
-    stage.rmdir()
+    moved: list[str] = []
+    try:
+        for entry in [*sorted(n for n in names if n not in LAST), *(n for n in LAST if n in names)]:
+            target = to / entry
+            if os.path.lexists(target):  # --to was empty when the export began
+                raise ExportError(f"{target}: appeared during the export; nothing was exported")
+            os.replace(stage / entry, target)
+            moved.append(entry)
+    except BaseException:
+        for entry in reversed(moved):
+            with contextlib.suppress(OSError):
+                os.replace(to / entry, stage / entry)
+        raise
+    with contextlib.suppress(OSError):  # the export is whole in ``to`` by now
+        stage.rmdir()
 
 
 def _check_target(out: Path, to: Path) -> None:
