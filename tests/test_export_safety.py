@@ -8,6 +8,7 @@ import errno
 import hashlib
 import json
 import shutil
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +241,34 @@ def test_failure_while_moving_into_place_takes_back_what_was_moved(
         export(out, ExportOptions(format="webdataset", to=to, shard_samples=1, include_failed=False))
     assert moved == ["safety-000000.tar", "safety-000001.tar", "safety-000002.tar", "README.md"]
     assert list(to.iterdir()) == []
+
+
+def test_directories_batchvid_makes_are_exported(
+    out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks refuse no directory batchvid itself makes: a copy that a later run left with
+    its old clips skipped and a new job pending (the key refused), or one of an older version
+    (report.json records no posters, and a job has no poster.jpg at all)."""
+    copy = copy_of(out, tmp_path)
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(MANIFEST + "  - id: delta.v2\n    prompt: a bell in a tower\n")
+    monkeypatch.setenv("GEEKAI_API_KEY", "sim-arrears")  # the simulator: out of balance
+    assert main(["run", str(manifest), "--out", str(copy), *FAST]) == 3
+    statuses = {j["id"]: j["status"] for j in json.loads((copy / "report.json").read_text())["jobs"]}
+    assert statuses == {"alpha": "skipped", "beta": "skipped", "gamma": "skipped",
+                        "delta.v2": "pending"}
+    summary = export(copy, ExportOptions(format="webdataset", to=tmp_path / "w",
+                                         include_failed=True))
+    assert (summary["samples"], summary["failed"]) == (3, 1)
+    assert json.loads((tmp_path / "w" / "failed.jsonl").read_text())["status"] == "pending"
+
+    data = json.loads((copy / "report.json").read_text())
+    for job in data["jobs"]:
+        job.pop("poster", None)
+    (copy / "report.json").write_text(json.dumps(data))
+    (copy / "jobs" / "beta" / "poster.jpg").unlink()
+    for fmt in ("webdataset", "parquet"):
+        assert export(copy, ExportOptions(format=fmt, to=tmp_path / f"old-{fmt}"))["samples"] == 3
+    with tarfile.open(tmp_path / "old-webdataset" / "safety-000000.tar") as tar:
+        names = tar.getnames()
+    assert "alpha.jpg" in names and "beta.mp4" in names and "beta.jpg" not in names
