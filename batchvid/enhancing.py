@@ -112,11 +112,15 @@ class Rewrite:
 
 
 def rewrite_summary(rows: Sequence[Rewrite], out_dir: str) -> str:
-    """The last line of ``batchvid enhance``."""
-    asked = sum(1 for row in rows if row.asked)
+    """The last line of ``batchvid enhance``: the rewrites made now, those the journal had, and
+    the jobs left without one (a failed rewrite, or a stop before it was asked)."""
+    now = sum(1 for row in rows if row.asked and row.result is not None)
+    recorded = sum(1 for row in rows if not row.asked and row.result is not None)
+    missing = len(rows) - now - recorded
+    without = f", {missing} without a rewrite" if missing else ""
     return (
-        f"{len(rows)} enhanced job(s): {asked} rewritten now, {len(rows) - asked} from the "
-        f"journal of {out_dir}; no video was requested"
+        f"{len(rows)} enhanced job(s): {now} rewritten now, {recorded} from the journal of "
+        f"{out_dir}{without}; no video was requested"
     )
 
 

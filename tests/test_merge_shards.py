@@ -98,3 +98,18 @@ def test_complete_merge_has_no_shard_field(shards: dict[str, Path], tmp_path: Pa
     report = json.loads((into / "report.json").read_text())
     assert "shard" not in report and "shards" not in report
     assert report["summary"]["succeeded"] == 6
+
+
+def test_a_complete_merge_exports_every_clip(shards: dict[str, Path], tmp_path: Path) -> None:
+    """The merged directory passes the export's checks (metadata.jsonl against report.json,
+    recorded posters) in both formats: all six clips, each with its poster in the shards."""
+    import tarfile
+
+    from batchvid.export import ExportOptions, export
+
+    into = tmp_path / "merged"
+    assert main(["merge", *(str(shards[s]) for s in ("1/3", "2/3", "3/3")), "--into", str(into)]) == 0
+    assert export(into, ExportOptions(format="parquet", to=tmp_path / "pq"))["samples"] == 6
+    assert export(into, ExportOptions(format="webdataset", to=tmp_path / "wds"))["samples"] == 6
+    with tarfile.open(tmp_path / "wds" / "shards-000000.tar") as tar:
+        assert sum(name.endswith(".jpg") for name in tar.getnames()) == 6

@@ -149,9 +149,10 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         print(json.dumps([row.as_json() for row in rows], indent=2, ensure_ascii=False))
     else:
         print("\n".join([*(row.as_text() for row in rows), rewrite_summary(rows, str(settings.out_dir))]))
-    if runner.stopped is not None:
-        print(f"batchvid: stopped: {runner.stopped['message']}", file=sys.stderr)
-        return EXIT_STOPPED if runner.stopped["reason"] == "interrupted" else EXIT_FAILED
+    if runner.stopped is not None:  # interrupted, key refused, no balance: as `run`, exit 3
+        print(f"batchvid: stopped: {runner.stopped['message']}; the rewrites made are "
+              "journaled: run the same command again to resume", file=sys.stderr)
+        return EXIT_STOPPED
     return EXIT_FAILED if any(row.error for row in rows) else EXIT_OK
 
 

@@ -7,20 +7,33 @@ import argparse
 from pathlib import Path
 
 from batchvid.cli.common import EXIT_OK
-from batchvid.errors import (
-    UsageError,
-)
+from batchvid.errors import OutputDirError, UsageError
 
 
 def cmd_view(args: argparse.Namespace) -> int:
     import functools
     import http.server
 
+    from batchvid.export import unfinished
     from batchvid.gallery import write_gallery
     from batchvid.store import read_report
 
     root = Path(args.out_dir)
-    page = write_gallery(root, read_report(root), make_posters=True)
+    try:
+        report = read_report(root)
+    except OutputDirError as exc:
+        why = unfinished(root)
+        if why is None:
+            raise
+        raise OutputDirError(f"{root} has no report.json yet: {why}") from exc
+    try:
+        page = write_gallery(root, report, make_posters=True)
+    except OSError as exc:
+        raise OutputDirError(
+            f"{root}: cannot write report.html or a poster there ({exc.strerror}: "
+            f"{exc.filename}); `batchvid view` writes into the output directory: make it "
+            "writable, or view a copy"
+        ) from exc
     if not args.serve:
         print(page.resolve().as_uri())
         return EXIT_OK

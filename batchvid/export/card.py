@@ -6,6 +6,7 @@ output directory gives the same card.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -39,13 +40,50 @@ def front_matter(run: Run, fmt: str, files: Mapping[str, str], license_: str | N
         "pretty_name": manifest["name"],
         "configs": [{"config_name": "default",
                      "data_files": [{"split": "train", "path": paths}]}],
-        "task_categories": ["text-to-video"],
+        "task_categories": _tasks(run),
         "size_categories": [size_category(len(run.rows))],
         "tags": ["batchvid", "synthetic", "cogvideox", manifest["provider"], fmt],
     }
     if license_:
         data["license"] = license_
     return data
+
+
+def _from_image(run: Run) -> int:
+    """How many exported clips were generated from a first-frame image."""
+    return sum(1 for row in run.rows if (row.get("parameters") or {}).get("image") is not None)
+
+
+def _tasks(run: Run) -> list[str]:
+    """The Hub's task categories: text-to-video and/or image-to-video, as the clips were made."""
+    images = _from_image(run)
+    tasks = ["text-to-video"] if images < len(run.rows) or not run.rows else []
+    return [*tasks, "image-to-video"] if images else tasks
+
+
+def _what(run: Run) -> str:
+    """The clips, as the card's first sentence counts them."""
+    images, total = _from_image(run), len(run.rows)
+    if not images:
+        return f"{total} text-to-video clips"
+    if images == total:
+        return f"{total} image-to-video clips (each from a first-frame image and its prompt, if any)"
+    return (f"{total} clips ({total - images} text-to-video, {images} image-to-video from a "
+            "first-frame image)")
+
+
+def _scope(report: Mapping[str, Any]) -> list[str]:
+    """What part of the manifest's jobs the run holds, when it is not all of them."""
+    shard, shards = report.get("shard"), report.get("shards")
+    if shard:
+        return [f"This run is shard {shard['index']}/{shard['count']} of the manifest "
+                "(`--shard`): the other shards' jobs are not in this dataset; `batchvid merge` "
+                "the shards' output directories and export the merged one for all of them.", ""]
+    if shards and shards.get("missing"):
+        missing = ", ".join(f"{i}/{shards['count']}" for i in shards["missing"])
+        return [f"Merged from an incomplete set of shards (`merge --partial`): shard {missing} "
+                "is missing, and its jobs are not in this dataset.", ""]
+    return []
 
 
 def render_card(run: Run, fmt: str, files: Mapping[str, str], license_: str | None) -> str:
@@ -56,7 +94,7 @@ def render_card(run: Run, fmt: str, files: Mapping[str, str], license_: str | No
     lines = [
         "---", yaml_text.rstrip("\n"), "---", "",
         f"# {manifest['name']}", "",
-        f"{len(run.rows)} text-to-video clips generated with CogVideoX through "
+        f"{_what(run)} generated with CogVideoX through "
         f"`{manifest['provider']}`, from the batchvid manifest `{manifest['name']}` "
         f"(run with batchvid {run.report['batchvid_version']}, exported with batchvid "
         f"{__version__}).", "",
@@ -65,11 +103,15 @@ def render_card(run: Run, fmt: str, files: Mapping[str, str], license_: str | No
         f"| {summary['total']} | {len(run.rows)} | {summary['failed']} | {summary['pending']} |",
         "",
     ]
+    lines += _scope(run.report)
     if run.failed:
-        where = "failed.jsonl" if fmt == "webdataset" else "rows with a `status` other than succeeded"
+        where = "failed.jsonl" if fmt == "webdataset" else (
+            "rows whose `status` is `failed` or `pending` (a clip's row says `succeeded`, or "
+            "`skipped` when an earlier run made it)")
         lines += [f"{len(run.failed)} failed or pending jobs are listed for audit, without "
                   f"media, in {where}.", ""]
-    lines += _parameters(run) + _quality(run) + _loading(fmt, files) + _hashes(files)
+    lines += _parameters(run) + _prompts(run) + _fields(run, fmt) + _quality(run)
+    lines += _loading(fmt, files) + _hashes(files)
     return "\n".join(lines) + "\n"
 
 
@@ -90,9 +132,64 @@ def _parameters(run: Run) -> list[str]:
 
 
 def _show(value: Any) -> str:
+    """A parameter's value in a table cell: an image by its sha256 (12 digits) or its URL,
+    anything else as JSON writes it (``true``, ``30``), pipes escaped."""
     if isinstance(value, dict):
-        return str(value.get("sha256", value))[:12]
-    return str(value).replace("|", "\\|")
+        text = str(value["sha256"])[:12] if "sha256" in value else str(value.get("url", value))
+    else:
+        text = value if isinstance(value, str) else json.dumps(value)
+    return text.replace("|", "\\|").replace("`", "'")
+
+
+def _prompts(run: Run) -> list[str]:
+    """Which prompt is which, and how many a chat model rewrote (``enhance:``)."""
+    rewritten = [row for row in run.rows if row.get("prompt_original") is not None]
+    if not rewritten:
+        return []
+    models = Counter(str((run.job(row["id"]).get("enhance") or {}).get("model") or "a chat model")
+                     for row in rewritten)
+    by = ", ".join(f"`{m}` ({n})" for m, n in sorted(models.items()))
+    return ["## Prompts", "",
+            f"{len(rewritten)} of {len(run.rows)} prompts were rewritten by a chat model before "
+            f"the video was requested (batchvid's `enhance:`; by {by}). `prompt` is the prompt "
+            "sent to CogVideoX; `prompt_original` the one written in the manifest (absent or "
+            "null for a prompt sent as written); `parameters.prompt` is always the one written.",
+            ""]
+
+
+def _fields(run: Run, fmt: str) -> list[str]:
+    """What each sample holds."""
+    if fmt == "webdataset":
+        lines = ["## Fields", "",
+                 "Each sample is keyed by the job id (a `.` written `%2e`) and holds `mp4` (the "
+                 "video), `txt` (the prompt sent), `jpg` (its first frame, when a poster was "
+                 "made) and `json`:", ""]
+    else:
+        lines = ["## Fields", "", "Each row of `metadata.parquet`:", ""]
+    lines += ["| field | meaning |", "|---|---|"]
+    if fmt != "webdataset":
+        lines.append("| file_name / video | `videos/<id>.mp4`, or the video's bytes "
+                     "(`--embed-video`) |")
+    lines += [
+        "| id | the job id in the manifest |",
+        "| key | sha256 of the request sent (with the sample index): the job's identity |",
+        "| prompt | the prompt sent |",
+    ]
+    if any(row.get("prompt_original") is not None for row in run.rows):
+        lines.append("| prompt_original | the prompt as written, when a chat model rewrote it |")
+    lines += [
+        "| parameters | the generation parameters sent (an image by its sha256, or its URL) |",
+        "| sha256 | the video file's sha256 |",
+        "| width, height, fps, duration | probed from the video file |",
+        "| quality | signals measured on the clip (below) |",
+    ]
+    if fmt == "webdataset":
+        lines.append("| file_name | the video's path in the batchvid output directory |")
+    elif run.failed:
+        lines.append("| status | `succeeded` or `skipped` (a clip; `skipped`: made by an earlier run), "
+                     "`failed` or `pending` (no video) |")
+        lines.append("| error | why a failed or pending job has no video (`kind`, `message`) |")
+    return [*lines, ""]
 
 
 def _quality(run: Run) -> list[str]:
@@ -121,12 +218,14 @@ def _loading(fmt: str, files: Mapping[str, str]) -> list[str]:
             "for sample in ds:  # keys: __key__, mp4, json, txt (and jpg when a poster exists)",
             "    video_bytes, prompt = sample['mp4'], sample['txt'].decode()",
         ]
-        hub = 'load_dataset("webdataset", data_files={"train": "*.tar"}, split="train")'
+        hub = ['ds = load_dataset("webdataset", data_files={"train": "*.tar"}, split="train")',
+               'ds = ds.cast_column("mp4", Video(decode=False))  # decoding needs torchcodec']
     else:
         code = ["import pyarrow.parquet as pq", 'table = pq.read_table("metadata.parquet")']
-        hub = 'load_dataset("parquet", data_files="metadata.parquet", split="train")'
+        hub = ['ds = load_dataset("parquet", data_files="metadata.parquet", split="train")']
     return ["## Loading", "", "```python", *code, "",
-            "from datasets import load_dataset", f"ds = {hub}", "```", ""]
+            "from datasets import Video, load_dataset" if fmt == "webdataset"
+            else "from datasets import load_dataset", *hub, "```", ""]
 
 
 def _hashes(files: Mapping[str, str]) -> list[str]:

@@ -11,6 +11,7 @@ convention, ``tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tarfile
@@ -26,6 +27,7 @@ from batchvid.export import (
     HashingFile,
     Run,
     VerifiedReader,
+    inside,
     write_file,
 )
 
@@ -46,7 +48,7 @@ def write_shards(
     samples = sorted((_Sample.of(run, row) for row in run.rows), key=lambda s: s.key)
     for number, shard in enumerate(_shards(samples, max_samples, max_bytes)):
         path = to / f"{name}-{number:06d}.tar"
-        files[path.name] = _write_shard(path, shard)
+        files[path.name] = _write_shard(path, shard, run.root)
     if run.failed:
         text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in run.failed)
         files["failed.jsonl"] = write_file(to / "failed.jsonl", text.encode("utf-8"))
@@ -63,6 +65,8 @@ class _Sample:
     sha256: str
     poster: str | None
     poster_size: int
+    poster_sha256: str | None
+    """The poster's sha256 in report.json, or None when it records none (an older run)."""
 
     @classmethod
     def of(cls, run: Run, row: dict[str, Any]) -> _Sample:
@@ -71,22 +75,49 @@ class _Sample:
             size = os.stat(video).st_size
         except FileNotFoundError as exc:
             raise ExportError(f"{video}: missing; `batchvid verify` the output directory") from exc
-        path = os.path.join(run.root, "jobs", row["id"], "poster.jpg")
+        recorded = run.job(row["id"]).get("poster") or {}
+        relative = str(recorded.get("path") or f"jobs/{row['id']}/poster.jpg")
+        if not inside(relative):
+            raise ExportError(f"{run.root}/report.json: job {row['id']!r}: poster path "
+                              f"{relative!r} is not a name inside the output directory")
+        path = os.path.join(run.root, relative)
         poster: str | None = path
         try:
             poster_size = os.stat(path).st_size
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if recorded:
+                raise ExportError(
+                    f"{path}: missing; `batchvid view {run.root}` makes it again"
+                ) from exc
             poster, poster_size = None, 0
+        if recorded and poster_size != recorded.get("bytes", poster_size):
+            raise _damaged_poster(path, run.root)
         data = (json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
         text = (row.get("prompt") or "").encode("utf-8")
         return cls(sample_key(row["id"]), data, text, video, size, row["sha256"], poster,
-                   poster_size)
+                   poster_size, recorded.get("sha256"))
+
+    def poster_bytes(self, root: Path) -> bytes:
+        """The poster, checked against its recorded sha256."""
+        assert self.poster is not None
+        with open(self.poster, "rb") as fh:
+            data = fh.read()
+        if self.poster_sha256 is not None and hashlib.sha256(data).hexdigest() != self.poster_sha256:
+            raise _damaged_poster(self.poster, root)
+        return data
 
     def tar_bytes(self) -> int:
         sizes = [len(self.json), self.video_size, len(self.text)]
         if self.poster is not None:
             sizes.append(self.poster_size)
         return sum(BLOCK + _padded(s) for s in sizes)
+
+
+def _damaged_poster(path: str, root: Path) -> ExportError:
+    return ExportError(
+        f"{path}: sha256 differs from report.json; remove it and `batchvid view {root}` "
+        "makes it again"
+    )
 
 
 def _shards(
@@ -194,14 +225,13 @@ class _ShardWriter:
         self.flush()
 
 
-def _write_shard(path: Path, samples: list[_Sample]) -> str:
+def _write_shard(path: Path, samples: list[_Sample], root: Path) -> str:
     out = HashingFile(path)
     try:
         writer = _ShardWriter(out)
         for sample in samples:
             if sample.poster is not None:
-                with open(sample.poster, "rb") as fh:
-                    writer.member(f"{sample.key}.jpg", fh.read())
+                writer.member(f"{sample.key}.jpg", sample.poster_bytes(root))
             writer.member(f"{sample.key}.json", sample.json)
             writer.stream(f"{sample.key}.mp4", sample.video, sample.video_size, sample.sha256)
             writer.member(f"{sample.key}.txt", sample.text)

@@ -2,7 +2,8 @@
 
 ``POST {GEEKAI_PREFIX}/chat/completions`` and ``POST {BIGMODEL_PREFIX}/chat/completions`` answer
 an OpenAI chat completion object (BigModel's adds ``request_id``), behind the same key checks,
-rate limit and faults as creates. The answer is a rewrite of the last user message: one vivid
+rate limit and faults as creates. The answer is a rewrite of the first user message (the
+prompt; a follow-up asking for a shorter one gets it again, at the usual length): one vivid
 paragraph that starts with the prompt itself (so video markers such as ``[fail]`` survive it)
 and adds setting, light and camera chosen deterministically from the prompt, in English or,
 when the prompt has CJK characters, in Chinese. Chat markers (``config.CHAT_MARKERS``) are
@@ -150,8 +151,9 @@ def _clip(text: str, limit: int) -> str:
     return text[:limit].rsplit(" ", 1)[0].rstrip(",;:")
 
 
-def _user_text(messages: Any) -> str | None:
-    """The text of the last user message, or None when ``messages`` is malformed."""
+def _user_text(messages: Any, *, first: bool = False) -> str | None:
+    """The text of the last (or ``first``) user message, or None when ``messages`` is
+    malformed."""
     if not isinstance(messages, list) or not messages:
         return None
     text = None
@@ -164,7 +166,7 @@ def _user_text(messages: Any) -> str | None:
             content = "".join(p for p in parts if isinstance(p, str))
         if not isinstance(content, str):
             return None
-        if message["role"] == "user":
+        if message["role"] == "user" and (text is None or not first):
             text = content
     return text
 
@@ -191,7 +193,9 @@ class ChatRoutes(Routes):
 
     def _answer(self, provider: str, body: dict[str, Any], prompt: str) -> dict[str, Any]:
         core = self.core
-        cleaned = prompt
+        # A follow-up (batchvid asking for a shorter rewrite) is answered as a model would: the
+        # first user message's idea rewritten again, not the follow-up's own words.
+        cleaned = _user_text(body["messages"], first=True) or prompt
         for marker in CHAT_MARKERS:
             cleaned = cleaned.replace(marker, " ")
         content = rewrite(cleaned, core.config.seed, long=CHAT_LONG_MARKER in prompt)

@@ -38,6 +38,7 @@
   // -- one job --------------------------------------------------------------------------------
   function playIn(media, job) {
     if (!job.video || media.querySelector("video")) return;
+    const focused = media.contains(document.activeElement); // the play button, from the keyboard
     const video = el("video");
     video.controls = true;
     video.autoplay = true;
@@ -46,8 +47,15 @@
     video.playsInline = true;
     video.preload = "auto";
     if (job.poster) video.poster = job.poster;
+    // A file that is gone (or that a browser will not play from a file:// page) says so,
+    // instead of an empty player.
+    video.addEventListener("error", () => {
+      const hint = location.protocol === "file:" ? " (or this browser plays no local video: try batchvid view --serve)" : "";
+      media.replaceChildren(el("span", "none missing", "cannot play " + job.video + ": missing or unreadable" + hint));
+    }, { once: true });
     video.src = job.video;
     media.replaceChildren(video);
+    if (focused) video.focus();
   }
 
   function mediaBox(job) {

@@ -84,9 +84,12 @@ def synthesize_output(out: Path, clips: int, pad_to: int = 0) -> int:
                      "width": 160, "height": 120, "fps": 30.0, "duration": 1.0})
         jobs.append({"id": job_id, "key": sha, "status": "succeeded", "parameters": params,
                      "media": media, "error": None, "video": {"sha256": sha}})
-    report = {"batchvid_version": "bench", "manifest": {"name": "bench", "provider": "geekai"},
+    # the keys read_report checks (store.REPORT_KEYS), as a finished run writes them
+    report = {"report_version": 1, "batchvid_version": "bench",
+              "manifest": {"name": "bench", "provider": "geekai"},
               "summary": {"total": clips, "succeeded": clips, "skipped": 0, "failed": 0,
-                          "pending": 0}, "jobs": jobs}
+                          "pending": 0}, "jobs": jobs, "cost": {"amount": 0, "currency": "CNY"},
+              "exit_code": 0, "stopped": None, "timing": {}}
     (out / "report.json").write_text(json.dumps(report))
     (out / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return total
