@@ -18,6 +18,7 @@ from batchvid.cli.common import (
     append_step_summary,
     build_settings,
     check_sim_flags,
+    check_writable,
     load,
     require_api_key,
     simulated,
@@ -101,6 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _plan(args, manifest)
     settings = build_settings(args, manifest)
+    check_writable(settings.out_dir)
     transport: httpx.AsyncBaseTransport | None = None
     if args.simulate:
         transport, settings = simulated(
@@ -138,6 +140,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
 
     manifest = load(args.manifest, args.provider, args.root)
     settings = build_settings(args, manifest)
+    check_writable(settings.out_dir)
     transport: httpx.AsyncBaseTransport | None = None
     if args.simulate:
         transport, settings = simulated(settings, latency=1.0, fault_rate=0.0, seed=0)
@@ -197,7 +200,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     root = Path(args.out_dir)
     problems, checked = verify_dir(root)
-    for line in leftover_lines(root, find_leftovers(root), "note: leftover "):
+    try:
+        leftovers = find_leftovers(root)
+    except OutputDirError as exc:  # a corrupt journal: the files were still checked; say both
+        problems.append(str(exc))
+        leftovers = []
+    for line in leftover_lines(root, leftovers, "note: leftover "):
         print(line)
     for problem in problems:
         print(problem, file=sys.stderr)

@@ -1,0 +1,145 @@
+"""What a user meets when something is wrong around a run: the output directory, the base URL,
+a damaged journal. Each is one line naming what is wrong, with the exit code README.md gives,
+never a traceback, never the API key."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from batchvid.cli import main
+from batchvid.store import STATE_DIR
+from tests.helpers import FAST
+
+KEY = "sk-test-0123456789abcdef"
+
+ONE = """\
+version: 1
+name: one
+defaults:
+  model: cogvideox-flash
+jobs:
+  - id: lake
+    prompt: a calm lake at dawn
+"""
+
+
+def _manifest(directory: Path) -> Path:
+    manifest = directory / "m.yaml"
+    manifest.write_text(ONE, encoding="utf-8")
+    return manifest
+
+
+def _finished(directory: Path) -> Path:
+    out = directory / "out"
+    assert main(["run", str(_manifest(directory)), "--out", str(out), *FAST]) == 0
+    return out
+
+
+def test_base_url_with_credentials_is_refused_before_anything_is_journaled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --base-url with a user name and password (here the key) exits 2 before the output
+    directory is made, saying why without echoing the URL: sent as it was, the HTTP client refused
+    every create after its `submitting` line was journaled, and the jobs were then kept failed
+    as possibly created."""
+    monkeypatch.setenv("GEEKAI_API_KEY", KEY)
+    out = tmp_path / "out"
+    code = main(["run", str(_manifest(tmp_path)), "--out", str(out), "--no-progress",
+                 "--base-url", f"http://user:{KEY}@127.0.0.1:9/api/v1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--base-url: a user name or password in the URL is not supported" in err
+    assert KEY not in err
+    assert not out.exists()
+
+
+def test_an_error_quoting_a_url_never_shows_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An error that quotes what the user typed (a base URL with the key in its query) shows
+    the key blanked out."""
+    monkeypatch.setenv("GEEKAI_API_KEY", KEY)
+    code = main(["run", str(_manifest(tmp_path)), "--out", str(tmp_path / "out"),
+                 "--base-url", f"https://open.bigmodel.cn/api/paas/v4?key={KEY}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "is BigModel's API" in err and "key=[REDACTED]" in err
+    assert KEY not in err
+
+
+def test_verify_reports_a_corrupt_journal_as_a_problem_and_still_checks_the_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A damaged journal line is a problem verify names (exit 1, `FILE:LINE`), after it has
+    still re-hashed every file; it no longer aborts verify as if the directory were not one."""
+    out = _finished(tmp_path)
+    journal = out / STATE_DIR / "journal.jsonl"
+    lines = journal.read_text(encoding="utf-8").splitlines(keepends=True)
+    journal.write_text('{"event": "succeeded", garbage\n' + "".join(lines), encoding="utf-8")
+    capsys.readouterr()
+    (out / "jobs" / "lake" / "video.mp4").write_bytes(b"not the video")
+    assert main(["verify", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "journal.jsonl:1: the journal is corrupt" in err
+    assert "jobs/lake/video.mp4:" in err  # the files were checked all the same
+
+
+def test_an_output_directory_that_cannot_be_opened_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An OSError while a run opens its output directory (here its lock file is a directory)
+    is one `batchvid: error:` line naming the file, exit 1, not a traceback."""
+    out = _finished(tmp_path)
+    lock = out / STATE_DIR / "lock"
+    lock.unlink()
+    lock.mkdir()
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "m.yaml"), "--out", str(out), *FAST]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("batchvid: error: ") and str(lock) in err
+    assert "Traceback" not in err
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory another user can enter (tmp_path's parents are private to ours)."""
+    path = Path(tempfile.mkdtemp(prefix="batchvid-ro-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        for sub in [path, *path.rglob("*")]:
+            if sub.is_dir() and not sub.is_symlink():
+                sub.chmod(0o755)
+        shutil.rmtree(path)
+
+
+def test_a_read_only_output_directory_exits_2_naming_it(shared_dir: Path) -> None:
+    """A finished output directory made read-only, run again, exits 2 naming the directory
+    before anything is sent (it ended in a PermissionError traceback when the lock was
+    opened). Run as another user when the tests run as root, whom permissions do not stop."""
+    out = _finished(shared_dir)
+    for sub in [out, *out.rglob("*")]:
+        sub.chmod(sub.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) | 0o444
+                  | (0o111 if sub.is_dir() else 0))
+    command = [sys.executable, "-m", "batchvid", "run", str(shared_dir / "m.yaml"),
+               "--out", str(out), *FAST]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: permissions cannot be tested")
+        command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"batchvid: error: {out} is not writable" in done.stderr
+    assert "Traceback" not in done.stderr
