@@ -143,14 +143,29 @@ def _read_shards(sources: Sequence[Path], into: Path) -> list[tuple[Path, dict[s
     if into.exists() and (not into.is_dir() or any(into.iterdir())):
         raise OutputDirError(f"{into} already exists and is not empty: merge into a new directory")
     reports = [(src, read_report(src)) for src in sources]
-    first = reports[0][1]
+    first_src, first = reports[0]
     for src, report in reports[1:]:
-        if report["manifest"] != first["manifest"]:
+        if _identity(report) != _identity(first):
             raise OutputDirError(
-                f"{src} was written for {report['manifest']}, not {first['manifest']}: "
-                "merge only shards of one manifest"
+                f"{src} was written for {_describe(report)} but {first_src} for "
+                f"{_describe(first)}: merge only shards of one manifest"
             )
     return reports
+
+
+def _identity(report: dict[str, Any]) -> dict[str, Any]:
+    """What makes two shards' manifests one: all of report.json's ``manifest`` but its
+    ``path``, which is only how each run was given it (``m.yaml``, ``./m.yaml``, an absolute
+    path on another runner's checkout)."""
+    return {k: v for k, v in report["manifest"].items() if k != "path"}
+
+
+def _describe(report: dict[str, Any]) -> str:
+    info = report["manifest"]
+    facts = [f"provider {info.get('provider')}"]
+    if info.get("license") is not None:
+        facts.append(f"license {info['license']}")
+    return f"manifest {info.get('name')!r} ({', '.join(facts)})"
 
 
 def _choose_jobs(

@@ -98,3 +98,36 @@ def test_complete_merge_has_no_shard_field(shards: dict[str, Path], tmp_path: Pa
     report = json.loads((into / "report.json").read_text())
     assert "shard" not in report and "shards" not in report
     assert report["summary"]["succeeded"] == 6
+
+
+def test_merge_takes_shards_given_the_manifest_by_other_paths(
+    shards: dict[str, Path], tmp_path: Path
+) -> None:
+    """Shards of one manifest given to each run by another path (`m.yaml`, `./m.yaml`, another
+    runner's absolute path) merge: only report.json's manifest path differs."""
+    moved = tmp_path / "3-of-3"
+    shutil.copytree(shards["3/3"], moved)
+    report = json.loads((moved / "report.json").read_text())
+    report["manifest"]["path"] = "/elsewhere/checkout/m.yaml"
+    (moved / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    into = tmp_path / "merged"
+    assert main(["merge", str(shards["1/3"]), str(shards["2/3"]), str(moved), "--into", str(into)]) == 0
+    assert main(["verify", str(into)]) == 0
+
+
+def test_merge_of_two_manifests_names_them(
+    shards: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Shards of two manifests are refused with exit 2, naming each side's manifest and shard
+    directory in words, not as a Python dict."""
+    other = tmp_path / "3-of-3"
+    shutil.copytree(shards["3/3"], other)
+    report = json.loads((other / "report.json").read_text())
+    report["manifest"]["name"] = "another"
+    (other / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    into = tmp_path / "merged"
+    assert main(["merge", str(shards["1/3"]), str(shards["2/3"]), str(other), "--into", str(into)]) == 2
+    err = capsys.readouterr().err
+    assert (f"{other} was written for manifest 'another' (provider geekai) but {shards['1/3']} "
+            "for manifest 'shards' (provider geekai): merge only shards of one manifest") in err
+    assert not into.exists()
