@@ -57,3 +57,26 @@ def test_a_poll_interval_run_would_refuse_fails_validate_at_its_line(
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}:5:18: $.limits.poll_interval: " in err and "needs 0 < MIN <= MAX" in err
+
+
+def test_a_matrix_variable_filling_the_prompt_keeps_no_and_010_as_written(tmp_path: Path) -> None:
+    """A matrix variable used only in `${...}` keeps `NO`, `on` and `010` as written (YAML 1.1
+    read false, true and 8: the prompt said `flag of false`); a generation parameter's
+    `with_audio: [yes, no]` still means true and false."""
+    text = """\
+version: 1
+name: flags
+defaults: {model: cogvideox-flash}
+jobs:
+  - id: flag
+    prompt: "the flag of ${country}, plate ${code}"
+    matrix:
+      country: [NO, on, true]
+      code: [010, 7]
+      with_audio: [yes, no]
+"""
+    manifest = load_manifest(_write(tmp_path, text))
+    prompts = sorted({job.params["prompt"] for job in manifest.jobs})
+    assert prompts == sorted(f"the flag of {country}, plate {code}"
+                             for country in ("NO", "on", "true") for code in ("010", "7"))
+    assert {job.params["with_audio"] for job in manifest.jobs} == {True, False}
