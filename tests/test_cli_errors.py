@@ -143,3 +143,31 @@ def test_a_read_only_output_directory_exits_2_naming_it(shared_dir: Path) -> Non
     assert done.returncode == 2, done.stderr
     assert f"batchvid: error: {out} is not writable" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_run_help_gives_the_exit_codes_and_the_defaults_readme_gives(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`batchvid run --help` lists the exit codes a CI job branches on and the defaults of
+    --retries (5) and --timeout (1800) that README.md gives."""
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default 5); polls and downloads retry until --timeout" in text
+    assert "submit to downloaded (default 1800)" in text
+    for code in ("0 every selected job is done", "1 the run finished and at least one job failed",
+                 "2 invalid manifest", "3 stopped early and resumable"):
+        assert code in text
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--sim-fault-rate", "2"), ("--sim-latency", "-1")])
+def test_a_simulator_flag_out_of_range_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    """An out-of-range --sim-* value exits 2 naming the flag as typed (it named the
+    simulator's internal field: `fault_rate must be between 0 and 1`)."""
+    code = main(["run", str(_manifest(tmp_path)), "--out", str(tmp_path / "out"), "--simulate",
+                 flag, value])
+    assert code == 2
+    assert capsys.readouterr().err.startswith(f"batchvid: error: {flag} {value}: expected")

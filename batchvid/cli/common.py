@@ -225,6 +225,11 @@ def check_sim_flags(args: argparse.Namespace) -> None:
     if given and not args.simulate:
         them = "it" if len(given) == 1 else "them"
         raise UsageError(f"{', '.join(given)}: only used with --simulate; add --simulate or drop {them}")
+    latency, rate = args.sim_latency, args.sim_fault_rate
+    if latency is not None and not (math.isfinite(latency) and latency >= 0):
+        raise UsageError(f"--sim-latency {latency:g}: expected seconds, a finite number >= 0")
+    if rate is not None and not 0 <= rate <= 1:
+        raise UsageError(f"--sim-fault-rate {rate:g}: expected a probability from 0 to 1")
 
 
 
