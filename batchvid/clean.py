@@ -18,6 +18,8 @@ The journal itself is never touched, so what was paid for stays on record.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +59,24 @@ def last_run_unfinished(root: Path) -> str | None:
     except OSError:
         return None
     return owner or None
+
+
+def writer_running(root: Path) -> str | None:
+    """The pid of the batchvid run writing ``root`` now (it holds the lock), or None. Only
+    reads: the lock file is opened read-only and tried with a shared lock."""
+    try:
+        fd = os.open(root / STATE_DIR / "lock", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return last_run_unfinished(root) or "unknown"
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # closing drops a shared lock taken just now
+    return None
 
 
 def find_leftovers(root: Path, *, report_current: bool = False) -> list[Leftover]:

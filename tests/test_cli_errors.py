@@ -171,3 +171,36 @@ def test_a_simulator_flag_out_of_range_is_named(
                  flag, value])
     assert code == 2
     assert capsys.readouterr().err.startswith(f"batchvid: error: {flag} {value}: expected")
+
+
+def test_status_says_when_a_run_is_writing_the_directory_now(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While a run holds the directory's lock, status says so and names its pid: report.json
+    is the previous run's (without a report, it said the run "was killed or is still running"
+    and advised running the same command again, which a live run refuses)."""
+    from batchvid.store import OutputDir
+
+    out = _finished(tmp_path)
+    capsys.readouterr()
+    with OutputDir(out) as writing:
+        writing.open()
+        assert main(["status", str(out)]) == 0
+        assert f"note: a batchvid run (pid {os.getpid()}) is writing {out} now" in capsys.readouterr().err
+        (out / "report.json").unlink()
+        assert main(["status", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"has no report yet: a batchvid run (pid {os.getpid()}) is writing it now" in err
+    assert main(["status", str(out)]) == 2
+    assert "has no report yet: the run writing it was killed" in capsys.readouterr().err
+
+
+def test_plan_into_a_file_says_it_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`plan --out FILE` exits 2 saying FILE is a file (it said the journal inside it could not
+    be read: `Not a directory: 'FILE/.batchvid/journal.jsonl'`)."""
+    afile = tmp_path / "afile"
+    afile.write_text("mine", encoding="utf-8")
+    assert main(["plan", str(_manifest(tmp_path)), "--out", str(afile)]) == 2
+    assert capsys.readouterr().err == (
+        f"batchvid: error: {afile} is a file; --out names the run's output directory\n")
+    assert afile.read_text(encoding="utf-8") == "mine"
