@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from batchvid.clean import writer_running
 from batchvid.errors import OutputDirError
 from batchvid.journal import Entry, read_entries
 from batchvid.report import (
@@ -142,6 +143,13 @@ def _read_shards(sources: Sequence[Path], into: Path) -> list[tuple[Path, dict[s
         seen.add(src.resolve())
     if into.exists() and (not into.is_dir() or any(into.iterdir())):
         raise OutputDirError(f"{into} already exists and is not empty: merge into a new directory")
+    for src in sources:
+        writer = writer_running(src)
+        if writer is not None:  # its files and journal are changing; its report is the last run's
+            raise OutputDirError(
+                f"{src} is being written by a batchvid run (pid {writer}): merge it once that "
+                "run has ended"
+            )
     reports = [(src, read_report(src)) for src in sources]
     first_src, first = reports[0]
     for src, report in reports[1:]:

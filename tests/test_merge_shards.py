@@ -131,3 +131,23 @@ def test_merge_of_two_manifests_names_them(
     assert (f"{other} was written for manifest 'another' (provider geekai) but {shards['1/3']} "
             "for manifest 'shards' (provider geekai): merge only shards of one manifest") in err
     assert not into.exists()
+
+
+def test_merge_refuses_a_shard_a_run_is_writing(
+    shards: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A shard directory whose run still holds its lock is refused (exit 2, naming it and the
+    pid), and nothing is merged: its report is the previous run's and its files are changing."""
+    import os
+
+    from batchvid.store import OutputDir
+
+    busy = tmp_path / "3-of-3"
+    shutil.copytree(shards["3/3"], busy)
+    into = tmp_path / "merged"
+    with OutputDir(busy) as writing:
+        writing.open()
+        code = main(["merge", str(shards["1/3"]), str(shards["2/3"]), str(busy), "--into", str(into)])
+    assert code == 2
+    assert f"{busy} is being written by a batchvid run (pid {os.getpid()})" in capsys.readouterr().err
+    assert not into.exists()
