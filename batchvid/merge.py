@@ -63,6 +63,7 @@ def merge_dirs(sources: Sequence[Path], into: Path, *, partial: bool = False) ->
         lock_jobs.update({k: v for k, v in lock.get("jobs", {}).items() if owners.get(k) == src})
     out = OutputDir(into)
     out.open()
+    merged = False
     try:
         for job in ordered:
             job_dir = owners[job["id"]] / "jobs" / job["id"]
@@ -77,8 +78,11 @@ def merge_dirs(sources: Sequence[Path], into: Path, *, partial: bool = False) ->
             report = _with_shards(report, shards)
         info = report["manifest"]
         write_report_files(into, report, rows, lock_document(info["name"], info["provider"], lock_jobs))
+        merged = True
     finally:
-        out.close()
+        # Ended cleanly, as a finished run does (the lock file emptied, the journal's snapshot
+        # left when it is long): a pid left there says the report may be stale (`clean`).
+        out.close(clean=merged)
     return report
 
 

@@ -151,3 +151,12 @@ def test_merge_refuses_a_shard_a_run_is_writing(
     assert code == 2
     assert f"{busy} is being written by a batchvid run (pid {os.getpid()})" in capsys.readouterr().err
     assert not into.exists()
+
+
+def test_a_merged_directory_ends_cleanly_so_clean_takes_it(shards: dict[str, Path], tmp_path: Path) -> None:
+    """merge leaves the merged directory's lock file empty, as a run that ended cleanly does,
+    so `clean` (which refuses a directory whose last writer left its pid) works on it."""
+    into = tmp_path / "merged"
+    assert main(["merge", *(str(shards[s]) for s in ("1/3", "2/3", "3/3")), "--into", str(into)]) == 0
+    assert (into / ".batchvid" / "lock").read_text() == ""
+    assert main(["clean", str(into)]) == 0
