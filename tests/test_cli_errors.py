@@ -204,3 +204,15 @@ def test_plan_into_a_file_says_it_is_a_file(tmp_path: Path, capsys: pytest.Captu
     assert capsys.readouterr().err == (
         f"batchvid: error: {afile} is a file; --out names the run's output directory\n")
     assert afile.read_text(encoding="utf-8") == "mine"
+
+
+@pytest.mark.parametrize(("shard", "message"), [
+    ("1/0", "--shard '1/0': N, the number of shards, must be 1 or more"),
+    ("5/4", "--shard '5/4': I must be between 1 and N (4)"),
+])
+def test_a_bad_shard_says_which_number_is_wrong(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], shard: str, message: str
+) -> None:
+    """`--shard 1/0` says N is wrong (it said I must be between 1 and N, of N = 0)."""
+    assert main(["plan", str(_manifest(tmp_path)), "--shard", shard]) == 2
+    assert capsys.readouterr().err == f"batchvid: error: {message}\n"
