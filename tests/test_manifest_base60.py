@@ -80,3 +80,13 @@ jobs:
     assert prompts == sorted(f"the flag of {country}, plate {code}"
                              for country in ("NO", "on", "true") for code in ("010", "7"))
     assert {job.params["with_audio"] for job in manifest.jobs} == {True, False}
+
+
+def test_base60_values_are_found_in_a_file_with_crlf_line_breaks(tmp_path: Path) -> None:
+    """Written with CRLF line breaks (an editor on Windows), `10:30` is found at its place all
+    the same: lines and columns are counted as YAML counts them."""
+    path = tmp_path / "m.yaml"
+    path.write_bytes(SWEEP.replace("\n", "\r\n").encode("utf-8"))
+    manifest = load_manifest(path)
+    assert manifest.limits["poll_interval"] == "2:15"
+    assert [job.id for job in manifest.jobs] == ["meet-10-30", "meet-12-45"]

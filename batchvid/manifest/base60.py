@@ -22,39 +22,60 @@ from batchvid.manifest.place import PARAMETERS
 from batchvid.yamlload import PathKey, Positions
 
 _ANYWHERE = re.compile(r"[0-9]:[0-5]?[0-9]")
+_NUMBER_CHARS = frozenset("0123456789_:.+-")
+_BEFORE_SCALAR = frozenset(" \t\r\n[,{:-\x85\u2028\u2029")
+"""What may precede a plain scalar that begins with a digit (or a sign)."""
+_BASE60 = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?(?=$|[\s,\]}#])", re.MULTILINE)
+_NEWLINE = re.compile(r"\r\n|[\r\n\x85\u2028\u2029]")
+_OTHER_BREAKS = re.compile(r"[\r\x85\u2028\u2029]")
 _YAML11_ONLY = re.compile(
     r"(?:y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF"  # booleans of YAML 1.1 only
     r"|[-+]?0[0-9_]+|[-+]?0b[01_]+|[-+]?[0-9][0-9_]*_[0-9_]*)"  # octal 010, binary, 1_000
     r"(?=$|[\s,\]}#])"
 )
-_BASE60 = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?(?=$|[\s,\]}#])")
 
 
 def restore_base60(data: Any, positions: Positions, text: str) -> Any:
-    """``data`` with every number YAML read in base 60 replaced by the text written; ``data``
-    itself when the text holds nothing that could be one (the common case: one scan)."""
-    if _ANYWHERE.search(text) is None:
+    """``data`` with every number YAML read in base 60 replaced by the text written. The text
+    is searched for such scalars first (most manifests have none), and only the values written
+    exactly there are looked at."""
+    written: dict[tuple[int, int], str] = {}
+    for hit in _ANYWHERE.finditer(text):
+        begin = hit.start()
+        while begin > 0 and text[begin - 1] in _NUMBER_CHARS:
+            begin -= 1
+        scalar = _BASE60.match(text, begin)
+        if scalar is None or (begin > 0 and text[begin - 1] not in _BEFORE_SCALAR):
+            continue
+        written[_line_column(text, begin)] = scalar.group(0)
+    if not written:
         return data
-    return _restore(data, (), positions, text.splitlines())
+    for path, where in positions.values.items():
+        found = written.get(where)
+        if found is not None and path:
+            parent = _parent(data, path)
+            value = parent[path[-1]] if parent is not None else None  # type: ignore[index]
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                parent[path[-1]] = found  # type: ignore[index]
+    return data
 
 
-def _restore(value: Any, path: PathKey, positions: Positions, lines: list[str]) -> Any:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            value[key] = _restore(item, (*path, key), positions, lines)
-        return value
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            value[index] = _restore(item, (*path, index), positions, lines)
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return value
-    where = positions.values.get(path)
-    if where is None or where[0] > len(lines):
-        return value
-    line, column = where
-    written = _BASE60.match(lines[line - 1], column - 1)
-    return written.group(0) if written is not None else value
+def _line_column(text: str, offset: int) -> tuple[int, int]:
+    """The 1-based line and column of ``offset`` as YAML counts them (its line breaks)."""
+    if _OTHER_BREAKS.search(text, 0, offset) is None:  # "\n" alone ("\r\n" ends in one)
+        return text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
+    ends = [m.end() for m in _NEWLINE.finditer(text, 0, offset)]
+    return len(ends) + 1, offset - (ends[-1] if ends else 0) + 1
+
+
+def _parent(data: Any, path: PathKey) -> dict[str, Any] | list[Any] | None:
+    node = data
+    try:
+        for part in path[:-1]:
+            node = node[part]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return node if isinstance(node, (dict, list)) else None
 
 
 def restore_matrix_text(data: Any, positions: Positions, text: str) -> None:
