@@ -41,8 +41,8 @@ class Budget:
         if self.reached or self.committed + price > self.limit + 1e-9:
             self.reached = True
             return (
-                f"--max-cost {self.limit:g} {self.currency} reached "
-                f"({self.committed:g} {self.currency} committed)"
+                f"--max-cost {self.limit:g} {self.currency} reached: {job.id} ({job.model}) "
+                f"costs {price:g} {self.currency}, {self.committed:g} {self.currency} committed"
             )
         self.committed += price
         return None

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from batchvid.clean import writer_running
 from batchvid.errors import OutputDirError
 from batchvid.journal import Entry, read_entries
 from batchvid.report import (
@@ -62,6 +63,7 @@ def merge_dirs(sources: Sequence[Path], into: Path, *, partial: bool = False) ->
         lock_jobs.update({k: v for k, v in lock.get("jobs", {}).items() if owners.get(k) == src})
     out = OutputDir(into)
     out.open()
+    merged = False
     try:
         for job in ordered:
             job_dir = owners[job["id"]] / "jobs" / job["id"]
@@ -76,8 +78,11 @@ def merge_dirs(sources: Sequence[Path], into: Path, *, partial: bool = False) ->
             report = _with_shards(report, shards)
         info = report["manifest"]
         write_report_files(into, report, rows, lock_document(info["name"], info["provider"], lock_jobs))
+        merged = True
     finally:
-        out.close()
+        # Ended cleanly, as a finished run does (the lock file emptied, the journal's snapshot
+        # left when it is long): a pid left there says the report may be stale (`clean`).
+        out.close(clean=merged)
     return report
 
 
@@ -142,15 +147,37 @@ def _read_shards(sources: Sequence[Path], into: Path) -> list[tuple[Path, dict[s
         seen.add(src.resolve())
     if into.exists() and (not into.is_dir() or any(into.iterdir())):
         raise OutputDirError(f"{into} already exists and is not empty: merge into a new directory")
-    reports = [(src, read_report(src)) for src in sources]
-    first = reports[0][1]
-    for src, report in reports[1:]:
-        if report["manifest"] != first["manifest"]:
+    for src in sources:
+        writer = writer_running(src)
+        if writer is not None:  # its files and journal are changing; its report is the last run's
             raise OutputDirError(
-                f"{src} was written for {report['manifest']}, not {first['manifest']}: "
-                "merge only shards of one manifest"
+                f"{src} is being written by a batchvid run (pid {writer}): merge it once that "
+                "run has ended"
+            )
+    reports = [(src, read_report(src)) for src in sources]
+    first_src, first = reports[0]
+    for src, report in reports[1:]:
+        if _identity(report) != _identity(first):
+            raise OutputDirError(
+                f"{src} was written for {_describe(report)} but {first_src} for "
+                f"{_describe(first)}: merge only shards of one manifest"
             )
     return reports
+
+
+def _identity(report: dict[str, Any]) -> dict[str, Any]:
+    """What makes two shards' manifests one: all of report.json's ``manifest`` but its
+    ``path``, which is only how each run was given it (``m.yaml``, ``./m.yaml``, an absolute
+    path on another runner's checkout)."""
+    return {k: v for k, v in report["manifest"].items() if k != "path"}
+
+
+def _describe(report: dict[str, Any]) -> str:
+    info = report["manifest"]
+    facts = [f"provider {info.get('provider')}"]
+    if info.get("license") is not None:
+        facts.append(f"license {info['license']}")
+    return f"manifest {info.get('name')!r} ({', '.join(facts)})"
 
 
 def _choose_jobs(

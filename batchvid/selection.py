@@ -24,8 +24,10 @@ def parse_shard(text: str) -> tuple[int, int]:
         index, count = int(index_text), int(count_text)
     except ValueError:
         raise UsageError(f"--shard {text!r}: expected I/N, for example 1/4") from None
-    if count < 1 or not 1 <= index <= count:
-        raise UsageError(f"--shard {text!r}: I must be between 1 and N")
+    if count < 1:
+        raise UsageError(f"--shard {text!r}: N, the number of shards, must be 1 or more")
+    if not 1 <= index <= count:
+        raise UsageError(f"--shard {text!r}: I must be between 1 and N ({count})")
     return index, count
 
 

@@ -110,3 +110,16 @@ def test_create_verdict_reads_the_error() -> None:
     assert create_verdict(refused, idempotent=False) is Verdict.NOT_BILLED
     gateway = TransientError("server_error", "bad gateway", status=502)
     assert create_verdict(gateway, idempotent=False) is Verdict.UNCONFIRMED
+
+
+def test_a_budget_refusal_names_the_job_and_its_price() -> None:
+    """When a priced create does not fit, the reason names the job, its model and price and
+    what is committed (it said `--max-cost 0.5 CNY reached (0 CNY committed)`, which reads as
+    a contradiction when the first job alone costs more than the budget)."""
+    from batchvid.budget import Budget
+    from tests.helpers import make_job
+
+    budget = Budget(0.5, {"cogvideox-3": 1.0}, "CNY")
+    job = make_job("harbour", model="cogvideox-3")
+    assert budget.admit(job) == (
+        "--max-cost 0.5 CNY reached: harbour (cogvideox-3) costs 1 CNY, 0 CNY committed")

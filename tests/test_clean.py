@@ -106,3 +106,36 @@ def test_clean_refuses_a_directory_without_a_report(tmp_path: Path) -> None:
     with pytest.raises(OutputDirError, match="report.json"):
         clean(tmp_path, dry_run=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def _killed_after_adding_a_job(tmp_path: Path) -> Path:
+    """An output directory as a run killed before its report leaves it: that run added job
+    `added` to the manifest and paid for its video, but report.json is still the earlier run's
+    and the lock file still holds the killed run's pid."""
+    out = _run(tmp_path, THREE)
+    earlier_report = (out / "report.json").read_bytes()
+    _run(tmp_path, THREE + "  - id: added\n    prompt: a heron in the reeds\n")
+    (out / "report.json").write_bytes(earlier_report)
+    (out / STATE_DIR / "lock").write_text("999999\n", encoding="utf-8")
+    return out
+
+
+def test_a_job_paid_for_by_a_killed_run_is_no_leftover(tmp_path: Path) -> None:
+    """A job the killed run added (its video journaled, the stale report not naming it) is not
+    listed as a leftover by status or verify: its folder holds a paid-for video."""
+    out = _killed_after_adding_a_job(tmp_path)
+    assert (out / "jobs" / "added" / "video.mp4").exists()
+    assert find_leftovers(out) == []
+
+
+def test_clean_refuses_while_the_last_run_has_not_ended_cleanly(tmp_path: Path) -> None:
+    """clean (and --dry-run) refuses a directory whose last run was killed, naming its pid and
+    what to do, and removes nothing; after a rerun ends cleanly, it works again."""
+    out = _killed_after_adding_a_job(tmp_path)
+    for dry_run in (True, False):
+        with pytest.raises(OutputDirError, match=r"pid 999999.*run the manifest again"):
+            clean(out, dry_run=dry_run)
+    assert main(["clean", str(out)]) == 2
+    assert (out / "jobs" / "added" / "video.mp4").exists()
+    _run(tmp_path, THREE)  # the rerun ends cleanly: `added` has left the manifest for good
+    assert [leftover.path.name for leftover in clean(out, dry_run=False)] == ["added"]

@@ -113,3 +113,65 @@ def test_a_complete_merge_exports_every_clip(shards: dict[str, Path], tmp_path: 
     assert export(into, ExportOptions(format="webdataset", to=tmp_path / "wds"))["samples"] == 6
     with tarfile.open(tmp_path / "wds" / "shards-000000.tar") as tar:
         assert sum(name.endswith(".jpg") for name in tar.getnames()) == 6
+
+
+def test_merge_takes_shards_given_the_manifest_by_other_paths(
+    shards: dict[str, Path], tmp_path: Path
+) -> None:
+    """Shards of one manifest given to each run by another path (`m.yaml`, `./m.yaml`, another
+    runner's absolute path) merge: only report.json's manifest path differs."""
+    moved = tmp_path / "3-of-3"
+    shutil.copytree(shards["3/3"], moved)
+    report = json.loads((moved / "report.json").read_text())
+    report["manifest"]["path"] = "/elsewhere/checkout/m.yaml"
+    (moved / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    into = tmp_path / "merged"
+    assert main(["merge", str(shards["1/3"]), str(shards["2/3"]), str(moved), "--into", str(into)]) == 0
+    assert main(["verify", str(into)]) == 0
+
+
+def test_merge_of_two_manifests_names_them(
+    shards: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Shards of two manifests are refused with exit 2, naming each side's manifest and shard
+    directory in words, not as a Python dict."""
+    other = tmp_path / "3-of-3"
+    shutil.copytree(shards["3/3"], other)
+    report = json.loads((other / "report.json").read_text())
+    report["manifest"]["name"] = "another"
+    (other / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    into = tmp_path / "merged"
+    assert main(["merge", str(shards["1/3"]), str(shards["2/3"]), str(other), "--into", str(into)]) == 2
+    err = capsys.readouterr().err
+    assert (f"{other} was written for manifest 'another' (provider geekai) but {shards['1/3']} "
+            "for manifest 'shards' (provider geekai): merge only shards of one manifest") in err
+    assert not into.exists()
+
+
+def test_merge_refuses_a_shard_a_run_is_writing(
+    shards: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A shard directory whose run still holds its lock is refused (exit 2, naming it and the
+    pid), and nothing is merged: its report is the previous run's and its files are changing."""
+    import os
+
+    from batchvid.store import OutputDir
+
+    busy = tmp_path / "3-of-3"
+    shutil.copytree(shards["3/3"], busy)
+    into = tmp_path / "merged"
+    with OutputDir(busy) as writing:
+        writing.open()
+        code = main(["merge", str(shards["1/3"]), str(shards["2/3"]), str(busy), "--into", str(into)])
+    assert code == 2
+    assert f"{busy} is being written by a batchvid run (pid {os.getpid()})" in capsys.readouterr().err
+    assert not into.exists()
+
+
+def test_a_merged_directory_ends_cleanly_so_clean_takes_it(shards: dict[str, Path], tmp_path: Path) -> None:
+    """merge leaves the merged directory's lock file empty, as a run that ended cleanly does,
+    so `clean` (which refuses a directory whose last writer left its pid) works on it."""
+    into = tmp_path / "merged"
+    assert main(["merge", *(str(shards[s]) for s in ("1/3", "2/3", "3/3")), "--into", str(into)]) == 0
+    assert (into / ".batchvid" / "lock").read_text() == ""
+    assert main(["clean", str(into)]) == 0

@@ -139,3 +139,19 @@ def test_ci_runs_the_ci_entry_point_on_push_and_pull_request() -> None:
     (job,) = ci["jobs"].values()
     assert _step(job, runs=".ci/run")["run"].strip() == "bash .ci/run"
     assert (ROOT / ".ci" / "run").is_file()
+
+
+def test_a_shard_keeps_what_it_paid_for_when_cut_short(regenerate: dict[str, Any]) -> None:
+    """The shard's cache (its journal: the tasks it paid for) is saved even when the job is
+    cancelled, under a key naming the attempt (a key is written once, and "Re-run jobs" keeps
+    the run id); the run step's own time limit is below the job's, so the save still runs
+    after a run out of time. Otherwise the next push submits those tasks again."""
+    shard = regenerate["jobs"]["shard"]
+    run = _step(shard, runs="batchvid run")
+    assert 0 < run["timeout-minutes"] < shard["timeout-minutes"]
+    save = _step(shard, uses="actions/cache/save")
+    assert save["if"] == "${{ always() }}"
+    restore = _step(shard, uses="actions/cache/restore")
+    for step in (save, restore):
+        assert step["with"]["key"].endswith("-${{ github.run_id }}-${{ github.run_attempt }}")
+    assert save["with"]["path"] == restore["with"]["path"]

@@ -26,7 +26,7 @@ from batchvid.cli.commands import (
     cmd_validate,
     cmd_verify,
 )
-from batchvid.cli.common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_STOPPED
+from batchvid.cli.common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_STOPPED, scrub_keys
 from batchvid.cli.outputs import cmd_clean, cmd_export, cmd_view
 from batchvid.cli.parser import build_parser
 from batchvid.errors import (
@@ -63,13 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except ManifestErrors as exc:
         for error in exc.errors:
-            print(ManifestError.__str__(error), file=sys.stderr)
+            print(scrub_keys(ManifestError.__str__(error)), file=sys.stderr)
         return EXIT_INVALID
     except (ManifestError, UsageError, ConfigError, OutputDirError) as exc:
-        print(f"batchvid: error: {exc}", file=sys.stderr)
+        print(scrub_keys(f"batchvid: error: {exc}"), file=sys.stderr)
         return EXIT_INVALID
     except BatchvidError as exc:
-        print(f"batchvid: error: {exc}", file=sys.stderr)
+        print(scrub_keys(f"batchvid: error: {exc}"), file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("batchvid: interrupted", file=sys.stderr)
@@ -79,3 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+    except OSError as exc:
+        # A file the command needed could not be read or written (permissions, a full disk):
+        # said in one line, naming the file, rather than as a traceback.
+        print(scrub_keys(f"batchvid: error: {exc}"), file=sys.stderr)
+        return EXIT_FAILED

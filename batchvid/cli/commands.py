@@ -18,6 +18,7 @@ from batchvid.cli.common import (
     append_step_summary,
     build_settings,
     check_sim_flags,
+    check_writable,
     load,
     require_api_key,
     simulated,
@@ -68,6 +69,8 @@ def _plan(args: argparse.Namespace, manifest: Manifest) -> int:
 
     settings = build_settings(args, manifest)
     records = {}
+    if settings.out_dir.exists() and not settings.out_dir.is_dir():
+        raise OutputDirError(f"{settings.out_dir} is a file; --out names the run's output directory")
     if settings.out_dir.exists():  # else nothing to read: the store (and anyio) not even imported
         from batchvid.store import read_records
 
@@ -101,6 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _plan(args, manifest)
     settings = build_settings(args, manifest)
+    check_writable(settings.out_dir)
     transport: httpx.AsyncBaseTransport | None = None
     if args.simulate:
         transport, settings = simulated(
@@ -138,6 +142,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
 
     manifest = load(args.manifest, args.provider, args.root)
     settings = build_settings(args, manifest)
+    check_writable(settings.out_dir)
     transport: httpx.AsyncBaseTransport | None = None
     if args.simulate:
         transport, settings = simulated(settings, latency=1.0, fault_rate=0.0, seed=0)
@@ -157,7 +162,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from batchvid.clean import find_leftovers
+    from batchvid.clean import find_leftovers, writer_running
     from batchvid.display import leftover_lines, status_json, status_text
     from batchvid.jobs import Job
     from batchvid.plan import make_plan
@@ -165,10 +170,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     root = Path(args.out_dir)
     records = read_records(root) if root.is_dir() else {}
+    writer = writer_running(root) if root.is_dir() else None
     if not (root / "report.json").exists() and records:
         states = [record.state for record in records.values()]
+        if writer is not None:
+            raise OutputDirError(
+                f"{root} has no report yet: a batchvid run (pid {writer}) is writing it now; its "
+                f"journal records {len(records)} jobs so far, {states.count('succeeded')} done. "
+                "Its report is written when it ends"
+            )
         raise OutputDirError(
-            f"{root} has no report yet: the run writing it was killed or is still running. "
+            f"{root} has no report yet: the run writing it was killed. "
             f"Its journal records {len(records)} jobs: {states.count('submitted')} submitted "
             f"with a task id and not finished, {states.count('submitting')} with a create "
             "journaled but no answer recorded (sent or not); run the same command again to "
@@ -188,6 +200,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print("\n".join([status_text(report, actions, plan, root),
                          *leftover_lines(root, leftovers, "  leftover ")]))
+    if writer is not None:
+        print(f"note: a batchvid run (pid {writer}) is writing {root} now: report.json is the "
+              "previous run's until it ends", file=sys.stderr)
     return EXIT_OK
 
 
@@ -199,7 +214,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     root = Path(args.out_dir)
     notes: list[str] = []
     problems, checked = verify_dir(root, notes)
-    for line in [*(f"note: {note}" for note in notes), *leftover_lines(root, find_leftovers(root), "note: leftover ")]:
+    try:
+        leftovers = find_leftovers(root)
+    except OutputDirError as exc:  # a corrupt journal: the files were still checked; say both
+        problems.append(str(exc))
+        leftovers = []
+    for line in [*(f"note: {note}" for note in notes), *leftover_lines(root, leftovers, "note: leftover ")]:
         print(line)
     for problem in problems:
         print(problem, file=sys.stderr)

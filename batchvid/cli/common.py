@@ -98,8 +98,20 @@ def _base_url(args: argparse.Namespace, provider: str) -> str | None:
         where = "BATCHVID_BASE_URL"
     if value is None:
         return None
+    from urllib.parse import urlsplit
+
     from batchvid.providerinfo import check_base_url
 
+    try:
+        credentials = "@" in urlsplit(str(value)).netloc
+    except ValueError:
+        credentials = False  # check_base_url says what is wrong with it
+    if credentials:  # said without the URL: what precedes the @ may be a key
+        raise UsageError(
+            f"{where}: a user name or password in the URL is not supported; give the API root "
+            "alone (such as https://geekai.co/api/v1) and the key in the provider's environment "
+            "variable"
+        )
     check_base_url(value, provider, where)
     return str(value)
 
@@ -165,6 +177,34 @@ def api_key(provider: str) -> str | None:
     return None
 
 
+def scrub_keys(text: str) -> str:
+    """``text`` with the value of every provider's key variable blanked out: an error message
+    may quote what a user typed (a URL, a path) with a key in it."""
+    from batchvid.providerinfo import KEY_VARIABLES
+
+    for names in KEY_VARIABLES.values():
+        for name in names:
+            value = os.environ.get(name, "").strip()
+            if len(value) >= 4 and value in text:
+                text = text.replace(value, "[REDACTED]")
+    return text
+
+
+def check_writable(out: Path) -> None:
+    """Refuse (exit 2, before anything is sent) an output directory whose existing parts a run
+    must write and cannot: a read-only directory, a lock or journal file without write
+    permission."""
+    from batchvid.errors import OutputDirError
+
+    state = out / ".batchvid"
+    for path in (out, state, out / "jobs", state / "lock", state / "journal.jsonl"):
+        if path.exists() and not os.access(path, os.W_OK | (os.X_OK if path.is_dir() else 0)):
+            raise OutputDirError(
+                f"{path} is not writable: a run must write there (its lock, journal and "
+                "files); fix its permissions or choose another --out"
+            )
+
+
 def require_api_key(provider: str) -> str:
     from batchvid.providerinfo import key_variables
 
@@ -185,6 +225,11 @@ def check_sim_flags(args: argparse.Namespace) -> None:
     if given and not args.simulate:
         them = "it" if len(given) == 1 else "them"
         raise UsageError(f"{', '.join(given)}: only used with --simulate; add --simulate or drop {them}")
+    latency, rate = args.sim_latency, args.sim_fault_rate
+    if latency is not None and not (math.isfinite(latency) and latency >= 0):
+        raise UsageError(f"--sim-latency {latency:g}: expected seconds, a finite number >= 0")
+    if rate is not None and not 0 <= rate <= 1:
+        raise UsageError(f"--sim-fault-rate {rate:g}: expected a probability from 0 to 1")
 
 
 

@@ -9,6 +9,15 @@ from batchvid import __version__
 
 # -- argument parsing -------------------------------------------------------------------------
 
+RUN_EXIT_CODES = """\
+exit codes (README.md, "Exit codes"):
+  0  every selected job is done (generated now, or already done and verified)
+  1  the run finished and at least one job failed; the report says which and why
+  2  invalid manifest, invalid arguments, missing API key, or output directory in use or
+     not writable: nothing was sent
+  3  stopped early and resumable: interrupted, budget reached, out of balance or quota,
+     authentication refused mid-run; run the same command again to resume"""
+
 
 def _run_options(p: argparse.ArgumentParser, *, full: bool) -> None:
     p.add_argument("manifest", help="manifest file (YAML)")
@@ -30,12 +39,12 @@ def _run_options(p: argparse.ArgumentParser, *, full: bool) -> None:
     p.add_argument("--sim-latency", type=float, metavar="S", help="simulated task time (with --simulate; default 1)")
     p.add_argument("--sim-fault-rate", type=float, metavar="P", help="simulated fault rate (with --simulate; default 0)")
     p.add_argument("--sim-seed", type=int, metavar="N", help="simulator seed (with --simulate; default 0)")
-    p.add_argument("--retries", type=int, metavar="N", help="retries of a failed create request")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="per job, submit to downloaded")
+    p.add_argument("--retries", type=int, metavar="N", help="retries of a create request that failed for a passing reason (a 429, a 5xx, the network; default 5); polls and downloads retry until --timeout")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="per job, submit to downloaded (default 1800)")
     p.add_argument("--poll-interval", metavar="MIN[:MAX]",
                    help="seconds between polls: start at MIN, back off to MAX "
                         "(default 5:15; 0.2:1 under --simulate)")
-    p.add_argument("--max-cost", type=float, metavar="AMOUNT", help="stop submitting past this cost")
+    p.add_argument("--max-cost", type=float, metavar="AMOUNT", help="stop submitting before the estimated cost passes AMOUNT (CNY, as `plan` estimates it)")
     p.add_argument("--strict-media", action="store_true", help="fail jobs whose video does not match the request")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit (same as `plan`)")
     p.add_argument("--no-progress", action="store_true", help="no progress display (a live bar on a terminal, else a line every 10 s)")
@@ -71,7 +80,8 @@ def _manifest_commands(sub: Subparsers) -> None:
     _run_options(p, full=False)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("run", help="execute; resumable; writes the output directory")
+    p = sub.add_parser("run", help="execute; resumable; writes the output directory",
+                       epilog=RUN_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _run_options(p, full=True)
 
     p = sub.add_parser("enhance", help="rewrite prompts (enhance:) and journal them; no video is requested")

@@ -59,7 +59,25 @@ def check_shape(context: Context, data: dict[str, Any]) -> Shape:
             key = str(issue.path[2]) if len(issue.path) > 2 else "id"
             shape.bad_keys.setdefault(issue.path[1], set()).add(key)
     _check_written_ids(context, data, shape)
+    _check_poll_interval(context, data)
     return Shape(shape.bad_keys, blocked)
+
+
+def _check_poll_interval(context: Context, data: dict[str, Any]) -> None:
+    """``limits.poll_interval: "MIN:MAX"`` (the schema checks its form) needs 0 < MIN <= MAX,
+    as ``--poll-interval`` does: said here, where validate sees it, not first by ``run``."""
+    limits = data.get("limits")
+    value = limits.get("poll_interval") if isinstance(limits, dict) else None
+    if not isinstance(value, str) or value.count(":") != 1:
+        return
+    try:
+        low, high = (float(part) for part in value.split(":"))
+    except ValueError:
+        return  # not of the schema's form: reported already
+    if not 0 < low <= high:
+        where: PathKey = ("limits", "poll_interval")
+        context.error(context.at(where), where,
+                      f"{show(value)}: MIN:MAX needs 0 < MIN <= MAX (seconds between polls)")
 
 
 def _version_as_text(data: dict[str, Any], issue: Issue) -> bool:
