@@ -34,7 +34,7 @@ import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import httpx
@@ -42,6 +42,7 @@ import httpx
 from batchvid import redirects
 from batchvid.eventloop import backend_options as backend_options
 from batchvid.settings import TransportKind
+from batchvid.transport_errors import MAPPED as MAPPED
 
 if TYPE_CHECKING:
     from batchvid.quickread import Small
@@ -451,62 +452,3 @@ class Body(httpx.AsyncByteStream):
                 await self._inner.aclose()
         finally:
             self._release()
-
-
-def _error_class(exc: BaseException) -> type[httpx.TransportError] | None:
-    """The httpx error httpcore raises for the event behind an aiohttp exception."""
-    import aiohttp
-
-    # First match wins: subclasses before their bases.
-    table: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
-        (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
-        (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
-        (aiohttp.ClientProxyConnectionError, httpx.ProxyError),
-        (aiohttp.ClientHttpProxyError, httpx.ProxyError),
-        (aiohttp.ClientConnectorError, httpx.ConnectError),
-        (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
-        (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),
-        (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
-        (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
-        (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
-        (aiohttp.ClientConnectionError, httpx.ReadError),
-        (aiohttp.ClientError, httpx.ReadError),
-        (TimeoutError, httpx.ReadTimeout),
-    )
-    for source, target in table:
-        if isinstance(exc, source):
-            return target
-    return None
-
-
-class _Mapped:
-    """``with MAPPED:`` raises aiohttp's errors, and httpx-aiohttp's mapping of them, as
-    httpcore's would be (a class, not a generator function: three per request).
-
-    An error httpx-aiohttp already mapped is judged by its cause, the aiohttp exception.
-    """
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> Literal[False]:
-        if not isinstance(exc, Exception):
-            return False
-        source = exc.__cause__ if isinstance(exc, httpx.TransportError) else exc
-        target = _error_class(source) if source is not None else None
-        if target is None or type(exc) is target:
-            return False
-        raise target(_message(source)) from source
-
-
-MAPPED = _Mapped()
-
-
-def _message(exc: BaseException | None) -> str:
-    """A one-line description: the aiohttp class and its text (a host and port, a reason)."""
-    if exc is None:
-        return ""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
