@@ -29,6 +29,7 @@ from batchvid.durable import (
     dumps,
     file_stat,
     fsync_dir,
+    sync_entry,
     write_atomic,
 )
 from batchvid.errors import BatchvidError, JobFatalError, ProviderError, TransientError
@@ -125,10 +126,11 @@ class Downloader:
         ``response.json``, then a rejected video set aside or the poster written, then the one
         fsync of the job's directory that makes the renames of all its files durable before the
         journal names them (setting aside and the poster's durable write end with it; without
-        either, it is made here), and the fsync of jobs/ that makes the directory's own entry
-        durable (``submit._write_request`` made it without one). A ``resumed`` job's
-        request.json, written by an earlier run without an fsync, is made again from the
-        journal when a power cut lost it (``requestrecord.mend_request``)."""
+        either, it is made here), and the directory's own entry in jobs/ made durable
+        (``submit._write_request`` made it without: ``durable.sync_entry``, one fsync of jobs/
+        for the folders of the jobs made before it). A ``resumed`` job's request.json, written
+        by an earlier run without an fsync, is made again from the journal when a power cut lost
+        it (``requestrecord.mend_request``)."""
         from batchvid.poster import write_poster
 
         _commit_held(later)
@@ -140,12 +142,12 @@ class Downloader:
         path = self.job_dir(job) / "video.mp4"
         if files.rejected is not None:
             files.video = self._set_aside(path, files.video)
-            fsync_dir(path.parent.parent)
+            sync_entry(path.parent)
             return
         files.poster = write_poster(self.root, path, poster) if poster is not None else None
         if files.poster is None:
             fsync_dir(path.parent)
-        fsync_dir(path.parent.parent)
+        sync_entry(path.parent)  # jobs/ (shared with the other jobs' folders: durable.sync_entry)
         files.stat = file_stat(path)
 
     def _set_aside(self, path: Path, video: dict[str, Any]) -> dict[str, Any]:

@@ -72,6 +72,72 @@ def make_dir(path: Path, *, durable: bool = True, own_entry: bool = True) -> Non
         for created in reversed(missing):
             if own_entry or created is not path:
                 fsync_dir(created.parent)
+    if not own_entry:
+        made_entry(path)
+
+
+ENTRIES_KEPT = 1024
+"""The most entries ``made_entry`` remembers per directory (``sync_entry``): past it, they are
+forgotten and each gets an fsync of its own, which is always safe."""
+
+DIRECTORIES_KEPT = 16
+"""The most directories whose entries are remembered (the oldest forgotten first)."""
+
+
+class _Entries:
+    """Entries of one directory made by this process and not yet made durable: each with the
+    count of entries made when it was, and the count an ended fsync of the directory covers."""
+
+    __slots__ = ("lock", "made", "count", "synced")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.made: dict[str, int] = {}
+        self.count = 0
+        self.synced = 0
+
+
+_directories: dict[str, _Entries] = {}
+_directories_lock = threading.Lock()
+
+
+def _entries(directory: str) -> _Entries:
+    with _directories_lock:
+        entries = _directories.get(directory)
+        if entries is None:
+            if len(_directories) >= DIRECTORIES_KEPT:
+                del _directories[next(iter(_directories))]
+            entries = _directories[directory] = _Entries()
+        return entries
+
+
+def made_entry(path: Path) -> None:
+    """``path`` was just created by this process and its entry in its parent is not durable
+    yet (``make_dir(own_entry=False)``): ``sync_entry`` makes it durable later."""
+    entries = _entries(os.fspath(path.parent))
+    with entries.lock:
+        if len(entries.made) >= ENTRIES_KEPT:
+            entries.made.clear()
+        entries.count += 1
+        entries.made[path.name] = entries.count
+
+
+def sync_entry(path: Path) -> None:
+    """Make ``path``'s entry in its parent durable, as ``fsync_dir(path.parent)`` does: a group
+    commit of the parent's new entries. An fsync of a directory makes durable every entry
+    made before it began, so one made by this process is covered by any such fsync that began
+    after it was made (``made_entry``) and has ended: no fsync then. Any other entry (made by
+    an earlier run, or forgotten) gets its own, which covers every entry made before it."""
+    parent = os.fspath(path.parent)
+    entries = _entries(parent)
+    with entries.lock:
+        made = entries.made.pop(path.name, None)
+        if made is not None and made <= entries.synced:
+            return
+        covers = entries.count
+    fsync_dir(path.parent)
+    with entries.lock:
+        entries.synced = max(entries.synced, covers)
 
 
 def create_temp(final: Path, suffix: str, *, durable: bool = True) -> tuple[int, Path]:

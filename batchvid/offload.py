@@ -13,12 +13,18 @@ at once (the kernel batches concurrent fsyncs into one journal commit).
 ``alongside(step, fn, *args)`` runs a coroutine while ``fn(*args)`` is done off the event loop
 (a create's journal line and its ``request.json``), without a task group and without a hop of
 its own: ``fn`` rides on the next ``off_loop`` call, whoever makes it (``step``'s own fsync, as a
-rule), and runs in that call's worker thread before its function.
+rule), and runs in that call's worker thread before its function. A step that ends while
+another task's hop still runs its rider waits for it on the event loop (the rider wakes it as
+it ends), not in a worker thread of its own.
+
+A child process made by ``os.fork`` after the pool started has none of its threads: it starts
+with an empty pool, queue and rider list of its own (``os.register_at_fork``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -81,24 +87,48 @@ def _hand(item: _Work) -> None:
 
 class _Rider:
     """Work waiting for the next hop (``alongside``): taken off ``_riders`` by one ``off_loop``
-    call, or by its own caller when no hop took it. ``done`` is held until it has run."""
+    call, or by its own caller when no hop took it. ``finished`` once it has run; a caller
+    that waits for it meanwhile leaves its future in ``waiter``, which ``run`` settles."""
 
-    __slots__ = ("args", "done", "fn", "outcome")
+    __slots__ = ("_lock", "args", "finished", "fn", "outcome", "waiter")
 
     def __init__(self, fn: Callable[..., object], args: tuple[object, ...]) -> None:
         self.fn, self.args = fn, args
         self.outcome: tuple[bool, Any] = (True, None)
-        self.done = threading.Lock()
-        self.done.acquire()
+        self.finished = False
+        self.waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+        self._lock = threading.Lock()
 
     def run(self) -> None:
-        """``fn(*args)``, its result or error kept in ``outcome`` (never raised here)."""
+        """``fn(*args)``, its result or error kept in ``outcome`` (never raised here); then
+        the waiting caller, if any, is woken."""
         try:
             self.outcome = (True, self.fn(*self.args))
         except BaseException as exc:
             self.outcome = (False, exc)
         finally:
-            self.done.release()
+            with self._lock:
+                self.finished = True
+                waiter, self.waiter = self.waiter, None
+            if waiter is not None:
+                _wake(waiter)
+
+    def wait_on(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None] | None:
+        """A future of ``loop`` that ``run`` sets once it has ended; None when it has."""
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self.finished:
+                return None
+            self.waiter = (loop, future)
+        return future
+
+
+def _wake(waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]) -> None:
+    loop, future = waiter
+    try:
+        loop.call_soon_threadsafe(_settle, future, True, None)
+    except RuntimeError:  # the loop was closed: nobody waits any more
+        pass
 
 
 _riders: deque[_Rider] = deque()
@@ -156,7 +186,7 @@ async def alongside(step: Callable[[], Awaitable[object]], fn: Callable[..., obj
     try:
         await step()
     finally:
-        if rider.done.locked():  # not run yet, or still running
+        if not rider.finished:  # not run yet, or still running
             with anyio.CancelScope(shield=True):
                 await _finished(rider)
     ok, value = rider.outcome
@@ -166,15 +196,29 @@ async def alongside(step: Callable[[], Awaitable[object]], fn: Callable[..., obj
 
 async def _finished(rider: _Rider) -> None:
     """Return once ``rider`` has run (the caller shields this): in a hop of its own if no hop
-    took it, else waited for (a hop someone else made may still be running it)."""
+    took it, else waited for on the event loop (a hop someone else made may still be running
+    it: no worker thread is held for the wait)."""
     try:
         _riders.remove(rider)
-    except ValueError:  # taken by a hop: still running it
-        await started(_wait_for, rider)
+    except ValueError:  # taken by a hop: still running it, or about to
+        future = rider.wait_on(asyncio.get_running_loop())
+        if future is not None:
+            await future
         return
     await started(rider.run)
 
 
-def _wait_for(rider: _Rider) -> None:
-    with rider.done:
-        pass
+def _reset_after_fork() -> None:
+    """In a child made by ``os.fork``: none of the pool's threads exist there, so the pool
+    starts empty (its idle tokens would hand work to no thread, and a lock held at the fork
+    by a thread that is gone would never be released)."""
+    global _work, _starting
+    _work = SimpleQueue()
+    _idle.clear()
+    _threads.clear()
+    _starting = threading.Lock()
+    _riders.clear()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_reset_after_fork)

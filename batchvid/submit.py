@@ -157,9 +157,9 @@ def _write_request(job_dir: Path, recorded: Mapping[str, Any]) -> None:
     """The job's folder and ``request.json``, in the thread hop of the ``submitting`` line's
     fsync, just before it: nothing here is fsynced, or every line waiting for that fsync would
     wait for this one too. The folder's entry in jobs/ must survive a power cut before the
-    journal calls anything in it done: the download's commit fsyncs jobs/ before its line
-    (``Downloader._finish``); jobs/'s own entry, when this makes it, is fsynced here (once a
-    run). request.json itself may be lost or empty after a power cut (a record for the
+    journal calls anything in it done: the download's commit makes it durable before its line
+    (``Downloader._finish``: ``durable.sync_entry``, an fsync of jobs/ shared by the folders
+    made before it); jobs/'s own entry, when this makes it, is fsynced here (once a run). request.json itself may be lost or empty after a power cut (a record for the
     reader: nothing reads it to decide, docs/output-directory.md)."""
     make_dir(job_dir, own_entry=False)
     write_atomic(job_dir / "request.json", dumps(recorded), durable=False)

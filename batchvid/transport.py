@@ -30,18 +30,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+import json as json_module
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import httpx
 
 from batchvid import redirects
+from batchvid.buffers import MMAP_THRESHOLD as MMAP_THRESHOLD
+from batchvid.buffers import keep_freed_buffers as keep_freed_buffers
 from batchvid.eventloop import backend_options as backend_options
 from batchvid.settings import TransportKind
+from batchvid.transport_errors import MAPPED as MAPPED
 
 if TYPE_CHECKING:
     from batchvid.quickread import Small
@@ -112,6 +114,8 @@ class Client(httpx.AsyncClient):
         routes them (no mounts, no proxy); None: plain requests go through httpx's client too
         (so ``--transport httpx``, whose client builds its own, is httpx's client throughout)."""
         self._encoding = options.get("default_encoding", "utf-8")
+        self._shapes: dict[tuple[Any, ...], _Shape] = {}
+        """Header items of the plain requests ``read_small`` sent, by shape (``_outgoing``)."""
 
     @contextlib.asynccontextmanager
     async def stream(self, *args: Any, **options: Any) -> AsyncIterator[httpx.Response]:
@@ -199,23 +203,63 @@ class Client(httpx.AsyncClient):
         """A plain request's answer read whole, up to ``limit`` bytes, straight from aiohttp
         (no httpx response and its stream layers); None, before anything is sent, when the
         request is not plain, its body is large or the transport is not aiohttp's: then
-        ``stream`` it."""
+        ``stream`` it. The request is not built as an ``httpx.Request`` (``_outgoing``): one
+        is made only for an error, a redirect's check or a cookie to keep."""
         transport = self._direct
         if not (isinstance(transport, AiohttpTransport) and transport.quick and self._plain((method, url), {"json": json})):
             return None
-        request = self._plain_request(method, url, json)
-        if len(request.content) > LARGE_BODY:
+        outgoing = self._outgoing(method, url, json)
+        if len(outgoing.content) > LARGE_BODY:
             return None
         from batchvid.quickread import read_small
 
         try:
-            small = await read_small(transport, request, limit)
+            small = await read_small(transport, outgoing, limit)  # type: ignore[arg-type]  # (_Outgoing: as read there)
         except httpx.RequestError as exc:
-            exc.request = request  # as httpx's client does
+            exc.request = self._plain_request(method, url, json)  # as httpx's client does
             raise
         if small.cookies:
+            request = self._plain_request(method, url, json)
             self._store.extract_cookies(httpx.Response(small.status, headers=small.cookies, request=request))
         return small
+
+    def _outgoing(self, method: str, url: httpx.URL, json: Any) -> _Outgoing:
+        """What ``quickread.read_small`` reads of the ``httpx.Request`` that ``_plain_request``
+        would make: its method, URL, header items, body and timeouts. The header items of a
+        request of this shape (the client's headers, the URL's host, the method, a body or
+        not) are those of the first such ``httpx.Request``, kept, with the body's length put
+        in; a shape whose headers a body does not set as httpx sets them (the client sending
+        its own Host, Content-Length or Content-Type) is made as an ``httpx.Request`` each
+        time."""
+        body = b"" if json is None else _json_body(json)
+        key = (tuple(self.headers.raw), url.netloc, method, json is None)
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._shape(key, method, url, json, body)
+        timeouts = {"timeout": self.timeout.as_dict()}
+        if shape is _UNSHAPED:
+            request = self._plain_request(method, url, json)
+            return _Outgoing(method, str(url), list(request.headers.items()), request.content, timeouts)
+        items, length_at = shape
+        if length_at is not None:
+            items = [*items[:length_at], (items[length_at][0], str(len(body))), *items[length_at + 1 :]]
+        return _Outgoing(method, str(url), items, body, timeouts)
+
+    def _shape(self, key: tuple[Any, ...], method: str, url: httpx.URL, json: Any, body: bytes) -> _Shape:
+        request = self._plain_request(method, url, json)
+        items = list(request.headers.items())
+        names = [name.lower() for name, _ in items]
+        length_at = names.index("content-length") if "content-length" in names else None
+        own = {name.lower() for name in self.headers}
+        shape: _Shape = (items, length_at)
+        if request.content != body or own & {"host", "content-length", "content-type", "transfer-encoding"} or (
+            json is not None and (length_at is None or items[length_at][1] != str(len(body)))
+        ):
+            shape = _UNSHAPED
+        if len(self._shapes) >= 16:
+            self._shapes.clear()
+        self._shapes[key] = shape
+        return shape
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -224,6 +268,27 @@ class Client(httpx.AsyncClient):
     @cookies.setter
     def cookies(self, cookies: httpx._types.CookieTypes | None) -> None:
         self._store = _SetCookies(cookies)
+
+
+class _Outgoing:
+    """A plain request as ``quickread.read_small`` reads it (``Client._outgoing``): the fields
+    of an ``httpx.Request`` it uses, without making one."""
+
+    __slots__ = ("content", "extensions", "headers", "method", "url")
+
+    def __init__(self, method: str, url: str, headers: list[tuple[str, str]], content: bytes,
+                 extensions: dict[str, Any]) -> None:
+        self.method, self.url, self.headers, self.content, self.extensions = method, url, headers, content, extensions
+
+
+_Shape = tuple[list[tuple[str, str]], int | None]
+_UNSHAPED: _Shape = ([], None)
+"""A shape whose requests are made as ``httpx.Request``s each time (compared by identity)."""
+
+
+def _json_body(value: Any) -> bytes:
+    """A JSON request body as httpx encodes it (``httpx._content.encode_json``)."""
+    return json_module.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 REDIRECTS = frozenset((301, 302, 303, 307, 308))
@@ -359,37 +424,6 @@ def _read_in_large_pieces(stream: httpx.AsyncByteStream) -> None:
         setattr(stream, "CHUNK_SIZE", READ_SIZE)  # noqa: B010 (not an attribute mypy knows)
 
 
-MMAP_THRESHOLD = 2 << 20
-TRIM_THRESHOLD = 8 << 20
-
-
-@functools.cache
-def keep_freed_buffers() -> bool:
-    """Have glibc's malloc reuse the memory of freed response buffers rather than hand it back
-    to the kernel after each one; True when set (once per process).
-
-    A body arrives as bytes objects of 64 KiB to 1 MiB (a socket read, aiohttp's copy of it, a
-    piece joined for the reader). glibc serves sizes above its mmap threshold (128 KiB at
-    first, then the largest block freed) from ``mmap`` and trims the top of the heap past twice
-    that, so the pages of one buffer go back to the kernel and the next one faults them in
-    again: ~270,000 page faults, ~1 s of kernel CPU, per GiB received. Up to 2 MiB from the
-    heap, trimmed only past 8 MiB free, the same pages serve every buffer. Not on other C
-    libraries, nor when the user tuned malloc (``MALLOC_*_`` or ``GLIBC_TUNABLES`` set).
-    """
-    try:
-        libc_version = os.confstr("CS_GNU_LIBC_VERSION") or ""
-    except (AttributeError, ValueError, OSError):  # Windows has no confstr, macOS not this name
-        return False
-    tuned = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
-    if not libc_version.startswith("glibc") or any(name in os.environ for name in tuned):
-        return False
-    import ctypes
-
-    mallopt = ctypes.CDLL(None).mallopt
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    return bool(mallopt(m_mmap_threshold, MMAP_THRESHOLD) and mallopt(m_trim_threshold, TRIM_THRESHOLD))
-
-
 LARGE_BODY = 1 << 20
 """aiohttp warns (ResourceWarning) about bytes bodies above 1 MiB: those go as a stream."""
 
@@ -451,62 +485,3 @@ class Body(httpx.AsyncByteStream):
                 await self._inner.aclose()
         finally:
             self._release()
-
-
-def _error_class(exc: BaseException) -> type[httpx.TransportError] | None:
-    """The httpx error httpcore raises for the event behind an aiohttp exception."""
-    import aiohttp
-
-    # First match wins: subclasses before their bases.
-    table: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
-        (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
-        (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
-        (aiohttp.ClientProxyConnectionError, httpx.ProxyError),
-        (aiohttp.ClientHttpProxyError, httpx.ProxyError),
-        (aiohttp.ClientConnectorError, httpx.ConnectError),
-        (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
-        (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),
-        (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
-        (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
-        (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
-        (aiohttp.ClientConnectionError, httpx.ReadError),
-        (aiohttp.ClientError, httpx.ReadError),
-        (TimeoutError, httpx.ReadTimeout),
-    )
-    for source, target in table:
-        if isinstance(exc, source):
-            return target
-    return None
-
-
-class _Mapped:
-    """``with MAPPED:`` raises aiohttp's errors, and httpx-aiohttp's mapping of them, as
-    httpcore's would be (a class, not a generator function: three per request).
-
-    An error httpx-aiohttp already mapped is judged by its cause, the aiohttp exception.
-    """
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> Literal[False]:
-        if not isinstance(exc, Exception):
-            return False
-        source = exc.__cause__ if isinstance(exc, httpx.TransportError) else exc
-        target = _error_class(source) if source is not None else None
-        if target is None or type(exc) is target:
-            return False
-        raise target(_message(source)) from source
-
-
-MAPPED = _Mapped()
-
-
-def _message(exc: BaseException | None) -> str:
-    """A one-line description: the aiohttp class and its text (a host and port, a reason)."""
-    if exc is None:
-        return ""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -151,6 +151,37 @@ async def test_plain_requests_are_httpx_clients_to_the_byte(
     assert streamed == ([] if kind == "aiohttp" else ["GET", "POST"])
 
 
+async def several(api: httpx.AsyncClient) -> list[RawResponse]:
+    """Polls and creates of several lengths, each shape sent more than once."""
+    return [
+        await send(api, "GET", "async-result/t-1"),
+        await send(api, "POST", "videos/generations", json_body={"prompt": "一只猫", "n": 1.5}),
+        await send(api, "GET", "async-result/task-two"),
+        await send(api, "POST", "videos/generations", json_body={"prompt": "a much longer prompt " * 9}),
+        await send(api, "POST", "videos/generations", json_body={"prompt": "", "request_id": "r-3"}),
+        await send(api, "GET", "async-result/t-1"),
+    ]
+
+
+@pytest.mark.parametrize("own", [{}, {"Content-Type": "application/json; charset=utf-8"}, {"Host": "example.test"}])
+async def test_plain_requests_after_the_first_of_their_shape_are_httpx_clients_to_the_byte(
+    kind: str, own: dict[str, str]
+) -> None:
+    """Requests of a shape already sent (``Client._outgoing`` reuses its header items with the
+    body's length put in) leave as the same bytes as through httpx's client, creates of other
+    lengths included; so do those of a client sending its own Host or Content-Type."""
+    theirs: list[bytes] = []
+    ours: list[bytes] = []
+    headers = {"Authorization": f"Bearer {KEY}", **own}
+    async with recording_server(theirs) as base, httpx.AsyncClient(**options(kind, base, headers=headers)) as api:
+        expected = await several(api)
+    async with recording_server(ours) as base, Client(**options(kind, base, headers=headers)) as api:
+        answers = await several(api)
+    assert len(ours) == 6
+    assert [PORT.sub(b"PORT", r) for r in ours] == [PORT.sub(b"PORT", r) for r in theirs]
+    assert answers == expected
+
+
 @pytest.mark.parametrize("answer", ANSWERS)
 async def test_answers_are_read_as_through_httpx(
     kind: str, answer: str, streamed: list[str], monkeypatch: pytest.MonkeyPatch

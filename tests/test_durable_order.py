@@ -125,3 +125,84 @@ def test_a_rejected_video_is_set_aside_and_its_directory_fsynced_before_its_fail
     assert trace.index(("rename", str(cover))) < trace.index(("rename", str(kept))) < dir_syncs[0] < failed
     made = trace.index(("mkdir", str(job_dir)))
     assert any(made < sync < failed for sync in trace.indices("fsync", str(out / "jobs")))
+
+
+def test_one_fsync_of_jobs_makes_the_folders_made_before_it_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sync_entry`` of a folder this process made (``make_dir(own_entry=False)``) fsyncs
+    jobs/ unless an fsync of it that began after the folder was made has ended: two folders
+    made before one fsync share it; one made after gets its own; a folder this process did
+    not make (an earlier run's) always gets one."""
+    from batchvid import durable
+
+    syncs: list[str] = []
+    real = durable.fsync_dir
+    monkeypatch.setattr(durable, "fsync_dir", lambda path: (syncs.append(path.name), real(path)))
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    durable.make_dir(jobs / "a", own_entry=False)
+    durable.make_dir(jobs / "b", own_entry=False)
+    durable.sync_entry(jobs / "a")
+    assert syncs == ["jobs"]
+    durable.sync_entry(jobs / "b")  # covered by a's
+    assert syncs == ["jobs"]
+    durable.make_dir(jobs / "c", own_entry=False)
+    durable.sync_entry(jobs / "c")
+    assert syncs == ["jobs"] * 2
+    (jobs / "earlier").mkdir()
+    durable.sync_entry(jobs / "earlier")
+    durable.sync_entry(jobs / "earlier")
+    assert syncs == ["jobs"] * 4
+
+
+def test_a_folder_made_while_an_fsync_of_jobs_runs_is_not_covered_by_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An fsync of jobs/ that began before a folder was made does not count for it: the
+    folder's ``sync_entry`` makes an fsync of its own."""
+    from batchvid import durable
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    syncs: list[str] = []
+    real = durable.fsync_dir
+
+    def fsync_dir(path: Path) -> None:
+        if not syncs:  # during the first fsync, another thread makes "late"
+            durable.make_dir(jobs / "late", own_entry=False)
+        syncs.append(path.name)
+        real(path)
+
+    monkeypatch.setattr(durable, "fsync_dir", fsync_dir)
+    durable.make_dir(jobs / "first", own_entry=False)
+    durable.sync_entry(jobs / "first")
+    durable.sync_entry(jobs / "late")
+    assert syncs == ["jobs", "jobs"]
+
+
+def test_a_runs_folders_share_fsyncs_of_jobs_each_begun_after_its_folder_was_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over a run of 12 jobs, jobs/ is fsynced fewer times than there are jobs, and before
+    each ``succeeded`` line an fsync of jobs/ that began after the job's folder was made has
+    ended."""
+    from batchvid import durable
+
+    trace = Trace(monkeypatch)
+    real = durable.fsync_dir
+
+    def fsync_dir(path: Path) -> None:
+        trace._add("fsync begins", os.fspath(path))
+        real(path)
+
+    monkeypatch.setattr(durable, "fsync_dir", fsync_dir)
+    out = tmp_path / "out"
+    assert _run(out, [make_job(f"job-{i}", i, "bigmodel") for i in range(12)]) == 0
+    jobs = str(out / "jobs")
+    begins, ends = trace.indices("fsync begins", jobs), trace.indices("fsync", jobs)
+    assert 1 <= len(ends) < 12
+    for n in range(12):
+        made = trace.index(("mkdir", str(out / "jobs" / f"job-{n}")))
+        succeeded = trace.index(("journal", f"succeeded job-{n}"))
+        assert any(made < begin and any(begin < end < succeeded for end in ends) for begin in begins)

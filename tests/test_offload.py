@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from typing import Any
@@ -282,3 +284,64 @@ async def test_riders_a_hop_took_are_not_lost_when_the_hop_cannot_be_handed(
     with anyio.fail_after(5):
         await alongside(step, runs.append, "rider")
     assert runs == ["rider"]
+
+
+@pytest.mark.anyio
+async def test_a_step_waiting_for_a_rider_another_hop_runs_holds_no_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``alongside`` whose rider another task's hop took and still runs waits for it on the
+    event loop: no work item of its own is handed to the pool (a thread blocked on the rider
+    would be one fewer for the fsyncs), and it returns once the rider has finished."""
+    import batchvid.offload
+
+    handed: list[Any] = []
+    hand = batchvid.offload._hand
+
+    def counted(item: Any) -> None:
+        handed.append(item[2])
+        hand(item)
+
+    monkeypatch.setattr(batchvid.offload, "_hand", counted)
+    rider_started, rider_done = threading.Event(), threading.Event()
+
+    def rider() -> None:
+        rider_started.set()
+        time.sleep(0.2)
+        rider_done.set()
+
+    async def step() -> None:
+        with anyio.fail_after(10):
+            while not rider_started.is_set():
+                await anyio.sleep(0.005)
+
+    returned_after: list[bool] = []
+
+    async def with_rider() -> None:
+        await alongside(step, rider)
+        returned_after.append(rider_done.is_set())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(with_rider)
+        await anyio.sleep(0)  # the rider is queued
+        tg.start_soon(off_loop, time.sleep, 0)  # another task's hop takes it
+    assert returned_after == [True]
+    assert handed == [batchvid.offload._carrying]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork here")
+def test_a_forked_child_starts_a_pool_of_its_own() -> None:
+    """A child made by ``os.fork`` after the pool started (its threads idle, so the parent has
+    idle tokens) gets its work done by threads of its own, not handed to the parent's threads,
+    which do not exist in the child."""
+    anyio.run(off_loop, time.sleep, 0)  # the pool has a thread, idle
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 once its hop is done, killed by the alarm if it hangs
+        code = 1
+        try:
+            signal.alarm(10)
+            code = 0 if anyio.run(off_loop, int, "7") == 7 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -279,9 +280,10 @@ def test_a_run_makes_each_job_folder_durable_before_the_journal_calls_it_done(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Through a real run: the output directory is fsynced after jobs/ appears in it (before
-    any video is renamed into place), and jobs/ after each job folder appears, before that
-    job's ``succeeded`` line (else a power cut could lose a folder whose video the journal
-    already calls done)."""
+    any video is renamed into place), and for each job an fsync of jobs/ begins after its
+    folder appears and before that job's ``succeeded`` line (else a power cut could lose a
+    folder whose video the journal already calls done); one such fsync may cover several
+    folders (``durable.sync_entry``)."""
     import anyio
     import httpx
 
@@ -296,20 +298,25 @@ def test_a_run_makes_each_job_folder_durable_before_the_journal_calls_it_done(
                         rpm=None, poll_min=0.01, poll_max=0.05)
     runner = Runner(manifest, settings, transport=httpx.ASGITransport(app=Simulator().app))
     calls = _trace_syscalls(monkeypatch)
-    write = Journal._write
+    write, mkdir = Journal._write, os.mkdir
 
     def traced_write(self: Journal, entry: Entry) -> int:
-        calls.append(("journal", entry.EVENT))
+        calls.append(("journal", f"{entry.EVENT} {entry.id}"))
         return write(self, entry)
 
+    def traced_mkdir(path: os.PathLike[str] | str, *args: Any, **kw: Any) -> None:
+        mkdir(path, *args, **kw)
+        calls.append(("mkdir", os.path.basename(path)))
+
     monkeypatch.setattr(Journal, "_write", traced_write)
+    monkeypatch.setattr(os, "mkdir", traced_mkdir)
     assert anyio.run(runner.run).exit_code == 0
     renames = [i for i, c in enumerate(calls) if c == ("rename", "video.mp4")]
-    done = [i for i, c in enumerate(calls) if c == ("journal", "succeeded")]
-    folder_syncs = [i for i, c in enumerate(calls) if c == ("fsync-dir", "jobs")]
-    assert len(renames) == 2 and len(done) == 2 and len(folder_syncs) >= 2
-    for k, line in enumerate(done, start=1):  # the k-th succeeded line has k folders synced before it
-        assert sum(i < line for i in folder_syncs) >= k
+    folder_syncs = [i for i, c in enumerate(calls) if c == ("fsync-dir", "jobs")]  # as each begins
+    assert len(renames) == 2 and folder_syncs
+    for job in ("one", "two"):
+        made, line = calls.index(("mkdir", job)), calls.index(("journal", f"succeeded {job}"))
+        assert any(made < i < line for i in folder_syncs)
     assert ("fsync-dir", "out") in calls[: renames[0]]  # jobs/ itself is durable in out/
 
 

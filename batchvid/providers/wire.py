@@ -14,6 +14,7 @@ import email.utils
 import functools
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -190,11 +191,29 @@ def endpoint(base: httpx.URL, path: str) -> httpx.URL:
     (``AsyncClient._merge_url``: a relative path is appended to the base URL's path) and
     remembered: httpx spends ~150 µs on each merge, and a run sends every create to one path
     and polls each task at one path several times. ``httpx.URL`` is immutable; an absolute URL
-    given to the client is taken as it is."""
+    given to the client is taken as it is. A path of plain characters (a poll's, a create's)
+    under a base URL ending in ``/`` with no query is parsed once, joined to the base's text,
+    not parsed alone and then merged (the same URL, half the cost)."""
+    prefix = _prefix(base)
+    if prefix is not None and _PLAIN_PATH.fullmatch(path) and "/." not in "/" + path:
+        return httpx.URL(prefix + path.lstrip("/"))
     url = httpx.URL(path)
     if not url.is_relative_url:
         return url
     return base.copy_with(raw_path=base.raw_path + url.raw_path.lstrip(b"/"))
+
+
+_PLAIN_PATH = re.compile(r"/?[A-Za-z0-9_.~-][A-Za-z0-9_.~/-]*")
+"""A relative path that needs neither quoting nor normalising (nor a second ``/`` first)."""
+
+
+@functools.lru_cache(maxsize=16)
+def _prefix(base: httpx.URL) -> str | None:
+    """``base``'s text, when a plain path can be appended to it as text (``endpoint``)."""
+    text = str(base)
+    if not text.endswith("/") or not base.raw_path.endswith(b"/") or base.query or base.fragment or base.is_relative_url:
+        return None  # ("http://h" has the path "/" but not the text)
+    return text
 
 
 NOT_SENT = (
