@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, get_args
 
 from batchvid.billing import UNCONFIRMED_KIND, Verdict, unanswered_create
+from batchvid.edited import edited_reason
 from batchvid.gcpause import paused_gc
 from batchvid.jobs import (
     Job,
@@ -364,49 +364,6 @@ class _DoneCheck:
             self.videos = None
 
 
-EDIT_SHOWN_CHARS = 40
-"""A changed value longer than this (or a prompt, or an image) is named, not shown."""
-NAMED_ONLY = frozenset({"prompt", "negative_prompt"})
-NOT_COMPARED = frozenset({"async", "request_id"})
-"""Body fields that say how a request is sent, not what it asks for."""
-
-
-def edited_reason(job: Job, earlier: JobRecord, out_dir: Path, provider: str) -> str:
-    """Why an edited job is submitted: what changed since the request journaled under its id.
-    The earlier request is read from ``jobs/<id>/request.json``, the body that was sent (the
-    journal keeps only keys); when it is gone, the reason says the job was edited."""
-    task = f" (task {earlier.task_id})" if earlier.task_id else ""
-    try:
-        before = json.loads((out_dir / "jobs" / job.id / "request.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        before = None
-    if not isinstance(before, dict):
-        return f"edited since its earlier request{task}: a new job"
-    from batchvid.providers import get_provider
-
-    after = get_provider(provider).recorded_body(job)
-    changes = []
-    for name in sorted((set(before) | set(after)) - NOT_COMPARED):
-        old, new = before.get(name), after.get(name)
-        if old == new:
-            continue
-        shown = [_shown(v) for v in (old, new)]
-        if (
-            name in NAMED_ONLY
-            or any(len(text) > EDIT_SHOWN_CHARS for text in shown)
-            or isinstance(old or new, dict)
-        ):
-            changes.append(name)
-        else:
-            changes.append(f"{name}: {shown[0]} → {shown[1]}")
-    what = ", ".join(changes) or "its request"
-    return f"edited since its earlier request{task}: {what}; a new job"
-
-
-def _shown(value: Any) -> str:
-    return "(provider default)" if value is None else str(value)
-
-
 def make_plan(
     jobs: Sequence[Job],
     records: Mapping[str, JobRecord],
@@ -522,29 +479,3 @@ def mark_enhance(step: Step, re_enhance: bool) -> Step:
         return replace(step, reason="--re-enhance: regenerate with a new prompt rewrite", enhance=True)
     why = "--re-enhance" if re_enhance else step.job.enhance.model
     return replace(step, reason=f"{step.reason}; prompt rewritten first ({why})", enhance=True)
-
-
-def plan_to_json(plan: Plan, max_in_flight: int, rpm: float | None) -> dict[str, Any]:
-    return {
-        "jobs": [
-            {
-                "id": s.job.id,
-                "key": s.job.key,
-                "model": s.job.model,
-                "size": s.job.params.get("size"),
-                "action": s.action,
-                "reason": s.reason,
-                "price": plan.price(s.job),
-                **({"enhance": True} if s.enhance else {}),
-            }
-            for s in plan.steps
-        ],
-        "totals": {
-            "jobs": len(plan.steps),
-            "actions": dict(sorted(plan.counts().items())),
-            "cost": round(plan.cost, 4),
-            "currency": plan.currency,
-            "unpriced_models": plan.unpriced,
-            "estimated_seconds": round(plan.estimated_seconds(max_in_flight, rpm), 1),
-        },
-    }
