@@ -28,7 +28,8 @@ process that writes it, CPU, wall and max RSS). ``--copy-reports copy2|touched``
 ``--copy-videos copy2|touched`` (with ``--ab TREE``): the copies' videos are real copies too, so
 their journaled ``stat`` no longer vouches for them (a first rerun hashes each; see
 ``.batchvid/verified-videos`` in docs/output-directory.md for what later reruns do);
-``--reruns N`` times N reruns of each copy instead of two. ``--ab-dir DIR`` (with ``--ab TREE``): TREE's
+``--reruns N`` times N reruns of each copy instead of two; ``--video-bytes N`` (with
+``--synthesize``) pads each video to N bytes, so that hashing costs what real videos' does. ``--ab-dir DIR`` (with ``--ab TREE``): TREE's
 reruns copy ``DIR/out`` instead, a copy of the same directory that TREE's own
 ``--as-generated`` prepared (its record of report pieces is only used by the code that wrote it).
 ``--replay`` also measures the journal replay alone, in this process after the reruns: its CPU
@@ -125,8 +126,9 @@ def sample_video(tmp: Path) -> bytes:
     return data
 
 
-def synthesize(manifest_path: Path, out: Path, tmp: Path) -> None:
-    """Write a completed output directory with the store API, as the runner does per job."""
+def synthesize(manifest_path: Path, out: Path, tmp: Path, video_bytes: int = 0) -> None:
+    """Write a completed output directory with the store API, as the runner does per job;
+    each video padded to ``video_bytes`` when it is shorter (``--video-bytes``)."""
     from batchvid.journal import Submitted, Submitting, Succeeded
     from batchvid.manifest import load_manifest
     from batchvid.media import probe
@@ -161,8 +163,11 @@ def synthesize(manifest_path: Path, out: Path, tmp: Path) -> None:
                 }
                 write_atomic(job_dir / "response.json", dumps(raw), durable=False)
                 with hashing_writer(job_dir / "video.mp4") as writer:
-                    # A trailing MP4 'free' box makes every file distinct and still valid.
-                    writer.write(video + (16).to_bytes(4, "big") + b"free" + index.to_bytes(8, "big"))
+                    # A trailing MP4 'free' box makes every file distinct and still valid (and,
+                    # with ``video_bytes``, pads it to that size).
+                    pad = max(0, video_bytes - len(video) - 16)
+                    writer.write(video + (16 + pad).to_bytes(4, "big") + b"free" + index.to_bytes(8, "big")
+                                 + bytes(pad))
                     writer.commit()
                     digest, size = writer.sha256, writer.size
                 video_entry = {"path": f"jobs/{job.id}/video.mp4", "sha256": digest, "bytes": size}
@@ -415,6 +420,11 @@ def main() -> int:
         "rsync, tar or a CI cache restore leaves them (the size, mtime_ns and inode journaled with each no "
         "longer vouch for it); by default hard links",
     )
+    parser.add_argument(
+        "--video-bytes", type=int, default=0, metavar="N",
+        help="with --synthesize: each video padded to N bytes (a trailing MP4 free box; default: ~3 KB, "
+        "the simulator's clip), so that hashing them costs what real videos' does",
+    )
     parser.add_argument("--reruns", type=int, default=2,
                         help="with --ab: reruns of each copy, the first and later ones (default 2)")
     parser.add_argument(
@@ -451,7 +461,7 @@ def main() -> int:
         else:
             manifest = resume_manifest(tmp, args.jobs)
             if args.synthesize:
-                synthesize(manifest, out, tmp)
+                synthesize(manifest, out, tmp, args.video_bytes)
             else:
                 build_real(manifest, out)
             how = "synthesized with the store API" if args.synthesize else "real run against the simulator"
