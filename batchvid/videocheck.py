@@ -96,7 +96,7 @@ class VideoCheck:
         """For each (id, record) the problem with the video (None: it has the recorded size and
         sha256; else ``store.verify_file``'s words), the videos read in threads when they are
         large (``THREADED_FROM``); a run records each one that verifies."""
-        results: list[tuple[str, int, os.stat_result | None, int] | str | None] = [None] * len(videos)
+        results: list[tuple[str, int, os.stat_result, int] | str | None] = [None] * len(videos)
         paths = [self.path(job_id) for job_id, _ in videos]
 
         failed: list[BaseException] = []
@@ -133,7 +133,7 @@ class VideoCheck:
                 problems.append("sha256 differs from the recorded one")
             else:
                 problems.append(None)
-                if st is not None and st.st_mtime_ns < hashed_at - racy_ns(st.st_mtime_ns):
+                if st.st_mtime_ns < hashed_at - racy_ns(st.st_mtime_ns) and st.st_size == size:
                     self._add(job_id, _line(st, digest))
         if failed:
             raise failed[0]
@@ -213,21 +213,21 @@ def _well_formed(rest: str) -> bool:
             and len(fields[4]) == 64 and all(c in "0123456789abcdef" for c in fields[4]))
 
 
-def _hash(path: str, buffer: bytearray) -> tuple[str, int, os.stat_result | None, int] | str | None:
-    """``path``'s sha256 and size, its stat when it stayed the same as it was read (else None),
-    and the time before it was opened; or the problem reading it (None: missing)."""
+def _hash(path: str, buffer: bytearray) -> tuple[str, int, os.stat_result, int] | str | None:
+    """``path``'s sha256 and size, its stat once read, and the time before it was opened; or the
+    problem reading it (None: missing). A file written while it was read has an mtime after
+    that time (less a clock tick): ``hash_videos`` does not record it."""
     view = memoryview(buffer)
     hashed_at = time.time_ns()
     try:
         with open(path, "rb", buffering=0) as fh:
-            before = os.fstat(fh.fileno())
             digest, size = hashlib.sha256(), 0
             while count := fh.readinto(view):
                 digest.update(view[:count])
                 size += count
-            after = os.fstat(fh.fileno())
+            st = os.fstat(fh.fileno())
     except FileNotFoundError:
         return None
     except OSError as exc:
         return f"unreadable ({exc.strerror})"
-    return digest.hexdigest(), size, before if identity(before) == identity(after) else None, hashed_at
+    return digest.hexdigest(), size, st, hashed_at
