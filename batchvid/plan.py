@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, get_args
 
 from batchvid.billing import UNCONFIRMED_KIND, Verdict, unanswered_create
+from batchvid.edited import edited_reason
 from batchvid.gcpause import paused_gc
 from batchvid.jobs import (
     Job,
@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the providers (httpx), the store (anyio) and the report: on
     # that planning new jobs (``batchvid plan`` of a fresh output directory) imports none of them
     from batchvid.journal import JobRecord
     from batchvid.report import Status
+    from batchvid.videocheck import VideoCheck
 
 T = TypeVar("T")
 
@@ -286,87 +287,81 @@ def _failed(job: Job, record: JobRecord, *, retry_failed: bool) -> Step:
 
 def _done(job: Job, record: JobRecord, out_dir: Path) -> Step:
     """A succeeded job: skipped when its video verifies under its id, else fetched again."""
-    return _DoneCheck(out_dir)(job, record)
+    done = _DoneCheck(out_dir)
+    steps: list[Step | None] = []
+    done.add(steps, job, record)
+    return done.settle(steps)[0]
 
 
 class _DoneCheck:
-    """``_done`` of a plan's succeeded jobs: the videos' common head spelled once, and the
-    verifier imported (the store: anyio) at the first, not per job."""
+    """``_done`` of a plan's succeeded jobs: each video taken as verified by its stat where that
+    holds (``videocheck.VideoCheck.unchanged``), the others hashed together once every job is
+    planned (``settle``: in threads when large), the checker imported (the store: anyio) at the
+    first. ``remember``: the plan is a run's (which holds the directory's lock), and records the
+    videos that verify (``.batchvid/verified-videos``)."""
 
-    __slots__ = ("head", "verify")
+    __slots__ = ("out_dir", "remember", "videos", "pending")
 
-    def __init__(self, out_dir: Path) -> None:
-        self.head = f"{out_dir}/jobs/"
-        self.verify: Callable[..., str | None] | None = None
+    def __init__(self, out_dir: Path, *, remember: bool = False) -> None:
+        self.out_dir, self.remember = out_dir, remember
+        self.videos: VideoCheck | None = None
+        self.pending: list[tuple[int, Job, JobRecord, bool]] = []
+        """(place in the steps, job, record, verified_only) of each video to hash."""
 
-    def __call__(self, job: Job, record: JobRecord) -> Step:
-        video, verify = record.video, self.verify
+    def add(self, steps: list[Step | None], job: Job, record: JobRecord, *, verified_only: bool = False) -> None:
+        """Append the job's step to ``steps``, or a None that ``settle`` replaces once its video
+        is hashed. ``verified_only``: a job not chosen, listed only when its video verifies."""
+        video, videos = record.video, self.videos
         assert video is not None
-        if verify is None:
-            from batchvid.store import verify_file
-
-            verify = self.verify = verify_file
-        # a string, not a Path: a rerun checks every done job's
-        problem = verify(f"{self.head}{job.id}/video.mp4", video, unchanged=record.stat)
-        if problem is None and record.id == job.id:
-            return _StepFields(job, record, "skip", f"done; video verified ({video['sha256'][:12]})").freeze()
         if record.id != job.id:
-            return Step(
-                job,
-                "download",
-                f"done as {record.id!r}; its files move to the new id (fetched again if damaged)",
-                record,
-            )
-        return Step(
-            job,
-            "download",
-            f"done, but video.mp4 does not match its record ({problem}); "
-            f"fetched again from task {record.task_id}",
-            record,
-        )
+            if not verified_only:
+                steps.append(Step(
+                    job,
+                    "download",
+                    f"done as {record.id!r}; its files move to the new id (fetched again if damaged)",
+                    record,
+                ))
+            return
+        if videos is None:
+            from batchvid.videocheck import VideoCheck
 
-
-EDIT_SHOWN_CHARS = 40
-"""A changed value longer than this (or a prompt, or an image) is named, not shown."""
-NAMED_ONLY = frozenset({"prompt", "negative_prompt"})
-NOT_COMPARED = frozenset({"async", "request_id"})
-"""Body fields that say how a request is sent, not what it asks for."""
-
-
-def edited_reason(job: Job, earlier: JobRecord, out_dir: Path, provider: str) -> str:
-    """Why an edited job is submitted: what changed since the request journaled under its id.
-    The earlier request is read from ``jobs/<id>/request.json``, the body that was sent (the
-    journal keeps only keys); when it is gone, the reason says the job was edited."""
-    task = f" (task {earlier.task_id})" if earlier.task_id else ""
-    try:
-        before = json.loads((out_dir / "jobs" / job.id / "request.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        before = None
-    if not isinstance(before, dict):
-        return f"edited since its earlier request{task}: a new job"
-    from batchvid.providers import get_provider
-
-    after = get_provider(provider).recorded_body(job)
-    changes = []
-    for name in sorted((set(before) | set(after)) - NOT_COMPARED):
-        old, new = before.get(name), after.get(name)
-        if old == new:
-            continue
-        shown = [_shown(v) for v in (old, new)]
-        if (
-            name in NAMED_ONLY
-            or any(len(text) > EDIT_SHOWN_CHARS for text in shown)
-            or isinstance(old or new, dict)
-        ):
-            changes.append(name)
+            videos = self.videos = VideoCheck(self.out_dir, remember=self.remember)
+        if videos.unchanged(job.id, video, record.stat):
+            steps.append(_StepFields(job, record, "skip", f"done; video verified ({video['sha256'][:12]})").freeze())
         else:
-            changes.append(f"{name}: {shown[0]} → {shown[1]}")
-    what = ", ".join(changes) or "its request"
-    return f"edited since its earlier request{task}: {what}; a new job"
+            self.pending.append((len(steps), job, record, verified_only))
+            steps.append(None)
 
+    def settle(self, steps: list[Step | None]) -> list[Step]:
+        """``steps`` with each None replaced by its job's step once its video is hashed (or
+        left out: a job not chosen whose video does not verify)."""
+        if self.videos is None:
+            return cast(list[Step], steps)
+        try:
+            problems = self.videos.hash_videos([(job.id, record.video or {}) for _, job, record, _ in self.pending])
+        finally:
+            self.close()
+        dropped = False
+        for (at, job, record, verified_only), problem in zip(self.pending, problems, strict=True):
+            video = record.video or {}
+            dropped = dropped or (problem is not None and verified_only)
+            if problem is None:
+                steps[at] = _StepFields(job, record, "skip", f"done; video verified ({video['sha256'][:12]})").freeze()
+            elif not verified_only:
+                steps[at] = Step(
+                    job,
+                    "download",
+                    f"done, but video.mp4 does not match its record ({problem}); "
+                    f"fetched again from task {record.task_id}",
+                    record,
+                )
+        self.pending = []
+        return [step for step in steps if step is not None] if dropped else cast(list[Step], steps)
 
-def _shown(value: Any) -> str:
-    return "(provider default)" if value is None else str(value)
+    def close(self) -> None:
+        if self.videos is not None:
+            self.videos.close()
+            self.videos = None
 
 
 def make_plan(
@@ -381,6 +376,7 @@ def make_plan(
     only: Sequence[str] = (),
     shard: tuple[int, int] | None = None,
     re_enhance: bool = False,
+    remember: bool = False,
 ) -> Plan:
     """The plan: what a run would do with each job of ``jobs`` (all of a manifest's, in order)
     in ``out_dir`` given its journal ``records``. The one planner behind ``run``, ``plan``,
@@ -390,13 +386,17 @@ def make_plan(
     done and verified here is still listed, as ``skip``: the lock, the dataset index and the
     report keep it. ``re_enhance`` asks for every enhanced job's rewrite again, and so
     regenerates its video.
+
+    ``remember``: the caller holds the directory's lock (a run): the videos it verifies by
+    hashing (their journaled stat no longer vouching for them: a copied directory's) are
+    recorded in ``.batchvid/verified-videos``, so that the next rerun reads none of them.
     """
     prices = prices_for(provider, pricing or {})
     columns = jobs.columns() if isinstance(jobs, JobSequence) and not records and not only and shard is None else None
     if columns is not None and columns.plain:  # every job new and plain: kept as its columns
         return Plan(NewSteps(jobs, columns), prices)
     with paused_gc():
-        steps = _steps(jobs, records, out_dir, provider, force, retry_failed, only, shard, re_enhance)
+        steps = _steps(jobs, records, out_dir, provider, force, retry_failed, only, shard, re_enhance, remember)
     return Plan(tuple(steps), prices)
 
 
@@ -410,6 +410,7 @@ def _steps(
     only: Sequence[str],
     shard: tuple[int, int] | None,
     re_enhance: bool,
+    remember: bool = False,
 ) -> list[Step]:
     # Asked (of the providers: httpx) only when a create's answer is missing (``_unanswered``).
     unanswered = any(record.state == "submitting" for record in records.values())
@@ -418,36 +419,37 @@ def _steps(
     if not records and chosen is None and list(map(_ENHANCE, jobs)).count(None) == len(jobs):
         return _new_steps(jobs)  # every job new and plain (the loop's first branch for each)
     by_id = {record.id: record for record in records.values()}
-    done = _DoneCheck(out_dir)
-    steps: list[Step] = []
-    for job in jobs:
-        record = records.get(job.key)
-        if chosen is None or job.key in chosen:
-            forced = force or (re_enhance and job.enhance is not None)
-            if record is None:
-                if job.enhance is None and job.id not in by_id:
-                    steps.append(_new_job(job))  # what the lines below decide for it, taken directly
+    done = _DoneCheck(out_dir, remember=remember)
+    steps: list[Step | None] = []
+    try:
+        for job in jobs:
+            record = records.get(job.key)
+            if chosen is None or job.key in chosen:
+                forced = force or (re_enhance and job.enhance is not None)
+                if record is None:
+                    if job.enhance is None and job.id not in by_id:
+                        steps.append(_new_job(job))  # what the lines below decide for it, taken directly
+                        continue
+                elif record.state == "succeeded" and not forced:
+                    done.add(steps, job, record)  # as below: ``decide`` of a done job, not a create
                     continue
-            elif record.state == "succeeded" and not forced:
-                steps.append(done(job, record))  # as below: ``decide`` of a done job, not a create
-                continue
-            step = decide(
-                job,
-                record,
-                out_dir,
-                force=forced,
-                retry_failed=retry_failed,
-                idempotent=idempotent,
-            )
-            earlier = by_id.get(job.id)
-            if record is None and earlier is not None and earlier.key != job.key:
-                step = Step(job, "submit", edited_reason(job, earlier, out_dir, provider))
-            steps.append(mark_enhance(step, re_enhance))
-        elif record is not None and record.state == "succeeded":
-            step = done(job, record)
-            if step.action == "skip":
-                steps.append(step)
-    return steps
+                step = decide(
+                    job,
+                    record,
+                    out_dir,
+                    force=forced,
+                    retry_failed=retry_failed,
+                    idempotent=idempotent,
+                )
+                earlier = by_id.get(job.id)
+                if record is None and earlier is not None and earlier.key != job.key:
+                    step = Step(job, "submit", edited_reason(job, earlier, out_dir, provider))
+                steps.append(mark_enhance(step, re_enhance))
+            elif record is not None and record.state == "succeeded":
+                done.add(steps, job, record, verified_only=True)
+        return done.settle(steps)
+    finally:
+        done.close()
 
 
 def _new_steps(jobs: Iterable[Job]) -> list[Step]:
@@ -477,29 +479,3 @@ def mark_enhance(step: Step, re_enhance: bool) -> Step:
         return replace(step, reason="--re-enhance: regenerate with a new prompt rewrite", enhance=True)
     why = "--re-enhance" if re_enhance else step.job.enhance.model
     return replace(step, reason=f"{step.reason}; prompt rewritten first ({why})", enhance=True)
-
-
-def plan_to_json(plan: Plan, max_in_flight: int, rpm: float | None) -> dict[str, Any]:
-    return {
-        "jobs": [
-            {
-                "id": s.job.id,
-                "key": s.job.key,
-                "model": s.job.model,
-                "size": s.job.params.get("size"),
-                "action": s.action,
-                "reason": s.reason,
-                "price": plan.price(s.job),
-                **({"enhance": True} if s.enhance else {}),
-            }
-            for s in plan.steps
-        ],
-        "totals": {
-            "jobs": len(plan.steps),
-            "actions": dict(sorted(plan.counts().items())),
-            "cost": round(plan.cost, 4),
-            "currency": plan.currency,
-            "unpriced_models": plan.unpriced,
-            "estimated_seconds": round(plan.estimated_seconds(max_in_flight, rpm), 1),
-        },
-    }

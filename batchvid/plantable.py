@@ -1,5 +1,6 @@
-"""``batchvid plan``'s table: a row per job, then the totals; apart from ``display`` (which
-re-exports it) so that planning imports neither the run's events nor their printers."""
+"""``batchvid plan``'s table (a row per job, then the totals) and its ``--json`` form; apart
+from ``display`` (which re-exports the table) so that planning imports neither the run's events
+nor their printers."""
 
 from __future__ import annotations
 
@@ -104,3 +105,29 @@ _SHORT_KEY = itemgetter(slice(0, 12))  # Job.short_key
 
 def _size(params: Mapping[str, Any]) -> str:
     return str(params.get("size", "(provider default)"))
+
+
+def plan_to_json(plan: Plan, max_in_flight: int, rpm: float | None) -> dict[str, Any]:
+    return {
+        "jobs": [
+            {
+                "id": s.job.id,
+                "key": s.job.key,
+                "model": s.job.model,
+                "size": s.job.params.get("size"),
+                "action": s.action,
+                "reason": s.reason,
+                "price": plan.price(s.job),
+                **({"enhance": True} if s.enhance else {}),
+            }
+            for s in plan.steps
+        ],
+        "totals": {
+            "jobs": len(plan.steps),
+            "actions": dict(sorted(plan.counts().items())),
+            "cost": round(plan.cost, 4),
+            "currency": plan.currency,
+            "unpriced_models": plan.unpriced,
+            "estimated_seconds": round(plan.estimated_seconds(max_in_flight, rpm), 1),
+        },
+    }

@@ -285,7 +285,7 @@ class Runner:
         records = self._open()
         clean = large = False
         try:
-            plan = plan_for(self.manifest, self.settings, records)
+            plan = plan_for(self.manifest, self.settings, records, remember=True)
             if self.settings.max_cost is not None and plan.unpriced:
                 raise UsageError(
                     f"--max-cost needs a price for {', '.join(plan.unpriced)} on "

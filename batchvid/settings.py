@@ -54,9 +54,11 @@ class Settings:
     """The HTTP transport under httpx when the runner is given none (``batchvid.transport``)."""
 
 
-def plan_for(manifest: Manifest, settings: Settings, records: Mapping[str, JobRecord]) -> Plan:
+def plan_for(
+    manifest: Manifest, settings: Settings, records: Mapping[str, JobRecord], *, remember: bool = False
+) -> Plan:
     """The plan of a run with these settings: the same for ``run``, ``run --dry-run`` and
-    ``plan``."""
+    ``plan``. ``remember``: a run's, holding the directory's lock (``make_plan``)."""
     from batchvid.plan import make_plan
 
     return make_plan(
@@ -70,4 +72,5 @@ def plan_for(manifest: Manifest, settings: Settings, records: Mapping[str, JobRe
         only=settings.only,
         shard=settings.shard,
         re_enhance=settings.re_enhance,
+        remember=remember,
     )

@@ -7,7 +7,8 @@ from typing import Any
 
 import httpx
 
-from batchvid.jobs import Job, Manifest, job_key
+from batchvid.jobkey import job_key
+from batchvid.jobs import Job, Manifest
 
 
 def make_job(job_id: str = "j1", index: int = 0, provider: str = "geekai", **params: Any) -> Job:

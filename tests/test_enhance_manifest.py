@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from batchvid.errors import ManifestErrors
-from batchvid.jobs import Job, canonical_json, job_key
+from batchvid.jobkey import canonical_json, job_key
+from batchvid.jobs import Job
 from batchvid.manifest import load_manifest
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,7 +24,7 @@ from batchvid.jobs import Manifest
 from batchvid.journal import Enhanced, read_entries
 from batchvid.manifest import load_manifest
 from batchvid.merge import merge_dirs
-from batchvid.plan import plan_to_json
+from batchvid.plantable import plan_to_json
 from batchvid.runner import Runner, Settings, plan_for
 from batchvid.simulator import (
     BIGMODEL_PREFIX,

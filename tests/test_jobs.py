@@ -8,7 +8,8 @@ import json
 import pytest
 
 from batchvid.errors import UsageError
-from batchvid.jobs import Job, canonical_json, job_key, select_jobs
+from batchvid.jobkey import canonical_json, job_key
+from batchvid.jobs import Job, select_jobs
 
 
 def job(job_id: str, source: str) -> Job:

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from batchvid.errors import Location, ManifestErrors
-from batchvid.jobs import Job, JobFields, PromptKeys, PromptParams, job_key, spelled_keys
+from batchvid.jobkey import PromptKeys, job_key, spelled_keys
+from batchvid.jobs import Job, JobFields, PromptParams
 from batchvid.manifest import expand, files, load_manifest
 from batchvid.manifest.messages import validators
 from batchvid.manifest.rows import (

@@ -230,7 +230,7 @@ def test_an_edited_jobs_reason_is_not_misled_by_a_request_json_a_power_cut_damag
     """request.json is not fsynced, nor is its folder before the job's download: after a power
     cut it may be missing, empty, zero-filled or torn. The plan of the edited job then says
     only that it was edited, naming no change it cannot know; a whole one's changes are named."""
-    from batchvid.plan import edited_reason
+    from batchvid.edited import edited_reason
 
     job = make_job("j1", prompt="a new prompt")
     earlier = JobRecord("old-key", "j1", "submitted", "t1")

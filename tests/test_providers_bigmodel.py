@@ -11,7 +11,8 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 from batchvid.errors import JobFatalError, RunFatalError, TransientError
-from batchvid.jobs import Image, Job, job_key
+from batchvid.jobkey import job_key
+from batchvid.jobs import Image, Job
 from batchvid.providers import get_provider
 from batchvid.providers.bigmodel import BigModelProvider
 

@@ -13,7 +13,8 @@ import pytest
 from pytest_httpx import HTTPXMock, IteratorStream
 
 from batchvid.errors import JobFatalError, RunFatalError, TransientError, UsageError
-from batchvid.jobs import Image, Job, job_key
+from batchvid.jobkey import job_key
+from batchvid.jobs import Image, Job
 from batchvid.providers import PROVIDERS, get_provider
 from batchvid.providers.base import MAX_RESPONSE_BYTES, MAX_RETRY_AFTER
 from batchvid.providers.geekai import GeekAIProvider

@@ -19,7 +19,8 @@ import batchvid.reportpieces as reportpieces
 import batchvid.reportrecord as reportrecord
 import batchvid.runner as runner
 from batchvid.cli import main
-from batchvid.jobs import Job, job_key
+from batchvid.jobkey import job_key
+from batchvid.jobs import Job
 from batchvid.report import Outcome, write_outputs
 from batchvid.reportpieces import PIECES_NAME
 from tests.helpers import make_job
@@ -139,7 +140,7 @@ def test_a_job_whose_manifest_entry_changed_is_made_again(
 
 
 def _with_params(job: Job, params: dict[str, Any]) -> Job:
-    """``job`` with other parameters, and so its key (``jobs.job_key``)."""
+    """``job`` with other parameters, and so its key (``jobkey.job_key``)."""
     return dataclasses.replace(job, params=params, key=job_key(job.provider, params, job.image, job.sample))
 
 

@@ -154,9 +154,9 @@ def test_a_run_frees_its_plan_before_its_report_files(
     monkeypatch.setattr(runner_module, "trim_heap", lambda: trims.append(True) or True)
     watched: list[weakref.ref[_Steps]] = []
 
-    def plan_for(*args: Any) -> Plan:
-        plan = dataclasses.replace(original_plan_for(*args), steps=_Steps())
-        plan.steps.extend(original_plan_for(*args).steps)  # type: ignore[attr-defined]
+    def plan_for(*args: Any, **kwargs: Any) -> Plan:
+        plan = dataclasses.replace(original_plan_for(*args, **kwargs), steps=_Steps())
+        plan.steps.extend(original_plan_for(*args, **kwargs).steps)  # type: ignore[attr-defined]
         watched.append(weakref.ref(plan.steps))  # type: ignore[arg-type]
         return plan
 
@@ -580,7 +580,7 @@ def test_rerun_trusts_an_unchanged_video_and_rehashes_a_changed_one(tmp_path: Pa
     video without reading it, and one rewritten at the same size is hashed and fetched again."""
     from unittest import mock
 
-    from batchvid import store
+    from batchvid import store, videocheck
     from batchvid.durable import file_stat
 
     sim = Simulator(SimulatorConfig())
@@ -595,9 +595,9 @@ def test_rerun_trusts_an_unchanged_video_and_rehashes_a_changed_one(tmp_path: Pa
     if file_stat(video) == records["job-1"].stat:  # within the clock's tick: as a later edit would be
         mtime = os.stat(video).st_mtime_ns + 1_000_000
         os.utime(video, ns=(mtime, mtime))
-    with mock.patch.object(store, "sha256_file", wraps=store.sha256_file) as hashed:
+    with mock.patch.object(videocheck, "_hash", wraps=videocheck._hash) as hashed:
         result, transport, _ = _run(sim, jobs, out)
-    assert [call.args[0] for call in hashed.call_args_list] == [video]
+    assert [Path(call.args[0]) for call in hashed.call_args_list] == [video]
     assert [o.status for o in result.outcomes] == ["skipped", "succeeded"]
     assert len(transport.requests) > 0 and video.read_bytes() == data
 

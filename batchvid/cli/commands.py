@@ -63,8 +63,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace, manifest: Manifest) -> int:
-    from batchvid.plan import plan_to_json
-    from batchvid.plantable import plan_table
+    from batchvid.plantable import plan_table, plan_to_json
     from batchvid.settings import plan_for
 
     settings = build_settings(args, manifest)

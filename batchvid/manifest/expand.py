@@ -20,7 +20,7 @@ from operator import attrgetter, contains, methodcaller
 from typing import Any, NamedTuple, cast
 
 from batchvid.errors import Location
-from batchvid.jobs import canonical_json
+from batchvid.jobkey import canonical_json
 from batchvid.manifest.context import Context, Scope
 from batchvid.manifest.messages import DEFAULT_MODEL, Issue, issues, spell, suggest
 from batchvid.manifest.place import PARAMETERS, Origin, Row, place

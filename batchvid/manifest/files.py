@@ -16,16 +16,13 @@ from typing import TYPE_CHECKING
 
 from batchvid.errors import Location, ManifestError
 from batchvid.images import ImageLoader, ImageProblem
+from batchvid.jobkey import PromptKeys, canonical_json, job_key, spelled_keys
 from batchvid.jobs import (
     Job,
     JobColumns,
     JobFields,
     JobSequence,
-    PromptKeys,
     PromptParams,
-    canonical_json,
-    job_key,
-    spelled_keys,
 )
 from batchvid.manifest.context import Claims, Context, Scope
 from batchvid.manifest.expand import MAX_ID_LENGTH as _MAX_ID

@@ -21,7 +21,7 @@ from typing import Any
 
 from batchvid.errors import Location, ManifestErrors
 from batchvid.images import ImageProblem, resolve_inside
-from batchvid.jobs import PROMPT_MARK, canonical_json, cut_at_prompt
+from batchvid.jobkey import PROMPT_MARK, canonical_json, cut_at_prompt
 from batchvid.manifest.context import Context
 from batchvid.manifest.messages import issues
 from batchvid.manifest.place import Row
@@ -67,7 +67,7 @@ class _RowIds:
 
     def many(self, givens: list[Any], fields_list: list[Fields]) -> list[str]:
         """Each row's id: the one ``given``, or if None ``of`` its fields; those of rows that
-        hold a prompt alone in C-level passes (``jobs.spelled_keys``'s way)."""
+        hold a prompt alone in C-level passes (``jobkey.spelled_keys``'s way)."""
         bare = [fields for given, fields in zip(givens, fields_list, strict=True) if given is None]
         prompts = list(map(_PROMPT_OF, bare))
         alone = list(map(and_, map(eq, map(len, bare), repeat(1)), map(is_, map(type, prompts), repeat(str))))

@@ -25,7 +25,11 @@ It then leaves the replay snapshot such a run now leaves as it closes (timed: th
 process that writes it, CPU, wall and max RSS). ``--copy-reports copy2|touched`` (with ``--ab TREE``): the copies' report files are real copies
 (new inodes; ``touched``: new mtimes too), as ``cp -r``, rsync or a CI cache restore leaves them
 (the videos stay hard links: their journaled ``stat`` would otherwise have each one hashed again).
-``--ab-dir DIR`` (with ``--ab TREE``): TREE's
+``--copy-videos copy2|touched`` (with ``--ab TREE``): the copies' videos are real copies too, so
+their journaled ``stat`` no longer vouches for them (a first rerun hashes each; see
+``.batchvid/verified-videos`` in docs/output-directory.md for what later reruns do);
+``--reruns N`` times N reruns of each copy instead of two; ``--video-bytes N`` (with
+``--synthesize``) pads each video to N bytes, so that hashing costs what real videos' does. ``--ab-dir DIR`` (with ``--ab TREE``): TREE's
 reruns copy ``DIR/out`` instead, a copy of the same directory that TREE's own
 ``--as-generated`` prepared (its record of report pieces is only used by the code that wrote it).
 ``--replay`` also measures the journal replay alone, in this process after the reruns: its CPU
@@ -122,8 +126,9 @@ def sample_video(tmp: Path) -> bytes:
     return data
 
 
-def synthesize(manifest_path: Path, out: Path, tmp: Path) -> None:
-    """Write a completed output directory with the store API, as the runner does per job."""
+def synthesize(manifest_path: Path, out: Path, tmp: Path, video_bytes: int = 0) -> None:
+    """Write a completed output directory with the store API, as the runner does per job;
+    each video padded to ``video_bytes`` when it is shorter (``--video-bytes``)."""
     from batchvid.journal import Submitted, Submitting, Succeeded
     from batchvid.manifest import load_manifest
     from batchvid.media import probe
@@ -158,8 +163,11 @@ def synthesize(manifest_path: Path, out: Path, tmp: Path) -> None:
                 }
                 write_atomic(job_dir / "response.json", dumps(raw), durable=False)
                 with hashing_writer(job_dir / "video.mp4") as writer:
-                    # A trailing MP4 'free' box makes every file distinct and still valid.
-                    writer.write(video + (16).to_bytes(4, "big") + b"free" + index.to_bytes(8, "big"))
+                    # A trailing MP4 'free' box makes every file distinct and still valid (and,
+                    # with ``video_bytes``, pads it to that size).
+                    pad = max(0, video_bytes - len(video) - 16)
+                    writer.write(video + (16 + pad).to_bytes(4, "big") + b"free" + index.to_bytes(8, "big")
+                                 + bytes(pad))
                     writer.commit()
                     digest, size = writer.sha256, writer.size
                 video_entry = {"path": f"jobs/{job.id}/video.mp4", "sha256": digest, "bytes": size}
@@ -235,14 +243,16 @@ def rerun(manifest: Path, out: Path, base_url: str, jobs: int) -> tuple[float, b
 
 
 def alternate(tmp: Path, manifest: Path, other: Path, rounds: int, other_dir: Path | None = None,
-              copy_reports: str | None = None) -> None:
+              copy_reports: str | None = None, copy_videos: str | None = None, reruns: int = 2) -> None:
     """A first and a later rerun of a ``cp -al`` copy of ``tmp/out`` (its ``.batchvid`` a real
     copy), with this checkout's batchvid and ``other``'s in turn, ``rounds`` times: CPU from
     ``os.wait4``, bytecode written and used (as an installed package has it). ``other_dir``:
     ``other``'s reruns copy ``other_dir/out`` instead (a directory its own ``--as-generated``
     made: a generating run's record of report pieces is used only by the code that wrote it).
     ``copy_reports`` (``copy2`` or ``touched``): the report files real copies too (new inodes;
-    ``touched``: new mtimes too), as ``cp -r``, rsync or a CI cache restore leaves them."""
+    ``touched``: new mtimes too), as ``cp -r``, rsync or a CI cache restore leaves them.
+    ``copy_videos`` (``copy2`` or ``touched``): the videos too (``copy_videos_of``). ``reruns``:
+    how many reruns of each copy (the first, then later ones)."""
     for number in range(1, rounds + 1):
         for label, tree, source in (("this", ROOT, tmp), ("other", other.resolve(), other_dir or tmp)):
             copy = tmp / f"ab-{label}"
@@ -256,17 +266,33 @@ def alternate(tmp: Path, manifest: Path, other: Path, rounds: int, other_dir: Pa
                     shutil.copy2(source / "out" / name, copy / name)
                     if copy_reports == "touched":
                         os.utime(copy / name)
-            first_and_later(f"round {number}, {label} ({tree}, {source / 'out'})", manifest, copy, tree)
+            if copy_videos is not None:
+                copy_videos_of(source / "out", copy, touched=copy_videos == "touched")
+            first_and_later(f"round {number}, {label} ({tree}, {source / 'out'})", manifest, copy, tree, reruns)
             shutil.rmtree(copy)
 
 
 REPORT_FILES = ("report.json", "report.md", "junit.xml", "metadata.jsonl", "batchvid.lock", "report.html")
 
 
-def first_and_later(title: str, manifest: Path, out: Path, tree: Path) -> None:
-    """A first and a later rerun of ``out`` with ``tree``'s batchvid (bytecode written and used)."""
+def copy_videos_of(source: Path, copy: Path, *, touched: bool) -> None:
+    """``copy``'s videos (hard links of ``source``'s) made real copies: new inodes (``touched``:
+    new mtimes too), as ``cp -r``, rsync, tar or a CI cache restore leaves them, so that the
+    size, mtime_ns and inode journaled with each no longer vouch for it."""
+    with os.scandir(copy / "jobs") as jobs:
+        for job in jobs:
+            video = Path(job.path) / "video.mp4"
+            if video.exists():
+                video.unlink()
+                shutil.copy2(source / "jobs" / job.name / "video.mp4", video)
+                if touched:
+                    os.utime(video)
+
+
+def first_and_later(title: str, manifest: Path, out: Path, tree: Path, reruns: int = 2) -> None:
+    """A first and later reruns of ``out`` with ``tree``'s batchvid (bytecode written and used)."""
     env = {**run_env(), "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": ""}
-    for kind in ("first", "later"):
+    for kind in ("first", *(["later"] * (reruns - 1))):
         run = run_child(batchvid("run", str(manifest.resolve()), "--out", str(out.resolve()),
                                  "--base-url", dead_url(), "--no-progress"), env=env, cwd=tree)
         print(f"  {title}: {kind} rerun exit {run.returncode}, CPU {run.cpu:.2f} s, wall {run.wall:.2f} s, "
@@ -389,6 +415,19 @@ def main() -> int:
         "as cp -r, rsync or a CI cache restore leaves them; by default hard links",
     )
     parser.add_argument(
+        "--copy-videos", choices=("copy2", "touched"),
+        help="with --ab: the copies' videos real copies (new inodes; touched: new mtimes too), as cp -r, "
+        "rsync, tar or a CI cache restore leaves them (the size, mtime_ns and inode journaled with each no "
+        "longer vouch for it); by default hard links",
+    )
+    parser.add_argument(
+        "--video-bytes", type=int, default=0, metavar="N",
+        help="with --synthesize: each video padded to N bytes (a trailing MP4 free box; default: ~3 KB, "
+        "the simulator's clip), so that hashing them costs what real videos' does",
+    )
+    parser.add_argument("--reruns", type=int, default=2,
+                        help="with --ab: reruns of each copy, the first and later ones (default 2)")
+    parser.add_argument(
         "--ab-dir", type=Path, metavar="DIR",
         help="with --ab TREE: TREE's reruns copy DIR/out (made by TREE's own --keep DIR --as-generated) "
         "instead of this --keep DIR's",
@@ -422,7 +461,7 @@ def main() -> int:
         else:
             manifest = resume_manifest(tmp, args.jobs)
             if args.synthesize:
-                synthesize(manifest, out, tmp)
+                synthesize(manifest, out, tmp, args.video_bytes)
             else:
                 build_real(manifest, out)
             how = "synthesized with the store API" if args.synthesize else "real run against the simulator"
@@ -432,7 +471,8 @@ def main() -> int:
         if args.build_only:
             return 0
         if args.ab is not None:
-            alternate(tmp, manifest, args.ab, args.rounds, args.ab_dir, args.copy_reports)
+            alternate(tmp, manifest, args.ab, args.rounds, args.ab_dir, args.copy_reports, args.copy_videos,
+                      args.reruns)
             return 0
         print("  rerun 1, --base-url on a dead port:")
         wall_dead, ok_dead = rerun(manifest, out, dead_url(), args.jobs)
