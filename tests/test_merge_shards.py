@@ -113,3 +113,16 @@ def test_a_complete_merge_exports_every_clip(shards: dict[str, Path], tmp_path: 
     assert export(into, ExportOptions(format="webdataset", to=tmp_path / "wds"))["samples"] == 6
     with tarfile.open(tmp_path / "wds" / "shards-000000.tar") as tar:
         assert sum(name.endswith(".jpg") for name in tar.getnames()) == 6
+
+
+def test_card_of_a_partial_merge_names_every_missing_shard(
+    shards: dict[str, Path], tmp_path: Path
+) -> None:
+    """The export card of a merge that lacks two shards names both, in the plural."""
+    from batchvid.export import ExportOptions, export
+
+    into = tmp_path / "merged"
+    assert main(["merge", str(shards["1/3"]), "--into", str(into), "--partial"]) == 0
+    export(into, ExportOptions(format="parquet", to=tmp_path / "pq"))
+    card = (tmp_path / "pq" / "README.md").read_text(encoding="utf-8")
+    assert "shards 2/3, 3/3 are missing, and their jobs are not in this dataset" in card
