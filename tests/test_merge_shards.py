@@ -175,3 +175,16 @@ def test_a_merged_directory_ends_cleanly_so_clean_takes_it(shards: dict[str, Pat
     assert main(["merge", *(str(shards[s]) for s in ("1/3", "2/3", "3/3")), "--into", str(into)]) == 0
     assert (into / ".batchvid" / "lock").read_text() == ""
     assert main(["clean", str(into)]) == 0
+
+
+def test_card_of_a_partial_merge_names_every_missing_shard(
+    shards: dict[str, Path], tmp_path: Path
+) -> None:
+    """The export card of a merge that lacks two shards names both, in the plural."""
+    from batchvid.export import ExportOptions, export
+
+    into = tmp_path / "merged"
+    assert main(["merge", str(shards["1/3"]), "--into", str(into), "--partial"]) == 0
+    export(into, ExportOptions(format="parquet", to=tmp_path / "pq"))
+    card = (tmp_path / "pq" / "README.md").read_text(encoding="utf-8")
+    assert "shards 2/3, 3/3 are missing, and their jobs are not in this dataset" in card

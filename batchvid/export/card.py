@@ -81,8 +81,10 @@ def _scope(report: Mapping[str, Any]) -> list[str]:
                 "the shards' output directories and export the merged one for all of them.", ""]
     if shards and shards.get("missing"):
         missing = ", ".join(f"{i}/{shards['count']}" for i in shards["missing"])
-        return [f"Merged from an incomplete set of shards (`merge --partial`): shard {missing} "
-                "is missing, and its jobs are not in this dataset.", ""]
+        which = (f"shard {missing} is missing, and its jobs are" if len(shards["missing"]) == 1
+                 else f"shards {missing} are missing, and their jobs are")
+        return [f"Merged from an incomplete set of shards (`merge --partial`): {which} not in "
+                "this dataset.", ""]
     return []
 
 
