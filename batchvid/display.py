@@ -277,13 +277,18 @@ def status_text(report: Mapping[str, Any], actions: Mapping[str, int], plan: Pla
 
 def _request_note(root: Path | None, step: Step | None) -> str:
     """For a job a rerun finishes from its task (re-attached, or its video fetched again):
-    its request.json's problem, when it has one (read for those jobs only)."""
+    its request.json's problem, when it has one the rerun mends (read for those jobs only). Not
+    for a job done under another id: its folder, request.json with it, moves to the new one."""
     if root is None or step is None or step.action not in ("reattach", "download"):
         return ""
-    from batchvid.requestrecord import readable_record
+    if step.record is not None and step.record.id != step.job.id:
+        return ""
+    from batchvid.requestrecord import LOST, readable_record
 
     problem = readable_record(f"{root}/jobs/{step.job.id}/request.json")
-    return "" if problem is None else f"; its request.json is {problem}: the rerun writes it again from the journal"
+    if problem is None or not problem.startswith(LOST):
+        return ""
+    return f"; its request.json is {problem}: the rerun writes it again from the journal"
 
 
 def leftover_lines(root: Path, leftovers: Sequence[Leftover], prefix: str) -> list[str]:

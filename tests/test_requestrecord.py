@@ -196,17 +196,27 @@ def test_a_latest_create_without_a_request_id_gives_none_not_an_older_ones(tmp_p
     assert latest_request_id(journal, key) is None
 
 
-def test_a_request_json_that_cannot_be_read_is_not_written_over_and_the_job_finishes(tmp_path: Path) -> None:
-    """A request.json the run cannot read (here a folder in its place) may be a good one: it is
-    left as it is, and the resumed job finishes all the same."""
+@pytest.mark.parametrize("what", ["a folder", "a link to itself"])
+def test_a_request_json_that_cannot_be_read_is_not_written_over_and_the_job_finishes(
+    tmp_path: Path, what: str
+) -> None:
+    """A request.json the run cannot read (a folder in its place, a link it cannot follow)
+    may be a good one: it is left as it is, and the resumed job finishes all the same."""
     sim, jobs, out = _submitted_not_downloaded(tmp_path, "bigmodel")
     path = out / "jobs" / jobs[0].id / "request.json"
     path.unlink()
-    path.mkdir()
-    (path / "kept").write_text("kept")
+    if what == "a folder":
+        path.mkdir()
+        (path / "kept").write_text("kept")
+    else:
+        path.symlink_to(path.name)
+    assert readable_record(path).startswith("unreadable (")  # type: ignore[union-attr]
     result = _run(sim, jobs, out, "bigmodel")
     assert result.exit_code == 0 and {o.status for o in result.outcomes} == {"succeeded"}
-    assert (path / "kept").read_text() == "kept"
+    if what == "a folder":
+        assert (path / "kept").read_text() == "kept"
+    else:
+        assert path.is_symlink() and str(path.readlink()) == path.name
 
 
 def test_a_request_json_that_cannot_be_written_again_does_not_fail_the_job(
@@ -274,3 +284,26 @@ def test_status_says_a_pending_jobs_lost_request_json_is_written_again(
     assert len(lines) == 4 and len(noted) == 1
     assert f" {jobs[1].id}: submitted as task" in noted[0]
     assert noted[0].endswith("; its request.json is empty: the rerun writes it again from the journal")
+
+
+def test_status_says_nothing_of_a_renamed_jobs_folder_to_be_moved(tmp_path: Path) -> None:
+    """A pending job done earlier under another id: its folder (its request.json in it) moves to
+    the new id on the rerun, so its new id's missing request.json is not noted; the same job
+    under its own id is."""
+    from batchvid.display import status_text
+    from batchvid.journal import JobRecord
+    from batchvid.plan import Plan, Step
+
+    job = make_job("new-name", 0, "bigmodel")
+    video = {"path": "jobs/old-name/video.mp4", "sha256": "0" * 64, "bytes": 1}
+    report = {"manifest": {"name": "m", "provider": "bigmodel"},
+              "summary": {"succeeded": 0, "skipped": 0, "failed": 0, "pending": 1, "total": 1},
+              "jobs": [{"id": job.id, "status": "pending", "error": None}]}
+
+    def text(record_id: str) -> str:
+        record = JobRecord(job.key, record_id, "succeeded", "task-1", video)
+        plan = Plan((Step(job, "download", "done earlier", record),), {})
+        return status_text(report, {"download": 1}, plan, tmp_path)
+
+    assert "request.json" not in text("old-name")
+    assert "its request.json is missing: the rerun writes it again" in text(job.id)
