@@ -476,7 +476,9 @@ class Runner:
                     rows.append(await _rewrite(enhancer, step, self.stopper, self.scrub, self.out.journal))
                 outer.cancel_scope.cancel()
         finally:
-            self.out.close()
+            # Only journal lines written: the lock is left as found, so after a run that ended
+            # cleanly its report still names every job and `clean` can trust it.
+            self.out.close(clean=self.out.left_clean, snapshot=not self.stopper.interrupted)
         return rows
 
     def _driver(

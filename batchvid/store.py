@@ -123,6 +123,8 @@ class OutputDir:
         self.state_dir = root / STATE_DIR
         self.journal = Journal(self.state_dir / JOURNAL)
         self._lock_fd: int | None = None
+        self.left_clean = False
+        """Whether the last holder of the lock closed it cleanly (``open`` finds it empty)."""
 
     def job_dir(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id
@@ -144,12 +146,12 @@ class OutputDir:
                 f"{self.root} is in use by another batchvid run (pid {_lock_owner(self.state_dir)}); "
                 "wait for it to finish or choose another --out"
             ) from None
-        left_clean = existed and not os.read(fd, 1)
+        self.left_clean = existed and not os.read(fd, 1)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
         try:
-            self._sweep(jobs=not left_clean)
+            self._sweep(jobs=not self.left_clean)
             records = replay(self.journal.path, save=True)
             self.journal.open()
         except BaseException:  # a corrupt journal, say: the lock is not kept by this process
@@ -180,16 +182,19 @@ class OutputDir:
 
     def close(self, *, clean: bool = False, snapshot: bool = True) -> None:
         """Close the journal and release the lock. ``clean`` (nothing was cut short: no
-        temporary file can be left) lets the next run skip looking for orphans in jobs/, and
-        with ``snapshot`` (not after an interrupt: the process is asked to end) leaves the
-        journal's replay snapshot when this run appended enough lines for one
-        (``snapshot.save_after_run``, under the lock), so the next run need not decode them."""
+        temporary file can be left, and report.json names every job of the run, an
+        interrupted run's too) empties the lock file: the next run skips looking for orphans
+        in jobs/, and ``clean`` trusts the report. With ``snapshot`` (not after an interrupt:
+        the process is asked to end) it first leaves the journal's replay snapshot when this
+        run appended enough lines for one (``snapshot.save_after_run``, under the lock), so
+        the next run need not decode them."""
         self.journal.close()
         if self._lock_fd is None:
             return
         try:
-            if clean and snapshot:
-                save_after_run(self.journal.path, self.journal.written, self._lock_fd)
+            if clean:
+                if snapshot:
+                    save_after_run(self.journal.path, self.journal.written, self._lock_fd)
                 os.ftruncate(self._lock_fd, 0)
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
