@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ from batchvid.durable import (
 from batchvid.errors import OutputDirError, OutputDirLocked
 from batchvid.journal import JobRecord, Journal, RecordState
 from batchvid.snapshot import replay, save_after_run
+
+LOCK_TRIES = 10
+"""Tries at the exclusive lock (``_lock_exclusive``) before a directory is said in use."""
 
 STATE_DIR = ".batchvid"
 JOURNAL = "journal.jsonl"
@@ -139,7 +143,7 @@ class OutputDir:
         existed = lock_path.exists()
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_exclusive(fd)
         except BlockingIOError:
             os.close(fd)
             raise OutputDirLocked(
@@ -222,6 +226,19 @@ def _temporaries(directory: str | Path, suffixes: tuple[str, ...]) -> list[str]:
             ]
     except OSError:
         return []
+
+
+def _lock_exclusive(fd: int) -> None:
+    """Take the exclusive lock without waiting for a run, but past the moment's shared lock
+    of ``status`` or ``merge`` looking whether one is running (``clean.writer_running``): a
+    few tries 10 ms apart before ``BlockingIOError``."""
+    for _ in range(LOCK_TRIES - 1):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(0.01)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _lock_owner(state_dir: Path) -> str:
