@@ -139,3 +139,15 @@ def test_clean_refuses_while_the_last_run_has_not_ended_cleanly(tmp_path: Path) 
     assert (out / "jobs" / "added" / "video.mp4").exists()
     _run(tmp_path, THREE)  # the rerun ends cleanly: `added` has left the manifest for good
     assert [leftover.path.name for leftover in clean(out, dry_run=False)] == ["added"]
+
+
+def test_a_run_refused_before_it_writes_leaves_clean_working(tmp_path: Path) -> None:
+    """A run refused after taking the lock but before writing anything (--max-cost with a
+    model of unknown price, exit 2) leaves the lock as it found it: `clean` still works
+    instead of taking that run for a killed one."""
+    out = _run(tmp_path, THREE)
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(THREE.replace("cogvideox-flash", "cogvideox-2"), encoding="utf-8")
+    assert main(["run", str(manifest), "--out", str(out), "--max-cost", "1", *FAST]) == 2
+    assert (out / STATE_DIR / "lock").read_text() == ""
+    assert main(["clean", str(out)]) == 0
