@@ -104,8 +104,7 @@ def find_leftovers(root: Path, *, report_current: bool = False) -> list[Leftover
     return leftovers
 
 
-def _refuse_unfinished(root: Path) -> None:
-    pid = last_run_unfinished(root)
+def _refuse_unfinished(root: Path, pid: str | None) -> None:
     if pid is None:
         return
     raise OutputDirError(
@@ -120,11 +119,12 @@ def clean(root: Path, *, dry_run: bool) -> list[Leftover]:
     """Remove (or with ``dry_run`` only list) the leftovers of ``root``, holding its lock so no
     run writes there meanwhile."""
     leftovers = find_leftovers(root)  # refuses a directory without a report before locking
-    _refuse_unfinished(root)
+    _refuse_unfinished(root, last_run_unfinished(root))
     if dry_run:
         return leftovers
     with OutputDir(root) as out:
         out.open()  # refuses a directory a run is writing; then the lock holds our own pid
+        _refuse_unfinished(root, out.found_owner)  # a run killed since the look above
         leftovers = find_leftovers(root, report_current=True)
         for leftover in leftovers:
             if leftover.path.is_dir() and not leftover.path.is_symlink():

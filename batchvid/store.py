@@ -129,6 +129,8 @@ class OutputDir:
         self._lock_fd: int | None = None
         self.left_clean = False
         """Whether the last holder of the lock closed it cleanly (``open`` finds it empty)."""
+        self.found_owner: str | None = None
+        """The pid ``open`` found in the lock file: its last holder did not end cleanly."""
 
     def job_dir(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id
@@ -150,7 +152,9 @@ class OutputDir:
                 f"{self.root} is in use by another batchvid run (pid {_lock_owner(self.state_dir)}); "
                 "wait for it to finish or choose another --out"
             ) from None
-        self.left_clean = existed and not os.read(fd, 1)
+        found = os.read(fd, 64).decode("utf-8", "replace").strip() if existed else ""
+        self.found_owner = found or None
+        self.left_clean = existed and not found
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd

@@ -151,3 +151,17 @@ def test_a_run_refused_before_it_writes_leaves_clean_working(tmp_path: Path) -> 
     assert main(["run", str(manifest), "--out", str(out), "--max-cost", "1", *FAST]) == 2
     assert (out / STATE_DIR / "lock").read_text() == ""
     assert main(["clean", str(out)]) == 0
+
+
+def test_clean_checks_again_under_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run killed between clean's first look and its taking the lock (played here by that
+    first look seeing no pid) is still caught once clean holds the lock: nothing is removed,
+    and a pid stays in the lock for the next clean to refuse."""
+    import batchvid.clean
+
+    out = _killed_after_adding_a_job(tmp_path)
+    monkeypatch.setattr(batchvid.clean, "last_run_unfinished", lambda root: None)
+    with pytest.raises(OutputDirError, match="pid 999999"):
+        clean(out, dry_run=False)
+    assert (out / "jobs" / "added" / "video.mp4").exists()
+    assert (out / STATE_DIR / "lock").read_text().strip() != ""
