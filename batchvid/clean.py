@@ -8,10 +8,10 @@ What the journal may still need is never a leftover, whatever the manifest says 
   its id is the only way to collect the video);
 - the folder of a job whose journaled key is the key of a job of the manifest (a renamed job:
   the next run moves its verified files to the new id instead of paying again);
-- while the last run has not ended cleanly (killed, interrupted, or still running: its pid is
-  still in ``.batchvid/lock``), the folder of any job the journal records: report.json may
-  predate jobs that run added to the manifest and paid for. ``clean`` refuses such a
-  directory until a run ends cleanly in it.
+- while the last run has not ended (killed, or still running: its pid is still in
+  ``.batchvid/lock``; a run stopped by Ctrl-C writes its report and empties the lock), the
+  folder of any job the journal records: report.json may predate jobs that run added to the
+  manifest and paid for. ``clean`` refuses such a directory until a run ends in it.
 
 The journal itself is never touched, so what was paid for stays on record.
 """
@@ -51,9 +51,10 @@ def _size(path: Path) -> tuple[int, int]:
 
 
 def last_run_unfinished(root: Path) -> str | None:
-    """The pid left in ``root``'s lock file by a run that has not ended cleanly (killed,
-    interrupted or still running), or None. Such a run may have paid for jobs its manifest
-    added that report.json, written when a run ends, does not list yet."""
+    """The pid left in ``root``'s lock file by a run that has not ended (killed or still
+    running; an interrupted run that wrote its report empties the lock), or None. Such a run
+    may have paid for jobs its manifest added that report.json, written when a run ends, does
+    not list yet."""
     try:
         owner = (root / STATE_DIR / "lock").read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
@@ -103,14 +104,14 @@ def find_leftovers(root: Path, *, report_current: bool = False) -> list[Leftover
     return leftovers
 
 
-def _refuse_unfinished(root: Path) -> None:
-    pid = last_run_unfinished(root)
+def _refuse_unfinished(root: Path, pid: str | None) -> None:
     if pid is None:
         return
     raise OutputDirError(
-        f"{root}: the last run here has not ended cleanly (pid {pid}: killed, interrupted or "
-        "still running), so report.json may not list every job it paid for; run the manifest "
-        "again (it resumes and rewrites the report), then clean"
+        f"{root}: the last run here did not end (pid {pid}: killed, or still running), so "
+        "report.json may not list every job it paid for; run the manifest again into this "
+        "directory (it resumes, re-attaches to what was paid for and rewrites the report), "
+        "then clean"
     )
 
 
@@ -118,11 +119,12 @@ def clean(root: Path, *, dry_run: bool) -> list[Leftover]:
     """Remove (or with ``dry_run`` only list) the leftovers of ``root``, holding its lock so no
     run writes there meanwhile."""
     leftovers = find_leftovers(root)  # refuses a directory without a report before locking
-    _refuse_unfinished(root)
+    _refuse_unfinished(root, last_run_unfinished(root))
     if dry_run:
         return leftovers
     with OutputDir(root) as out:
         out.open()  # refuses a directory a run is writing; then the lock holds our own pid
+        _refuse_unfinished(root, out.found_owner)  # a run killed since the look above
         leftovers = find_leftovers(root, report_current=True)
         for leftover in leftovers:
             if leftover.path.is_dir() and not leftover.path.is_symlink():

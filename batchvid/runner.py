@@ -283,7 +283,8 @@ class Runner:
 
     async def _run(self, settle: Callable[[bool], None], started_wall: str, started: float) -> RunResult:
         records = self._open()
-        clean = large = False
+        large = False
+        clean = self.out.left_clean  # a refusal before anything is written: the lock as found
         try:
             plan = plan_for(self.manifest, self.settings, records, remember=True)
             if self.settings.max_cost is not None and plan.unpriced:
@@ -303,6 +304,7 @@ class Runner:
                     "rewrite first with `batchvid enhance`, or run without --max-cost"
                 )
             budget = Budget(self.settings.max_cost, plan.prices, plan.currency)
+            clean = False  # from here on, files and journal lines are written
             # One outcome per job for the report; a job's JobLife only while it runs.
             outcomes = [with_rewrite(initial_outcome(s), s) for s in plan.steps]
             relocations = Relocations(self.out.root, self.out.state_dir)
@@ -476,7 +478,9 @@ class Runner:
                     rows.append(await _rewrite(enhancer, step, self.stopper, self.scrub, self.out.journal))
                 outer.cancel_scope.cancel()
         finally:
-            self.out.close()
+            # Only journal lines written: the lock is left as found, so after a run that ended
+            # cleanly its report still names every job and `clean` can trust it.
+            self.out.close(clean=self.out.left_clean, snapshot=not self.stopper.interrupted)
         return rows
 
     def _driver(

@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ from batchvid.durable import (
 from batchvid.errors import OutputDirError, OutputDirLocked
 from batchvid.journal import JobRecord, Journal, RecordState
 from batchvid.snapshot import replay, save_after_run
+
+LOCK_TRIES = 10
+"""Tries at the exclusive lock (``_lock_exclusive``) before a directory is said in use."""
 
 STATE_DIR = ".batchvid"
 JOURNAL = "journal.jsonl"
@@ -123,6 +127,10 @@ class OutputDir:
         self.state_dir = root / STATE_DIR
         self.journal = Journal(self.state_dir / JOURNAL)
         self._lock_fd: int | None = None
+        self.left_clean = False
+        """Whether the last holder of the lock closed it cleanly (``open`` finds it empty)."""
+        self.found_owner: str | None = None
+        """The pid ``open`` found in the lock file: its last holder did not end cleanly."""
 
     def job_dir(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id
@@ -137,19 +145,21 @@ class OutputDir:
         existed = lock_path.exists()
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_exclusive(fd)
         except BlockingIOError:
             os.close(fd)
             raise OutputDirLocked(
                 f"{self.root} is in use by another batchvid run (pid {_lock_owner(self.state_dir)}); "
                 "wait for it to finish or choose another --out"
             ) from None
-        left_clean = existed and not os.read(fd, 1)
+        found = os.read(fd, 64).decode("utf-8", "replace").strip() if existed else ""
+        self.found_owner = found or None
+        self.left_clean = existed and not found
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
         try:
-            self._sweep(jobs=not left_clean)
+            self._sweep(jobs=not self.left_clean)
             records = replay(self.journal.path, save=True)
             self.journal.open()
         except BaseException:  # a corrupt journal, say: the lock is not kept by this process
@@ -180,16 +190,19 @@ class OutputDir:
 
     def close(self, *, clean: bool = False, snapshot: bool = True) -> None:
         """Close the journal and release the lock. ``clean`` (nothing was cut short: no
-        temporary file can be left) lets the next run skip looking for orphans in jobs/, and
-        with ``snapshot`` (not after an interrupt: the process is asked to end) leaves the
-        journal's replay snapshot when this run appended enough lines for one
-        (``snapshot.save_after_run``, under the lock), so the next run need not decode them."""
+        temporary file can be left, and report.json names every job of the run, an
+        interrupted run's too) empties the lock file: the next run skips looking for orphans
+        in jobs/, and ``clean`` trusts the report. With ``snapshot`` (not after an interrupt:
+        the process is asked to end) it first leaves the journal's replay snapshot when this
+        run appended enough lines for one (``snapshot.save_after_run``, under the lock), so
+        the next run need not decode them."""
         self.journal.close()
         if self._lock_fd is None:
             return
         try:
-            if clean and snapshot:
-                save_after_run(self.journal.path, self.journal.written, self._lock_fd)
+            if clean:
+                if snapshot:
+                    save_after_run(self.journal.path, self.journal.written, self._lock_fd)
                 os.ftruncate(self._lock_fd, 0)
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -217,6 +230,19 @@ def _temporaries(directory: str | Path, suffixes: tuple[str, ...]) -> list[str]:
             ]
     except OSError:
         return []
+
+
+def _lock_exclusive(fd: int) -> None:
+    """Take the exclusive lock without waiting for a run, but past the moment's shared lock
+    of ``status`` or ``merge`` looking whether one is running (``clean.writer_running``): a
+    few tries 10 ms apart before ``BlockingIOError``."""
+    for _ in range(LOCK_TRIES - 1):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(0.01)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _lock_owner(state_dir: Path) -> str:

@@ -2,14 +2,18 @@
 
 PyYAML composes the file into nodes (with libyaml when available); this module turns the nodes
 into plain JSON-like values and keeps the 1-based line and column of every value and every
-mapping key, addressed by its path (a tuple of keys and indices). It refuses what safe loading
-lets through silently or dangerously: duplicate keys, aliases (the "billion laughs" expansion),
-tags that have no JSON meaning, non-UTF-8 bytes and oversized files.
+mapping key, addressed by its path (a tuple of keys and indices). A plain ``10:30`` is the
+text written, not YAML 1.1's base-60 number 630; a plain scalar only YAML 1.1 reads as a
+boolean or an integer (``NO``, ``on``, ``010``) keeps its text beside the value
+(``Positions.yaml11``) for the manifest to put back where it means text. It refuses what safe
+loading lets through silently or dangerously: duplicate keys, aliases (the "billion laughs"
+expansion), tags that have no JSON meaning, non-UTF-8 bytes and oversized files.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +34,10 @@ _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {f"{_TAG}{name}" for name in ("null", "bool", "int", "float")}
 _STRING_TAGS = {f"{_TAG}str", f"{_TAG}timestamp"}  # a timestamp stays the text written
+_NUMBER_TAGS = {f"{_TAG}int", f"{_TAG}float"}
+_YAML12_BOOLS = frozenset({"true", "True", "TRUE", "false", "False", "FALSE"})
+_YAML11_INT = re.compile(r"[-+]?0[0-9_]+|[-+]?0b[01_]+|[-+]?[0-9][0-9_]*_[0-9_]*")
+"""Integers only YAML 1.1 reads so: octal ``010`` (8), binary ``0b11``, ``1_000``."""
 
 
 def format_path(path: PathKey) -> str:
@@ -52,6 +60,9 @@ class Positions:
     file: str
     values: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
     keys: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
+    yaml11: dict[PathKey, str] = field(default_factory=dict)
+    """The text written of each plain scalar that YAML 1.1 alone reads as a boolean or an
+    integer (``NO``, ``on``, ``010``): YAML 1.2 reads it as that text, or another number."""
 
     def of_value(self, path: PathKey) -> Location:
         """The value at ``path``, or the nearest enclosing value that exists."""
@@ -256,14 +267,29 @@ class _Builder:
     def _scalar_value(self, node: ScalarNode, path: PathKey) -> Any:
         if node.tag in _STRING_TAGS:
             return node.value
+        text: str = node.value
+        if node.tag in _NUMBER_TAGS and ":" in text:
+            # YAML 1.1's base-60 (10:30 -> 630, 1:30.5 -> 90.5): the text written, as YAML 1.2
+            # (and an editor checking the manifest through its $schema line) reads it.
+            return text
         construct = self._scalar.get(node.tag)
         if construct is None:
             self._error(node, path, f"unsupported YAML tag {node.tag!r}; write plain values")
             return None
         try:
-            return construct(self._constructor, node)
+            value = construct(self._constructor, node)
         except (ConstructorError, ValueError) as exc:
-            shown = node.value if len(node.value) <= 40 else node.value[:37] + "…"
+            shown = text if len(text) <= 40 else text[:37] + "…"
             reason = str(exc) if len(str(exc)) <= 120 else str(exc)[:117] + "…"
             self._error(node, path, f"cannot read {shown!r}: {reason}")
             return None
+        if value is True or value is False:
+            if text not in _YAML12_BOOLS:
+                self.positions.yaml11[path] = text
+        elif (
+            type(value) is int
+            and ("_" in text or (len(text) > 1 and text[0] in "0+-"))
+            and _YAML11_INT.fullmatch(text)
+        ):
+            self.positions.yaml11[path] = text
+        return value

@@ -139,3 +139,29 @@ def test_clean_refuses_while_the_last_run_has_not_ended_cleanly(tmp_path: Path) 
     assert (out / "jobs" / "added" / "video.mp4").exists()
     _run(tmp_path, THREE)  # the rerun ends cleanly: `added` has left the manifest for good
     assert [leftover.path.name for leftover in clean(out, dry_run=False)] == ["added"]
+
+
+def test_a_run_refused_before_it_writes_leaves_clean_working(tmp_path: Path) -> None:
+    """A run refused after taking the lock but before writing anything (--max-cost with a
+    model of unknown price, exit 2) leaves the lock as it found it: `clean` still works
+    instead of taking that run for a killed one."""
+    out = _run(tmp_path, THREE)
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(THREE.replace("cogvideox-flash", "cogvideox-2"), encoding="utf-8")
+    assert main(["run", str(manifest), "--out", str(out), "--max-cost", "1", *FAST]) == 2
+    assert (out / STATE_DIR / "lock").read_text() == ""
+    assert main(["clean", str(out)]) == 0
+
+
+def test_clean_checks_again_under_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run killed between clean's first look and its taking the lock (played here by that
+    first look seeing no pid) is still caught once clean holds the lock: nothing is removed,
+    and a pid stays in the lock for the next clean to refuse."""
+    import batchvid.clean
+
+    out = _killed_after_adding_a_job(tmp_path)
+    monkeypatch.setattr(batchvid.clean, "last_run_unfinished", lambda root: None)
+    with pytest.raises(OutputDirError, match="pid 999999"):
+        clean(out, dry_run=False)
+    assert (out / "jobs" / "added" / "video.mp4").exists()
+    assert (out / STATE_DIR / "lock").read_text().strip() != ""

@@ -287,3 +287,22 @@ def test_a_base_url_of_the_other_provider_is_named_before_sending(
     assert f"--base-url {url} {says}" in err
     assert f"provider: {'bigmodel' if provider == 'geekai' else 'geekai'} in the manifest" in err
     assert "unknown parameters" not in err
+
+
+def test_clean_works_after_an_interrupted_run_and_keeps_every_job_of_its_report(
+    tmp_path: Path,
+) -> None:
+    """A run stopped by Ctrl-C (exit 3) writes a report naming every job, the one it sent and
+    the one it never sent, and empties the lock: `clean` then works (it refused until a rerun),
+    keeping both jobs' folders and removing only one no job owns."""
+    from batchvid.clean import clean
+
+    out = tmp_path / "out"
+    _interrupted(out)
+    assert (out / ".batchvid" / "lock").read_text() == ""
+    assert [job["id"] for job in json.loads((out / "report.json").read_text())["jobs"]] == ["j01", "j02"]
+    for name in ("j01", "j02", "stale"):
+        (out / "jobs" / name).mkdir(parents=True, exist_ok=True)
+        (out / "jobs" / name / "note.txt").write_text("kept?\n")
+    assert [leftover.path.name for leftover in clean(out, dry_run=False)] == ["stale"]
+    assert sorted(p.name for p in (out / "jobs").iterdir()) == ["j01", "j02"]

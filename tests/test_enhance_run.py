@@ -457,3 +457,20 @@ def test_merged_shards_keep_both_prompts_and_the_totals(tmp_path: Path) -> None:
     assert report["enhance"]["jobs"] == 2 and report["enhance"]["requests"] == 2
     lock = json.loads((tmp_path / "all" / "batchvid.lock").read_text())["jobs"]
     assert {k for k, pin in lock.items() if "prompt_original" in pin} == {"owl", "fox"}
+
+
+def test_enhance_leaves_the_lock_as_it_found_it(tmp_path: Path) -> None:
+    """`batchvid enhance` after a run that ended leaves the lock empty (`clean` still works);
+    after a killed run (its pid in the lock) it leaves a pid there (`clean` still refuses)."""
+    path = write_manifest(tmp_path, FOX)
+    out = tmp_path / "out"
+    lock = out / ".batchvid" / "lock"
+    assert main(["run", str(path), "--out", str(out), "--simulate"]) == 0
+    path.write_text(path.read_text().replace("a fox in the snow", "a fox in the rain"))
+    assert main(["enhance", str(path), "--out", str(out), "--simulate"]) == 0
+    assert lock.read_text() == ""
+    assert main(["clean", str(out)]) == 0
+    lock.write_text("999999\n")
+    assert main(["enhance", str(path), "--out", str(out), "--simulate"]) == 0
+    assert lock.read_text().strip() not in ("", "999999")
+    assert main(["clean", str(out)]) == 2

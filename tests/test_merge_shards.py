@@ -188,3 +188,17 @@ def test_card_of_a_partial_merge_names_every_missing_shard(
     export(into, ExportOptions(format="parquet", to=tmp_path / "pq"))
     card = (tmp_path / "pq" / "README.md").read_text(encoding="utf-8")
     assert "shards 2/3, 3/3 are missing, and their jobs are not in this dataset" in card
+
+
+def test_a_shard_whose_run_was_killed_is_no_running_writer(
+    shards: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A shard whose lock file still holds the pid of a killed run (no process holds the lock)
+    is merged, and status names no run writing it: only a held lock is a live run."""
+    killed = tmp_path / "3-of-3"
+    shutil.copytree(shards["3/3"], killed)
+    (killed / ".batchvid" / "lock").write_text("999999\n")
+    assert main(["status", str(killed)]) == 0
+    assert "is writing" not in capsys.readouterr().err
+    into = tmp_path / "merged"
+    assert main(["merge", str(shards["1/3"]), str(shards["2/3"]), str(killed), "--into", str(into)]) == 0

@@ -385,3 +385,22 @@ def test_after_a_clean_close_jobs_are_not_searched_but_after_a_kill_they_are(tmp
     out.open()
     out.close(clean=True)
     assert not orphan.exists()
+
+
+def test_a_status_glance_at_the_lock_does_not_make_a_starting_run_refuse(tmp_path: Path) -> None:
+    """The shared lock `status` or `merge` takes for a moment to see whether a run is writing
+    (`clean.writer_running`) does not make a run starting then say the directory is in use:
+    the run tries again for a few hundredths of a second."""
+    import fcntl
+    import threading
+
+    (tmp_path / ".batchvid").mkdir()
+    fd = os.open(tmp_path / ".batchvid" / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    release = threading.Timer(0.015, os.close, (fd,))
+    release.start()
+    try:
+        with OutputDir(tmp_path) as out:
+            out.open()
+    finally:
+        release.join()

@@ -155,3 +155,6 @@ def test_a_shard_keeps_what_it_paid_for_when_cut_short(regenerate: dict[str, Any
     for step in (save, restore):
         assert step["with"]["key"].endswith("-${{ github.run_id }}-${{ github.run_attempt }}")
     assert save["with"]["path"] == restore["with"]["path"]
+    # The next run (or attempt) restores by prefix: every key saved must start with it.
+    prefix = restore["with"]["restore-keys"].strip()
+    assert "run_id" not in prefix and save["with"]["key"].startswith(prefix)

@@ -124,3 +124,28 @@ def test_colon_in_an_unquoted_value_gets_a_hint() -> None:
     assert (error.location.line, error.location.column) == (3, 18)
     assert "mapping values are not allowed" in error.message
     assert "check the indentation" in error.message and "quote a value that holds ': '" in error.message
+
+
+def test_base60_is_the_text_written_wherever_it_is_and_numbers_stay_numbers() -> None:
+    """A plain `10:30` is the text in a block value, a flow sequence, a flow mapping and with
+    CRLF breaks (YAML 1.1 read 630, `1:30.5` 90.5); quoted, block-scalar and commented ones
+    are untouched; plain numbers, `010` and `0x10` keep YAML's value."""
+    text = (
+        "a: 10:30\r\n"
+        "b: [1:30.5, '10:30', 7, 2.5] # at 10:30\r\n"
+        "c: {d: -1:05}\r\n"
+        "e: |\r\n  at 10:30\r\n"
+        "f: [010, 0x10, 5]\r\n"
+    )
+    data = load_yaml(text, "m.yaml").data
+    assert data == {"a": "10:30", "b": ["1:30.5", "10:30", 7, 2.5], "c": {"d": "-1:05"},
+                    "e": "at 10:30\n", "f": [8, 16, 5]}
+
+
+def test_scalars_only_yaml_1_1_reads_as_booleans_or_integers_keep_their_text() -> None:
+    """`NO`, `on`, `010`, `1_000` keep the text written beside the value YAML 1.1 gives;
+    `true`, `5`, `-3`, `0`, `0x10` and quoted ones are the same in YAML 1.2: none kept."""
+    document = load_yaml("v: [NO, on, 010, 1_000, true, 5, -3, 0, 0x10, 'off', +07]\n", "m.yaml")
+    assert document.data["v"][:4] == [False, True, 8, 1000]
+    assert document.positions.yaml11 == {
+        ("v", 0): "NO", ("v", 1): "on", ("v", 2): "010", ("v", 3): "1_000", ("v", 10): "+07"}

@@ -2,7 +2,8 @@
 
 Loading is four stateless stages, each reporting into one ``Diagnostics`` collector::
 
-    bytes --(parse: yamlload; UTF-8, size, YAML with positions; base60: ``10:30``, a matrix's ``NO`` as written)--> values + positions
+    bytes --(parse: yamlload; UTF-8, size, YAML with positions; ``10:30`` and, by yaml11,
+             a matrix's ``NO`` kept as written)--> values + positions
           --(shape: the manifest schema)--> shape errors, each at FILE:LINE:COL
           --(expand: defaults < job keys < prompts-file row < matrix combination)--> requests
              (schema $defs/request once per distinct request; values canonical by type)
@@ -24,12 +25,12 @@ from batchvid.errors import ManifestError, ManifestErrors
 from batchvid.gcpause import paused_gc
 from batchvid.images import find_root
 from batchvid.jobs import Manifest
-from batchvid.manifest.base60 import restore_base60, restore_matrix_text
 from batchvid.manifest.context import Context, Scope
 from batchvid.manifest.expand import MAX_JOBS, WARN_JOBS, expand_jobs
 from batchvid.manifest.files import build_jobs
 from batchvid.manifest.messages import DEFAULT_MODEL
 from batchvid.manifest.shape import check_shape, check_top_level
+from batchvid.manifest.yaml11 import restore_matrix_text
 from batchvid.yamlload import MAX_MANIFEST_BYTES, load_yaml, read_text
 
 __all__ = [
@@ -68,8 +69,8 @@ def _load(
     display = os.fspath(path)
     text = read_text(Path(path), display, max_bytes=MAX_MANIFEST_BYTES, what="manifest")
     document = load_yaml(text, display)
-    data = restore_base60(document.data, document.positions, text)
-    restore_matrix_text(data, document.positions, text)
+    data = document.data
+    restore_matrix_text(data, document.positions)
     context = Context(display, Path(path), document.positions, Path(path).parent)
     if not check_top_level(context, data):
         context.diagnostics.raise_if_errors()
