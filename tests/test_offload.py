@@ -404,3 +404,22 @@ def test_a_forked_child_starts_a_pool_of_its_own() -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.anyio
+async def test_a_rider_that_ended_just_before_its_caller_waits_is_not_waited_for() -> None:
+    """The caller that found the rider taken (``_finished``) asks to be woken when it ends:
+    if it ended in between (its hop's thread was quicker), nothing is left to wake it, so the
+    caller is told at once and does not wait (no lost wake-up)."""
+    import asyncio
+
+    from batchvid.offload import _Rider
+
+    rider = _Rider(int, ("7",))
+    pending = rider.wait_on(asyncio.get_running_loop())
+    assert pending is not None and not pending.done()
+    await anyio.to_thread.run_sync(rider.run)
+    with anyio.fail_after(5):
+        await pending  # woken by run
+    assert rider.wait_on(asyncio.get_running_loop()) is None
+    assert rider.outcome == (True, 7)
