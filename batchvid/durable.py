@@ -51,12 +51,15 @@ def fsync_dir(path: Path) -> None:
 def make_dir(path: Path, *, durable: bool = True, own_entry: bool = True) -> None:
     """Create ``path`` and any missing parents; with ``durable``, fsync the parent of each
     directory created so the new entries survive a power cut. ``own_entry=False``: not
-    ``path``'s own entry (its parent's fsync), which the caller makes durable later."""
+    ``path``'s own entry (its parent's fsync), which the caller makes durable later
+    (``sync_entry``: recorded by ``made_entry``, whether made here or found)."""
     try:
         os.mkdir(path)  # a new job folder: its parent, jobs/, exists (no stat to ask first)
         missing = [path]
     except FileExistsError:
         if os.path.isdir(path):
+            if not own_entry:  # (a --force regeneration): a record of an earlier making replaced
+                made_entry(path)
             return
         raise
     except FileNotFoundError:
@@ -102,6 +105,9 @@ _directories_lock = threading.Lock()
 
 
 def _entries(directory: str) -> _Entries:
+    """The entries of ``directory`` (by its absolute path: a relative one names another
+    directory after a change of the working directory)."""
+    directory = os.path.abspath(directory)
     with _directories_lock:
         entries = _directories.get(directory)
         if entries is None:
@@ -112,8 +118,10 @@ def _entries(directory: str) -> _Entries:
 
 
 def made_entry(path: Path) -> None:
-    """``path`` was just created by this process and its entry in its parent is not durable
-    yet (``make_dir(own_entry=False)``): ``sync_entry`` makes it durable later."""
+    """``path`` was just created (or found) by this process and its entry in its parent may
+    not be durable yet (``make_dir(own_entry=False)``): ``sync_entry`` makes it durable later.
+    A record of an earlier making of the same name is replaced: only fsyncs begun after this
+    call cover the entry as it is now (it may have been removed and made again meanwhile)."""
     entries = _entries(os.fspath(path.parent))
     with entries.lock:
         if len(entries.made) >= ENTRIES_KEPT:
@@ -126,8 +134,9 @@ def sync_entry(path: Path) -> None:
     """Make ``path``'s entry in its parent durable, as ``fsync_dir(path.parent)`` does: a group
     commit of the parent's new entries. An fsync of a directory makes durable every entry
     made before it began, so one made by this process is covered by any such fsync that began
-    after it was made (``made_entry``) and has ended: no fsync then. Any other entry (made by
-    an earlier run, or forgotten) gets its own, which covers every entry made before it."""
+    after it was made (``made_entry``) and has ended: no fsync then. Any other entry (one
+    ``make_dir`` did not make or find, or forgotten) gets its own, which covers every entry
+    made before it."""
     parent = os.fspath(path.parent)
     entries = _entries(parent)
     with entries.lock:
@@ -135,9 +144,22 @@ def sync_entry(path: Path) -> None:
         if made is not None and made <= entries.synced:
             return
         covers = entries.count
-    fsync_dir(path.parent)
+    fsync_dir(path.parent)  # an fsync that fails (raises) covers nothing
     with entries.lock:
         entries.synced = max(entries.synced, covers)
+
+
+def _forget_entries() -> None:
+    """In a child made by ``os.fork``: a lock a thread of the parent held at the fork would
+    never be released there, so the child starts with no records (each entry gets an fsync of
+    its own, which is always safe)."""
+    global _directories_lock
+    _directories.clear()
+    _directories_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_forget_entries)
 
 
 def create_temp(final: Path, suffix: str, *, durable: bool = True) -> tuple[int, Path]:

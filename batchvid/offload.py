@@ -114,13 +114,23 @@ class _Rider:
                 _wake(waiter)
 
     def wait_on(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None] | None:
-        """A future of ``loop`` that ``run`` sets once it has ended; None when it has."""
+        """A future of ``loop`` that ``run`` sets once it has ended (or ``given_back``
+        sets first); None when it has ended."""
         future: asyncio.Future[None] = loop.create_future()
         with self._lock:
             if self.finished:
                 return None
             self.waiter = (loop, future)
         return future
+
+    def given_back(self) -> None:
+        """The hop that took it could not reach a thread and put it back on ``_riders``: a
+        caller waiting for it meanwhile (on another event loop: on its own, the hop's task
+        gives it back before any other task runs) is woken to run it itself."""
+        with self._lock:
+            waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            _wake(waiter)
 
 
 def _wake(waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]) -> None:
@@ -170,6 +180,8 @@ def started(fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
             _hand((loop, future, _carrying, (taken, fn, args)))
         except BaseException:  # no thread to run them (none could be started): not lost
             _riders.extendleft(reversed(taken))
+            for rider in taken:
+                rider.given_back()
             raise
     else:
         _hand((loop, future, fn, args))
@@ -198,14 +210,20 @@ async def _finished(rider: _Rider) -> None:
     """Return once ``rider`` has run (the caller shields this): in a hop of its own if no hop
     took it, else waited for on the event loop (a hop someone else made may still be running
     it: no worker thread is held for the wait)."""
-    try:
-        _riders.remove(rider)
-    except ValueError:  # taken by a hop: still running it, or about to
-        future = rider.wait_on(asyncio.get_running_loop())
-        if future is not None:
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            _riders.remove(rider)
+        except ValueError:  # taken by a hop: still running it, or about to
+            future = rider.wait_on(loop)
+            if future is None:
+                return
             await future
+            if rider.finished:
+                return
+            continue  # given back (``_Rider.given_back``): taken by another hop, or ours to run
+        await started(rider.run)
         return
-    await started(rider.run)
 
 
 def _reset_after_fork() -> None:

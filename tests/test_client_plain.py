@@ -182,6 +182,64 @@ async def test_plain_requests_after_the_first_of_their_shape_are_httpx_clients_t
     assert answers == expected
 
 
+async def with_headers_changing(api: httpx.AsyncClient) -> list[RawResponse]:
+    """A poll and a create, then again after a header is added to the client, then again
+    after its Authorization is replaced and the added header removed."""
+    answers = await exchange(api)
+    api.headers["X-Attempt"] = "2"
+    answers += await exchange(api)
+    api.headers["Authorization"] = f"Bearer {KEY}-renewed"
+    del api.headers["X-Attempt"]
+    return answers + await exchange(api)
+
+
+async def test_plain_requests_carry_the_clients_headers_as_they_are_when_sent(kind: str) -> None:
+    """A client whose headers change between requests of one shape (a header added, the
+    Authorization replaced) sends the headers it has at each request, as httpx's client does:
+    the header items ``Client._outgoing`` kept for the shape are not reused for other headers."""
+    theirs: list[bytes] = []
+    ours: list[bytes] = []
+    async with recording_server(theirs) as base, httpx.AsyncClient(**options(kind, base)) as api:
+        expected = await with_headers_changing(api)
+    async with recording_server(ours) as base, Client(**options(kind, base)) as api:
+        answers = await with_headers_changing(api)
+    assert len(ours) == 6
+    assert [PORT.sub(b"PORT", r) for r in ours] == [PORT.sub(b"PORT", r) for r in theirs]
+    assert b"x-attempt: 2" in ours[2].lower() and f"{KEY}-renewed".encode() in ours[5]
+    assert answers == expected
+
+
+async def test_plain_requests_to_two_hosts_and_posts_with_and_without_a_body_are_httpx_clients(
+    kind: str,
+) -> None:
+    """One client's requests to two hosts (each its own Host header) and POSTs without a body
+    then with one leave as the same bytes, ports and all, as
+    through httpx's client: a shape's kept header items serve only its own host and body."""
+    first: list[bytes] = []
+    second: list[bytes] = []
+
+    async def mixed(api: httpx.AsyncClient, other: str) -> list[RawResponse]:
+        return [
+            await send(api, "POST", "videos/generations"),
+            await send(api, "POST", "videos/generations", json_body={"prompt": "a cat"}),
+            await send(api, "GET", f"{other}/api/v4/async-result/t-1"),
+            await send(api, "GET", "async-result/t-1"),
+            await send(api, "POST", f"{other}/api/v4/videos/generations", json_body={"prompt": "a dog"}),
+        ]
+
+    async with recording_server(first) as base, recording_server(second) as other:
+        async with httpx.AsyncClient(**options(kind, base)) as api:
+            expected = await mixed(api, other)
+        theirs = (first[:], second[:])
+        first.clear()
+        second.clear()
+        async with Client(**options(kind, base)) as api:
+            answers = await mixed(api, other)
+    assert (first, second) == theirs
+    assert len(first) == 3 and len(second) == 2
+    assert answers == expected
+
+
 @pytest.mark.parametrize("answer", ANSWERS)
 async def test_answers_are_read_as_through_httpx(
     kind: str, answer: str, streamed: list[str], monkeypatch: pytest.MonkeyPatch

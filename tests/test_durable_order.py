@@ -4,6 +4,7 @@ point leaves behind is named by the journal only once it is on disk."""
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,144 @@ def test_a_runs_folders_share_fsyncs_of_jobs_each_begun_after_its_folder_was_mad
         made = trace.index(("mkdir", str(out / "jobs" / f"job-{n}")))
         succeeded = trace.index(("journal", f"succeeded job-{n}"))
         assert any(made < begin and any(begin < end < succeeded for end in ends) for begin in begins)
+
+
+def _counted_syncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The directories ``durable.fsync_dir`` is called on (each really fsynced), by name."""
+    from batchvid import durable
+
+    syncs: list[str] = []
+    real = durable.fsync_dir
+    monkeypatch.setattr(durable, "fsync_dir", lambda path: (syncs.append(path.name), real(path)))
+    return syncs
+
+
+def test_an_fsync_of_jobs_that_fails_covers_no_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An fsync of jobs/ that fails (EIO) counts for nothing: a folder made before it still
+    gets an fsync of its own, not taken as covered."""
+    import errno
+
+    from batchvid import durable
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    durable.make_dir(jobs / "a", own_entry=False)
+    durable.make_dir(jobs / "b", own_entry=False)
+    syncs: list[str] = []
+    real = durable.fsync_dir
+
+    def fsync_dir(path: Path) -> None:
+        syncs.append(path.name)
+        if len(syncs) == 1:
+            raise OSError(errno.EIO, "Input/output error")
+        real(path)
+
+    monkeypatch.setattr(durable, "fsync_dir", fsync_dir)
+    with pytest.raises(OSError, match="Input/output"):
+        durable.sync_entry(jobs / "a")
+    durable.sync_entry(jobs / "b")
+    assert syncs == ["jobs", "jobs"]
+
+
+def test_a_folder_made_after_the_table_overflows_is_not_taken_as_covered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``ENTRIES_KEPT`` folders the records are forgotten: the forgotten ones and one made
+    after the last fsync of jobs/ each get an fsync of their own (the count of folders made
+    goes on, so an earlier fsync never covers a later folder)."""
+    from batchvid import durable
+
+    monkeypatch.setattr(durable, "ENTRIES_KEPT", 3)
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    for name in "abc":
+        durable.make_dir(jobs / name, own_entry=False)
+    syncs = _counted_syncs(monkeypatch)
+    durable.sync_entry(jobs / "a")  # covers b and c
+    durable.make_dir(jobs / "d", own_entry=False)
+    durable.make_dir(jobs / "e", own_entry=False)  # the table is full: b, c, d forgotten
+    durable.sync_entry(jobs / "e")  # made after a's fsync began: its own
+    assert syncs == ["jobs"] * 2
+    durable.sync_entry(jobs / "b")  # forgotten: its own
+    assert syncs == ["jobs"] * 3
+
+
+def test_a_folder_removed_and_made_again_is_covered_only_by_an_fsync_begun_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder made, removed and made again (found already there by ``make_dir``, as on a
+    --force regeneration) is covered only by an fsync of jobs/ begun after it was last found
+    or made, not by one that covered its first making."""
+    from batchvid import durable
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    durable.make_dir(jobs / "a", own_entry=False)
+    durable.make_dir(jobs / "b", own_entry=False)
+    syncs = _counted_syncs(monkeypatch)
+    durable.sync_entry(jobs / "b")  # covers a's first making
+    (jobs / "a").rmdir()
+    (jobs / "a").mkdir()  # made again by another way (no record)
+    durable.make_dir(jobs / "a", own_entry=False)  # found there
+    durable.sync_entry(jobs / "a")
+    assert syncs == ["jobs"] * 2
+
+
+def test_a_relative_jobs_folder_in_another_working_directory_is_another_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records are kept by the directory's absolute path: ``out/jobs`` after a change of the
+    working directory is another directory, whose folders an fsync of the first never covers."""
+    from batchvid import durable
+
+    for side in ("one", "two"):
+        (tmp_path / side / "out" / "jobs" / "x").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "one")
+    jobs = Path("out", "jobs")
+    durable.make_dir(jobs / "x", own_entry=False)
+    durable.make_dir(jobs / "y", own_entry=False)
+    syncs = _counted_syncs(monkeypatch)
+    durable.sync_entry(jobs / "y")  # covers one/out/jobs/x
+    monkeypatch.chdir(tmp_path / "two")
+    durable.sync_entry(jobs / "x")  # two/out/jobs/x: never covered
+    assert syncs == ["jobs"] * 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork here")
+def test_a_forked_child_does_not_wait_for_a_lock_a_parent_thread_held(tmp_path: Path) -> None:
+    """A child made by ``os.fork`` while a thread of the parent held the records' lock (the
+    thread does not exist in the child) makes its folders durable all the same: it starts with
+    no records and fsyncs each itself."""
+    from batchvid import durable
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    durable.make_dir(jobs / "a", own_entry=False)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        entries = durable._entries(str(jobs))
+        with durable._directories_lock, entries.lock:
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 once a's entry is made durable, killed by the alarm if it hangs
+            code = 1
+            try:
+                signal.alarm(10)
+                durable.make_dir(jobs / "b", own_entry=False)
+                durable.sync_entry(jobs / "a")
+                durable.sync_entry(jobs / "b")
+                code = 0
+            finally:
+                os._exit(code)
+    finally:
+        release.set()
+        holder.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -286,6 +286,65 @@ async def test_riders_a_hop_took_are_not_lost_when_the_hop_cannot_be_handed(
     assert runs == ["rider"]
 
 
+def test_a_rider_given_back_while_its_caller_waits_on_another_loop_is_still_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hop made on one event loop takes the rider of a task on another; the task's step ends
+    and it waits for the rider; the hop cannot reach a thread and gives the rider back: the
+    waiting task is woken and runs it in a hop of its own (else it would wait for a hop that
+    nobody makes)."""
+    import batchvid.offload
+
+    hand, wait_on = batchvid.offload._hand, batchvid.offload._Rider.wait_on
+    taken, waiting = threading.Event(), threading.Event()
+    failures: list[str] = []
+
+    def fails_once(item: Any) -> None:
+        if failures:
+            return hand(item)
+        failures.append("handed")
+        taken.set()  # the rider is in this hop's hands
+        waiting.wait(10)  # until its task waits for it, on the other loop
+        raise RuntimeError("can't start new thread")
+
+    def signalled(self: Any, loop: Any) -> Any:
+        future = wait_on(self, loop)
+        waiting.set()
+        return future
+
+    monkeypatch.setattr(batchvid.offload._Rider, "wait_on", signalled)
+    runs: list[str] = []
+    errors: list[BaseException] = []
+
+    async def owner() -> None:
+        async def step() -> None:
+            while not taken.is_set():
+                await anyio.sleep(0.005)
+
+        with anyio.fail_after(10):
+            await alongside(step, runs.append, "rider")
+
+    def other_loop() -> None:
+        try:
+            anyio.run(owner)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=other_loop)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not batchvid.offload._riders and time.monotonic() < deadline:
+            time.sleep(0.005)
+        monkeypatch.setattr(batchvid.offload, "_hand", fails_once)
+        with pytest.raises(RuntimeError, match="new thread"):
+            anyio.run(off_loop, time.sleep, 0)
+    finally:
+        taken.set()
+        thread.join(20)
+    assert errors == [] and runs == ["rider"]
+
+
 @pytest.mark.anyio
 async def test_a_step_waiting_for_a_rider_another_hop_runs_holds_no_thread(
     monkeypatch: pytest.MonkeyPatch,
@@ -345,3 +404,22 @@ def test_a_forked_child_starts_a_pool_of_its_own() -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.anyio
+async def test_a_rider_that_ended_just_before_its_caller_waits_is_not_waited_for() -> None:
+    """The caller that found the rider taken (``_finished``) asks to be woken when it ends:
+    if it ended in between (its hop's thread was quicker), nothing is left to wake it, so the
+    caller is told at once and does not wait (no lost wake-up)."""
+    import asyncio
+
+    from batchvid.offload import _Rider
+
+    rider = _Rider(int, ("7",))
+    pending = rider.wait_on(asyncio.get_running_loop())
+    assert pending is not None and not pending.done()
+    await anyio.to_thread.run_sync(rider.run)
+    with anyio.fail_after(5):
+        await pending  # woken by run
+    assert rider.wait_on(asyncio.get_running_loop()) is None
+    assert rider.outcome == (True, 7)

@@ -9,7 +9,7 @@ from batchvid.providers.answers import http_url, parse_url
 from batchvid.providers.wire import endpoint
 
 BASES = ["http://127.0.0.1:8000/api/paas/v4", "https://geekai.co/api/v1/", "http://h/a%20b/", "http://h",
-         "http://u:p@h:80/x/", "http://h/x/?q=1"]
+         "http://u:p@h:80/x/", "http://h/x/?q=1", "http://[::1]:8000/api/", "HTTPS://H.Example:443/V1/", "http://ü.example/a/"]
 PATHS = [
     "videos/generations", "/videos/generations", "async-result/ab%2Fc", "task/123?x=1",
     "async-result/%E4%BD%A0", "http://other.example/x", "",
