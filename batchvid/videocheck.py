@@ -109,18 +109,24 @@ class VideoCheck:
         """For each (id, record) the problem with the video (None: it has the recorded size and
         sha256; else ``store.verify_file``'s words), the videos read in threads when they are
         large (``THREADED_FROM``); a run records each one that verifies."""
+        if self._known is None:
+            self._known = self._load()
         results: list[tuple[str, int, str | None] | str | None] = [None] * len(videos)
         paths = [self.path(job_id) for job_id, _ in videos]
 
         failed: list[BaseException] = []
+        stop = threading.Event()
 
         def work(start: int, step: int) -> None:
             buffer = bytearray(_READ)
             try:
                 for at in range(start, len(paths), step):
+                    if stop.is_set():
+                        return
                     results[at] = _hash(paths[at], buffer)
             except BaseException as exc:  # (MemoryError, say) raised in the caller's thread
                 failed.append(exc)
+                stop.set()  # the other threads stop at their next video
 
         sizes = [video.get("bytes") for _, video in videos]
         threads = THREADS if len(videos) > 1 and sum(s for s in sizes if type(s) is int) >= THREADED_FROM * len(videos) else 1
@@ -128,14 +134,20 @@ class VideoCheck:
             work(0, 1)
         else:
             workers = [threading.Thread(target=work, args=(n, threads), name=f"batchvid-hash-{n}") for n in range(threads)]
-            for worker in workers:
-                worker.start()
-            for worker in workers:
-                worker.join()
+            started = []
+            try:
+                for worker in workers:
+                    worker.start()
+                    started.append(worker)
+                for worker in workers:
+                    worker.join()
+            except BaseException as exc:  # Ctrl-C while they hash: each stops after its video
+                stop.set()
+                for worker in started:
+                    worker.join()
+                failed.insert(0, exc)
         problems: list[str | None] = []
         for (job_id, video), result in zip(videos, results, strict=True):
-            if result is None and failed:
-                continue  # not hashed: the videos that were are recorded, then the error raised
             if isinstance(result, str) or result is None:
                 problems.append(result or "missing")
                 continue
@@ -148,7 +160,7 @@ class VideoCheck:
                 problems.append(None)
                 if recordable is not None:
                     self._add(job_id, f"{recordable} {digest}")
-        if failed:
+        if failed:  # (the videos hashed before it are recorded)
             raise failed[0]
         return problems
 
@@ -176,7 +188,7 @@ class VideoCheck:
 
     def _add(self, job_id: str, rest: str) -> None:
         """Record that ``job_id``'s video, of that identity, has that sha256 (a run only)."""
-        assert self._known is not None  # (loaded by ``unchanged``, which came first)
+        assert self._known is not None  # (loaded by ``hash_videos``)
         self._known[job_id] = rest
         if not self._remember:
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -325,6 +326,98 @@ def test_a_rerun_of_a_copied_run_hashes_its_videos_once(tmp_path: Path, hashed: 
     hashed.clear()
     assert run(tmp_path / "b") == (["skipped"] * 3, 0)
     assert hashed == []
+
+
+def _threaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int) -> list[tuple[str, dict[str, Any]]]:
+    """``count`` large videos of a copy (hashed in 2 threads), as ``hash_videos`` takes them."""
+    monkeypatch.setattr(videocheck, "THREADS", 2)
+    jobs, records = _directory(tmp_path / "a", count, size=videocheck.THREADED_FROM + 4)
+    _copy(tmp_path / "a", tmp_path / "b")
+    return [(job.id, dict(records[job.key].video or {})) for job in jobs]
+
+
+def _hashers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("batchvid-hash-")]
+
+
+def test_ctrl_c_while_threads_hash_stops_them_and_keeps_what_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the threads hash (in the caller's thread, waiting on them) stops each one
+    after its current video, before ``hash_videos`` raises it: the process does not go on
+    reading every other video; the ones verified so far are recorded."""
+    videos = _threaded(tmp_path, monkeypatch, 40)
+    calls: list[str] = []
+    original = videocheck._hash
+
+    def slow(path: str, buffer: bytearray) -> Any:
+        calls.append(path)
+        time.sleep(0.01)
+        return original(path, buffer)
+
+    real_thread = threading.Thread
+    interrupted: list[bool] = []
+
+    class Interrupted(real_thread):  # type: ignore[misc,valid-type]
+        def join(self, timeout: float | None = None) -> None:
+            if not interrupted:  # the first wait: Ctrl-C once a few videos are hashed
+                while len(calls) < 4:
+                    time.sleep(0.001)
+                interrupted.append(True)
+                raise KeyboardInterrupt
+            super().join(timeout)
+
+    monkeypatch.setattr(videocheck, "_hash", slow)
+    monkeypatch.setattr(videocheck.threading, "Thread", Interrupted)
+    check = videocheck.VideoCheck(tmp_path / "b", remember=True)
+    with pytest.raises(KeyboardInterrupt):
+        check.hash_videos(videos)
+    assert _hashers() == []
+    assert len(calls) < len(videos) // 2
+    check.close()
+    recorded = (tmp_path / "b" / CACHE).read_text().splitlines()[1:]
+    assert len(recorded) >= 4 and {line.split(" ")[0] for line in recorded} <= {job_id for job_id, _ in videos}
+
+
+def test_an_error_in_one_hashing_thread_stops_the_others_and_is_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error a thread meets (MemoryError, say) stops the other threads at their next video
+    and is raised in the caller's."""
+    videos = _threaded(tmp_path, monkeypatch, 40)
+    calls: list[str] = []
+    original = videocheck._hash
+
+    def failing(path: str, buffer: bytearray) -> Any:
+        calls.append(path)
+        if len(calls) == 3:
+            raise MemoryError
+        time.sleep(0.01)
+        return original(path, buffer)
+
+    monkeypatch.setattr(videocheck, "_hash", failing)
+    check = videocheck.VideoCheck(tmp_path / "b", remember=True)
+    with pytest.raises(MemoryError):
+        check.hash_videos(videos)
+    check.close()
+    assert _hashers() == []
+    assert len(calls) < len(videos) // 2
+
+
+def test_hash_videos_records_without_a_video_looked_up_first(tmp_path: Path) -> None:
+    """``hash_videos`` reads the record itself when no ``unchanged`` came first (every video
+    missing when the plan looked, there when hashed): it records what verifies, and keeps the
+    lines already there."""
+    jobs, records = _directory(tmp_path / "a", 2)
+    _copy(tmp_path / "a", tmp_path / "b")
+    check = videocheck.VideoCheck(tmp_path / "b", remember=True)
+    assert check.hash_videos([(jobs[0].id, records[jobs[0].key].video or {})]) == [None]
+    check.close()
+    check = videocheck.VideoCheck(tmp_path / "b", remember=True)
+    assert check.hash_videos([(jobs[1].id, records[jobs[1].key].video or {})]) == [None]
+    check.close()
+    check = videocheck.VideoCheck(tmp_path / "b")
+    assert all(check.unchanged(job.id, records[job.key].video or {}, None) for job in jobs)
 
 
 def test_a_line_vouches_only_for_a_record_of_its_size(tmp_path: Path, hashed: list[str]) -> None:
