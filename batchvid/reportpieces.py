@@ -110,7 +110,7 @@ def fingerprint(o: Outcome, link: str | None, provided: Mapping[str, Any] | None
     The rest of such a job's entry comes from its journal record (``runner.initial_outcome``:
     video, cover, media, poster, provided), which the record's journal check covers
     (``Previous.changed``), and its parameters are those its key is the sha256 of
-    (``jobs.job_key``: the canonical request and the sample). A generated job's task id is
+    (``jobkey.job_key``: the canonical request and the sample). A generated job's task id is
     the one its ``submitted`` line gave it, its ``succeeded`` line's is the task polled: the
     same, but a digest of it costs nothing."""
     if o.status == "skipped":

@@ -451,3 +451,28 @@ def test_a_record_that_cannot_be_written_changes_nothing_but_time(
     hashed.clear()
     assert _plan(jobs, records, tmp_path / "b") == ["skip"] * 3
     assert len(hashed) == 3
+
+
+@pytest.mark.parametrize(
+    "change",
+    [None, {"mtime_ns": 1}, {"bytes": 11}, {"ino": 0}, {"extra": 1}, {"mtime_ns": None}, "drop mtime_ns",
+     "record's bytes", "missing file"],
+)
+def test_a_journaled_stat_vouches_only_when_it_is_the_files_whole_stat(tmp_path: Path, change: object) -> None:
+    """A done video whose journaled stat (size, mtime_ns, inode) is the file's, and whose size is
+    its record's, is taken as verified unread (a wrong sha256 goes unseen); a stat with a field
+    changed, missing or added, another size in the record, or a file gone, is not."""
+    video = tmp_path / "jobs" / "j0" / "video.mp4"
+    video.parent.mkdir(parents=True)
+    video.write_bytes(b"0123456789")
+    journaled: dict[str, Any] = dict(file_stat(video) or {})
+    record = {"sha256": "0" * 64, "bytes": 10}  # what a read refutes
+    if change == "drop mtime_ns":
+        del journaled["mtime_ns"]
+    elif change == "missing file":
+        video.unlink()
+    elif change == "record's bytes":
+        record["bytes"] = 11
+    elif isinstance(change, dict):
+        journaled.update(change)
+    assert videocheck.VideoCheck(tmp_path).unchanged("j0", record, journaled) is (change is None)
