@@ -320,52 +320,6 @@ def test_a_run_makes_each_job_folder_durable_before_the_journal_calls_it_done(
     assert ("fsync-dir", "out") in calls[: renames[0]]  # jobs/ itself is durable in out/
 
 
-def test_verify_file_trusts_only_an_unchanged_stat(tmp_path: Path) -> None:
-    """With the stat taken when it was hashed, an unchanged file verifies unread; a truncated
-    one, or one whose stat does not match, is read and its damage named."""
-    from batchvid.store import file_stat
-
-    path = tmp_path / "v.mp4"
-    path.write_bytes(b"0123456789")
-    digest, size = sha256_file(path)
-    expected = {"sha256": digest, "bytes": size}
-    unchanged = file_stat(path)
-    assert unchanged is not None
-    wrong = {"sha256": "0" * 64, "bytes": size}  # what a read would refute
-    assert verify_file(path, wrong, unchanged=unchanged) is None
-    assert verify_file(path, wrong, unchanged={**unchanged, "ino": unchanged["ino"] + 1}) is not None
-    with path.open("r+b") as fh:
-        fh.truncate(5)
-    assert "size 5 differs" in (verify_file(path, expected, unchanged=unchanged) or "")
-
-
-@pytest.mark.parametrize(
-    "change",
-    [{"mtime_ns": 1}, {"bytes": 11}, {"ino": 0}, {"extra": 1}, {"mtime_ns": None}, "drop mtime_ns", "missing file"],
-)
-def test_verify_file_trusts_a_stat_only_when_it_is_the_file_s_whole_stat(tmp_path: Path, change: object) -> None:
-    """A journaled stat with a field changed, missing or added, or a file gone, is not taken
-    as verified: the file is read (``file_stat(path) == journaled``, field by field)."""
-    from batchvid.store import file_stat
-
-    path = tmp_path / "v.mp4"
-    path.write_bytes(b"0123456789")
-    unchanged = file_stat(path)
-    assert unchanged is not None
-    wrong = {"sha256": "0" * 64, "bytes": 10}  # what a read refutes
-    journaled: dict[str, object] = dict(unchanged)
-    if change == "drop mtime_ns":
-        del journaled["mtime_ns"]
-    elif change == "missing file":
-        path.unlink()
-    else:
-        assert isinstance(change, dict)
-        journaled.update(change)
-    assert verify_file(path, wrong, unchanged=journaled) is not None  # type: ignore[arg-type]
-    if change == "missing file":
-        assert verify_file(path, wrong, unchanged=unchanged) == "missing"
-
-
 def test_after_a_clean_close_jobs_are_not_searched_but_after_a_kill_they_are(tmp_path: Path) -> None:
     """A holder that closes cleanly empties the lock file, and the next open does not list jobs/;
     one that did not (killed: its pid still there) has its orphans swept."""
