@@ -55,7 +55,7 @@ from batchvid.report import Outcome, RunInfo, exit_code, write_outputs
 from batchvid.reportpieces import code_digest
 from batchvid.retry import RetryPolicy
 from batchvid.settings import Settings, plan_for
-from batchvid.stopping import Stopped, Stopper
+from batchvid.stopping import ENHANCE_STOPPING, Stopped, Stopper
 from batchvid.store import OutputDir
 
 if TYPE_CHECKING:
@@ -470,7 +470,7 @@ class Runner:
             fx = Effects(self.emit, self.scrub, self.clock, self.sleep, self.rng)
             async with self._api_client(self._transport()) as api, anyio.create_task_group() as outer:
                 if self.settings.handle_signals:
-                    outer.start_soon(self.stopper.watch_signals)
+                    outer.start_soon(self.stopper.watch_signals, ENHANCE_STOPPING)
                 enhancer = self._enhancer(api, fx)
                 for step in plan.steps:
                     if not needs_rewrite(step.job) or self.stopper.reason is not None:
