@@ -178,6 +178,12 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"journal records {len(records)} jobs so far, {states.count('succeeded')} done. "
                 "Its report is written when it ends"
             )
+        if states.count("enhanced") == len(states):  # `batchvid enhance` leaves the lock as found
+            raise OutputDirError(
+                f"{root} has no report yet: its journal holds only prompt rewrites "
+                f"({len(records)}, made by `batchvid enhance`); no run has generated a video here. "
+                f"`batchvid run MANIFEST --out {root}` sends them and writes the report"
+            )
         if (root / STATE_DIR / "lock").is_file() and last_run_unfinished(root) is None:
             # An empty lock: the last run ended and wrote report.json, removed since.
             raise OutputDirError(
