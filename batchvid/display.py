@@ -85,6 +85,11 @@ class TextLog:
             self.stream.flush()
 
 
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+"""Line breaks to ``str.splitlines`` that ``json.dumps`` leaves as they are (with
+``ensure_ascii=False``), written escaped: an event stays one line to any reader."""
+
+
 class JsonLog:
     """Subscriber: every event as one JSON object per line on stderr."""
 
@@ -94,7 +99,7 @@ class JsonLog:
 
     def __call__(self, event: Event) -> None:
         record = {"ts": round(self.clock(), 3), **event.to_dict()}
-        self.stream.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+        self.stream.write(json.dumps(record, ensure_ascii=False, sort_keys=True).translate(_LINE_BREAKS) + "\n")
         self.stream.flush()
 
 

@@ -107,3 +107,13 @@ async def test_a_run_logs_gateway_pages_short_in_text_and_whole_in_json(tmp_path
     assert len(errors) == 2 and all("<title>504 Gateway Time-out</title>" in e for e in errors)
     assert KEY not in text.getvalue() and KEY not in js.getvalue()
     assert all("[REDACTED]" in e for e in errors)
+
+
+def test_the_json_log_keeps_an_error_whole_on_one_line() -> None:
+    """An error with every kind of line break (CR LF, NEL, U+2028, U+2029) is one JSON line in
+    the JSON log, whole: ``str.splitlines`` gives one line that decodes back to the error."""
+    error = _error(NGINX_504 + "\x85next\u2028line\u2029end")
+    stream = io.StringIO()
+    JsonLog(stream, clock=lambda: 1.0)(JobRetrying("j1", "poll", 1, 0.5, error))
+    (line,) = stream.getvalue().splitlines()
+    assert json.loads(line)["error"] == error
