@@ -99,7 +99,10 @@ class JsonLog:
 
     def __call__(self, event: Event) -> None:
         record = {"ts": round(self.clock(), 3), **event.to_dict()}
-        self.stream.write(json.dumps(record, ensure_ascii=False, sort_keys=True).translate(_LINE_BREAKS) + "\n")
+        line = json.dumps(record, ensure_ascii=False, sort_keys=True)
+        if not line.isascii():  # (a flag of the string: ASCII lines cost no scan)
+            line = line.translate(_LINE_BREAKS)
+        self.stream.write(line + "\n")
         self.stream.flush()
 
 
