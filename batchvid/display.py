@@ -25,6 +25,7 @@ from batchvid.plantable import format_seconds
 from batchvid.plantable import (
     plan_table as plan_table,  # where it lived: callers may import it from here
 )
+from batchvid.shorttext import log_message
 
 if TYPE_CHECKING:  # the progress bar's library and the output directory's modules: not to plan
     from rich.console import Console
@@ -62,7 +63,8 @@ def run_summary(report: Mapping[str, Any], out_dir: str) -> str:
 
 
 class TextLog:
-    """Subscriber: one line on stderr for what a person should notice."""
+    """Subscriber: one line on stderr for what a person should notice (an error's text as
+    ``log_message`` shortens it: the JSON log keeps it whole)."""
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stderr
@@ -70,9 +72,10 @@ class TextLog:
     def __call__(self, event: Event) -> None:
         line = None
         if isinstance(event, JobFinished) and event.status == "failed":
-            line = f"failed: {event.job_id}: {event.error_kind}: {event.message}"
+            line = f"failed: {event.job_id}: {event.error_kind}: {log_message(event.message or '')}"
         elif isinstance(event, JobRetrying):
-            line = f"retry {event.step} {event.job_id} in {event.delay:.1f}s (attempt {event.attempt}): {event.error}"
+            line = (f"retry {event.step} {event.job_id} in {event.delay:.1f}s (attempt {event.attempt}): "
+                    f"{log_message(event.error)}")
         elif isinstance(event, RunStopping):
             line = f"stopping ({event.reason}): {event.message}"
         elif isinstance(event, JournalLineSetAside):
@@ -80,6 +83,11 @@ class TextLog:
         if line:
             self.stream.write(line + "\n")
             self.stream.flush()
+
+
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+"""Line breaks to ``str.splitlines`` that ``json.dumps`` leaves as they are (with
+``ensure_ascii=False``), written escaped: an event stays one line to any reader."""
 
 
 class JsonLog:
@@ -91,7 +99,10 @@ class JsonLog:
 
     def __call__(self, event: Event) -> None:
         record = {"ts": round(self.clock(), 3), **event.to_dict()}
-        self.stream.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+        line = json.dumps(record, ensure_ascii=False, sort_keys=True)
+        if not line.isascii():  # (a flag of the string: ASCII lines cost no scan)
+            line = line.translate(_LINE_BREAKS)
+        self.stream.write(line + "\n")
         self.stream.flush()
 
 

@@ -7,19 +7,14 @@ suite after ``ET.indent`` (attributes in the order set, ``ET``'s escapes, empty 
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from batchvid.shorttext import short_message as short_message  # where it lived
+
 # Characters XML 1.0 forbids even escaped; a provider's error body may carry them.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
-
-# Markup in a provider's error body (an HTML 502 page): the hidden parts, then any tag.
-_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_TAG = re.compile(r"<!--.*?-->|</?[A-Za-z!][^<>]*>", re.DOTALL)
-_LOOKS_HTML = re.compile(r"<(!doctype|html|head|body|title|h[1-6]|p|div|center|hr|br|pre)\b", re.I)
-SHORT_MESSAGE_CHARS = 200
 
 _TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 """``ET``'s escapes in an element's text."""
@@ -27,17 +22,6 @@ _ATTRIBUTE = str.maketrans(
     {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#09;"}
 )
 """``ET``'s escapes in an attribute's value."""
-
-
-def short_message(text: str) -> str:
-    """A message as one short, clean line for report.md and junit.xml: an HTML page's markup
-    stripped and entities decoded (other text keeps its ``<`` and ``&``), whitespace collapsed, at most ``SHORT_MESSAGE_CHARS`` characters. The
-    whole message stays in report.json and the job's files."""
-    plain = html.unescape(_TAG.sub(" ", _HIDDEN.sub(" ", text))) if _LOOKS_HTML.search(text) else text
-    line = " ".join(plain.split())
-    if len(line) > SHORT_MESSAGE_CHARS:
-        line = line[: SHORT_MESSAGE_CHARS - 1].rstrip() + "…"
-    return line
 
 
 def _clean(value: object) -> str:

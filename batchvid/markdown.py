@@ -6,7 +6,7 @@ import html
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from batchvid.junit import short_message
+from batchvid.shorttext import short_message
 
 AGAIN = {"reattach": "re-attached", "download": "downloaded again"}
 """How a succeeded job that this run did not pay for is counted (none of them is "generated")."""

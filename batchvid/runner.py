@@ -48,14 +48,15 @@ from batchvid.gcpause import (
 )
 from batchvid.jobs import Manifest
 from batchvid.jsontext import StreamedItems
-from batchvid.plan import ACTIVE, STATUS_OF_ACTION, UNANSWERED_CREATE, Plan, Step
+from batchvid.plan import ACTIVE, Plan, Step
 from batchvid.ratelimit import AdaptiveLimit, RateLimiter
 from batchvid.relocate import Relocations
 from batchvid.report import Outcome, RunInfo, exit_code, write_outputs
 from batchvid.reportpieces import code_digest
 from batchvid.retry import RetryPolicy
 from batchvid.settings import Settings, plan_for
-from batchvid.stopping import Stopped, Stopper
+from batchvid.startoutcome import initial_outcome, say_task_not_finished, with_rewrite
+from batchvid.stopping import ENHANCE_STOPPING, Stopped, Stopper
 from batchvid.store import OutputDir
 
 if TYPE_CHECKING:
@@ -109,53 +110,9 @@ class RunResult:
         return f"RunResult(exit_code={self.exit_code}, jobs={len(self.outcomes)}, stopped={self.stopped!r})"
 
 
-def initial_outcome(step: Step) -> Outcome:
-    """A job's outcome before the run works on it (``plan.STATUS_OF_ACTION``)."""
-    record, status = step.record, STATUS_OF_ACTION[step.action]
-    task_id = record.task_id if record else None
-    if status == "skipped" and record is not None:
-        return Outcome(step.job, status, step.action, task_id=task_id, video=record.video,
-                       cover=record.cover, media=record.media, poster=record.poster,
-                       provided=record.provided or {})
-    if status == "failed" and record is not None:
-        error = record.error
-        if error is None and record.state == "submitting":
-            error = dict(UNANSWERED_CREATE)
-        return Outcome(step.job, status, step.action, task_id=task_id, error=error,
-                       video=record.video, media=record.media)  # a rejected video, kept aside
-    return Outcome(step.job, status, step.action, task_id=None if step.pays else task_id, error=NOT_STARTED)
-
-
 FREEZE_FROM = 5000
 """Jobs from which a run in a process of its own (the CLI's) freezes what it built before its
 jobs run (``gcpause.long_lived``): a smaller one's collections scan little anyway."""
-
-NOT_STARTED: dict[str, Any] = {"kind": "not_started", "message": "the run stopped before this job finished"}
-"""The error of every job the run has not finished yet (one dict, shared: never changed in place)."""
-
-
-def _say_task_not_finished(outcome: Outcome) -> None:
-    """A pending job that has a task was started: say so, and that the next run re-attaches
-    (the error it was given before the run, ``not_started``, would be untrue)."""
-    error = outcome.error or {}
-    if outcome.status == "pending" and outcome.task_id and error.get("kind") == "not_started":
-        outcome.error = {
-            "kind": "not_finished",
-            "message": f"submitted as task {outcome.task_id}; the run stopped before it finished "
-            "and the next run re-attaches to it (no new charge)",
-        }
-
-
-def with_rewrite(outcome: Outcome, step: Step) -> Outcome:
-    """``outcome`` with the rewrite of the job's prompt the journal holds, for an enhanced job
-    (the report, metadata and lock then show both prompts, on every later run too)."""
-    if step.job.enhance is not None:
-        from batchvid.enhancing import sent_rewrite, stored_rewrite
-
-        stored = stored_rewrite(step.record) if step.pays else sent_rewrite(step.record)
-        outcome.enhance = stored.record() if stored is not None else None
-    return outcome
-
 
 async def _rewrite(
     enhancer: Enhancer, step: Step, stopper: Stopper, scrub: Callable[[str], str], journal: Journal
@@ -324,7 +281,7 @@ class Runner:
                 del plan
                 with anyio.CancelScope(shield=True):
                     for outcome in outcomes:
-                        _say_task_not_finished(outcome)
+                        say_task_not_finished(outcome)
                     if large and self._jobs_ran:  # (a rerun that sent nothing has no buffers to give back)
                         trim_heap()
                     report = self._report(outcomes, budget, started_wall, started)
@@ -470,7 +427,7 @@ class Runner:
             fx = Effects(self.emit, self.scrub, self.clock, self.sleep, self.rng)
             async with self._api_client(self._transport()) as api, anyio.create_task_group() as outer:
                 if self.settings.handle_signals:
-                    outer.start_soon(self.stopper.watch_signals)
+                    outer.start_soon(self.stopper.watch_signals, ENHANCE_STOPPING)
                 enhancer = self._enhancer(api, fx)
                 for step in plan.steps:
                     if not needs_rewrite(step.job) or self.stopper.reason is not None:

@@ -17,6 +17,13 @@ import anyio
 
 from batchvid.events import Event, RunStopping
 
+RUN_STOPPING = "finishing downloads under way"
+"""What ``run`` does once interrupted: no new creates, no more waiting on tasks (journaled,
+re-attached next run), downloads under way get ``grace`` seconds."""
+ENHANCE_STOPPING = "asking for no more rewrites (the one under way is dropped and asked again next time)"
+"""What ``enhance`` does once interrupted: it downloads nothing; the chat request under way is
+cancelled (an ``interruptible`` wait) and the rewrites already made are in the journal."""
+
 
 class Stopped(Exception):
     """The run is stopping; this job goes no further."""
@@ -85,14 +92,16 @@ class Stopper:
         if scope.cancelled_caught:
             raise Stopped
 
-    async def watch_signals(self) -> None:
+    async def watch_signals(self, doing: str = RUN_STOPPING) -> None:
+        """Interrupt on the first SIGINT/SIGTERM, saying ``doing`` (what the command does as it
+        stops: ``RUN_STOPPING``, ``ENHANCE_STOPPING``); cancel the jobs on the next one."""
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             count = 0
             async for signum in signals:
                 count += 1
                 name = signal.Signals(signum).name
                 if count == 1:
-                    self.interrupt(f"{name} received; finishing downloads under way")
+                    self.interrupt(f"{name} received; {doing}")
                 elif self.jobs_scope is not None:
                     # Stop at once, and keep receiving: a later signal must not turn into a
                     # KeyboardInterrupt inside a shielded create and lose its task id.

@@ -119,6 +119,23 @@ def read_report(root: Path) -> dict[str, Any]:
     return report
 
 
+def _open_lock(path: Path) -> int:
+    """The lock file opened for reading and writing (made when missing); an ``OutputDirError``
+    naming it and why when it cannot be (no permission, a directory in its place)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except IsADirectoryError as exc:
+        raise OutputDirError(
+            f"cannot open the lock file {path}: it is a directory; move it out of the way "
+            "(batchvid makes the lock file) or choose another --out"
+        ) from exc
+    except OSError as exc:
+        raise OutputDirError(
+            f"cannot open the lock file {path}: {exc.strerror or exc}; fix its permissions "
+            "or choose another --out"
+        ) from exc
+
+
 class OutputDir:
     """An output directory opened for writing: holds the lock until ``close``."""
 
@@ -143,7 +160,7 @@ class OutputDir:
             raise OutputDirError(f"cannot create output directory {self.root}: {exc}") from exc
         lock_path = self.state_dir / "lock"
         existed = lock_path.exists()
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock(lock_path)
         try:
             _lock_exclusive(fd)
         except BlockingIOError:

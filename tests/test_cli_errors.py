@@ -96,17 +96,18 @@ def test_verify_reports_a_corrupt_journal_as_a_problem_and_still_checks_the_file
 def test_an_output_directory_that_cannot_be_opened_is_one_line_not_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """An OSError while a run opens its output directory (here its lock file is a directory)
-    is one `batchvid: error:` line naming the file, exit 1, not a traceback."""
+    """A lock file a run cannot open (here a directory is in its place) is one `batchvid:
+    error:` line naming the file and why, exit 2 as for an output directory that is not
+    writable (nothing was sent), not a traceback."""
     out = _finished(tmp_path)
     lock = out / STATE_DIR / "lock"
     lock.unlink()
     lock.mkdir()
     capsys.readouterr()
-    assert main(["run", str(tmp_path / "m.yaml"), "--out", str(out), *FAST]) == 1
+    assert main(["run", str(tmp_path / "m.yaml"), "--out", str(out), *FAST]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("batchvid: error: ") and str(lock) in err
-    assert "Traceback" not in err
+    assert err == f"batchvid: error: cannot open the lock file {lock}: it is a directory; move it out of " \
+                  "the way (batchvid makes the lock file) or choose another --out\n"
 
 
 @pytest.fixture
@@ -191,6 +192,7 @@ def test_status_says_when_a_run_is_writing_the_directory_now(
         assert main(["status", str(out)]) == 2
         err = capsys.readouterr().err
         assert f"has no report yet: a batchvid run (pid {os.getpid()}) is writing it now" in err
+    (out / STATE_DIR / "lock").write_text("4242\n")  # as a killed run leaves it: its pid
     assert main(["status", str(out)]) == 2
     assert "has no report yet: the run writing it was killed" in capsys.readouterr().err
 
@@ -216,3 +218,24 @@ def test_a_bad_shard_says_which_number_is_wrong(
     """`--shard 1/0` says N is wrong (it said I must be between 1 and N, of N = 0)."""
     assert main(["plan", str(_manifest(tmp_path)), "--shard", shard]) == 2
     assert capsys.readouterr().err == f"batchvid: error: {message}\n"
+
+
+def test_status_without_report_json_after_a_clean_run_says_it_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """report.json deleted after a run that ended (its lock left empty): status exits 2 saying
+    report.json is missing and that running the manifest again writes it, not that a run was
+    killed; that run does write it, sending nothing."""
+    out = _finished(tmp_path)
+    assert (out / STATE_DIR / "lock").read_text() == ""
+    (out / "report.json").unlink()
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"batchvid: error: {out} has no report.json: it is missing (the last run ended cleanly")
+    assert "1 jobs, 1 done; run the same manifest again into it to write report.json again" in err
+    assert "killed" not in err
+    assert main(["run", str(tmp_path / "m.yaml"), "--out", str(out), *FAST]) == 0
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 0
+    assert "1 skipped" in capsys.readouterr().out

@@ -64,3 +64,21 @@ def test_shorter_rewrite_from_the_simulator_is_a_description(tmp_path: Path) -> 
     assert fox["enhance"]["requests"] == 2 and fox["enhance"]["status"] == "enhanced"
     assert fox["prompt"].startswith("A fox in the snow")
     assert "characters long" not in fox["prompt"]
+
+
+def test_status_after_enhance_alone_says_no_run_has_written_here(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status` on a directory only `batchvid enhance` wrote into (its pid left in the lock, as
+    found) exits 2 saying the journal holds only prompt rewrites and `batchvid run` writes the
+    report; not that a run writing it was killed."""
+    path, out = write_manifest(tmp_path, FOX), tmp_path / "out"
+    assert main(["enhance", str(path), "--out", str(out), "--simulate"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"batchvid: error: {out} has no report yet: its journal holds only prompt rewrites (1, made "
+        f"by `batchvid enhance`); no run has generated a video here. `batchvid run MANIFEST --out "
+        f"{out}` sends them and writes the report\n"
+    )

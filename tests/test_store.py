@@ -358,3 +358,33 @@ def test_a_status_glance_at_the_lock_does_not_make_a_starting_run_refuse(tmp_pat
             out.open()
     finally:
         release.join()
+
+
+def test_a_directory_in_place_of_the_lock_file_is_an_output_dir_error(tmp_path: Path) -> None:
+    """``.batchvid/lock`` being a directory: opening raises ``OutputDirError`` naming the lock
+    file and saying it is a directory (not a bare ``IsADirectoryError``), and leaves it there."""
+    (tmp_path / ".batchvid" / "lock").mkdir(parents=True)
+    with pytest.raises(OutputDirError, match=r"cannot open the lock file .*/\.batchvid/lock: it is a directory") as e:
+        OutputDir(tmp_path).open()
+    assert type(e.value) is OutputDirError and isinstance(e.value.__cause__, IsADirectoryError)
+    assert (tmp_path / ".batchvid" / "lock").is_dir()
+
+
+def test_a_lock_file_without_permission_is_an_output_dir_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock file the process may not open (EACCES; forced, as root may open anything):
+    ``OutputDirError`` naming the file and the reason, not a bare ``PermissionError``."""
+    import batchvid.store as store
+
+    lock = tmp_path / ".batchvid" / "lock"
+    real_open = os.open
+
+    def refusing(path: Any, flags: int, mode: int = 0o777) -> int:
+        if Path(path) == lock:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(store.os, "open", refusing)
+    with pytest.raises(OutputDirError, match=r"cannot open the lock file .*/\.batchvid/lock: Permission denied; fix"):
+        OutputDir(tmp_path).open()

@@ -161,11 +161,11 @@ def cmd_enhance(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from batchvid.clean import find_leftovers, writer_running
+    from batchvid.clean import find_leftovers, last_run_unfinished, writer_running
     from batchvid.display import leftover_lines, status_json, status_text
     from batchvid.jobs import Job
     from batchvid.plan import make_plan
-    from batchvid.store import read_records, read_report
+    from batchvid.store import STATE_DIR, read_records, read_report
 
     root = Path(args.out_dir)
     records = read_records(root) if root.is_dir() else {}
@@ -177,6 +177,20 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"{root} has no report yet: a batchvid run (pid {writer}) is writing it now; its "
                 f"journal records {len(records)} jobs so far, {states.count('succeeded')} done. "
                 "Its report is written when it ends"
+            )
+        if states.count("enhanced") == len(states):  # `batchvid enhance` leaves the lock as found
+            raise OutputDirError(
+                f"{root} has no report yet: its journal holds only prompt rewrites "
+                f"({len(records)}, made by `batchvid enhance`); no run has generated a video here. "
+                f"`batchvid run MANIFEST --out {root}` sends them and writes the report"
+            )
+        if (root / STATE_DIR / "lock").is_file() and last_run_unfinished(root) is None:
+            # An empty lock: the last run ended and wrote report.json, removed since.
+            raise OutputDirError(
+                f"{root} has no report.json: it is missing (the last run ended cleanly and wrote it). "
+                f"Its journal records {len(records)} jobs, {states.count('succeeded')} done; run the "
+                "same manifest again into it to write report.json again (done jobs are verified "
+                f"and skipped, not paid again; `batchvid plan MANIFEST --out {root}` shows what it would do)"
             )
         raise OutputDirError(
             f"{root} has no report yet: the run writing it was killed. "

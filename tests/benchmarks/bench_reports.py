@@ -5,7 +5,7 @@ Run: ``.venv/bin/python tests/benchmarks/bench_reports.py DIR [--mode rerun|run]
 
 ``DIR`` is a directory kept by ``bench_resume.py --synthesize --jobs N --keep DIR`` (its
 ``resume.yaml`` and ``out/``). The outcomes are built as a rerun builds them (journal replayed,
-plan made, ``runner.initial_outcome`` of each step); with ``--mode run`` they are instead made
+plan made, ``startoutcome.initial_outcome`` of each step); with ``--mode run`` they are instead made
 as a run's finished jobs are (succeeded, one attempt, a duration, packed). The report files are
 then written twice into ``DIR/bench-reports`` (the first write makes report.html; the second,
 measured, renews only its timing, as a rerun does), and the process CPU of the second write is
@@ -34,7 +34,7 @@ def _outcomes(directory: Path, mode: str) -> tuple[list[Any], Any]:
     from batchvid.manifest import load_manifest
     from batchvid.plan import make_plan
     from batchvid.report import RunInfo
-    from batchvid.runner import initial_outcome, with_rewrite
+    from batchvid.startoutcome import initial_outcome, with_rewrite
     from batchvid.store import read_records
 
     manifest = load_manifest(directory / "resume.yaml")
