@@ -108,7 +108,7 @@ def fingerprint(o: Outcome, link: str | None, provided: Mapping[str, Any] | None
     without an error, warnings or an enhanced prompt, or one whose provider's fields are named
     like an entry's own.
 
-    The rest of such a job's entry comes from its journal record (``runner.initial_outcome``:
+    The rest of such a job's entry comes from its journal record (``startoutcome.initial_outcome``:
     video, cover, media, poster, provided), which the record's journal check covers
     (``Previous.changed``), and its parameters are those its key is the sha256 of
     (``jobkey.job_key``: the canonical request and the sample). A generated job's task id is
