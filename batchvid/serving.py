@@ -28,6 +28,7 @@ import html
 import io
 import os
 import re
+import stat
 import sys
 import urllib.parse
 from http import HTTPStatus
@@ -50,7 +51,17 @@ _MEDIA_TYPES = {
     ".jpeg": "image/jpeg",
     ".png": "image/png",
 }
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE)
+
+
+def _number(digits: str) -> int:
+    """A Range position; one of more than 18 digits (past any file) as 10**18, so that a huge
+    number is neither an error nor a slow conversion."""
+    return int(digits) if len(digits.lstrip("0")) <= 18 else 10**18
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None | bool:
@@ -64,16 +75,16 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None | bool:
     if not first:
         if not last:
             return None
-        suffix = int(last)
+        suffix = _number(last)
         if suffix == 0 or size == 0:
             return False
         return max(size - suffix, 0), size - 1
-    start = int(first)
-    if last and int(last) < start:
+    start = _number(first)
+    if last and _number(last) < start:
         return None
     if start >= size:
         return False
-    return start, min(int(last), size - 1) if last else size - 1
+    return start, min(_number(last), size - 1) if last else size - 1
 
 
 def _unchanged_since(header: str, mtime: float) -> bool:
@@ -95,24 +106,80 @@ class ViewHandler(SimpleHTTPRequestHandler):
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **_MEDIA_TYPES}
     _part: tuple[int, int] = (0, 0)
 
-    def _allowed(self, path: str) -> bool:
+    def _inside(self, path: str) -> str | None:
+        """``path``'s real path when neither it nor its real path leaves the directory or has a
+        dot-named part (``.batchvid/``, a symlink into it); else ``None``."""
+        try:
+            root = os.path.realpath(self.directory)
+            real = os.path.realpath(path)
+        except (OSError, ValueError):  # a NUL byte (%00)
+            return None
+        for name, base in ((path, self.directory), (real, root)):
+            # ".." is dot-named too: a real path outside the directory is refused here
+            if any(part.startswith(".") for part in Path(os.path.relpath(name, base)).parts
+                   if part != "."):
+                return None
+        return real
+
+    def _open(self, real: str) -> BinaryIO | None:
+        """The regular file at ``real`` (a path ``_inside`` gave), opened from the directory one
+        name at a time with no symlink followed: one swapped in since the check is refused, so
+        what is opened is what was checked. ``None`` when it cannot be (404)."""
+        flags = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK  # a FIFO must not block
         root = os.path.realpath(self.directory)
-        relative = os.path.relpath(path, self.directory)
-        if any(part.startswith(".") and part != "." for part in Path(relative).parts):
+        try:
+            if os.open not in os.supports_dir_fd:  # not POSIX: no walk, the path as checked
+                fd = os.open(real, flags)
+            else:
+                parts = Path(os.path.relpath(real, root)).parts
+                fd = os.open(root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+                for i, part in enumerate(parts):
+                    last = i == len(parts) - 1
+                    try:
+                        fd_next = os.open(part, flags if last else flags | _O_DIRECTORY,
+                                          dir_fd=fd)
+                    finally:
+                        os.close(fd)
+                    fd = fd_next
+        except (OSError, ValueError):
+            return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a directory, FIFO, device: not served
+            os.close(fd)
+            return None
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+
+    def _host_is_local(self) -> bool:
+        """Whether the request names this machine (``Host`` 127.0.0.1, localhost, [::1], or
+        none): a web page whose name was re-pointed at 127.0.0.1 (DNS rebinding) sends its own
+        name and must not read the output directory through the user's browser."""
+        host = self.headers.get("Host")
+        if host is None:
+            return True
+        try:
+            name = urllib.parse.urlsplit("//" + host.strip()).hostname or ""
+        except ValueError:
             return False
-        real = os.path.realpath(path)
-        return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+        return name in ("127.0.0.1", "localhost", "::1") or name.endswith(".localhost")
 
     def send_head(self) -> Any:
-        path = self.translate_path(self.path)
-        if not self._allowed(path):
-            self.send_error(HTTPStatus.NOT_FOUND, "File not found")
+        if not self._host_is_local():
+            self.send_error(HTTPStatus.MISDIRECTED_REQUEST, "Not a local host name")
             return None
-        if os.path.isdir(path) or path.endswith("/"):
-            return super().send_head()
-        try:
-            file = open(path, "rb")  # noqa: SIM115 -- the caller closes it, as in the base class
-        except OSError:
+        path = self.translate_path(self.path)
+        real = self._inside(path)
+        if real is not None and os.path.isdir(real):
+            if not urllib.parse.urlsplit(self.path).path.endswith("/"):
+                return super().send_head()  # the redirect to the name with a slash
+            for index in ("index.html", "index.htm"):
+                if os.path.lexists(os.path.join(path, index)):
+                    path = os.path.join(path, index)
+                    real = self._inside(path)
+                    break
+            else:
+                return self.list_directory(real)
+        file = None if real is None or path.endswith("/") else self._open(real)
+        if file is None:
             self.send_error(HTTPStatus.NOT_FOUND, "File not found")
             return None
         try:
@@ -122,17 +189,18 @@ class ViewHandler(SimpleHTTPRequestHandler):
             raise
 
     def _send_file_head(self, file: BinaryIO, media_type: str) -> BinaryIO | None:
-        stat = os.fstat(file.fileno())
-        size = stat.st_size
-        modified = self.date_time_string(int(stat.st_mtime))
+        status = os.fstat(file.fileno())
+        size = status.st_size
+        modified = self.date_time_string(int(status.st_mtime))
         if ("If-Modified-Since" in self.headers and "If-None-Match" not in self.headers
-                and _unchanged_since(self.headers["If-Modified-Since"], stat.st_mtime)):
+                and _unchanged_since(self.headers["If-Modified-Since"], status.st_mtime)):
             self.send_response(HTTPStatus.NOT_MODIFIED)
             self.send_header("Last-Modified", modified)
             self.end_headers()
             file.close()
             return None
-        wanted = self.headers.get("Range")
+        # Range is defined for GET only (RFC 9110 14.2): HEAD answers as a GET without it would
+        wanted = self.headers.get("Range") if self.command == "GET" else None
         if_range = self.headers.get("If-Range")
         part = None if wanted is None or if_range not in (None, modified) else (
             parse_range(wanted, size))

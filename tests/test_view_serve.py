@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from batchvid.serving import ViewServer, make_server, parse_range
+from batchvid.serving import ViewHandler, ViewServer, make_server, parse_range
 
 VIDEO = bytes(range(256)) * 1200  # 307,200 bytes, every offset's byte known
 
@@ -39,6 +39,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     (root / "report.json").write_text("{}\n")
     (root / ".batchvid").mkdir()
     (root / ".batchvid" / "journal.jsonl").write_text('{"task_id": "t"}\n')
+    (job / "journal.txt").symlink_to(root / ".batchvid" / "journal.jsonl")
+    (root / "linked").mkdir()
+    (root / "linked" / "index.html").symlink_to(base / "secret.txt")
+    (root / "site").mkdir()
+    (root / "site" / "index.html").write_text("<!DOCTYPE html><title>site index</title>")
+    os.mkfifo(job / "pipe.mp4")
     server = make_server(root, 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -156,7 +162,8 @@ def test_stale_if_range_sends_the_whole_file(served: tuple[str, Path], client: h
 
 
 def test_head_sends_the_headers_only(served: tuple[str, Path], client: httpx.Client) -> None:
-    """HEAD answers like GET (length, type, Accept-Ranges; 206 for a range) with no body."""
+    """HEAD answers like GET (length, type, Accept-Ranges) with no body; a Range on HEAD is
+    ignored (RFC 9110 14.2: ranges are defined for GET only): 200 and the whole length."""
     url, _ = served
     full = client.head(f"{url}/jobs/a/video.mp4")
     assert full.status_code == 200 and full.content == b""
@@ -164,8 +171,9 @@ def test_head_sends_the_headers_only(served: tuple[str, Path], client: httpx.Cli
     assert full.headers["accept-ranges"] == "bytes"
     assert full.headers["content-type"] == "video/mp4"
     part = client.head(f"{url}/jobs/a/video.mp4", headers={"Range": "bytes=10-19"})
-    assert part.status_code == 206 and part.content == b""
-    assert part.headers["content-range"] == f"bytes 10-19/{len(VIDEO)}"
+    assert part.status_code == 200 and part.content == b""
+    assert part.headers["content-length"] == str(len(VIDEO))
+    assert "content-range" not in part.headers
 
 
 def test_unchanged_file_is_304(served: tuple[str, Path], client: httpx.Client) -> None:
@@ -244,7 +252,7 @@ def test_client_hanging_up_mid_video_prints_nothing(
         for _ in range(3):
             sock = socket.create_connection((host, int(port)), timeout=10)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.sendall(b"GET /jobs/a/big.mp4 HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(b"GET /jobs/a/big.mp4 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert sock.recv(4096).startswith(b"HTTP/1.0 200")
             # RST rather than FIN: the server's next write fails at once
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -265,6 +273,11 @@ def test_parse_range_forms() -> None:
     assert parse_range("bytes=1000-", 1000) is False
     assert parse_range("bytes=0-1,3-4", 1000) is None
     assert parse_range("bytes=-", 1000) is None
+    huge = "9" * 5000  # past Python's 4,300-digit int() limit: no ValueError
+    assert parse_range(f"bytes={huge}-", 1000) is False
+    assert parse_range(f"bytes=0-{huge}", 1000) == (0, 999)
+    assert parse_range(f"bytes=-{huge}", 1000) == (0, 999)
+    assert parse_range("bytes=0000000000000000000000000005-6", 1000) == (5, 6)
 
 
 def test_server_class_is_quiet_only_about_hang_ups(capfd: pytest.CaptureFixture[str]) -> None:
@@ -305,3 +318,129 @@ def test_view_serve_answers_ranges(tmp_path: Path) -> None:
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def _raw_request(url: str, request: bytes) -> bytes:
+    """Send ``request`` as written on a fresh connection; the whole answer (HTTP/1.0: the
+    server closes), or what came before a 10 s timeout."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("target", ["/jobs/a/video.mp4%00", "/%00/secret.txt", "/report.html%00.txt"])
+def test_nul_byte_in_path_is_404(
+    served: tuple[str, Path], target: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A percent-encoded NUL gets a 404 answer (it used to raise in realpath: no answer and a
+    traceback on the terminal)."""
+    url, _ = served
+    answer = _raw_request(url, f"GET {target} HTTP/1.0\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.0 404")
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_huge_range_numbers_are_answered(
+    served: tuple[str, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A Range with a 5,000-digit position is 416 (start past the end), one with a 5,000-digit
+    last position is the rest of the file: an answer either way, no traceback."""
+    url, _ = served
+    huge = "9" * 5000
+    past = _raw_request(url, f"GET /jobs/a/video.mp4 HTTP/1.0\r\nRange: bytes={huge}-\r\n\r\n".encode())
+    assert past.startswith(b"HTTP/1.0 416") and f"bytes */{len(VIDEO)}".encode() in past
+    rest = _raw_request(url, f"GET /jobs/a/video.mp4 HTTP/1.0\r\nRange: bytes=7-{huge}\r\n\r\n".encode())
+    assert rest.startswith(b"HTTP/1.0 206")
+    assert rest.split(b"\r\n\r\n", 1)[1] == VIDEO[7:]
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_symlink_into_run_state_is_refused(served: tuple[str, Path], client: httpx.Client) -> None:
+    """A symlink whose target is under .batchvid/ is 404 like .batchvid/ itself."""
+    url, root = served
+    assert "task_id" in (root / "jobs" / "a" / "journal.txt").read_text()
+    response = client.get(f"{url}/jobs/a/journal.txt")
+    assert response.status_code == 404 and "task_id" not in response.text
+
+
+def test_directory_index_is_checked_and_sent_whole(served: tuple[str, Path], client: httpx.Client) -> None:
+    """A directory's index.html is served with its body; one that is a symlink out is 404 (it
+    used to go through the base class: no check, and a Content-Length with no body)."""
+    url, _ = served
+    site = client.get(f"{url}/site/")
+    assert site.status_code == 200 and "site index" in site.text
+    linked = client.get(f"{url}/linked/")
+    assert linked.status_code == 404 and "outside the output directory" not in linked.text
+    assert client.get(f"{url}/site", follow_redirects=False).status_code == 301
+
+
+def test_fifo_is_404_without_blocking(served: tuple[str, Path], client: httpx.Client) -> None:
+    """A named pipe in the directory is not a file to serve: 404 at once (opening it for reading
+    would wait for a writer forever)."""
+    url, _ = served
+    assert client.get(f"{url}/jobs/a/pipe.mp4", timeout=5).status_code == 404
+
+
+def test_file_swapped_for_a_symlink_after_the_check_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TOCTOU: a file replaced by a symlink pointing out, between the path check and the open,
+    is refused (the open follows no symlink), and so is a directory swapped for one."""
+    (tmp_path / "secret.txt").write_text("outside the output directory")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "video.mp4").write_text("outside the output directory")
+    root = tmp_path / "out"
+    (root / "jobs" / "a").mkdir(parents=True)
+    (root / "jobs" / "a" / "video.mp4").write_bytes(VIDEO)
+    (root / "jobs" / "b").mkdir()
+    (root / "jobs" / "b" / "video.mp4").write_bytes(VIDEO)
+    checked = ViewHandler._inside
+
+    def check_then_swap(self: ViewHandler, path: str) -> str | None:
+        real = checked(self, path)
+        if path.endswith("a/video.mp4"):
+            os.replace(_link(root / "jobs" / "a" / "new", tmp_path / "secret.txt"), path)
+        elif path.endswith("b/video.mp4"):
+            moved = root / "jobs" / "b-gone"
+            (root / "jobs" / "b").rename(moved)
+            (root / "jobs" / "b").symlink_to(tmp_path / "elsewhere")
+        return real
+
+    monkeypatch.setattr(ViewHandler, "_inside", check_then_swap)
+    server = make_server(root, 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        for target in ("jobs/a/video.mp4", "jobs/b/video.mp4"):
+            response = httpx.get(f"{url}/{target}")
+            assert response.status_code == 404, target
+            assert "outside the output directory" not in response.text
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def _link(link: Path, target: Path) -> Path:
+    link.symlink_to(target)
+    return link
+
+
+@pytest.mark.parametrize(("host", "status"), [
+    ("evil.example", 421), ("evil.example:8000", 421), ("127.0.0.1.evil.example", 421),
+    ("localhost", 200), ("127.0.0.1:1", 200), ("[::1]:8000", 200), ("app.localhost", 200),
+])
+def test_only_local_host_names_are_served(
+    served: tuple[str, Path], client: httpx.Client, host: str, status: int
+) -> None:
+    """A request naming another host (a web page re-pointing its name at 127.0.0.1: DNS
+    rebinding) is refused 421 without a byte of the file; local names are served."""
+    url, _ = served
+    response = client.get(f"{url}/report.json", headers={"Host": host})
+    assert response.status_code == status
+    assert (response.text == "{}\n") == (status == 200)
