@@ -11,11 +11,9 @@ from batchvid.errors import OutputDirError, UsageError
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    import functools
-    import http.server
-
     from batchvid.export import unfinished
     from batchvid.gallery import write_gallery
+    from batchvid.serving import make_server
     from batchvid.store import read_report
 
     root = Path(args.out_dir)
@@ -37,9 +35,8 @@ def cmd_view(args: argparse.Namespace) -> int:
     if not args.serve:
         print(page.resolve().as_uri())
         return EXIT_OK
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
     try:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), handler)
+        server = make_server(root, args.port)
     except OSError as exc:
         raise UsageError(f"--port {args.port}: cannot listen on 127.0.0.1 ({exc.strerror})") from exc
     with server:
