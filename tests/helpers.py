@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from socketserver import TCPServer
 from typing import Any
 
 import httpx
@@ -49,3 +53,17 @@ class Recording(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         return await self.inner.handle_async_request(request)
+
+
+@contextmanager
+def serving(server: TCPServer) -> Iterator[str]:
+    """``server`` answering in a thread while the block runs (its ``http://127.0.0.1:PORT``
+    yielded), then shut down, closed and its thread joined."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -115,16 +115,22 @@ def test_a_complete_merge_exports_every_clip(shards: dict[str, Path], tmp_path: 
         assert sum(name.endswith(".jpg") for name in tar.getnames()) == 6
 
 
+def _third_shard_with(shards: dict[str, Path], tmp_path: Path, **manifest: str) -> Path:
+    """A copy of shard 3/3 whose report.json says these ``manifest`` fields instead."""
+    copy = tmp_path / "3-of-3"
+    shutil.copytree(shards["3/3"], copy)
+    report = json.loads((copy / "report.json").read_text())
+    report["manifest"].update(manifest)
+    (copy / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return copy
+
+
 def test_merge_takes_shards_given_the_manifest_by_other_paths(
     shards: dict[str, Path], tmp_path: Path
 ) -> None:
     """Shards of one manifest given to each run by another path (`m.yaml`, `./m.yaml`, another
     runner's absolute path) merge: only report.json's manifest path differs."""
-    moved = tmp_path / "3-of-3"
-    shutil.copytree(shards["3/3"], moved)
-    report = json.loads((moved / "report.json").read_text())
-    report["manifest"]["path"] = "/elsewhere/checkout/m.yaml"
-    (moved / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    moved = _third_shard_with(shards, tmp_path, path="/elsewhere/checkout/m.yaml")
     into = tmp_path / "merged"
     assert main(["merge", str(shards["1/3"]), str(shards["2/3"]), str(moved), "--into", str(into)]) == 0
     assert main(["verify", str(into)]) == 0
@@ -135,11 +141,7 @@ def test_merge_of_two_manifests_names_them(
 ) -> None:
     """Shards of two manifests are refused with exit 2, naming each side's manifest and shard
     directory in words, not as a Python dict."""
-    other = tmp_path / "3-of-3"
-    shutil.copytree(shards["3/3"], other)
-    report = json.loads((other / "report.json").read_text())
-    report["manifest"]["name"] = "another"
-    (other / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    other = _third_shard_with(shards, tmp_path, name="another")
     into = tmp_path / "merged"
     assert main(["merge", str(shards["1/3"]), str(shards["2/3"]), str(other), "--into", str(into)]) == 2
     err = capsys.readouterr().err

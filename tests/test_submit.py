@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +17,14 @@ from batchvid.runner import Runner, Settings
 from tests.helpers import make_job, make_manifest
 
 
-def test_request_json_and_the_journal_line_are_on_disk_before_the_create_leaves(tmp_path: Path) -> None:
-    """When the create request is sent, request.json holds its body and the journal already
-    says the job is submitting (made together, both finished first)."""
-    out = tmp_path / "out"
-    seen: list[tuple[dict[str, object], bool]] = []
+def _run_one_failing_task(out: Path, on_create: Callable[[], None] | None = None) -> None:
+    """Run one BigModel job into ``out`` whose create is accepted and whose task then fails;
+    ``on_create`` is called as the create request arrives."""
 
     def server(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
-            recorded = json.loads((out / "jobs" / "j1" / "request.json").read_text())
-            journal = (out / ".batchvid" / "journal.jsonl").read_text()
-            seen.append((recorded, '"event":"submitting"' in journal))
+            if on_create is not None:
+                on_create()
             return httpx.Response(200, json={"id": "t1", "request_id": "r", "model": "cogvideox-flash",
                                              "task_status": "PROCESSING"})
         return httpx.Response(200, json={"task_status": "FAIL", "model": "cogvideox-flash"})
@@ -36,6 +34,20 @@ def test_request_json_and_the_journal_line_are_on_disk_before_the_create_leaves(
     runner = Runner(make_manifest([make_job("j1", provider="bigmodel")]), settings,
                     transport=httpx.MockTransport(server))
     anyio.run(runner.run)
+
+
+def test_request_json_and_the_journal_line_are_on_disk_before_the_create_leaves(tmp_path: Path) -> None:
+    """When the create request is sent, request.json holds its body and the journal already
+    says the job is submitting (made together, both finished first)."""
+    out = tmp_path / "out"
+    seen: list[tuple[dict[str, object], bool]] = []
+
+    def on_create() -> None:
+        recorded = json.loads((out / "jobs" / "j1" / "request.json").read_text())
+        journal = (out / ".batchvid" / "journal.jsonl").read_text()
+        seen.append((recorded, '"event":"submitting"' in journal))
+
+    _run_one_failing_task(out, on_create)
     assert len(seen) == 1
     recorded, journaled = seen[0]
     assert recorded["prompt"] == "prompt of j1"
@@ -80,17 +92,7 @@ def test_request_json_is_written_in_the_hop_that_fsyncs_its_submitting_line(
 
     monkeypatch.setattr(batchvid.offload, "_hand", traced_hand)
 
-    def server(request: httpx.Request) -> httpx.Response:
-        if request.method == "POST":
-            return httpx.Response(200, json={"id": "t1", "request_id": "r", "model": "cogvideox-flash",
-                                             "task_status": "PROCESSING"})
-        return httpx.Response(200, json={"task_status": "FAIL", "model": "cogvideox-flash"})
-
-    settings = Settings(out_dir=out, provider="bigmodel", base_url="http://sim/api/paas/v4",
-                        api_key="test-secret-key-1234567890", rpm=None, poll_min=0.01, poll_max=0.05)
-    runner = Runner(make_manifest([make_job("j1", provider="bigmodel")]), settings,
-                    transport=httpx.MockTransport(server))
-    anyio.run(runner.run)
+    _run_one_failing_task(out)
     at = [what for what, _ in done].index("request.json")
     (_, writer), (after, syncer) = done[at], done[at + 1]
     assert after == "journal" and writer == syncer != threading.get_ident()

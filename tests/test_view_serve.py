@@ -10,7 +10,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from batchvid.serving import ViewHandler, ViewServer, make_server, parse_range
+from tests.helpers import serving
 
 VIDEO = bytes(range(256)) * 1200  # 307,200 bytes, every offset's byte known
 
@@ -45,15 +45,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     (root / "site").mkdir()
     (root / "site" / "index.html").write_text("<!DOCTYPE html><title>site index</title>")
     os.mkfifo(job / "pipe.mp4")
-    server = make_server(root, 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", root
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serving(make_server(root, 0)) as url:
+        yield url, root
 
 
 @pytest.fixture
@@ -411,19 +404,11 @@ def test_file_swapped_for_a_symlink_after_the_check_is_refused(
         return real
 
     monkeypatch.setattr(ViewHandler, "_inside", check_then_swap)
-    server = make_server(root, 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}"
+    with serving(make_server(root, 0)) as url:
         for target in ("jobs/a/video.mp4", "jobs/b/video.mp4"):
             response = httpx.get(f"{url}/{target}")
             assert response.status_code == 404, target
             assert "outside the output directory" not in response.text
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def _link(link: Path, target: Path) -> Path:

@@ -4,7 +4,6 @@ fetching it by byte ranges (206)."""
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 
 from batchvid.serving import ViewHandler, ViewServer
+from tests.helpers import serving
 from tests.test_gallery import simulated_run
 from tests.test_gallery_browser import _wait, browser  # noqa: F401 -- the fixture, reused
 
@@ -26,15 +26,8 @@ class _Recording(ViewHandler):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     out = simulated_run(tmp_path_factory.mktemp("servebrowser"))
-    server = ViewServer(("127.0.0.1", 0), functools.partial(_Recording, directory=str(out)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", out
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serving(ViewServer(("127.0.0.1", 0), functools.partial(_Recording, directory=str(out)))) as url:
+        yield url, out
 
 
 def test_served_video_seeks(browser: Any, served: tuple[str, Path]) -> None:  # noqa: F811
