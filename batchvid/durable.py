@@ -16,7 +16,7 @@ import itertools
 import os
 import random
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -255,6 +255,16 @@ def sha256_file(path: Path) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
+
+
+def content_mismatch(digest: str, size: int, expected: Mapping[str, Any]) -> str | None:
+    """Why a file hashed to ``digest`` and ``size`` is not the one ``expected`` records (its
+    ``bytes`` and ``sha256``), or None when it is."""
+    if size != expected.get("bytes"):
+        return f"size {size} differs from the recorded {expected.get('bytes')}"
+    if digest != expected.get("sha256"):
+        return "sha256 differs from the recorded one"
+    return None
 
 
 SYNC_EVERY = 32 << 20

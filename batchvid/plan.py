@@ -293,6 +293,11 @@ def _done(job: Job, record: JobRecord, out_dir: Path) -> Step:
     return done.settle(steps)[0]
 
 
+def _verified(job: Job, record: JobRecord, video: Mapping[str, Any]) -> Step:
+    """The step of a done job whose video verified: skipped."""
+    return _StepFields(job, record, "skip", f"done; video verified ({video['sha256'][:12]})").freeze()
+
+
 class _DoneCheck:
     """``_done`` of a plan's succeeded jobs: each video taken as verified by its stat where that
     holds (``videocheck.VideoCheck.unchanged``), the others hashed together once every job is
@@ -327,7 +332,7 @@ class _DoneCheck:
 
             videos = self.videos = VideoCheck(self.out_dir, remember=self.remember)
         if videos.unchanged(job.id, video, record.stat):
-            steps.append(_StepFields(job, record, "skip", f"done; video verified ({video['sha256'][:12]})").freeze())
+            steps.append(_verified(job, record, video))
         else:
             self.pending.append((len(steps), job, record, verified_only))
             steps.append(None)
@@ -346,7 +351,7 @@ class _DoneCheck:
             video = record.video or {}
             dropped = dropped or (problem is not None and verified_only)
             if problem is None:
-                steps[at] = _StepFields(job, record, "skip", f"done; video verified ({video['sha256'][:12]})").freeze()
+                steps[at] = _verified(job, record, video)
             elif not verified_only:
                 steps[at] = Step(
                     job,

@@ -27,6 +27,7 @@ from typing import Any
 
 from batchvid.durable import (
     HashingWriter,
+    content_mismatch,
     dumps,
     file_stat,
     fsync_dir,
@@ -285,8 +286,4 @@ def verify_file(path: str | Path, expected: Mapping[str, Any]) -> str | None:
         return "missing"
     except OSError as exc:
         return f"unreadable ({exc.strerror})"
-    if size != expected.get("bytes"):
-        return f"size {size} differs from the recorded {expected.get('bytes')}"
-    if digest != expected.get("sha256"):
-        return "sha256 differs from the recorded one"
-    return None
+    return content_mismatch(digest, size, expected)

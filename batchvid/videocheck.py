@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from batchvid.durable import write_atomic
+from batchvid.durable import content_mismatch, write_atomic
 
 NAME = "verified-videos"
 """The file's name in the output directory's ``.batchvid``."""
@@ -152,14 +152,10 @@ class VideoCheck:
                 problems.append(result or "missing")
                 continue
             digest, size, recordable = result
-            if size != video.get("bytes"):
-                problems.append(f"size {size} differs from the recorded {video.get('bytes')}")
-            elif digest != video.get("sha256"):
-                problems.append("sha256 differs from the recorded one")
-            else:
-                problems.append(None)
-                if recordable is not None:
-                    self._add(job_id, f"{recordable} {digest}")
+            problem = content_mismatch(digest, size, video)
+            problems.append(problem)
+            if problem is None and recordable is not None:
+                self._add(job_id, f"{recordable} {digest}")
         if failed:  # (the videos hashed before it are recorded)
             raise failed[0]
         return problems
