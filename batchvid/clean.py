@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchvid.errors import OutputDirError
-from batchvid.store import STATE_DIR, OutputDir, read_records, read_report
+from batchvid.store import LOCK, STATE_DIR, OutputDir, lock_owner, read_records, read_report
 
 JOBS = "jobs"
 UNFINISHED = frozenset({"submitting", "submitted"})
@@ -55,18 +55,14 @@ def last_run_unfinished(root: Path) -> str | None:
     running; an interrupted run that wrote its report empties the lock), or None. Such a run
     may have paid for jobs its manifest added that report.json, written when a run ends, does
     not list yet."""
-    try:
-        owner = (root / STATE_DIR / "lock").read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return None
-    return owner or None
+    return lock_owner(root / STATE_DIR)
 
 
 def writer_running(root: Path) -> str | None:
     """The pid of the batchvid run writing ``root`` now (it holds the lock), or None. Only
     reads: the lock file is opened read-only and tried with a shared lock."""
     try:
-        fd = os.open(root / STATE_DIR / "lock", os.O_RDONLY)
+        fd = os.open(root / STATE_DIR / LOCK, os.O_RDONLY)
     except OSError:
         return None
     try:

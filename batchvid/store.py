@@ -46,6 +46,9 @@ LOCK_TRIES = 10
 
 STATE_DIR = ".batchvid"
 JOURNAL = "journal.jsonl"
+LOCK = "lock"
+"""The lock file in STATE_DIR: held by the run writing the directory, its pid written in it
+until the run ends cleanly."""
 
 __all__ = [
     "JOURNAL",
@@ -159,7 +162,7 @@ class OutputDir:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputDirError(f"cannot create output directory {self.root}: {exc}") from exc
-        lock_path = self.state_dir / "lock"
+        lock_path = self.state_dir / LOCK
         existed = lock_path.exists()
         fd = _open_lock(lock_path)
         try:
@@ -167,7 +170,7 @@ class OutputDir:
         except BlockingIOError:
             os.close(fd)
             raise OutputDirLocked(
-                f"{self.root} is in use by another batchvid run (pid {_lock_owner(self.state_dir)}); "
+                f"{self.root} is in use by another batchvid run (pid {lock_owner(self.state_dir) or 'unknown'}); "
                 "wait for it to finish or choose another --out"
             ) from None
         found = os.read(fd, 64).decode("utf-8", "replace").strip() if existed else ""
@@ -263,11 +266,14 @@ def _lock_exclusive(fd: int) -> None:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def _lock_owner(state_dir: Path) -> str:
+def lock_owner(state_dir: Path) -> str | None:
+    """The pid written in the lock file of ``state_dir`` (a run that holds it, or one that did
+    not end cleanly: ``clean.last_run_unfinished``), or None when it is empty or unreadable."""
     try:
-        return (state_dir / "lock").read_text().strip() or "unknown"
+        owner = (state_dir / LOCK).read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
-        return "unknown"
+        return None
+    return owner or None
 
 
 def read_records(root: Path) -> dict[str, JobRecord]:

@@ -165,7 +165,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from batchvid.display import leftover_lines, status_json, status_text
     from batchvid.jobs import Job
     from batchvid.plan import make_plan
-    from batchvid.store import STATE_DIR, read_records, read_report
+    from batchvid.store import LOCK, STATE_DIR, read_records, read_report
 
     root = Path(args.out_dir)
     records = read_records(root) if root.is_dir() else {}
@@ -184,7 +184,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"({len(records)}, made by `batchvid enhance`); no run has generated a video here. "
                 f"`batchvid run MANIFEST --out {root}` sends them and writes the report"
             )
-        if (root / STATE_DIR / "lock").is_file() and last_run_unfinished(root) is None:
+        if (root / STATE_DIR / LOCK).is_file() and last_run_unfinished(root) is None:
             # An empty lock: the last run ended and wrote report.json, removed since.
             raise OutputDirError(
                 f"{root} has no report.json: it is missing (the last run ended cleanly and wrote it). "

@@ -195,9 +195,10 @@ def check_writable(out: Path) -> None:
     must write and cannot: a read-only directory, a lock or journal file without write
     permission."""
     from batchvid.errors import OutputDirError
+    from batchvid.store import JOURNAL, LOCK, STATE_DIR
 
-    state = out / ".batchvid"
-    for path in (out, state, out / "jobs", state / "lock", state / "journal.jsonl"):
+    state = out / STATE_DIR
+    for path in (out, state, out / "jobs", state / LOCK, state / JOURNAL):
         if path.exists() and not os.access(path, os.W_OK | (os.X_OK if path.is_dir() else 0)):
             raise OutputDirError(
                 f"{path} is not writable: a run must write there (its lock, journal and "
