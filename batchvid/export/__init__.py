@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from batchvid.errors import BatchvidError, OutputDirError, UsageError
-from batchvid.store import read_json_lines, read_report
+from batchvid.store import JOURNAL, STATE_DIR, read_json_lines, read_report
 
 __all__ = ["ExportError", "ExportOptions", "Run", "export", "load_run", "parse_shard_size"]
 
@@ -72,6 +72,8 @@ class Run:
     report: dict[str, Any]
     rows: list[dict[str, Any]]
     """metadata.jsonl rows of finished jobs (each with ``quality``), in manifest order."""
+    jobs: dict[str, dict[str, Any]]
+    """report.json's job entries by id."""
     failed: list[dict[str, Any]] = field(default_factory=list)
     """Failed and pending jobs as rows without media, with ``status`` and ``error``."""
 
@@ -80,11 +82,7 @@ class Run:
 
     def job(self, job_id: str) -> dict[str, Any]:
         """The job's entry in report.json (empty when it has none)."""
-        if self._jobs is None:
-            self._jobs = {job["id"]: job for job in self.report["jobs"]}
-        return self._jobs.get(job_id, {})
-
-    _jobs: dict[str, dict[str, Any]] | None = field(default=None, repr=False)
+        return self.jobs.get(job_id, {})
 
 
 def parse_shard_size(text: str) -> tuple[int | None, int | None]:
@@ -122,7 +120,7 @@ def shard_name(text: str) -> str:
 
 def unfinished(root: Path) -> str | None:
     """Why ``root`` has no report.json although a run has journaled in it, or None."""
-    if (root / "report.json").exists() or not (root / ".batchvid" / "journal.jsonl").exists():
+    if (root / "report.json").exists() or not (root / STATE_DIR / JOURNAL).exists():
         return None
     return ("a run is writing this directory, or was killed before its report: wait for it to "
             "end, or run the same command again to finish it")
@@ -148,7 +146,7 @@ def load_run(root: Path, *, include_failed: bool = False) -> Run:
                 failed.append({"id": job["id"], "key": job["key"], "prompt": params.get("prompt"),
                                "parameters": params, "status": job["status"],
                                "error": job.get("error")})
-    return Run(root, report, rows, failed)
+    return Run(root, report, rows, jobs, failed)
 
 
 def _checked_rows(
